@@ -1,0 +1,358 @@
+//! Backends: choosing a burn [`Device`] from `--backend`, and describing it for the evidence.
+//!
+//! This is the only place where the backends differ. Everything else runs on the `Device`
+//! this module returns.
+
+use std::sync::OnceLock;
+
+use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use burn::tensor::{Device, DeviceKind};
+use serde::Serialize;
+
+use crate::error::{Result, TrainerError};
+
+/// What the user asked for with `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// wgpu on a hardware GPU adapter when there is one, else cpu.
+    Auto,
+    /// burn's wgpu backend on the best adapter (Vulkan, Metal or DX12).
+    Wgpu,
+    /// burn-flex, burn's pure-Rust CPU backend.
+    Cpu,
+    /// burn-ndarray (deprecated upstream; kept for comparison).
+    Ndarray,
+}
+
+/// A backend that runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    Wgpu,
+    Cpu,
+    Ndarray,
+}
+
+impl BackendName {
+    /// The name used on the command line and in the evidence.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendName::Wgpu => "wgpu",
+            BackendName::Cpu => "cpu",
+            BackendName::Ndarray => "ndarray",
+        }
+    }
+
+    /// Parses a backend name as `--backends` lists them.
+    pub fn parse(name: &str) -> Result<BackendName> {
+        match name.trim() {
+            "wgpu" => Ok(BackendName::Wgpu),
+            "cpu" => Ok(BackendName::Cpu),
+            "ndarray" => Ok(BackendName::Ndarray),
+            other => Err(TrainerError::bad_input(format!(
+                "unknown backend '{other}': expected one of wgpu, cpu, ndarray"
+            ))),
+        }
+    }
+}
+
+/// The device a run used, as the evidence records it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct DeviceInfo {
+    /// wgpu, cpu or ndarray.
+    pub backend: BackendName,
+    /// The burn crate that runs the tensors.
+    pub implementation: String,
+    /// Adapter name (wgpu) or processor model (cpu, ndarray).
+    pub device_name: String,
+    /// wgpu only: PCI vendor id as hex, device type, driver, graphics API.
+    pub vendor: Option<String>,
+    pub device_type: Option<String>,
+    pub driver: Option<String>,
+    pub graphics_api: Option<String>,
+    /// wgpu only: the largest storage buffer one binding may hold, in bytes.
+    pub max_storage_buffer_binding_bytes: Option<u64>,
+    /// wgpu only: the largest buffer the adapter allows, in bytes.
+    pub max_buffer_bytes: Option<u64>,
+    /// cpu, ndarray: the threads the backend may use.
+    pub threads: Option<usize>,
+    /// Whether the adapter is a software rasterizer (llvmpipe/lavapipe).
+    pub software: bool,
+}
+
+impl DeviceInfo {
+    /// One line for the console: backend and device.
+    pub fn summary(&self) -> String {
+        match self.backend {
+            BackendName::Wgpu => format!(
+                "backend: wgpu | device: {} ({}, {}, driver {})",
+                self.device_name,
+                self.device_type.as_deref().unwrap_or("?"),
+                self.graphics_api.as_deref().unwrap_or("?"),
+                self.driver.as_deref().unwrap_or("?")
+            ),
+            _ => format!(
+                "backend: {} ({}) | device: {} | threads: {}",
+                self.backend.as_str(),
+                self.implementation,
+                self.device_name,
+                self.threads.unwrap_or(1)
+            ),
+        }
+    }
+}
+
+/// A started backend: the device to run on and what it is.
+#[derive(Clone, Debug)]
+pub struct OpenBackend {
+    pub device: Device,
+    pub info: DeviceInfo,
+    /// For `auto`: the line that says what was chosen and why.
+    pub choice_note: Option<String>,
+}
+
+/// Starts the backend the user chose. A backend that cannot start is a
+/// [`TrainerError::BackendUnavailable`] (exit code 2), never a panic.
+pub fn open(choice: BackendChoice) -> Result<OpenBackend> {
+    match choice {
+        BackendChoice::Cpu => Ok(open_cpu(BackendName::Cpu)),
+        BackendChoice::Ndarray => Ok(open_cpu(BackendName::Ndarray)),
+        BackendChoice::Wgpu => open_wgpu(),
+        BackendChoice::Auto => {
+            let adapters = wgpu_adapters();
+            match adapters.iter().map(|a| &a.info).find(|a| !is_software(a)) {
+                Some(adapter) => {
+                    let mut open = open_wgpu()?;
+                    open.choice_note = Some(format!(
+                        "auto: chose wgpu, hardware adapter '{}' ({:?}) found",
+                        adapter.name, adapter.device_type
+                    ));
+                    Ok(open)
+                }
+                None => {
+                    let why = if adapters.is_empty() {
+                        "no wgpu adapter found".to_string()
+                    } else {
+                        format!(
+                            "only a software adapter ('{}') found, which is slower than the CPU backend",
+                            adapters[0].info.name
+                        )
+                    };
+                    let mut open = open_cpu(BackendName::Cpu);
+                    open.choice_note = Some(format!("auto: chose cpu, {why}"));
+                    Ok(open)
+                }
+            }
+        }
+    }
+}
+
+/// Starts one named backend (for parity and bench).
+pub fn open_named(name: BackendName) -> Result<OpenBackend> {
+    match name {
+        BackendName::Wgpu => open_wgpu(),
+        other => Ok(open_cpu(other)),
+    }
+}
+
+#[allow(deprecated)] // burn-ndarray is deprecated upstream; we keep it for comparison
+fn open_cpu(name: BackendName) -> OpenBackend {
+    let (device, implementation) = match name {
+        BackendName::Ndarray => (Device::ndarray(), "burn-ndarray"),
+        _ => (Device::flex(), "burn-flex"),
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    OpenBackend {
+        device,
+        info: DeviceInfo {
+            backend: name,
+            implementation: implementation.to_string(),
+            device_name: cpu_model(),
+            vendor: None,
+            device_type: Some("cpu".to_string()),
+            driver: None,
+            graphics_api: None,
+            max_storage_buffer_binding_bytes: None,
+            max_buffer_bytes: None,
+            threads: Some(threads),
+            software: false,
+        },
+        choice_note: None,
+    }
+}
+
+/// The graphics APIs in the order burn's `Auto` tries them.
+fn api_chain() -> Vec<wgpu::Backend> {
+    if cfg!(target_os = "macos") {
+        vec![wgpu::Backend::Metal]
+    } else {
+        vec![wgpu::Backend::Vulkan, wgpu::Backend::Dx12]
+    }
+}
+
+/// An adapter wgpu reports, with its limits.
+#[derive(Clone, Debug)]
+struct Adapter {
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+}
+
+/// The adapters of the first API in the chain that has any; enumerated once per process, on
+/// the calling thread, before burn opens its own instance.
+fn wgpu_adapters() -> Vec<Adapter> {
+    static ADAPTERS: OnceLock<Vec<Adapter>> = OnceLock::new();
+    ADAPTERS
+        .get_or_init(|| {
+            for api in api_chain() {
+                let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                    backends: api.into(),
+                    ..wgpu::InstanceDescriptor::new_without_display_handle()
+                });
+                let adapters: Vec<Adapter> =
+                    pollster::block_on(instance.enumerate_adapters(api.into()))
+                        .iter()
+                        .map(|a| Adapter {
+                            info: a.get_info(),
+                            limits: a.limits(),
+                        })
+                        .collect();
+                if !adapters.is_empty() {
+                    return adapters;
+                }
+            }
+            Vec::new()
+        })
+        .clone()
+}
+
+fn is_software(adapter: &wgpu::AdapterInfo) -> bool {
+    adapter.device_type == wgpu::DeviceType::Cpu
+}
+
+/// Ranks adapter types: discrete, integrated, virtual, other, then software.
+fn type_rank(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn open_wgpu() -> Result<OpenBackend> {
+    static OPENED: OnceLock<std::result::Result<OpenBackend, String>> = OnceLock::new();
+    let opened = OPENED.get_or_init(|| start_wgpu().map_err(|e| e.to_string()));
+    opened.clone().map_err(|reason| TrainerError::BackendUnavailable {
+        backend: "wgpu".to_string(),
+        reason,
+        hint: "install a Vulkan driver (on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers), or use --backend cpu".to_string(),
+    })
+}
+
+fn start_wgpu() -> std::result::Result<OpenBackend, String> {
+    let adapters = wgpu_adapters();
+    let position = (0..adapters.len())
+        .min_by_key(|&i| type_rank(adapters[i].info.device_type))
+        .ok_or_else(|| "no wgpu adapter found (no Vulkan, Metal or DX12 driver)".to_string())?;
+    let best = &adapters[position].info;
+    let limits = &adapters[position].limits;
+    // burn counts adapters per type: DiscreteGpu(n) is the n-th discrete adapter.
+    let index = adapters[..position]
+        .iter()
+        .filter(|a| a.info.device_type == best.device_type)
+        .count();
+    let kind = match best.device_type {
+        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(index),
+        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(index),
+        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(index),
+        wgpu::DeviceType::Cpu => DeviceKind::Cpu,
+        wgpu::DeviceType::Other => DeviceKind::DefaultDevice,
+    };
+    let api = match best.backend {
+        wgpu::Backend::Metal => WgpuBackend::Metal,
+        wgpu::Backend::Dx12 => WgpuBackend::Dx12,
+        _ => WgpuBackend::Vulkan,
+    };
+    let device = Device::wgpu_options()
+        .device_kind(kind)
+        .graphics_api(api)
+        .init()
+        .map_err(|e| crate::error::first_line(&e.to_string()))?;
+    Ok(OpenBackend {
+        device,
+        info: DeviceInfo {
+            backend: BackendName::Wgpu,
+            implementation: "burn-wgpu (WGSL)".to_string(),
+            device_name: best.name.clone(),
+            vendor: Some(format!("0x{:04x}", best.vendor)),
+            device_type: Some(format!("{:?}", best.device_type)),
+            driver: Some(
+                format!("{} {}", best.driver, best.driver_info)
+                    .trim()
+                    .to_string(),
+            ),
+            graphics_api: Some(format!("{:?}", best.backend)),
+            max_storage_buffer_binding_bytes: Some(limits.max_storage_buffer_binding_size),
+            max_buffer_bytes: Some(limits.max_buffer_size),
+            threads: None,
+            software: is_software(best),
+        },
+        choice_note: None,
+    })
+}
+
+/// The processor model from /proc/cpuinfo, or the architecture when unknown.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// One line per backend this build can use on this machine, for `trainer devices`.
+pub fn describe_all() -> Vec<String> {
+    let mut lines = Vec::new();
+    for name in [BackendName::Cpu, BackendName::Ndarray] {
+        let info = open_cpu(name).info;
+        lines.push(format!(
+            "{}: {} on {} ({} threads)",
+            name.as_str(),
+            info.implementation,
+            info.device_name,
+            info.threads.unwrap_or(1)
+        ));
+    }
+    let adapters = wgpu_adapters();
+    if adapters.is_empty() {
+        lines.push(
+            "wgpu: unavailable: no adapter found (install a Vulkan driver, e.g. apt-get install mesa-vulkan-drivers)"
+                .to_string(),
+        );
+    }
+    for adapter in adapters {
+        let a = &adapter.info;
+        lines.push(format!(
+            "wgpu: {} ({:?}, {:?}, driver {} {}){}",
+            a.name,
+            a.device_type,
+            a.backend,
+            a.driver,
+            a.driver_info,
+            if is_software(a) {
+                " [software: used by --backend wgpu, never by auto]"
+            } else {
+                ""
+            }
+        ));
+    }
+    lines
+}

@@ -1,0 +1,154 @@
+//! Checkpoints: the best model's parameters in burn's burnpack format
+//! (`checkpoints/best_model.bpk`), and beside them `checkpoints/best_model.json`, which says
+//! everything needed to rebuild and check the model from the checkpoint alone: format
+//! version, model kind, classes, image size, data recipe, preprocessing, and the size and
+//! checksum of the parameter file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataConfig;
+use crate::error::{Result, TrainerError};
+use crate::models::{ModelKind, Net};
+
+/// The format written by this version; loading refuses any other.
+pub const FORMAT_VERSION: u32 = 1;
+/// The tag every checkpoint description carries.
+pub const FORMAT_TAG: &str = "trainer-checkpoint";
+/// File names inside `checkpoints/`.
+pub const PARAMS_FILE: &str = "best_model.bpk";
+pub const META_FILE: &str = "best_model.json";
+
+/// What `best_model.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointMeta {
+    pub format: String,
+    pub format_version: u32,
+    pub model_name: String,
+    pub model_kind: ModelKind,
+    pub classes: Vec<String>,
+    pub image_size: usize,
+    /// The synthetic data recipe the model was trained on.
+    pub data: DataConfig,
+    /// What is done to an image before the model sees it.
+    pub preprocessing: String,
+    pub params_file: String,
+    pub params_bytes: u64,
+    /// FNV-1a 64-bit checksum of the parameter file, hex.
+    pub params_checksum: String,
+    pub best_epoch: usize,
+    pub test_accuracy: f64,
+    pub trainer_version: String,
+}
+
+/// Serializes a model's parameters to burnpack bytes.
+pub fn params_bytes(net: &Net) -> Result<Vec<u8>> {
+    let bytes = net
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| TrainerError::bad_input(format!("serializing the checkpoint: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+/// FNV-1a 64-bit, as hex: detects truncation and corruption (it is not a security measure).
+pub fn checksum(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= *byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Where the checkpoint's description is, for a path naming the `.json`, the `.bpk`, the
+/// `checkpoints/` folder or the pack folder.
+fn meta_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        let inside = path.join(META_FILE);
+        if inside.exists() {
+            return inside;
+        }
+        return path.join("checkpoints").join(META_FILE);
+    }
+    if path.extension().is_some_and(|e| e == "bpk") {
+        return path.with_extension("json");
+    }
+    path.to_path_buf()
+}
+
+/// Loads a checkpoint and rebuilds its model on `device`. Every problem (missing, truncated,
+/// corrupted, wrong version, wrong model) is a [`TrainerError::Checkpoint`] naming it.
+pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
+    let meta_file = meta_path(path);
+    let fail = |reason: String| TrainerError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = fs::read_to_string(&meta_file)
+        .map_err(|e| fail(format!("cannot read '{}': {e}", meta_file.display())))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| fail(format!("'{}' is not valid JSON: {e}", meta_file.display())))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_TAG) {
+        return Err(fail(format!(
+            "'{}' is not a trainer checkpoint description",
+            meta_file.display()
+        )));
+    }
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(FORMAT_VERSION as u64) {
+        return Err(fail(format!(
+            "format version {} is not supported (this trainer reads version {FORMAT_VERSION})",
+            version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "missing".into())
+        )));
+    }
+    let meta: CheckpointMeta = serde_json::from_value(value)
+        .map_err(|e| fail(format!("description is incomplete: {e}")))?;
+    if ModelKind::from_display_name(&meta.model_name) != Some(meta.model_kind) {
+        return Err(fail(format!(
+            "model name '{}' does not match model kind {:?}",
+            meta.model_name, meta.model_kind
+        )));
+    }
+    if meta.classes.len() < 2 || meta.image_size < crate::data::MIN_IMAGE_SIZE {
+        return Err(fail("classes or image size are out of range".into()));
+    }
+    let folder = meta_file.parent().unwrap_or(Path::new("."));
+    let params_file = folder.join(&meta.params_file);
+    let bytes = fs::read(&params_file)
+        .map_err(|e| fail(format!("cannot read '{}': {e}", params_file.display())))?;
+    if bytes.len() as u64 != meta.params_bytes {
+        return Err(fail(format!(
+            "'{}' has {} bytes, the description says {} (truncated or replaced)",
+            params_file.display(),
+            bytes.len(),
+            meta.params_bytes
+        )));
+    }
+    if checksum(&bytes) != meta.params_checksum {
+        return Err(fail(format!(
+            "'{}' does not match its checksum (corrupted)",
+            params_file.display()
+        )));
+    }
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| fail(format!("parameters cannot be decoded: {e}")))?;
+    let template = Net::init(
+        meta.model_kind,
+        meta.image_size,
+        meta.classes.len(),
+        0,
+        device,
+    );
+    let net = template
+        .try_load_record(record)
+        .map_err(|e| fail(format!("parameters do not fit a {}: {e}", meta.model_name)))?;
+    Ok((net, meta))
+}

@@ -1,0 +1,85 @@
+//! The console: result lines on stdout, a progress bar on stderr (only when stderr is a
+//! terminal), nothing but results with `--quiet`.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::models::ModelKind;
+use crate::train::Progress;
+
+/// Prints for the user.
+pub struct Console {
+    quiet: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Console {
+    /// A console; `quiet` hides notes and the progress bar.
+    pub fn new(quiet: bool) -> Console {
+        Console {
+            quiet,
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// A result line: always printed.
+    pub fn result(&self, line: &str) {
+        self.with_bar_suspended(|| println!("{line}"));
+    }
+
+    /// An informational line: printed unless quiet.
+    pub fn info(&self, line: &str) {
+        if !self.quiet {
+            self.with_bar_suspended(|| println!("{line}"));
+        }
+    }
+
+    fn with_bar_suspended(&self, f: impl FnOnce()) {
+        let bar = self.bar.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+}
+
+impl Progress for Console {
+    fn start(&self, model: ModelKind, total_samples: u64) {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new(total_samples);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>16} [{bar:30}] {pos}/{len} samples {per_sec} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(model.display_name());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, samples: u64, message: &str) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(samples);
+            bar.set_message(message.to_string());
+        }
+    }
+
+    fn note(&self, line: &str) {
+        self.info(line);
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}

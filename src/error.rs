@@ -1,0 +1,98 @@
+//! One error type for the whole library. Each variant prints as one line for the user, and
+//! knows which exit code it maps to (see the README's exit-code table).
+
+use std::path::{Path, PathBuf};
+
+/// Every way a `trainer` command can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    /// A flag, a config value or an argument is not acceptable.
+    #[error("{0}")]
+    BadInput(String),
+
+    /// The requested backend could not start (no adapter, driver error).
+    #[error("backend '{backend}' cannot start: {reason}. {hint}")]
+    BackendUnavailable {
+        backend: String,
+        reason: String,
+        hint: String,
+    },
+
+    /// The output folder exists and is not an earlier trainer run.
+    #[error(
+        "refusing to replace '{0}': it exists and is not a trainer run (no .trainer-run marker); choose another --out or move it away"
+    )]
+    ForeignOutput(PathBuf),
+
+    /// Reading or writing a file failed.
+    #[error("{action} '{path}': {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A checkpoint is missing, truncated, corrupted or of the wrong kind.
+    #[error("checkpoint '{path}' is not usable: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
+    /// Even a batch of one sample does not fit in memory.
+    #[error("{0}")]
+    OutOfMemory(String),
+
+    /// The device reported an error that is not a memory shortage.
+    #[error("the {backend} device failed: {reason}")]
+    Device { backend: String, reason: String },
+
+    /// The user interrupted the run (Ctrl-C or SIGTERM).
+    #[error(
+        "interrupted: stopped before the evidence pack was complete; the earlier pack (if any) is untouched"
+    )]
+    Interrupted,
+
+    /// A verdict (parity) did not hold.
+    #[error("{0}")]
+    VerdictFailed(String),
+}
+
+impl TrainerError {
+    /// The process exit code for this error: 2 for bad input or a backend that cannot start,
+    /// 130 for an interrupt, 1 for everything else (a run or a verdict that failed).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TrainerError::BadInput(_)
+            | TrainerError::BackendUnavailable { .. }
+            | TrainerError::ForeignOutput(_)
+            | TrainerError::Checkpoint { .. } => 2,
+            TrainerError::Interrupted => 130,
+            _ => 1,
+        }
+    }
+
+    /// Shorthand for a [`TrainerError::BadInput`].
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        TrainerError::BadInput(message.into())
+    }
+
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        TrainerError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, TrainerError>;
+
+/// Flattens a multi-line message (burn's errors carry backtraces) into its first line.
+pub fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("unknown error")
+        .to_string()
+}

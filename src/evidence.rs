@@ -1,0 +1,779 @@
+//! Evidence writers: every file of the pack, from a [`Report`].
+//!
+//! The files named by the workshop keep its names and columns. Timing lives only in
+//! `outputs/run_info.json` and `outputs/epoch_timing.csv`, so that every other file is
+//! byte-identical when a run is repeated with the same seed on the same backend.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::error::{Result, TrainerError};
+use crate::memory::format_bytes;
+use crate::models::ModelKind;
+use crate::pack::Staging;
+use crate::plots::{self, LineChart, Series};
+use crate::train::Prediction;
+use crate::workshop::{ModelRun, Report, round4};
+
+/// The evidence files, relative to the pack folder, in the order the README lists them.
+pub const FILES: [&str; 16] = [
+    "README.md",
+    "outputs/training_log.csv",
+    "outputs/model_comparison.csv",
+    "outputs/confusion_matrix.csv",
+    "outputs/error_samples.csv",
+    "outputs/metrics_summary.json",
+    "outputs/run_info.json",
+    "outputs/epoch_timing.csv",
+    "outputs/memory_events.csv",
+    "curves/loss_curve.png",
+    "curves/accuracy_curve.png",
+    "curves/confusion_matrix.png",
+    "checkpoints/best_model.bpk",
+    "checkpoints/best_model.json",
+    "reports/shape_trace.md",
+    "reports/debug_checklist.md",
+];
+
+/// Writes the whole pack into the staging folder.
+pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
+    staging.write("outputs/training_log.csv", training_log_csv(report)?)?;
+    staging.write(
+        "outputs/model_comparison.csv",
+        model_comparison_csv(report)?,
+    )?;
+    let best = report.best();
+    let counts = confusion_counts(&best.test.predictions, report.classes.len());
+    staging.write(
+        "outputs/confusion_matrix.csv",
+        confusion_csv(&report.classes, &counts)?,
+    )?;
+    staging.write(
+        "outputs/error_samples.csv",
+        error_samples_csv(&review_rows(&best.test.predictions), &report.classes)?,
+    )?;
+    staging.write(
+        "outputs/metrics_summary.json",
+        metrics_summary_json(report)?,
+    )?;
+    staging.write("outputs/run_info.json", run_info_json(report)?)?;
+    staging.write("outputs/epoch_timing.csv", epoch_timing_csv(report)?)?;
+    staging.write("outputs/memory_events.csv", memory_events_csv(report)?)?;
+    plots::draw_line_chart(&staging.path("curves/loss_curve.png")?, &loss_chart(report))?;
+    plots::draw_line_chart(
+        &staging.path("curves/accuracy_curve.png")?,
+        &accuracy_chart(report),
+    )?;
+    plots::draw_confusion(
+        &staging.path("curves/confusion_matrix.png")?,
+        &format!(
+            "Confusion matrix: {} on the test set",
+            best.kind.display_name()
+        ),
+        &report.classes,
+        &counts,
+    )?;
+    write_checkpoint(staging, report)?;
+    staging.write("reports/shape_trace.md", shape_trace_md(report))?;
+    staging.write("reports/debug_checklist.md", debug_checklist_md(report))?;
+    staging.write("README.md", readme_md(report))?;
+    Ok(())
+}
+
+/// A float as the seed script writes it: rounded to 4 decimals, Python's repr (`1.0`, `0.9286`).
+pub fn py_float(x: f64) -> String {
+    format!("{:?}", round4(x))
+}
+
+fn csv_error(e: impl std::fmt::Display) -> TrainerError {
+    TrainerError::bad_input(format!("writing CSV: {e}"))
+}
+
+fn csv_text(rows: Vec<Vec<String>>) -> Result<String> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    for row in rows {
+        writer.write_record(&row).map_err(csv_error)?;
+    }
+    let bytes = writer.into_inner().map_err(csv_error)?;
+    String::from_utf8(bytes).map_err(csv_error)
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// outputs/training_log.csv: model, epoch, train_loss, train_acc, val_loss, val_acc.
+pub fn training_log_csv(report: &Report) -> Result<String> {
+    let mut rows = vec![row([
+        "model",
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+    ])];
+    for run in &report.models {
+        for e in &run.trained.history {
+            rows.push(vec![
+                run.kind.display_name().to_string(),
+                e.epoch.to_string(),
+                py_float(e.train_loss),
+                py_float(e.train_acc),
+                py_float(e.val_loss),
+                py_float(e.val_acc),
+            ]);
+        }
+    }
+    csv_text(rows)
+}
+
+/// The status of a model's training, for the comparison and the README.
+pub fn status(run: &ModelRun) -> String {
+    match &run.trained.divergence {
+        None => "ok".to_string(),
+        Some(d) => format!(
+            "diverged at epoch {} step {} ({} not finite)",
+            d.epoch, d.step, d.what
+        ),
+    }
+}
+
+/// outputs/model_comparison.csv: the seed's columns (model, epochs, best_val_acc, test_loss,
+/// test_accuracy), best first, then best_epoch and status.
+pub fn model_comparison_csv(report: &Report) -> Result<String> {
+    let mut rows = vec![row([
+        "model",
+        "epochs",
+        "best_val_acc",
+        "test_loss",
+        "test_accuracy",
+        "best_epoch",
+        "status",
+    ])];
+    for &i in &report.ranking {
+        let run = &report.models[i];
+        rows.push(vec![
+            run.kind.display_name().to_string(),
+            run.epochs.to_string(),
+            py_float(run.trained.best_val_acc),
+            py_float(run.test.loss),
+            py_float(run.test.accuracy),
+            run.trained.best_epoch.to_string(),
+            status(run),
+        ]);
+    }
+    csv_text(rows)
+}
+
+/// Counts[actual][predicted].
+pub fn confusion_counts(predictions: &[Prediction], classes: usize) -> Vec<Vec<usize>> {
+    let mut counts = vec![vec![0; classes]; classes];
+    for p in predictions {
+        counts[p.actual][p.predicted] += 1;
+    }
+    counts
+}
+
+/// outputs/confusion_matrix.csv: `actual/predicted` then one column per class.
+pub fn confusion_csv(classes: &[String], counts: &[Vec<usize>]) -> Result<String> {
+    let mut header = vec!["actual/predicted".to_string()];
+    header.extend(classes.iter().cloned());
+    let mut rows = vec![header];
+    for (name, values) in classes.iter().zip(counts) {
+        let mut r = vec![name.clone()];
+        r.extend(values.iter().map(|v| v.to_string()));
+        rows.push(r);
+    }
+    csv_text(rows)
+}
+
+/// The review samples: the wrong predictions (first 10, in test order), or when there are
+/// none, the 10 lowest-confidence correct ones.
+pub fn review_rows(predictions: &[Prediction]) -> Vec<(Prediction, &'static str)> {
+    let errors: Vec<&Prediction> = predictions
+        .iter()
+        .filter(|p| p.actual != p.predicted)
+        .collect();
+    if !errors.is_empty() {
+        return errors
+            .into_iter()
+            .take(10)
+            .map(|p| (p.clone(), "wrong prediction"))
+            .collect();
+    }
+    let mut sorted: Vec<&Prediction> = predictions.iter().collect();
+    sorted.sort_by(|a, b| a.confidence.total_cmp(&b.confidence));
+    sorted
+        .into_iter()
+        .take(10)
+        .map(|p| (p.clone(), "lowest-confidence correct prediction"))
+        .collect()
+}
+
+/// outputs/error_samples.csv: sample_id, actual, predicted, confidence, correct, review_reason.
+pub fn error_samples_csv(rows: &[(Prediction, &str)], classes: &[String]) -> Result<String> {
+    let mut out = vec![row([
+        "sample_id",
+        "actual",
+        "predicted",
+        "confidence",
+        "correct",
+        "review_reason",
+    ])];
+    for (p, reason) in rows {
+        out.push(vec![
+            p.sample_id.clone(),
+            classes[p.actual].clone(),
+            classes[p.predicted].clone(),
+            py_float(p.confidence as f64),
+            if p.actual == p.predicted {
+                "True"
+            } else {
+                "False"
+            }
+            .to_string(),
+            reason.to_string(),
+        ]);
+    }
+    csv_text(out)
+}
+
+#[derive(Serialize)]
+struct MetricsSummary<'a> {
+    best_model: &'a str,
+    test_accuracy: f64,
+    classes: &'a [String],
+    train_samples: usize,
+    val_samples: usize,
+    test_samples: usize,
+}
+
+/// outputs/metrics_summary.json, with the seed's keys in the seed's order.
+pub fn metrics_summary_json(report: &Report) -> Result<String> {
+    let best = report.best();
+    let summary = MetricsSummary {
+        best_model: best.kind.display_name(),
+        test_accuracy: round4(best.test.accuracy),
+        classes: &report.classes,
+        train_samples: report.split_sizes[0],
+        val_samples: report.split_sizes[1],
+        test_samples: report.split_sizes[2],
+    };
+    serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::bad_input(e.to_string()))
+}
+
+#[derive(Serialize)]
+struct ModelInfo {
+    model: String,
+    epochs: usize,
+    lr: f64,
+    requested_batch_size: usize,
+    final_batch_size: usize,
+    best_epoch: usize,
+    status: String,
+    train_seconds: f64,
+    val_seconds: f64,
+    train_samples_per_sec: f64,
+}
+
+#[derive(Serialize)]
+struct RunInfo<'a> {
+    command: &'a str,
+    trainer_version: &'static str,
+    burn_version: &'static str,
+    rustc_version: &'static str,
+    started_at_utc: String,
+    total_wall_seconds: f64,
+    device: &'a crate::backend::DeviceInfo,
+    backend_choice: Option<&'a str>,
+    seed: u64,
+    samples_per_class: usize,
+    image_size: usize,
+    batch_size: usize,
+    epochs_baseline: usize,
+    epochs_cnn: usize,
+    lr_baseline: f64,
+    lr_cnn: f64,
+    max_grad_norm: f32,
+    optimizer: &'static str,
+    memory_limit_bytes: Option<u64>,
+    memory_preflight: bool,
+    memory_events: usize,
+    peak_host_rss_bytes: Option<u64>,
+    peak_device_memory_bytes: Option<u64>,
+    models: Vec<ModelInfo>,
+}
+
+/// outputs/run_info.json: device, versions, hyperparameters, timing and memory.
+pub fn run_info_json(report: &Report) -> Result<String> {
+    let c = &report.config;
+    let models = report
+        .models
+        .iter()
+        .map(|run| {
+            let train_seconds: f64 = run.trained.history.iter().map(|e| e.train_seconds).sum();
+            let val_seconds: f64 = run.trained.history.iter().map(|e| e.val_seconds).sum();
+            let samples: usize = run.trained.history.iter().map(|e| e.train_samples).sum();
+            ModelInfo {
+                model: run.kind.display_name().to_string(),
+                epochs: run.epochs,
+                lr: run.lr,
+                requested_batch_size: run.trained.requested_batch,
+                final_batch_size: run.trained.final_batch,
+                best_epoch: run.trained.best_epoch,
+                status: status(run),
+                train_seconds,
+                val_seconds,
+                train_samples_per_sec: samples as f64 / train_seconds.max(1e-9),
+            }
+        })
+        .collect();
+    let info = RunInfo {
+        command: &c.command,
+        trainer_version: env!("CARGO_PKG_VERSION"),
+        burn_version: env!("TRAINER_BURN_VERSION"),
+        rustc_version: env!("TRAINER_RUSTC_VERSION"),
+        started_at_utc: utc_timestamp(report.started_unix),
+        total_wall_seconds: report.wall_seconds,
+        device: &report.device,
+        backend_choice: report.choice_note.as_deref(),
+        seed: c.data.seed,
+        samples_per_class: c.data.samples_per_class,
+        image_size: c.data.image_size,
+        batch_size: c.batch_size,
+        epochs_baseline: c.epochs_baseline,
+        epochs_cnn: c.epochs_cnn,
+        lr_baseline: c.lr_baseline,
+        lr_cnn: c.lr_cnn,
+        max_grad_norm: crate::workshop::MAX_GRAD_NORM,
+        optimizer: "Adam (beta1 0.9, beta2 0.999, eps 1e-8)",
+        memory_limit_bytes: c.memory_limit_bytes,
+        memory_preflight: c.memory_preflight,
+        memory_events: report.memory_events.len(),
+        peak_host_rss_bytes: report.peak_rss_bytes,
+        peak_device_memory_bytes: None,
+        models,
+    };
+    serde_json::to_string_pretty(&info).map_err(|e| TrainerError::bad_input(e.to_string()))
+}
+
+/// outputs/epoch_timing.csv: model, epoch, batch_size, train_seconds, val_seconds,
+/// train_samples_per_sec, and train_samples (how many samples the epoch trained on).
+pub fn epoch_timing_csv(report: &Report) -> Result<String> {
+    let mut rows = vec![row([
+        "model",
+        "epoch",
+        "batch_size",
+        "train_seconds",
+        "val_seconds",
+        "train_samples_per_sec",
+        "train_samples",
+    ])];
+    for run in &report.models {
+        for e in &run.trained.history {
+            rows.push(vec![
+                run.kind.display_name().to_string(),
+                e.epoch.to_string(),
+                e.batch_size.to_string(),
+                format!("{:.6}", e.train_seconds),
+                format!("{:.6}", e.val_seconds),
+                format!("{:.1}", e.train_samples as f64 / e.train_seconds.max(1e-9)),
+                e.train_samples.to_string(),
+            ]);
+        }
+    }
+    csv_text(rows)
+}
+
+/// outputs/memory_events.csv: one row per change of batch size (header only when none).
+pub fn memory_events_csv(report: &Report) -> Result<String> {
+    let mut rows = vec![row([
+        "model",
+        "phase",
+        "epoch",
+        "step",
+        "from_batch",
+        "to_batch",
+        "reason",
+        "requested_bytes",
+        "budget_bytes",
+    ])];
+    let opt = |v: Option<u64>| v.map(|b| b.to_string()).unwrap_or_default();
+    for e in &report.memory_events {
+        rows.push(vec![
+            e.model.clone(),
+            e.phase.to_string(),
+            e.epoch.to_string(),
+            e.step.to_string(),
+            e.from_batch.to_string(),
+            e.to_batch.to_string(),
+            e.reason.clone(),
+            opt(e.requested_bytes),
+            opt(e.budget_bytes),
+        ]);
+    }
+    csv_text(rows)
+}
+
+fn loss_chart(report: &Report) -> LineChart {
+    curve_chart(report, "Training and validation loss", "loss", |e| {
+        (e.train_loss, e.val_loss)
+    })
+}
+
+fn accuracy_chart(report: &Report) -> LineChart {
+    curve_chart(
+        report,
+        "Training and validation accuracy",
+        "accuracy",
+        |e| (e.train_acc, e.val_acc),
+    )
+}
+
+fn curve_chart(
+    report: &Report,
+    title: &str,
+    metric: &str,
+    pick: impl Fn(&crate::train::EpochStats) -> (f64, f64),
+) -> LineChart {
+    let mut series = Vec::new();
+    for (i, run) in report.models.iter().enumerate() {
+        let name = run.kind.display_name();
+        let history = &run.trained.history;
+        series.push(Series {
+            label: format!("{name} train_{metric}"),
+            points: history
+                .iter()
+                .map(|e| (e.epoch as f64, pick(e).0))
+                .collect(),
+            dashed: false,
+            colour: i,
+        });
+        series.push(Series {
+            label: format!("{name} val_{metric}"),
+            points: history
+                .iter()
+                .map(|e| (e.epoch as f64, pick(e).1))
+                .collect(),
+            dashed: true,
+            colour: i,
+        });
+    }
+    LineChart {
+        title: title.to_string(),
+        x_label: "epoch".to_string(),
+        y_label: metric.to_string(),
+        series,
+        log2_x: false,
+        marks: Vec::new(),
+    }
+}
+
+fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
+    let best = report.best();
+    let bytes = checkpoint::params_bytes(&best.trained.best)?;
+    let meta = CheckpointMeta {
+        format: checkpoint::FORMAT_TAG.to_string(),
+        format_version: checkpoint::FORMAT_VERSION,
+        model_name: best.kind.display_name().to_string(),
+        model_kind: best.kind,
+        classes: report.classes.clone(),
+        image_size: report.config.data.image_size,
+        data: report.config.data.clone(),
+        preprocessing: "none: the generated pixel values (clamped to [-1, 1.5]) are the input"
+            .to_string(),
+        params_file: checkpoint::PARAMS_FILE.to_string(),
+        params_bytes: bytes.len() as u64,
+        params_checksum: checkpoint::checksum(&bytes),
+        best_epoch: best.trained.best_epoch,
+        test_accuracy: round4(best.test.accuracy),
+        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    staging.write(&format!("checkpoints/{}", checkpoint::PARAMS_FILE), &bytes)?;
+    let json =
+        serde_json::to_string_pretty(&meta).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+    staging.write(&format!("checkpoints/{}", checkpoint::META_FILE), json)
+}
+
+fn tuple(shape: &[usize]) -> String {
+    if shape.len() == 1 {
+        format!("({},)", shape[0])
+    } else {
+        format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// reports/shape_trace.md: the real shapes of one batch through both models.
+pub fn shape_trace_md(report: &Report) -> String {
+    let s = &report.shapes;
+    let mut out = String::from("# Shape Trace\n\n");
+    let _ = writeln!(
+        out,
+        "- One image batch: `{}` means batch, channel, height, width.",
+        tuple(&s.images)
+    );
+    let _ = writeln!(
+        out,
+        "- One label batch: `{}` means one class id per image.",
+        tuple(&s.labels)
+    );
+    let _ = writeln!(
+        out,
+        "- Model output should be `(batch, {})`, one logit per class.",
+        report.classes.len()
+    );
+    for (kind, shape) in &s.logits {
+        let _ = writeln!(out, "- {} logits: `{}`.", kind.display_name(), tuple(shape));
+    }
+    for kind in ModelKind::ALL {
+        let _ = writeln!(out, "\n## {} layer by layer\n", kind.display_name());
+        let _ = writeln!(out, "| layer | output shape |\n| --- | --- |");
+        let _ = writeln!(out, "| input | `{}` |", tuple(&s.images));
+        for (k, layer, shape) in &s.layers {
+            if *k == kind {
+                let _ = writeln!(out, "| {layer} | `{}` |", tuple(shape));
+            }
+        }
+    }
+    let _ = writeln!(out, "\n## Batch size\n");
+    let _ = writeln!(
+        out,
+        "The trace uses the requested batch size ({}).",
+        report.config.batch_size
+    );
+    for run in &report.models {
+        let _ = writeln!(
+            out,
+            "- {}: trained with batch {} (requested {}).",
+            run.kind.display_name(),
+            run.trained.final_batch,
+            run.trained.requested_batch
+        );
+    }
+    out
+}
+
+/// reports/debug_checklist.md: the workshop's failure modes in terms of this tool.
+pub fn debug_checklist_md(report: &Report) -> String {
+    let c = &report.config;
+    let batches: Vec<String> = report
+        .models
+        .iter()
+        .map(|r| {
+            format!(
+                "{} trained at batch {} (requested {})",
+                r.kind.display_name(),
+                r.trained.final_batch,
+                r.trained.requested_batch
+            )
+        })
+        .collect();
+    let mut out = String::from("# Debug Checklist\n\n");
+    let items = [
+        format!(
+            "**Shape mismatch** (`Expected 4D input`, wrong logits shape): read `reports/shape_trace.md` first; images must be `(batch, 1, {s}, {s})` and labels `(batch,)`. `--image-size` below {min} is refused because the stripe recipe and the CNN's pooling need room.",
+            s = c.data.image_size,
+            min = crate::data::MIN_IMAGE_SIZE
+        ),
+        format!(
+            "**Loss not falling**: compare the first and last `train_loss` per model in `outputs/training_log.csv` and look at `curves/loss_curve.png`. Lower the learning rate first (`--lr-baseline`, now {}; `--lr-cnn`, now {}), then check labels: `outputs/confusion_matrix.csv` shows whether one class swallows the others. Try overfitting a tiny set (`--samples-per-class 5 --epochs-cnn 50`).",
+            c.lr_baseline, c.lr_cnn
+        ),
+        "**Training improves but validation does not (overfitting)**: compare `train_acc` with `val_acc` and `train_loss` with `val_loss` per epoch in `outputs/training_log.csv` and `curves/accuracy_curve.png`. The best epoch is restored (`best_epoch` in `outputs/model_comparison.csv`); more data (`--samples-per-class`) or fewer epochs help.".to_string(),
+        "**Divergence** (loss or gradient norm NaN/infinite, for example with `--lr-cnn 1e6`): the model's `status` in `outputs/model_comparison.csv` says where; the checkpoint keeps the best epoch before it. Lower the learning rate.".to_string(),
+        format!(
+            "**Memory pressure** (CPU RAM or GPU memory exhausted): trainer halves the batch on its own and records every halving in `outputs/memory_events.csv` ({} events in this run). This run: {}. Lower `--batch-size` or `--image-size` yourself to skip the halving, or set `--memory-limit` to keep headroom.",
+            report.memory_events.len(),
+            batches.join("; ")
+        ),
+        format!(
+            "**Results change between runs (non-determinism)**: data, split, initial parameters and shuffling all derive from `--seed` (now {}); two runs with the same seed on the same backend give byte-identical `training_log.csv`, `model_comparison.csv`, `confusion_matrix.csv`, `error_samples.csv` and `metrics_summary.json`. Across backends, float rounding differs slightly: `trainer parity` measures by how much.",
+            c.data.seed
+        ),
+        "**A backend does not start**: `--backend wgpu` needs a Vulkan, Metal or DX12 driver (`apt-get install mesa-vulkan-drivers` gives a software one); `--backend cpu` always works.".to_string(),
+    ];
+    for item in items {
+        let _ = writeln!(out, "- {item}");
+    }
+    out
+}
+
+/// The pack's README.md.
+pub fn readme_md(report: &Report) -> String {
+    let c = &report.config;
+    let best = report.best();
+    let mut out = String::from("# Deep learning workshop evidence pack\n\n");
+    let _ = writeln!(
+        out,
+        "Produced by `trainer` {} with:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(out, "```bash\n{}\n```\n", c.command);
+    let _ = writeln!(out, "## Backend and device\n");
+    let _ = writeln!(out, "- {}", report.device.summary());
+    if let Some(note) = &report.choice_note {
+        let _ = writeln!(out, "- {note}");
+    }
+    let _ = writeln!(
+        out,
+        "- Whole run: {:.2} s wall; peak host memory {}. Per-epoch timing: `outputs/epoch_timing.csv`; everything about the run: `outputs/run_info.json`.\n",
+        report.wall_seconds,
+        report
+            .peak_rss_bytes
+            .map(format_bytes)
+            .unwrap_or_else(|| "unknown".into())
+    );
+    let _ = writeln!(out, "## Results\n");
+    let _ = writeln!(out, "- Best model: {}", best.kind.display_name());
+    let _ = writeln!(out, "- Test accuracy: {}", py_float(best.test.accuracy));
+    let _ = writeln!(
+        out,
+        "- Data: {} train / {} val / {} test samples, classes {}; seed {}, {} per class, {}x{} images.\n",
+        report.split_sizes[0],
+        report.split_sizes[1],
+        report.split_sizes[2],
+        report.classes.join(", "),
+        c.data.seed,
+        c.data.samples_per_class,
+        c.data.image_size,
+        c.data.image_size
+    );
+    let _ = writeln!(out, "## Model comparison\n");
+    let _ = writeln!(
+        out,
+        "| model | epochs | lr | batch | best epoch | best val acc | test loss | test accuracy | status |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for &i in &report.ranking {
+        let r = &report.models[i];
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.kind.display_name(),
+            r.epochs,
+            r.lr,
+            r.trained.final_batch,
+            r.trained.best_epoch,
+            py_float(r.trained.best_val_acc),
+            py_float(r.test.loss),
+            py_float(r.test.accuracy),
+            status(r)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels match the stripe structure. The best epoch of each model (by validation accuracy) was restored before testing; the test set was used once, at the end.\n"
+    );
+    let _ = writeln!(out, "## Memory\n");
+    if report.memory_events.is_empty() {
+        let _ = writeln!(
+            out,
+            "No batch size change was needed (preflight {}).\n",
+            if c.memory_preflight { "on" } else { "off" }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "The batch size was halved {} time(s); each change is a row of `outputs/memory_events.csv`:\n",
+            report.memory_events.len()
+        );
+        for e in &report.memory_events {
+            let _ = writeln!(
+                out,
+                "- {} ({}, epoch {}, step {}): {} -> {} because {}",
+                e.model, e.phase, e.epoch, e.step, e.from_batch, e.to_batch, e.reason
+            );
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "## Evidence files\n");
+    for file in FILES.iter().filter(|f| **f != "README.md") {
+        let _ = writeln!(out, "- {file}");
+    }
+    let _ = writeln!(
+        out,
+        "\nThe checkpoint is burn's burnpack format (`checkpoints/best_model.bpk`), described by `checkpoints/best_model.json` (model, classes, image size, data recipe, checksum). Reload it with:\n\n```bash\ntrainer evaluate --checkpoint {}/checkpoints/best_model.json\n```\n",
+        c.out.display()
+    );
+    let _ = writeln!(out, "## Limitations\n");
+    let _ = writeln!(
+        out,
+        "- The data are synthetic stripes: a clean, easy task; accuracy here says little about real images.\n- The test set has {} samples, so one sample moves test accuracy by {:.3}.\n- Float results differ slightly between backends (see `trainer parity`); byte-identical reruns hold on one backend and machine.\n",
+        report.split_sizes[2],
+        1.0 / report.split_sizes[2].max(1) as f64
+    );
+    let _ = writeln!(out, "## Next steps\n");
+    let _ = writeln!(
+        out,
+        "- Change one variable at a time (`--batch-size`, `--lr-cnn` or `--epochs-cnn`), rerun into a new `--out`, and compare the two `training_log.csv` files and loss curves.\n- Review the samples in `outputs/error_samples.csv` before trusting the score.\n- Move to a real image folder once the baseline is understood."
+    );
+    out
+}
+
+/// A UTC timestamp (`2026-11-26T20:56:05Z`) from Unix seconds.
+pub fn utc_timestamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_look_like_pythons() {
+        assert_eq!(py_float(1.0), "1.0");
+        assert_eq!(py_float(0.928_571_4), "0.9286");
+        assert_eq!(py_float(0.07), "0.07");
+        assert_eq!(py_float(0.0), "0.0");
+    }
+
+    #[test]
+    fn timestamps_are_utc() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(1_795_726_565), "2026-11-26T20:56:05Z");
+    }
+
+    #[test]
+    fn review_rows_prefer_errors() {
+        let p = |id: &str, a, b, c| Prediction {
+            sample_id: id.into(),
+            actual: a,
+            predicted: b,
+            confidence: c,
+        };
+        let preds = vec![p("a", 0, 0, 0.9), p("b", 1, 2, 0.6), p("c", 2, 2, 0.4)];
+        let rows = review_rows(&preds);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1, "wrong prediction");
+        let rows = review_rows(&[p("a", 0, 0, 0.9), p("c", 2, 2, 0.4)]);
+        assert_eq!(rows[0].0.sample_id, "c");
+        assert_eq!(rows[0].1, "lowest-confidence correct prediction");
+    }
+}

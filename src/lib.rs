@@ -1,0 +1,24 @@
+//! `trainer`: the workshop "build a PyTorch training evidence pack" as a Rust tool on burn.
+//!
+//! Read top to bottom: [`data`] makes the stripe images, [`models`] holds the two networks,
+//! [`train`] is the one training loop, [`memory`] decides batch sizes, [`backend`] picks and
+//! describes the device, [`workshop`] runs it all, [`evidence`] and [`plots`] write the pack,
+//! [`pack`] keeps the user's folders safe, [`checkpoint`] and [`inference`] reload models.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod console;
+pub mod data;
+pub mod error;
+pub mod evidence;
+pub mod inference;
+pub mod interrupt;
+pub mod memory;
+pub mod models;
+pub mod pack;
+pub mod plots;
+pub mod rng;
+pub mod train;
+pub mod workshop;
+
+pub use error::{Result, TrainerError};

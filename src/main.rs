@@ -1,0 +1,243 @@
+//! The command line: parses arguments, calls the library, prints one line per error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use trainer::backend::BackendChoice;
+use trainer::console::Console;
+use trainer::data::DataConfig;
+use trainer::error::{Result, TrainerError};
+use trainer::workshop::{self, RunConfig};
+use trainer::{inference, memory};
+
+/// Trains the workshop's Flatten+Linear baseline and Tiny CNN on stripe images and writes an
+/// evidence pack that shows the training was healthy.
+///
+/// With no subcommand, runs the whole workshop. Exit codes: 0 success, 1 a failed run,
+/// 2 bad input or a backend that cannot start, 130 interrupted.
+#[derive(Parser, Debug)]
+#[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Rebuild the model from a checkpoint alone and print its test accuracy.
+    Evaluate(EvaluateArgs),
+    /// List the backends and wgpu adapters this machine offers.
+    Devices,
+}
+
+/// The workshop run.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Where to compute: auto (wgpu on a hardware GPU, else cpu), wgpu (any wgpu adapter,
+    /// software ones included), cpu (burn-flex) or ndarray (burn-ndarray, deprecated upstream).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+
+    /// Folder for the evidence pack. An existing folder is replaced only if it is an earlier
+    /// trainer run, and only once the new pack is complete.
+    #[arg(long, default_value = "deep_learning_workshop_run")]
+    out: PathBuf,
+
+    /// Seed of the data, the split, the initial parameters and the shuffling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+
+    /// Samples per training step (halved automatically when memory runs short).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+
+    /// Epochs of the Flatten+Linear baseline.
+    #[arg(long, default_value_t = 4)]
+    epochs_baseline: usize,
+
+    /// Epochs of the Tiny CNN.
+    #[arg(long, default_value_t = 10)]
+    epochs_cnn: usize,
+
+    /// Adam learning rate of the baseline.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    lr_baseline: f64,
+
+    /// Adam learning rate of the Tiny CNN.
+    #[arg(long, default_value_t = 0.006, allow_negative_numbers = true)]
+    lr_cnn: f64,
+
+    /// Images generated per class (split 60/20/20 into train/val/test).
+    #[arg(long, default_value_t = 140)]
+    samples_per_class: usize,
+
+    /// Height and width of the generated images, in pixels.
+    #[arg(long, default_value_t = 16)]
+    image_size: usize,
+
+    /// Memory budget for one step, e.g. 512MiB or 2GiB; the batch is halved until the
+    /// estimate fits (besides what the device itself offers).
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+
+    /// Skip the memory estimate before training; only real allocation failures halve the batch.
+    #[arg(long)]
+    no_memory_preflight: bool,
+
+    /// Print only the results: no progress bar, no notes.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvaluateArgs {
+    /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
+    #[arg(long)]
+    checkpoint: PathBuf,
+
+    /// Where to compute (as for the workshop run).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+
+    /// Samples per evaluation batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+
+    /// Print only the results.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    memory::parse_bytes(text)
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let line = trainer::error::first_line(&text);
+            eprintln!("trainer: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    trainer::interrupt::install();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trainer: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Evaluate(args)) => evaluate(args),
+        Some(Command::Devices) => {
+            for line in trainer::backend::describe_all() {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let config = RunConfig {
+        backend: args.backend,
+        out: args.out,
+        data: DataConfig {
+            seed: args.seed,
+            samples_per_class: args.samples_per_class,
+            image_size: args.image_size,
+        },
+        batch_size: args.batch_size as usize,
+        epochs_baseline: args.epochs_baseline,
+        epochs_cnn: args.epochs_cnn,
+        lr_baseline: args.lr_baseline,
+        lr_cnn: args.lr_cnn,
+        memory_limit_bytes: args.memory_limit,
+        memory_preflight: !args.no_memory_preflight,
+        quiet: args.quiet,
+        command: command_line(),
+    };
+    let report = workshop::run(config, &console)?;
+    for line in workshop::console_summary(&report) {
+        console.result(&line);
+    }
+    Ok(())
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let result = inference::evaluate_checkpoint(
+        &args.checkpoint,
+        args.backend,
+        args.batch_size as usize,
+        &console,
+    )?;
+    console.info(&result.device.summary());
+    console.result(&format!("model: {}", result.meta.model_name));
+    console.result(&format!("test_samples: {}", result.test.predictions.len()));
+    console.result(&format!("test_accuracy: {:.3}", result.test.accuracy));
+    console.result(&format!(
+        "recorded_test_accuracy: {:.3}",
+        result.meta.test_accuracy
+    ));
+    if (workshop::round4(result.test.accuracy) - result.meta.test_accuracy).abs() > 1e-9 {
+        return Err(TrainerError::VerdictFailed(format!(
+            "the reloaded model scores {:.4}, the checkpoint recorded {:.4}",
+            result.test.accuracy, result.meta.test_accuracy
+        )));
+    }
+    Ok(())
+}
+
+/// The command line as typed, quoted where needed.
+fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "trainer".to_string() } else { a };
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A panic is a bug: one line, unless RUST_BACKTRACE asks for more.
+fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        eprintln!(
+            "trainer: internal error: {} (this is a bug; set RUST_BACKTRACE=1 for details)",
+            trainer::error::first_line(&message)
+        );
+    }));
+}

@@ -1,0 +1,266 @@
+//! The output folder, kept safe: a run writes its pack into a staging folder beside the
+//! target and swaps it in only when the pack is complete. An existing folder is replaced only
+//! if it carries the marker of an earlier trainer run; a lock file beside it keeps two runs
+//! from writing the same pack at once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TrainerError};
+use crate::interrupt;
+
+/// The file that marks a folder as a trainer run (and so as safe to replace).
+pub const MARKER: &str = ".trainer-run";
+
+/// Refuses output paths that must never be replaced: a file, the filesystem root, the home
+/// folder, the current folder or one of its ancestors, and folders that are not trainer runs.
+pub fn check_target(target: &Path) -> Result<()> {
+    if target.as_os_str().is_empty() {
+        return Err(TrainerError::bad_input("--out must not be empty"));
+    }
+    if target.exists() && !target.is_dir() {
+        return Err(TrainerError::bad_input(format!(
+            "--out '{}' is a file, not a folder",
+            target.display()
+        )));
+    }
+    let absolute = absolute(target)?;
+    if absolute.parent().is_none() {
+        return Err(TrainerError::bad_input(
+            "--out must not be the filesystem root",
+        ));
+    }
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from)
+        && same_path(&absolute, &home)
+    {
+        return Err(TrainerError::bad_input(format!(
+            "--out '{}' is your home folder; choose a folder inside it",
+            target.display()
+        )));
+    }
+    if let Ok(cwd) = std::env::current_dir()
+        && cwd.ancestors().any(|a| same_path(&absolute, a))
+    {
+        return Err(TrainerError::bad_input(format!(
+            "--out '{}' is the current folder or contains it; choose a new folder",
+            target.display()
+        )));
+    }
+    if target.is_dir() && !target.join(MARKER).is_file() && !is_empty_dir(target) {
+        return Err(TrainerError::ForeignOutput(target.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| TrainerError::io("resolving", path, e))
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// The folder that holds `target` (created if missing) and the target's file name.
+fn parent_and_name(target: &Path) -> Result<(PathBuf, String)> {
+    let absolute = absolute(target)?;
+    let parent = absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| TrainerError::bad_input("--out must not be the filesystem root"))?;
+    let name = absolute
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| TrainerError::bad_input("--out must name a folder"))?;
+    fs::create_dir_all(&parent).map_err(|e| TrainerError::io("creating folder", &parent, e))?;
+    Ok((parent, name))
+}
+
+/// A lock on an output folder, held for the whole run: `.<name>.lock` beside it, holding the
+/// process id. Released (deleted) on drop.
+#[derive(Debug)]
+pub struct OutputLock {
+    path: PathBuf,
+}
+
+impl OutputLock {
+    /// Takes the lock, or refuses with a clear message when a live process holds it. A lock
+    /// left by a process that no longer runs is taken over.
+    pub fn acquire(target: &Path) -> Result<OutputLock> {
+        let (parent, name) = parent_and_name(target)?;
+        let path = parent.join(format!(".{name}.lock"));
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{}", std::process::id());
+                    interrupt::register_cleanup(path.clone());
+                    return Ok(OutputLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(TrainerError::bad_input(format!(
+                                "another trainer run (process {pid}) is writing '{}'; wait for it to finish or choose another --out",
+                                target.display()
+                            )));
+                        }
+                        _ => {
+                            // Stale: its process is gone.
+                            let _ = fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(TrainerError::io("creating lock file", &path, e)),
+            }
+        }
+        Err(TrainerError::bad_input(format!(
+            "could not take the lock '{}'",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        interrupt::unregister_cleanup(&self.path);
+    }
+}
+
+/// Whether a process with this id runs (Linux: /proc; elsewhere assumed alive).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// A pack being written. Dropped without [`Staging::commit`], it removes itself.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    /// Creates `.<name>.staging-<pid>` beside the target, after removing staging folders that
+    /// earlier, killed runs left behind.
+    pub fn begin(target: &Path) -> Result<Staging> {
+        let (parent, name) = parent_and_name(target)?;
+        remove_stale(&parent, &name);
+        let dir = parent.join(format!(".{name}.staging-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| TrainerError::io("removing", &dir, e))?;
+        }
+        fs::create_dir_all(&dir).map_err(|e| TrainerError::io("creating folder", &dir, e))?;
+        interrupt::register_cleanup(dir.clone());
+        Ok(Staging {
+            dir,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// Where a file of the pack goes while it is written; creates its folder.
+    pub fn path(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.dir.join(relative);
+        if let Some(folder) = path.parent() {
+            fs::create_dir_all(folder)
+                .map_err(|e| TrainerError::io("creating folder", folder, e))?;
+        }
+        Ok(path)
+    }
+
+    /// Writes text to a file of the pack.
+    pub fn write(&self, relative: &str, contents: impl AsRef<[u8]>) -> Result<()> {
+        let path = self.path(relative)?;
+        fs::write(&path, contents).map_err(|e| TrainerError::io("writing", &path, e))
+    }
+
+    /// Marks the pack as a trainer run and swaps it in place of the target. The earlier pack
+    /// is removed only after the new one is in place.
+    pub fn commit(mut self) -> Result<()> {
+        self.write(
+            MARKER,
+            "written by trainer; this folder may be replaced by a later run\n",
+        )?;
+        check_target(&self.target)?;
+        let (parent, name) = parent_and_name(&self.target)?;
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        let had_old = self.target.exists();
+        if had_old {
+            fs::rename(&self.target, &old)
+                .map_err(|e| TrainerError::io("moving the earlier pack aside", &self.target, e))?;
+        }
+        if let Err(e) = fs::rename(&self.dir, &self.target) {
+            if had_old {
+                let _ = fs::rename(&old, &self.target);
+            }
+            return Err(TrainerError::io(
+                "moving the new pack into place",
+                &self.target,
+                e,
+            ));
+        }
+        self.committed = true;
+        interrupt::unregister_cleanup(&self.dir);
+        if had_old {
+            fs::remove_dir_all(&old)
+                .map_err(|e| TrainerError::io("removing the earlier pack", &old, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+            interrupt::unregister_cleanup(&self.dir);
+        }
+    }
+}
+
+/// Cleans up after runs that were killed: removes `.<name>.staging-<pid>` folders whose
+/// process is gone, and puts an earlier pack moved aside to `.<name>.old-<pid>` back in place
+/// when the swap did not finish (removes it when it did).
+fn remove_stale(parent: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        for kind in ["staging", "old"] {
+            let prefix = format!(".{name}.{kind}-");
+            if let Some(pid) = file_name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<u32>().ok())
+                && pid != std::process::id()
+                && !process_alive(pid)
+            {
+                let target = parent.join(name);
+                if kind == "old" && !target.exists() {
+                    let _ = fs::rename(entry.path(), &target);
+                } else {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+}

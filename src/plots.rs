@@ -1,0 +1,249 @@
+//! PNG plots with an embedded font (DejaVu Sans), so text renders on machines with no system
+//! fonts.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::error::{Result, TrainerError};
+
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+fn ensure_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in; registering it cannot meet a missing file.
+        let _ = register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+/// One line of a chart.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+    /// Lines with the same colour index share a colour.
+    pub colour: usize,
+}
+
+/// A line chart.
+#[derive(Clone, Debug)]
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Plot x on a log2 axis (x values must be positive).
+    pub log2_x: bool,
+    /// Points to mark with a circle and a label.
+    pub marks: Vec<((f64, f64), String)>,
+}
+
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> TrainerError {
+    TrainerError::io("drawing", path, std::io::Error::other(e.to_string()))
+}
+
+fn colour(index: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+    ];
+    PALETTE[index % PALETTE.len()]
+}
+
+/// Draws `chart` to a PNG file.
+pub fn draw_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
+    ensure_font();
+    let err = |e: &dyn std::fmt::Display| plot_error(path, e);
+    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+
+    let xs = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1));
+    let finite = |v: &f64| v.is_finite();
+    let transform = |x: f64| if chart.log2_x { x.max(1e-9).log2() } else { x };
+    let (x_min, x_max) = bounds(xs.filter(finite).map(transform));
+    let (y_min, y_max) = bounds(ys.filter(finite));
+    let y_pad = ((y_max - y_min) * 0.08).max(1e-6);
+
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(&chart.title, (FAMILY, 26))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x_min..x_max, (y_min - y_pad)..(y_max + y_pad))
+        .map_err(|e| err(&e))?;
+    let log2_x = chart.log2_x;
+    let x_formatter = move |x: &f64| {
+        if log2_x {
+            format!("{}", 2f64.powf(*x).round())
+        } else if (x - x.round()).abs() < 1e-9 {
+            format!("{}", x.round())
+        } else {
+            format!("{x:.2}")
+        }
+    };
+    ctx.configure_mesh()
+        .x_desc(&chart.x_label)
+        .y_desc(&chart.y_label)
+        .label_style((FAMILY, 16))
+        .axis_desc_style((FAMILY, 18))
+        .x_label_formatter(&x_formatter)
+        .draw()
+        .map_err(|e| err(&e))?;
+
+    for series in &chart.series {
+        let style = colour(series.colour).stroke_width(2);
+        let points: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .map(|p| (transform(p.0), p.1))
+            .collect();
+        let legend_style = style;
+        let anno = if series.dashed {
+            ctx.draw_series(DashedLineSeries::new(points, 8, 5, style))
+                .map_err(|e| err(&e))?
+        } else {
+            ctx.draw_series(LineSeries::new(points, style))
+                .map_err(|e| err(&e))?
+        };
+        let dashed = series.dashed;
+        anno.label(&series.label).legend(move |(x, y)| {
+            let end = if dashed { x + 10 } else { x + 24 };
+            PathElement::new(vec![(x, y), (end, y)], legend_style)
+        });
+    }
+    for ((x, y), text) in &chart.marks {
+        let at = (transform(*x), *y);
+        ctx.draw_series(std::iter::once(Circle::new(at, 7, RED.stroke_width(3))))
+            .map_err(|e| err(&e))?;
+        ctx.draw_series(std::iter::once(Text::new(
+            text.clone(),
+            at,
+            (FAMILY, 16).into_font().color(&RED),
+        )))
+        .map_err(|e| err(&e))?;
+    }
+    ctx.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 16))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// A labelled heatmap of a square count matrix (rows: actual, columns: predicted), drawn
+/// cell by cell so that every label sits on its row or column.
+pub fn draw_confusion(
+    path: &Path,
+    title: &str,
+    classes: &[String],
+    counts: &[Vec<usize>],
+) -> Result<()> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    ensure_font();
+    let err = |e: &dyn std::fmt::Display| plot_error(path, e);
+    let n = classes.len().max(1) as i32;
+    let (left, top, size) = (210, 80, 540);
+    let cell = size / n;
+    let root = BitMapBackend::new(path, (800, 760)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let centred = |px: u32| {
+        TextStyle::from((FAMILY, px).into_font()).pos(Pos::new(HPos::Center, VPos::Center))
+    };
+    root.draw(&Text::new(
+        title.to_string(),
+        (left + size / 2, 36),
+        centred(24),
+    ))
+    .map_err(|e| err(&e))?;
+    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    for (row, values) in counts.iter().enumerate() {
+        for (col, &count) in values.iter().enumerate() {
+            let (x, y) = (left + col as i32 * cell, top + row as i32 * cell);
+            let shade = count as f64 / max;
+            let fill = RGBColor(
+                (255.0 - 224.0 * shade) as u8,
+                (255.0 - 136.0 * shade) as u8,
+                (255.0 - 75.0 * shade) as u8,
+            );
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
+                fill.filled(),
+            ))
+            .map_err(|e| err(&e))?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?;
+            let text = if shade > 0.6 { WHITE } else { BLACK };
+            root.draw(&Text::new(
+                count.to_string(),
+                (x + cell / 2, y + cell / 2),
+                centred(30).color(&text),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+    }
+    let right_aligned =
+        TextStyle::from((FAMILY, 16).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    for (i, name) in classes.iter().enumerate() {
+        let middle = i as i32 * cell + cell / 2;
+        root.draw(&Text::new(
+            name.clone(),
+            (left - 10, top + middle),
+            right_aligned.clone(),
+        ))
+        .map_err(|e| err(&e))?;
+        root.draw(&Text::new(
+            name.clone(),
+            (left + middle, top + size + 18),
+            centred(16),
+        ))
+        .map_err(|e| err(&e))?;
+    }
+    root.draw(&Text::new(
+        "predicted",
+        (left + size / 2, top + size + 52),
+        centred(18),
+    ))
+    .map_err(|e| err(&e))?;
+    root.draw(&Text::new("actual", (40, top + size / 2), centred(18)))
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    if (hi - lo).abs() < 1e-12 {
+        return (lo - 0.5, hi + 0.5);
+    }
+    (lo, hi)
+}

@@ -1,0 +1,620 @@
+//! The training loop, written once for every model and every backend, and evaluation.
+//!
+//! One step: forward, cross-entropy on the logits, backward, clip all gradients together by
+//! their global L2 norm (as `torch.nn.utils.clip_grad_norm_` does), Adam step. Losses and
+//! accuracy counts stay on the device and are read back once per epoch.
+//!
+//! Memory: while a batch size is new (until it has trained one whole epoch), each step reads
+//! its gradient norm back with a `try_` read. An allocation failure there drops the attempt,
+//! keeps the model and the optimizer state from before it, halves the batch size and redoes
+//! the same samples, so every sample of the epoch is trained on exactly once.
+
+use std::time::Instant;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::Transaction;
+use burn::tensor::activation::softmax;
+
+use crate::backend::DeviceInfo;
+use crate::data::{self, ImageBatch, ImageDataset};
+use crate::error::{Result, TrainerError, first_line};
+use crate::interrupt;
+use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
+use crate::models::{ModelKind, Net};
+
+/// Hyperparameters of one model's training.
+#[derive(Clone, Debug)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub max_grad_norm: f32,
+    /// Seeds the per-epoch shuffling of the training set.
+    pub shuffle_seed: u64,
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    /// The batch size at the end of the epoch.
+    pub batch_size: usize,
+    pub train_seconds: f64,
+    pub val_seconds: f64,
+    pub train_samples: usize,
+}
+
+/// Where training stopped because a value stopped being finite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Divergence {
+    pub epoch: usize,
+    /// 1-based step within the epoch.
+    pub step: usize,
+    pub what: &'static str,
+}
+
+/// The result of training one model.
+#[derive(Debug)]
+pub struct Trained {
+    /// The best epoch's model, without autodiff.
+    pub best: Net,
+    pub history: Vec<EpochStats>,
+    pub best_val_acc: f64,
+    /// 0 when no epoch finished.
+    pub best_epoch: usize,
+    /// The loss of every training step, in order.
+    pub step_losses: Vec<f32>,
+    pub requested_batch: usize,
+    pub final_batch: usize,
+    pub divergence: Option<Divergence>,
+}
+
+/// Something to show progress on; the console implements it with a progress bar.
+pub trait Progress {
+    fn start(&self, model: ModelKind, total_samples: u64);
+    fn advance(&self, samples: u64, message: &str);
+    fn note(&self, line: &str);
+    fn finish(&self);
+}
+
+/// A [`Progress`] that shows nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _: ModelKind, _: u64) {}
+    fn advance(&self, _: u64, _: &str) {}
+    fn note(&self, _: &str) {}
+    fn finish(&self) {}
+}
+
+/// Everything a training run reads but does not own.
+pub struct Context<'a> {
+    pub device: &'a Device,
+    pub device_info: &'a DeviceInfo,
+    pub progress: &'a dyn Progress,
+}
+
+/// Trains `net` on `train`, validating on `val` after every epoch; returns the best epoch's
+/// model (by validation accuracy; the first best wins).
+pub fn train_model(
+    net: Net,
+    train: &ImageDataset,
+    val: &ImageDataset,
+    classes: usize,
+    settings: &TrainSettings,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<Trained> {
+    let kind = net.kind();
+    let name = kind.display_name();
+    let footprint = Footprint::of(kind, train.image_size, classes);
+    let requested_batch = settings.batch_size;
+    let mut batch_size = preflight(memory, kind, true, requested_batch, &footprint, ctx)?;
+
+    let train_device = ctx.device.clone().autodiff();
+    let loader = data::loader(
+        train,
+        batch_size,
+        Some(settings.shuffle_seed),
+        &train_device,
+    );
+    let mut net = net.train();
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+
+    let mut history = Vec::new();
+    let mut best = net.valid();
+    let mut best_val_acc = f64::NEG_INFINITY;
+    let mut best_epoch = 0;
+    let mut step_losses = Vec::new();
+    let mut divergence = None;
+    // A batch size is proven once it has trained a whole epoch without failing.
+    let mut proven = false;
+
+    ctx.progress
+        .start(kind, (settings.epochs * train.len()) as u64);
+    for epoch in 1..=settings.epochs {
+        let started = Instant::now();
+        let mut losses: Vec<Tensor<1>> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut correct: Vec<Tensor<1, Int>> = Vec::new();
+        let mut halved_this_epoch = false;
+        let mut step_divergence = None;
+
+        'epoch: for batch in loader.iter() {
+            let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
+            let mut start = 0;
+            while start < batch.len() {
+                if interrupt::requested() {
+                    return Err(TrainerError::Interrupted);
+                }
+                let len = batch_size.min(batch.len() - start);
+                let part = if len == batch.len() {
+                    batch.clone()
+                } else {
+                    batch.narrow(start, len)
+                };
+                let verify = !proven;
+                let attempt = match memory.injected_failure(len) {
+                    Some(reason) => Err(StepFailure::Allocation(reason)),
+                    None => train_step(&net, &optim, &part, &loss_fn, settings, verify),
+                };
+                match attempt {
+                    Ok(step) => {
+                        if step.norm.is_some_and(|n| !n.is_finite()) {
+                            step_divergence = Some(Divergence {
+                                epoch,
+                                step: losses.len() + 1,
+                                what: "gradient norm",
+                            });
+                        }
+                        net = step.net;
+                        optim = step.optim;
+                        losses.push(step.loss);
+                        correct.push(step.correct);
+                        sizes.push(len);
+                        start += len;
+                        ctx.progress.advance(
+                            len as u64,
+                            &format!(
+                                "{name} epoch {epoch}/{} batch {batch_size}",
+                                settings.epochs
+                            ),
+                        );
+                        if step_divergence.is_some() {
+                            break 'epoch;
+                        }
+                    }
+                    Err(StepFailure::Allocation(reason)) => {
+                        if batch_size == 1 {
+                            return Err(TrainerError::OutOfMemory(format!(
+                                "{name}: a training step of batch 1 does not fit in memory ({})",
+                                first_line(&reason)
+                            )));
+                        }
+                        let event = MemoryEvent {
+                            model: name.to_string(),
+                            phase: "train",
+                            epoch,
+                            step: losses.len() + 1,
+                            from_batch: batch_size,
+                            to_batch: batch_size / 2,
+                            reason: first_line(&reason),
+                            requested_bytes: Some(footprint.step_bytes(batch_size, true)),
+                            budget_bytes: memory.budget(ctx.device_info),
+                        };
+                        ctx.progress.note(&halving_line(&event));
+                        memory.events.push(event);
+                        batch_size /= 2;
+                        proven = false;
+                        halved_this_epoch = true;
+                        ctx.device.memory_cleanup();
+                    }
+                    Err(StepFailure::Other(reason)) => {
+                        return Err(TrainerError::Device {
+                            backend: ctx.device_info.backend.as_str().to_string(),
+                            reason: first_line(&reason),
+                        });
+                    }
+                }
+            }
+        }
+
+        // One read per epoch: every step's loss and the correct counts.
+        let train_samples: usize = sizes.iter().sum();
+        let (epoch_losses, epoch_correct) = read_epoch(losses, correct, ctx)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let weighted: f64 = epoch_losses
+            .iter()
+            .zip(&sizes)
+            .map(|(l, n)| *l as f64 * *n as f64)
+            .sum();
+        if step_divergence.is_none()
+            && let Some(i) = epoch_losses.iter().position(|l| !l.is_finite())
+        {
+            step_divergence = Some(Divergence {
+                epoch,
+                step: i + 1,
+                what: "loss",
+            });
+        }
+        step_losses.extend_from_slice(&epoch_losses);
+        if let Some(d) = step_divergence {
+            divergence = Some(d);
+            break;
+        }
+        if !halved_this_epoch {
+            proven = true;
+        }
+
+        let val_started = Instant::now();
+        let valid = net.valid();
+        let eval = evaluate(&valid, val, classes, batch_size, memory, ctx)?;
+        let val_seconds = val_started.elapsed().as_secs_f64();
+        let stats = EpochStats {
+            epoch,
+            train_loss: weighted / train_samples as f64,
+            train_acc: epoch_correct as f64 / train_samples as f64,
+            val_loss: eval.loss,
+            val_acc: eval.accuracy,
+            batch_size,
+            train_seconds,
+            val_seconds,
+            train_samples,
+        };
+        if stats.val_acc > best_val_acc {
+            best_val_acc = stats.val_acc;
+            best_epoch = epoch;
+            best = valid;
+        }
+        history.push(stats);
+    }
+    ctx.progress.finish();
+
+    Ok(Trained {
+        best,
+        history,
+        best_val_acc: if best_epoch == 0 { 0.0 } else { best_val_acc },
+        best_epoch,
+        step_losses,
+        requested_batch,
+        final_batch: batch_size,
+        divergence,
+    })
+}
+
+/// [`MemoryPolicy::preflight`], with a console line for each halving.
+fn preflight(
+    memory: &mut MemoryPolicy,
+    kind: ModelKind,
+    training: bool,
+    batch_size: usize,
+    footprint: &Footprint,
+    ctx: &Context,
+) -> Result<usize> {
+    let before = memory.events.len();
+    let size = memory.preflight(kind, training, batch_size, footprint, ctx.device_info)?;
+    for event in &memory.events[before..] {
+        ctx.progress.note(&halving_line(event));
+    }
+    Ok(size)
+}
+
+/// The console line for a change of batch size.
+pub fn halving_line(event: &MemoryEvent) -> String {
+    format!(
+        "memory: {} {} epoch {} step {}: batch {} -> {} ({})",
+        event.model,
+        event.phase,
+        event.epoch,
+        event.step,
+        event.from_batch,
+        event.to_batch,
+        event.reason
+    )
+}
+
+/// A step's outcome that the loop keeps.
+struct Step {
+    net: Net,
+    optim: ModuleOptimizer,
+    loss: Tensor<1>,
+    correct: Tensor<1, Int>,
+    norm: Option<f32>,
+}
+
+enum StepFailure {
+    Allocation(String),
+    Other(String),
+}
+
+impl StepFailure {
+    fn classify(message: String) -> StepFailure {
+        if is_allocation_failure(&message) {
+            StepFailure::Allocation(message)
+        } else {
+            StepFailure::Other(message)
+        }
+    }
+}
+
+/// One training step. `net` and `optim` are not changed: the step returns the updated ones,
+/// so a failed attempt leaves the loop with the state from before it.
+fn train_step(
+    net: &Net,
+    optim: &ModuleOptimizer,
+    batch: &ImageBatch,
+    loss_fn: &burn::nn::loss::CrossEntropyLoss,
+    settings: &TrainSettings,
+    verify: bool,
+) -> std::result::Result<Step, StepFailure> {
+    let logits = net.forward(batch.images.clone());
+    let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
+    let correct = logits
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .equal(batch.labels.clone())
+        .int()
+        .sum();
+    let mut grads = GradientsParams::from_grads(loss.backward(), net);
+    let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
+    let mut optim = optim.clone();
+    let updated = optim.step(settings.lr, net.clone(), grads);
+    let norm = if verify {
+        Some(
+            norm.try_into_scalar::<f32>()
+                .map_err(|e| StepFailure::classify(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    Ok(Step {
+        net: updated,
+        optim,
+        loss: loss.inner(),
+        correct: correct.inner(),
+        norm,
+    })
+}
+
+/// Scales all gradients together so that their global L2 norm is at most `max_norm`
+/// (coefficient max_norm / (norm + 1e-6), capped at 1). Returns the norm before clipping.
+/// Stays on the device: no read.
+fn clip_by_global_norm(net: &Net, grads: &mut GradientsParams, max_norm: f32) -> Tensor<1> {
+    struct SumOfSquares<'a> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SumOfSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.get::<D>(param.id) {
+                let squares = grad.square().sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + squares,
+                    None => squares,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        coefficient: Tensor<1>,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                let scaled = grad * self.coefficient.clone().unsqueeze::<D>();
+                self.grads.register::<D>(param.id, scaled);
+            }
+        }
+    }
+
+    let mut sum = SumOfSquares { grads, total: None };
+    net.visit(&mut sum);
+    let norm = sum.total.expect("both models have parameters").sqrt();
+    let coefficient = norm
+        .clone()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    net.visit(&mut Scale { grads, coefficient });
+    norm
+}
+
+/// Reads an epoch's step losses and the total of correct predictions in one transaction.
+fn read_epoch(
+    losses: Vec<Tensor<1>>,
+    correct: Vec<Tensor<1, Int>>,
+    ctx: &Context,
+) -> Result<(Vec<f32>, i64)> {
+    if losses.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let correct = correct
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .expect("at least one step");
+    let data = Transaction::default()
+        .register(Tensor::cat(losses, 0))
+        .register(correct)
+        .try_execute()
+        .map_err(|e| device_error(ctx, &e.to_string()))?;
+    let losses = data[0]
+        .try_to_vec_as::<f32>()
+        .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
+    let correct = data[1]
+        .try_to_vec_as::<i64>()
+        .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
+    Ok((losses, correct.first().copied().unwrap_or(0)))
+}
+
+fn device_error(ctx: &Context, message: &str) -> TrainerError {
+    if is_allocation_failure(message) {
+        TrainerError::OutOfMemory(format!(
+            "the device ran out of memory reading results ({}); try a smaller --batch-size",
+            first_line(message)
+        ))
+    } else {
+        TrainerError::Device {
+            backend: ctx.device_info.backend.as_str().to_string(),
+            reason: first_line(message),
+        }
+    }
+}
+
+/// One sample's prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub sample_id: String,
+    pub actual: usize,
+    pub predicted: usize,
+    pub confidence: f32,
+}
+
+/// The result of evaluating a model on a data set.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predictions: Vec<Prediction>,
+    /// The logits of every sample, row-major (samples x classes), for parity checks.
+    pub logits: Vec<f32>,
+    /// The batch size evaluation ended at.
+    pub batch_size: usize,
+}
+
+/// Evaluates `net` (without autodiff) on `dataset`, in dataset order. The results are read
+/// back once; when that read reports an allocation failure, evaluation is redone at half the
+/// batch size (it changes nothing, so redoing it loses nothing).
+pub fn evaluate(
+    net: &Net,
+    dataset: &ImageDataset,
+    classes: usize,
+    batch_size: usize,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<Evaluation> {
+    let kind = net.kind();
+    let footprint = Footprint::of(kind, dataset.image_size, classes);
+    let mut batch_size = preflight(memory, kind, false, batch_size, &footprint, ctx)?;
+    let device = ctx.device.clone().without_autodiff();
+    let net = net.clone().to_device(&device);
+    loop {
+        let failure = match memory.injected_failure(batch_size) {
+            Some(reason) => reason,
+            None => match evaluate_once(&net, dataset, batch_size, &device) {
+                Ok(mut evaluation) => {
+                    evaluation.batch_size = batch_size;
+                    return Ok(evaluation);
+                }
+                Err(StepFailure::Other(reason)) => return Err(device_error(ctx, &reason)),
+                Err(StepFailure::Allocation(reason)) => reason,
+            },
+        };
+        if batch_size == 1 {
+            return Err(TrainerError::OutOfMemory(format!(
+                "{}: evaluating a batch of 1 does not fit in memory ({})",
+                kind.display_name(),
+                first_line(&failure)
+            )));
+        }
+        let event = MemoryEvent {
+            model: kind.display_name().to_string(),
+            phase: "eval",
+            epoch: 0,
+            step: 0,
+            from_batch: batch_size,
+            to_batch: batch_size / 2,
+            reason: first_line(&failure),
+            requested_bytes: Some(footprint.step_bytes(batch_size, false)),
+            budget_bytes: memory.budget(ctx.device_info),
+        };
+        ctx.progress.note(&halving_line(&event));
+        memory.events.push(event);
+        batch_size /= 2;
+        ctx.device.memory_cleanup();
+    }
+}
+
+fn evaluate_once(
+    net: &Net,
+    dataset: &ImageDataset,
+    batch_size: usize,
+    device: &Device,
+) -> std::result::Result<Evaluation, StepFailure> {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut loss_sum: Option<Tensor<1>> = None;
+    let mut all_logits = Vec::new();
+    let mut labels = Vec::new();
+    let mut ids = Vec::new();
+    for batch in data::loader(dataset, batch_size, None, device).iter() {
+        let batch = batch.map_err(|e| StepFailure::Other(e.to_string()))?;
+        let logits = net.forward(batch.images.clone());
+        let loss = loss_fn
+            .forward(logits.clone(), batch.labels.clone())
+            .mul_scalar(batch.len() as f32);
+        loss_sum = Some(match loss_sum {
+            Some(sum) => sum + loss,
+            None => loss,
+        });
+        all_logits.push(logits);
+        labels.extend(batch.host_labels);
+        ids.extend(batch.sample_ids);
+    }
+    let Some(loss_sum) = loss_sum else {
+        return Ok(Evaluation {
+            loss: 0.0,
+            accuracy: 0.0,
+            predictions: Vec::new(),
+            logits: Vec::new(),
+            batch_size,
+        });
+    };
+    let logits = Tensor::cat(all_logits, 0);
+    let (confidence, predicted) = softmax(logits.clone(), 1).max_dim_with_indices(1);
+    let data = Transaction::default()
+        .register(loss_sum)
+        .register(logits)
+        .register(confidence)
+        .register(predicted)
+        .try_execute()
+        .map_err(|e| StepFailure::classify(e.to_string()))?;
+    let read = |e: burn::tensor::DataError| StepFailure::Other(format!("{e:?}"));
+    let loss_sum = data[0].try_to_vec_as::<f32>().map_err(read)?[0] as f64;
+    let logits = data[1].try_to_vec_as::<f32>().map_err(read)?;
+    let confidence = data[2].try_to_vec_as::<f32>().map_err(read)?;
+    let predicted = data[3].try_to_vec_as::<i64>().map_err(read)?;
+    let predictions: Vec<Prediction> = ids
+        .into_iter()
+        .zip(labels)
+        .zip(confidence.into_iter().zip(predicted))
+        .map(
+            |((sample_id, actual), (confidence, predicted))| Prediction {
+                sample_id,
+                actual,
+                predicted: predicted as usize,
+                confidence,
+            },
+        )
+        .collect();
+    let n = predictions.len() as f64;
+    let correct = predictions
+        .iter()
+        .filter(|p| p.actual == p.predicted)
+        .count() as f64;
+    Ok(Evaluation {
+        loss: loss_sum / n,
+        accuracy: correct / n,
+        predictions,
+        logits,
+        batch_size,
+    })
+}

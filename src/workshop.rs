@@ -1,0 +1,313 @@
+//! The workshop run: data, both models, test evaluation, and the evidence pack, in the
+//! order of the seed script. `trainer` with no subcommand runs this.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use burn::prelude::*;
+
+use crate::backend::{self, BackendChoice, DeviceInfo};
+use crate::console::Console;
+use crate::data::{self, DataConfig, Splits};
+use crate::error::{Result, TrainerError};
+use crate::evidence;
+use crate::memory::{self, MemoryEvent, MemoryPolicy};
+use crate::models::{ModelKind, Net};
+use crate::pack::{self, OutputLock, Staging};
+use crate::train::{self, Context, Evaluation, TrainSettings, Trained};
+
+/// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
+pub const MAX_GRAD_NORM: f32 = 2.0;
+
+/// Everything a workshop run is given.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunConfig {
+    pub backend: BackendChoice,
+    pub out: PathBuf,
+    pub data: DataConfig,
+    pub batch_size: usize,
+    pub epochs_baseline: usize,
+    pub epochs_cnn: usize,
+    pub lr_baseline: f64,
+    pub lr_cnn: f64,
+    pub memory_limit_bytes: Option<u64>,
+    pub memory_preflight: bool,
+    pub quiet: bool,
+    /// The command line, as the pack's README repeats it.
+    pub command: String,
+}
+
+impl RunConfig {
+    /// Checks every value before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        self.data.validate()?;
+        if self.batch_size == 0 {
+            return Err(TrainerError::bad_input("--batch-size must be at least 1"));
+        }
+        for (flag, lr) in [
+            ("--lr-baseline", self.lr_baseline),
+            ("--lr-cnn", self.lr_cnn),
+        ] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(TrainerError::bad_input(format!(
+                    "{flag} must be a positive finite number, got {lr}"
+                )));
+            }
+        }
+        for (flag, epochs) in [
+            ("--epochs-baseline", self.epochs_baseline),
+            ("--epochs-cnn", self.epochs_cnn),
+        ] {
+            if !(1..=10_000).contains(&epochs) {
+                return Err(TrainerError::bad_input(format!(
+                    "{flag} must be between 1 and 10000, got {epochs}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Epochs and learning rate of one model.
+    pub fn schedule(&self, kind: ModelKind) -> (usize, f64) {
+        match kind {
+            ModelKind::Baseline => (self.epochs_baseline, self.lr_baseline),
+            ModelKind::Cnn => (self.epochs_cnn, self.lr_cnn),
+        }
+    }
+}
+
+/// One model's training and test results.
+#[derive(Debug)]
+pub struct ModelRun {
+    pub kind: ModelKind,
+    pub epochs: usize,
+    pub lr: f64,
+    pub trained: Trained,
+    pub test: Evaluation,
+}
+
+/// The shapes seen on the way through the models.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeTrace {
+    pub images: Vec<usize>,
+    pub labels: Vec<usize>,
+    pub logits: Vec<(ModelKind, Vec<usize>)>,
+    pub layers: Vec<(ModelKind, String, Vec<usize>)>,
+}
+
+/// Everything the evidence pack is written from.
+#[derive(Debug)]
+pub struct Report {
+    pub config: RunConfig,
+    pub device: DeviceInfo,
+    pub choice_note: Option<String>,
+    pub classes: Vec<String>,
+    pub split_sizes: [usize; 3],
+    pub models: Vec<ModelRun>,
+    /// Indices into `models`, best first (test accuracy, then best val accuracy).
+    pub ranking: Vec<usize>,
+    pub shapes: ShapeTrace,
+    pub memory_events: Vec<MemoryEvent>,
+    pub started_unix: u64,
+    pub wall_seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl Report {
+    /// The model chosen as best.
+    pub fn best(&self) -> &ModelRun {
+        &self.models[self.ranking[0]]
+    }
+
+    /// The run of one model, when it was trained.
+    pub fn model(&self, kind: ModelKind) -> Option<&ModelRun> {
+        self.models.iter().find(|m| m.kind == kind)
+    }
+}
+
+/// Runs the workshop and writes the evidence pack into `config.out`.
+pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    config.validate()?;
+    pack::check_target(&config.out)?;
+    let _lock = OutputLock::acquire(&config.out)?;
+
+    let opened = backend::open(config.backend)?;
+    if let Some(note) = &opened.choice_note {
+        console.info(note);
+    }
+    console.info(&opened.info.summary());
+
+    let splits = data::stripe_splits(&config.data)?;
+    let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
+    let ctx = Context {
+        device: &opened.device,
+        device_info: &opened.info,
+        progress: console,
+    };
+    let shapes = trace_shapes(&splits, &config, &opened.device);
+
+    let mut models = Vec::new();
+    for kind in ModelKind::ALL {
+        let (epochs, lr) = config.schedule(kind);
+        let settings = TrainSettings {
+            epochs,
+            lr,
+            batch_size: config.batch_size,
+            max_grad_norm: MAX_GRAD_NORM,
+            shuffle_seed: config.data.seed,
+        };
+        let net = Net::init(
+            kind,
+            splits.image_size,
+            splits.classes.len(),
+            config.data.seed,
+            &opened.device,
+        );
+        let trained = train::train_model(
+            net,
+            &splits.train,
+            &splits.val,
+            splits.classes.len(),
+            &settings,
+            &mut memory,
+            &ctx,
+        )?;
+        if let Some(d) = &trained.divergence {
+            console.info(&format!(
+                "{}: diverged ({} not finite) at epoch {} step {}; keeping the best epoch so far",
+                kind.display_name(),
+                d.what,
+                d.epoch,
+                d.step
+            ));
+        }
+        let test = train::evaluate(
+            &trained.best,
+            &splits.test,
+            splits.classes.len(),
+            trained.final_batch,
+            &mut memory,
+            &ctx,
+        )?;
+        models.push(ModelRun {
+            kind,
+            epochs,
+            lr,
+            trained,
+            test,
+        });
+    }
+
+    let mut ranking: Vec<usize> = (0..models.len()).collect();
+    // Sorted as the seed sorts: by (test accuracy, best val accuracy), best first; ties keep
+    // the training order.
+    ranking.sort_by(|&a, &b| {
+        let key = |m: &ModelRun| (round4(m.test.accuracy), round4(m.trained.best_val_acc));
+        key(&models[b])
+            .partial_cmp(&key(&models[a]))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+
+    let mut report = Report {
+        config,
+        device: opened.info.clone(),
+        choice_note: opened.choice_note.clone(),
+        classes: splits.classes.clone(),
+        split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
+        models,
+        ranking,
+        shapes,
+        memory_events: memory.events.clone(),
+        started_unix,
+        wall_seconds: 0.0,
+        peak_rss_bytes: None,
+    };
+
+    let staging = Staging::begin(&report.config.out)?;
+    // The wall time and peak memory cover everything up to writing the pack.
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    report.peak_rss_bytes = memory::peak_rss_bytes();
+    evidence::write_pack(&staging, &report)?;
+    if crate::interrupt::requested() {
+        return Err(TrainerError::Interrupted);
+    }
+    staging.commit()?;
+    Ok(report)
+}
+
+/// Rounds to 4 decimals, as the evidence files do.
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// Runs one batch through both (untrained) models to record the real shapes.
+fn trace_shapes(splits: &Splits, config: &RunConfig, device: &Device) -> ShapeTrace {
+    let mut shapes = ShapeTrace::default();
+    let first = splits
+        .train
+        .samples
+        .iter()
+        .take(config.batch_size)
+        .cloned()
+        .collect::<Vec<_>>();
+    let batch = burn::data::dataloader::batcher::Batcher::batch(
+        &data::ImageBatcher {
+            image_size: splits.image_size,
+        },
+        first,
+        device,
+    );
+    shapes.images = batch.images.dims().to_vec();
+    shapes.labels = batch.labels.dims().to_vec();
+    for kind in ModelKind::ALL {
+        let net = Net::init(
+            kind,
+            splits.image_size,
+            splits.classes.len(),
+            config.data.seed,
+            device,
+        );
+        let mut layers = Vec::new();
+        let logits = net.forward_traced(batch.images.clone(), &mut |layer, shape| {
+            layers.push((kind, layer.to_string(), shape));
+        });
+        shapes.logits.push((kind, logits.dims().to_vec()));
+        shapes.layers.extend(layers);
+    }
+    shapes
+}
+
+/// The seed's console summary: STEP 1/2/3 with the same keys, then the evidence paths.
+pub fn console_summary(report: &Report) -> Vec<String> {
+    let acc = |kind: ModelKind| {
+        report
+            .model(kind)
+            .map(|m| format!("{:.3}", round4(m.trained.best_val_acc)))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let out = &report.config.out;
+    let path = |rel: &str| out.join(rel).display().to_string();
+    vec![
+        "STEP 1: data prepared".to_string(),
+        format!("train_samples: {}", report.split_sizes[0]),
+        format!("val_samples: {}", report.split_sizes[1]),
+        format!("test_samples: {}", report.split_sizes[2]),
+        format!("classes: {}", report.classes.len()),
+        "STEP 2: model comparison".to_string(),
+        format!("baseline_val_acc: {}", acc(ModelKind::Baseline)),
+        format!("cnn_val_acc: {}", acc(ModelKind::Cnn)),
+        format!("best_model: {}", report.best().kind.display_name()),
+        format!("test_accuracy: {:.3}", round4(report.best().test.accuracy)),
+        "STEP 3: evidence files".to_string(),
+        path("README.md"),
+        path("outputs/training_log.csv"),
+        path("outputs/model_comparison.csv"),
+        path("curves/loss_curve.png"),
+        path("reports/shape_trace.md"),
+    ]
+}

@@ -1,0 +1,165 @@
+//! Memory pressure: halving the batch loses no sample and changes nothing but the batch size.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+const QUICK: [&str; 6] = [
+    "--epochs-baseline",
+    "2",
+    "--epochs-cnn",
+    "3",
+    "--quiet",
+    "--backend",
+];
+
+fn quick(out: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
+    args.push("cpu".into());
+    args.push("--out".into());
+    args.push(out.to_str().unwrap().into());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_failure_at_the_first_step_halves_and_matches_a_run_started_at_half() {
+    let dir = temp();
+    let halved = dir.path().join("halved");
+    let direct = dir.path().join("direct");
+    let output = run_env(
+        &refs(&quick(&halved, &["--batch-size", "32"])),
+        "TRAINER_FAIL_ALLOC_ABOVE",
+        "16",
+    );
+    assert_ok(&output);
+    let output = run(&refs(&quick(&direct, &["--batch-size", "16"])));
+    assert_ok(&output);
+
+    let (header, events) = read_csv(&halved.join("outputs/memory_events.csv"));
+    assert_eq!(
+        header,
+        [
+            "model",
+            "phase",
+            "epoch",
+            "step",
+            "from_batch",
+            "to_batch",
+            "reason",
+            "requested_bytes",
+            "budget_bytes"
+        ]
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (event, model) in events.iter().zip(["Flatten baseline", "Tiny CNN"]) {
+        assert_eq!(event[..6], [model, "train", "1", "1", "32", "16"]);
+        assert!(event[6].contains("can't allocate"), "{event:?}");
+    }
+    assert_eq!(
+        fs::read(halved.join("outputs/training_log.csv")).unwrap(),
+        fs::read(direct.join("outputs/training_log.csv")).unwrap(),
+        "halving at the first step must give the same training as starting at the halved size"
+    );
+    let (_, timing) = read_csv(&halved.join("outputs/epoch_timing.csv"));
+    assert_eq!(timing.len(), 5);
+    for row in &timing {
+        assert_eq!(row[2], "16", "{row:?}");
+        assert_eq!(
+            row[6], "252",
+            "every epoch trains on every sample once: {row:?}"
+        );
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(halved.join("outputs/run_info.json")).unwrap())
+            .unwrap();
+    for model in info["models"].as_array().unwrap() {
+        assert_eq!(model["requested_batch_size"], 32);
+        assert_eq!(model["final_batch_size"], 16);
+    }
+    let readme = fs::read_to_string(halved.join("README.md")).unwrap();
+    assert!(readme.contains("halved 2 time(s)"), "{readme}");
+}
+
+#[test]
+fn a_failure_at_batch_one_is_a_clear_error_and_keeps_the_earlier_pack() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    assert_ok(&run(&refs(&quick(&pack, &[]))));
+    let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
+    let output = run_env(&refs(&quick(&pack, &[])), "TRAINER_FAIL_ALLOC_ABOVE", "0");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("batch of 1"), "{err}");
+    assert_eq!(
+        fs::read(pack.join("outputs/training_log.csv")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn a_small_memory_limit_halves_twice_before_training() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = run(&refs(&quick(&pack, &["--memory-limit", "600KB"])));
+    assert_ok(&output);
+    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
+    let cnn: Vec<_> = events.iter().filter(|e| e[0] == "Tiny CNN").collect();
+    assert_eq!(cnn.len(), 2, "{events:?}");
+    assert_eq!(cnn[0][1..6], ["preflight", "0", "0", "32", "16"]);
+    assert_eq!(cnn[1][1..6], ["preflight", "0", "0", "16", "8"]);
+    assert_eq!(cnn[0][8], "600000");
+    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
+    assert!(
+        timing
+            .iter()
+            .filter(|r| r[0] == "Tiny CNN")
+            .all(|r| r[2] == "8")
+    );
+}
+
+#[test]
+fn lavapipe_halves_on_a_real_allocation_failure() {
+    if !wgpu_available("lavapipe_halves_on_a_real_allocation_failure") {
+        return;
+    }
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = run(&[
+        "--backend",
+        "wgpu",
+        "--quiet",
+        "--no-memory-preflight",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2048",
+        "--samples-per-class",
+        "700",
+        "--epochs-baseline",
+        "1",
+        "--epochs-cnn",
+        "1",
+        "--out",
+        pack.to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e[0] == "Tiny CNN" && e[1] == "train" && e[4] == "2048"),
+        "no halving recorded for the Tiny CNN: {events:?}"
+    );
+    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
+    for row in &timing {
+        assert_eq!(row[6], "1260", "every sample trained once: {row:?}");
+    }
+}
