@@ -356,3 +356,34 @@ pub fn describe_all() -> Vec<String> {
     }
     lines
 }
+
+/// Gives the Vulkan loader's window-system libraries a runtime folder when the environment
+/// has none (headless machines, CI), so that they do not print "XDG_RUNTIME_DIR is invalid or
+/// not set" on every run. Call at start-up, before any thread exists.
+pub fn prepare_environment() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("trainer-runtime-{}", user_id()));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // SAFETY: called from `main` before any other thread is started.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+/// The user id from /proc/self/status, to keep one runtime folder per user.
+fn user_id() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "user".to_string())
+}

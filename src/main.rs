@@ -118,6 +118,7 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 
 fn main() -> ExitCode {
     install_panic_hook();
+    trainer::backend::prepare_environment();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
