@@ -16,6 +16,7 @@ pub mod interrupt;
 pub mod memory;
 pub mod models;
 pub mod pack;
+pub mod parity;
 pub mod plots;
 pub mod rng;
 pub mod train;

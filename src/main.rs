@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use trainer::backend::BackendChoice;
+use trainer::backend::{BackendChoice, BackendName};
 use trainer::console::Console;
 use trainer::data::DataConfig;
 use trainer::error::{Result, TrainerError};
+use trainer::parity::{self, ParityConfig, Tolerances};
 use trainer::workshop::{self, RunConfig};
 use trainer::{inference, memory};
 
@@ -32,6 +33,9 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// List the backends and wgpu adapters this machine offers.
     Devices,
+    /// Train on several backends from identical starting points and compare (exit 1 when
+    /// they disagree beyond the tolerances).
+    Parity(ParityArgs),
 }
 
 /// The workshop run.
@@ -47,6 +51,26 @@ struct RunArgs {
     #[arg(long, default_value = "deep_learning_workshop_run")]
     out: PathBuf,
 
+    #[command(flatten)]
+    train: TrainArgs,
+
+    /// Memory budget for one step, e.g. 512MiB or 2GiB; the batch is halved until the
+    /// estimate fits (besides what the device itself offers).
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+
+    /// Skip the memory estimate before training; only real allocation failures halve the batch.
+    #[arg(long)]
+    no_memory_preflight: bool,
+
+    /// Print only the results: no progress bar, no notes.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The data and hyperparameters shared by the workshop run and parity.
+#[derive(Args, Debug)]
+struct TrainArgs {
     /// Seed of the data, the split, the initial parameters and the shuffling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -78,17 +102,49 @@ struct RunArgs {
     /// Height and width of the generated images, in pixels.
     #[arg(long, default_value_t = 16)]
     image_size: usize,
+}
 
-    /// Memory budget for one step, e.g. 512MiB or 2GiB; the batch is halved until the
-    /// estimate fits (besides what the device itself offers).
-    #[arg(long, value_parser = parse_size)]
-    memory_limit: Option<u64>,
+impl TrainArgs {
+    fn data(&self) -> DataConfig {
+        DataConfig {
+            seed: self.seed,
+            samples_per_class: self.samples_per_class,
+            image_size: self.image_size,
+        }
+    }
+}
 
-    /// Skip the memory estimate before training; only real allocation failures halve the batch.
-    #[arg(long)]
-    no_memory_preflight: bool,
+/// `trainer parity`.
+#[derive(Args, Debug)]
+struct ParityArgs {
+    /// Backends to compare, comma-separated; the first is the reference.
+    #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
+    backends: Vec<String>,
 
-    /// Print only the results: no progress bar, no notes.
+    /// Folder for the report (parity/parity_report.json, .md, loss_overlay.png).
+    #[arg(long, default_value = "parity_run")]
+    out: PathBuf,
+
+    #[command(flatten)]
+    train: TrainArgs,
+
+    /// Largest relative difference allowed between first-epoch step losses.
+    #[arg(long, default_value_t = 1e-4)]
+    loss_rtol: f64,
+
+    /// Largest absolute difference allowed between test logits.
+    #[arg(long, default_value_t = 1e-3)]
+    logits_atol: f64,
+
+    /// Smallest share of test samples whose predictions must agree.
+    #[arg(long, default_value_t = 0.99)]
+    min_agreement: f64,
+
+    /// Test hook: BACKEND=EPSILON adds EPSILON to the first parameter on BACKEND.
+    #[arg(long, hide = true)]
+    perturb_init: Option<String>,
+
+    /// Print only the results.
     #[arg(long)]
     quiet: bool,
 }
@@ -146,6 +202,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Evaluate(args)) => evaluate(args),
+        Some(Command::Parity(args)) => parity(args),
         Some(Command::Devices) => {
             for line in trainer::backend::describe_all() {
                 println!("{line}");
@@ -158,19 +215,16 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 fn run(args: RunArgs) -> Result<()> {
     let console = Console::new(args.quiet);
+    let t = &args.train;
     let config = RunConfig {
         backend: args.backend,
         out: args.out,
-        data: DataConfig {
-            seed: args.seed,
-            samples_per_class: args.samples_per_class,
-            image_size: args.image_size,
-        },
-        batch_size: args.batch_size as usize,
-        epochs_baseline: args.epochs_baseline,
-        epochs_cnn: args.epochs_cnn,
-        lr_baseline: args.lr_baseline,
-        lr_cnn: args.lr_cnn,
+        data: t.data(),
+        batch_size: t.batch_size as usize,
+        epochs_baseline: t.epochs_baseline,
+        epochs_cnn: t.epochs_cnn,
+        lr_baseline: t.lr_baseline,
+        lr_cnn: t.lr_cnn,
         memory_limit_bytes: args.memory_limit,
         memory_preflight: !args.no_memory_preflight,
         quiet: args.quiet,
@@ -180,6 +234,50 @@ fn run(args: RunArgs) -> Result<()> {
     for line in workshop::console_summary(&report) {
         console.result(&line);
     }
+    Ok(())
+}
+
+fn parity(args: ParityArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let backends = args
+        .backends
+        .iter()
+        .map(|b| BackendName::parse(b))
+        .collect::<Result<Vec<_>>>()?;
+    let perturb = match &args.perturb_init {
+        None => None,
+        Some(spec) => {
+            let (backend, epsilon) = spec
+                .split_once('=')
+                .ok_or_else(|| TrainerError::bad_input("--perturb-init takes BACKEND=EPSILON"))?;
+            let epsilon: f32 = epsilon
+                .parse()
+                .map_err(|_| TrainerError::bad_input("--perturb-init: EPSILON must be a number"))?;
+            Some((BackendName::parse(backend)?, epsilon))
+        }
+    };
+    let t = &args.train;
+    let config = ParityConfig {
+        backends,
+        out: args.out,
+        data: t.data(),
+        batch_size: t.batch_size as usize,
+        epochs_baseline: t.epochs_baseline,
+        epochs_cnn: t.epochs_cnn,
+        lr_baseline: t.lr_baseline,
+        lr_cnn: t.lr_cnn,
+        tolerances: Tolerances {
+            loss_rtol: args.loss_rtol,
+            logits_atol: args.logits_atol,
+            min_agreement: args.min_agreement,
+        },
+        perturb,
+        command: command_line(),
+    };
+    let out = config.out.clone();
+    let report = parity::run(config, &console)?;
+    console.result(&report.verdict);
+    console.result(&out.join("parity/parity_report.md").display().to_string());
     Ok(())
 }
 

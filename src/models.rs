@@ -216,3 +216,71 @@ impl HostInit {
         layer
     }
 }
+
+/// Collects every parameter as (path, shape, values), in module order; parity compares them.
+pub fn parameters(net: &Net) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+    struct Collect {
+        path: Vec<String>,
+        tensors: Vec<(String, Tensor<1>, Vec<usize>)>,
+    }
+    impl burn::module::ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let tensor = param.val();
+            let shape = tensor.dims().to_vec();
+            self.tensors
+                .push((self.path.join("."), tensor.flatten(0, D - 1), shape));
+        }
+    }
+    let mut collect = Collect {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    net.visit(&mut collect);
+    collect
+        .tensors
+        .into_iter()
+        .map(|(path, tensor, shape)| {
+            let values = tensor
+                .try_into_data()
+                .map_err(|e| e.to_string())?
+                .try_to_vec_as::<f32>()
+                .map_err(|e| format!("{e:?}"))?;
+            Ok((path, shape, values))
+        })
+        .collect()
+}
+
+/// Adds `epsilon` to the first value of the first parameter: a deliberate difference, for
+/// testing that parity can fail.
+pub fn perturb_first_parameter(net: Net, epsilon: f32) -> Net {
+    struct Perturb {
+        epsilon: f32,
+        done: bool,
+    }
+    impl burn::module::ModuleMapper for Perturb {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if self.done {
+                return param;
+            }
+            self.done = true;
+            let epsilon = self.epsilon;
+            param.map(|tensor| {
+                let dims = tensor.dims();
+                let mut delta = vec![0.0f32; dims.iter().product()];
+                delta[0] = epsilon;
+                let device = tensor.device();
+                tensor + Tensor::from_data(TensorData::new(delta, dims), &device)
+            })
+        }
+    }
+    net.map(&mut Perturb {
+        epsilon,
+        done: false,
+    })
+}

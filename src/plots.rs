@@ -43,6 +43,20 @@ pub struct LineChart {
     pub marks: Vec<((f64, f64), String)>,
 }
 
+impl LineChart {
+    /// A chart with no series yet.
+    pub fn new(title: &str, x_label: &str, y_label: &str) -> LineChart {
+        LineChart {
+            title: title.to_string(),
+            x_label: x_label.to_string(),
+            y_label: y_label.to_string(),
+            series: Vec::new(),
+            log2_x: false,
+            marks: Vec::new(),
+        }
+    }
+}
+
 fn plot_error(path: &Path, e: impl std::fmt::Display) -> TrainerError {
     TrainerError::io("drawing", path, std::io::Error::other(e.to_string()))
 }
@@ -61,10 +75,32 @@ fn colour(index: usize) -> RGBColor {
 
 /// Draws `chart` to a PNG file.
 pub fn draw_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
+    draw_stacked(path, std::slice::from_ref(chart))
+}
+
+/// Draws charts one above the other into one PNG file.
+pub fn draw_stacked(path: &Path, charts: &[LineChart]) -> Result<()> {
     ensure_font();
     let err = |e: &dyn std::fmt::Display| plot_error(path, e);
-    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
+    let height = 620 * charts.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (1000, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
+    for (area, chart) in root
+        .split_evenly((charts.len().max(1), 1))
+        .iter()
+        .zip(charts)
+    {
+        draw_on(area, chart).map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type DrawResult<T> = std::result::Result<T, String>;
+
+fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
 
     let xs = chart
         .series
@@ -78,9 +114,9 @@ pub fn draw_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
     let transform = |x: f64| if chart.log2_x { x.max(1e-9).log2() } else { x };
     let (x_min, x_max) = bounds(xs.filter(finite).map(transform));
     let (y_min, y_max) = bounds(ys.filter(finite));
-    let y_pad = ((y_max - y_min) * 0.08).max(1e-6);
+    let y_pad = (y_max - y_min) * 0.08;
 
-    let mut ctx = ChartBuilder::on(&root)
+    let mut ctx = ChartBuilder::on(root)
         .caption(&chart.title, (FAMILY, 26))
         .margin(16)
         .x_label_area_size(50)
@@ -97,12 +133,21 @@ pub fn draw_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
             format!("{x:.2}")
         }
     };
+    let tiny = (y_max - y_min).abs() < 1e-2 && y_max.abs() < 1e-2;
+    let y_formatter = move |y: &f64| {
+        if tiny {
+            format!("{y:.1e}")
+        } else {
+            format!("{y:.3}")
+        }
+    };
     ctx.configure_mesh()
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
         .label_style((FAMILY, 16))
         .axis_desc_style((FAMILY, 18))
         .x_label_formatter(&x_formatter)
+        .y_label_formatter(&y_formatter)
         .draw()
         .map_err(|e| err(&e))?;
 
@@ -146,7 +191,6 @@ pub fn draw_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -242,8 +286,9 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() || !hi.is_finite() {
         return (0.0, 1.0);
     }
-    if (hi - lo).abs() < 1e-12 {
-        return (lo - 0.5, hi + 0.5);
+    if hi - lo <= f64::EPSILON * hi.abs().max(1e-300) {
+        let half = if hi == 0.0 { 0.5 } else { hi.abs() * 0.5 };
+        return (lo - half, hi + half);
     }
     (lo, hi)
 }

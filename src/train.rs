@@ -65,6 +65,8 @@ pub struct Divergence {
 pub struct Trained {
     /// The best epoch's model, without autodiff.
     pub best: Net,
+    /// The model after the last step, without autodiff.
+    pub last: Net,
     pub history: Vec<EpochStats>,
     pub best_val_acc: f64,
     /// 0 when no epoch finished.
@@ -279,6 +281,7 @@ pub fn train_model(
     ctx.progress.finish();
 
     Ok(Trained {
+        last: net.valid(),
         best,
         history,
         best_val_acc: if best_epoch == 0 { 0.0 } else { best_val_acc },

@@ -313,7 +313,7 @@ fn an_interrupted_run_leaves_the_earlier_pack_whole() {
     assert_ok(&run(&quick));
     let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
 
-    let mut child = trainer()
+    let child = trainer()
         .args([
             "--backend",
             "cpu",

@@ -1,0 +1,110 @@
+//! `trainer parity`: a verdict that passes when backends agree and fails when they do not.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+fn parity(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["parity", "--quiet", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn report(out: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(out.join("parity/parity_report.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn cpu_and_ndarray_agree() {
+    let dir = temp();
+    let out = dir.path().join("parity");
+    let output = parity(&out, &["--backends", "cpu,ndarray"]);
+    assert_ok(&output);
+    assert!(stdout(&output).starts_with("PASS"), "{}", stdout(&output));
+    let json = report(&out);
+    assert_eq!(json["passed"], true);
+    let comparisons = json["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 2);
+    for c in comparisons {
+        assert!(
+            c["first_epoch_loss_max_rel_diff"].as_f64().unwrap() <= 1e-4,
+            "{c}"
+        );
+        assert!(c["logits_max_abs_diff"].as_f64().unwrap() <= 1e-3, "{c}");
+        assert_eq!(c["prediction_agreement"], 1.0);
+        assert_eq!(c["steps"], if c["model"] == "Tiny CNN" { 80 } else { 32 });
+    }
+    let md = fs::read_to_string(out.join("parity/parity_report.md")).unwrap();
+    assert!(
+        md.lines().nth(2).unwrap().contains("PASS"),
+        "verdict on top:\n{md}"
+    );
+    assert_eq!(
+        &fs::read(out.join("parity/loss_overlay.png")).unwrap()[1..4],
+        b"PNG"
+    );
+}
+
+#[test]
+fn a_perturbed_start_fails_and_names_the_first_divergent_step() {
+    let dir = temp();
+    let out = dir.path().join("parity");
+    let output = parity(
+        &out,
+        &[
+            "--backends",
+            "cpu,ndarray",
+            "--perturb-init",
+            "ndarray=0.05",
+            "--epochs-cnn",
+            "2",
+            "--epochs-baseline",
+            "1",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("FAIL") && err.contains("epoch 1 step 1"),
+        "{err}"
+    );
+    let json = report(&out);
+    assert_eq!(json["passed"], false);
+    assert_eq!(
+        json["comparisons"][0]["first_divergent_step"],
+        serde_json::json!([1, 1])
+    );
+}
+
+#[test]
+fn parity_rejects_bad_backend_lists() {
+    let dir = temp();
+    let out = dir.path().join("parity");
+    for backends in ["cpu", "cpu,tpu", "cpu,cpu"] {
+        let output = parity(&out, &["--backends", backends]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{backends}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+    }
+}
+
+#[test]
+fn cpu_and_wgpu_agree() {
+    if !wgpu_available("cpu_and_wgpu_agree") {
+        return;
+    }
+    let dir = temp();
+    let out = dir.path().join("parity");
+    let output = parity(&out, &["--backends", "cpu,wgpu"]);
+    assert_ok(&output);
+    let json = report(&out);
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["backends"][1]["device"]["backend"], "wgpu");
+}
