@@ -470,6 +470,7 @@ fn curve_chart(
         series,
         log2_x: false,
         marks: Vec::new(),
+        legend_lower_right: false,
     }
 }
 

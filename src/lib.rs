@@ -6,6 +6,7 @@
 //! [`pack`] keeps the user's folders safe, [`checkpoint`] and [`inference`] reload models.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod console;
 pub mod data;

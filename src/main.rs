@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use trainer::backend::{BackendChoice, BackendName};
+use trainer::bench::BenchConfig;
 use trainer::console::Console;
 use trainer::data::DataConfig;
 use trainer::error::{Result, TrainerError};
+use trainer::models::ModelKind;
 use trainer::parity::{self, ParityConfig, Tolerances};
 use trainer::workshop::{self, RunConfig};
 use trainer::{inference, memory};
@@ -36,6 +38,8 @@ enum Command {
     /// Train on several backends from identical starting points and compare (exit 1 when
     /// they disagree beyond the tolerances).
     Parity(ParityArgs),
+    /// Measure training throughput against batch size.
+    Bench(BenchArgs),
 }
 
 /// The workshop run.
@@ -149,6 +153,50 @@ struct ParityArgs {
     quiet: bool,
 }
 
+/// `trainer bench`.
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Backends to measure, comma-separated: cpu, wgpu, ndarray or auto.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    backend: Vec<String>,
+
+    /// Which model: cnn, baseline or both.
+    #[arg(long, default_value = "cnn", value_parser = ["cnn", "baseline", "both"])]
+    model: String,
+
+    /// Batch sizes to measure, comma-separated, smallest first.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "8,16,32,64,128,256,512,1024"
+    )]
+    batch_sizes: Vec<usize>,
+
+    /// Height and width of the images, in pixels.
+    #[arg(long, default_value_t = 16)]
+    image_size: usize,
+
+    /// Timed steps per batch size.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+
+    /// Untimed steps before them (after the separately timed first step).
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+
+    /// Folder for bench/throughput.csv, .png, README.md and run_info.json.
+    #[arg(long, default_value = "bench_run")]
+    out: PathBuf,
+
+    /// Memory budget for one step (e.g. 512MiB); larger batches are recorded as not fitting.
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+
+    /// Print only where the results are.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Args, Debug)]
 struct EvaluateArgs {
     /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
@@ -203,6 +251,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Evaluate(args)) => evaluate(args),
         Some(Command::Parity(args)) => parity(args),
+        Some(Command::Bench(args)) => bench(args),
         Some(Command::Devices) => {
             for line in trainer::backend::describe_all() {
                 println!("{line}");
@@ -234,6 +283,47 @@ fn run(args: RunArgs) -> Result<()> {
     for line in workshop::console_summary(&report) {
         console.result(&line);
     }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let mut backends = Vec::new();
+    for name in &args.backend {
+        let name = if name.trim() == "auto" {
+            trainer::backend::open(BackendChoice::Auto)?.info.backend
+        } else {
+            BackendName::parse(name)?
+        };
+        if !backends.contains(&name) {
+            backends.push(name);
+        }
+    }
+    let models = match args.model.as_str() {
+        "baseline" => vec![ModelKind::Baseline],
+        "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
+        _ => vec![ModelKind::Cnn],
+    };
+    let config = BenchConfig {
+        backends,
+        models,
+        batch_sizes: args.batch_sizes,
+        image_size: args.image_size,
+        steps: args.steps,
+        warmup: args.warmup,
+        out: args.out,
+        memory_limit_bytes: args.memory_limit,
+        command: command_line(),
+    };
+    let report = trainer::bench::run(config, &console)?;
+    console.result(
+        &report
+            .config
+            .out
+            .join("bench/README.md")
+            .display()
+            .to_string(),
+    );
     Ok(())
 }
 

@@ -273,6 +273,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// Resets the peak resident memory (VmHWM) of this process, where Linux allows it, so that
+/// the next [`peak_rss_bytes`] covers only what follows.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Parses sizes such as `512MiB`, `2GiB`, `100MB`, `1048576`.
 pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();

@@ -41,6 +41,8 @@ pub struct LineChart {
     pub log2_x: bool,
     /// Points to mark with a circle and a label.
     pub marks: Vec<((f64, f64), String)>,
+    /// Put the legend in the lower right corner instead of the upper right.
+    pub legend_lower_right: bool,
 }
 
 impl LineChart {
@@ -53,6 +55,7 @@ impl LineChart {
             series: Vec::new(),
             log2_x: false,
             marks: Vec::new(),
+            legend_lower_right: false,
         }
     }
 }
@@ -135,11 +138,7 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
     };
     let tiny = (y_max - y_min).abs() < 1e-2 && y_max.abs() < 1e-2;
     let y_formatter = move |y: &f64| {
-        if tiny {
-            format!("{y:.1e}")
-        } else {
-            format!("{y:.3}")
-        }
+        if tiny { format!("{y:.1e}") } else { human(*y) }
     };
     ctx.configure_mesh()
         .x_desc(&chart.x_label)
@@ -174,13 +173,27 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         });
     }
     for ((x, y), text) in &chart.marks {
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
         let at = (transform(*x), *y);
         ctx.draw_series(std::iter::once(Circle::new(at, 7, RED.stroke_width(3))))
             .map_err(|e| err(&e))?;
+        // Labels in the right half of the chart are written leftwards, so they stay inside.
+        let right_half = at.0 > (x_min + x_max) / 2.0;
+        let anchor = Pos::new(
+            if right_half { HPos::Right } else { HPos::Left },
+            VPos::Bottom,
+        );
+        let label = if right_half {
+            format!("{text}  ")
+        } else {
+            format!("  {text}")
+        };
         ctx.draw_series(std::iter::once(Text::new(
-            text.clone(),
+            label,
             at,
-            (FAMILY, 16).into_font().color(&RED),
+            TextStyle::from((FAMILY, 16).into_font())
+                .color(&RED)
+                .pos(anchor),
         )))
         .map_err(|e| err(&e))?;
     }
@@ -188,7 +201,11 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FAMILY, 16))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(if chart.legend_lower_right {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
         .draw()
         .map_err(|e| err(&e))?;
     Ok(())
@@ -275,6 +292,22 @@ pub fn draw_confusion(
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// A readable axis number: 12k, 3.5M, 0.250.
+fn human(y: f64) -> String {
+    let a = y.abs();
+    if a == 0.0 {
+        "0".to_string()
+    } else if a >= 1e6 {
+        format!("{:.1}M", y / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", y / 1e3)
+    } else if a >= 100.0 {
+        format!("{y:.0}")
+    } else {
+        format!("{y:.3}")
+    }
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {

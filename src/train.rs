@@ -325,21 +325,25 @@ pub fn halving_line(event: &MemoryEvent) -> String {
 }
 
 /// A step's outcome that the loop keeps.
-struct Step {
-    net: Net,
-    optim: ModuleOptimizer,
-    loss: Tensor<1>,
-    correct: Tensor<1, Int>,
-    norm: Option<f32>,
+pub(crate) struct Step {
+    pub net: Net,
+    pub optim: ModuleOptimizer,
+    pub loss: Tensor<1>,
+    pub correct: Tensor<1, Int>,
+    /// The gradient norm before clipping, when the step was verified.
+    pub norm: Option<f32>,
 }
 
-enum StepFailure {
+/// Why a step did not complete.
+pub(crate) enum StepFailure {
+    /// The device could not allocate what the step needs.
     Allocation(String),
+    /// Anything else.
     Other(String),
 }
 
 impl StepFailure {
-    fn classify(message: String) -> StepFailure {
+    pub(crate) fn classify(message: String) -> StepFailure {
         if is_allocation_failure(&message) {
             StepFailure::Allocation(message)
         } else {
@@ -349,8 +353,9 @@ impl StepFailure {
 }
 
 /// One training step. `net` and `optim` are not changed: the step returns the updated ones,
-/// so a failed attempt leaves the loop with the state from before it.
-fn train_step(
+/// so a failed attempt leaves the loop with the state from before it. With `verify`, the
+/// gradient norm is read back (a sync), which surfaces allocation failures.
+pub(crate) fn train_step(
     net: &Net,
     optim: &ModuleOptimizer,
     batch: &ImageBatch,

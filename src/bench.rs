@@ -1,0 +1,476 @@
+//! `trainer bench`: steady-state training throughput against batch size, per backend and
+//! model, measured as the PyTorch peer measures it (warm-up steps excluded, data already on
+//! the device, the whole step timed: forward, loss, backward, global-norm clip, Adam step,
+//! and a read of a value that depends on the step).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::AdamConfig;
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::backend::{self, BackendName, DeviceInfo};
+use crate::console::Console;
+use crate::data::{self, ImageBatch};
+use crate::error::{Result, TrainerError, first_line};
+use crate::evidence::utc_timestamp;
+use crate::memory::{self, Footprint, MemoryPolicy};
+use crate::models::{ModelKind, Net};
+use crate::pack::{self, OutputLock, Staging};
+use crate::plots::{self, LineChart, Series};
+use crate::train::{self, StepFailure, TrainSettings};
+use crate::workshop::MAX_GRAD_NORM;
+
+/// What to measure.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchConfig {
+    pub backends: Vec<BackendName>,
+    pub models: Vec<ModelKind>,
+    pub batch_sizes: Vec<usize>,
+    pub image_size: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub out: PathBuf,
+    pub memory_limit_bytes: Option<u64>,
+    pub command: String,
+}
+
+/// One measured (backend, model, batch size).
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    pub backend: String,
+    pub device: String,
+    pub model: String,
+    pub batch_size: usize,
+    pub image_size: usize,
+    pub steps: usize,
+    /// "ok", or "does not fit" with the reason in `note`.
+    pub status: String,
+    pub samples_per_sec: Option<f64>,
+    pub median_step_ms: Option<f64>,
+    pub p10_step_ms: Option<f64>,
+    pub p90_step_ms: Option<f64>,
+    /// The first step alone: kernel compilation and autotuning happen there.
+    pub first_step_ms: Option<f64>,
+    pub peak_host_rss_bytes: Option<u64>,
+    pub device_memory_bytes: Option<u64>,
+    pub note: String,
+}
+
+/// The whole sweep.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub config: BenchConfig,
+    pub devices: Vec<DeviceInfo>,
+    pub rows: Vec<BenchRow>,
+    pub started_at_utc: String,
+    pub trainer_version: &'static str,
+    pub burn_version: &'static str,
+    pub rustc_version: &'static str,
+}
+
+/// Runs the sweep and writes bench/throughput.csv, bench/throughput_vs_batch.png,
+/// bench/README.md and bench/run_info.json into `config.out`.
+pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
+    validate(&config)?;
+    pack::check_target(&config.out)?;
+    let _lock = OutputLock::acquire(&config.out)?;
+    let started_at_utc = utc_timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let opened = config
+        .backends
+        .iter()
+        .map(|&b| backend::open_named(b))
+        .collect::<Result<Vec<_>>>()?;
+    let mut rows = Vec::new();
+    for open in &opened {
+        console.info(&format!("bench: {}", open.info.summary()));
+        for &kind in &config.models {
+            let mut fits = true;
+            for &batch in &config.batch_sizes {
+                if crate::interrupt::requested() {
+                    return Err(TrainerError::Interrupted);
+                }
+                let row = if fits {
+                    measure(&config, kind, batch, &open.device, &open.info)?
+                } else {
+                    skipped(&config, kind, batch, &open.info)
+                };
+                fits = row.status == "ok";
+                console.info(&describe(&row));
+                rows.push(row);
+            }
+        }
+    }
+    let report = BenchReport {
+        config,
+        devices: opened.iter().map(|o| o.info.clone()).collect(),
+        rows,
+        started_at_utc,
+        trainer_version: env!("CARGO_PKG_VERSION"),
+        burn_version: env!("TRAINER_BURN_VERSION"),
+        rustc_version: env!("TRAINER_RUSTC_VERSION"),
+    };
+    write(&report)?;
+    Ok(report)
+}
+
+fn validate(config: &BenchConfig) -> Result<()> {
+    if config.backends.is_empty() || config.models.is_empty() || config.batch_sizes.is_empty() {
+        return Err(TrainerError::bad_input(
+            "bench needs at least one backend, one model and one batch size",
+        ));
+    }
+    if config.batch_sizes.iter().any(|&b| b == 0 || b > 1 << 20) {
+        return Err(TrainerError::bad_input(
+            "--batch-sizes must be between 1 and 1048576",
+        ));
+    }
+    if config.steps == 0 {
+        return Err(TrainerError::bad_input("--steps must be at least 1"));
+    }
+    crate::data::DataConfig {
+        seed: 0,
+        samples_per_class: 5,
+        image_size: config.image_size,
+    }
+    .validate()
+}
+
+/// The console line of one row.
+pub fn describe(row: &BenchRow) -> String {
+    match row.samples_per_sec {
+        Some(rate) => format!(
+            "{} {} batch {}: {:.0} samples/s (median step {:.3} ms, first step {:.1} ms)",
+            row.backend,
+            row.model,
+            row.batch_size,
+            rate,
+            row.median_step_ms.unwrap_or(0.0),
+            row.first_step_ms.unwrap_or(0.0)
+        ),
+        None => format!(
+            "{} {} batch {}: {} ({})",
+            row.backend, row.model, row.batch_size, row.status, row.note
+        ),
+    }
+}
+
+fn empty_row(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceInfo) -> BenchRow {
+    BenchRow {
+        backend: info.backend.as_str().to_string(),
+        device: info.device_name.clone(),
+        model: kind.slug().to_string(),
+        batch_size: batch,
+        image_size: config.image_size,
+        steps: config.steps,
+        status: "does not fit".to_string(),
+        samples_per_sec: None,
+        median_step_ms: None,
+        p10_step_ms: None,
+        p90_step_ms: None,
+        first_step_ms: None,
+        peak_host_rss_bytes: None,
+        device_memory_bytes: None,
+        note: String::new(),
+    }
+}
+
+fn skipped(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceInfo) -> BenchRow {
+    let mut row = empty_row(config, kind, batch, info);
+    row.note = "not tried: a smaller batch did not fit".to_string();
+    row
+}
+
+/// A batch of `batch` stripe images (cycling through the classes) on `device`.
+fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBatch {
+    let samples = (0..batch)
+        .map(|i| data::Sample {
+            image: data::stripe_image(42, i % 3, i / 3, image_size),
+            label: i % 3,
+            sample_id: String::new(),
+        })
+        .collect();
+    burn::data::dataloader::batcher::Batcher::batch(
+        &data::ImageBatcher { image_size },
+        samples,
+        device,
+    )
+}
+
+fn measure(
+    config: &BenchConfig,
+    kind: ModelKind,
+    batch: usize,
+    device: &Device,
+    info: &DeviceInfo,
+) -> Result<BenchRow> {
+    let mut row = empty_row(config, kind, batch, info);
+    let mut policy = MemoryPolicy::new(config.memory_limit_bytes, true)?;
+    let footprint = Footprint::of(kind, config.image_size, 3);
+    if policy.preflight(kind, true, batch, &footprint, info)? < batch {
+        let event = &policy.events[0];
+        row.note = format!(
+            "{} ({} needed, {} available)",
+            event.reason,
+            event
+                .requested_bytes
+                .map(memory::format_bytes)
+                .unwrap_or_default(),
+            event
+                .budget_bytes
+                .map(memory::format_bytes)
+                .unwrap_or_default()
+        );
+        return Ok(row);
+    }
+    if let Some(reason) = policy.injected_failure(batch) {
+        row.note = reason;
+        return Ok(row);
+    }
+    memory::reset_peak_rss();
+    let train_device = device.clone().autodiff();
+    let mut net = Net::init(kind, config.image_size, 3, 42, device).train();
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let batch_data = synthetic_batch(batch, config.image_size, &train_device);
+    let settings = TrainSettings {
+        epochs: 1,
+        lr: if kind == ModelKind::Cnn { 0.006 } else { 0.01 },
+        batch_size: batch,
+        max_grad_norm: MAX_GRAD_NORM,
+        shuffle_seed: 0,
+    };
+    let mut times = Vec::with_capacity(config.steps);
+    let mut first_step_ms = 0.0;
+    for step in 0..1 + config.warmup + config.steps {
+        let started = Instant::now();
+        match train::train_step(&net, &optim, &batch_data, &loss_fn, &settings, true) {
+            Ok(done) => {
+                net = done.net;
+                optim = done.optim;
+            }
+            Err(StepFailure::Allocation(reason)) => {
+                row.note = first_line(&reason);
+                device.memory_cleanup();
+                return Ok(row);
+            }
+            Err(StepFailure::Other(reason)) => {
+                return Err(TrainerError::Device {
+                    backend: info.backend.as_str().to_string(),
+                    reason: first_line(&reason),
+                });
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if step == 0 {
+            first_step_ms = seconds * 1e3;
+        } else if step > config.warmup {
+            times.push(seconds);
+        }
+    }
+    let total: f64 = times.iter().sum();
+    times.sort_by(f64::total_cmp);
+    let quantile = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
+    row.status = "ok".to_string();
+    row.samples_per_sec = Some((batch * times.len()) as f64 / total.max(1e-12));
+    row.median_step_ms = Some(quantile(0.5));
+    row.p10_step_ms = Some(quantile(0.1));
+    row.p90_step_ms = Some(quantile(0.9));
+    row.first_step_ms = Some(first_step_ms);
+    row.peak_host_rss_bytes = memory::peak_rss_bytes();
+    row.device_memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
+    drop(net);
+    drop(optim);
+    device.memory_cleanup();
+    Ok(row)
+}
+
+fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn write(report: &BenchReport) -> Result<()> {
+    let staging = Staging::begin(&report.config.out)?;
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| TrainerError::bad_input(format!("writing CSV: {e}"));
+    csv.write_record([
+        "backend",
+        "device",
+        "model",
+        "batch_size",
+        "image_size",
+        "steps",
+        "status",
+        "samples_per_sec",
+        "median_step_ms",
+        "p10_step_ms",
+        "p90_step_ms",
+        "first_step_ms",
+        "peak_host_rss_bytes",
+        "device_memory_bytes",
+        "note",
+    ])
+    .map_err(fail)?;
+    for r in &report.rows {
+        csv.write_record([
+            r.backend.clone(),
+            r.device.clone(),
+            r.model.clone(),
+            r.batch_size.to_string(),
+            r.image_size.to_string(),
+            r.steps.to_string(),
+            r.status.clone(),
+            opt(r.samples_per_sec.map(|v| format!("{v:.1}"))),
+            opt(r.median_step_ms.map(|v| format!("{v:.4}"))),
+            opt(r.p10_step_ms.map(|v| format!("{v:.4}"))),
+            opt(r.p90_step_ms.map(|v| format!("{v:.4}"))),
+            opt(r.first_step_ms.map(|v| format!("{v:.2}"))),
+            opt(r.peak_host_rss_bytes),
+            opt(r.device_memory_bytes),
+            r.note.clone(),
+        ])
+        .map_err(fail)?;
+    }
+    let bytes = csv
+        .into_inner()
+        .map_err(|e| TrainerError::bad_input(format!("writing CSV: {e}")))?;
+    staging.write("bench/throughput.csv", bytes)?;
+    plots::draw_stacked(
+        &staging.path("bench/throughput_vs_batch.png")?,
+        &charts(report),
+    )?;
+    staging.write("bench/README.md", markdown(report))?;
+    let json =
+        serde_json::to_string_pretty(report).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+    staging.write("bench/run_info.json", json)?;
+    staging.commit()
+}
+
+/// The best (highest samples/s) row of each backend and model.
+fn best_rows(report: &BenchReport) -> Vec<&BenchRow> {
+    let mut best: Vec<&BenchRow> = Vec::new();
+    for row in report.rows.iter().filter(|r| r.samples_per_sec.is_some()) {
+        match best
+            .iter_mut()
+            .find(|b| b.backend == row.backend && b.model == row.model)
+        {
+            Some(b) if b.samples_per_sec < row.samples_per_sec => *b = row,
+            Some(_) => {}
+            None => best.push(row),
+        }
+    }
+    best
+}
+
+/// One chart per model (their throughputs differ by orders of magnitude), one line per
+/// backend, the best batch size marked.
+fn charts(report: &BenchReport) -> Vec<LineChart> {
+    let best = best_rows(report);
+    let mut charts = Vec::new();
+    for kind in &report.config.models {
+        let model = kind.slug();
+        let mut chart = LineChart::new(
+            &format!(
+                "{}: training throughput against batch size ({}x{} images)",
+                kind.display_name(),
+                report.config.image_size,
+                report.config.image_size
+            ),
+            "batch size (log2 scale)",
+            "samples per second",
+        );
+        chart.log2_x = true;
+        chart.legend_lower_right = true;
+        for (i, backend) in report.config.backends.iter().enumerate() {
+            chart.series.push(Series {
+                label: format!("{} / {model}", backend.as_str()),
+                points: report
+                    .rows
+                    .iter()
+                    .filter(|r| r.backend == backend.as_str() && r.model == model)
+                    .filter_map(|r| r.samples_per_sec.map(|s| (r.batch_size as f64, s)))
+                    .collect(),
+                dashed: false,
+                colour: i,
+            });
+        }
+        for b in best.iter().filter(|b| b.model == model) {
+            if let Some(rate) = b.samples_per_sec {
+                chart.marks.push((
+                    (b.batch_size as f64, rate),
+                    format!("best {}: batch {} ({:.0}/s)", b.backend, b.batch_size, rate),
+                ));
+            }
+        }
+        charts.push(chart);
+    }
+    charts
+}
+
+fn markdown(report: &BenchReport) -> String {
+    let mut out = String::from("# Training throughput against batch size\n\n");
+    let _ = writeln!(out, "```bash\n{}\n```\n", report.config.command);
+    let _ = writeln!(out, "Measured {}.\n", report.started_at_utc);
+    for d in &report.devices {
+        let _ = writeln!(out, "- {}", d.summary());
+    }
+    let _ = writeln!(
+        out,
+        "\nEach row: {} warm-up steps, then {} timed steps of forward, cross-entropy, backward, global-norm clip 2.0, Adam step and a read of the gradient norm (one sync per step, as the PyTorch peer's `loss.item()`). The first step is timed on its own: compilation and autotuning happen there.\n",
+        report.config.warmup, report.config.steps
+    );
+    let _ = writeln!(
+        out,
+        "| backend | model | batch | samples/s | median ms | p10 ms | p90 ms | first step ms | peak host RSS | device memory | status |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+    for r in &report.rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.backend,
+            r.model,
+            r.batch_size,
+            r.samples_per_sec
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_default(),
+            ms(r.median_step_ms),
+            ms(r.p10_step_ms),
+            ms(r.p90_step_ms),
+            r.first_step_ms
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_default(),
+            r.peak_host_rss_bytes
+                .map(memory::format_bytes)
+                .unwrap_or_default(),
+            r.device_memory_bytes
+                .map(memory::format_bytes)
+                .unwrap_or_default(),
+            if r.status == "ok" {
+                r.status.clone()
+            } else {
+                format!("{}: {}", r.status, r.note)
+            }
+        );
+    }
+    let _ = writeln!(out, "\n## Best batch size\n");
+    for b in best_rows(report) {
+        let _ = writeln!(
+            out,
+            "- {} / {}: batch {} ({:.0} samples/s)",
+            b.backend,
+            b.model,
+            b.batch_size,
+            b.samples_per_sec.unwrap_or(0.0)
+        );
+    }
+    out
+}
