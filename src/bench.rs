@@ -109,6 +109,9 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
             }
         }
     }
+    if crate::interrupt::requested() {
+        return Err(TrainerError::Interrupted);
+    }
     let report = BenchReport {
         config,
         devices: opened.iter().map(|o| o.info.clone()).collect(),

@@ -216,6 +216,11 @@ struct EvaluateArgs {
     quiet: bool,
 }
 
+/// mimalloc keeps freed blocks for reuse: the training step allocates and frees the same
+/// large buffers every step, which glibc's malloc returns to the kernel and faults back in.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_size(text: &str) -> std::result::Result<u64, String> {
     memory::parse_bytes(text)
 }
