@@ -281,7 +281,7 @@ fn start_wgpu() -> std::result::Result<OpenBackend, String> {
         .device_kind(kind)
         .graphics_api(api)
         .init()
-        .map_err(|e| crate::error::first_line(&e.to_string()))?;
+        .map_err(|e| crate::error::root_cause(&e.to_string()))?;
     Ok(OpenBackend {
         device,
         info: DeviceInfo {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::backend::{self, BackendName, DeviceInfo};
 use crate::console::Console;
 use crate::data::{self, ImageBatch};
-use crate::error::{Result, TrainerError, first_line};
+use crate::error::{Result, TrainerError, root_cause};
 use crate::evidence::utc_timestamp;
 use crate::memory::{self, Footprint, MemoryPolicy};
 use crate::models::{ModelKind, Net};
@@ -208,7 +208,9 @@ fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBat
     )
 }
 
-fn measure(
+/// Measures one (model, batch size) on one device, as a row of the sweep. A batch that does
+/// not fit comes back as a row with status "does not fit".
+pub fn measure(
     config: &BenchConfig,
     kind: ModelKind,
     batch: usize,
@@ -255,20 +257,20 @@ fn measure(
     let mut first_step_ms = 0.0;
     for step in 0..1 + config.warmup + config.steps {
         let started = Instant::now();
-        match train::train_step(&net, &optim, &batch_data, &loss_fn, &settings, true) {
+        match train::train_step(&net, &optim, &batch_data, &loss_fn, &settings) {
             Ok(done) => {
                 net = done.net;
                 optim = done.optim;
             }
             Err(StepFailure::Allocation(reason)) => {
-                row.note = first_line(&reason);
+                row.note = root_cause(&reason);
                 device.memory_cleanup();
                 return Ok(row);
             }
             Err(StepFailure::Other(reason)) => {
                 return Err(TrainerError::Device {
                     backend: info.backend.as_str().to_string(),
-                    reason: first_line(&reason),
+                    reason: root_cause(&reason),
                 });
             }
         }

@@ -36,6 +36,11 @@ impl Console {
         }
     }
 
+    /// A warning on stderr: always printed.
+    pub fn warn(&self, line: &str) {
+        self.with_bar_suspended(|| eprintln!("trainer: warning: {line}"));
+    }
+
     fn with_bar_suspended(&self, f: impl FnOnce()) {
         let bar = self.bar.lock().ok().and_then(|b| b.clone());
         match bar {

@@ -96,3 +96,53 @@ pub fn first_line(message: &str) -> String {
         .unwrap_or("unknown error")
         .to_string()
 }
+
+/// The most specific line of a chained error message such as burn's
+/// "An error happened during execution / Caused by: ... / Caused by: can't allocate buffer":
+/// the last line that follows a "Caused by:" header, else the first line.
+pub fn root_cause(message: &str) -> String {
+    let mut cause = None;
+    let mut after_header = false;
+    for line in message.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("Caused by:") {
+            after_header = true;
+            let rest = line.trim_start_matches("Caused by:").trim();
+            if !rest.is_empty() {
+                cause = Some(rest.to_string());
+                after_header = false;
+            }
+            continue;
+        }
+        if line.starts_with("No backtrace")
+            || line.starts_with("Asked at")
+            || line.starts_with("Backtrace")
+            || line.starts_with("stack backtrace")
+        {
+            after_header = false;
+            continue;
+        }
+        if after_header {
+            cause = Some(line.to_string());
+            after_header = false;
+        }
+    }
+    cause.unwrap_or_else(|| first_line(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_cause_finds_the_deepest_reason() {
+        let message = "An error happened during execution\nCaused by:\n  Several failures at once\nCaused by:\n  The bytes were never written\n  skipped `ElemwiseFuse`\nCaused by:\n  An IO error happened\nCaused by:\n  can't allocate buffer of size: 165150720\nNo backtrace available\nAsked at:\nNo backtrace available";
+        assert_eq!(
+            root_cause(message),
+            "can't allocate buffer of size: 165150720"
+        );
+        assert_eq!(root_cause("plain failure"), "plain failure");
+    }
+}

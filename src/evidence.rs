@@ -135,10 +135,7 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
 pub fn status(run: &ModelRun) -> String {
     match &run.trained.divergence {
         None => "ok".to_string(),
-        Some(d) => format!(
-            "diverged at epoch {} step {} ({} not finite)",
-            d.epoch, d.step, d.what
-        ),
+        Some(d) => format!("diverged at epoch {} step {} ({})", d.epoch, d.step, d.what),
     }
 }
 
@@ -592,7 +589,7 @@ pub fn debug_checklist_md(report: &Report) -> String {
             c.lr_baseline, c.lr_cnn
         ),
         "**Training improves but validation does not (overfitting)**: compare `train_acc` with `val_acc` and `train_loss` with `val_loss` per epoch in `outputs/training_log.csv` and `curves/accuracy_curve.png`. The best epoch is restored (`best_epoch` in `outputs/model_comparison.csv`); more data (`--samples-per-class`) or fewer epochs help.".to_string(),
-        "**Divergence** (loss or gradient norm NaN/infinite, for example with `--lr-cnn 1e6`): the model's `status` in `outputs/model_comparison.csv` says where; the checkpoint keeps the best epoch before it. Lower the learning rate.".to_string(),
+        "**Divergence** (a gradient norm that is NaN, infinite or above 1e6, or a loss that is not finite; for example with `--lr-cnn 1e6`): training of that model stops at the step, its `status` in `outputs/model_comparison.csv` says where, the best epoch before it is kept, the other model still trains, and trainer exits with code 3. Lower the learning rate (by 10x at a time) and rerun.".to_string(),
         format!(
             "**Memory pressure** (CPU RAM or GPU memory exhausted): trainer halves the batch on its own and records every halving in `outputs/memory_events.csv` ({} events in this run). This run: {}. Lower `--batch-size` or `--image-size` yourself to skip the halving, or set `--memory-limit` to keep headroom.",
             report.memory_events.len(),

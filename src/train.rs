@@ -4,10 +4,11 @@
 //! their global L2 norm (as `torch.nn.utils.clip_grad_norm_` does), Adam step. Losses and
 //! accuracy counts stay on the device and are read back once per epoch.
 //!
-//! Memory: while a batch size is new (until it has trained one whole epoch), each step reads
-//! its gradient norm back with a `try_` read. An allocation failure there drops the attempt,
-//! keeps the model and the optimizer state from before it, halves the batch size and redoes
-//! the same samples, so every sample of the epoch is trained on exactly once.
+//! Each step reads its gradient norm back with a `try_` read before the loop adopts the step.
+//! An allocation failure there drops the attempt, keeps the model and the optimizer state
+//! from before it, halves the batch size and redoes the same samples, so every sample of the
+//! epoch is trained on exactly once. A norm that is not finite, or above
+//! [`DIVERGED_GRAD_NORM`], means training diverged: the model's training stops at that step.
 
 use std::time::Instant;
 
@@ -20,10 +21,14 @@ use burn::tensor::activation::softmax;
 
 use crate::backend::DeviceInfo;
 use crate::data::{self, ImageBatch, ImageDataset};
-use crate::error::{Result, TrainerError, first_line};
+use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
 use crate::models::{ModelKind, Net};
+
+/// A gradient norm above this (half a million times the clipping threshold of 2) means the
+/// parameters have blown up: healthy training of these models stays below 100.
+pub const DIVERGED_GRAD_NORM: f32 = 1e6;
 
 /// Hyperparameters of one model's training.
 #[derive(Clone, Debug)]
@@ -137,8 +142,6 @@ pub fn train_model(
     let mut best_epoch = 0;
     let mut step_losses = Vec::new();
     let mut divergence = None;
-    // A batch size is proven once it has trained a whole epoch without failing.
-    let mut proven = false;
 
     ctx.progress
         .start(kind, (settings.epochs * train.len()) as u64);
@@ -147,7 +150,6 @@ pub fn train_model(
         let mut losses: Vec<Tensor<1>> = Vec::new();
         let mut sizes: Vec<usize> = Vec::new();
         let mut correct: Vec<Tensor<1, Int>> = Vec::new();
-        let mut halved_this_epoch = false;
         let mut step_divergence = None;
 
         'epoch: for batch in loader.iter() {
@@ -163,18 +165,21 @@ pub fn train_model(
                 } else {
                     batch.narrow(start, len)
                 };
-                let verify = !proven;
                 let attempt = match memory.injected_failure(len) {
                     Some(reason) => Err(StepFailure::Allocation(reason)),
-                    None => train_step(&net, &optim, &part, &loss_fn, settings, verify),
+                    None => train_step(&net, &optim, &part, &loss_fn, settings),
                 };
                 match attempt {
                     Ok(step) => {
-                        if step.norm.is_some_and(|n| !n.is_finite()) {
+                        if !(step.norm <= DIVERGED_GRAD_NORM) {
                             step_divergence = Some(Divergence {
                                 epoch,
                                 step: losses.len() + 1,
-                                what: "gradient norm",
+                                what: if step.norm.is_finite() {
+                                    "gradient norm above 1e6"
+                                } else {
+                                    "gradient norm not finite"
+                                },
                             });
                         }
                         net = step.net;
@@ -198,7 +203,7 @@ pub fn train_model(
                         if batch_size == 1 {
                             return Err(TrainerError::OutOfMemory(format!(
                                 "{name}: a training step of batch 1 does not fit in memory ({})",
-                                first_line(&reason)
+                                root_cause(&reason)
                             )));
                         }
                         let event = MemoryEvent {
@@ -208,21 +213,19 @@ pub fn train_model(
                             step: losses.len() + 1,
                             from_batch: batch_size,
                             to_batch: batch_size / 2,
-                            reason: first_line(&reason),
+                            reason: root_cause(&reason),
                             requested_bytes: Some(footprint.step_bytes(batch_size, true)),
                             budget_bytes: memory.budget(ctx.device_info),
                         };
                         ctx.progress.note(&halving_line(&event));
                         memory.events.push(event);
                         batch_size /= 2;
-                        proven = false;
-                        halved_this_epoch = true;
                         ctx.device.memory_cleanup();
                     }
                     Err(StepFailure::Other(reason)) => {
                         return Err(TrainerError::Device {
                             backend: ctx.device_info.backend.as_str().to_string(),
-                            reason: first_line(&reason),
+                            reason: root_cause(&reason),
                         });
                     }
                 }
@@ -244,16 +247,13 @@ pub fn train_model(
             step_divergence = Some(Divergence {
                 epoch,
                 step: i + 1,
-                what: "loss",
+                what: "loss not finite",
             });
         }
         step_losses.extend_from_slice(&epoch_losses);
         if let Some(d) = step_divergence {
             divergence = Some(d);
             break;
-        }
-        if !halved_this_epoch {
-            proven = true;
         }
 
         let val_started = Instant::now();
@@ -330,8 +330,8 @@ pub(crate) struct Step {
     pub optim: ModuleOptimizer,
     pub loss: Tensor<1>,
     pub correct: Tensor<1, Int>,
-    /// The gradient norm before clipping, when the step was verified.
-    pub norm: Option<f32>,
+    /// The global gradient norm before clipping, read back from the device.
+    pub norm: f32,
 }
 
 /// Why a step did not complete.
@@ -353,15 +353,14 @@ impl StepFailure {
 }
 
 /// One training step. `net` and `optim` are not changed: the step returns the updated ones,
-/// so a failed attempt leaves the loop with the state from before it. With `verify`, the
-/// gradient norm is read back (a sync), which surfaces allocation failures.
+/// so a failed attempt leaves the loop with the state from before it. The gradient norm is
+/// read back with a `try_` read (one sync per step), which surfaces allocation failures.
 pub(crate) fn train_step(
     net: &Net,
     optim: &ModuleOptimizer,
     batch: &ImageBatch,
     loss_fn: &burn::nn::loss::CrossEntropyLoss,
     settings: &TrainSettings,
-    verify: bool,
 ) -> std::result::Result<Step, StepFailure> {
     let logits = net.forward(batch.images.clone());
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
@@ -375,14 +374,9 @@ pub(crate) fn train_step(
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
     let mut optim = optim.clone();
     let updated = optim.step(settings.lr, net.clone(), grads);
-    let norm = if verify {
-        Some(
-            norm.try_into_scalar::<f32>()
-                .map_err(|e| StepFailure::classify(e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let norm = norm
+        .try_into_scalar::<f32>()
+        .map_err(|e| StepFailure::classify(e.to_string()))?;
     Ok(Step {
         net: updated,
         optim,
@@ -468,12 +462,12 @@ fn device_error(ctx: &Context, message: &str) -> TrainerError {
     if is_allocation_failure(message) {
         TrainerError::OutOfMemory(format!(
             "the device ran out of memory reading results ({}); try a smaller --batch-size",
-            first_line(message)
+            root_cause(message)
         ))
     } else {
         TrainerError::Device {
             backend: ctx.device_info.backend.as_str().to_string(),
-            reason: first_line(message),
+            reason: root_cause(message),
         }
     }
 }
@@ -531,7 +525,7 @@ pub fn evaluate(
             return Err(TrainerError::OutOfMemory(format!(
                 "{}: evaluating a batch of 1 does not fit in memory ({})",
                 kind.display_name(),
-                first_line(&failure)
+                root_cause(&failure)
             )));
         }
         let event = MemoryEvent {
@@ -541,7 +535,7 @@ pub fn evaluate(
             step: 0,
             from_batch: batch_size,
             to_batch: batch_size / 2,
-            reason: first_line(&failure),
+            reason: root_cause(&failure),
             requested_bytes: Some(footprint.step_bytes(batch_size, false)),
             budget_bytes: memory.budget(ctx.device_info),
         };

@@ -114,6 +114,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether a model's training diverged.
+    pub fn diverged(&self) -> bool {
+        self.models.iter().any(|m| m.trained.divergence.is_some())
+    }
+
     /// The model chosen as best.
     pub fn best(&self) -> &ModelRun {
         &self.models[self.ranking[0]]
@@ -178,8 +183,12 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
             &ctx,
         )?;
         if let Some(d) = &trained.divergence {
-            console.info(&format!(
-                "{}: diverged ({} not finite) at epoch {} step {}; keeping the best epoch so far",
+            let kept = match trained.best_epoch {
+                0 => "no epoch finished, so the initial parameters are kept".to_string(),
+                e => format!("the best epoch so far ({e}) is kept"),
+            };
+            console.warn(&format!(
+                "{} diverged ({}) at epoch {} step {}: its training stopped there and {kept}; see 'Divergence' in reports/debug_checklist.md",
                 kind.display_name(),
                 d.what,
                 d.epoch,

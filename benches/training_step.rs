@@ -1,0 +1,60 @@
+//! `cargo bench`: one Tiny CNN training step at batch 32 and 256 on each backend this machine
+//! has, and the generation of the workshop's data set. Regressions show up as lower numbers.
+//! (A plain harness: it needs no benchmarking crate, so `cargo bench` adds nothing to build.)
+
+use std::time::Instant;
+
+use trainer::backend::{self, BackendName};
+use trainer::bench::{BenchConfig, describe, measure};
+use trainer::data::{DataConfig, stripe_splits};
+use trainer::models::ModelKind;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    trainer::backend::prepare_environment();
+    let config = BenchConfig {
+        backends: Vec::new(),
+        models: vec![ModelKind::Cnn],
+        batch_sizes: vec![32, 256],
+        image_size: 16,
+        steps: 50,
+        warmup: 5,
+        out: "unused".into(),
+        memory_limit_bytes: None,
+        command: "cargo bench".into(),
+    };
+    for name in [BackendName::Cpu, BackendName::Ndarray, BackendName::Wgpu] {
+        let open = match backend::open_named(name) {
+            Ok(open) => open,
+            Err(e) => {
+                println!("{}: skipped ({e})", name.as_str());
+                continue;
+            }
+        };
+        for &batch in &config.batch_sizes {
+            match measure(&config, ModelKind::Cnn, batch, &open.device, &open.info) {
+                Ok(row) => println!("training_step/{}: {}", name.as_str(), describe(&row)),
+                Err(e) => println!("training_step/{}/{batch}: failed: {e}", name.as_str()),
+            }
+        }
+    }
+
+    let data = DataConfig {
+        seed: 42,
+        samples_per_class: 140,
+        image_size: 16,
+    };
+    let runs = 20;
+    let started = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(stripe_splits(&data).expect("valid config"));
+    }
+    let seconds = started.elapsed().as_secs_f64() / runs as f64;
+    println!(
+        "data_generation: 420 images of 16x16 in {:.3} ms ({:.0} images/s)",
+        seconds * 1e3,
+        420.0 / seconds
+    );
+}
