@@ -41,19 +41,58 @@ pub struct CheckpointMeta {
     pub params_bytes: u64,
     /// FNV-1a 64-bit checksum of the parameter file, hex.
     pub params_checksum: String,
+    /// FNV-1a 64-bit checksum of this description with this field empty, hex: an edited or
+    /// corrupted description is refused instead of giving a silently wrong model.
+    pub description_checksum: String,
     pub best_epoch: usize,
     pub test_accuracy: f64,
     pub trainer_version: String,
 }
 
-/// Serializes a model's parameters to burnpack bytes.
-pub fn params_bytes(net: &Net) -> Result<Vec<u8>> {
-    let bytes = net
+/// The parameter file and the description of a checkpoint of `net`.
+pub fn encode(
+    net: &Net,
+    classes: &[String],
+    data: &DataConfig,
+    best_epoch: usize,
+    test_accuracy: f64,
+) -> Result<(Vec<u8>, String)> {
+    let params = net
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| TrainerError::bad_input(format!("serializing the checkpoint: {e}")))?;
-    Ok(bytes.to_vec())
+        .map_err(|e| TrainerError::bad_input(format!("serializing the checkpoint: {e}")))?
+        .to_vec();
+    let mut meta = CheckpointMeta {
+        format: FORMAT_TAG.to_string(),
+        format_version: FORMAT_VERSION,
+        model_name: net.kind().display_name().to_string(),
+        model_kind: net.kind(),
+        classes: classes.to_vec(),
+        image_size: data.image_size,
+        data: data.clone(),
+        preprocessing: "none: the generated pixel values (clamped to [-1, 1.5]) are the input"
+            .to_string(),
+        params_file: PARAMS_FILE.to_string(),
+        params_bytes: params.len() as u64,
+        params_checksum: checksum(&params),
+        description_checksum: String::new(),
+        best_epoch,
+        test_accuracy,
+        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    meta.description_checksum = description_checksum(&meta)?;
+    let description =
+        serde_json::to_string_pretty(&meta).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+    Ok((params, description))
+}
+
+/// The checksum of a description, computed with its own checksum field empty.
+fn description_checksum(meta: &CheckpointMeta) -> Result<String> {
+    let mut blank = meta.clone();
+    blank.description_checksum = String::new();
+    let text = serde_json::to_string(&blank).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+    Ok(checksum(text.as_bytes()))
 }
 
 /// FNV-1a 64-bit, as hex: detects truncation and corruption (it is not a security measure).
@@ -111,6 +150,12 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
     }
     let meta: CheckpointMeta = serde_json::from_value(value)
         .map_err(|e| fail(format!("description is incomplete: {e}")))?;
+    if description_checksum(&meta)? != meta.description_checksum {
+        return Err(fail(format!(
+            "'{}' does not match its checksum (edited or corrupted)",
+            meta_file.display()
+        )));
+    }
     if ModelKind::from_display_name(&meta.model_name) != Some(meta.model_kind) {
         return Err(fail(format!(
             "model name '{}' does not match model kind {:?}",

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::checkpoint::{self, CheckpointMeta};
+use crate::checkpoint;
 use crate::error::{Result, TrainerError};
 use crate::memory::format_bytes;
 use crate::models::ModelKind;
@@ -473,28 +473,18 @@ fn curve_chart(
 
 fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     let best = report.best();
-    let bytes = checkpoint::params_bytes(&best.trained.best)?;
-    let meta = CheckpointMeta {
-        format: checkpoint::FORMAT_TAG.to_string(),
-        format_version: checkpoint::FORMAT_VERSION,
-        model_name: best.kind.display_name().to_string(),
-        model_kind: best.kind,
-        classes: report.classes.clone(),
-        image_size: report.config.data.image_size,
-        data: report.config.data.clone(),
-        preprocessing: "none: the generated pixel values (clamped to [-1, 1.5]) are the input"
-            .to_string(),
-        params_file: checkpoint::PARAMS_FILE.to_string(),
-        params_bytes: bytes.len() as u64,
-        params_checksum: checkpoint::checksum(&bytes),
-        best_epoch: best.trained.best_epoch,
-        test_accuracy: round4(best.test.accuracy),
-        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    staging.write(&format!("checkpoints/{}", checkpoint::PARAMS_FILE), &bytes)?;
-    let json =
-        serde_json::to_string_pretty(&meta).map_err(|e| TrainerError::bad_input(e.to_string()))?;
-    staging.write(&format!("checkpoints/{}", checkpoint::META_FILE), json)
+    let (params, description) = checkpoint::encode(
+        &best.trained.best,
+        &report.classes,
+        &report.config.data,
+        best.trained.best_epoch,
+        round4(best.test.accuracy),
+    )?;
+    staging.write(&format!("checkpoints/{}", checkpoint::PARAMS_FILE), params)?;
+    staging.write(
+        &format!("checkpoints/{}", checkpoint::META_FILE),
+        description,
+    )
 }
 
 fn tuple(shape: &[usize]) -> String {

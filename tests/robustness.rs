@@ -1,0 +1,365 @@
+//! Faults: divergence, broken checkpoints, full or read-only disks, concurrent runs,
+//! interrupts and odd paths. Nothing may lose results or leave a lie behind.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn quick(out: &Path) -> Vec<String> {
+    [
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--epochs-baseline",
+        "1",
+        "--epochs-cnn",
+        "2",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.to_str().unwrap().to_string()])
+    .collect()
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Names in `dir` other than `keep`.
+fn leftovers(dir: &Path, keep: &[&str]) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+fn one_line_error(output: &std::process::Output) -> String {
+    let err = stderr(output);
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "expected one line on stderr, got:\n{err}"
+    );
+    assert!(err.starts_with("trainer: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn a_diverging_model_stops_and_the_other_still_trains() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = run(&[
+        "--backend",
+        "cpu",
+        "--lr-cnn",
+        "1e6",
+        "--out",
+        pack.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("Tiny CNN diverged") && err.contains("epoch 1 step"),
+        "{err}"
+    );
+    assert!(err.contains("debug_checklist.md"), "{err}");
+    let (_, rows) = read_csv(&pack.join("outputs/model_comparison.csv"));
+    let cnn = rows.iter().find(|r| r[0] == "Tiny CNN").unwrap();
+    assert!(cnn[6].starts_with("diverged at epoch 1 step"), "{cnn:?}");
+    let baseline = rows.iter().find(|r| r[0] == "Flatten baseline").unwrap();
+    assert_eq!(baseline[6], "ok");
+    assert_eq!(
+        rows[0][0], "Flatten baseline",
+        "the diverged model is not the best"
+    );
+    let readme = fs::read_to_string(pack.join("README.md")).unwrap();
+    assert!(readme.contains("diverged at epoch 1"), "{readme}");
+    let meta = fs::read_to_string(pack.join("checkpoints/best_model.json")).unwrap();
+    assert!(meta.contains("Flatten baseline"));
+}
+
+/// A small deterministic generator for the fuzz test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn broken_checkpoints_are_refused_and_never_panic() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    assert_ok(&run(&refs(&quick(&pack))));
+    let source = pack.join("checkpoints");
+    let params = fs::read(source.join("best_model.bpk")).unwrap();
+    let meta = fs::read(source.join("best_model.json")).unwrap();
+    let device = burn::tensor::Device::flex();
+    let (_, original) = trainer::checkpoint::load(&source, &device).expect("the original loads");
+
+    let case = dir.path().join("case");
+    fs::create_dir_all(&case).unwrap();
+    let mut rng = Lcg(7);
+    let mut refused = 0;
+    for i in 0..400 {
+        let (mut p, mut m) = (params.clone(), meta.clone());
+        let target = if i % 2 == 0 { &mut p } else { &mut m };
+        if rng.below(3) == 0 {
+            let keep = rng.below(target.len());
+            target.truncate(keep);
+        } else {
+            let at = rng.below(target.len());
+            target[at] ^= 1 << rng.below(8);
+        }
+        fs::write(case.join("best_model.bpk"), &p).unwrap();
+        fs::write(case.join("best_model.json"), &m).unwrap();
+        let outcome = std::panic::catch_unwind(|| trainer::checkpoint::load(&case, &device));
+        match outcome {
+            Err(_) => panic!("case {i}: loading panicked"),
+            Ok(Err(e)) => {
+                refused += 1;
+                let text = e.to_string();
+                assert!(!text.contains('\n'), "case {i}: multi-line error {text}");
+                assert_eq!(e.exit_code(), 2, "case {i}: {text}");
+            }
+            // Only a change that does not alter the content (whitespace in the JSON) may load,
+            // and then it loads the same checkpoint.
+            Ok(Ok((_, loaded))) => assert_eq!(loaded, original, "case {i}: loaded something else"),
+        }
+    }
+    assert!(
+        refused > 350,
+        "only {refused} of 400 corruptions were refused"
+    );
+
+    // The command line says the same in one line.
+    fs::write(case.join("best_model.bpk"), &params[..params.len() / 2]).unwrap();
+    fs::write(case.join("best_model.json"), &meta).unwrap();
+    let output = run(&[
+        "evaluate",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        case.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(one_line_error(&output).contains("truncated"));
+    let output = run(&[
+        "evaluate",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        dir.path().join("nothing").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    one_line_error(&output);
+}
+
+#[test]
+fn a_wrong_version_checkpoint_is_named_as_such() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    assert_ok(&run(&refs(&quick(&pack))));
+    let meta = pack.join("checkpoints/best_model.json");
+    let text = fs::read_to_string(&meta).unwrap();
+    fs::write(
+        &meta,
+        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+    )
+    .unwrap();
+    let output = run(&[
+        "evaluate",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        meta.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(one_line_error(&output).contains("format version 99"));
+}
+
+/// Mounts a tmpfs of `size` at `at`; false when this process may not mount (not root, or a
+/// container without the capability).
+fn mount_tmpfs(at: &Path, options: &str) -> bool {
+    fs::create_dir_all(at).unwrap();
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs", at.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_keeps_the_earlier_pack() {
+    let dir = temp();
+    let disk = dir.path().join("disk");
+    if !mount_tmpfs(&disk, "size=4m") {
+        eprintln!(
+            "a_full_disk_is_a_clear_error_and_keeps_the_earlier_pack: skipped: cannot mount a tmpfs (needs root)"
+        );
+        return;
+    }
+    let _mount = Mount(disk.clone());
+    let pack = disk.join("pack");
+    assert_ok(&run(&refs(&quick(&pack))));
+    let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
+    // Fill the disk: dd stops when no byte is left.
+    let filler = disk.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
+        .stderr(Stdio::null())
+        .status();
+    assert!(fs::metadata(&filler).map(|m| m.len()).unwrap_or(0) > 0);
+    let output = run(&refs(&quick(&pack)));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = one_line_error(&output);
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(
+        fs::read(pack.join("outputs/training_log.csv")).unwrap(),
+        before
+    );
+    assert_eq!(leftovers(&disk, &["pack", "filler"]), Vec::<String>::new());
+}
+
+#[test]
+fn a_read_only_output_is_a_clear_error() {
+    let dir = temp();
+    let disk = dir.path().join("ro");
+    if !mount_tmpfs(&disk, "size=1m,ro") {
+        eprintln!(
+            "a_read_only_output_is_a_clear_error: skipped: cannot mount a tmpfs (needs root)"
+        );
+        return;
+    }
+    let _mount = Mount(disk.clone());
+    let output = run(&refs(&quick(&disk.join("pack"))));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        one_line_error(&output).contains("Read-only"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Starts a long run into `pack` and waits until it holds the lock.
+fn start_long_run(pack: &Path) -> std::process::Child {
+    let child = trainer()
+        .args([
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--epochs-cnn",
+            "10000",
+            "--samples-per-class",
+            "2000",
+            "--out",
+            pack.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = pack.parent().unwrap().join(format!(
+        ".{}.lock",
+        pack.file_name().unwrap().to_string_lossy()
+    ));
+    let started = Instant::now();
+    while !lock.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(lock.exists(), "the first run never took its lock");
+    child
+}
+
+fn interrupt(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_second_run_into_the_same_folder_refuses_while_the_first_runs() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let first = start_long_run(&pack);
+    let output = run(&refs(&quick(&pack)));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(one_line_error(&output).contains("another trainer run"));
+    interrupt(&first);
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(130));
+    assert!(!pack.exists(), "an interrupted first run leaves no pack");
+    assert_eq!(leftovers(dir.path(), &[]), Vec::<String>::new());
+    // Once the first is gone, the folder is free again.
+    assert_ok(&run(&refs(&quick(&pack))));
+}
+
+#[test]
+fn a_second_interrupt_exits_at_once() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let child = start_long_run(&pack);
+    interrupt(&child);
+    interrupt(&child);
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert_eq!(leftovers(dir.path(), &[]), Vec::<String>::new());
+}
+
+#[test]
+fn odd_paths_work_and_the_home_folder_is_refused() {
+    let dir = temp();
+    let pack = dir.path().join("präsentation 日本 run").join("pack two");
+    assert_ok(&run(&refs(&quick(&pack))));
+    assert!(pack.join("outputs/training_log.csv").is_file());
+    let checkpoint = pack.join("checkpoints/best_model.json");
+    assert_ok(&run(&[
+        "evaluate",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+    ]));
+
+    let home = dir.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let output = trainer()
+        .args(refs(&quick(&home)))
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(one_line_error(&output).contains("home folder"));
+}
