@@ -41,11 +41,7 @@ fn main() {
         }
     }
 
-    let data = DataConfig {
-        seed: 42,
-        samples_per_class: 140,
-        image_size: 16,
-    };
+    let data = DataConfig::stripes(42, 140, 16);
     let runs = 20;
     let started = Instant::now();
     for _ in 0..runs {

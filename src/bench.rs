@@ -139,12 +139,7 @@ fn validate(config: &BenchConfig) -> Result<()> {
     if config.steps == 0 {
         return Err(TrainerError::bad_input("--steps must be at least 1"));
     }
-    crate::data::DataConfig {
-        seed: 0,
-        samples_per_class: 5,
-        image_size: config.image_size,
-    }
-    .validate()
+    crate::data::DataConfig::stripes(0, 5, config.image_size).validate()
 }
 
 /// The console line of one row.
@@ -202,7 +197,7 @@ fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBat
         })
         .collect();
     burn::data::dataloader::batcher::Batcher::batch(
-        &data::ImageBatcher { image_size },
+        &data::ImageBatcher::plain(image_size),
         samples,
         device,
     )
@@ -252,6 +247,9 @@ pub fn measure(
         batch_size: batch,
         max_grad_norm: MAX_GRAD_NORM,
         shuffle_seed: 0,
+        monitor: crate::config::Monitor::ValAcc,
+        patience: None,
+        augment: false,
     };
     let mut times = Vec::with_capacity(config.steps);
     let mut first_step_ms = 0.0;

@@ -12,7 +12,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::data::DataConfig;
+use crate::data::{DataConfig, Normalization};
 use crate::error::{Result, TrainerError};
 use crate::models::{ModelKind, Net};
 
@@ -35,8 +35,10 @@ pub struct CheckpointMeta {
     pub image_size: usize,
     /// The synthetic data recipe the model was trained on.
     pub data: DataConfig,
-    /// What is done to an image before the model sees it.
+    /// What is done to an image before the model sees it, in words.
     pub preprocessing: String,
+    /// The normalization applied to luminance values in [0, 1] (from the training part).
+    pub normalization: Normalization,
     pub params_file: String,
     pub params_bytes: u64,
     /// FNV-1a 64-bit checksum of the parameter file, hex.
@@ -54,6 +56,7 @@ pub fn encode(
     net: &Net,
     classes: &[String],
     data: &DataConfig,
+    normalization: Normalization,
     best_epoch: usize,
     test_accuracy: f64,
 ) -> Result<(Vec<u8>, String)> {
@@ -71,8 +74,8 @@ pub fn encode(
         classes: classes.to_vec(),
         image_size: data.image_size,
         data: data.clone(),
-        preprocessing: "none: the generated pixel values (clamped to [-1, 1.5]) are the input"
-            .to_string(),
+        preprocessing: preprocessing(data, normalization),
+        normalization,
         params_file: PARAMS_FILE.to_string(),
         params_bytes: params.len() as u64,
         params_checksum: checksum(&params),
@@ -85,6 +88,25 @@ pub fn encode(
     let description =
         serde_json::to_string_pretty(&meta).map_err(|e| TrainerError::bad_input(e.to_string()))?;
     Ok((params, description))
+}
+
+/// The preprocessing of a data set, in words.
+pub fn preprocessing(data: &DataConfig, n: Normalization) -> String {
+    match &data.folder {
+        Some(_) => format!(
+            "grayscale luminance in [0, 1], resized to {s}x{s} ({}), then (x - {:.6}) / {:.6} (mean and std of the training part)",
+            crate::folder::RESAMPLING,
+            n.mean,
+            n.std,
+            s = data.image_size
+        ),
+        None => format!(
+            "generated stripe values are the input; an image file is read as grayscale luminance in [0, 1], resized to {s}x{s}, then (x - {}) / {}",
+            n.mean,
+            n.std,
+            s = data.image_size
+        ),
+    }
 }
 
 /// The checksum of a description, computed with its own checksum field empty.

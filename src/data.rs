@@ -1,10 +1,12 @@
-//! Data: the workshop's stripe images, the train/val/test split, and batching.
+//! Data: the workshop's stripe images (or a real image folder, see [`crate::folder`]), the
+//! train/val/test split, and batching.
 //!
-//! An image is a pure function of (seed, class, index) through the counter-based generator in
-//! [`crate::rng`], so every backend sees the same numbers. Images are generated on the host
-//! once; the batcher uploads one batch at a time to the device.
+//! A stripe image is a pure function of (seed, class, index) through the counter-based
+//! generator in [`crate::rng`], so every backend sees the same numbers. Images are made on the
+//! host once; the batcher uploads one batch at a time to the device.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -22,17 +24,76 @@ pub const MIN_IMAGE_SIZE: usize = 5;
 /// The largest image size accepted.
 pub const MAX_IMAGE_SIZE: usize = 512;
 
-/// What decides the synthetic data set.
+/// What decides the data set.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataConfig {
     pub seed: u64,
+    /// Stripe images per class (ignored for a folder).
     pub samples_per_class: usize,
     pub image_size: usize,
+    /// Shares of train, val and test.
+    pub split: [f64; 3],
+    /// A folder of class subfolders instead of the stripe images.
+    pub folder: Option<std::path::PathBuf>,
+}
+
+/// The workshop's split.
+pub const DEFAULT_SPLIT: [f64; 3] = [0.6, 0.2, 0.2];
+
+/// How pixels become model input: `(luminance - mean) / std`, luminance in [0, 1].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Normalization {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Normalization {
+    /// For stripe images: maps the luminance (value + 1) / 2.5 of a stripe image saved as a
+    /// picture back to the generated value, so the model sees what it trained on.
+    pub const STRIPES: Normalization = Normalization {
+        mean: 0.4,
+        std: 0.4,
+    };
+
+    /// Applies the normalization to luminance values.
+    pub fn apply(&self, luminance: &mut [f32]) {
+        for v in luminance {
+            *v = (*v - self.mean) / self.std;
+        }
+    }
 }
 
 impl DataConfig {
+    /// The workshop's data: stripes, seed `seed`, 140 per class, 16x16, split 60/20/20.
+    pub fn stripes(seed: u64, samples_per_class: usize, image_size: usize) -> DataConfig {
+        DataConfig {
+            seed,
+            samples_per_class,
+            image_size,
+            split: DEFAULT_SPLIT,
+            folder: None,
+        }
+    }
+
     /// Checks the values before any work starts.
     pub fn validate(&self) -> Result<()> {
+        let [a, b, c] = self.split;
+        if !(self.split.iter().all(|v| v.is_finite() && *v > 0.0)
+            && ((a + b + c) - 1.0).abs() < 1e-6)
+        {
+            return Err(TrainerError::bad_input(format!(
+                "--split takes three positive shares that add up to 1 (train,val,test such as 0.6,0.2,0.2), got {a},{b},{c}"
+            )));
+        }
+        if self.folder.is_some() {
+            if !(2..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+                return Err(TrainerError::bad_input(format!(
+                    "--image-size must be between 2 and {MAX_IMAGE_SIZE} for an image folder (the CNN pools by 2), got {}",
+                    self.image_size
+                )));
+            }
+            return Ok(());
+        }
         if !(MIN_IMAGE_SIZE..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(TrainerError::bad_input(format!(
                 "--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} (the stripe recipe and the CNN's pooling need at least {MIN_IMAGE_SIZE}), got {}",
@@ -48,12 +109,26 @@ impl DataConfig {
         Ok(())
     }
 
-    /// Sizes of the train, val and test parts: 60/20/20, as the workshop's 252/84/84.
+    /// Sizes of the train, val and test parts of the stripe images (the workshop's
+    /// 252/84/84 at the defaults).
     pub fn split_sizes(&self) -> [usize; 3] {
-        let total = self.samples_per_class * CLASSES.len();
-        let train = (total as f64 * 0.6).round() as usize;
-        let val = (total as f64 * 0.2).round() as usize;
-        [train, val, total - train - val]
+        split_counts(self.samples_per_class * CLASSES.len(), self.split)
+    }
+}
+
+/// Splits `total` items by `shares`: val and test are rounded, train takes the rest.
+pub fn split_counts(total: usize, shares: [f64; 3]) -> [usize; 3] {
+    let val = (total as f64 * shares[1]).round() as usize;
+    let test = (total as f64 * shares[2]).round() as usize;
+    let train = total.saturating_sub(val + test);
+    [train, val.min(total), test.min(total - val.min(total))]
+}
+
+/// Loads the data set the configuration names: the image folder, or the stripe images.
+pub fn load_splits(config: &DataConfig) -> Result<Splits> {
+    match &config.folder {
+        Some(_) => crate::folder::folder_splits(config),
+        None => stripe_splits(config),
     }
 }
 
@@ -161,7 +236,7 @@ impl Dataset<Sample> for ImageDataset {
     }
 }
 
-/// The three parts of a data set, and its class names.
+/// The three parts of a data set, its class names, and how pixels were normalized.
 #[derive(Clone, Debug)]
 pub struct Splits {
     pub train: ImageDataset,
@@ -169,6 +244,9 @@ pub struct Splits {
     pub test: ImageDataset,
     pub classes: Vec<String>,
     pub image_size: usize,
+    pub normalization: Normalization,
+    /// Files of an image folder that were not images, with the reason (none for stripes).
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Generates the stripe data set and splits it by a seeded permutation (the workshop's
@@ -186,7 +264,14 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
         }
     }
     let order = rng::permutation(all.len(), rng::key(config.seed, rng::stream::SPLIT, 0));
-    let [train, val, _] = config.split_sizes();
+    let [train, val, test] = config.split_sizes();
+    if train == 0 || val == 0 || test == 0 {
+        return Err(TrainerError::bad_input(format!(
+            "--split {:?} leaves a part of the {} stripe images empty; use more --samples-per-class",
+            config.split,
+            all.len()
+        )));
+    }
     let pick = |range: std::ops::Range<usize>| ImageDataset {
         samples: order[range].iter().map(|&i| all[i].clone()).collect(),
         image_size: config.image_size,
@@ -197,6 +282,8 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
         test: pick(train + val..all.len()),
         classes: CLASSES.iter().map(|c| c.to_string()).collect(),
         image_size: config.image_size,
+        normalization: Normalization::STRIPES,
+        skipped: Vec::new(),
     })
 }
 
@@ -233,10 +320,53 @@ impl ImageBatch {
     }
 }
 
-/// Stacks samples into an [`ImageBatch`] on the device.
+/// Stacks samples into an [`ImageBatch`] on the device, augmenting them when asked.
 #[derive(Clone, Debug)]
 pub struct ImageBatcher {
     pub image_size: usize,
+    /// Seed of the augmentation; none for no augmentation.
+    pub augment: Option<u64>,
+    /// How many samples have been augmented: each gets its own random numbers, in order.
+    pub augmented: Arc<AtomicU64>,
+}
+
+impl ImageBatcher {
+    /// A batcher without augmentation.
+    pub fn plain(image_size: usize) -> ImageBatcher {
+        ImageBatcher {
+            image_size,
+            augment: None,
+            augmented: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// A label-preserving augmentation: shift by up to one pixel in each direction (the uncovered
+/// edge is 0, the normalized mean) and add N(0, 0.05) noise. No flips, transposes or 90-degree
+/// rotations: those would turn one stripe class into another.
+pub fn augment(image: &[f32], size: usize, seed: u64, number: u64) -> Vec<f32> {
+    let key = rng::key(
+        seed,
+        rng::stream::AUGMENT,
+        number as u32 ^ (number >> 32) as u32,
+    );
+    let dx = rng::below(key, 0, -1, 2);
+    let dy = rng::below(key, 1, -1, 2);
+    let s = size as i32;
+    let mut out = vec![0.0; size * size];
+    for row in 0..s {
+        for col in 0..s {
+            let (from_row, from_col) = (row - dy, col - dx);
+            let noise = rng::normal(key, 16 + 12 * (row * s + col) as u32) * 0.05;
+            let value = if (0..s).contains(&from_row) && (0..s).contains(&from_col) {
+                image[(from_row * s + from_col) as usize]
+            } else {
+                0.0
+            };
+            out[(row * s + col) as usize] = value + noise;
+        }
+    }
+    out
 }
 
 impl Batcher<Sample, ImageBatch> for ImageBatcher {
@@ -248,7 +378,13 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
         let mut sample_ids = Vec::with_capacity(n);
         let mut host_labels = Vec::with_capacity(n);
         for item in items {
-            pixels.extend_from_slice(&item.image);
+            match self.augment {
+                Some(seed) => {
+                    let number = self.augmented.fetch_add(1, Ordering::SeqCst);
+                    pixels.extend(augment(&item.image, s, seed, number));
+                }
+                None => pixels.extend_from_slice(&item.image),
+            }
             labels.push(item.label as i64);
             host_labels.push(item.label);
             sample_ids.push(item.sample_id);
@@ -263,18 +399,20 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
 }
 
 /// A burn data loader over `dataset`: batches of `batch_size` on `device`, reshuffled at each
-/// pass when `shuffle_seed` is given, in dataset order otherwise.
+/// pass when `shuffle_seed` is given (in dataset order otherwise), augmented with the seed
+/// `augment` when given.
 pub fn loader(
     dataset: &ImageDataset,
     batch_size: usize,
     shuffle_seed: Option<u64>,
+    augment: Option<u64>,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
-    let mut builder = DataLoaderBuilder::new(ImageBatcher {
-        image_size: dataset.image_size,
-    })
-    .batch_size(batch_size)
-    .set_device(device.clone());
+    let mut batcher = ImageBatcher::plain(dataset.image_size);
+    batcher.augment = augment;
+    let mut builder = DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .set_device(device.clone());
     if let Some(seed) = shuffle_seed {
         builder = builder.shuffle(seed);
     }
@@ -286,11 +424,7 @@ mod tests {
     use super::*;
 
     fn config() -> DataConfig {
-        DataConfig {
-            seed: 42,
-            samples_per_class: 140,
-            image_size: 16,
-        }
+        DataConfig::stripes(42, 140, 16)
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::train::Prediction;
 use crate::workshop::{ModelRun, Report, round4};
 
 /// The evidence files, relative to the pack folder, in the order the README lists them.
-pub const FILES: [&str; 16] = [
+pub const FILES: [&str; 18] = [
     "README.md",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
@@ -28,9 +28,11 @@ pub const FILES: [&str; 16] = [
     "outputs/run_info.json",
     "outputs/epoch_timing.csv",
     "outputs/memory_events.csv",
+    "outputs/config.json",
     "curves/loss_curve.png",
     "curves/accuracy_curve.png",
     "curves/confusion_matrix.png",
+    "curves/review_grid.png",
     "checkpoints/best_model.bpk",
     "checkpoints/best_model.json",
     "reports/shape_trace.md",
@@ -61,11 +63,13 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
     staging.write("outputs/run_info.json", run_info_json(report)?)?;
     staging.write("outputs/epoch_timing.csv", epoch_timing_csv(report)?)?;
     staging.write("outputs/memory_events.csv", memory_events_csv(report)?)?;
+    staging.write("outputs/config.json", report.config.settings.to_json()?)?;
     plots::draw_line_chart(&staging.path("curves/loss_curve.png")?, &loss_chart(report))?;
     plots::draw_line_chart(
         &staging.path("curves/accuracy_curve.png")?,
         &accuracy_chart(report),
     )?;
+    draw_review_grid(staging, report)?;
     plots::draw_confusion(
         &staging.path("curves/confusion_matrix.png")?,
         &format!(
@@ -106,26 +110,50 @@ fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
 }
 
-/// outputs/training_log.csv: model, epoch, train_loss, train_acc, val_loss, val_acc.
+/// outputs/training_log.csv: model, epoch, train_loss, train_acc, val_loss, val_acc; with
+/// early stopping (`--patience`) a last column, note, says which epoch was kept and why
+/// training stopped.
 pub fn training_log_csv(report: &Report) -> Result<String> {
-    let mut rows = vec![row([
+    let early_stopping = report.config.settings.patience.is_some();
+    let mut header = row([
         "model",
         "epoch",
         "train_loss",
         "train_acc",
         "val_loss",
         "val_acc",
-    ])];
+    ]);
+    if early_stopping {
+        header.push("note".to_string());
+    }
+    let mut rows = vec![header];
     for run in &report.models {
+        let last = run.trained.history.last().map(|e| e.epoch);
         for e in &run.trained.history {
-            rows.push(vec![
+            let mut r = vec![
                 run.kind.display_name().to_string(),
                 e.epoch.to_string(),
                 py_float(e.train_loss),
                 py_float(e.train_acc),
                 py_float(e.val_loss),
                 py_float(e.val_acc),
-            ]);
+            ];
+            if early_stopping {
+                let mut notes = Vec::new();
+                if e.epoch == run.trained.best_epoch {
+                    notes.push(format!(
+                        "kept: best {}",
+                        report.config.settings.monitor.as_str()
+                    ));
+                }
+                if Some(e.epoch) == last
+                    && let Some(why) = &run.trained.stopped_early
+                {
+                    notes.push(format!("early stop: {why}"));
+                }
+                r.push(notes.join("; "));
+            }
+            rows.push(r);
         }
     }
     csv_text(rows)
@@ -134,7 +162,12 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
 /// The status of a model's training, for the comparison and the README.
 pub fn status(run: &ModelRun) -> String {
     match &run.trained.divergence {
-        None => "ok".to_string(),
+        None => match run.trained.history.last() {
+            Some(last) if run.trained.stopped_early.is_some() => {
+                format!("ok, stopped early after epoch {}", last.epoch)
+            }
+            _ => "ok".to_string(),
+        },
         Some(d) => format!("diverged at epoch {} step {} ({})", d.epoch, d.step, d.what),
     }
 }
@@ -287,14 +320,10 @@ struct RunInfo<'a> {
     total_wall_seconds: f64,
     device: &'a crate::backend::DeviceInfo,
     backend_choice: Option<&'a str>,
-    seed: u64,
-    samples_per_class: usize,
-    image_size: usize,
-    batch_size: usize,
-    epochs_baseline: usize,
-    epochs_cnn: usize,
-    lr_baseline: f64,
-    lr_cnn: f64,
+    /// The effective settings (also outputs/config.json).
+    settings: &'a crate::config::Settings,
+    normalization: crate::data::Normalization,
+    skipped_files: usize,
     max_grad_norm: f32,
     optimizer: &'static str,
     memory_limit_bytes: Option<u64>,
@@ -338,14 +367,9 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         total_wall_seconds: report.wall_seconds,
         device: &report.device,
         backend_choice: report.choice_note.as_deref(),
-        seed: c.data.seed,
-        samples_per_class: c.data.samples_per_class,
-        image_size: c.data.image_size,
-        batch_size: c.batch_size,
-        epochs_baseline: c.epochs_baseline,
-        epochs_cnn: c.epochs_cnn,
-        lr_baseline: c.lr_baseline,
-        lr_cnn: c.lr_cnn,
+        settings: &c.settings,
+        normalization: report.normalization,
+        skipped_files: report.skipped.len(),
         max_grad_norm: crate::workshop::MAX_GRAD_NORM,
         optimizer: "Adam (beta1 0.9, beta2 0.999, eps 1e-8)",
         memory_limit_bytes: c.memory_limit_bytes,
@@ -476,7 +500,8 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     let (params, description) = checkpoint::encode(
         &best.trained.best,
         &report.classes,
-        &report.config.data,
+        &report.config.settings.data_config(),
+        report.normalization,
         best.trained.best_epoch,
         round4(best.test.accuracy),
     )?;
@@ -485,6 +510,131 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
         &format!("checkpoints/{}", checkpoint::META_FILE),
         description,
     )
+}
+
+/// curves/review_grid.png: the review samples as images, captioned.
+fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
+    let best = report.best();
+    let rows = review_rows(&best.test.predictions);
+    let images: std::collections::HashMap<&str, &[f32]> = report
+        .test_set
+        .samples
+        .iter()
+        .map(|s| (s.sample_id.as_str(), s.image.as_slice()))
+        .collect();
+    let cells: Vec<plots::GridCell> = rows
+        .iter()
+        .filter_map(|(p, _)| {
+            images
+                .get(p.sample_id.as_str())
+                .map(|pixels| plots::GridCell {
+                    pixels,
+                    size: report.test_set.image_size,
+                    caption: vec![
+                        format!("actual: {}", report.classes[p.actual]),
+                        format!(
+                            "predicted: {} ({:.2})",
+                            report.classes[p.predicted], p.confidence
+                        ),
+                        short_id(&p.sample_id),
+                    ],
+                })
+        })
+        .collect();
+    let title = match rows.first() {
+        Some((_, reason)) if *reason == "wrong prediction" => {
+            format!("{}: wrong test predictions", best.kind.display_name())
+        }
+        _ => format!(
+            "{}: lowest-confidence correct test predictions",
+            best.kind.display_name()
+        ),
+    };
+    plots::draw_image_grid(&staging.path("curves/review_grid.png")?, &title, &cells)
+}
+
+fn short_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 24 {
+        id.to_string()
+    } else {
+        format!(
+            "...{}",
+            chars[chars.len() - 21..].iter().collect::<String>()
+        )
+    }
+}
+
+/// The "Top failure patterns" of the pack's README, computed from the best model's test
+/// predictions and confusion matrix.
+pub fn failure_patterns(predictions: &[Prediction], classes: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let counts = confusion_counts(predictions, classes.len());
+    let errors: Vec<&Prediction> = predictions
+        .iter()
+        .filter(|p| p.actual != p.predicted)
+        .collect();
+    if errors.is_empty() {
+        let mut least: Vec<&Prediction> = predictions.iter().collect();
+        least.sort_by(|a, b| a.confidence.total_cmp(&b.confidence));
+        lines.push(format!(
+            "No test sample was misclassified ({} of {} correct).",
+            predictions.len(),
+            predictions.len()
+        ));
+        if let Some(first) = least.first() {
+            let mut by_class = vec![0usize; classes.len()];
+            for p in least.iter().take(10) {
+                by_class[p.actual] += 1;
+            }
+            let (class, n) = by_class
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, n)| **n)
+                .map(|(c, n)| (c, *n))
+                .unwrap_or((0, 0));
+            lines.push(format!(
+                "The least confident correct answer is {} at {:.2}; {n} of the 10 least confident are {}: the model is least sure about that class, so a harder test set would likely fail there first.",
+                first.sample_id, first.confidence, classes[class]
+            ));
+        }
+        return lines;
+    }
+    let mut pairs: Vec<(usize, usize, usize)> = Vec::new();
+    for (a, row) in counts.iter().enumerate() {
+        for (p, &n) in row.iter().enumerate() {
+            if a != p && n > 0 {
+                pairs.push((n, a, p));
+            }
+        }
+    }
+    pairs.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    lines.push(format!(
+        "{} of {} test samples are misclassified.",
+        errors.len(),
+        predictions.len()
+    ));
+    for (n, actual, predicted) in pairs.iter().take(3) {
+        let total: usize = counts[*actual].iter().sum();
+        let wrong: Vec<&&Prediction> = errors
+            .iter()
+            .filter(|p| p.actual == *actual && p.predicted == *predicted)
+            .collect();
+        let mean = wrong.iter().map(|p| p.confidence as f64).sum::<f64>() / wrong.len() as f64;
+        lines.push(format!(
+            "{} taken for {}: {n} time(s), {:.0}% of that class's test samples, mean confidence of the wrong answer {:.2}.",
+            classes[*actual],
+            classes[*predicted],
+            100.0 * *n as f64 / total.max(1) as f64,
+            mean
+        ));
+    }
+    let confident = errors.iter().filter(|p| p.confidence >= 0.9).count();
+    let unsure = errors.iter().filter(|p| p.confidence < 0.6).count();
+    lines.push(format!(
+        "{confident} wrong answer(s) have confidence of 0.9 or more (confidently wrong: check those labels and images first); {unsure} are below 0.6 (ambiguous images near the decision boundary)."
+    ));
+    lines
 }
 
 fn tuple(shape: &[usize]) -> String {
@@ -538,7 +688,7 @@ pub fn shape_trace_md(report: &Report) -> String {
     let _ = writeln!(
         out,
         "The trace uses the requested batch size ({}).",
-        report.config.batch_size
+        report.config.settings.batch_size
     );
     for run in &report.models {
         let _ = writeln!(
@@ -571,12 +721,12 @@ pub fn debug_checklist_md(report: &Report) -> String {
     let items = [
         format!(
             "**Shape mismatch** (`Expected 4D input`, wrong logits shape): read `reports/shape_trace.md` first; images must be `(batch, 1, {s}, {s})` and labels `(batch,)`. `--image-size` below {min} is refused because the stripe recipe and the CNN's pooling need room.",
-            s = c.data.image_size,
+            s = c.settings.image_size,
             min = crate::data::MIN_IMAGE_SIZE
         ),
         format!(
             "**Loss not falling**: compare the first and last `train_loss` per model in `outputs/training_log.csv` and look at `curves/loss_curve.png`. Lower the learning rate first (`--lr-baseline`, now {}; `--lr-cnn`, now {}), then check labels: `outputs/confusion_matrix.csv` shows whether one class swallows the others. Try overfitting a tiny set (`--samples-per-class 5 --epochs-cnn 50`).",
-            c.lr_baseline, c.lr_cnn
+            c.settings.lr_baseline, c.settings.lr_cnn
         ),
         "**Training improves but validation does not (overfitting)**: compare `train_acc` with `val_acc` and `train_loss` with `val_loss` per epoch in `outputs/training_log.csv` and `curves/accuracy_curve.png`. The best epoch is restored (`best_epoch` in `outputs/model_comparison.csv`); more data (`--samples-per-class`) or fewer epochs help.".to_string(),
         "**Divergence** (a gradient norm that is NaN, infinite or above 1e6, or a loss that is not finite; for example with `--lr-cnn 1e6`): training of that model stops at the step, its `status` in `outputs/model_comparison.csv` says where, the best epoch before it is kept, the other model still trains, and trainer exits with code 3. Lower the learning rate (by 10x at a time) and rerun.".to_string(),
@@ -587,7 +737,7 @@ pub fn debug_checklist_md(report: &Report) -> String {
         ),
         format!(
             "**Results change between runs (non-determinism)**: data, split, initial parameters and shuffling all derive from `--seed` (now {}); two runs with the same seed on the same backend give byte-identical `training_log.csv`, `model_comparison.csv`, `confusion_matrix.csv`, `error_samples.csv` and `metrics_summary.json`. Across backends, float rounding differs slightly: `trainer parity` measures by how much.",
-            c.data.seed
+            c.settings.seed
         ),
         "**A backend does not start**: `--backend wgpu` needs a Vulkan, Metal or DX12 driver (`apt-get install mesa-vulkan-drivers` gives a software one); `--backend cpu` always works.".to_string(),
     ];
@@ -625,17 +775,56 @@ pub fn readme_md(report: &Report) -> String {
     let _ = writeln!(out, "## Results\n");
     let _ = writeln!(out, "- Best model: {}", best.kind.display_name());
     let _ = writeln!(out, "- Test accuracy: {}", py_float(best.test.accuracy));
+    let source = match &c.settings.data {
+        Some(folder) => format!(
+            "image folder `{}` ({} file(s) skipped as not images{})",
+            folder.display(),
+            report.skipped.len(),
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    report
+                        .skipped
+                        .iter()
+                        .take(5)
+                        .map(|(f, _)| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        None => format!("stripe images, {} per class", c.settings.samples_per_class),
+    };
     let _ = writeln!(
         out,
-        "- Data: {} train / {} val / {} test samples, classes {}; seed {}, {} per class, {}x{} images.\n",
+        "- Data: {source}; {} train / {} val / {} test samples ({} split {:?}, seed {}); classes {}.",
         report.split_sizes[0],
         report.split_sizes[1],
         report.split_sizes[2],
-        report.classes.join(", "),
-        c.data.seed,
-        c.data.samples_per_class,
-        c.data.image_size,
-        c.data.image_size
+        if c.settings.data.is_some() {
+            "stratified"
+        } else {
+            "random"
+        },
+        c.settings.split,
+        c.settings.seed,
+        report.classes.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "- Preprocessing: {}.",
+        crate::checkpoint::preprocessing(&c.settings.data_config(), report.normalization)
+    );
+    let _ = writeln!(
+        out,
+        "- Augmentation: {}. Settings of this run: `outputs/config.json` (`trainer --config outputs/config.json` repeats it).\n",
+        if c.settings.augment {
+            "shifts of up to one pixel and N(0, 0.05) noise on the training part"
+        } else {
+            "none"
+        }
     );
     let _ = writeln!(out, "## Model comparison\n");
     let _ = writeln!(
@@ -660,8 +849,36 @@ pub fn readme_md(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels match the stripe structure. The best epoch of each model (by validation accuracy) was restored before testing; the test set was used once, at the end.\n"
+        "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels can. The best epoch of each model (by {}) was restored before testing; the test set was used once, at the end.\n",
+        c.settings.monitor.as_str()
     );
+    let _ = writeln!(out, "## Top failure patterns\n");
+    for line in failure_patterns(&best.test.predictions, &report.classes) {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(
+        out,
+        "\nThe review samples are in `outputs/error_samples.csv` and, as pictures, in `curves/review_grid.png`.\n"
+    );
+    let _ = writeln!(out, "## Training\n");
+    for run in &report.models {
+        let why = match (&run.trained.divergence, &run.trained.stopped_early) {
+            (Some(d), _) => format!(
+                "diverged at epoch {} step {} ({}); training stopped there",
+                d.epoch, d.step, d.what
+            ),
+            (None, Some(why)) => format!("stopped early: {why}"),
+            (None, None) => format!("trained all {} epochs", run.epochs),
+        };
+        let _ = writeln!(
+            out,
+            "- {}: epoch {} kept (best {}); {why}.",
+            run.kind.display_name(),
+            run.trained.best_epoch,
+            report.config.settings.monitor.as_str()
+        );
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "## Memory\n");
     if report.memory_events.is_empty() {
         let _ = writeln!(

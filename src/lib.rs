@@ -8,10 +8,13 @@
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod compare;
+pub mod config;
 pub mod console;
 pub mod data;
 pub mod error;
 pub mod evidence;
+pub mod folder;
 pub mod inference;
 pub mod interrupt;
 pub mod memory;

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use trainer::backend::{BackendChoice, BackendName};
 use trainer::bench::BenchConfig;
+use trainer::config::{self, Monitor, Settings};
 use trainer::console::Console;
-use trainer::data::DataConfig;
 use trainer::error::{Result, TrainerError};
 use trainer::models::ModelKind;
 use trainer::parity::{self, ParityConfig, Tolerances};
@@ -34,6 +35,11 @@ struct Cli {
 enum Command {
     /// Rebuild the model from a checkpoint alone and print its test accuracy.
     Evaluate(EvaluateArgs),
+    /// Classify image files with a checkpoint (class and confidence per image).
+    Predict(PredictArgs),
+    /// Compare two evidence packs: what changed, what it did, what to try next (writes
+    /// RUN_B/reports/experiment_notes.md and experiment_loss_overlay.png).
+    Compare(CompareArgs),
     /// List the backends and wgpu adapters this machine offers.
     Devices,
     /// Train on several backends from identical starting points and compare (exit 1 when
@@ -58,6 +64,13 @@ struct RunArgs {
 
     #[command(flatten)]
     train: TrainArgs,
+
+    /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
+    /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
+    /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, backend). Flags given on
+    /// the command line win. A pack's outputs/config.json repeats its run.
+    #[arg(long)]
+    config: Option<PathBuf>,
 
     /// Memory budget for one step, e.g. 512MiB or 2GiB; the batch is halved until the
     /// estimate fits (besides what the device itself offers).
@@ -104,17 +117,69 @@ struct TrainArgs {
     #[arg(long, default_value_t = 140)]
     samples_per_class: usize,
 
-    /// Height and width of the generated images, in pixels.
+    /// Height and width of the images, in pixels (folder images are resized to it).
     #[arg(long, default_value_t = 16)]
     image_size: usize,
+
+    /// Train on an image folder instead of the stripes: one subfolder per class, PNG, JPEG or
+    /// BMP inside; converted to grayscale and resized (bilinear) to --image-size.
+    #[arg(long)]
+    data: Option<PathBuf>,
+
+    /// Shares of train, val and test, split per class (stratified) with --seed.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 3,
+        default_value = "0.6,0.2,0.2"
+    )]
+    split: Vec<f64>,
+
+    /// Which models to train, comma-separated, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "baseline,cnn"
+    )]
+    models: Vec<ModelKind>,
+
+    /// Augment the training part (shifts of one pixel, light noise; never flips or rotations,
+    /// which would turn one stripe class into another).
+    #[arg(long)]
+    augment: bool,
+
+    /// Early stopping: stop a model after this many epochs without improvement of --monitor.
+    #[arg(long)]
+    patience: Option<usize>,
+
+    /// What picks the best epoch (and early stopping watches): val_acc or val_loss.
+    #[arg(long, value_enum, default_value = "val_acc")]
+    monitor: Monitor,
 }
 
 impl TrainArgs {
-    fn data(&self) -> DataConfig {
-        DataConfig {
+    fn settings(&self, backend: BackendChoice) -> Settings {
+        let mut split = [0.0; 3];
+        for (slot, value) in split.iter_mut().zip(&self.split) {
+            *slot = *value;
+        }
+        Settings {
+            backend,
             seed: self.seed,
+            data: self.data.clone(),
             samples_per_class: self.samples_per_class,
             image_size: self.image_size,
+            split,
+            models: self.models.clone(),
+            batch_size: self.batch_size as usize,
+            epochs_baseline: self.epochs_baseline,
+            epochs_cnn: self.epochs_cnn,
+            lr_baseline: self.lr_baseline,
+            lr_cnn: self.lr_cnn,
+            augment: self.augment,
+            patience: self.patience,
+            monitor: self.monitor,
         }
     }
 }
@@ -198,6 +263,35 @@ struct BenchArgs {
     quiet: bool,
 }
 
+/// `trainer compare`.
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// The earlier pack (the reference).
+    run_a: PathBuf,
+    /// The later pack (the notes are written into it).
+    run_b: PathBuf,
+}
+
+/// `trainer predict`.
+#[derive(Args, Debug)]
+struct PredictArgs {
+    /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
+    #[arg(long)]
+    checkpoint: PathBuf,
+
+    /// Where to compute (as for the workshop run).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+
+    /// Print one JSON array instead of one line per image.
+    #[arg(long)]
+    json: bool,
+
+    /// Image files (PNG, JPEG, BMP); preprocessed as the checkpoint says.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 struct EvaluateArgs {
     /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
@@ -229,8 +323,11 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 fn main() -> ExitCode {
     install_panic_hook();
     trainer::backend::prepare_environment();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -244,7 +341,7 @@ fn main() -> ExitCode {
         }
     };
     trainer::interrupt::install();
-    match dispatch(cli) {
+    match dispatch(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("trainer: error: {e}");
@@ -256,34 +353,39 @@ fn main() -> ExitCode {
 /// Exit code of a run whose pack was written but in which a model diverged.
 const EXIT_DIVERGED: u8 = 3;
 
-fn dispatch(cli: Cli) -> Result<ExitCode> {
+fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     let done = match cli.command {
         Some(Command::Evaluate(args)) => evaluate(args),
         Some(Command::Parity(args)) => parity(args),
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Predict(args)) => predict(args),
+        Some(Command::Compare(args)) => compare(args),
         Some(Command::Devices) => {
             for line in trainer::backend::describe_all() {
                 println!("{line}");
             }
             Ok(())
         }
-        None => return run(cli.run),
+        None => return run(cli.run, matches),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
+fn run(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
     let console = Console::new(args.quiet);
-    let t = &args.train;
+    let flags = args.train.settings(args.backend);
+    let settings = match &args.config {
+        None => flags,
+        Some(path) => config::merge(
+            &flags,
+            Some(config::read_file(path)?),
+            |key| matches.value_source(key) == Some(ValueSource::CommandLine),
+            path,
+        )?,
+    };
     let config = RunConfig {
-        backend: args.backend,
+        settings,
         out: args.out,
-        data: t.data(),
-        batch_size: t.batch_size as usize,
-        epochs_baseline: t.epochs_baseline,
-        epochs_cnn: t.epochs_cnn,
-        lr_baseline: t.lr_baseline,
-        lr_cnn: t.lr_cnn,
         memory_limit_bytes: args.memory_limit,
         memory_preflight: !args.no_memory_preflight,
         quiet: args.quiet,
@@ -359,16 +461,10 @@ fn parity(args: ParityArgs) -> Result<()> {
             Some((BackendName::parse(backend)?, epsilon))
         }
     };
-    let t = &args.train;
     let config = ParityConfig {
         backends,
         out: args.out,
-        data: t.data(),
-        batch_size: t.batch_size as usize,
-        epochs_baseline: t.epochs_baseline,
-        epochs_cnn: t.epochs_cnn,
-        lr_baseline: t.lr_baseline,
-        lr_cnn: t.lr_cnn,
+        settings: args.train.settings(BackendChoice::Cpu),
         tolerances: Tolerances {
             loss_rtol: args.loss_rtol,
             logits_atol: args.logits_atol,
@@ -381,6 +477,40 @@ fn parity(args: ParityArgs) -> Result<()> {
     let report = parity::run(config, &console)?;
     console.result(&report.verdict);
     console.result(&out.join("parity/parity_report.md").display().to_string());
+    Ok(())
+}
+
+fn compare(args: CompareArgs) -> Result<()> {
+    let result = trainer::compare::compare(&args.run_a, &args.run_b)?;
+    if result.differences.is_empty() {
+        println!("changed: nothing");
+    }
+    for (key, a, b) in &result.differences {
+        println!("changed: {key}: {a} -> {b}");
+    }
+    if result.differences.len() > 1 {
+        eprintln!(
+            "trainer: warning: {} settings changed; change one variable at a time to know what each does",
+            result.differences.len()
+        );
+    }
+    println!("next: {}", result.suggestion);
+    println!("{}", result.notes_path.display());
+    Ok(())
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    let (_, _, predictions) =
+        inference::predict_files(&args.checkpoint, &args.images, args.backend)?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&predictions)
+            .map_err(|e| TrainerError::bad_input(e.to_string()))?;
+        println!("{json}");
+    } else {
+        for p in &predictions {
+            println!("{}: {} (confidence {:.4})", p.file, p.class, p.confidence);
+        }
+    }
     Ok(())
 }
 

@@ -15,9 +15,14 @@ use burn::tensor::activation::relu;
 use crate::rng;
 
 /// Which of the two models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelKind {
+    /// The Flatten + Linear baseline.
     Baseline,
+    /// The Tiny CNN.
     Cnn,
 }
 

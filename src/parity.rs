@@ -9,15 +9,15 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::{self, BackendName, DeviceInfo};
+use crate::config::Settings;
 use crate::console::Console;
-use crate::data::{self, DataConfig};
+use crate::data;
 use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
 use crate::models::{self, ModelKind, Net};
 use crate::pack::{self, OutputLock, Staging};
 use crate::plots::{self, LineChart, Series};
 use crate::train::{self, Context, TrainSettings};
-use crate::workshop::MAX_GRAD_NORM;
 
 /// What must hold for a verdict of parity.
 #[derive(Clone, Debug, Serialize)]
@@ -35,12 +35,8 @@ pub struct Tolerances {
 pub struct ParityConfig {
     pub backends: Vec<BackendName>,
     pub out: PathBuf,
-    pub data: DataConfig,
-    pub batch_size: usize,
-    pub epochs_baseline: usize,
-    pub epochs_cnn: usize,
-    pub lr_baseline: f64,
-    pub lr_cnn: f64,
+    /// Data and hyperparameters (its backend is not used: `backends` are).
+    pub settings: Settings,
     pub tolerances: Tolerances,
     /// Test hook: add this much to the first parameter on this backend.
     pub perturb: Option<(BackendName, f32)>,
@@ -120,7 +116,8 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     validate(&config)?;
     pack::check_target(&config.out)?;
     let _lock = OutputLock::acquire(&config.out)?;
-    let splits = data::stripe_splits(&config.data)?;
+    let settings = &config.settings;
+    let splits = data::load_splits(&settings.data_config())?;
     // Open every backend first: one that cannot start fails the command before any work.
     let opened = config
         .backends
@@ -140,16 +137,13 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         };
         let mut memory = MemoryPolicy::new(None, true)?;
         let mut per_model = Vec::new();
-        for kind in ModelKind::ALL {
-            let (epochs, lr) = match kind {
-                ModelKind::Baseline => (config.epochs_baseline, config.lr_baseline),
-                ModelKind::Cnn => (config.epochs_cnn, config.lr_cnn),
-            };
+        for &kind in &settings.models {
+            let (epochs, lr) = settings.schedule(kind);
             let mut net = Net::init(
                 kind,
                 splits.image_size,
                 splits.classes.len(),
-                config.data.seed,
+                settings.seed,
                 &open.device,
             );
             if let Some((target, epsilon)) = config.perturb
@@ -157,19 +151,13 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
             {
                 net = models::perturb_first_parameter(net, epsilon);
             }
-            let settings = TrainSettings {
-                epochs,
-                lr,
-                batch_size: config.batch_size,
-                max_grad_norm: MAX_GRAD_NORM,
-                shuffle_seed: config.data.seed,
-            };
+            let train_settings = TrainSettings::new(settings, epochs, lr);
             let trained = train::train_model(
                 net,
                 &splits.train,
                 &splits.val,
                 splits.classes.len(),
-                &settings,
+                &train_settings,
                 &mut memory,
                 &ctx,
             )?;
@@ -270,21 +258,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
 }
 
 fn validate(config: &ParityConfig) -> Result<()> {
-    crate::workshop::RunConfig {
-        backend: backend::BackendChoice::Cpu,
-        out: config.out.clone(),
-        data: config.data.clone(),
-        batch_size: config.batch_size,
-        epochs_baseline: config.epochs_baseline,
-        epochs_cnn: config.epochs_cnn,
-        lr_baseline: config.lr_baseline,
-        lr_cnn: config.lr_cnn,
-        memory_limit_bytes: None,
-        memory_preflight: true,
-        quiet: true,
-        command: String::new(),
-    }
-    .validate()?;
+    config.settings.validate()?;
     let t = &config.tolerances;
     if !(t.loss_rtol >= 0.0 && t.logits_atol >= 0.0 && (0.0..=1.0).contains(&t.min_agreement)) {
         return Err(TrainerError::bad_input(

@@ -325,3 +325,69 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
     (lo, hi)
 }
+
+/// One picture of an image grid: grayscale values (row-major, `size` x `size`) and caption
+/// lines under it.
+pub struct GridCell<'a> {
+    pub pixels: &'a [f32],
+    pub size: usize,
+    pub caption: Vec<String>,
+}
+
+/// Draws images in a grid, five per row, each scaled to its own value range, with captions.
+pub fn draw_image_grid(path: &Path, title: &str, cells: &[GridCell]) -> Result<()> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    ensure_font();
+    let err = |e: &dyn std::fmt::Display| plot_error(path, e);
+    let per_row = 5usize;
+    let rows = cells.len().div_ceil(per_row).max(1);
+    let (side, column, caption_height, margin, top) = (150i32, 230i32, 58i32, 20i32, 60i32);
+    let width = per_row as i32 * column + margin;
+    let height = top + rows as i32 * (side + caption_height + margin);
+    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let centred =
+        |px: u32| TextStyle::from((FAMILY, px).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    root.draw(&Text::new(title.to_string(), (width / 2, 18), centred(22)))
+        .map_err(|e| err(&e))?;
+    for (i, cell) in cells.iter().enumerate() {
+        let x0 = margin + (i % per_row) as i32 * column + (column - margin - side) / 2;
+        let y0 = top + (i / per_row) as i32 * (side + caption_height + margin);
+        let (lo, hi) = cell
+            .pixels
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+                (a.min(*v), b.max(*v))
+            });
+        let span = (hi - lo).max(1e-6);
+        let n = cell.size.max(1) as i32;
+        for r in 0..n {
+            for c in 0..n {
+                let v = cell.pixels.get((r * n + c) as usize).copied().unwrap_or(lo);
+                let shade = (((v - lo) / span) * 255.0).round().clamp(0.0, 255.0) as u8;
+                let (xa, ya) = (x0 + c * side / n, y0 + r * side / n);
+                let (xb, yb) = (x0 + (c + 1) * side / n, y0 + (r + 1) * side / n);
+                root.draw(&Rectangle::new(
+                    [(xa, ya), (xb, yb)],
+                    RGBColor(shade, shade, shade).filled(),
+                ))
+                .map_err(|e| err(&e))?;
+            }
+        }
+        root.draw(&Rectangle::new(
+            [(x0, y0), (x0 + side, y0 + side)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| err(&e))?;
+        for (line, text) in cell.caption.iter().enumerate() {
+            root.draw(&Text::new(
+                text.clone(),
+                (x0 + side / 2, y0 + side + 4 + line as i32 * 18),
+                centred(14),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -11,6 +11,8 @@ pub mod stream {
     pub const SPLIT: u32 = 2;
     /// Initial parameters of a model (item = model id << 8 | parameter index).
     pub const INIT: u32 = 3;
+    /// Training-time augmentation (item = the augmented sample's running number).
+    pub const AUGMENT: u32 = 4;
 }
 
 /// A 32-bit integer hash with good avalanche (Chris Wellons' "lowbias32").

@@ -20,6 +20,7 @@ use burn::tensor::Transaction;
 use burn::tensor::activation::softmax;
 
 use crate::backend::DeviceInfo;
+use crate::config::{Monitor, Settings};
 use crate::data::{self, ImageBatch, ImageDataset};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
@@ -37,8 +38,30 @@ pub struct TrainSettings {
     pub lr: f64,
     pub batch_size: usize,
     pub max_grad_norm: f32,
-    /// Seeds the per-epoch shuffling of the training set.
+    /// Seeds the per-epoch shuffling of the training set (and the augmentation).
     pub shuffle_seed: u64,
+    /// What picks the best epoch.
+    pub monitor: Monitor,
+    /// Stop after this many epochs without improvement of the monitor.
+    pub patience: Option<usize>,
+    /// Augment the training batches.
+    pub augment: bool,
+}
+
+impl TrainSettings {
+    /// The settings of one model of a run.
+    pub fn new(settings: &Settings, epochs: usize, lr: f64) -> TrainSettings {
+        TrainSettings {
+            epochs,
+            lr,
+            batch_size: settings.batch_size,
+            max_grad_norm: crate::workshop::MAX_GRAD_NORM,
+            shuffle_seed: settings.seed,
+            monitor: settings.monitor,
+            patience: settings.patience,
+            augment: settings.augment,
+        }
+    }
 }
 
 /// What one epoch did.
@@ -81,6 +104,8 @@ pub struct Trained {
     pub requested_batch: usize,
     pub final_batch: usize,
     pub divergence: Option<Divergence>,
+    /// Why training ended before the last epoch (early stopping), if it did.
+    pub stopped_early: Option<String>,
 }
 
 /// Something to show progress on; the console implements it with a progress bar.
@@ -126,10 +151,12 @@ pub fn train_model(
     let mut batch_size = preflight(memory, kind, true, requested_batch, &footprint, ctx)?;
 
     let train_device = ctx.device.clone().autodiff();
+    let augment = settings.augment.then_some(settings.shuffle_seed);
     let loader = data::loader(
         train,
         batch_size,
         Some(settings.shuffle_seed),
+        augment,
         &train_device,
     );
     let mut net = net.train();
@@ -138,8 +165,10 @@ pub fn train_model(
 
     let mut history = Vec::new();
     let mut best = net.valid();
-    let mut best_val_acc = f64::NEG_INFINITY;
+    let mut best_score = settings.monitor.worst();
+    let mut best_val_acc = 0.0;
     let mut best_epoch = 0;
+    let mut stopped_early = None;
     let mut step_losses = Vec::new();
     let mut divergence = None;
 
@@ -271,12 +300,28 @@ pub fn train_model(
             val_seconds,
             train_samples,
         };
-        if stats.val_acc > best_val_acc {
+        let score = match settings.monitor {
+            Monitor::ValAcc => stats.val_acc,
+            Monitor::ValLoss => stats.val_loss,
+        };
+        if settings.monitor.improves(score, best_score) {
+            best_score = score;
             best_val_acc = stats.val_acc;
             best_epoch = epoch;
             best = valid;
         }
         history.push(stats);
+        if let Some(patience) = settings.patience
+            && epoch - best_epoch >= patience
+            && epoch < settings.epochs
+        {
+            stopped_early = Some(format!(
+                "{} did not improve for {patience} epoch(s) after epoch {best_epoch}; stopped after epoch {epoch} of {}",
+                settings.monitor.as_str(),
+                settings.epochs
+            ));
+            break;
+        }
     }
     ctx.progress.finish();
 
@@ -284,8 +329,9 @@ pub fn train_model(
         last: net.valid(),
         best,
         history,
-        best_val_acc: if best_epoch == 0 { 0.0 } else { best_val_acc },
+        best_val_acc,
         best_epoch,
+        stopped_early,
         step_losses,
         requested_batch,
         final_batch: batch_size,
@@ -557,7 +603,7 @@ fn evaluate_once(
     let mut all_logits = Vec::new();
     let mut labels = Vec::new();
     let mut ids = Vec::new();
-    for batch in data::loader(dataset, batch_size, None, device).iter() {
+    for batch in data::loader(dataset, batch_size, None, None, device).iter() {
         let batch = batch.map_err(|e| StepFailure::Other(e.to_string()))?;
         let logits = net.forward(batch.images.clone());
         let loss = loss_fn

@@ -6,9 +6,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::prelude::*;
 
-use crate::backend::{self, BackendChoice, DeviceInfo};
+use crate::backend::{self, DeviceInfo};
+use crate::config::Settings;
 use crate::console::Console;
-use crate::data::{self, DataConfig, Splits};
+use crate::data::{self, Splits};
 use crate::error::{Result, TrainerError};
 use crate::evidence;
 use crate::memory::{self, MemoryEvent, MemoryPolicy};
@@ -22,58 +23,14 @@ pub const MAX_GRAD_NORM: f32 = 2.0;
 /// Everything a workshop run is given.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RunConfig {
-    pub backend: BackendChoice,
+    /// The hyperparameters and data (also written to outputs/config.json).
+    pub settings: Settings,
     pub out: PathBuf,
-    pub data: DataConfig,
-    pub batch_size: usize,
-    pub epochs_baseline: usize,
-    pub epochs_cnn: usize,
-    pub lr_baseline: f64,
-    pub lr_cnn: f64,
     pub memory_limit_bytes: Option<u64>,
     pub memory_preflight: bool,
     pub quiet: bool,
     /// The command line, as the pack's README repeats it.
     pub command: String,
-}
-
-impl RunConfig {
-    /// Checks every value before any work starts.
-    pub fn validate(&self) -> Result<()> {
-        self.data.validate()?;
-        if self.batch_size == 0 {
-            return Err(TrainerError::bad_input("--batch-size must be at least 1"));
-        }
-        for (flag, lr) in [
-            ("--lr-baseline", self.lr_baseline),
-            ("--lr-cnn", self.lr_cnn),
-        ] {
-            if !(lr.is_finite() && lr > 0.0) {
-                return Err(TrainerError::bad_input(format!(
-                    "{flag} must be a positive finite number, got {lr}"
-                )));
-            }
-        }
-        for (flag, epochs) in [
-            ("--epochs-baseline", self.epochs_baseline),
-            ("--epochs-cnn", self.epochs_cnn),
-        ] {
-            if !(1..=10_000).contains(&epochs) {
-                return Err(TrainerError::bad_input(format!(
-                    "{flag} must be between 1 and 10000, got {epochs}"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Epochs and learning rate of one model.
-    pub fn schedule(&self, kind: ModelKind) -> (usize, f64) {
-        match kind {
-            ModelKind::Baseline => (self.epochs_baseline, self.lr_baseline),
-            ModelKind::Cnn => (self.epochs_cnn, self.lr_cnn),
-        }
-    }
 }
 
 /// One model's training and test results.
@@ -103,6 +60,11 @@ pub struct Report {
     pub choice_note: Option<String>,
     pub classes: Vec<String>,
     pub split_sizes: [usize; 3],
+    /// The test part, for the review grid.
+    pub test_set: data::ImageDataset,
+    pub normalization: data::Normalization,
+    /// Files of an image folder that were skipped, with the reason.
+    pub skipped: Vec<(String, String)>,
     pub models: Vec<ModelRun>,
     /// Indices into `models`, best first (test accuracy, then best val accuracy).
     pub ranking: Vec<usize>,
@@ -137,40 +99,45 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    config.validate()?;
+    let mut config = config;
+    // An absolute folder keeps outputs/config.json and the checkpoint usable from anywhere.
+    if let Some(folder) = &config.settings.data {
+        config.settings.data = Some(
+            std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
+        );
+    }
+    let settings = config.settings.clone();
+    settings.validate()?;
     pack::check_target(&config.out)?;
     let _lock = OutputLock::acquire(&config.out)?;
 
-    let opened = backend::open(config.backend)?;
+    let opened = backend::open(settings.backend)?;
     if let Some(note) = &opened.choice_note {
         console.info(note);
     }
     console.info(&opened.info.summary());
 
-    let splits = data::stripe_splits(&config.data)?;
+    let splits = data::load_splits(&settings.data_config())?;
+    for (file, reason) in &splits.skipped {
+        console.warn(&format!("skipped '{file}': {reason}"));
+    }
     let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
     let ctx = Context {
         device: &opened.device,
         device_info: &opened.info,
         progress: console,
     };
-    let shapes = trace_shapes(&splits, &config, &opened.device);
+    let shapes = trace_shapes(&splits, &settings, &opened.device);
 
     let mut models = Vec::new();
-    for kind in ModelKind::ALL {
-        let (epochs, lr) = config.schedule(kind);
-        let settings = TrainSettings {
-            epochs,
-            lr,
-            batch_size: config.batch_size,
-            max_grad_norm: MAX_GRAD_NORM,
-            shuffle_seed: config.data.seed,
-        };
+    for &kind in &settings.models {
+        let (epochs, lr) = settings.schedule(kind);
+        let train_settings = TrainSettings::new(&settings, epochs, lr);
         let net = Net::init(
             kind,
             splits.image_size,
             splits.classes.len(),
-            config.data.seed,
+            settings.seed,
             &opened.device,
         );
         let trained = train::train_model(
@@ -178,7 +145,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
             &splits.train,
             &splits.val,
             splits.classes.len(),
-            &settings,
+            &train_settings,
             &mut memory,
             &ctx,
         )?;
@@ -228,6 +195,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         choice_note: opened.choice_note.clone(),
         classes: splits.classes.clone(),
         split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
+        test_set: splits.test.clone(),
+        normalization: splits.normalization,
+        skipped: splits.skipped.clone(),
         models,
         ranking,
         shapes,
@@ -254,31 +224,29 @@ pub fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-/// Runs one batch through both (untrained) models to record the real shapes.
-fn trace_shapes(splits: &Splits, config: &RunConfig, device: &Device) -> ShapeTrace {
+/// Runs one batch through the (untrained) models to record the real shapes.
+fn trace_shapes(splits: &Splits, settings: &Settings, device: &Device) -> ShapeTrace {
     let mut shapes = ShapeTrace::default();
     let first = splits
         .train
         .samples
         .iter()
-        .take(config.batch_size)
+        .take(settings.batch_size)
         .cloned()
         .collect::<Vec<_>>();
     let batch = burn::data::dataloader::batcher::Batcher::batch(
-        &data::ImageBatcher {
-            image_size: splits.image_size,
-        },
+        &data::ImageBatcher::plain(splits.image_size),
         first,
         device,
     );
     shapes.images = batch.images.dims().to_vec();
     shapes.labels = batch.labels.dims().to_vec();
-    for kind in ModelKind::ALL {
+    for &kind in &settings.models {
         let net = Net::init(
             kind,
             splits.image_size,
             splits.classes.len(),
-            config.data.seed,
+            settings.seed,
             device,
         );
         let mut layers = Vec::new();

@@ -1,0 +1,210 @@
+//! Experiment settings: every hyperparameter of a run, from flags and an optional config file
+//! (`--config FILE`, TOML or JSON). Flags given on the command line win over the file; the
+//! effective settings are written into the pack (`outputs/config.json`), so
+//! `trainer --config PACK/outputs/config.json` repeats a run from that file alone.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendChoice;
+use crate::data::{DataConfig, MAX_IMAGE_SIZE};
+use crate::error::{Result, TrainerError};
+use crate::models::ModelKind;
+
+/// What decides the best epoch and early stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Highest validation accuracy (the workshop's rule; the first best wins).
+    #[value(name = "val_acc")]
+    ValAcc,
+    /// Lowest validation loss.
+    #[value(name = "val_loss")]
+    ValLoss,
+}
+
+impl Monitor {
+    /// The name used in files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Monitor::ValAcc => "val_acc",
+            Monitor::ValLoss => "val_loss",
+        }
+    }
+
+    /// Whether `value` improves on `best`.
+    pub fn improves(self, value: f64, best: f64) -> bool {
+        match self {
+            Monitor::ValAcc => value > best,
+            Monitor::ValLoss => value < best,
+        }
+    }
+
+    /// The value before any epoch.
+    pub fn worst(self) -> f64 {
+        match self {
+            Monitor::ValAcc => f64::NEG_INFINITY,
+            Monitor::ValLoss => f64::INFINITY,
+        }
+    }
+}
+
+/// Every setting of a run that changes its results. The keys are the flags' names with
+/// underscores (`batch_size` for `--batch-size`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub backend: BackendChoice,
+    pub seed: u64,
+    /// An image folder; none for the workshop's stripe images.
+    pub data: Option<PathBuf>,
+    pub samples_per_class: usize,
+    pub image_size: usize,
+    /// Shares of train, val and test.
+    pub split: [f64; 3],
+    /// Which models to train, in order.
+    pub models: Vec<ModelKind>,
+    pub batch_size: usize,
+    pub epochs_baseline: usize,
+    pub epochs_cnn: usize,
+    pub lr_baseline: f64,
+    pub lr_cnn: f64,
+    /// Label-preserving augmentation of the training part (shifts of one pixel, light noise).
+    pub augment: bool,
+    /// Stop a model after this many epochs without improvement of `monitor`.
+    pub patience: Option<usize>,
+    pub monitor: Monitor,
+}
+
+impl Settings {
+    /// The data set these settings describe.
+    pub fn data_config(&self) -> DataConfig {
+        DataConfig {
+            seed: self.seed,
+            samples_per_class: self.samples_per_class,
+            image_size: self.image_size,
+            split: self.split,
+            folder: self.data.clone(),
+        }
+    }
+
+    /// Epochs and learning rate of one model.
+    pub fn schedule(&self, kind: ModelKind) -> (usize, f64) {
+        match kind {
+            ModelKind::Baseline => (self.epochs_baseline, self.lr_baseline),
+            ModelKind::Cnn => (self.epochs_cnn, self.lr_cnn),
+        }
+    }
+
+    /// Checks every value before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        self.data_config().validate()?;
+        if self.image_size > MAX_IMAGE_SIZE {
+            return Err(TrainerError::bad_input("image size too large"));
+        }
+        if self.batch_size == 0 {
+            return Err(TrainerError::bad_input("--batch-size must be at least 1"));
+        }
+        for (flag, lr) in [
+            ("--lr-baseline", self.lr_baseline),
+            ("--lr-cnn", self.lr_cnn),
+        ] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(TrainerError::bad_input(format!(
+                    "{flag} must be a positive finite number, got {lr}"
+                )));
+            }
+        }
+        for (flag, epochs) in [
+            ("--epochs-baseline", self.epochs_baseline),
+            ("--epochs-cnn", self.epochs_cnn),
+        ] {
+            if !(1..=10_000).contains(&epochs) {
+                return Err(TrainerError::bad_input(format!(
+                    "{flag} must be between 1 and 10000, got {epochs}"
+                )));
+            }
+        }
+        if self.models.is_empty() {
+            return Err(TrainerError::bad_input(
+                "--models must name at least one model",
+            ));
+        }
+        if self.patience == Some(0) {
+            return Err(TrainerError::bad_input("--patience must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The settings as the pack records them (outputs/config.json).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| TrainerError::bad_input(e.to_string()))
+    }
+}
+
+/// Reads a config file (TOML, or JSON when it ends in .json) into a JSON object.
+pub fn read_file(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        TrainerError::bad_input(format!("cannot read --config '{}': {e}", path.display()))
+    })?;
+    let bad = |e: String| {
+        TrainerError::bad_input(format!(
+            "--config '{}' is not valid: {}",
+            path.display(),
+            crate::error::first_line(&e)
+        ))
+    };
+    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+    } else {
+        let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        serde_json::to_value(table).map_err(|e| bad(e.to_string()))?
+    };
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(bad("expected a table of settings".into())),
+    }
+}
+
+/// The effective settings: those of the file, overridden by every flag given on the command
+/// line (`explicit(key)`); flags not given keep the file's value, else their default.
+pub fn merge(
+    flags: &Settings,
+    file: Option<serde_json::Map<String, serde_json::Value>>,
+    explicit: impl Fn(&str) -> bool,
+    file_name: &Path,
+) -> Result<Settings> {
+    let Some(file) = file else {
+        return Ok(flags.clone());
+    };
+    let serde_json::Value::Object(mut merged) =
+        serde_json::to_value(flags).map_err(|e| TrainerError::bad_input(e.to_string()))?
+    else {
+        return Err(TrainerError::bad_input("settings are not a table"));
+    };
+    for (key, value) in file {
+        if !merged.contains_key(&key) {
+            let known: Vec<&String> = merged.keys().collect();
+            return Err(TrainerError::bad_input(format!(
+                "--config '{}': unknown setting '{key}' (known: {})",
+                file_name.display(),
+                known
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if !explicit(&key) {
+            merged.insert(key, value);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| {
+        TrainerError::bad_input(format!(
+            "--config '{}': {}",
+            file_name.display(),
+            crate::error::first_line(&e.to_string())
+        ))
+    })
+}

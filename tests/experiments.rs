@@ -1,0 +1,397 @@
+//! From workshop to tool: image folders, config files, early stopping, augmentation,
+//! run comparison and prediction.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use trainer::data::{DataConfig, stripe_image};
+
+/// Writes stripe images as class folders of PNG files (one BMP and one JPEG among them), plus a
+/// text file that is not an image.
+fn image_folder(root: &Path, per_class: usize) -> PathBuf {
+    let data = root.join("my images");
+    for (label, class) in ["diagonal", "horizontal", "vertical"].iter().enumerate() {
+        let folder = data.join(class);
+        fs::create_dir_all(&folder).unwrap();
+        // Classes in folder order: diagonal (2), horizontal (1), vertical (0) of the recipe.
+        let recipe = 2 - label;
+        for i in 0..per_class {
+            let values = stripe_image(7, recipe, i, 20);
+            let pixels: Vec<u8> = values
+                .iter()
+                .map(|v| (((v + 1.0) / 2.5) * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect();
+            let image = image::GrayImage::from_raw(20, 20, pixels).unwrap();
+            let extension = match i {
+                0 => "bmp",
+                1 => "jpg",
+                _ => "png",
+            };
+            image
+                .save(folder.join(format!("{class}_{i:03}.{extension}")))
+                .unwrap();
+        }
+    }
+    fs::write(data.join("vertical").join("README.txt"), "not an image").unwrap();
+    data
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--image-size",
+        "16",
+        "--epochs-baseline",
+        "3",
+        "--epochs-cnn",
+        "12",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn an_image_folder_trains_splits_by_class_and_predicts() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 15);
+    let pack = dir.path().join("pack");
+    let output = train(&data, &pack, &[]);
+    assert_ok(&output);
+    assert!(
+        stderr(&output).contains("skipped 'vertical/README.txt'"),
+        "{}",
+        stderr(&output)
+    );
+    let out = stdout(&output);
+    assert_eq!(console_value(&out, "classes").as_deref(), Some("3"));
+    let (header, _) = read_csv(&pack.join("outputs/confusion_matrix.csv"));
+    assert_eq!(
+        header,
+        ["actual/predicted", "diagonal", "horizontal", "vertical"]
+    );
+    let readme = fs::read_to_string(pack.join("README.md")).unwrap();
+    assert!(readme.contains("1 file(s) skipped"), "{readme}");
+    assert!(readme.contains("## Top failure patterns"));
+    assert!(readme.contains("bilinear"));
+    assert_eq!(
+        &fs::read(pack.join("curves/review_grid.png")).unwrap()[1..4],
+        b"PNG"
+    );
+
+    // The split is stratified: every class in every part, 9/3/3 of each 15.
+    let config = DataConfig {
+        seed: 42,
+        samples_per_class: 0,
+        image_size: 16,
+        split: [0.6, 0.2, 0.2],
+        folder: Some(data.clone()),
+    };
+    let splits = trainer::data::load_splits(&config).unwrap();
+    for (part, expected) in [(&splits.train, 9), (&splits.val, 3), (&splits.test, 3)] {
+        for label in 0..3 {
+            assert_eq!(
+                part.samples.iter().filter(|s| s.label == label).count(),
+                expected
+            );
+        }
+    }
+    // The normalization of the training part is stored with the checkpoint.
+    let meta: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(pack.join("checkpoints/best_model.json")).unwrap(),
+    )
+    .unwrap();
+    let stored = meta["normalization"]["mean"].as_f64().unwrap();
+    assert!(
+        (stored - splits.normalization.mean as f64).abs() < 1e-6,
+        "{stored}"
+    );
+    assert!(
+        meta["preprocessing"]
+            .as_str()
+            .unwrap()
+            .contains("mean and std of the training part")
+    );
+    let train_pixels: Vec<f32> = splits
+        .train
+        .samples
+        .iter()
+        .flat_map(|s| s.image.clone())
+        .collect();
+    let mean = train_pixels.iter().sum::<f32>() / train_pixels.len() as f32;
+    assert!(
+        mean.abs() < 1e-3,
+        "training pixels are normalized to mean 0, got {mean}"
+    );
+
+    // predict, from the checkpoint alone, on files of the folder.
+    let files: Vec<PathBuf> = [
+        "diagonal/diagonal_005.png",
+        "horizontal/horizontal_006.png",
+        "vertical/vertical_007.png",
+    ]
+    .iter()
+    .map(|f| data.join(f))
+    .collect();
+    let mut args = vec!["predict", "--backend", "cpu", "--json", "--checkpoint"];
+    let checkpoint = pack.join("checkpoints/best_model.json");
+    args.push(checkpoint.to_str().unwrap());
+    for f in &files {
+        args.push(f.to_str().unwrap());
+    }
+    let output = run(&args);
+    assert_ok(&output);
+    let predictions: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let predictions = predictions.as_array().unwrap();
+    assert_eq!(predictions.len(), 3);
+    let correct = predictions
+        .iter()
+        .zip(["diagonal", "horizontal", "vertical"])
+        .filter(|(p, class)| p["class"] == *class)
+        .count();
+    assert!(correct >= 2, "{predictions:?}");
+    for p in predictions {
+        let c = p["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+    }
+    let output = run(&[
+        "predict",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        files[0].to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    assert!(
+        stdout(&output).contains("(confidence 0."),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn bad_image_folders_get_a_clear_error_naming_the_problem() {
+    let dir = temp();
+    let out = dir.path().join("pack");
+    let expect_error = |data: &Path, needle: &str| {
+        let output = train(data, &out, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{needle}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "expected '{needle}' in: {err}");
+        assert!(!out.exists());
+    };
+
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    expect_error(&empty, "no class folders");
+    expect_error(&dir.path().join("missing"), "is not a folder");
+
+    let one = dir.path().join("one");
+    fs::create_dir_all(one.join("only")).unwrap();
+    expect_error(&one, "one class folder ('only')");
+
+    let data = image_folder(&dir.path().join("few"), 2);
+    expect_error(&data, "has 2 image(s)");
+
+    let data = image_folder(&dir.path().join("broken"), 6);
+    let broken = data.join("horizontal/horizontal_004.png");
+    let bytes = fs::read(&broken).unwrap();
+    fs::write(&broken, &bytes[..bytes.len() / 3]).unwrap();
+    expect_error(&data, "horizontal_004.png");
+
+    let data = image_folder(&dir.path().join("fake"), 6);
+    fs::write(
+        data.join("diagonal/diagonal_003.png"),
+        "this is text, not a PNG",
+    )
+    .unwrap();
+    expect_error(&data, "diagonal_003.png");
+}
+
+#[test]
+fn a_config_file_sets_everything_flags_win_and_config_json_repeats_the_run() {
+    let dir = temp();
+    let config = dir.path().join("experiment.toml");
+    fs::write(
+        &config,
+        "backend = \"cpu\"\nseed = 7\nbatch_size = 16\nepochs_baseline = 2\nepochs_cnn = 3\nlr_cnn = 0.01\nmodels = [\"cnn\", \"baseline\"]\naugment = true\n",
+    )
+    .unwrap();
+    let first = dir.path().join("first");
+    let output = run(&[
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs-cnn",
+        "4",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    let effective: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(first.join("outputs/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(effective["seed"], 7);
+    assert_eq!(effective["batch_size"], 16);
+    assert_eq!(effective["epochs_cnn"], 4, "the flag wins over the file");
+    assert_eq!(effective["augment"], true);
+    assert_eq!(effective["models"], serde_json::json!(["cnn", "baseline"]));
+    let (_, log) = read_csv(&first.join("outputs/training_log.csv"));
+    assert_eq!(log.len(), 4 + 2);
+    assert_eq!(
+        log[0][0], "Tiny CNN",
+        "models train in the configured order"
+    );
+
+    let again = dir.path().join("again");
+    let output = run(&[
+        "--quiet",
+        "--config",
+        first.join("outputs/config.json").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    for file in [
+        "outputs/training_log.csv",
+        "outputs/model_comparison.csv",
+        "outputs/config.json",
+    ] {
+        assert_eq!(
+            fs::read(first.join(file)).unwrap(),
+            fs::read(again.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+
+    fs::write(&config, "batch_sise = 16\n").unwrap();
+    let output = run(&[
+        "--quiet",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("unknown setting 'batch_sise'"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn early_stopping_records_the_epoch_kept_and_why_it_stopped() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = run(&[
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--epochs-cnn",
+        "40",
+        "--patience",
+        "2",
+        "--monitor",
+        "val_acc",
+        "--models",
+        "cnn",
+        "--out",
+        pack.to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    let (header, rows) = read_csv(&pack.join("outputs/training_log.csv"));
+    assert_eq!(header.last().unwrap(), "note");
+    assert!(
+        rows.len() < 40,
+        "training should stop early, ran {} epochs",
+        rows.len()
+    );
+    let last = rows.last().unwrap();
+    assert!(
+        last[6].contains("early stop: val_acc did not improve for 2 epoch(s)"),
+        "{last:?}"
+    );
+    assert!(rows.iter().any(|r| r[6].contains("kept: best val_acc")));
+    let readme = fs::read_to_string(pack.join("README.md")).unwrap();
+    assert!(readme.contains("stopped early"), "{readme}");
+    let (_, comparison) = read_csv(&pack.join("outputs/model_comparison.csv"));
+    assert_eq!(comparison.len(), 1);
+    assert!(comparison[0][6].starts_with("ok, stopped early after epoch"));
+}
+
+#[test]
+fn compare_names_the_changed_value_and_warns_about_two() {
+    let dir = temp();
+    let base = [
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--epochs-baseline",
+        "2",
+        "--epochs-cnn",
+        "4",
+    ];
+    let pack = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        assert_ok(&run(&args));
+        out
+    };
+    let a = pack("a", &[]);
+    let b = pack("b", &["--lr-cnn", "0.003"]);
+    let c = pack("c", &["--lr-cnn", "0.003", "--batch-size", "16"]);
+
+    let output = run(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_ok(&output);
+    assert!(
+        stdout(&output).contains("changed: lr_cnn: 0.006 -> 0.003"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+    let notes = fs::read_to_string(b.join("reports/experiment_notes.md")).unwrap();
+    assert!(notes.contains("`lr_cnn`: 0.006 -> 0.003"), "{notes}");
+    assert!(!notes.contains("Warning"));
+    assert!(notes.contains("## Suggested next step"));
+    assert!(b.join("reports/experiment_loss_overlay.png").is_file());
+
+    let output = run(&["compare", a.to_str().unwrap(), c.to_str().unwrap()]);
+    assert_ok(&output);
+    assert!(
+        stderr(&output).contains("2 settings changed"),
+        "{}",
+        stderr(&output)
+    );
+    let notes = fs::read_to_string(c.join("reports/experiment_notes.md")).unwrap();
+    assert!(
+        notes.contains("`batch_size`: 32 -> 16") && notes.contains("`lr_cnn`"),
+        "{notes}"
+    );
+    assert!(notes.contains("Warning: 2 settings changed"), "{notes}");
+
+    let output = run(&[
+        "compare",
+        a.to_str().unwrap(),
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr(&output).lines().count(), 1);
+}
