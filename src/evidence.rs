@@ -376,7 +376,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         memory_preflight: c.memory_preflight,
         memory_events: report.memory_events.len(),
         peak_host_rss_bytes: report.peak_rss_bytes,
-        peak_device_memory_bytes: None,
+        peak_device_memory_bytes: report.peak_device_bytes,
         models,
     };
     serde_json::to_string_pretty(&info).map_err(|e| TrainerError::bad_input(e.to_string()))

@@ -105,12 +105,12 @@ pub fn predict_files(
             .map_err(|e| crate::TrainerError::bad_input(format!("{e:?}")))?;
         let classes = meta.classes.len();
         for (file, row) in chunk.iter().zip(probabilities.chunks(classes)) {
-            let (best, confidence) = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |acc, (i, p)| {
-                    if *p > acc.1 { (i, *p) } else { acc }
-                });
+            let (best, confidence) =
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |acc, (i, p)| {
+                        if *p > acc.1 { (i, *p) } else { acc }
+                    });
             predictions.push(FilePrediction {
                 file: file.display().to_string(),
                 class: meta.classes[best].clone(),

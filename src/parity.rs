@@ -152,23 +152,8 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
                 net = models::perturb_first_parameter(net, epsilon);
             }
             let train_settings = TrainSettings::new(settings, epochs, lr);
-            let trained = train::train_model(
-                net,
-                &splits.train,
-                &splits.val,
-                splits.classes.len(),
-                &train_settings,
-                &mut memory,
-                &ctx,
-            )?;
-            let test = train::evaluate(
-                &trained.best,
-                &splits.test,
-                splits.classes.len(),
-                trained.final_batch,
-                &mut memory,
-                &ctx,
-            )?;
+            let (trained, test) =
+                train::train_and_test(net, &splits, &train_settings, &mut memory, &ctx)?;
             let params =
                 models::parameters(&trained.last).map_err(|reason| TrainerError::Device {
                     backend: name.as_str().to_string(),

@@ -21,7 +21,7 @@ use burn::tensor::activation::softmax;
 
 use crate::backend::DeviceInfo;
 use crate::config::{Monitor, Settings};
-use crate::data::{self, ImageBatch, ImageDataset};
+use crate::data::{self, ImageBatch, ImageDataset, Splits};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
@@ -246,10 +246,7 @@ pub fn train_model(
                             requested_bytes: Some(footprint.step_bytes(batch_size, true)),
                             budget_bytes: memory.budget(ctx.device_info),
                         };
-                        ctx.progress.note(&halving_line(&event));
-                        memory.events.push(event);
-                        batch_size /= 2;
-                        ctx.device.memory_cleanup();
+                        batch_size = halve(memory, event, ctx);
                     }
                     Err(StepFailure::Other(reason)) => {
                         return Err(TrainerError::Device {
@@ -354,6 +351,46 @@ fn preflight(
         ctx.progress.note(&halving_line(event));
     }
     Ok(size)
+}
+
+/// Records a halving (console line and event), frees what the failed attempt held, and
+/// returns the new batch size.
+fn halve(memory: &mut MemoryPolicy, event: MemoryEvent, ctx: &Context) -> usize {
+    ctx.progress.note(&halving_line(&event));
+    let size = event.to_batch;
+    memory.events.push(event);
+    ctx.device.memory_cleanup();
+    size
+}
+
+/// Trains a model (see [`train_model`]) and then tests its best epoch on `splits.test`,
+/// once, at the batch size training ended with.
+pub fn train_and_test(
+    net: Net,
+    splits: &Splits,
+    settings: &TrainSettings,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<(Trained, Evaluation)> {
+    let classes = splits.classes.len();
+    let trained = train_model(
+        net,
+        &splits.train,
+        &splits.val,
+        classes,
+        settings,
+        memory,
+        ctx,
+    )?;
+    let test = evaluate(
+        &trained.best,
+        &splits.test,
+        classes,
+        trained.final_batch,
+        memory,
+        ctx,
+    )?;
+    Ok((trained, test))
 }
 
 /// The console line for a change of batch size.
@@ -585,10 +622,7 @@ pub fn evaluate(
             requested_bytes: Some(footprint.step_bytes(batch_size, false)),
             budget_bytes: memory.budget(ctx.device_info),
         };
-        ctx.progress.note(&halving_line(&event));
-        memory.events.push(event);
-        batch_size /= 2;
-        ctx.device.memory_cleanup();
+        batch_size = halve(memory, event, ctx);
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Report {
     pub started_unix: u64,
     pub wall_seconds: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// Device memory held by burn's allocator after each model (wgpu reports it).
+    pub peak_device_bytes: Option<u64>,
 }
 
 impl Report {
@@ -130,6 +132,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     let shapes = trace_shapes(&splits, &settings, &opened.device);
 
     let mut models = Vec::new();
+    let mut peak_device_bytes: Option<u64> = None;
     for &kind in &settings.models {
         let (epochs, lr) = settings.schedule(kind);
         let train_settings = TrainSettings::new(&settings, epochs, lr);
@@ -140,15 +143,8 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
             settings.seed,
             &opened.device,
         );
-        let trained = train::train_model(
-            net,
-            &splits.train,
-            &splits.val,
-            splits.classes.len(),
-            &train_settings,
-            &mut memory,
-            &ctx,
-        )?;
+        let (trained, test) =
+            train::train_and_test(net, &splits, &train_settings, &mut memory, &ctx)?;
         if let Some(d) = &trained.divergence {
             let kept = match trained.best_epoch {
                 0 => "no epoch finished, so the initial parameters are kept".to_string(),
@@ -162,14 +158,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
                 d.step
             ));
         }
-        let test = train::evaluate(
-            &trained.best,
-            &splits.test,
-            splits.classes.len(),
-            trained.final_batch,
-            &mut memory,
-            &ctx,
-        )?;
+        if let Some(usage) = opened.device.memory_pool_usage() {
+            peak_device_bytes = Some(peak_device_bytes.unwrap_or(0).max(usage.bytes_reserved));
+        }
         models.push(ModelRun {
             kind,
             epochs,
@@ -205,6 +196,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         started_unix,
         wall_seconds: 0.0,
         peak_rss_bytes: None,
+        peak_device_bytes,
     };
 
     let staging = Staging::begin(&report.config.out)?;
