@@ -249,7 +249,7 @@ fn open_wgpu() -> Result<OpenBackend> {
     opened.clone().map_err(|reason| TrainerError::BackendUnavailable {
         backend: "wgpu".to_string(),
         reason,
-        hint: "install a Vulkan driver (on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers), or use --backend cpu".to_string(),
+        hint: "Install a Vulkan driver (on Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers), or use --backend cpu".to_string(),
     })
 }
 

@@ -9,6 +9,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::models::ModelKind;
 use crate::train::Progress;
 
+/// Writes a line to stdout. A closed pipe (`trainer ... | head -1`) is not an error: the
+/// run goes on and its files are written; the line just goes nowhere.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Writes a warning line to stderr, ignoring a closed stderr.
+pub fn warn(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "trainer: warning: {line}");
+}
+
 /// Prints for the user.
 pub struct Console {
     quiet: bool,
@@ -26,19 +39,19 @@ impl Console {
 
     /// A result line: always printed.
     pub fn result(&self, line: &str) {
-        self.with_bar_suspended(|| println!("{line}"));
+        self.with_bar_suspended(|| say(line));
     }
 
     /// An informational line: printed unless quiet.
     pub fn info(&self, line: &str) {
         if !self.quiet {
-            self.with_bar_suspended(|| println!("{line}"));
+            self.with_bar_suspended(|| say(line));
         }
     }
 
     /// A warning on stderr: always printed.
     pub fn warn(&self, line: &str) {
-        self.with_bar_suspended(|| eprintln!("trainer: warning: {line}"));
+        self.with_bar_suspended(|| warn(line));
     }
 
     fn with_bar_suspended(&self, f: impl FnOnce()) {

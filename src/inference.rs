@@ -60,69 +60,64 @@ pub struct FilePrediction {
 }
 
 /// Classifies image files with the model of a checkpoint, preprocessing them as the
-/// checkpoint says (grayscale, resize, normalization): nothing else is needed.
+/// checkpoint says (grayscale, resize, normalization): nothing else is needed. Runs through
+/// the same protected evaluation as training, so a batch that does not fit is halved.
 pub fn predict_files(
     checkpoint_path: &Path,
     files: &[std::path::PathBuf],
     choice: BackendChoice,
 ) -> Result<(CheckpointMeta, DeviceInfo, Vec<FilePrediction>)> {
-    use burn::prelude::*;
-    use burn::tensor::activation::softmax;
-
     if files.is_empty() {
         return Err(crate::TrainerError::bad_input(
             "predict needs at least one image file",
         ));
     }
     let opened = backend::open(choice)?;
-    let device = opened.device.clone();
-    let (net, meta) = checkpoint::load(checkpoint_path, &device)?;
-    let size = meta.image_size;
-    let mut predictions = Vec::new();
-    for chunk in files.chunks(256) {
-        let mut pixels = Vec::with_capacity(chunk.len() * size * size);
-        for file in chunk {
-            let mut image = crate::folder::read_luminance(file, size).map_err(|e| {
-                crate::TrainerError::bad_input(format!(
-                    "cannot read image '{}': {e}",
-                    file.display()
-                ))
-            })?;
-            meta.normalization.apply(&mut image);
-            pixels.extend(image);
-        }
-        let images = Tensor::<4>::from_data(
-            TensorData::new(pixels, [chunk.len(), 1, size, size]),
-            &device,
-        );
-        let probabilities = softmax(net.forward(images), 1)
-            .try_into_data()
-            .map_err(|e| crate::TrainerError::Device {
-                backend: opened.info.backend.as_str().to_string(),
-                reason: crate::error::root_cause(&e.to_string()),
-            })?
-            .try_to_vec_as::<f32>()
-            .map_err(|e| crate::TrainerError::bad_input(format!("{e:?}")))?;
-        let classes = meta.classes.len();
-        for (file, row) in chunk.iter().zip(probabilities.chunks(classes)) {
-            let (best, confidence) =
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |acc, (i, p)| {
-                        if *p > acc.1 { (i, *p) } else { acc }
-                    });
-            predictions.push(FilePrediction {
-                file: file.display().to_string(),
-                class: meta.classes[best].clone(),
-                confidence,
+    let (net, meta) = checkpoint::load(checkpoint_path, &opened.device)?;
+    let mut samples = Vec::with_capacity(files.len());
+    for file in files {
+        let mut image = crate::folder::read_luminance(file, meta.image_size).map_err(|e| {
+            crate::TrainerError::bad_input(format!("cannot read image '{}': {e}", file.display()))
+        })?;
+        meta.normalization.apply(&mut image);
+        samples.push(data::Sample {
+            image,
+            label: 0, // unknown: the loss of this evaluation means nothing
+            sample_id: file.display().to_string(),
+        });
+    }
+    let images = data::ImageDataset {
+        samples,
+        image_size: meta.image_size,
+    };
+    let mut memory = MemoryPolicy::new(None, true)?;
+    let ctx = Context {
+        device: &opened.device,
+        device_info: &opened.info,
+        progress: &crate::train::Silent,
+    };
+    let classes = meta.classes.len();
+    let evaluation = train::evaluate(&net, &images, classes, 256, &mut memory, &ctx)?;
+    let predictions = evaluation
+        .predictions
+        .iter()
+        .zip(evaluation.logits.chunks(classes))
+        .map(|(p, logits)| {
+            let top = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f32> = logits.iter().map(|l| (l - top).exp()).collect();
+            let total: f32 = exp.iter().sum();
+            FilePrediction {
+                file: p.sample_id.clone(),
+                class: meta.classes[p.predicted].clone(),
+                confidence: p.confidence,
                 probabilities: meta
                     .classes
                     .iter()
                     .cloned()
-                    .zip(row.iter().copied())
+                    .zip(exp.iter().map(|e| e / total))
                     .collect(),
-            });
-        }
-    }
+            }
+        })
+        .collect();
     Ok((meta, opened.info, predictions))
 }

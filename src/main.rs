@@ -8,7 +8,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use trainer::backend::{BackendChoice, BackendName};
 use trainer::bench::BenchConfig;
 use trainer::config::{self, Monitor, Settings};
-use trainer::console::Console;
+use trainer::console::{Console, say};
 use trainer::error::{Result, TrainerError};
 use trainer::models::ModelKind;
 use trainer::parity::{self, ParityConfig, Tolerances};
@@ -362,7 +362,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Some(Command::Compare(args)) => compare(args),
         Some(Command::Devices) => {
             for line in trainer::backend::describe_all() {
-                println!("{line}");
+                say(&line);
             }
             Ok(())
         }
@@ -483,19 +483,19 @@ fn parity(args: ParityArgs) -> Result<()> {
 fn compare(args: CompareArgs) -> Result<()> {
     let result = trainer::compare::compare(&args.run_a, &args.run_b)?;
     if result.differences.is_empty() {
-        println!("changed: nothing");
+        say("changed: nothing");
     }
     for (key, a, b) in &result.differences {
-        println!("changed: {key}: {a} -> {b}");
+        say(&format!("changed: {key}: {a} -> {b}"));
     }
     if result.differences.len() > 1 {
-        eprintln!(
-            "trainer: warning: {} settings changed; change one variable at a time to know what each does",
+        trainer::console::warn(&format!(
+            "{} settings changed; change one variable at a time to know what each does",
             result.differences.len()
-        );
+        ));
     }
-    println!("next: {}", result.suggestion);
-    println!("{}", result.notes_path.display());
+    say(&format!("next: {}", result.suggestion));
+    say(&result.notes_path.display().to_string());
     Ok(())
 }
 
@@ -505,10 +505,13 @@ fn predict(args: PredictArgs) -> Result<()> {
     if args.json {
         let json = serde_json::to_string_pretty(&predictions)
             .map_err(|e| TrainerError::bad_input(e.to_string()))?;
-        println!("{json}");
+        say(&json);
     } else {
         for p in &predictions {
-            println!("{}: {} (confidence {:.4})", p.file, p.class, p.confidence);
+            say(&format!(
+                "{}: {} (confidence {:.4})",
+                p.file, p.class, p.confidence
+            ));
         }
     }
     Ok(())

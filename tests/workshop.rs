@@ -383,3 +383,41 @@ fn wgpu_run_matches_the_cpu_accuracies() {
     assert_eq!(info["device"]["backend"], "wgpu");
     assert!(info["device"]["graphics_api"].as_str().is_some());
 }
+
+#[test]
+fn a_backend_that_cannot_start_is_one_line_and_exit_code_2() {
+    let dir = temp();
+    let hide_vulkan = |args: &[&str]| {
+        trainer()
+            .args(args)
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("pack");
+    let output = hide_vulkan(&["--backend", "wgpu", "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("backend 'wgpu' cannot start") && err.contains("mesa-vulkan-drivers"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // auto falls back to the CPU and says why.
+    let output = hide_vulkan(&[
+        "--epochs-cnn",
+        "1",
+        "--epochs-baseline",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&output);
+    assert!(
+        stdout(&output).contains("auto: chose cpu, no wgpu adapter found"),
+        "{}",
+        stdout(&output)
+    );
+}
