@@ -27,6 +27,14 @@ pub fn evaluate_checkpoint(
 ) -> Result<CheckpointEvaluation> {
     let opened = backend::open(choice)?;
     let (net, meta) = checkpoint::load(path, &opened.device)?;
+    if let Some(folder) = &meta.data.folder
+        && !folder.is_dir()
+    {
+        return Err(crate::TrainerError::bad_input(format!(
+            "the checkpoint was trained on the image folder '{}', which is gone; evaluate rebuilds the test set from it (use predict to classify single images)",
+            folder.display()
+        )));
+    }
     let splits = data::load_splits(&meta.data)?;
     let mut memory = MemoryPolicy::new(None, true)?;
     let ctx = Context {

@@ -126,14 +126,10 @@ struct TrainArgs {
     #[arg(long)]
     data: Option<PathBuf>,
 
-    /// Shares of train, val and test, split per class (stratified) with --seed.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        num_args = 3,
-        default_value = "0.6,0.2,0.2"
-    )]
-    split: Vec<f64>,
+    /// Shares of train, val and test (TRAIN,VAL,TEST, adding up to 1), drawn with --seed;
+    /// per class (stratified) for an image folder.
+    #[arg(long, default_value = "0.6,0.2,0.2", value_parser = parse_split)]
+    split: [f64; 3],
 
     /// Which models to train, comma-separated, in order.
     #[arg(
@@ -160,17 +156,13 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn settings(&self, backend: BackendChoice) -> Settings {
-        let mut split = [0.0; 3];
-        for (slot, value) in split.iter_mut().zip(&self.split) {
-            *slot = *value;
-        }
         Settings {
             backend,
             seed: self.seed,
             data: self.data.clone(),
             samples_per_class: self.samples_per_class,
             image_size: self.image_size,
-            split,
+            split: self.split,
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,
@@ -316,6 +308,17 @@ struct EvaluateArgs {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn parse_split(text: &str) -> std::result::Result<[f64; 3], String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let shares: Vec<f64> = parts.iter().filter_map(|p| p.trim().parse().ok()).collect();
+    match shares[..] {
+        [a, b, c] if parts.len() == 3 => Ok([a, b, c]),
+        _ => Err(format!(
+            "'{text}' is not three shares TRAIN,VAL,TEST such as 0.6,0.2,0.2"
+        )),
+    }
+}
+
 fn parse_size(text: &str) -> std::result::Result<u64, String> {
     memory::parse_bytes(text)
 }
@@ -336,7 +339,7 @@ fn main() -> ExitCode {
             }
             let text = e.to_string();
             let line = trainer::error::first_line(&text);
-            eprintln!("trainer: {}", line.trim_start_matches("error: "));
+            eprintln!("trainer: error: {}", line.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
