@@ -9,6 +9,8 @@ use trainer::bench::{BenchConfig, describe, measure};
 use trainer::data::{DataConfig, stripe_splits};
 use trainer::models::ModelKind;
 
+use burn::prelude::*;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -41,6 +43,8 @@ fn main() {
         }
     }
 
+    data_feed();
+
     let data = DataConfig::stripes(42, 140, 16);
     let runs = 20;
     let started = Instant::now();
@@ -53,4 +57,52 @@ fn main() {
         seconds * 1e3,
         420.0 / seconds
     );
+}
+
+/// Feeding stripe batches to the wgpu device: uploading host images (generated once, as
+/// training does) against drawing them on the device with shaders/stripe_synth.wgsl. Each
+/// batch ends with a read, so both are timed to completion.
+fn data_feed() {
+    let Ok(open) = backend::open_named(BackendName::Wgpu) else {
+        println!("data_feed: skipped (no wgpu adapter)");
+        return;
+    };
+    let device = open.device;
+    for (size, batch) in [(16usize, 256usize), (16, 4096), (64, 1024)] {
+        let recipes: Vec<(u32, u32)> = (0..batch)
+            .map(|i| ((i % 3) as u32, (i / 3) as u32))
+            .collect();
+        let host: Vec<f32> = recipes
+            .iter()
+            .flat_map(|&(c, i)| trainer::data::stripe_image(42, c as usize, i as usize, size))
+            .collect();
+        let upload = || {
+            let t = Tensor::<4>::from_data(
+                TensorData::new(host.clone(), [batch, 1, size, size]),
+                &device,
+            );
+            t.sum().into_scalar::<f32>()
+        };
+        let synth = || {
+            trainer::gpu_kernels::stripe_images(&recipes, 42, size, &device)
+                .sum()
+                .into_scalar::<f32>()
+        };
+        let rate = |f: &dyn Fn() -> f32| {
+            f();
+            let runs = 20;
+            let started = Instant::now();
+            for _ in 0..runs {
+                std::hint::black_box(f());
+            }
+            (batch * runs) as f64 / started.elapsed().as_secs_f64()
+        };
+        println!(
+            "data_feed/wgpu {}x{} batch {batch}: upload {:.0} images/s, stripe_synth kernel {:.0} images/s",
+            size,
+            size,
+            rate(&upload),
+            rate(&synth)
+        );
+    }
 }

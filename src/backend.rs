@@ -243,9 +243,16 @@ fn type_rank(device_type: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// The wgpu backend, once opened in this process.
+static OPENED_WGPU: OnceLock<std::result::Result<OpenBackend, String>> = OnceLock::new();
+
+/// Whether `device` is the wgpu device this process opened (with or without autodiff).
+pub fn is_wgpu(device: &Device) -> bool {
+    matches!(OPENED_WGPU.get(), Some(Ok(open)) if open.device == *device)
+}
+
 fn open_wgpu() -> Result<OpenBackend> {
-    static OPENED: OnceLock<std::result::Result<OpenBackend, String>> = OnceLock::new();
-    let opened = OPENED.get_or_init(|| start_wgpu().map_err(|e| e.to_string()));
+    let opened = OPENED_WGPU.get_or_init(|| start_wgpu().map_err(|e| e.to_string()));
     opened.clone().map_err(|reason| TrainerError::BackendUnavailable {
         backend: "wgpu".to_string(),
         reason,

@@ -194,6 +194,7 @@ fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBat
             image: data::stripe_image(42, i % 3, i / 3, image_size),
             label: i % 3,
             sample_id: String::new(),
+            recipe: None,
         })
         .collect();
     burn::data::dataloader::batcher::Batcher::batch(

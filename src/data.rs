@@ -200,6 +200,16 @@ pub struct Sample {
     pub image: Vec<f32>,
     pub label: usize,
     pub sample_id: String,
+    /// For a stripe image: what makes it, so a wgpu device can draw it itself.
+    pub recipe: Option<Recipe>,
+}
+
+/// What a stripe image is a pure function of.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recipe {
+    pub seed: u64,
+    pub class: u32,
+    pub index: u32,
 }
 
 /// A list of samples of one image size; burn's [`Dataset`] over it yields (image, label, id).
@@ -260,6 +270,11 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
                 image: stripe_image(config.seed, label, index, config.image_size),
                 label,
                 sample_id: format!("{name}_{index:03}"),
+                recipe: Some(Recipe {
+                    seed: config.seed,
+                    class: label as u32,
+                    index: index as u32,
+                }),
             });
         }
     }
@@ -369,28 +384,63 @@ pub fn augment(image: &[f32], size: usize, seed: u64, number: u64) -> Vec<f32> {
     out
 }
 
+impl ImageBatcher {
+    /// The recipes of `items` when the device can draw them itself (stripe images of one seed,
+    /// no augmentation, a wgpu device with the kernels on).
+    fn device_recipes(&self, items: &[Sample], device: &Device) -> Option<(u64, Vec<(u32, u32)>)> {
+        if self.augment.is_some() || !crate::gpu_kernels::available(device) {
+            return None;
+        }
+        let seed = items.first()?.recipe?.seed;
+        let pairs = items
+            .iter()
+            .map(|item| {
+                item.recipe
+                    .filter(|r| r.seed == seed)
+                    .map(|r| (r.class, r.index))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((seed, pairs))
+    }
+}
+
 impl Batcher<Sample, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<Sample>, device: &Device) -> ImageBatch {
         let n = items.len();
         let s = self.image_size;
+        let on_device = self.device_recipes(&items, device);
         let mut pixels = Vec::with_capacity(n * s * s);
         let mut labels = Vec::with_capacity(n);
         let mut sample_ids = Vec::with_capacity(n);
         let mut host_labels = Vec::with_capacity(n);
         for item in items {
-            match self.augment {
-                Some(seed) => {
+            match (self.augment, &on_device) {
+                (_, Some(_)) => {}
+                (Some(seed), None) => {
                     let number = self.augmented.fetch_add(1, Ordering::SeqCst);
                     pixels.extend(augment(&item.image, s, seed, number));
                 }
-                None => pixels.extend_from_slice(&item.image),
+                (None, None) => pixels.extend_from_slice(&item.image),
             }
             labels.push(item.label as i64);
             host_labels.push(item.label);
             sample_ids.push(item.sample_id);
         }
+        let images = match on_device {
+            // Drawn by shaders/stripe_synth.wgsl: equal to the host's images, bit for bit.
+            Some((seed, recipes)) => {
+                let plain = device.clone().without_autodiff();
+                let images = crate::gpu_kernels::stripe_images(&recipes, seed, s, &plain);
+                if device.is_autodiff() {
+                    images.autodiff()
+                } else {
+                    images
+                }
+            }
+            None => Tensor::from_data(TensorData::new(pixels, [n, 1, s, s]), device),
+        };
         ImageBatch {
-            images: Tensor::from_data(TensorData::new(pixels, [n, 1, s, s]), device),
+            images,
             labels: Tensor::from_data(TensorData::new(labels, [n]), device),
             host_labels,
             sample_ids,

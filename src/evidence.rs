@@ -47,7 +47,11 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
         model_comparison_csv(report)?,
     )?;
     let best = report.best();
-    let counts = confusion_counts(&best.test.predictions, report.classes.len());
+    let counts = best
+        .test
+        .confusion
+        .clone()
+        .unwrap_or_else(|| confusion_counts(&best.test.predictions, report.classes.len()));
     staging.write(
         "outputs/confusion_matrix.csv",
         confusion_csv(&report.classes, &counts)?,
@@ -320,6 +324,8 @@ struct RunInfo<'a> {
     total_wall_seconds: f64,
     device: &'a crate::backend::DeviceInfo,
     backend_choice: Option<&'a str>,
+    /// Whether the WGSL kernels of shaders/ drew the images and summarized evaluation.
+    gpu_kernels: bool,
     /// The effective settings (also outputs/config.json).
     settings: &'a crate::config::Settings,
     normalization: crate::data::Normalization,
@@ -367,6 +373,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         total_wall_seconds: report.wall_seconds,
         device: &report.device,
         backend_choice: report.choice_note.as_deref(),
+        gpu_kernels: report.gpu_kernels,
         settings: &c.settings,
         normalization: report.normalization,
         skipped_files: report.skipped.len(),

@@ -131,6 +131,7 @@ pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
                 image,
                 label,
                 sample_id: id,
+                recipe: None,
             });
         }
         if samples.len() < minimum {

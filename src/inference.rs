@@ -47,6 +47,7 @@ pub fn evaluate_checkpoint(
         &splits.test,
         meta.classes.len(),
         batch_size,
+        false,
         &mut memory,
         &ctx,
     )?;
@@ -92,6 +93,7 @@ pub fn predict_files(
             image,
             label: 0, // unknown: the loss of this evaluation means nothing
             sample_id: file.display().to_string(),
+            recipe: None,
         });
     }
     let images = data::ImageDataset {
@@ -105,7 +107,7 @@ pub fn predict_files(
         progress: &crate::train::Silent,
     };
     let classes = meta.classes.len();
-    let evaluation = train::evaluate(&net, &images, classes, 256, &mut memory, &ctx)?;
+    let evaluation = train::evaluate(&net, &images, classes, 256, true, &mut memory, &ctx)?;
     let predictions = evaluation
         .predictions
         .iter()

@@ -15,6 +15,7 @@ pub mod data;
 pub mod error;
 pub mod evidence;
 pub mod folder;
+pub mod gpu_kernels;
 pub mod inference;
 pub mod interrupt;
 pub mod memory;

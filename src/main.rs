@@ -29,6 +29,12 @@ struct Cli {
 
     #[command(flatten)]
     run: RunArgs,
+
+    /// On wgpu, do not use the WGSL kernels of shaders/ (images drawn on the device, evaluation
+    /// summarized on the device): upload images from the host and read logits back instead.
+    /// For comparison; the results are the same.
+    #[arg(long, global = true)]
+    no_gpu_kernels: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -343,6 +349,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.no_gpu_kernels {
+        trainer::gpu_kernels::disable();
+    }
     trainer::interrupt::install();
     match dispatch(cli, &matches) {
         Ok(code) => code,

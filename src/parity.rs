@@ -153,7 +153,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
             }
             let train_settings = TrainSettings::new(settings, epochs, lr);
             let (trained, test) =
-                train::train_and_test(net, &splits, &train_settings, &mut memory, &ctx)?;
+                train::train_and_test(net, &splits, &train_settings, true, &mut memory, &ctx)?;
             let params =
                 models::parameters(&trained.last).map_err(|reason| TrainerError::Device {
                     backend: name.as_str().to_string(),

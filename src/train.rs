@@ -284,7 +284,7 @@ pub fn train_model(
 
         let val_started = Instant::now();
         let valid = net.valid();
-        let eval = evaluate(&valid, val, classes, batch_size, memory, ctx)?;
+        let eval = evaluate(&valid, val, classes, batch_size, false, memory, ctx)?;
         let val_seconds = val_started.elapsed().as_secs_f64();
         let stats = EpochStats {
             epoch,
@@ -364,11 +364,12 @@ fn halve(memory: &mut MemoryPolicy, event: MemoryEvent, ctx: &Context) -> usize 
 }
 
 /// Trains a model (see [`train_model`]) and then tests its best epoch on `splits.test`,
-/// once, at the batch size training ended with.
+/// once, at the batch size training ended with (keeping the test logits when asked).
 pub fn train_and_test(
     net: Net,
     splits: &Splits,
     settings: &TrainSettings,
+    keep_logits: bool,
     memory: &mut MemoryPolicy,
     ctx: &Context,
 ) -> Result<(Trained, Evaluation)> {
@@ -387,6 +388,7 @@ pub fn train_and_test(
         &splits.test,
         classes,
         trained.final_batch,
+        keep_logits,
         memory,
         ctx,
     )?;
@@ -570,8 +572,10 @@ pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
     pub predictions: Vec<Prediction>,
-    /// The logits of every sample, row-major (samples x classes), for parity checks.
+    /// The logits of every sample, row-major (samples x classes), when asked for.
     pub logits: Vec<f32>,
+    /// The confusion counts (actual x predicted), when the device computed them.
+    pub confusion: Option<Vec<Vec<usize>>>,
     /// The batch size evaluation ended at.
     pub batch_size: usize,
 }
@@ -584,6 +588,7 @@ pub fn evaluate(
     dataset: &ImageDataset,
     classes: usize,
     batch_size: usize,
+    keep_logits: bool,
     memory: &mut MemoryPolicy,
     ctx: &Context,
 ) -> Result<Evaluation> {
@@ -595,7 +600,7 @@ pub fn evaluate(
     loop {
         let failure = match memory.injected_failure(batch_size) {
             Some(reason) => reason,
-            None => match evaluate_once(&net, dataset, batch_size, &device) {
+            None => match evaluate_once(&net, dataset, batch_size, &device, keep_logits) {
                 Ok(mut evaluation) => {
                     evaluation.batch_size = batch_size;
                     return Ok(evaluation);
@@ -631,10 +636,16 @@ fn evaluate_once(
     dataset: &ImageDataset,
     batch_size: usize,
     device: &Device,
+    keep_logits: bool,
 ) -> std::result::Result<Evaluation, StepFailure> {
+    // On wgpu, shaders/eval_summary.wgsl reduces each batch on the device, and only its small
+    // summary comes back; elsewhere the logits come back and are summarized here.
+    let kernels = crate::gpu_kernels::available(device);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut loss_sum: Option<Tensor<1>> = None;
     let mut all_logits = Vec::new();
+    let mut summaries = Vec::new();
+    let mut confusion: Option<Tensor<2, Int>> = None;
     let mut labels = Vec::new();
     let mut ids = Vec::new();
     for batch in data::loader(dataset, batch_size, None, None, device).iter() {
@@ -647,7 +658,18 @@ fn evaluate_once(
             Some(sum) => sum + loss,
             None => loss,
         });
-        all_logits.push(logits);
+        if kernels {
+            let (summary, counts) =
+                crate::gpu_kernels::summarize(logits.clone(), batch.labels.clone());
+            summaries.push(summary);
+            confusion = Some(match confusion {
+                Some(total) => total + counts,
+                None => counts,
+            });
+        }
+        if keep_logits || !kernels {
+            all_logits.push(logits);
+        }
         labels.extend(batch.host_labels);
         ids.extend(batch.sample_ids);
     }
@@ -657,23 +679,58 @@ fn evaluate_once(
             accuracy: 0.0,
             predictions: Vec::new(),
             logits: Vec::new(),
+            confusion: None,
             batch_size,
         });
     };
-    let logits = Tensor::cat(all_logits, 0);
-    let (confidence, predicted) = softmax(logits.clone(), 1).max_dim_with_indices(1);
-    let data = Transaction::default()
-        .register(loss_sum)
-        .register(logits)
-        .register(confidence)
-        .register(predicted)
+    let read = |e: burn::tensor::DataError| StepFailure::Other(format!("{e:?}"));
+    // One read: the loss, then either the kernel's summary and confusion counts or the
+    // softmax's confidence and prediction, then the logits when asked for.
+    let logits = (!all_logits.is_empty()).then(|| Tensor::cat(all_logits, 0));
+    let mut transaction = Transaction::default().register(loss_sum);
+    match (kernels, &logits) {
+        (true, _) => {
+            transaction = transaction
+                .register(Tensor::cat(summaries, 0))
+                .register(confusion.expect("at least one batch"));
+        }
+        (false, Some(logits)) => {
+            let (confidence, predicted) = softmax(logits.clone(), 1).max_dim_with_indices(1);
+            transaction = transaction.register(confidence).register(predicted);
+        }
+        (false, None) => unreachable!("without the kernels the logits are kept"),
+    }
+    if keep_logits && let Some(logits) = &logits {
+        transaction = transaction.register(logits.clone());
+    }
+    let data = transaction
         .try_execute()
         .map_err(|e| StepFailure::classify(e.to_string()))?;
-    let read = |e: burn::tensor::DataError| StepFailure::Other(format!("{e:?}"));
     let loss_sum = data[0].try_to_vec_as::<f32>().map_err(read)?[0] as f64;
-    let logits = data[1].try_to_vec_as::<f32>().map_err(read)?;
-    let confidence = data[2].try_to_vec_as::<f32>().map_err(read)?;
-    let predicted = data[3].try_to_vec_as::<i64>().map_err(read)?;
+    let (confidence, predicted, confusion): (Vec<f32>, Vec<i64>, _) = if kernels {
+        let summary = data[1].try_to_vec_as::<f32>().map_err(read)?;
+        let counts = data[2].try_to_vec_as::<i64>().map_err(read)?;
+        let classes = data[2].shape()[0].max(1);
+        let confusion: Vec<Vec<usize>> = counts
+            .chunks(classes)
+            .map(|row| row.iter().map(|c| *c as usize).collect())
+            .collect();
+        (
+            summary.chunks(3).map(|s| s[0]).collect(),
+            summary.chunks(3).map(|s| s[1] as i64).collect(),
+            Some(confusion),
+        )
+    } else {
+        (
+            data[1].try_to_vec_as::<f32>().map_err(read)?,
+            data[2].try_to_vec_as::<i64>().map_err(read)?,
+            None,
+        )
+    };
+    let logits = match (keep_logits, data.get(3)) {
+        (true, Some(values)) => values.try_to_vec_as::<f32>().map_err(read)?,
+        _ => Vec::new(),
+    };
     let predictions: Vec<Prediction> = ids
         .into_iter()
         .zip(labels)
@@ -697,6 +754,7 @@ fn evaluate_once(
         accuracy: correct / n,
         predictions,
         logits,
+        confusion,
         batch_size,
     })
 }

@@ -75,6 +75,8 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     /// Device memory held by burn's allocator after each model (wgpu reports it).
     pub peak_device_bytes: Option<u64>,
+    /// Whether the WGSL kernels of shaders/ were used.
+    pub gpu_kernels: bool,
 }
 
 impl Report {
@@ -144,7 +146,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
             &opened.device,
         );
         let (trained, test) =
-            train::train_and_test(net, &splits, &train_settings, &mut memory, &ctx)?;
+            train::train_and_test(net, &splits, &train_settings, false, &mut memory, &ctx)?;
         if let Some(d) = &trained.divergence {
             let kept = match trained.best_epoch {
                 0 => "no epoch finished, so the initial parameters are kept".to_string(),
@@ -197,6 +199,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         wall_seconds: 0.0,
         peak_rss_bytes: None,
         peak_device_bytes,
+        gpu_kernels: crate::gpu_kernels::available(&opened.device),
     };
 
     let staging = Staging::begin(&report.config.out)?;
