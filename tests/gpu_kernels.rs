@@ -35,7 +35,7 @@ fn stripe_synth_equals_the_host_bit_for_bit() {
         return;
     };
     let mut rng = Lcg(3);
-    let cases: [(u64, usize, usize); 6] = [
+    let mut cases: Vec<(u64, usize, usize)> = vec![
         (42, 16, 1),
         (0, 5, 3),
         (7, 16, 255),
@@ -43,6 +43,15 @@ fn stripe_synth_equals_the_host_bit_for_bit() {
         (123_456_789, 8, 600),
         (u64::MAX, 64, 70),
     ];
+    // And twenty more random seeds, sizes and batch sizes.
+    for _ in 0..20 {
+        let seed = rng.next() << 20 ^ rng.next();
+        cases.push((
+            seed,
+            5 + (rng.next() % 40) as usize,
+            1 + (rng.next() % 300) as usize,
+        ));
+    }
     for (seed, size, batch) in cases {
         let recipes: Vec<(u32, u32)> = (0..batch)
             .map(|_| ((rng.next() % 3) as u32, (rng.next() % 5000) as u32))
