@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
-use crate::data::{DataConfig, MAX_IMAGE_SIZE};
+use crate::data::DataConfig;
 use crate::error::{Result, TrainerError};
 use crate::models::ModelKind;
 
@@ -100,9 +100,6 @@ impl Settings {
     /// Checks every value before any work starts.
     pub fn validate(&self) -> Result<()> {
         self.data_config().validate()?;
-        if self.image_size > MAX_IMAGE_SIZE {
-            return Err(TrainerError::bad_input("image size too large"));
-        }
         if self.batch_size == 0 {
             return Err(TrainerError::bad_input("--batch-size must be at least 1"));
         }

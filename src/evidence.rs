@@ -491,15 +491,9 @@ fn curve_chart(
             colour: i,
         });
     }
-    LineChart {
-        title: title.to_string(),
-        x_label: "epoch".to_string(),
-        y_label: metric.to_string(),
-        series,
-        log2_x: false,
-        marks: Vec::new(),
-        legend_lower_right: false,
-    }
+    let mut chart = LineChart::new(title, "epoch", metric);
+    chart.series = series;
+    chart
 }
 
 fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {

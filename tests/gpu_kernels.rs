@@ -16,25 +16,12 @@ fn wgpu_device(test: &str) -> Option<Device> {
     Some(open_named(BackendName::Wgpu).expect("wgpu starts").device)
 }
 
-/// A small deterministic generator for test inputs.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 #[test]
 fn stripe_synth_equals_the_host_bit_for_bit() {
     let Some(device) = wgpu_device("stripe_synth_equals_the_host_bit_for_bit") else {
         return;
     };
-    let mut rng = Lcg(3);
+    let mut rng = common::Lcg(3);
     let mut cases: Vec<(u64, usize, usize)> = vec![
         (42, 16, 1),
         (0, 5, 3),
@@ -58,7 +45,7 @@ fn stripe_synth_equals_the_host_bit_for_bit() {
             .collect();
         let images = gpu_kernels::stripe_images(&recipes, seed, size, &device);
         assert_eq!(images.dims(), [batch, 1, size, size]);
-        let values: Vec<f32> = images.into_data().to_vec().unwrap();
+        let values: Vec<f32> = images.into_data().try_to_vec_as::<f32>().unwrap();
         for (i, &(class, index)) in recipes.iter().enumerate() {
             let host = stripe_image(seed, class as usize, index as usize, size);
             let device_image = &values[i * size * size..(i + 1) * size * size];
@@ -78,7 +65,7 @@ fn eval_summary_matches_the_host() {
     let Some(device) = wgpu_device("eval_summary_matches_the_host") else {
         return;
     };
-    let mut rng = Lcg(11);
+    let mut rng = common::Lcg(11);
     for (n, classes) in [(1, 3), (84, 3), (257, 5), (1000, 2)] {
         let logits: Vec<f32> = (0..n * classes)
             .map(|_| (rng.next() % 2000) as f32 / 250.0 - 4.0)
@@ -90,8 +77,8 @@ fn eval_summary_matches_the_host() {
             Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, classes]), &device),
             Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &device),
         );
-        let summary: Vec<f32> = summary.into_data().to_vec().unwrap();
-        let confusion: Vec<i64> = confusion.into_data().convert::<i64>().to_vec().unwrap();
+        let summary: Vec<f32> = summary.into_data().try_to_vec_as::<f32>().unwrap();
+        let confusion: Vec<i64> = confusion.into_data().try_to_vec_as::<i64>().unwrap();
         let mut expected = vec![0i64; classes * classes];
         for i in 0..n {
             let row = &logits[i * classes..(i + 1) * classes];

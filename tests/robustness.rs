@@ -89,22 +89,6 @@ fn a_diverging_model_stops_and_the_other_still_trains() {
     assert!(meta.contains("Flatten baseline"));
 }
 
-/// A small deterministic generator for the fuzz test.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 #[test]
 fn broken_checkpoints_are_refused_and_never_panic() {
     let dir = temp();

@@ -119,3 +119,20 @@ pub fn wgpu_available(test: &str) -> bool {
 pub fn file(pack: &Path, relative: &str) -> PathBuf {
     pack.join(relative)
 }
+
+/// A small deterministic generator for test inputs.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
