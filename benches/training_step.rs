@@ -35,12 +35,22 @@ fn main() {
                 continue;
             }
         };
-        for &batch in &config.batch_sizes {
-            match measure(&config, ModelKind::Cnn, batch, &open.device, &open.info) {
-                Ok(row) => println!("training_step/{}: {}", name.as_str(), describe(&row)),
-                Err(e) => println!("training_step/{}/{batch}: failed: {e}", name.as_str()),
+        // On cpu, the fused Tiny CNN operation (src/cpu_kernels.rs) and burn-flex's layers.
+        let variants: &[(&str, bool)] = if name == BackendName::Cpu {
+            &[("cpu", true), ("cpu-layers", false)]
+        } else {
+            &[(name.as_str(), true)]
+        };
+        for &(label, fused) in variants {
+            trainer::cpu_kernels::set_enabled(fused);
+            for &batch in &config.batch_sizes {
+                match measure(&config, ModelKind::Cnn, batch, &open.device, &open.info) {
+                    Ok(row) => println!("training_step/{label}: {}", describe(&row)),
+                    Err(e) => println!("training_step/{label}/{batch}: failed: {e}"),
+                }
             }
         }
+        trainer::cpu_kernels::set_enabled(true);
     }
 
     data_feed();

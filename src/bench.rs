@@ -70,6 +70,9 @@ pub struct BenchReport {
     pub trainer_version: &'static str,
     pub burn_version: &'static str,
     pub rustc_version: &'static str,
+    /// The instruction set of the fused Tiny CNN operation (src/cpu_kernels.rs) where the cpu
+    /// backend ran with it; null otherwise.
+    pub cpu_kernels: Option<&'static str>,
 }
 
 /// Runs the sweep and writes bench/throughput.csv, bench/throughput_vs_batch.png,
@@ -112,6 +115,9 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
     if crate::interrupt::requested() {
         return Err(TrainerError::Interrupted);
     }
+    let cpu_kernels = (crate::cpu_kernels::enabled()
+        && config.backends.contains(&crate::backend::BackendName::Cpu))
+    .then(crate::cpu_kernels::instruction_set);
     let report = BenchReport {
         config,
         devices: opened.iter().map(|o| o.info.clone()).collect(),
@@ -120,6 +126,7 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
         trainer_version: env!("CARGO_PKG_VERSION"),
         burn_version: env!("TRAINER_BURN_VERSION"),
         rustc_version: env!("TRAINER_RUSTC_VERSION"),
+        cpu_kernels,
     };
     write(&report)?;
     Ok(report)
@@ -436,6 +443,12 @@ fn markdown(report: &BenchReport) -> String {
     let _ = writeln!(out, "Measured {}.\n", report.started_at_utc);
     for d in &report.devices {
         let _ = writeln!(out, "- {}", d.summary());
+    }
+    if let Some(isa) = report.cpu_kernels {
+        let _ = writeln!(
+            out,
+            "- cpu: the Tiny CNN's convolutions, ReLUs and pooling run as one fused operation (src/cpu_kernels.rs, {isa}); `--no-cpu-kernels` runs burn-flex's layers instead"
+        );
     }
     let _ = writeln!(
         out,

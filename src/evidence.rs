@@ -326,6 +326,9 @@ struct RunInfo<'a> {
     backend_choice: Option<&'a str>,
     /// Whether the WGSL kernels of shaders/ drew the images and summarized evaluation.
     gpu_kernels: bool,
+    /// The vector instruction set of the fused Tiny CNN operation on the CPU backend
+    /// (src/cpu_kernels.rs), or null when the layers ran one by one.
+    cpu_kernels: Option<&'static str>,
     /// The effective settings (also outputs/config.json).
     settings: &'a crate::config::Settings,
     normalization: crate::data::Normalization,
@@ -374,6 +377,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         device: &report.device,
         backend_choice: report.choice_note.as_deref(),
         gpu_kernels: report.gpu_kernels,
+        cpu_kernels: report.cpu_kernels,
         settings: &c.settings,
         normalization: report.normalization,
         skipped_files: report.skipped.len(),

@@ -4,6 +4,7 @@
 //! [`train`] is the one training loop, [`memory`] decides batch sizes, [`backend`] picks and
 //! describes the device, [`workshop`] runs it all, [`evidence`] and [`plots`] write the pack,
 //! [`pack`] keeps the user's folders safe, [`checkpoint`] and [`inference`] reload models.
+//! [`cpu_kernels`] and [`gpu_kernels`] are the hand-written operations for the CPU and wgpu.
 
 pub mod backend;
 pub mod bench;
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod console;
+pub mod cpu_kernels;
 pub mod data;
 pub mod error;
 pub mod evidence;

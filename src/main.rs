@@ -35,6 +35,12 @@ struct Cli {
     /// For comparison; the results are the same.
     #[arg(long, global = true)]
     no_gpu_kernels: bool,
+
+    /// On the CPU backend, do not use the fused Tiny CNN operation of src/cpu_kernels.rs: run
+    /// burn-flex's conv, ReLU and pooling layers one by one instead. For comparison; the
+    /// results agree to float rounding (about 3x slower).
+    #[arg(long, global = true)]
+    no_cpu_kernels: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -351,6 +357,9 @@ fn main() -> ExitCode {
     };
     if cli.no_gpu_kernels {
         trainer::gpu_kernels::disable();
+    }
+    if cli.no_cpu_kernels {
+        trainer::cpu_kernels::set_enabled(false);
     }
     trainer::interrupt::install();
     match dispatch(cli, &matches) {

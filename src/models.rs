@@ -131,7 +131,18 @@ impl Net {
     }
 
     /// Images (batch, 1, h, w) to logits (batch, classes).
+    ///
+    /// On the CPU backend the Tiny CNN's convolutions, pooling and ReLUs run as one fused
+    /// operation ([`crate::cpu_kernels`]); everywhere else, and for the shape trace, layer by
+    /// layer.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        if let Net::Cnn(model) = self
+            && crate::cpu_kernels::available(&images.device())
+            && let Some(features) =
+                crate::cpu_kernels::tiny_cnn_features(images.clone(), &model.conv1, &model.conv2)
+        {
+            return model.classifier.forward(features);
+        }
         self.forward_traced(images, &mut |_, _| {})
     }
 

@@ -77,6 +77,8 @@ pub struct Report {
     pub peak_device_bytes: Option<u64>,
     /// Whether the WGSL kernels of shaders/ were used.
     pub gpu_kernels: bool,
+    /// The instruction set of the fused Tiny CNN operation on the CPU backend, if it was used.
+    pub cpu_kernels: Option<&'static str>,
 }
 
 impl Report {
@@ -200,6 +202,8 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         peak_rss_bytes: None,
         peak_device_bytes,
         gpu_kernels: crate::gpu_kernels::available(&opened.device),
+        cpu_kernels: crate::cpu_kernels::available(&opened.device)
+            .then(crate::cpu_kernels::instruction_set),
     };
 
     let staging = Staging::begin(&report.config.out)?;
