@@ -2,9 +2,9 @@
 //! wired into burn through its backend extension API, with its own backward pass.
 //!
 //! Why: on 2 cores, burn-flex spends most of a Tiny CNN step in conv and max-pool kernels
-//! built for many channels (README, "Where the CPU time goes"). The Tiny CNN has 1, 8 and 16
-//! channels, so here each image is computed in one pass, channels-last, with the channel loop
-//! innermost and of fixed length so that it becomes SIMD lanes:
+//! built for many channels (README: "Where the CPU time went, and what fixed it"). The Tiny
+//! CNN has 1, 8 and 16 channels, so here each image is computed in one pass, channels-last,
+//! with the channel loop innermost and of fixed length so that it becomes SIMD lanes:
 //!
 //! ```text
 //! images (N,1,H,W) -> conv1 3x3 pad 1 -> ReLU -> max-pool 2x2 -> conv2 3x3 pad 1 -> ReLU
@@ -14,8 +14,8 @@
 //! The backward pass returns the gradients of both convolutions' weights and biases (and of
 //! the images, when they are tracked) from the activations kept by the forward pass.
 //!
-//! The arithmetic is the layer-by-layer arithmetic up to float summation order (the parity
-//! test compares the two). It is deterministic: images are independent, and the gradient
+//! The arithmetic is the layer-by-layer arithmetic up to float summation order
+//! (tests/cpu_kernels.rs compares the two). It is deterministic: images are independent, and the gradient
 //! sums are added in a fixed order of fixed-size chunks whatever the thread count. Vector
 //! width changes only which instructions run, never the order of additions (no FMA), so the
 //! AVX-512, AVX2 and portable variants give the same bits.
