@@ -115,9 +115,10 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
     if crate::interrupt::requested() {
         return Err(TrainerError::Interrupted);
     }
-    let cpu_kernels = (crate::cpu_kernels::enabled()
-        && config.backends.contains(&crate::backend::BackendName::Cpu))
-    .then(crate::cpu_kernels::instruction_set);
+    let cpu_kernels = opened
+        .iter()
+        .any(|o| crate::cpu_kernels::available(&o.device))
+        .then(crate::cpu_kernels::instruction_set);
     let report = BenchReport {
         config,
         devices: opened.iter().map(|o| o.info.clone()).collect(),

@@ -86,16 +86,35 @@ static TURNED_OFF: AtomicBool = AtomicBool::new(false);
 
 /// Which vector instructions the kernels use on this machine, for run_info and the README.
 pub fn instruction_set() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return "avx512";
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return "avx2";
-        }
+    match InstructionSet::detect() {
+        InstructionSet::Avx512 => "avx512",
+        InstructionSet::Avx2 => "avx2",
+        InstructionSet::Portable => "portable",
     }
-    "portable"
+}
+
+/// The widest vector instructions this CPU has that the kernels are compiled for.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum InstructionSet {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl InstructionSet {
+    fn detect() -> InstructionSet {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return InstructionSet::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                return InstructionSet::Avx2;
+            }
+        }
+        InstructionSet::Portable
+    }
 }
 
 /// The Tiny CNN's features through the fused operation; `None` when the convolutions do not
@@ -135,14 +154,9 @@ impl CpuKernels for Flex {
         conv2_weight: FlexTensor,
         conv2_bias: FlexTensor,
     ) -> FlexTensor {
-        let weights = Weights::new(
-            &host(conv1_weight),
-            &host(conv1_bias),
-            &host(conv2_weight),
-            &host(conv2_bias),
-        );
-        let dims = Dims::of(&images);
-        let (features, _) = forward(&dims, &host(images), &weights, false);
+        let (dims, images, weights) =
+            inputs(images, conv1_weight, conv1_bias, conv2_weight, conv2_bias);
+        let (features, _) = forward(&dims, &images, &weights, false);
         flex(features, [dims.n, C2])
     }
 }
@@ -160,9 +174,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         let (b1, b1_node) = conv1_bias.into_parts();
         let (w2, w2_node) = conv2_weight.into_parts();
         let (b2, b2_node) = conv2_bias.into_parts();
-        let weights = Weights::new(&host(w1), &host(b1), &host(w2), &host(b2));
-        let dims = Dims::of(&images);
-        let images = host(images);
+        let (dims, images, weights) = inputs(images, w1, b1, w2, b2);
 
         let nodes = [images_node, w1_node, b1_node, w2_node, b2_node];
         match FeaturesBackward
@@ -230,6 +242,18 @@ impl Backward<Flex, 5> for FeaturesBackward {
             }
         }
     }
+}
+
+/// The operation's inputs on the host: sizes, image values and rearranged weights.
+fn inputs(
+    images: FlexTensor,
+    w1: FlexTensor,
+    b1: FlexTensor,
+    w2: FlexTensor,
+    b2: FlexTensor,
+) -> (Dims, Vec<f32>, Weights) {
+    let weights = Weights::new(&host(w1), &host(b1), &host(w2), &host(b2));
+    (Dims::of(&images), host(images), weights)
 }
 
 /// A flex tensor's values, contiguous, as f32.
@@ -334,7 +358,19 @@ struct SampleActivations {
 
 const NONE: u8 = u8::MAX;
 
-/// Features (N x C2) and, when `keep`, each image's activations.
+impl SampleActivations {
+    fn new(d: &Dims) -> SampleActivations {
+        SampleActivations {
+            image: vec![0.0; d.image_padded()],
+            pooled: vec![0.0; d.pooled_padded()],
+            winner: vec![NONE; d.ph * d.pw * C1],
+            conv2: vec![0.0; d.ph * d.pw * C2],
+        }
+    }
+}
+
+/// Features (N x C2) and, when `keep`, each image's activations (otherwise each worker
+/// reuses one set: the padding stays zero and the rest is overwritten per image).
 fn forward(
     dims: &Dims,
     images: &[f32],
@@ -345,16 +381,18 @@ fn forward(
     let per_image: Vec<([f32; C2], Option<SampleActivations>)> = images
         .par_chunks(image_len)
         .map_init(
-            || vec![0.0f32; image_len * C1],
-            |conv1, image| {
-                let mut acts = SampleActivations {
-                    image: vec![0.0; dims.image_padded()],
-                    pooled: vec![0.0; dims.pooled_padded()],
-                    winner: vec![NONE; dims.ph * dims.pw * C1],
-                    conv2: vec![0.0; dims.ph * dims.pw * C2],
-                };
-                let features = simd::forward_image(dims, image, weights, conv1, &mut acts);
-                (features, keep.then_some(acts))
+            || (vec![0.0f32; image_len * C1], SampleActivations::new(dims)),
+            |(conv1, reused), image| {
+                if keep {
+                    let mut acts = SampleActivations::new(dims);
+                    let features = simd::forward_image(dims, image, weights, conv1, &mut acts);
+                    (features, Some(acts))
+                } else {
+                    (
+                        simd::forward_image(dims, image, weights, conv1, reused),
+                        None,
+                    )
+                }
             },
         )
         .collect();
@@ -483,7 +521,7 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> Grads {
 
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
-    use super::{C1, C2, Dims, GradSums, NONE, SampleActivations, Weights};
+    use super::{C1, C2, Dims, GradSums, InstructionSet, NONE, SampleActivations, Weights};
 
     /// Scratch buffers of one image's backward pass, reused across a chunk.
     pub(super) struct BackwardScratch {
@@ -525,13 +563,12 @@ mod simd {
                     unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                         $body($($arg),*)
                     }
-                    if std::is_x86_feature_detected!("avx512f") {
+                    match InstructionSet::detect() {
                         // SAFETY: the CPU has AVX-512F.
-                        return unsafe { avx512($($arg),*) };
-                    }
-                    if std::is_x86_feature_detected!("avx2") {
+                        InstructionSet::Avx512 => return unsafe { avx512($($arg),*) },
                         // SAFETY: the CPU has AVX2.
-                        return unsafe { avx2($($arg),*) };
+                        InstructionSet::Avx2 => return unsafe { avx2($($arg),*) },
+                        InstructionSet::Portable => {}
                     }
                 }
                 $body($($arg),*)
