@@ -5,7 +5,7 @@
 //! U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every weight and bias) and then moved to the
 //! device, so every backend starts from the same numbers.
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -216,19 +216,34 @@ impl HostInit {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 
+    /// A parameter drawn as [`Self::uniform`] draws it. Its id comes from the model and the
+    /// parameter's position instead of burn's random ids, so two identical runs write
+    /// byte-identical checkpoints.
+    fn param<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        bound: f32,
+        device: &Device,
+    ) -> Param<Tensor<D>> {
+        let id = ParamId::from(((self.model as u64) << 32) | (self.next_param as u64 + 1));
+        let mut param = Param::from_tensor(self.uniform(shape, bound, device));
+        param.id = id;
+        param
+    }
+
     fn linear(&mut self, mut layer: Linear, device: &Device) -> Linear {
         let [fan_in, fan_out] = layer.weight.dims();
         let bound = 1.0 / (fan_in as f32).sqrt();
-        layer.weight = Param::from_tensor(self.uniform([fan_in, fan_out], bound, device));
-        layer.bias = Some(Param::from_tensor(self.uniform([fan_out], bound, device)));
+        layer.weight = self.param([fan_in, fan_out], bound, device);
+        layer.bias = Some(self.param([fan_out], bound, device));
         layer
     }
 
     fn conv(&mut self, mut layer: Conv2d, device: &Device) -> Conv2d {
         let [out, inp, kh, kw] = layer.weight.dims();
         let bound = 1.0 / ((inp * kh * kw) as f32).sqrt();
-        layer.weight = Param::from_tensor(self.uniform([out, inp, kh, kw], bound, device));
-        layer.bias = Some(Param::from_tensor(self.uniform([out], bound, device)));
+        layer.weight = self.param([out, inp, kh, kw], bound, device);
+        layer.bias = Some(self.param([out], bound, device));
         layer
     }
 }

@@ -8,7 +8,11 @@ use std::path::Path;
 
 use common::*;
 
-const DETERMINISTIC: [&str; 5] = [
+/// Files that two runs with the same settings write byte for byte the same (the checkpoint
+/// too: parameter ids come from the parameter's position, not from burn's random ids).
+const DETERMINISTIC: [&str; 7] = [
+    "checkpoints/best_model.bpk",
+    "checkpoints/best_model.json",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
     "outputs/confusion_matrix.csv",
