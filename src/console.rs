@@ -37,6 +37,11 @@ impl Console {
         }
     }
 
+    /// Whether notes and progress are hidden.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// A result line: always printed.
     pub fn result(&self, line: &str) {
         self.with_bar_suspended(|| say(line));

@@ -50,6 +50,10 @@ pub enum TrainerError {
     )]
     Interrupted,
 
+    /// Turning results into JSON or another format failed (a failed run, not bad input).
+    #[error("serializing: {0}")]
+    Serialize(String),
+
     /// A verdict (parity) did not hold.
     #[error("{0}")]
     VerdictFailed(String),

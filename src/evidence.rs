@@ -99,7 +99,8 @@ fn csv_error(e: impl std::fmt::Display) -> TrainerError {
     TrainerError::bad_input(format!("writing CSV: {e}"))
 }
 
-fn csv_text(rows: Vec<Vec<String>>) -> Result<String> {
+/// The one CSV writer: the seed's CRLF line ends, quoting where a cell needs it.
+pub fn csv_text(rows: Vec<Vec<String>>) -> Result<String> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
@@ -108,6 +109,20 @@ fn csv_text(rows: Vec<Vec<String>>) -> Result<String> {
     }
     let bytes = writer.into_inner().map_err(csv_error)?;
     String::from_utf8(bytes).map_err(csv_error)
+}
+
+/// A Markdown table: a header row, its rule, then the rows (a `|` in a cell is escaped).
+pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let line = |cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let mut out = line(header);
+    out += &format!("|{}\n", "---|".repeat(header.len()));
+    for row in rows {
+        out += &line(row);
+    }
+    out
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {

@@ -5,6 +5,8 @@
 //! describes the device, [`workshop`] runs it all, [`evidence`] and [`plots`] write the pack,
 //! [`pack`] keeps the user's folders safe, [`checkpoint`] and [`inference`] reload models.
 //! [`cpu_kernels`] and [`gpu_kernels`] are the hand-written operations for the CPU and wgpu.
+//! [`sweep`] plans many runs, runs any one of them by index (Slurm, Kubernetes, locally) and
+//! collects one leaderboard.
 
 pub mod backend;
 pub mod bench;
@@ -26,6 +28,7 @@ pub mod pack;
 pub mod parity;
 pub mod plots;
 pub mod rng;
+pub mod sweep;
 pub mod train;
 pub mod workshop;
 

@@ -59,6 +59,92 @@ enum Command {
     Parity(ParityArgs),
     /// Measure training throughput against batch size.
     Bench(BenchArgs),
+    /// Many runs: plan a grid of settings, run its tasks (Slurm job array, Kubernetes Indexed
+    /// Job, or this machine), collect one leaderboard.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SweepCommand {
+    /// Expand a TOML grid into DIR/plan.json, DIR/slurm.sbatch and DIR/k8s-job.yaml.
+    Plan(SweepPlanArgs),
+    /// Run one task of DIR (index from --task-index, SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX), or every unfinished task with --local.
+    Run(SweepRunArgs),
+    /// Rank what finished into DIR/leaderboard.csv, leaderboard.md and sweep_*.png (exit 1
+    /// when tasks failed or are missing).
+    Collect(SweepCollectArgs),
+}
+
+/// `trainer sweep plan`.
+#[derive(Args, Debug)]
+struct SweepPlanArgs {
+    /// The sweep's TOML: the keys of --config, any value a list to sweep over (lr_cnn =
+    /// [0.003, 0.01], seed = [1, 2]); split and models sweep as lists of lists. Relative data
+    /// folders are read from the file's folder.
+    #[arg(long)]
+    config: PathBuf,
+
+    /// The sweep folder (new or empty; every worker must see it).
+    #[arg(long)]
+    out: PathBuf,
+
+    /// Draw this many runs at random from a larger grid (at most 10000).
+    #[arg(long)]
+    max_runs: Option<usize>,
+
+    /// Seed of the --max-runs draw (the runs' own seed is the `seed` setting).
+    #[arg(long, default_value_t = 0)]
+    draw_seed: u64,
+
+    /// Tasks at once: Slurm's array limit (%P) and the Indexed Job's parallelism.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+
+    /// CPU cores per task (Slurm's --cpus-per-task, the pod's cpu request, the CPU backend's
+    /// threads).
+    #[arg(long, default_value_t = 1)]
+    cpus_per_task: usize,
+
+    /// Backend of every task, over the file's `backend` (wgpu asks Slurm and Kubernetes for
+    /// one GPU per task).
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
+
+    /// The trainer binary the launchers call [default: this binary].
+    #[arg(long)]
+    trainer_bin: Option<PathBuf>,
+}
+
+/// `trainer sweep run`.
+#[derive(Args, Debug)]
+struct SweepRunArgs {
+    /// The sweep folder (made by trainer sweep plan).
+    dir: PathBuf,
+
+    /// The task to run [default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX].
+    #[arg(long, conflicts_with = "local")]
+    task_index: Option<usize>,
+
+    /// Run every unfinished task on this machine.
+    #[arg(long)]
+    local: bool,
+
+    /// With --local: tasks at once [default: the cores divided by the plan's cpus per task].
+    #[arg(long, requires = "local")]
+    jobs: Option<usize>,
+
+    /// Print only the results.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `trainer sweep collect`.
+#[derive(Args, Debug)]
+struct SweepCollectArgs {
+    /// The sweep folder.
+    dir: PathBuf,
 }
 
 /// The workshop run.
@@ -381,6 +467,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Predict(args)) => predict(args),
         Some(Command::Compare(args)) => compare(args),
+        Some(Command::Sweep(command)) => return sweep(command),
         Some(Command::Devices) => {
             for line in trainer::backend::describe_all() {
                 say(&line);
@@ -561,6 +648,139 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn sweep(command: SweepCommand) -> Result<ExitCode> {
+    use trainer::sweep::{self, Plan, PlanConfig, task::Outcome, task::Status};
+    match command {
+        SweepCommand::Plan(args) => {
+            // The defaults of every setting come from the flags' own defaults.
+            let defaults = Cli::try_parse_from(["trainer"])
+                .map_err(|e| TrainerError::bad_input(e.to_string()))?;
+            let trainer = match args.trainer_bin {
+                Some(path) => path,
+                None => std::env::current_exe().map_err(|e| {
+                    TrainerError::io(
+                        "finding the trainer binary",
+                        std::path::Path::new("trainer"),
+                        e,
+                    )
+                })?,
+            };
+            let config = PlanConfig {
+                config: args.config,
+                out: args.out,
+                max_runs: args.max_runs,
+                draw_seed: args.draw_seed,
+                parallel: args.parallel,
+                cpus_per_task: args.cpus_per_task,
+                backend: args.backend,
+                trainer: std::path::absolute(&trainer).unwrap_or(trainer),
+                defaults: defaults.run.train.settings(defaults.run.backend),
+            };
+            let plan = sweep::plan::plan(&config)?;
+            let dir = plan.launch.dir.display().to_string();
+            say(&format!(
+                "planned {} tasks (grid {}; varying: {})",
+                plan.tasks.len(),
+                plan.grid_size,
+                if plan.varying.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    plan.varying.join(", ")
+                }
+            ));
+            say(&format!("{dir}/plan.json"));
+            say(&format!("slurm:      sbatch {dir}/slurm.sbatch"));
+            say(&format!(
+                "kubernetes: kubectl apply -f {dir}/k8s-job.yaml (fill in its placeholders)"
+            ));
+            say(&format!("here:       trainer sweep run {dir} --local"));
+        }
+        SweepCommand::Run(args) => {
+            let console = Console::new(args.quiet);
+            let plan = Plan::read(&args.dir)?;
+            if args.local {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let jobs = args
+                    .jobs
+                    .unwrap_or((cores / plan.launch.cpus_per_task).max(1));
+                let summary = sweep::local::run_all(&args.dir, &plan, jobs, &console)?;
+                console.result(&format!(
+                    "sweep: ran {}, {} finished earlier, {} failed",
+                    summary.ran,
+                    summary.skipped,
+                    summary.failed.len()
+                ));
+                if let Some((index, log)) = summary.failed.first() {
+                    return Err(TrainerError::VerdictFailed(format!(
+                        "{} tasks failed (task {index:04}: see {log})",
+                        summary.failed.len()
+                    )));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let index = task_index(args.task_index)?;
+            let task = plan.task(index)?;
+            let what = plan
+                .varying_values(task)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            console.info(&format!("task {index:04}/{}: {what}", plan.tasks.len()));
+            match sweep::task::run(&args.dir, &plan, index, &console)? {
+                Outcome::AlreadyFinished(state) => console.result(&format!(
+                    "task {index:04}: {} earlier, skipped",
+                    state.status.as_str()
+                )),
+                Outcome::Busy(holder) => {
+                    console.result(&format!("task {index:04}: being run by {holder}, skipped"))
+                }
+                Outcome::Ran(state) => {
+                    if state.status == Status::Failed {
+                        return Err(TrainerError::VerdictFailed(format!(
+                            "task {index:04} failed: {}",
+                            state.error.unwrap_or_default()
+                        )));
+                    }
+                    let r = state.result.as_ref();
+                    console.result(&format!(
+                        "task {index:04}: {} in {:.1} s, {} best val acc {:.4}",
+                        state.status.as_str(),
+                        state.wall_seconds,
+                        r.map_or("", |r| r.model.as_str()),
+                        r.map_or(0.0, |r| r.best_val_acc)
+                    ));
+                }
+            }
+        }
+        SweepCommand::Collect(args) => {
+            let board = sweep::collect::collect(&args.dir)?;
+            for file in &board.files {
+                say(&file.display().to_string());
+            }
+            sweep::collect::verdict(&board)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The task index: the flag, else the scheduler's variable.
+fn task_index(flag: Option<usize>) -> Result<usize> {
+    if let Some(index) = flag {
+        return Ok(index);
+    }
+    for var in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
+        if let Ok(text) = std::env::var(var) {
+            return text.trim().parse().map_err(|_| {
+                TrainerError::bad_input(format!("{var}='{text}' is not a task index"))
+            });
+        }
+    }
+    Err(TrainerError::bad_input(
+        "no task index: give --task-index I (or run under Slurm or Kubernetes), or --local to run every task here",
+    ))
 }
 
 /// The command line as typed, quoted where needed.

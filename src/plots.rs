@@ -43,6 +43,8 @@ pub struct LineChart {
     pub marks: Vec<((f64, f64), String)>,
     /// Put the legend in the lower right corner instead of the upper right.
     pub legend_lower_right: bool,
+    /// Names of x = 0, 1, 2, ...: when given, the x axis shows them instead of numbers.
+    pub x_categories: Vec<String>,
 }
 
 impl LineChart {
@@ -56,6 +58,7 @@ impl LineChart {
             log2_x: false,
             marks: Vec::new(),
             legend_lower_right: false,
+            x_categories: Vec::new(),
         }
     }
 }
@@ -105,17 +108,21 @@ type DrawResult<T> = std::result::Result<T, String>;
 fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
 
-    let xs = chart
+    let points = chart
         .series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1));
+        .flat_map(|s| s.points.iter().copied())
+        .chain(chart.marks.iter().map(|m| m.0));
+    let xs = points.clone().map(|p| p.0);
+    let ys = points.map(|p| p.1);
     let finite = |v: &f64| v.is_finite();
     let transform = |x: f64| if chart.log2_x { x.max(1e-9).log2() } else { x };
-    let (x_min, x_max) = bounds(xs.filter(finite).map(transform));
+    let categories = chart.x_categories.clone();
+    let (x_min, x_max) = if categories.is_empty() {
+        bounds(xs.filter(finite).map(transform))
+    } else {
+        (-0.5, categories.len() as f64 - 0.5)
+    };
     let (y_min, y_max) = bounds(ys.filter(finite));
     let y_pad = (y_max - y_min) * 0.08;
 
@@ -128,7 +135,13 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         .map_err(|e| err(&e))?;
     let log2_x = chart.log2_x;
     let x_formatter = move |x: &f64| {
-        if log2_x {
+        if !categories.is_empty() {
+            let i = x.round();
+            match categories.get(i as usize) {
+                Some(name) if (x - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
+                _ => String::new(),
+            }
+        } else if log2_x {
             format!("{}", 2f64.powf(*x).round())
         } else if (x - x.round()).abs() < 1e-9 {
             format!("{}", x.round())

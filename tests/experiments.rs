@@ -7,37 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use trainer::data::{DataConfig, stripe_image};
-
-/// Writes stripe images as class folders of PNG files (one BMP and one JPEG among them), plus a
-/// text file that is not an image.
-fn image_folder(root: &Path, per_class: usize) -> PathBuf {
-    let data = root.join("my images");
-    for (label, class) in ["diagonal", "horizontal", "vertical"].iter().enumerate() {
-        let folder = data.join(class);
-        fs::create_dir_all(&folder).unwrap();
-        // Classes in folder order: diagonal (2), horizontal (1), vertical (0) of the recipe.
-        let recipe = 2 - label;
-        for i in 0..per_class {
-            let values = stripe_image(7, recipe, i, 20);
-            let pixels: Vec<u8> = values
-                .iter()
-                .map(|v| (((v + 1.0) / 2.5) * 255.0).round().clamp(0.0, 255.0) as u8)
-                .collect();
-            let image = image::GrayImage::from_raw(20, 20, pixels).unwrap();
-            let extension = match i {
-                0 => "bmp",
-                1 => "jpg",
-                _ => "png",
-            };
-            image
-                .save(folder.join(format!("{class}_{i:03}.{extension}")))
-                .unwrap();
-        }
-    }
-    fs::write(data.join("vertical").join("README.txt"), "not an image").unwrap();
-    data
-}
+use trainer::data::DataConfig;
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![

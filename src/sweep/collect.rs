@@ -1,0 +1,378 @@
+//! `trainer sweep collect DIR`: one leaderboard from whatever finished. Ranked by validation
+//! only (the test set is for reporting the chosen model, never for choosing); seeds of one
+//! setting aggregated as mean and spread; one plot per swept setting; failed and missing
+//! tasks listed. Writes what it has, and says (exit 1) when tasks failed or are missing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TrainerError};
+use crate::evidence::{csv_text, markdown_table, py_float};
+use crate::plots::{LineChart, Series, draw_line_chart};
+use crate::sweep::plan::{Plan, write_atomic};
+use crate::sweep::task::{self, Status, TaskResult, TaskState};
+
+/// One task's line of the leaderboard.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub index: usize,
+    /// `(setting, value)` of every varying setting.
+    pub values: Vec<(String, String)>,
+    /// None while the task has not finished.
+    pub state: Option<TaskState>,
+}
+
+impl Row {
+    fn result(&self) -> Option<&TaskResult> {
+        self.state.as_ref().and_then(|s| s.result.as_ref())
+    }
+
+    /// The status as the files write it; "missing" while unfinished.
+    fn status(&self) -> &'static str {
+        self.state.as_ref().map_or("missing", |s| s.status.as_str())
+    }
+
+    fn failed(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|s| s.status == Status::Failed)
+    }
+}
+
+/// What collect found.
+#[derive(Debug)]
+pub struct Leaderboard {
+    /// Finished tasks best first, then failed, then missing.
+    pub rows: Vec<Row>,
+    pub failed: usize,
+    pub missing: usize,
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads every task's state, writes the leaderboard files and plots into `dir`.
+pub fn collect(dir: &Path) -> Result<Leaderboard> {
+    let plan = Plan::read(dir)?;
+    let mut rows: Vec<Row> = plan
+        .tasks
+        .iter()
+        .map(|t| Row {
+            index: t.index,
+            values: plan.varying_values(t),
+            state: task::read_state(dir, &plan, t.index),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        rank_key(a)
+            .partial_cmp(&rank_key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let failed = rows.iter().filter(|r| r.failed()).count();
+    let missing = rows.iter().filter(|r| r.state.is_none()).count();
+    let mut files = vec![dir.join("leaderboard.csv"), dir.join("leaderboard.md")];
+    write_atomic(&files[0], csv_text(csv_rows(&plan, &rows))?)?;
+    let plots = draw_plots(dir, &plan, &rows)?;
+    write_atomic(&files[1], markdown(&plan, &rows, &plots))?;
+    files.extend(plots);
+    Ok(Leaderboard {
+        rows,
+        failed,
+        missing,
+        files,
+    })
+}
+
+/// Finished tasks by validation accuracy (higher first), then validation loss (lower
+/// first), then index; failed, then missing, after them.
+fn rank_key(row: &Row) -> (u8, f64, f64, usize) {
+    match (row.result(), row.state.as_ref()) {
+        (Some(r), _) => (0, -r.best_val_acc, r.best_val_loss, row.index),
+        (None, Some(_)) => (1, 0.0, 0.0, row.index),
+        (None, None) => (2, 0.0, 0.0, row.index),
+    }
+}
+
+const COLUMNS: [&str; 10] = [
+    "status",
+    "model",
+    "best_val_acc",
+    "best_val_loss",
+    "best_epoch",
+    "test_acc",
+    "wall_seconds",
+    "backend",
+    "device",
+    "error",
+];
+
+fn csv_rows(plan: &Plan, rows: &[Row]) -> Vec<Vec<String>> {
+    let mut header = vec!["rank".to_string(), "task".to_string()];
+    header.extend(plan.varying.iter().cloned());
+    header.extend(COLUMNS.iter().map(|c| c.to_string()));
+    let mut out = vec![header];
+    for (i, row) in rows.iter().enumerate() {
+        let rank = if row.result().is_some() {
+            (i + 1).to_string()
+        } else {
+            String::new()
+        };
+        let mut line = vec![rank, format!("{:04}", row.index)];
+        line.extend(row.values.iter().map(|(_, v)| v.clone()));
+        let r = row.result();
+        let s = row.state.as_ref();
+        line.extend([
+            row.status().to_string(),
+            r.map(|r| r.model.clone()).unwrap_or_default(),
+            r.map(|r| py_float(r.best_val_acc)).unwrap_or_default(),
+            r.map(|r| py_float(r.best_val_loss)).unwrap_or_default(),
+            r.map(|r| r.best_epoch.to_string()).unwrap_or_default(),
+            r.map(|r| py_float(r.test_acc)).unwrap_or_default(),
+            s.map(|s| format!("{:.2}", s.wall_seconds))
+                .unwrap_or_default(),
+            s.and_then(|s| s.backend.clone()).unwrap_or_default(),
+            s.and_then(|s| s.device.clone()).unwrap_or_default(),
+            s.and_then(|s| s.error.clone()).unwrap_or_default(),
+        ]);
+        out.push(line);
+    }
+    out
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+fn pm(values: &[f64]) -> String {
+    let (mean, std) = mean_std(values);
+    format!("{mean:.4} ± {std:.4}")
+}
+
+/// Finished tasks grouped by every varying setting but the seed.
+fn by_setting(rows: &[Row]) -> Vec<(String, Vec<&TaskResult>)> {
+    let mut groups: BTreeMap<String, Vec<&TaskResult>> = BTreeMap::new();
+    for row in rows {
+        if let Some(r) = row.result() {
+            let key = row
+                .values
+                .iter()
+                .filter(|(k, _)| k != "seed")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            groups.entry(key).or_default().push(r);
+        }
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    let mean_acc =
+        |g: &[&TaskResult]| mean_std(&g.iter().map(|r| r.best_val_acc).collect::<Vec<_>>()).0;
+    groups.sort_by(|a, b| {
+        mean_acc(&b.1)
+            .partial_cmp(&mean_acc(&a.1))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    groups
+}
+
+fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
+    let finished = rows.iter().filter(|r| r.result().is_some()).count();
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.failed()).collect();
+    let missing: Vec<&Row> = rows.iter().filter(|r| r.state.is_none()).collect();
+    let mut md = format!(
+        "# Sweep leaderboard\n\n{} tasks planned ({} in the full grid): {finished} finished, {} failed, {} missing.\n\
+         Ranked by best validation accuracy, then validation loss. The test accuracy of each task's\n\
+         chosen model is shown for reporting only: the test set is not for choosing.\n\n",
+        plan.tasks.len(),
+        plan.grid_size,
+        failed.len(),
+        missing.len()
+    );
+    let mut header: Vec<String> = vec!["rank".into(), "task".into()];
+    header.extend(plan.varying.iter().cloned());
+    header.extend(
+        [
+            "model",
+            "val acc",
+            "val loss",
+            "best epoch",
+            "test acc",
+            "status",
+        ]
+        .map(String::from),
+    );
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|row| {
+            let r = row.result()?;
+            let mut line = vec![String::new(), format!("{:04}", row.index)];
+            line.extend(row.values.iter().map(|(_, v)| v.clone()));
+            line.extend([
+                r.model.clone(),
+                format!("{:.4}", r.best_val_acc),
+                format!("{:.4}", r.best_val_loss),
+                r.best_epoch.to_string(),
+                format!("{:.4}", r.test_acc),
+                row.status().to_string(),
+            ]);
+            Some(line)
+        })
+        .enumerate()
+        .map(|(i, mut line)| {
+            line[0] = (i + 1).to_string();
+            line
+        })
+        .collect();
+    md += &markdown_table(&header, &body);
+    if plan.varying.iter().any(|k| k == "seed") {
+        md += "\n## By setting, seeds aggregated (mean ± sample standard deviation)\n\n";
+        let header: Vec<String> = ["setting", "seeds", "val acc", "val loss", "test acc"]
+            .map(String::from)
+            .to_vec();
+        let body: Vec<Vec<String>> = by_setting(rows)
+            .into_iter()
+            .map(|(key, group)| {
+                let pick =
+                    |f: fn(&TaskResult) -> f64| group.iter().map(|r| f(r)).collect::<Vec<_>>();
+                vec![
+                    if key.is_empty() { "(all)".into() } else { key },
+                    group.len().to_string(),
+                    pm(&pick(|r| r.best_val_acc)),
+                    pm(&pick(|r| r.best_val_loss)),
+                    pm(&pick(|r| r.test_acc)),
+                ]
+            })
+            .collect();
+        md += &markdown_table(&header, &body);
+    }
+    if !failed.is_empty() {
+        md += "\n## Failed\n\n";
+        for row in &failed {
+            let error = row
+                .state
+                .as_ref()
+                .and_then(|s| s.error.clone())
+                .unwrap_or_default();
+            md += &format!(
+                "- task {:04} ({}): {error}\n",
+                row.index,
+                settings_text(row)
+            );
+        }
+    }
+    if !missing.is_empty() {
+        md += "\n## Missing (not run yet, running, or killed)\n\n";
+        for row in &missing {
+            md += &format!("- task {:04} ({})\n", row.index, settings_text(row));
+        }
+    }
+    if !plots.is_empty() {
+        md += "\n## Validation accuracy per swept setting\n\n";
+        for plot in plots {
+            let name = plot
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            md += &format!("![{name}]({name})\n\n");
+        }
+    }
+    md
+}
+
+fn settings_text(row: &Row) -> String {
+    row.values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `sweep_<setting>.png`: each finished task's best validation accuracy (circles) and their
+/// mean (line) against the setting's values, spaced evenly.
+fn draw_plots(dir: &Path, plan: &Plan, rows: &[Row]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for (column, key) in plan.varying.iter().enumerate() {
+        let mut labels: Vec<String> = Vec::new();
+        for row in rows {
+            let v = &row.values[column].1;
+            if !labels.contains(v) {
+                labels.push(v.clone());
+            }
+        }
+        // Numbers in numeric order, other values alphabetically; evenly spaced either way.
+        let numeric = labels
+            .iter()
+            .all(|l| l.parse::<f64>().is_ok_and(f64::is_finite));
+        if numeric {
+            labels.sort_by(|a, b| {
+                let (a, b) = (
+                    a.parse::<f64>().unwrap_or(0.0),
+                    b.parse::<f64>().unwrap_or(0.0),
+                );
+                a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
+            });
+        } else {
+            labels.sort();
+        }
+        let x_of = |value: &str| labels.iter().position(|l| l == value).unwrap_or(0) as f64;
+        let mut chart = LineChart::new(
+            &format!("Validation accuracy against {key}"),
+            key,
+            "best validation accuracy",
+        );
+        chart.x_categories = labels.clone();
+        let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for row in rows {
+            if let Some(r) = row.result() {
+                let v = &row.values[column].1;
+                chart.marks.push(((x_of(v), r.best_val_acc), String::new()));
+                groups.entry(v.clone()).or_default().push(r.best_val_acc);
+            }
+        }
+        let mut mean: Vec<(f64, f64)> = groups
+            .iter()
+            .map(|(v, accs)| (x_of(v), mean_std(accs).0))
+            .collect();
+        mean.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        chart.series.push(Series {
+            label: "mean (circles: each task)".into(),
+            points: mean,
+            dashed: false,
+            colour: 0,
+        });
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("sweep_{safe}.png"));
+        if chart.marks.is_empty() {
+            continue;
+        }
+        draw_line_chart(&path, &chart)?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// The one-line verdict of a collect: an error (exit 1) when tasks failed or are missing.
+pub fn verdict(board: &Leaderboard) -> Result<()> {
+    if board.failed + board.missing > 0 {
+        return Err(TrainerError::VerdictFailed(format!(
+            "{} of {} tasks failed and {} are missing; the leaderboard shows what finished",
+            board.failed,
+            board.rows.len(),
+            board.missing
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! `trainer sweep`: a 2 x 2 x 2 grid planned, run by the local executor and by a real
+//! single-node Slurm job array, collected into the same leaderboard; killed tasks redone;
+//! claims respected; every bad input refused with one line and nothing written.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Learning rate x batch size x seed, a few epochs of the Tiny CNN on the CPU.
+const GRID: &str = "backend = \"cpu\"
+models = [\"cnn\"]
+samples_per_class = 20
+epochs_cnn = 2
+lr_cnn = [0.003, 0.01]
+batch_size = [16, 32]
+seed = [1, 2]
+";
+
+fn plan(root: &Path, toml: &str, name: &str, extra: &[&str]) -> Output {
+    let config = root.join(format!("{name}.toml"));
+    fs::write(&config, toml).unwrap();
+    let dir = root.join(name);
+    let mut args = vec![
+        "sweep",
+        "plan",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn sweep(args: &[&str], dir: &Path) -> Output {
+    let mut all = vec!["sweep", args[0], dir.to_str().unwrap()];
+    all.extend_from_slice(&args[1..]);
+    run(&all)
+}
+
+/// The leaderboard without its wall-time column, which differs from run to run.
+fn leaderboard_without_time(dir: &Path) -> Vec<Vec<String>> {
+    let (header, rows) = read_csv(&dir.join("leaderboard.csv"));
+    let time = header.iter().position(|h| h == "wall_seconds").unwrap();
+    std::iter::once(header)
+        .chain(rows)
+        .map(|mut r| {
+            r.remove(time);
+            r
+        })
+        .collect()
+}
+
+fn check_leaderboard(dir: &Path) {
+    let text = fs::read_to_string(dir.join("leaderboard.csv")).unwrap();
+    assert!(text.contains("\r\n"), "the seed's CRLF line ends");
+    let (header, rows) = read_csv(&dir.join("leaderboard.csv"));
+    for column in [
+        "rank",
+        "task",
+        "batch_size",
+        "lr_cnn",
+        "seed",
+        "status",
+        "best_val_acc",
+        "test_acc",
+        "backend",
+        "device",
+    ] {
+        assert!(
+            header.iter().any(|h| h == column),
+            "column {column} in {header:?}"
+        );
+    }
+    assert_eq!(rows.len(), 8);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let mut last = f64::INFINITY;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[col("rank")], (i + 1).to_string());
+        assert_eq!(row[col("status")], "done");
+        assert_eq!(row[col("backend")], "cpu");
+        let acc: f64 = row[col("best_val_acc")].parse().unwrap();
+        let test: f64 = row[col("test_acc")].parse().unwrap();
+        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&test));
+        assert!(acc <= last, "ranked by validation accuracy");
+        last = acc;
+    }
+    let md = fs::read_to_string(dir.join("leaderboard.md")).unwrap();
+    assert!(md.contains("seeds aggregated"), "{md}");
+    for key in ["batch_size", "lr_cnn", "seed"] {
+        let png = fs::read(dir.join(format!("sweep_{key}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+}
+
+/// Whether a single-node Slurm answers; without one the Slurm part is skipped (printing
+/// why), unless TRAINER_REQUIRE_SLURM=1, when it fails.
+fn slurm_available() -> bool {
+    let up = Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("UP"));
+    if !up {
+        if std::env::var("TRAINER_REQUIRE_SLURM").as_deref() == Ok("1") {
+            panic!(
+                "no Slurm answers, and TRAINER_REQUIRE_SLURM=1 requires one (scripts/slurm-local.sh start)"
+            );
+        }
+        eprintln!("sweep through Slurm: skipped: no Slurm answers (scripts/slurm-local.sh start)");
+    }
+    up
+}
+
+fn submit_and_wait(dir: &Path) {
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(dir.join("slurm.sbatch"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let started = Instant::now();
+    loop {
+        let queue = Command::new("squeue")
+            .args(["-h", "-j", &id])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&queue.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "job {id} still queued after 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
+    let root = temp();
+    let output = plan(root.path(), GRID, "local", &["--parallel", "3"]);
+    assert_ok(&output);
+    let dir = root.path().join("local");
+    let planned: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    let tasks = &planned["tasks"];
+    assert_eq!(tasks.as_array().unwrap().len(), 8);
+    assert_eq!(
+        planned["varying"],
+        serde_json::json!(["batch_size", "lr_cnn", "seed"])
+    );
+    // The last setting varies fastest: task 5 = batch 32, lr 0.003, seed 2.
+    assert_eq!(tasks[5]["settings"]["batch_size"], 32);
+    assert_eq!(tasks[5]["settings"]["lr_cnn"], 0.003);
+    assert_eq!(tasks[5]["settings"]["seed"], 2);
+
+    let sbatch = fs::read_to_string(dir.join("slurm.sbatch")).unwrap();
+    assert!(sbatch.contains("#SBATCH --array=0-7%3"), "{sbatch}");
+    assert!(sbatch.contains("#SBATCH --cpus-per-task=1"));
+    assert!(
+        !sbatch.contains("--gres"),
+        "no GPU asked for on the CPU backend"
+    );
+    let job: serde_yaml::Value =
+        serde_yaml::from_str(&fs::read_to_string(dir.join("k8s-job.yaml")).unwrap()).unwrap();
+    assert_eq!(job["kind"].as_str(), Some("Job"));
+    assert_eq!(job["spec"]["completionMode"].as_str(), Some("Indexed"));
+    assert_eq!(job["spec"]["completions"].as_u64(), Some(8));
+    assert_eq!(job["spec"]["parallelism"].as_u64(), Some(3));
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let command: Vec<&str> = container["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(command, ["trainer", "sweep", "run", dir.to_str().unwrap()]);
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"].as_str(),
+        dir.to_str()
+    );
+
+    let output = sweep(&["run", "--local", "--jobs", "2"], &dir);
+    assert_ok(&output);
+    assert!(
+        stdout(&output).contains("ran 8, 0 finished earlier, 0 failed"),
+        "{}",
+        stdout(&output)
+    );
+    assert_ok(&sweep(&["collect"], &dir));
+    check_leaderboard(&dir);
+    for i in 0..8 {
+        assert!(
+            dir.join(format!("runs/{i:04}/outputs/metrics_summary.json"))
+                .is_file()
+        );
+    }
+    // Rerunning finds every task finished.
+    let again = sweep(&["run", "--local"], &dir);
+    assert_ok(&again);
+    assert!(
+        stdout(&again).contains("ran 0, 8 finished earlier"),
+        "{}",
+        stdout(&again)
+    );
+
+    if !slurm_available() {
+        return;
+    }
+    assert_ok(&plan(root.path(), GRID, "slurm", &["--parallel", "4"]));
+    let slurm_dir = root.path().join("slurm");
+    submit_and_wait(&slurm_dir);
+    let collected = sweep(&["collect"], &slurm_dir);
+    assert_ok(&collected);
+    check_leaderboard(&slurm_dir);
+    assert_eq!(
+        leaderboard_without_time(&slurm_dir),
+        leaderboard_without_time(&dir)
+    );
+    let logs = fs::read_dir(slurm_dir.join("logs")).unwrap().count();
+    assert_eq!(logs, 8, "one Slurm output file per array task");
+}
+
+#[test]
+fn a_task_killed_mid_run_is_redone_and_a_claimed_task_is_left_alone() {
+    let root = temp();
+    // One task long enough to be killed while it trains.
+    let long = "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 3000\nepochs_cnn = 80\nlr_cnn = [0.006]\n";
+    assert_ok(&plan(root.path(), long, "kill", &[]));
+    let dir = root.path().join("kill");
+    let mut child = trainer()
+        .args(["sweep", "run", dir.to_str().unwrap(), "--task-index", "0"])
+        .spawn()
+        .unwrap();
+    let claim = dir.join("state/0000.claim");
+    let started = Instant::now();
+    while !claim.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the task never claimed itself"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.join("state/0000.json").exists(),
+        "killed before it finished"
+    );
+    assert!(
+        !dir.join("runs/0000/outputs").exists(),
+        "no half pack in place"
+    );
+
+    // A claim held by a live process (this test) is left alone: nothing runs, nothing written.
+    let host = fs::read_to_string(&claim).unwrap();
+    let host = host.split_whitespace().next().unwrap().to_string();
+    fs::write(&claim, format!("{host} {}\n", std::process::id())).unwrap();
+    let busy = sweep(&["run", "--task-index", "0"], &dir);
+    assert_ok(&busy);
+    assert!(stdout(&busy).contains("being run by"), "{}", stdout(&busy));
+    assert!(!dir.join("state/0000.json").exists());
+
+    // The killed worker's claim (its process is gone) is taken over and the task redone.
+    fs::write(&claim, format!("{host} 4194303\n")).unwrap();
+    let redo = sweep(&["run", "--task-index", "0"], &dir);
+    assert_ok(&redo);
+    assert!(
+        stdout(&redo).contains("task 0000: done"),
+        "{}",
+        stdout(&redo)
+    );
+    assert!(!claim.exists(), "the claim is released");
+    let skipped = sweep(&["run", "--task-index", "0"], &dir);
+    assert!(
+        stdout(&skipped).contains("done earlier, skipped"),
+        "{}",
+        stdout(&skipped)
+    );
+    assert_ok(&sweep(&["collect"], &dir));
+}
+
+#[test]
+fn failed_and_missing_tasks_are_listed_and_the_others_still_run() {
+    let root = temp();
+    let data = image_folder(root.path(), 8);
+    let copy = root.path().join("gone");
+    fs::create_dir_all(&copy).unwrap();
+    for class in ["diagonal", "horizontal", "vertical"] {
+        fs::create_dir_all(copy.join(class)).unwrap();
+        for entry in fs::read_dir(data.join(class)).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), copy.join(class).join(entry.file_name())).unwrap();
+        }
+    }
+    // Relative data folders are read from the TOML's folder.
+    let toml = "backend = \"cpu\"\nmodels = [\"baseline\"]\nepochs_baseline = 1\nimage_size = 8\ndata = [\"gone\", \"my images\"]\nseed = [1, 2]\n";
+    assert_ok(&plan(root.path(), toml, "mixed", &[]));
+    let dir = root.path().join("mixed");
+    fs::remove_dir_all(&copy).unwrap();
+    // Task 0 (gone, seed 1) fails, task 1 (gone, seed 2) also; 2 runs; 3 is never run.
+    let failed = sweep(&["run", "--task-index", "0"], &dir);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert_eq!(
+        stderr(&failed).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&failed)
+    );
+    assert_ok(&sweep(&["run", "--task-index", "2"], &dir));
+    let collected = sweep(&["collect"], &dir);
+    assert_eq!(collected.status.code(), Some(1));
+    assert!(
+        stderr(&collected).contains("1 of 4 tasks failed and 2 are missing"),
+        "{}",
+        stderr(&collected)
+    );
+    let (header, rows) = read_csv(&dir.join("leaderboard.csv"));
+    let status = header.iter().position(|h| h == "status").unwrap();
+    let statuses: Vec<&str> = rows.iter().map(|r| r[status].as_str()).collect();
+    assert_eq!(statuses, ["done", "failed", "missing", "missing"]);
+    let md = fs::read_to_string(dir.join("leaderboard.md")).unwrap();
+    assert!(
+        md.contains("## Failed") && md.contains("## Missing"),
+        "{md}"
+    );
+}
+
+/// Bad input: one line, exit 2, nothing written or removed.
+#[test]
+fn bad_sweeps_are_refused_with_one_line() {
+    let root = temp();
+    let cases = [
+        ("unknown", "lr = [0.1, 0.2]\n", "unknown setting 'lr'"),
+        ("empty", "seed = []\n", "'seed' is an empty list"),
+        (
+            "bad value",
+            "lr_cnn = [0.01, -1.0]\n",
+            "--lr-cnn must be a positive",
+        ),
+    ];
+    for (name, toml, message) in cases {
+        let output = plan(root.path(), toml, name, &[]);
+        assert_eq!(output.status.code(), Some(2), "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(message),
+            "{name}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output).trim().lines().count(), 1);
+        assert!(!root.path().join(name).exists(), "{name}: nothing written");
+    }
+    let seeds: Vec<String> = (0..101).map(|s| s.to_string()).collect();
+    let lrs: Vec<String> = (1..=100).map(|l| format!("0.{l:03}")).collect();
+    let huge = format!(
+        "seed = [{}]\nlr_cnn = [{}]\n",
+        seeds.join(", "),
+        lrs.join(", ")
+    );
+    let output = plan(root.path(), &huge, "huge", &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("more than 10000"),
+        "{}",
+        stderr(&output)
+    );
+    let drawn = plan(
+        root.path(),
+        &huge,
+        "drawn",
+        &["--max-runs", "5", "--draw-seed", "7"],
+    );
+    assert_ok(&drawn);
+    let first = fs::read_to_string(root.path().join("drawn/plan.json")).unwrap();
+    assert!(first.contains("\"grid_size\": 10100"));
+
+    // Outside the plan, not a sweep, no index.
+    let dir = root.path().join("drawn");
+    let outside = sweep(&["run", "--task-index", "5"], &dir);
+    assert_eq!(outside.status.code(), Some(2));
+    assert!(
+        stderr(&outside).contains("outside the plan (0 to 4)"),
+        "{}",
+        stderr(&outside)
+    );
+    let not_sweep = sweep(&["collect"], root.path());
+    assert_eq!(not_sweep.status.code(), Some(2));
+    assert!(stderr(&not_sweep).contains("is not a sweep"));
+    let no_index = sweep(&["run"], &dir);
+    assert_eq!(no_index.status.code(), Some(2));
+    assert!(stderr(&no_index).contains("no task index"));
+
+    // A plan edited by hand is refused, and stays as the user left it.
+    let edited = first.replacen("\"seed\": ", "\"seed\": 9", 1);
+    fs::write(dir.join("plan.json"), &edited).unwrap();
+    let output = sweep(&["run", "--task-index", "0"], &dir);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("was edited"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fs::read_to_string(dir.join("plan.json")).unwrap(), edited);
+    assert!(fs::read_dir(dir.join("runs")).unwrap().next().is_none());
+
+    // A folder that is not a sweep is not planned into.
+    let foreign = root.path().join("foreign");
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let output = plan(root.path(), "seed = [1, 2]\n", "foreign", &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(fs::read_dir(&foreign).unwrap().count(), 1);
+}
