@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks of the README: on a machine with a GPU, runs the workshop on wgpu (and on
-# auto, which must pick the GPU), parity cpu vs wgpu, and the throughput sweep, and copies the
-# reports into $OUT. Usage: OUT=gpu_out TRAINER=target/release/trainer scripts/gpu-check.sh
+# The GPU measurements of the README, side by side with PyTorch on the same GPU: the workshop
+# on wgpu cold (empty autotune cache) and warm, on auto (which must pick the GPU) and on cpu;
+# parity cpu vs wgpu; `trainer bench --backend wgpu` at batch 32, 256, 1024 and 4096; and the
+# PyTorch peer on CUDA, eager and with torch.compile, at the same batch sizes.
+# Usage: OUT=gpu_out TRAINER=target/release/trainer PEER=../shared/peers/torch_throughput.py \
+#        scripts/gpu-check.sh
 set -u
 OUT=${OUT:-gpu_out}
 BIN=${TRAINER:-target/release/trainer}
+PEER=${PEER:-../shared/peers/torch_throughput.py}
+BATCHES=${BATCHES:-32,256,1024,4096}
 work=$(mktemp -d)
 mkdir -p "$OUT"
 step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
@@ -15,28 +20,29 @@ timed() {
   step devices
   "$BIN" devices
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  step "workshop, --backend wgpu, cold (autotune caches removed)"
+  rm -rf target/environment "$HOME/.cache/cubecl"
+  timed "$BIN" --backend wgpu --out "$work/cold" --quiet
+  step "workshop, --backend wgpu, warm"
+  timed "$BIN" --backend wgpu --out "$work/warm" --quiet
+  timed "$BIN" --backend wgpu --out "$work/warm" --quiet
+  cat "$work/warm/outputs/epoch_timing.csv"
   step "workshop, --backend auto"
   timed "$BIN" --out "$work/auto" --quiet
-  grep -E '"backend"|device_name|graphics_api|total_wall' "$work/auto/outputs/run_info.json"
-  step "workshop, --backend wgpu"
-  timed "$BIN" --backend wgpu --out "$work/wgpu"
-  cat "$work/wgpu/outputs/epoch_timing.csv"
+  grep -E '"backend"|device_name|graphics_api' "$work/auto/outputs/run_info.json"
   step "workshop, --backend cpu"
   timed "$BIN" --backend cpu --out "$work/cpu" --quiet
   step "parity cpu,wgpu"
   timed "$BIN" parity --backends cpu,wgpu --out "$work/parity" --quiet
-  step "bench wgpu,cpu, both models, 16x16"
-  timed "$BIN" bench --backend wgpu,cpu --model both --out "$work/bench" --quiet
+  step "trainer bench --backend wgpu, Tiny CNN, 16x16, batch $BATCHES"
+  timed "$BIN" bench --backend wgpu --model cnn --batch-sizes "$BATCHES" --steps 50 --out "$work/bench" --quiet
   cat "$work/bench/bench/throughput.csv"
-  step "bench wgpu,cpu, cnn, 64x64, large batches"
-  timed timeout 150 "$BIN" bench --backend wgpu,cpu --model cnn --image-size 64 \
-    --batch-sizes 64,256,1024,4096 --steps 20 --out "$work/bench64" --quiet
-  cat "$work/bench64/bench/throughput.csv"
+  step "PyTorch CUDA eager, Tiny CNN, 16x16, batch $BATCHES"
+  timed python3 "$PEER" --device cuda --batch-sizes "$BATCHES" --steps 50 | tee "$OUT/torch_cuda_eager.csv"
+  step "PyTorch CUDA torch.compile, Tiny CNN, 16x16, batch $BATCHES"
+  timed timeout 300 python3 "$PEER" --device cuda --compile --batch-sizes "$BATCHES" --steps 50 | tee "$OUT/torch_cuda_compile.csv"
 } 2>&1 | tee "$OUT/log.txt"
-cp "$work/wgpu/outputs/run_info.json" "$OUT/workshop_run_info.json" 2>/dev/null
+cp "$work/warm/outputs/run_info.json" "$OUT/workshop_run_info.json" 2>/dev/null
 cp "$work/parity/parity/parity_report.md" "$OUT/parity_report.md" 2>/dev/null
-cp "$work/parity/parity/parity_report.json" "$OUT/parity_report.json" 2>/dev/null
-cp "$work/bench/bench/README.md" "$OUT/bench_README.md" 2>/dev/null
-cp "$work/bench/bench/throughput_vs_batch.png" "$OUT/throughput_vs_batch.png" 2>/dev/null
-cp "$work/bench64/bench/throughput.csv" "$OUT/throughput64.csv" 2>/dev/null
 cp "$work/bench/bench/throughput.csv" "$OUT/throughput.csv" 2>/dev/null
+cp "$work/bench/bench/README.md" "$OUT/bench_README.md" 2>/dev/null
