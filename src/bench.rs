@@ -13,6 +13,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::backend::{self, BackendName, DeviceInfo};
+use crate::config::MAX_GRAD_NORM;
 use crate::console::Console;
 use crate::data::{self, ImageBatch};
 use crate::error::{Result, TrainerError, root_cause};
@@ -22,7 +23,6 @@ use crate::models::{ModelKind, Net};
 use crate::pack::{self, OutputLock, Staging};
 use crate::plots::{self, LineChart, Series};
 use crate::train::{self, StepFailure, TrainSettings};
-use crate::workshop::MAX_GRAD_NORM;
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -38,6 +38,26 @@ pub struct BenchConfig {
     pub command: String,
 }
 
+/// Whether a batch size was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RowStatus {
+    #[serde(rename = "ok")]
+    Ok,
+    /// The reason is in the row's `note`.
+    #[serde(rename = "does not fit")]
+    DoesNotFit,
+}
+
+impl RowStatus {
+    /// The name in throughput.csv and the README.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowStatus::Ok => "ok",
+            RowStatus::DoesNotFit => "does not fit",
+        }
+    }
+}
+
 /// One measured (backend, model, batch size).
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchRow {
@@ -47,8 +67,7 @@ pub struct BenchRow {
     pub batch_size: usize,
     pub image_size: usize,
     pub steps: usize,
-    /// "ok", or "does not fit" with the reason in `note`.
-    pub status: String,
+    pub status: RowStatus,
     pub samples_per_sec: Option<f64>,
     pub median_step_ms: Option<f64>,
     pub p10_step_ms: Option<f64>,
@@ -106,7 +125,7 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
                 } else {
                     skipped(&config, kind, batch, &open.info)
                 };
-                fits = row.status == "ok";
+                fits = row.status == RowStatus::Ok;
                 console.info(&describe(&row));
                 rows.push(row);
             }
@@ -164,7 +183,11 @@ pub fn describe(row: &BenchRow) -> String {
         ),
         None => format!(
             "{} {} batch {}: {} ({})",
-            row.backend, row.model, row.batch_size, row.status, row.note
+            row.backend,
+            row.model,
+            row.batch_size,
+            row.status.as_str(),
+            row.note
         ),
     }
 }
@@ -177,7 +200,7 @@ fn empty_row(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceI
         batch_size: batch,
         image_size: config.image_size,
         steps: config.steps,
-        status: "does not fit".to_string(),
+        status: RowStatus::DoesNotFit,
         samples_per_sec: None,
         median_step_ms: None,
         p10_step_ms: None,
@@ -302,7 +325,7 @@ pub fn measure(
     let total: f64 = times.iter().sum();
     times.sort_by(f64::total_cmp);
     let quantile = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
-    row.status = "ok".to_string();
+    row.status = RowStatus::Ok;
     row.samples_per_sec = Some((batch * times.len()) as f64 / total.max(1e-12));
     row.median_step_ms = Some(quantile(0.5));
     row.p10_step_ms = Some(quantile(0.1));
@@ -322,9 +345,7 @@ fn opt<T: ToString>(value: Option<T>) -> String {
 
 fn write(report: &BenchReport) -> Result<()> {
     let staging = Staging::begin(&report.config.out)?;
-    let mut csv = csv::Writer::from_writer(Vec::new());
-    let fail = |e: csv::Error| TrainerError::bad_input(format!("writing CSV: {e}"));
-    csv.write_record([
+    let header = [
         "backend",
         "device",
         "model",
@@ -340,17 +361,17 @@ fn write(report: &BenchReport) -> Result<()> {
         "peak_host_rss_bytes",
         "device_memory_bytes",
         "note",
-    ])
-    .map_err(fail)?;
+    ];
+    let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for r in &report.rows {
-        csv.write_record([
+        rows.push(vec![
             r.backend.clone(),
             r.device.clone(),
             r.model.clone(),
             r.batch_size.to_string(),
             r.image_size.to_string(),
             r.steps.to_string(),
-            r.status.clone(),
+            r.status.as_str().to_string(),
             opt(r.samples_per_sec.map(|v| format!("{v:.1}"))),
             opt(r.median_step_ms.map(|v| format!("{v:.4}"))),
             opt(r.p10_step_ms.map(|v| format!("{v:.4}"))),
@@ -359,12 +380,10 @@ fn write(report: &BenchReport) -> Result<()> {
             opt(r.peak_host_rss_bytes),
             opt(r.device_memory_bytes),
             r.note.clone(),
-        ])
-        .map_err(fail)?;
+        ]);
     }
-    let bytes = csv
-        .into_inner()
-        .map_err(|e| TrainerError::bad_input(format!("writing CSV: {e}")))?;
+    // The pack's one CSV writer: the seed's CRLF line ends here too.
+    let bytes = crate::evidence::csv_text(rows)?;
     staging.write("bench/throughput.csv", bytes)?;
     plots::draw_stacked(
         &staging.path("bench/throughput_vs_batch.png")?,
@@ -372,7 +391,7 @@ fn write(report: &BenchReport) -> Result<()> {
     )?;
     staging.write("bench/README.md", markdown(report))?;
     let json =
-        serde_json::to_string_pretty(report).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+        serde_json::to_string_pretty(report).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     staging.write("bench/run_info.json", json)?;
     staging.commit()
 }
@@ -483,10 +502,9 @@ fn markdown(report: &BenchReport) -> String {
             r.device_memory_bytes
                 .map(memory::format_bytes)
                 .unwrap_or_default(),
-            if r.status == "ok" {
-                r.status.clone()
-            } else {
-                format!("{}: {}", r.status, r.note)
+            match r.status {
+                RowStatus::Ok => r.status.as_str().to_string(),
+                RowStatus::DoesNotFit => format!("{}: {}", r.status.as_str(), r.note),
             }
         );
     }

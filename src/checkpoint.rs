@@ -64,7 +64,7 @@ pub fn encode(
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| TrainerError::bad_input(format!("serializing the checkpoint: {e}")))?
+        .map_err(|e| TrainerError::Serialize(format!("the checkpoint: {e}")))?
         .to_vec();
     let mut meta = CheckpointMeta {
         format: FORMAT_TAG.to_string(),
@@ -86,7 +86,7 @@ pub fn encode(
     };
     meta.description_checksum = description_checksum(&meta)?;
     let description =
-        serde_json::to_string_pretty(&meta).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+        serde_json::to_string_pretty(&meta).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     Ok((params, description))
 }
 
@@ -95,7 +95,7 @@ pub fn preprocessing(data: &DataConfig, n: Normalization) -> String {
     match &data.folder {
         Some(_) => format!(
             "grayscale luminance in [0, 1], resized to {s}x{s} ({}), then (x - {:.6}) / {:.6} (mean and std of the training part)",
-            crate::folder::RESAMPLING,
+            crate::data::folder::RESAMPLING,
             n.mean,
             n.std,
             s = data.image_size
@@ -113,7 +113,7 @@ pub fn preprocessing(data: &DataConfig, n: Normalization) -> String {
 fn description_checksum(meta: &CheckpointMeta) -> Result<String> {
     let mut blank = meta.clone();
     blank.description_checksum = String::new();
-    let text = serde_json::to_string(&blank).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+    let text = serde_json::to_string(&blank).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     Ok(checksum(text.as_bytes()))
 }
 

@@ -12,6 +12,9 @@ use crate::data::DataConfig;
 use crate::error::{Result, TrainerError};
 use crate::models::ModelKind;
 
+/// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
+pub const MAX_GRAD_NORM: f32 = 2.0;
+
 /// What decides the best epoch and early stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -136,7 +139,7 @@ impl Settings {
 
     /// The settings as the pack records them (outputs/config.json).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| TrainerError::bad_input(e.to_string()))
+        serde_json::to_string_pretty(self).map_err(|e| TrainerError::Serialize(e.to_string()))
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::ModelKind;
-use crate::train::Progress;
 
 /// Writes a line to stdout. A closed pipe (`trainer ... | head -1`) is not an error: the
 /// run goes on and its files are written; the line just goes nowhere.
@@ -20,6 +19,24 @@ pub fn say(line: &str) {
 pub fn warn(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "trainer: warning: {line}");
+}
+
+/// Something to show progress on; the console implements it with a progress bar.
+pub trait Progress {
+    fn start(&self, model: ModelKind, total_samples: u64);
+    fn advance(&self, samples: u64, message: &str);
+    fn note(&self, line: &str);
+    fn finish(&self);
+}
+
+/// A [`Progress`] that shows nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn start(&self, _: ModelKind, _: u64) {}
+    fn advance(&self, _: u64, _: &str) {}
+    fn note(&self, _: &str) {}
+    fn finish(&self) {}
 }
 
 /// Prints for the user.

@@ -14,8 +14,8 @@ use crate::memory::format_bytes;
 use crate::models::ModelKind;
 use crate::pack::Staging;
 use crate::plots::{self, LineChart, Series};
+use crate::report::{ModelRun, Report, round4};
 use crate::train::Prediction;
-use crate::workshop::{ModelRun, Report, round4};
 
 /// The evidence files, relative to the pack folder, in the order the README lists them.
 pub const FILES: [&str; 18] = [
@@ -96,7 +96,7 @@ pub fn py_float(x: f64) -> String {
 }
 
 fn csv_error(e: impl std::fmt::Display) -> TrainerError {
-    TrainerError::bad_input(format!("writing CSV: {e}"))
+    TrainerError::Serialize(format!("CSV: {e}"))
 }
 
 /// The one CSV writer: the seed's CRLF line ends, quoting where a cell needs it.
@@ -312,7 +312,7 @@ pub fn metrics_summary_json(report: &Report) -> Result<String> {
         val_samples: report.split_sizes[1],
         test_samples: report.split_sizes[2],
     };
-    serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::bad_input(e.to_string()))
+    serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::Serialize(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -396,7 +396,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         settings: &c.settings,
         normalization: report.normalization,
         skipped_files: report.skipped.len(),
-        max_grad_norm: crate::workshop::MAX_GRAD_NORM,
+        max_grad_norm: crate::config::MAX_GRAD_NORM,
         optimizer: "Adam (beta1 0.9, beta2 0.999, eps 1e-8)",
         memory_limit_bytes: c.memory_limit_bytes,
         memory_preflight: c.memory_preflight,
@@ -405,7 +405,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         peak_device_memory_bytes: report.peak_device_bytes,
         models,
     };
-    serde_json::to_string_pretty(&info).map_err(|e| TrainerError::bad_input(e.to_string()))
+    serde_json::to_string_pretty(&info).map_err(|e| TrainerError::Serialize(e.to_string()))
 }
 
 /// outputs/epoch_timing.csv: model, epoch, batch_size, train_seconds, val_seconds,

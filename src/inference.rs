@@ -5,10 +5,11 @@ use std::path::Path;
 
 use crate::backend::{self, BackendChoice, DeviceInfo};
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::console::{Progress, Silent};
 use crate::data;
 use crate::error::Result;
 use crate::memory::MemoryPolicy;
-use crate::train::{self, Context, Evaluation, Progress};
+use crate::train::{self, Context, Evaluation};
 
 /// What `trainer evaluate` found.
 #[derive(Debug)]
@@ -85,9 +86,13 @@ pub fn predict_files(
     let (net, meta) = checkpoint::load(checkpoint_path, &opened.device)?;
     let mut samples = Vec::with_capacity(files.len());
     for file in files {
-        let mut image = crate::folder::read_luminance(file, meta.image_size).map_err(|e| {
-            crate::TrainerError::bad_input(format!("cannot read image '{}': {e}", file.display()))
-        })?;
+        let mut image =
+            crate::data::folder::read_luminance(file, meta.image_size).map_err(|e| {
+                crate::TrainerError::bad_input(format!(
+                    "cannot read image '{}': {e}",
+                    file.display()
+                ))
+            })?;
         meta.normalization.apply(&mut image);
         samples.push(data::Sample {
             image,
@@ -104,7 +109,7 @@ pub fn predict_files(
     let ctx = Context {
         device: &opened.device,
         device_info: &opened.info,
-        progress: &crate::train::Silent,
+        progress: &Silent,
     };
     let classes = meta.classes.len();
     let evaluation = train::evaluate(&net, &images, classes, 256, true, &mut memory, &ctx)?;

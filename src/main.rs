@@ -12,7 +12,8 @@ use trainer::console::{Console, say};
 use trainer::error::{Result, TrainerError};
 use trainer::models::ModelKind;
 use trainer::parity::{self, ParityConfig, Tolerances};
-use trainer::workshop::{self, RunConfig};
+use trainer::report::{RunConfig, round4};
+use trainer::workshop;
 use trainer::{inference, memory};
 
 /// Trains the workshop's Flatten+Linear baseline and Tiny CNN on stripe images and writes an
@@ -612,7 +613,7 @@ fn predict(args: PredictArgs) -> Result<()> {
         inference::predict_files(&args.checkpoint, &args.images, args.backend)?;
     if args.json {
         let json = serde_json::to_string_pretty(&predictions)
-            .map_err(|e| TrainerError::bad_input(e.to_string()))?;
+            .map_err(|e| TrainerError::Serialize(e.to_string()))?;
         say(&json);
     } else {
         for p in &predictions {
@@ -641,7 +642,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         "recorded_test_accuracy: {:.3}",
         result.meta.test_accuracy
     ));
-    if (workshop::round4(result.test.accuracy) - result.meta.test_accuracy).abs() > 1e-9 {
+    if (round4(result.test.accuracy) - result.meta.test_accuracy).abs() > 1e-9 {
         return Err(TrainerError::VerdictFailed(format!(
             "the reloaded model scores {:.4}, the checkpoint recorded {:.4}",
             result.test.accuracy, result.meta.test_accuracy

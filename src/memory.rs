@@ -5,7 +5,7 @@
 //!   step and halve the batch until the estimate fits the budget;
 //! - reactive: when a step fails to allocate on the device (burn reports it on the next
 //!   `try_` read), the training loop drops that attempt, halves the batch and redoes the same
-//!   samples (see [`crate::train`]).
+//!   samples (see the training loop).
 
 use serde::Serialize;
 

@@ -388,7 +388,7 @@ fn compare(
 fn write(config: &ParityConfig, report: &ParityReport) -> Result<()> {
     let staging = Staging::begin(&config.out)?;
     let json =
-        serde_json::to_string_pretty(report).map_err(|e| TrainerError::bad_input(e.to_string()))?;
+        serde_json::to_string_pretty(report).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     staging.write("parity/parity_report.json", json)?;
     staging.write("parity/parity_report.md", markdown(report))?;
     plots::draw_stacked(&staging.path("parity/loss_overlay.png")?, &overlay(report))?;

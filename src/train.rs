@@ -20,7 +20,8 @@ use burn::tensor::Transaction;
 use burn::tensor::activation::softmax;
 
 use crate::backend::DeviceInfo;
-use crate::config::{Monitor, Settings};
+use crate::config::{MAX_GRAD_NORM, Monitor, Settings};
+use crate::console::Progress;
 use crate::data::{self, ImageBatch, ImageDataset, Splits};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
@@ -55,7 +56,7 @@ impl TrainSettings {
             epochs,
             lr,
             batch_size: settings.batch_size,
-            max_grad_norm: crate::workshop::MAX_GRAD_NORM,
+            max_grad_norm: MAX_GRAD_NORM,
             shuffle_seed: settings.seed,
             monitor: settings.monitor,
             patience: settings.patience,
@@ -106,24 +107,6 @@ pub struct Trained {
     pub divergence: Option<Divergence>,
     /// Why training ended before the last epoch (early stopping), if it did.
     pub stopped_early: Option<String>,
-}
-
-/// Something to show progress on; the console implements it with a progress bar.
-pub trait Progress {
-    fn start(&self, model: ModelKind, total_samples: u64);
-    fn advance(&self, samples: u64, message: &str);
-    fn note(&self, line: &str);
-    fn finish(&self);
-}
-
-/// A [`Progress`] that shows nothing.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn start(&self, _: ModelKind, _: u64) {}
-    fn advance(&self, _: u64, _: &str) {}
-    fn note(&self, _: &str) {}
-    fn finish(&self) {}
 }
 
 /// Everything a training run reads but does not own.

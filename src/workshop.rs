@@ -1,102 +1,21 @@
 //! The workshop run: data, both models, test evaluation, and the evidence pack, in the
 //! order of the seed script. `trainer` with no subcommand runs this.
 
-use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::prelude::*;
 
-use crate::backend::{self, DeviceInfo};
+use crate::backend;
 use crate::config::Settings;
 use crate::console::Console;
 use crate::data::{self, Splits};
 use crate::error::{Result, TrainerError};
 use crate::evidence;
-use crate::memory::{self, MemoryEvent, MemoryPolicy};
+use crate::memory::{self, MemoryPolicy};
 use crate::models::{ModelKind, Net};
 use crate::pack::{self, OutputLock, Staging};
-use crate::train::{self, Context, Evaluation, TrainSettings, Trained};
-
-/// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
-pub const MAX_GRAD_NORM: f32 = 2.0;
-
-/// Everything a workshop run is given.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RunConfig {
-    /// The hyperparameters and data (also written to outputs/config.json).
-    pub settings: Settings,
-    pub out: PathBuf,
-    pub memory_limit_bytes: Option<u64>,
-    pub memory_preflight: bool,
-    pub quiet: bool,
-    /// The command line, as the pack's README repeats it.
-    pub command: String,
-}
-
-/// One model's training and test results.
-#[derive(Debug)]
-pub struct ModelRun {
-    pub kind: ModelKind,
-    pub epochs: usize,
-    pub lr: f64,
-    pub trained: Trained,
-    pub test: Evaluation,
-}
-
-/// The shapes seen on the way through the models.
-#[derive(Clone, Debug, Default)]
-pub struct ShapeTrace {
-    pub images: Vec<usize>,
-    pub labels: Vec<usize>,
-    pub logits: Vec<(ModelKind, Vec<usize>)>,
-    pub layers: Vec<(ModelKind, String, Vec<usize>)>,
-}
-
-/// Everything the evidence pack is written from.
-#[derive(Debug)]
-pub struct Report {
-    pub config: RunConfig,
-    pub device: DeviceInfo,
-    pub choice_note: Option<String>,
-    pub classes: Vec<String>,
-    pub split_sizes: [usize; 3],
-    /// The test part, for the review grid.
-    pub test_set: data::ImageDataset,
-    pub normalization: data::Normalization,
-    /// Files of an image folder that were skipped, with the reason.
-    pub skipped: Vec<(String, String)>,
-    pub models: Vec<ModelRun>,
-    /// Indices into `models`, best first (test accuracy, then best val accuracy).
-    pub ranking: Vec<usize>,
-    pub shapes: ShapeTrace,
-    pub memory_events: Vec<MemoryEvent>,
-    pub started_unix: u64,
-    pub wall_seconds: f64,
-    pub peak_rss_bytes: Option<u64>,
-    /// Device memory held by burn's allocator after each model (wgpu reports it).
-    pub peak_device_bytes: Option<u64>,
-    /// Whether the WGSL kernels of shaders/ were used.
-    pub gpu_kernels: bool,
-    /// The instruction set of the fused Tiny CNN operation on the CPU backend, if it was used.
-    pub cpu_kernels: Option<&'static str>,
-}
-
-impl Report {
-    /// Whether a model's training diverged.
-    pub fn diverged(&self) -> bool {
-        self.models.iter().any(|m| m.trained.divergence.is_some())
-    }
-
-    /// The model chosen as best.
-    pub fn best(&self) -> &ModelRun {
-        &self.models[self.ranking[0]]
-    }
-
-    /// The run of one model, when it was trained.
-    pub fn model(&self, kind: ModelKind) -> Option<&ModelRun> {
-        self.models.iter().find(|m| m.kind == kind)
-    }
-}
+use crate::report::{ModelRun, Report, RunConfig, ShapeTrace, round4};
+use crate::train::{self, Context, TrainSettings};
 
 /// Runs the workshop and writes the evidence pack into `config.out`.
 pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
@@ -216,11 +135,6 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     }
     staging.commit()?;
     Ok(report)
-}
-
-/// Rounds to 4 decimals, as the evidence files do.
-pub fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }
 
 /// Runs one batch through the (untrained) models to record the real shapes.

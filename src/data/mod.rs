@@ -1,4 +1,4 @@
-//! Data: the workshop's stripe images (or a real image folder, see [`crate::folder`]), the
+//! Data: the workshop's stripe images (or a real image folder, see [`folder`]), the
 //! train/val/test split, and batching.
 //!
 //! A stripe image is a pure function of (seed, class, index) through the counter-based
@@ -12,6 +12,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
+
+pub mod folder;
 
 use crate::error::{Result, TrainerError};
 use crate::rng;
@@ -127,7 +129,7 @@ pub fn split_counts(total: usize, shares: [f64; 3]) -> [usize; 3] {
 /// Loads the data set the configuration names: the image folder, or the stripe images.
 pub fn load_splits(config: &DataConfig) -> Result<Splits> {
     match &config.folder {
-        Some(_) => crate::folder::folder_splits(config),
+        Some(_) => folder::folder_splits(config),
         None => stripe_splits(config),
     }
 }

@@ -1,0 +1,95 @@
+//! What a workshop run is given and what it found: the settings, every model's training and
+//! test results, the shapes and the device. The workshop run fills it; the pack's writers
+//! read it.
+
+use std::path::PathBuf;
+
+use crate::backend::DeviceInfo;
+use crate::config::Settings;
+use crate::data;
+use crate::memory::MemoryEvent;
+use crate::models::ModelKind;
+use crate::train::{Evaluation, Trained};
+
+/// Everything a workshop run is given.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunConfig {
+    /// The hyperparameters and data (also written to outputs/config.json).
+    pub settings: Settings,
+    pub out: PathBuf,
+    pub memory_limit_bytes: Option<u64>,
+    pub memory_preflight: bool,
+    pub quiet: bool,
+    /// The command line, as the pack's README repeats it.
+    pub command: String,
+}
+
+/// One model's training and test results.
+#[derive(Debug)]
+pub struct ModelRun {
+    pub kind: ModelKind,
+    pub epochs: usize,
+    pub lr: f64,
+    pub trained: Trained,
+    pub test: Evaluation,
+}
+
+/// The shapes seen on the way through the models.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeTrace {
+    pub images: Vec<usize>,
+    pub labels: Vec<usize>,
+    pub logits: Vec<(ModelKind, Vec<usize>)>,
+    pub layers: Vec<(ModelKind, String, Vec<usize>)>,
+}
+
+/// Everything the evidence pack is written from.
+#[derive(Debug)]
+pub struct Report {
+    pub config: RunConfig,
+    pub device: DeviceInfo,
+    pub choice_note: Option<String>,
+    pub classes: Vec<String>,
+    pub split_sizes: [usize; 3],
+    /// The test part, for the review grid.
+    pub test_set: data::ImageDataset,
+    pub normalization: data::Normalization,
+    /// Files of an image folder that were skipped, with the reason.
+    pub skipped: Vec<(String, String)>,
+    pub models: Vec<ModelRun>,
+    /// Indices into `models`, best first (test accuracy, then best val accuracy).
+    pub ranking: Vec<usize>,
+    pub shapes: ShapeTrace,
+    pub memory_events: Vec<MemoryEvent>,
+    pub started_unix: u64,
+    pub wall_seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+    /// Device memory held by burn's allocator after each model (wgpu reports it).
+    pub peak_device_bytes: Option<u64>,
+    /// Whether the WGSL kernels of shaders/ were used.
+    pub gpu_kernels: bool,
+    /// The instruction set of the fused Tiny CNN operation on the CPU backend, if it was used.
+    pub cpu_kernels: Option<&'static str>,
+}
+
+impl Report {
+    /// Whether a model's training diverged.
+    pub fn diverged(&self) -> bool {
+        self.models.iter().any(|m| m.trained.divergence.is_some())
+    }
+
+    /// The model chosen as best.
+    pub fn best(&self) -> &ModelRun {
+        &self.models[self.ranking[0]]
+    }
+
+    /// The run of one model, when it was trained.
+    pub fn model(&self, kind: ModelKind) -> Option<&ModelRun> {
+        self.models.iter().find(|m| m.kind == kind)
+    }
+}
+
+/// Rounds to 4 decimals, as the evidence files do.
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
