@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::backend::{self, BackendName, DeviceInfo};
-use crate::config::MAX_GRAD_NORM;
+use crate::config::{ADAM_EPSILON, MAX_GRAD_NORM};
 use crate::console::Console;
 use crate::data::{self, ImageBatch};
 use crate::error::{Result, TrainerError, root_cause};
@@ -281,7 +281,7 @@ pub fn measure(
     memory::reset_peak_rss();
     let train_device = device.clone().autodiff();
     let mut net = Net::init(kind, config.image_size, 3, 42, device).train();
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let mut optim = AdamConfig::new().with_epsilon(ADAM_EPSILON).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let batch_data = synthetic_batch(batch, config.image_size, &train_device);
     let settings = TrainSettings {

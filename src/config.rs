@@ -15,6 +15,9 @@ use crate::models::ModelKind;
 /// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
 pub const MAX_GRAD_NORM: f32 = 2.0;
 
+/// Adam's epsilon (PyTorch's default; the workshop's optimizer).
+pub const ADAM_EPSILON: f32 = 1e-8;
+
 /// What decides the best epoch and early stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,171 @@
+//! One epoch of steps over the training data, with the memory policy's halving retry: a step
+//! that cannot allocate is dropped (it changed nothing), the batch is halved and the same
+//! samples are redone, so every sample of the epoch is trained on exactly once.
+
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoader;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::prelude::*;
+
+use super::{
+    Context, DIVERGED_GRAD_NORM, Divergence, StepFailure, TrainSettings, halve, preflight,
+    train_step,
+};
+use crate::config::ADAM_EPSILON;
+use crate::data::{self, ImageBatch, ImageDataset};
+use crate::error::{Result, TrainerError, root_cause};
+use crate::interrupt;
+use crate::memory::{Footprint, MemoryEvent, MemoryPolicy};
+use crate::models::Net;
+
+/// The model being trained, its optimizer, its data, and the batch size it is at.
+pub(super) struct Learner {
+    pub net: Net,
+    pub optim: ModuleOptimizer,
+    pub batch_size: usize,
+    loss_fn: CrossEntropyLoss,
+    footprint: Footprint,
+    loader: Arc<dyn DataLoader<ImageBatch>>,
+}
+
+/// An epoch's steps, not yet read back from the device.
+#[derive(Default)]
+pub(super) struct EpochSteps {
+    pub losses: Vec<Tensor<1>>,
+    pub correct: Vec<Tensor<1, Int>>,
+    /// Samples of each step.
+    pub sizes: Vec<usize>,
+    /// Set when a step's gradient norm was not finite or too large (the epoch ends there).
+    pub divergence: Option<Divergence>,
+}
+
+impl Learner {
+    /// `net` in training mode with a fresh Adam, at the batch size the memory policy allows.
+    pub fn new(
+        net: Net,
+        train: &ImageDataset,
+        classes: usize,
+        settings: &TrainSettings,
+        memory: &mut MemoryPolicy,
+        ctx: &Context,
+    ) -> Result<Learner> {
+        let kind = net.kind();
+        let footprint = Footprint::of(kind, train.image_size, classes);
+        let batch_size = preflight(memory, kind, true, settings.batch_size, &footprint, ctx)?;
+        let device = ctx.device.clone().autodiff();
+        let augment = settings.augment.then_some(settings.shuffle_seed);
+        let shuffle = Some(settings.shuffle_seed);
+        Ok(Learner {
+            net: net.train(),
+            optim: AdamConfig::new().with_epsilon(ADAM_EPSILON).init(),
+            batch_size,
+            loss_fn: CrossEntropyLossConfig::new().init(&device),
+            footprint,
+            loader: data::loader(train, batch_size, shuffle, augment, &device),
+        })
+    }
+
+    /// One pass over the training data, adopting each step that completes.
+    pub fn run_epoch(
+        &mut self,
+        epoch: usize,
+        settings: &TrainSettings,
+        memory: &mut MemoryPolicy,
+        ctx: &Context,
+    ) -> Result<EpochSteps> {
+        let name = self.net.kind().display_name();
+        let mut steps = EpochSteps::default();
+        for batch in self.loader.clone().iter() {
+            let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
+            let mut start = 0;
+            while start < batch.len() {
+                if interrupt::requested() {
+                    return Err(TrainerError::Interrupted);
+                }
+                let len = self.batch_size.min(batch.len() - start);
+                let part = if len == batch.len() {
+                    batch.clone()
+                } else {
+                    batch.narrow(start, len)
+                };
+                let attempt = match memory.injected_failure(len) {
+                    Some(reason) => Err(StepFailure::Allocation(reason)),
+                    None => train_step(&self.net, &self.optim, &part, &self.loss_fn, settings),
+                };
+                match attempt {
+                    Ok(step) => {
+                        if !(step.norm <= DIVERGED_GRAD_NORM) {
+                            steps.divergence = Some(Divergence {
+                                epoch,
+                                step: steps.losses.len() + 1,
+                                what: if step.norm.is_finite() {
+                                    "gradient norm above 1e6"
+                                } else {
+                                    "gradient norm not finite"
+                                },
+                            });
+                        }
+                        self.net = step.net;
+                        self.optim = step.optim;
+                        steps.losses.push(step.loss);
+                        steps.correct.push(step.correct);
+                        steps.sizes.push(len);
+                        start += len;
+                        let message = format!(
+                            "{name} epoch {epoch}/{} batch {}",
+                            settings.epochs, self.batch_size
+                        );
+                        ctx.progress.advance(len as u64, &message);
+                        if steps.divergence.is_some() {
+                            return Ok(steps);
+                        }
+                    }
+                    Err(StepFailure::Allocation(reason)) => {
+                        self.halve(&reason, epoch, steps.losses.len() + 1, memory, ctx)?
+                    }
+                    Err(StepFailure::Other(reason)) => {
+                        return Err(TrainerError::Device {
+                            backend: ctx.device_info.backend.as_str().to_string(),
+                            reason: root_cause(&reason),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Halves the batch after a step at `step` could not allocate; at batch 1 there is no
+    /// smaller batch to try, and the run fails.
+    fn halve(
+        &mut self,
+        reason: &str,
+        epoch: usize,
+        step: usize,
+        memory: &mut MemoryPolicy,
+        ctx: &Context,
+    ) -> Result<()> {
+        let name = self.net.kind().display_name();
+        if self.batch_size == 1 {
+            return Err(TrainerError::OutOfMemory(format!(
+                "{name}: a training step of batch 1 does not fit in memory ({})",
+                root_cause(reason)
+            )));
+        }
+        let event = MemoryEvent {
+            model: name.to_string(),
+            phase: "train",
+            epoch,
+            step,
+            from_batch: self.batch_size,
+            to_batch: self.batch_size / 2,
+            reason: root_cause(reason),
+            requested_bytes: Some(self.footprint.step_bytes(self.batch_size, true)),
+            budget_bytes: memory.budget(ctx.device_info),
+        };
+        self.batch_size = halve(memory, event, ctx);
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! The training loop, written once for every model and every backend, and evaluation.
+//!
+//! One step: forward, cross-entropy on the logits, backward, clip all gradients together by
+//! their global L2 norm (as `torch.nn.utils.clip_grad_norm_` does), Adam step. Losses and
+//! accuracy counts stay on the device and are read back once per epoch.
+//!
+//! Each step reads its gradient norm back with a `try_` read before the loop adopts the step.
+//! An allocation failure there drops the attempt, keeps the model and the optimizer state
+//! from before it, halves the batch size and redoes the same samples, so every sample of the
+//! epoch is trained on exactly once. A norm that is not finite, or above
+//! [`DIVERGED_GRAD_NORM`], means training diverged: the model's training stops at that step.
+
+mod best;
+mod evaluate;
+mod learner;
+mod step;
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Transaction;
+
+pub use best::BestTracker;
+pub use evaluate::{Evaluation, Prediction, evaluate};
+pub(crate) use step::{StepFailure, train_step};
+
+use learner::Learner;
+
+use crate::backend::DeviceInfo;
+use crate::config::{MAX_GRAD_NORM, Monitor, Settings};
+use crate::console::Progress;
+use crate::data::{ImageDataset, Splits};
+use crate::error::{Result, TrainerError, root_cause};
+use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
+use crate::models::{ModelKind, Net};
+
+/// A gradient norm above this (half a million times the clipping threshold of 2) means the
+/// parameters have blown up: healthy training of these models stays below 100.
+pub const DIVERGED_GRAD_NORM: f32 = 1e6;
+
+/// Hyperparameters of one model's training.
+#[derive(Clone, Debug)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub max_grad_norm: f32,
+    /// Seeds the per-epoch shuffling of the training set (and the augmentation).
+    pub shuffle_seed: u64,
+    /// What picks the best epoch.
+    pub monitor: Monitor,
+    /// Stop after this many epochs without improvement of the monitor.
+    pub patience: Option<usize>,
+    /// Augment the training batches.
+    pub augment: bool,
+}
+
+impl TrainSettings {
+    /// The settings of one model of a run.
+    pub fn new(settings: &Settings, epochs: usize, lr: f64) -> TrainSettings {
+        TrainSettings {
+            epochs,
+            lr,
+            batch_size: settings.batch_size,
+            max_grad_norm: MAX_GRAD_NORM,
+            shuffle_seed: settings.seed,
+            monitor: settings.monitor,
+            patience: settings.patience,
+            augment: settings.augment,
+        }
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    /// The batch size at the end of the epoch.
+    pub batch_size: usize,
+    pub train_seconds: f64,
+    pub val_seconds: f64,
+    pub train_samples: usize,
+}
+
+/// Where training stopped because a value stopped being finite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Divergence {
+    pub epoch: usize,
+    /// 1-based step within the epoch.
+    pub step: usize,
+    pub what: &'static str,
+}
+
+/// The result of training one model.
+#[derive(Debug)]
+pub struct Trained {
+    /// The best epoch's model, without autodiff.
+    pub best: Net,
+    /// The model after the last step, without autodiff.
+    pub last: Net,
+    pub history: Vec<EpochStats>,
+    pub best_val_acc: f64,
+    /// 0 when no epoch finished.
+    pub best_epoch: usize,
+    /// The loss of every training step, in order.
+    pub step_losses: Vec<f32>,
+    pub requested_batch: usize,
+    pub final_batch: usize,
+    pub divergence: Option<Divergence>,
+    /// Why training ended before the last epoch (early stopping), if it did.
+    pub stopped_early: Option<String>,
+}
+
+/// Everything a training run reads but does not own.
+pub struct Context<'a> {
+    pub device: &'a Device,
+    pub device_info: &'a DeviceInfo,
+    pub progress: &'a dyn Progress,
+}
+
+/// Trains `net` on `train`, validating on `val` after every epoch; returns the best epoch's
+/// model (by validation accuracy; the first best wins).
+pub fn train_model(
+    net: Net,
+    train: &ImageDataset,
+    val: &ImageDataset,
+    classes: usize,
+    settings: &TrainSettings,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<Trained> {
+    // Setup: the batch size that fits, the loader, the model in training mode, Adam.
+    let kind = net.kind();
+    let mut learner = Learner::new(net, train, classes, settings, memory, ctx)?;
+    let mut best = BestTracker::new(
+        settings.monitor,
+        settings.patience,
+        settings.epochs,
+        learner.net.valid(),
+    );
+    let (mut history, mut step_losses) = (Vec::new(), Vec::new());
+    let (mut divergence, mut stopped_early) = (None, None);
+
+    ctx.progress
+        .start(kind, (settings.epochs * train.len()) as u64);
+    for epoch in 1..=settings.epochs {
+        // Train: every sample once; a step that does not fit is redone at half the batch.
+        let started = Instant::now();
+        let steps = learner.run_epoch(epoch, settings, memory, ctx)?;
+        let train_samples: usize = steps.sizes.iter().sum();
+
+        // Read back, once per epoch: every step's loss and the correct predictions.
+        let (losses, correct) = read_epoch(steps.losses, steps.correct, ctx)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let train_loss = weighted_mean(&losses, &steps.sizes);
+        step_losses.extend_from_slice(&losses);
+
+        // Divergence stops this model at the step it happened (its best epoch is kept).
+        if let Some(d) = steps
+            .divergence
+            .or_else(|| first_non_finite(&losses, epoch))
+        {
+            divergence = Some(d);
+            break;
+        }
+
+        // Validate the epoch's model.
+        let val_started = Instant::now();
+        let valid = learner.net.valid();
+        let eval = evaluate(&valid, val, classes, learner.batch_size, false, memory, ctx)?;
+        let stats = EpochStats {
+            epoch,
+            train_loss,
+            train_acc: correct as f64 / train_samples as f64,
+            val_loss: eval.loss,
+            val_acc: eval.accuracy,
+            batch_size: learner.batch_size,
+            train_seconds,
+            val_seconds: val_started.elapsed().as_secs_f64(),
+            train_samples,
+        };
+
+        // Keep the best epoch; stop early once it has not improved for `patience` epochs.
+        stopped_early = best.observe(&stats, valid);
+        history.push(stats);
+        if stopped_early.is_some() {
+            break;
+        }
+    }
+    ctx.progress.finish();
+
+    Ok(Trained {
+        last: learner.net.valid(),
+        best: best.model,
+        history,
+        best_val_acc: best.val_acc,
+        best_epoch: best.epoch,
+        stopped_early,
+        step_losses,
+        requested_batch: settings.batch_size,
+        final_batch: learner.batch_size,
+        divergence,
+    })
+}
+
+/// The mean of step losses weighted by each step's samples (the epoch's training loss).
+fn weighted_mean(losses: &[f32], sizes: &[usize]) -> f64 {
+    let total: f64 = losses
+        .iter()
+        .zip(sizes)
+        .map(|(l, n)| *l as f64 * *n as f64)
+        .sum();
+    total / sizes.iter().sum::<usize>() as f64
+}
+
+/// The first step of the epoch whose loss is not finite, as a divergence.
+fn first_non_finite(losses: &[f32], epoch: usize) -> Option<Divergence> {
+    losses
+        .iter()
+        .position(|l| !l.is_finite())
+        .map(|i| Divergence {
+            epoch,
+            step: i + 1,
+            what: "loss not finite",
+        })
+}
+
+/// [`MemoryPolicy::preflight`], with a console line for each halving.
+pub(crate) fn preflight(
+    memory: &mut MemoryPolicy,
+    kind: ModelKind,
+    training: bool,
+    batch_size: usize,
+    footprint: &Footprint,
+    ctx: &Context,
+) -> Result<usize> {
+    let before = memory.events.len();
+    let size = memory.preflight(kind, training, batch_size, footprint, ctx.device_info)?;
+    for event in &memory.events[before..] {
+        ctx.progress.note(&halving_line(event));
+    }
+    Ok(size)
+}
+
+/// Records a halving (console line and event), frees what the failed attempt held, and
+/// returns the new batch size.
+pub(crate) fn halve(memory: &mut MemoryPolicy, event: MemoryEvent, ctx: &Context) -> usize {
+    ctx.progress.note(&halving_line(&event));
+    let size = event.to_batch;
+    memory.events.push(event);
+    ctx.device.memory_cleanup();
+    size
+}
+
+/// Trains a model (see [`train_model`]) and then tests its best epoch on `splits.test`,
+/// once, at the batch size training ended with (keeping the test logits when asked).
+pub fn train_and_test(
+    net: Net,
+    splits: &Splits,
+    settings: &TrainSettings,
+    keep_logits: bool,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<(Trained, Evaluation)> {
+    let classes = splits.classes.len();
+    let trained = train_model(
+        net,
+        &splits.train,
+        &splits.val,
+        classes,
+        settings,
+        memory,
+        ctx,
+    )?;
+    let test = evaluate(
+        &trained.best,
+        &splits.test,
+        classes,
+        trained.final_batch,
+        keep_logits,
+        memory,
+        ctx,
+    )?;
+    Ok((trained, test))
+}
+
+/// The console line for a change of batch size.
+pub fn halving_line(event: &MemoryEvent) -> String {
+    format!(
+        "memory: {} {} epoch {} step {}: batch {} -> {} ({})",
+        event.model,
+        event.phase,
+        event.epoch,
+        event.step,
+        event.from_batch,
+        event.to_batch,
+        event.reason
+    )
+}
+
+/// Reads an epoch's step losses and the total of correct predictions in one transaction.
+fn read_epoch(
+    losses: Vec<Tensor<1>>,
+    correct: Vec<Tensor<1, Int>>,
+    ctx: &Context,
+) -> Result<(Vec<f32>, i64)> {
+    if losses.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let correct = correct
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .expect("at least one step");
+    let data = Transaction::default()
+        .register(Tensor::cat(losses, 0))
+        .register(correct)
+        .try_execute()
+        .map_err(|e| device_error(ctx, &e.to_string()))?;
+    let losses = data[0]
+        .try_to_vec_as::<f32>()
+        .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
+    let correct = data[1]
+        .try_to_vec_as::<i64>()
+        .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
+    Ok((losses, correct.first().copied().unwrap_or(0)))
+}
+
+pub(crate) fn device_error(ctx: &Context, message: &str) -> TrainerError {
+    if is_allocation_failure(message) {
+        TrainerError::OutOfMemory(format!(
+            "the device ran out of memory reading results ({}); try a smaller --batch-size",
+            root_cause(message)
+        ))
+    } else {
+        TrainerError::Device {
+            backend: ctx.device_info.backend.as_str().to_string(),
+            reason: root_cause(message),
+        }
+    }
+}

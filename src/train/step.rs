@@ -1,0 +1,117 @@
+//! One training step: forward, cross-entropy, backward, global-norm clipping, Adam.
+
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+use super::TrainSettings;
+use crate::data::ImageBatch;
+use crate::memory::is_allocation_failure;
+use crate::models::Net;
+
+/// A step's outcome that the loop keeps.
+pub(crate) struct Step {
+    pub net: Net,
+    pub optim: ModuleOptimizer,
+    pub loss: Tensor<1>,
+    pub correct: Tensor<1, Int>,
+    /// The global gradient norm before clipping, read back from the device.
+    pub norm: f32,
+}
+
+/// Why a step did not complete.
+pub(crate) enum StepFailure {
+    /// The device could not allocate what the step needs.
+    Allocation(String),
+    /// Anything else.
+    Other(String),
+}
+
+impl StepFailure {
+    pub(crate) fn classify(message: String) -> StepFailure {
+        if is_allocation_failure(&message) {
+            StepFailure::Allocation(message)
+        } else {
+            StepFailure::Other(message)
+        }
+    }
+}
+
+/// One training step. `net` and `optim` are not changed: the step returns the updated ones,
+/// so a failed attempt leaves the loop with the state from before it. The gradient norm is
+/// read back with a `try_` read (one sync per step), which surfaces allocation failures.
+pub(crate) fn train_step(
+    net: &Net,
+    optim: &ModuleOptimizer,
+    batch: &ImageBatch,
+    loss_fn: &burn::nn::loss::CrossEntropyLoss,
+    settings: &TrainSettings,
+) -> std::result::Result<Step, StepFailure> {
+    let logits = net.forward(batch.images.clone());
+    let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
+    let correct = logits
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .equal(batch.labels.clone())
+        .int()
+        .sum();
+    let mut grads = GradientsParams::from_grads(loss.backward(), net);
+    let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
+    let mut optim = optim.clone();
+    let updated = optim.step(settings.lr, net.clone(), grads);
+    let norm = norm
+        .try_into_scalar::<f32>()
+        .map_err(|e| StepFailure::classify(e.to_string()))?;
+    Ok(Step {
+        net: updated,
+        optim,
+        loss: loss.inner(),
+        correct: correct.inner(),
+        norm,
+    })
+}
+
+/// Scales all gradients together so that their global L2 norm is at most `max_norm`
+/// (coefficient max_norm / (norm + 1e-6), capped at 1). Returns the norm before clipping.
+/// Stays on the device: no read.
+fn clip_by_global_norm(net: &Net, grads: &mut GradientsParams, max_norm: f32) -> Tensor<1> {
+    struct SumOfSquares<'a> {
+        grads: &'a GradientsParams,
+        total: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SumOfSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.get::<D>(param.id) {
+                let squares = grad.square().sum();
+                self.total = Some(match self.total.take() {
+                    Some(total) => total + squares,
+                    None => squares,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        coefficient: Tensor<1>,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                let scaled = grad * self.coefficient.clone().unsqueeze::<D>();
+                self.grads.register::<D>(param.id, scaled);
+            }
+        }
+    }
+
+    let mut sum = SumOfSquares { grads, total: None };
+    net.visit(&mut sum);
+    let norm = sum.total.expect("both models have parameters").sqrt();
+    let coefficient = norm
+        .clone()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    net.visit(&mut Scale { grads, coefficient });
+    norm
+}
