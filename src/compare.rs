@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainerError};
-use crate::pack::{MARKER, OutputLock};
+use crate::pack::{MARKER, OutputLock, write_atomic};
 use crate::plots::{self, LineChart, Series};
 
 /// One epoch of a training log.
@@ -205,7 +205,7 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Comparison> {
     let reports = run_b.join("reports");
     fs::create_dir_all(&reports).map_err(|e| TrainerError::io("creating folder", &reports, e))?;
     let notes_path = reports.join("experiment_notes.md");
-    write_atomically(&notes_path, notes.as_bytes())?;
+    write_atomic(&notes_path, notes.as_bytes())?;
     let overlay = reports.join("experiment_loss_overlay.png");
     let temporary = reports.join(".experiment_loss_overlay.partial.png");
     plots::draw_stacked(&temporary, &overlay_charts(&a, &b))?;
@@ -215,17 +215,6 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Comparison> {
         notes_path,
         suggestion,
     })
-}
-
-/// Writes a file through a temporary beside it, so a failed write never leaves half a file.
-fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let temporary = path.with_extension("partial");
-    let result = fs::write(&temporary, contents).and_then(|()| fs::rename(&temporary, path));
-    if let Err(e) = result {
-        let _ = fs::remove_file(&temporary);
-        return Err(TrainerError::io("writing", path, e));
-    }
-    Ok(())
 }
 
 fn overlay_charts(a: &Pack, b: &Pack) -> Vec<LineChart> {

@@ -264,3 +264,18 @@ fn remove_stale(parent: &Path, name: &str) {
         }
     }
 }
+
+/// Writes a file whole or not at all (a temporary beside it, then a rename), so a failed or
+/// interrupted write never leaves half a file and a reader never sees one.
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents).map_err(|e| TrainerError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        TrainerError::io("writing", path, e)
+    })
+}

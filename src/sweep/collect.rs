@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainerError};
 use crate::evidence::{csv_text, markdown_table, py_float};
+use crate::pack::write_atomic;
 use crate::plots::{LineChart, Series, draw_line_chart};
-use crate::sweep::plan::{Plan, write_atomic};
+use crate::sweep::plan::Plan;
 use crate::sweep::task::{self, Status, TaskResult, TaskState};
 
 /// One task's line of the leaderboard.

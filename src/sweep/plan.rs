@@ -10,6 +10,7 @@ use crate::backend::BackendChoice;
 use crate::checkpoint::checksum;
 use crate::config::{self, Settings};
 use crate::error::{Result, TrainerError};
+use crate::pack::write_atomic;
 use crate::sweep::{launchers, task};
 
 /// The plan's file name inside a sweep folder.
@@ -373,18 +374,4 @@ fn write(dir: &Path, plan: &Plan) -> Result<()> {
     write_atomic(&dir.join(launchers::SLURM_FILE), launchers::slurm(plan))?;
     write_atomic(&dir.join(launchers::K8S_FILE), launchers::kubernetes(plan))?;
     Ok(())
-}
-
-/// Writes a file whole or not at all (a temporary beside it, then a rename).
-pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents).map_err(|e| TrainerError::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainerError::io("writing", path, e)
-    })
 }

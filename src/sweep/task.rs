@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Monitor;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
+use crate::pack::write_atomic;
 use crate::report::{Report, RunConfig};
-use crate::sweep::plan::{Plan, write_atomic};
+use crate::sweep::plan::Plan;
 use crate::workshop;
 
 pub const RUNS_DIR: &str = "runs";
