@@ -18,6 +18,25 @@ struct Epoch {
     val_loss: f64,
 }
 
+/// One row of a pack's model_comparison.csv.
+#[derive(Clone, Debug)]
+struct ModelResult {
+    model: String,
+    best_val_acc: f64,
+    test_loss: f64,
+    test_accuracy: f64,
+    /// "ok", or "diverged at ..." as the pack wrote it.
+    status: String,
+}
+
+/// A model's training time over all epochs.
+#[derive(Clone, Debug)]
+struct Timing {
+    model: String,
+    seconds: f64,
+    samples_per_sec: f64,
+}
+
 /// What is read from a pack.
 #[derive(Debug)]
 struct Pack {
@@ -25,22 +44,36 @@ struct Pack {
     settings: serde_json::Map<String, serde_json::Value>,
     /// model -> epochs
     curves: Vec<(String, Vec<Epoch>)>,
-    /// model -> (best_val_acc, test_loss, test_accuracy, status)
-    comparison: Vec<(String, f64, f64, f64, String)>,
+    comparison: Vec<ModelResult>,
     best_model: String,
     confusion: Vec<Vec<String>>,
-    /// model -> (train seconds, samples per second)
-    timing: Vec<(String, f64, f64)>,
+    timing: Vec<Timing>,
     val_samples: f64,
+}
+
+/// A setting that differs between the two runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Difference {
+    pub key: String,
+    /// The value in run A, as text.
+    pub a: String,
+    /// The value in run B, as text.
+    pub b: String,
 }
 
 /// The outcome of a comparison.
 #[derive(Debug)]
 pub struct Comparison {
-    /// Settings that differ: (key, value in A, value in B).
-    pub differences: Vec<(String, String, String)>,
+    pub differences: Vec<Difference>,
     pub notes_path: PathBuf,
     pub suggestion: String,
+}
+
+/// What to do next, and the validation figures it rests on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub suggestion: String,
+    pub evidence: Vec<String>,
 }
 
 fn bad(path: &Path, what: impl std::fmt::Display) -> TrainerError {
@@ -118,19 +151,19 @@ fn read_pack(path: &Path) -> Result<Pack> {
     let status = table[0].iter().position(|h| h == "status");
     let mut comparison = Vec::new();
     for row in &table[1..] {
-        comparison.push((
-            row[m].to_string(),
-            number(&row[bv], path, f)?,
-            number(&row[tl], path, f)?,
-            number(&row[ta], path, f)?,
-            status
+        comparison.push(ModelResult {
+            model: row[m].to_string(),
+            best_val_acc: number(&row[bv], path, f)?,
+            test_loss: number(&row[tl], path, f)?,
+            test_accuracy: number(&row[ta], path, f)?,
+            status: status
                 .map(|i| row[i].to_string())
                 .unwrap_or_else(|| "ok".into()),
-        ));
+        });
     }
     let best_model = comparison
         .first()
-        .map(|c| c.0.clone())
+        .map(|c| c.model.clone())
         .ok_or_else(|| bad(path, "outputs/model_comparison.csv has no model"))?;
 
     let confusion = read_csv(path, "outputs/confusion_matrix.csv")?
@@ -145,19 +178,24 @@ fn read_pack(path: &Path) -> Result<Pack> {
         column(&timing_rows[0], "train_seconds", path, f)?,
         column(&timing_rows[0], "train_samples", path, f)?,
     );
-    let mut timing: Vec<(String, f64, f64)> = Vec::new();
+    // Samples are summed into samples_per_sec first, then divided by the seconds.
+    let mut timing: Vec<Timing> = Vec::new();
     for row in &timing_rows[1..] {
         let (seconds, samples) = (number(&row[ts], path, f)?, number(&row[n], path, f)?);
-        match timing.iter_mut().find(|(name, _, _)| name == &row[m]) {
+        match timing.iter_mut().find(|t| t.model == row[m]) {
             Some(entry) => {
-                entry.1 += seconds;
-                entry.2 += samples;
+                entry.seconds += seconds;
+                entry.samples_per_sec += samples;
             }
-            None => timing.push((row[m].to_string(), seconds, samples)),
+            None => timing.push(Timing {
+                model: row[m].to_string(),
+                seconds,
+                samples_per_sec: samples,
+            }),
         }
     }
     for entry in &mut timing {
-        entry.2 /= entry.1.max(1e-9);
+        entry.samples_per_sec /= entry.seconds.max(1e-9);
     }
 
     let summary: serde_json::Value = serde_json::from_str(
@@ -194,10 +232,14 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Comparison> {
     let mut keys: Vec<&String> = a.settings.keys().chain(b.settings.keys()).collect();
     keys.sort();
     keys.dedup();
-    let differences: Vec<(String, String, String)> = keys
+    let differences: Vec<Difference> = keys
         .into_iter()
         .filter(|k| a.settings.get(*k) != b.settings.get(*k))
-        .map(|k| (k.clone(), show(a.settings.get(k)), show(b.settings.get(k))))
+        .map(|k| Difference {
+            key: k.clone(),
+            a: show(a.settings.get(k)),
+            b: show(b.settings.get(k)),
+        })
         .collect();
 
     let _lock = OutputLock::acquire(run_b)?;
@@ -253,14 +295,11 @@ fn overlay_charts(a: &Pack, b: &Pack) -> Vec<LineChart> {
     charts
 }
 
-fn best_of(pack: &Pack, model: &str) -> Option<(f64, f64, f64, String)> {
-    pack.comparison
-        .iter()
-        .find(|c| c.0 == model)
-        .map(|c| (c.1, c.2, c.3, c.4.clone()))
+fn best_of<'a>(pack: &'a Pack, model: &str) -> Option<&'a ModelResult> {
+    pack.comparison.iter().find(|c| c.model == model)
 }
 
-fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (String, String) {
+fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
     let mut out = String::from("# Experiment Notes\n\n");
     let _ = writeln!(out, "- Run A: `{}`", a.path.display());
     let _ = writeln!(out, "- Run B: `{}`\n", b.path.display());
@@ -273,8 +312,8 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
             );
         }
         n => {
-            for (key, va, vb) in differences {
-                let _ = writeln!(out, "- `{key}`: {va} -> {vb}");
+            for d in differences {
+                let _ = writeln!(out, "- `{}`: {} -> {}", d.key, d.a, d.b);
             }
             if n > 1 {
                 let _ = writeln!(
@@ -297,14 +336,18 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
             let curve = pack.curves.iter().find(|(m, _)| m == model).map(|(_, c)| c);
             let best = best_of(pack, model);
             match (curve, best) {
-                (Some(c), Some((bv, tl, ta, status))) if !c.is_empty() => {
+                (Some(c), Some(r)) if !c.is_empty() => {
                     let _ = writeln!(
                         out,
-                        "| {model} | {run} | {} | {:.4} | {:.4} | {:.4} | {bv:.4} | {tl:.4} | {ta:.4} | {status} |",
+                        "| {model} | {run} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} |",
                         c.len(),
                         c[0].train_loss,
                         c[c.len() - 1].train_loss,
                         c[c.len() - 1].val_loss,
+                        r.best_val_acc,
+                        r.test_loss,
+                        r.test_accuracy,
+                        r.status,
                     );
                 }
                 _ => {
@@ -345,16 +388,30 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
     }
 
     let _ = writeln!(out, "\n## Timing\n");
-    for (model, seconds, rate) in &a.timing {
-        if let Some((_, sb, rb)) = b.timing.iter().find(|(m, _, _)| m == model) {
+    for ta in &a.timing {
+        if let Some(tb) = b.timing.iter().find(|t| t.model == ta.model) {
             let _ = writeln!(
                 out,
-                "- {model}: {seconds:.3} s training at {rate:.0} samples/s (A) vs {sb:.3} s at {rb:.0} samples/s (B)"
+                "- {}: {:.3} s training at {:.0} samples/s (A) vs {:.3} s at {:.0} samples/s (B)",
+                ta.model, ta.seconds, ta.samples_per_sec, tb.seconds, tb.samples_per_sec
             );
         }
     }
 
-    // The suggestion rests on the validation set (the test set is not for choosing).
+    let decision = decide(a, b, differences);
+    let _ = writeln!(out, "\n## Suggested next step\n");
+    let _ = writeln!(out, "{}.\n", decision.suggestion);
+    let _ = writeln!(out, "Evidence: {}.", decision.evidence.join("; "));
+    (out, decision.suggestion)
+}
+
+/// The suggestion from two runs, without I/O: it rests on the validation set only (the test
+/// set is not for choosing). A model's best validation accuracy decides when it moved by more
+/// than half a validation sample; otherwise its last validation loss, when it moved by 10%.
+/// A model that diverged in B and not in A counts twice against B.
+fn decide(a: &Pack, b: &Pack, differences: &[Difference]) -> Decision {
+    let models: Vec<String> = a.curves.iter().map(|(m, _)| m.clone()).collect();
+
     let one_sample = 1.0 / a.val_samples;
     let mut better = 0;
     let mut worse = 0;
@@ -367,8 +424,11 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
     };
     for model in &models {
         if let (Some(ba), Some(bb)) = (best_of(a, model), best_of(b, model)) {
-            let delta = bb.0 - ba.0;
-            evidence.push(format!("{model} best val acc {:.4} -> {:.4}", ba.0, bb.0));
+            let delta = bb.best_val_acc - ba.best_val_acc;
+            evidence.push(format!(
+                "{model} best val acc {:.4} -> {:.4}",
+                ba.best_val_acc, bb.best_val_acc
+            ));
             if delta > one_sample / 2.0 {
                 better += 1;
             } else if delta < -one_sample / 2.0 {
@@ -383,7 +443,7 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
                     worse += 1;
                 }
             }
-            if bb.3.starts_with("diverged") && !ba.3.starts_with("diverged") {
+            if bb.status.starts_with("diverged") && !ba.status.starts_with("diverged") {
                 worse += 2;
                 evidence.push(format!("{model} diverged in B"));
             }
@@ -391,7 +451,7 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
     }
     let changed = differences
         .first()
-        .map(|d| format!("`{}` = {}", d.0, d.2))
+        .map(|d| format!("`{}` = {}", d.key, d.b))
         .unwrap_or_else(|| "the change".to_string());
     let suggestion = if differences.len() > 1 {
         "split the change: rerun from A changing one setting only, then compare again".to_string()
@@ -406,10 +466,10 @@ fn notes(a: &Pack, b: &Pack, differences: &[(String, String, String)]) -> (Strin
             "no measurable effect on validation (within one validation sample, {one_sample:.4}): keep whichever of the two is simpler or faster, or try a value further away"
         )
     };
-    let _ = writeln!(out, "\n## Suggested next step\n");
-    let _ = writeln!(out, "{suggestion}.\n");
-    let _ = writeln!(out, "Evidence: {}.", evidence.join("; "));
-    (out, suggestion)
+    Decision {
+        suggestion,
+        evidence,
+    }
 }
 
 fn flatten(matrix: &[Vec<String>]) -> String {
@@ -419,4 +479,117 @@ fn flatten(matrix: &[Vec<String>]) -> String {
         .map(|row| format!("{} {}", row[0], row[1..].join("/")))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack of one model with its best validation accuracy, last validation loss and status.
+    fn pack(best_val_acc: f64, last_val_loss: f64, status: &str) -> Pack {
+        Pack {
+            path: PathBuf::from("run"),
+            settings: serde_json::Map::new(),
+            curves: vec![(
+                "Tiny CNN".into(),
+                vec![Epoch {
+                    train_loss: 0.5,
+                    val_loss: last_val_loss,
+                }],
+            )],
+            comparison: vec![ModelResult {
+                model: "Tiny CNN".into(),
+                best_val_acc,
+                test_loss: 0.1,
+                test_accuracy: 0.9,
+                status: status.into(),
+            }],
+            best_model: "Tiny CNN".into(),
+            confusion: Vec::new(),
+            timing: Vec::new(),
+            val_samples: 84.0,
+        }
+    }
+
+    fn lr_changed() -> Vec<Difference> {
+        vec![Difference {
+            key: "lr_cnn".into(),
+            a: "0.006".into(),
+            b: "0.01".into(),
+        }]
+    }
+
+    #[test]
+    fn higher_validation_accuracy_keeps_the_change() {
+        let d = decide(
+            &pack(0.90, 0.3, "ok"),
+            &pack(0.95, 0.3, "ok"),
+            &lr_changed(),
+        );
+        assert!(
+            d.suggestion.starts_with("keep `lr_cnn` = 0.01"),
+            "{}",
+            d.suggestion
+        );
+        assert_eq!(d.evidence, ["Tiny CNN best val acc 0.9000 -> 0.9500"]);
+    }
+
+    #[test]
+    fn lower_accuracy_or_divergence_rolls_back() {
+        let d = decide(
+            &pack(0.95, 0.3, "ok"),
+            &pack(0.90, 0.3, "ok"),
+            &lr_changed(),
+        );
+        assert!(
+            d.suggestion.starts_with("roll back `lr_cnn` = 0.01"),
+            "{}",
+            d.suggestion
+        );
+        let d = decide(
+            &pack(0.90, 0.3, "ok"),
+            &pack(0.95, 0.3, "diverged at epoch 3 step 2"),
+            &lr_changed(),
+        );
+        assert!(d.suggestion.starts_with("roll back"), "{}", d.suggestion);
+        assert!(d.evidence.contains(&"Tiny CNN diverged in B".to_string()));
+    }
+
+    #[test]
+    fn within_half_a_sample_the_validation_loss_decides() {
+        // 0.004 is less than half of one sample in 84 (0.0119).
+        let d = decide(
+            &pack(0.950, 0.30, "ok"),
+            &pack(0.954, 0.20, "ok"),
+            &lr_changed(),
+        );
+        assert!(d.suggestion.starts_with("keep"), "{}", d.suggestion);
+        let d = decide(
+            &pack(0.950, 0.30, "ok"),
+            &pack(0.950, 0.29, "ok"),
+            &lr_changed(),
+        );
+        assert!(
+            d.suggestion.starts_with("no measurable effect"),
+            "{}",
+            d.suggestion
+        );
+    }
+
+    #[test]
+    fn several_or_no_changes_are_not_judged() {
+        let two = [lr_changed(), lr_changed()].concat();
+        let d = decide(&pack(0.9, 0.3, "ok"), &pack(0.99, 0.1, "ok"), &two);
+        assert!(
+            d.suggestion.starts_with("split the change"),
+            "{}",
+            d.suggestion
+        );
+        let d = decide(&pack(0.9, 0.3, "ok"), &pack(0.99, 0.1, "ok"), &[]);
+        assert!(
+            d.suggestion.starts_with("nothing to decide"),
+            "{}",
+            d.suggestion
+        );
+    }
 }

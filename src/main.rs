@@ -594,8 +594,8 @@ fn compare(args: CompareArgs) -> Result<()> {
     if result.differences.is_empty() {
         say("changed: nothing");
     }
-    for (key, a, b) in &result.differences {
-        say(&format!("changed: {key}: {a} -> {b}"));
+    for d in &result.differences {
+        say(&format!("changed: {}: {} -> {}", d.key, d.a, d.b));
     }
     if result.differences.len() > 1 {
         trainer::console::warn(&format!(
