@@ -349,6 +349,7 @@ fn bad_sweeps_are_refused_with_one_line() {
             "lr_cnn = [0.01, -1.0]\n",
             "--lr-cnn must be a positive",
         ),
+        ("no folder", "data = [\"nowhere\"]\n", "the image folder"),
     ];
     for (name, toml, message) in cases {
         let output = plan(root.path(), toml, name, &[]);

@@ -334,6 +334,14 @@ fn settings_at(axes: &[Axis], point: usize, defaults: &Value, index: usize) -> R
     settings
         .validate()
         .map_err(|e| TrainerError::bad_input(format!("sweep config: {what}: {e}")))?;
+    if let Some(folder) = &settings.data
+        && !folder.is_dir()
+    {
+        return Err(TrainerError::bad_input(format!(
+            "sweep config: {what}: the image folder '{}' does not exist",
+            folder.display()
+        )));
+    }
     Ok(settings)
 }
 
