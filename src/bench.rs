@@ -475,39 +475,50 @@ fn markdown(report: &BenchReport) -> String {
         "\nEach row: {} warm-up steps, then {} timed steps of forward, cross-entropy, backward, global-norm clip 2.0, Adam step and a read of the gradient norm (one sync per step, as the PyTorch peer's `loss.item()`). The first step is timed on its own: compilation and autotuning happen there. The batch stays on the device (drawn there by shaders/stripe_synth.wgsl on wgpu, uploaded once elsewhere).\n",
         report.config.warmup, report.config.steps
     );
-    let _ = writeln!(
-        out,
-        "| backend | model | batch | samples/s | median ms | p10 ms | p90 ms | first step ms | peak host RSS | device memory | status |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    );
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
-    for r in &report.rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.backend,
-            r.model,
-            r.batch_size,
-            r.samples_per_sec
-                .map(|v| format!("{v:.0}"))
-                .unwrap_or_default(),
-            ms(r.median_step_ms),
-            ms(r.p10_step_ms),
-            ms(r.p90_step_ms),
-            r.first_step_ms
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_default(),
-            r.peak_host_rss_bytes
-                .map(memory::format_bytes)
-                .unwrap_or_default(),
-            r.device_memory_bytes
-                .map(memory::format_bytes)
-                .unwrap_or_default(),
-            match r.status {
-                RowStatus::Ok => r.status.as_str().to_string(),
-                RowStatus::DoesNotFit => format!("{}: {}", r.status.as_str(), r.note),
-            }
-        );
-    }
+    let bytes = |v: Option<u64>| v.map(memory::format_bytes).unwrap_or_default();
+    let rows: Vec<Vec<String>> = report
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.backend.clone(),
+                r.model.clone(),
+                r.batch_size.to_string(),
+                r.samples_per_sec
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_default(),
+                ms(r.median_step_ms),
+                ms(r.p10_step_ms),
+                ms(r.p90_step_ms),
+                r.first_step_ms
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_default(),
+                bytes(r.peak_host_rss_bytes),
+                bytes(r.device_memory_bytes),
+                match r.status {
+                    RowStatus::Ok => r.status.as_str().to_string(),
+                    RowStatus::DoesNotFit => format!("{}: {}", r.status.as_str(), r.note),
+                },
+            ]
+        })
+        .collect();
+    out += &crate::evidence::markdown_table(
+        &[
+            "backend",
+            "model",
+            "batch",
+            "samples/s",
+            "median ms",
+            "p10 ms",
+            "p90 ms",
+            "first step ms",
+            "peak host RSS",
+            "device memory",
+            "status",
+        ],
+        &rows,
+    );
     let _ = writeln!(out, "\n## Best batch size\n");
     for b in best_rows(report) {
         let _ = writeln!(

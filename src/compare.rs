@@ -326,36 +326,46 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
     }
 
     let _ = writeln!(out, "## Training and validation\n");
-    let _ = writeln!(
-        out,
-        "| model | run | epochs | first train loss | last train loss | last val loss | best val acc | test loss | test accuracy | status |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    );
     let models: Vec<String> = a.curves.iter().map(|(m, _)| m.clone()).collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for model in &models {
         for (run, pack) in [("A", a), ("B", b)] {
             let curve = pack.curves.iter().find(|(m, _)| m == model).map(|(_, c)| c);
-            let best = best_of(pack, model);
-            match (curve, best) {
-                (Some(c), Some(r)) if !c.is_empty() => {
-                    let _ = writeln!(
-                        out,
-                        "| {model} | {run} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {} |",
-                        c.len(),
-                        c[0].train_loss,
-                        c[c.len() - 1].train_loss,
-                        c[c.len() - 1].val_loss,
-                        r.best_val_acc,
-                        r.test_loss,
-                        r.test_accuracy,
-                        r.status,
-                    );
-                }
-                _ => {
-                    let _ = writeln!(out, "| {model} | {run} | not trained | | | | | | | |");
-                }
+            let mut row = vec![model.clone(), run.to_string()];
+            match (curve, best_of(pack, model)) {
+                (Some(c), Some(r)) if !c.is_empty() => row.extend([
+                    c.len().to_string(),
+                    format!("{:.4}", c[0].train_loss),
+                    format!("{:.4}", c[c.len() - 1].train_loss),
+                    format!("{:.4}", c[c.len() - 1].val_loss),
+                    format!("{:.4}", r.best_val_acc),
+                    format!("{:.4}", r.test_loss),
+                    format!("{:.4}", r.test_accuracy),
+                    r.status.clone(),
+                ]),
+                _ => row.extend(
+                    std::iter::once("not trained".to_string())
+                        .chain(std::iter::repeat_n(String::new(), 7)),
+                ),
             }
+            rows.push(row);
         }
     }
+    out += &crate::evidence::markdown_table(
+        &[
+            "model",
+            "run",
+            "epochs",
+            "first train loss",
+            "last train loss",
+            "last val loss",
+            "best val acc",
+            "test loss",
+            "test accuracy",
+            "status",
+        ],
+        &rows,
+    );
     let gaps: Vec<String> = models
         .iter()
         .filter_map(|model| {

@@ -111,16 +111,17 @@ pub fn csv_text(rows: Vec<Vec<String>>) -> Result<String> {
     String::from_utf8(bytes).map_err(csv_error)
 }
 
-/// A Markdown table: a header row, its rule, then the rows (a `|` in a cell is escaped).
-pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
-    let line = |cells: &[String]| {
-        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
+/// The one Markdown table writer: a header row, its `| --- |` rule, then the rows, each
+/// cell between `| ` and ` |` (a `|` inside a cell is escaped).
+pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let line = |cells: &mut dyn Iterator<Item = String>| {
+        let cells: Vec<String> = cells.map(|c| c.replace('|', "\\|")).collect();
         format!("| {} |\n", cells.join(" | "))
     };
-    let mut out = line(header);
-    out += &format!("|{}\n", "---|".repeat(header.len()));
+    let mut out = line(&mut header.iter().map(|h| h.to_string()));
+    out += &line(&mut header.iter().map(|_| "---".to_string()));
     for row in rows {
-        out += &line(row);
+        out += &line(&mut row.iter().cloned());
     }
     out
 }
@@ -696,13 +697,13 @@ pub fn shape_trace_md(report: &Report) -> String {
     }
     for kind in ModelKind::ALL {
         let _ = writeln!(out, "\n## {} layer by layer\n", kind.display_name());
-        let _ = writeln!(out, "| layer | output shape |\n| --- | --- |");
-        let _ = writeln!(out, "| input | `{}` |", tuple(&s.images));
+        let mut rows = vec![vec!["input".to_string(), format!("`{}`", tuple(&s.images))]];
         for (k, layer, shape) in &s.layers {
             if *k == kind {
-                let _ = writeln!(out, "| {layer} | `{}` |", tuple(shape));
+                rows.push(vec![layer.clone(), format!("`{}`", tuple(shape))]);
             }
         }
+        out += &markdown_table(&["layer", "output shape"], &rows);
     }
     let _ = writeln!(out, "\n## Batch size\n");
     let _ = writeln!(
@@ -847,26 +848,38 @@ pub fn readme_md(report: &Report) -> String {
         }
     );
     let _ = writeln!(out, "## Model comparison\n");
-    let _ = writeln!(
-        out,
-        "| model | epochs | lr | batch | best epoch | best val acc | test loss | test accuracy | status |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    let rows: Vec<Vec<String>> = report
+        .ranking
+        .iter()
+        .map(|&i| {
+            let r = &report.models[i];
+            vec![
+                r.kind.display_name().to_string(),
+                r.epochs.to_string(),
+                r.lr.to_string(),
+                r.trained.final_batch.to_string(),
+                r.trained.best_epoch.to_string(),
+                py_float(r.trained.best_val_acc),
+                py_float(r.test.loss),
+                py_float(r.test.accuracy),
+                status(r),
+            ]
+        })
+        .collect();
+    out += &markdown_table(
+        &[
+            "model",
+            "epochs",
+            "lr",
+            "batch",
+            "best epoch",
+            "best val acc",
+            "test loss",
+            "test accuracy",
+            "status",
+        ],
+        &rows,
     );
-    for &i in &report.ranking {
-        let r = &report.models[i];
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.kind.display_name(),
-            r.epochs,
-            r.lr,
-            r.trained.final_batch,
-            r.trained.best_epoch,
-            py_float(r.trained.best_val_acc),
-            py_float(r.test.loss),
-            py_float(r.test.accuracy),
-            status(r)
-        );
-    }
     let _ = writeln!(
         out,
         "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels can. The best epoch of each model (by {}) was restored before testing; the test set was used once, at the end.\n",

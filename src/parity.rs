@@ -453,37 +453,51 @@ fn markdown(report: &ParityReport) -> String {
         t.logits_atol,
         t.min_agreement * 100.0
     );
-    let _ = writeln!(
-        out,
-        "| model | backends | verdict | first-epoch loss rel. diff | all steps rel. diff | first step over tolerance | max param diff | max test logit diff | prediction agreement | best val acc | best epoch | test acc | train samples/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    let rows: Vec<Vec<String>> = report
+        .comparisons
+        .iter()
+        .map(|c| {
+            let param = c.param_max_abs_diff.iter().map(|p| p.1).fold(0.0, f64::max);
+            vec![
+                c.model.clone(),
+                format!("{} vs {}", c.reference, c.other),
+                if c.passed { "pass" } else { "FAIL" }.to_string(),
+                format!("{:.2e}", c.first_epoch_loss_max_rel_diff),
+                format!("{:.2e}", c.loss_max_rel_diff),
+                c.first_divergent_step
+                    .map(|(e, s)| format!("epoch {e} step {s}"))
+                    .unwrap_or_else(|| "none".into()),
+                format!("{param:.2e}"),
+                format!("{:.2e}", c.logits_max_abs_diff),
+                format!("{:.1}%", c.prediction_agreement * 100.0),
+                format!("{:.4} / {:.4}", c.best_val_acc.0, c.best_val_acc.1),
+                format!("{} / {}", c.best_epoch.0, c.best_epoch.1),
+                format!("{:.4} / {:.4}", c.test_accuracy.0, c.test_accuracy.1),
+                format!(
+                    "{:.0} / {:.0}",
+                    c.train_samples_per_sec.0, c.train_samples_per_sec.1
+                ),
+            ]
+        })
+        .collect();
+    out += &crate::evidence::markdown_table(
+        &[
+            "model",
+            "backends",
+            "verdict",
+            "first-epoch loss rel. diff",
+            "all steps rel. diff",
+            "first step over tolerance",
+            "max param diff",
+            "max test logit diff",
+            "prediction agreement",
+            "best val acc",
+            "best epoch",
+            "test acc",
+            "train samples/s",
+        ],
+        &rows,
     );
-    for c in &report.comparisons {
-        let param = c.param_max_abs_diff.iter().map(|p| p.1).fold(0.0, f64::max);
-        let _ = writeln!(
-            out,
-            "| {} | {} vs {} | {} | {:.2e} | {:.2e} | {} | {:.2e} | {:.2e} | {:.1}% | {:.4} / {:.4} | {} / {} | {:.4} / {:.4} | {:.0} / {:.0} |",
-            c.model,
-            c.reference,
-            c.other,
-            if c.passed { "pass" } else { "FAIL" },
-            c.first_epoch_loss_max_rel_diff,
-            c.loss_max_rel_diff,
-            c.first_divergent_step
-                .map(|(e, s)| format!("epoch {e} step {s}"))
-                .unwrap_or_else(|| "none".into()),
-            param,
-            c.logits_max_abs_diff,
-            c.prediction_agreement * 100.0,
-            c.best_val_acc.0,
-            c.best_val_acc.1,
-            c.best_epoch.0,
-            c.best_epoch.1,
-            c.test_accuracy.0,
-            c.test_accuracy.1,
-            c.train_samples_per_sec.0,
-            c.train_samples_per_sec.1,
-        );
-    }
     let _ = writeln!(out, "\n## Backends\n");
     for b in &report.backends {
         let _ = writeln!(

@@ -193,19 +193,16 @@ fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
         failed.len(),
         missing.len()
     );
-    let mut header: Vec<String> = vec!["rank".into(), "task".into()];
-    header.extend(plan.varying.iter().cloned());
-    header.extend(
-        [
-            "model",
-            "val acc",
-            "val loss",
-            "best epoch",
-            "test acc",
-            "status",
-        ]
-        .map(String::from),
-    );
+    let mut header: Vec<&str> = vec!["rank", "task"];
+    header.extend(plan.varying.iter().map(String::as_str));
+    header.extend([
+        "model",
+        "val acc",
+        "val loss",
+        "best epoch",
+        "test acc",
+        "status",
+    ]);
     let body: Vec<Vec<String>> = rows
         .iter()
         .filter_map(|row| {
@@ -231,9 +228,7 @@ fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
     md += &markdown_table(&header, &body);
     if plan.varying.iter().any(|k| k == "seed") {
         md += "\n## By setting, seeds aggregated (mean ± sample standard deviation)\n\n";
-        let header: Vec<String> = ["setting", "seeds", "val acc", "val loss", "test acc"]
-            .map(String::from)
-            .to_vec();
+        let header = ["setting", "seeds", "val acc", "val loss", "test acc"];
         let body: Vec<Vec<String>> = by_setting(rows)
             .into_iter()
             .map(|(key, group)| {
