@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use trainer::backend::{self, BackendName};
-use trainer::bench::{BenchConfig, describe, measure};
+use trainer::cmd::bench::{BenchConfig, describe, measure};
 use trainer::data::{DataConfig, stripe_splits};
-use trainer::models::ModelKind;
+use trainer::device::{self, BackendName};
+use trainer::model::ModelKind;
 
 use burn::prelude::*;
 
@@ -15,7 +15,7 @@ use burn::prelude::*;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    trainer::backend::prepare_environment();
+    trainer::device::prepare_environment();
     let config = BenchConfig {
         backends: Vec::new(),
         models: vec![ModelKind::Cnn],
@@ -28,21 +28,21 @@ fn main() {
         command: "cargo bench".into(),
     };
     for name in [BackendName::Cpu, BackendName::Ndarray, BackendName::Wgpu] {
-        let open = match backend::open_named(name) {
+        let open = match device::open_named(name) {
             Ok(open) => open,
             Err(e) => {
                 println!("{}: skipped ({e})", name.as_str());
                 continue;
             }
         };
-        // On cpu, the fused Tiny CNN operation (src/cpu_kernels.rs) and burn-flex's layers.
+        // On cpu, the fused Tiny CNN operation (src/device/cpu_kernels.rs) and burn-flex's layers.
         let variants: &[(&str, bool)] = if name == BackendName::Cpu {
             &[("cpu", true), ("cpu-layers", false)]
         } else {
             &[(name.as_str(), true)]
         };
         for &(label, fused) in variants {
-            trainer::cpu_kernels::set_enabled(fused);
+            trainer::device::cpu_kernels::set_enabled(fused);
             for &batch in &config.batch_sizes {
                 match measure(&config, ModelKind::Cnn, batch, &open.device, &open.info) {
                     Ok(row) => println!("training_step/{label}: {}", describe(&row)),
@@ -50,7 +50,7 @@ fn main() {
                 }
             }
         }
-        trainer::cpu_kernels::set_enabled(true);
+        trainer::device::cpu_kernels::set_enabled(true);
     }
 
     data_feed();
@@ -73,7 +73,7 @@ fn main() {
 /// training does) against drawing them on the device with shaders/stripe_synth.wgsl. Each
 /// batch ends with a read, so both are timed to completion.
 fn data_feed() {
-    let Ok(open) = backend::open_named(BackendName::Wgpu) else {
+    let Ok(open) = device::open_named(BackendName::Wgpu) else {
         println!("data_feed: skipped (no wgpu adapter)");
         return;
     };
@@ -94,7 +94,7 @@ fn data_feed() {
             t.sum().into_scalar::<f32>()
         };
         let synth = || {
-            trainer::gpu_kernels::stripe_images(&recipes, 42, size, &device)
+            trainer::device::gpu_kernels::stripe_images(&recipes, 42, size, &device)
                 .sum()
                 .into_scalar::<f32>()
         };

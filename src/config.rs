@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendChoice;
 use crate::data::DataConfig;
+use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
-use crate::models::ModelKind;
+use crate::model::ModelKind;
 
 /// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
 pub const MAX_GRAD_NORM: f32 = 2.0;

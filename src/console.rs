@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::models::ModelKind;
+use crate::model::ModelKind;
 
 /// Writes a line to stdout. A closed pipe (`trainer ... | head -1`) is not an error: the
 /// run goes on and its files are written; the line just goes nowhere.

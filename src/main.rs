@@ -5,16 +5,17 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use trainer::backend::{BackendChoice, BackendName};
-use trainer::bench::BenchConfig;
+use trainer::cmd::bench::BenchConfig;
+use trainer::cmd::inference;
+use trainer::cmd::parity::{self, ParityConfig, Tolerances};
+use trainer::cmd::workshop;
 use trainer::config::{self, Monitor, Settings};
 use trainer::console::{Console, say};
+use trainer::device::{BackendChoice, BackendName};
 use trainer::error::{Result, TrainerError};
-use trainer::models::ModelKind;
-use trainer::parity::{self, ParityConfig, Tolerances};
+use trainer::memory;
+use trainer::model::ModelKind;
 use trainer::report::{RunConfig, round4};
-use trainer::workshop;
-use trainer::{inference, memory};
 
 /// Trains the workshop's Flatten+Linear baseline and Tiny CNN on stripe images and writes an
 /// evidence pack that shows the training was healthy.
@@ -37,7 +38,7 @@ struct Cli {
     #[arg(long, global = true)]
     no_gpu_kernels: bool,
 
-    /// On the CPU backend, do not use the fused Tiny CNN operation of src/cpu_kernels.rs: run
+    /// On the CPU backend, do not use the fused Tiny CNN operation of src/device/cpu_kernels.rs: run
     /// burn-flex's conv, ReLU and pooling layers one by one instead. For comparison; the
     /// results agree to float rounding (about 3x slower).
     #[arg(long, global = true)]
@@ -424,7 +425,7 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    trainer::backend::prepare_environment();
+    trainer::device::prepare_environment();
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
@@ -443,10 +444,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.no_gpu_kernels {
-        trainer::gpu_kernels::disable();
+        trainer::device::gpu_kernels::disable();
     }
     if cli.no_cpu_kernels {
-        trainer::cpu_kernels::set_enabled(false);
+        trainer::device::cpu_kernels::set_enabled(false);
     }
     trainer::interrupt::install();
     match dispatch(cli, &matches) {
@@ -470,7 +471,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Some(Command::Compare(args)) => compare(args),
         Some(Command::Sweep(command)) => return sweep(command),
         Some(Command::Devices) => {
-            for line in trainer::backend::describe_all() {
+            for line in trainer::device::describe_all() {
                 say(&line);
             }
             Ok(())
@@ -515,7 +516,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let mut backends = Vec::new();
     for name in &args.backend {
         let name = if name.trim() == "auto" {
-            trainer::backend::open(BackendChoice::Auto)?.info.backend
+            trainer::device::open(BackendChoice::Auto)?.info.backend
         } else {
             BackendName::parse(name)?
         };
@@ -539,7 +540,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         memory_limit_bytes: args.memory_limit,
         command: command_line(),
     };
-    let report = trainer::bench::run(config, &console)?;
+    let report = trainer::cmd::bench::run(config, &console)?;
     console.result(
         &report
             .config
@@ -590,7 +591,7 @@ fn parity(args: ParityArgs) -> Result<()> {
 }
 
 fn compare(args: CompareArgs) -> Result<()> {
-    let result = trainer::compare::compare(&args.run_a, &args.run_b)?;
+    let result = trainer::cmd::compare::compare(&args.run_a, &args.run_b)?;
     if result.differences.is_empty() {
         say("changed: nothing");
     }
@@ -652,7 +653,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
 }
 
 fn sweep(command: SweepCommand) -> Result<ExitCode> {
-    use trainer::sweep::{self, Plan, PlanConfig, task::Outcome, task::Status};
+    use trainer::cmd::sweep::{self, Plan, PlanConfig, task::Outcome, task::Status};
     match command {
         SweepCommand::Plan(args) => {
             // The defaults of every setting come from the flags' own defaults.

@@ -9,9 +9,9 @@
 
 use serde::Serialize;
 
-use crate::backend::{BackendName, DeviceInfo};
+use crate::device::{BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
-use crate::models::ModelKind;
+use crate::model::ModelKind;
 
 /// Environment variable of the fault-injection hook: every step or evaluation batch larger
 /// than this many samples fails as if the device could not allocate it, on any backend.

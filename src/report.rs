@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use crate::backend::DeviceInfo;
 use crate::config::Settings;
 use crate::data;
+use crate::device::DeviceInfo;
 use crate::memory::MemoryEvent;
-use crate::models::ModelKind;
+use crate::model::ModelKind;
 use crate::train::{Evaluation, Trained};
 
 /// Everything a workshop run is given.

@@ -1,12 +1,12 @@
-//! The fused Tiny CNN operation of src/cpu_kernels.rs against burn-flex's layers: the same
+//! The fused Tiny CNN operation of src/device/cpu_kernels.rs against burn-flex's layers: the same
 //! logits and the same gradients on even, odd and non-square images, with and without image
 //! gradients, and the same bits on a rerun.
 
 mod common;
 
 use burn::prelude::*;
-use trainer::cpu_kernels;
-use trainer::models::{ModelKind, Net};
+use trainer::device::cpu_kernels;
+use trainer::model::{ModelKind, Net};
 
 /// Logits and the gradients of (conv1 weight, conv1 bias, conv2 weight, conv2 bias, images)
 /// of a fixed linear function of the logits; `fused` picks the fused operation or the layers.

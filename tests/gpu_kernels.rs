@@ -4,15 +4,15 @@
 mod common;
 
 use burn::prelude::*;
-use trainer::backend::{BackendName, open_named};
 use trainer::data::stripe_image;
-use trainer::gpu_kernels;
+use trainer::device::gpu_kernels;
+use trainer::device::{BackendName, open_named};
 
 fn wgpu_device(test: &str) -> Option<Device> {
     if !common::wgpu_available(test) {
         return None;
     }
-    trainer::backend::prepare_environment();
+    trainer::device::prepare_environment();
     Some(open_named(BackendName::Wgpu).expect("wgpu starts").device)
 }
 

@@ -98,7 +98,8 @@ fn broken_checkpoints_are_refused_and_never_panic() {
     let params = fs::read(source.join("best_model.bpk")).unwrap();
     let meta = fs::read(source.join("best_model.json")).unwrap();
     let device = burn::tensor::Device::flex();
-    let (_, original) = trainer::checkpoint::load(&source, &device).expect("the original loads");
+    let (_, original) =
+        trainer::model::checkpoint::load(&source, &device).expect("the original loads");
 
     let case = dir.path().join("case");
     fs::create_dir_all(&case).unwrap();
@@ -116,7 +117,7 @@ fn broken_checkpoints_are_refused_and_never_panic() {
         }
         fs::write(case.join("best_model.bpk"), &p).unwrap();
         fs::write(case.join("best_model.json"), &m).unwrap();
-        let outcome = std::panic::catch_unwind(|| trainer::checkpoint::load(&case, &device));
+        let outcome = std::panic::catch_unwind(|| trainer::model::checkpoint::load(&case, &device));
         match outcome {
             Err(_) => panic!("case {i}: loading panicked"),
             Ok(Err(e)) => {

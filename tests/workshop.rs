@@ -21,7 +21,7 @@ const DETERMINISTIC: [&str; 7] = [
 ];
 
 fn check_pack(pack: &Path) {
-    for file in trainer::evidence::FILES {
+    for file in trainer::pack::evidence::FILES {
         let path = pack.join(file);
         assert!(path.is_file(), "missing {}", path.display());
         assert!(

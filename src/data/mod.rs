@@ -390,7 +390,7 @@ impl ImageBatcher {
     /// The recipes of `items` when the device can draw them itself (stripe images of one seed,
     /// no augmentation, a wgpu device with the kernels on).
     fn device_recipes(&self, items: &[Sample], device: &Device) -> Option<(u64, Vec<(u32, u32)>)> {
-        if self.augment.is_some() || !crate::gpu_kernels::available(device) {
+        if self.augment.is_some() || !crate::device::gpu_kernels::available(device) {
             return None;
         }
         let seed = items.first()?.recipe?.seed;
@@ -432,7 +432,7 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
             // Drawn by shaders/stripe_synth.wgsl: equal to the host's images, bit for bit.
             Some((seed, recipes)) => {
                 let plain = device.clone().without_autodiff();
-                let images = crate::gpu_kernels::stripe_images(&recipes, seed, s, &plain);
+                let images = crate::device::gpu_kernels::stripe_images(&recipes, seed, s, &plain);
                 if device.is_autodiff() {
                     images.autodiff()
                 } else {

@@ -10,7 +10,7 @@ use super::{Context, StepFailure, device_error, halve, preflight};
 use crate::data::{self, ImageDataset};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy};
-use crate::models::Net;
+use crate::model::Net;
 
 /// One sample's prediction.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +95,7 @@ fn evaluate_once(
 ) -> std::result::Result<Evaluation, StepFailure> {
     // On wgpu, shaders/eval_summary.wgsl reduces each batch on the device, and only its small
     // summary comes back; elsewhere the logits come back and are summarized here.
-    let kernels = crate::gpu_kernels::available(device);
+    let kernels = crate::device::gpu_kernels::available(device);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut loss_sum: Option<Tensor<1>> = None;
     let mut all_logits = Vec::new();
@@ -115,7 +115,7 @@ fn evaluate_once(
         });
         if kernels {
             let (summary, counts) =
-                crate::gpu_kernels::summarize(logits.clone(), batch.labels.clone());
+                crate::device::gpu_kernels::summarize(logits.clone(), batch.labels.clone());
             summaries.push(summary);
             confusion = Some(match confusion {
                 Some(total) => total + counts,

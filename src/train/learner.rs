@@ -18,7 +18,7 @@ use crate::data::{self, ImageBatch, ImageDataset};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy};
-use crate::models::Net;
+use crate::model::Net;
 
 /// The model being trained, its optimizer, its data, and the batch size it is at.
 pub(super) struct Learner {

@@ -26,13 +26,13 @@ pub(crate) use step::{StepFailure, train_step};
 
 use learner::Learner;
 
-use crate::backend::DeviceInfo;
 use crate::config::{MAX_GRAD_NORM, Monitor, Settings};
 use crate::console::Progress;
 use crate::data::{ImageDataset, Splits};
+use crate::device::DeviceInfo;
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
-use crate::models::{ModelKind, Net};
+use crate::model::{ModelKind, Net};
 
 /// A gradient norm above this (half a million times the clipping threshold of 2) means the
 /// parameters have blown up: healthy training of these models stays below 100.

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use super::TrainSettings;
 use crate::data::ImageBatch;
 use crate::memory::is_allocation_failure;
-use crate::models::Net;
+use crate::model::Net;
 
 /// A step's outcome that the loop keeps.
 pub(crate) struct Step {

@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainerError};
+use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{MARKER, OutputLock, write_atomic};
-use crate::plots::{self, LineChart, Series};
 
 /// One epoch of a training log.
 #[derive(Clone, Debug)]
@@ -351,7 +351,7 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
             rows.push(row);
         }
     }
-    out += &crate::evidence::markdown_table(
+    out += &crate::pack::evidence::markdown_table(
         &[
             "model",
             "run",

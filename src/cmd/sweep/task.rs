@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cmd::sweep::plan::Plan;
+use crate::cmd::workshop;
 use crate::config::Monitor;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
 use crate::pack::write_atomic;
 use crate::report::{Report, RunConfig};
-use crate::sweep::plan::Plan;
-use crate::workshop;
 
 pub const RUNS_DIR: &str = "runs";
 pub const STATE_DIR: &str = "state";

@@ -5,6 +5,8 @@
 //! U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every weight and bias) and then moved to the
 //! device, so every backend starts from the same numbers.
 
+pub mod checkpoint;
+
 use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
@@ -133,13 +135,16 @@ impl Net {
     /// Images (batch, 1, h, w) to logits (batch, classes).
     ///
     /// On the CPU backend the Tiny CNN's convolutions, pooling and ReLUs run as one fused
-    /// operation ([`crate::cpu_kernels`]); everywhere else, and for the shape trace, layer by
+    /// operation ([`crate::device::cpu_kernels`]); everywhere else, and for the shape trace, layer by
     /// layer.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         if let Net::Cnn(model) = self
-            && crate::cpu_kernels::available(&images.device())
-            && let Some(features) =
-                crate::cpu_kernels::tiny_cnn_features(images.clone(), &model.conv1, &model.conv2)
+            && crate::device::cpu_kernels::available(&images.device())
+            && let Some(features) = crate::device::cpu_kernels::tiny_cnn_features(
+                images.clone(),
+                &model.conv1,
+                &model.conv2,
+            )
         {
             return model.classifier.forward(features);
         }

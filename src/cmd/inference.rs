@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use crate::backend::{self, BackendChoice, DeviceInfo};
-use crate::checkpoint::{self, CheckpointMeta};
 use crate::console::{Progress, Silent};
 use crate::data;
+use crate::device::{self, BackendChoice, DeviceInfo};
 use crate::error::Result;
 use crate::memory::MemoryPolicy;
+use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::train::{self, Context, Evaluation};
 
 /// What `trainer evaluate` found.
@@ -26,7 +26,7 @@ pub fn evaluate_checkpoint(
     batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<CheckpointEvaluation> {
-    let opened = backend::open(choice)?;
+    let opened = device::open(choice)?;
     let (net, meta) = checkpoint::load(path, &opened.device)?;
     if let Some(folder) = &meta.data.folder
         && !folder.is_dir()
@@ -82,7 +82,7 @@ pub fn predict_files(
             "predict needs at least one image file",
         ));
     }
-    let opened = backend::open(choice)?;
+    let opened = device::open(choice)?;
     let (net, meta) = checkpoint::load(checkpoint_path, &opened.device)?;
     let mut samples = Vec::with_capacity(files.len());
     for file in files {

@@ -55,7 +55,7 @@ pub trait GpuKernels: Backend {
 /// Whether `device` runs the kernels: the wgpu device `trainer` opened, with the kernels not
 /// turned off.
 pub fn available(device: &Device) -> bool {
-    enabled() && crate::backend::is_wgpu(device)
+    enabled() && crate::device::is_wgpu(device)
 }
 
 /// Whether the kernels are turned on for this process (`TRAINER_GPU_KERNELS=off` turns them off).
@@ -166,7 +166,10 @@ impl GpuKernels for CubeBackend {
         );
         let params = client.create_from_slice(&words(&[seed_lo, seed_hi, size, n as u32]));
         client.launch(
-            kernel("stripe_synth", include_str!("../shaders/stripe_synth.wgsl")),
+            kernel(
+                "stripe_synth",
+                include_str!("../../shaders/stripe_synth.wgsl"),
+            ),
             groups(n * s * s),
             KernelArguments::new().with_buffers(vec![
                 spec.handle.binding(),
@@ -199,7 +202,10 @@ impl GpuKernels for CubeBackend {
         );
         let params = client.create_from_slice(&words(&[n as u32, c as u32]));
         client.launch(
-            kernel("eval_summary", include_str!("../shaders/eval_summary.wgsl")),
+            kernel(
+                "eval_summary",
+                include_str!("../../shaders/eval_summary.wgsl"),
+            ),
             groups(n),
             KernelArguments::new().with_buffers(vec![
                 logits.handle.binding(),

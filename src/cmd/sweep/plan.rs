@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::backend::BackendChoice;
-use crate::checkpoint::checksum;
+use crate::cmd::sweep::{launchers, task};
 use crate::config::{self, Settings};
+use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
+use crate::model::checkpoint::checksum;
 use crate::pack::write_atomic;
-use crate::sweep::{launchers, task};
 
 /// The plan's file name inside a sweep folder.
 pub const PLAN_FILE: &str = "plan.json";

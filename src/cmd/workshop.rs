@@ -5,14 +5,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::prelude::*;
 
-use crate::backend;
 use crate::config::Settings;
 use crate::console::Console;
 use crate::data::{self, Splits};
+use crate::device;
 use crate::error::{Result, TrainerError};
-use crate::evidence;
 use crate::memory::{self, MemoryPolicy};
-use crate::models::{ModelKind, Net};
+use crate::model::{ModelKind, Net};
+use crate::pack::evidence;
 use crate::pack::{self, OutputLock, Staging};
 use crate::report::{ModelRun, Report, RunConfig, ShapeTrace, round4};
 use crate::train::{self, Context, TrainSettings};
@@ -36,7 +36,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     pack::check_target(&config.out)?;
     let _lock = OutputLock::acquire(&config.out)?;
 
-    let opened = backend::open(settings.backend)?;
+    let opened = device::open(settings.backend)?;
     if let Some(note) = &opened.choice_note {
         console.info(note);
     }
@@ -120,9 +120,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         wall_seconds: 0.0,
         peak_rss_bytes: None,
         peak_device_bytes,
-        gpu_kernels: crate::gpu_kernels::available(&opened.device),
-        cpu_kernels: crate::cpu_kernels::available(&opened.device)
-            .then(crate::cpu_kernels::instruction_set),
+        gpu_kernels: crate::device::gpu_kernels::available(&opened.device),
+        cpu_kernels: crate::device::cpu_kernels::available(&opened.device)
+            .then(crate::device::cpu_kernels::instruction_set),
     };
 
     let staging = Staging::begin(&report.config.out)?;

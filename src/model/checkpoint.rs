@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DataConfig, Normalization};
 use crate::error::{Result, TrainerError};
-use crate::models::{ModelKind, Net};
+use crate::model::{ModelKind, Net};
 
 /// The format written by this version; loading refuses any other.
 pub const FORMAT_VERSION: u32 = 1;

@@ -3,6 +3,9 @@
 //! This is the only place where the backends differ. Everything else runs on the `Device`
 //! this module returns.
 
+pub mod cpu_kernels;
+pub mod gpu_kernels;
+
 use std::sync::OnceLock;
 
 use burn::tensor::wgpu::{WgpuBackend, wgpu};

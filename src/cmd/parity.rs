@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backend::{self, BackendName, DeviceInfo};
 use crate::config::Settings;
 use crate::console::Console;
 use crate::data;
+use crate::device::{self, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
-use crate::models::{self, ModelKind, Net};
+use crate::model::{self, ModelKind, Net};
+use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
-use crate::plots::{self, LineChart, Series};
 use crate::train::{self, Context, TrainSettings};
 
 /// What must hold for a verdict of parity.
@@ -122,7 +122,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     let opened = config
         .backends
         .iter()
-        .map(|&name| backend::open_named(name))
+        .map(|&name| device::open_named(name))
         .collect::<Result<Vec<_>>>()?;
 
     let mut sides: Vec<Vec<(ModelKind, Side)>> = Vec::new();
@@ -149,13 +149,13 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
             if let Some((target, epsilon)) = config.perturb
                 && target == *name
             {
-                net = models::perturb_first_parameter(net, epsilon);
+                net = model::perturb_first_parameter(net, epsilon);
             }
             let train_settings = TrainSettings::new(settings, epochs, lr);
             let (trained, test) =
                 train::train_and_test(net, &splits, &train_settings, true, &mut memory, &ctx)?;
             let params =
-                models::parameters(&trained.last).map_err(|reason| TrainerError::Device {
+                model::parameters(&trained.last).map_err(|reason| TrainerError::Device {
                     backend: name.as_str().to_string(),
                     reason,
                 })?;
@@ -480,7 +480,7 @@ fn markdown(report: &ParityReport) -> String {
             ]
         })
         .collect();
-    out += &crate::evidence::markdown_table(
+    out += &crate::pack::evidence::markdown_table(
         &[
             "model",
             "backends",

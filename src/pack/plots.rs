@@ -9,7 +9,7 @@ use plotters::style::{FontStyle, register_font};
 
 use crate::error::{Result, TrainerError};
 
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
 fn ensure_font() {

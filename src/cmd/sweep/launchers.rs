@@ -2,7 +2,7 @@
 //! starts `trainer sweep run DIR` once per task; the task reads its index from the scheduler
 //! (`SLURM_ARRAY_TASK_ID`, `JOB_COMPLETION_INDEX`).
 
-use crate::sweep::plan::Plan;
+use crate::cmd::sweep::plan::Plan;
 
 pub const SLURM_FILE: &str = "slurm.sbatch";
 pub const K8S_FILE: &str = "k8s-job.yaml";

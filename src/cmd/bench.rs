@@ -12,16 +12,16 @@ use burn::optim::AdamConfig;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::backend::{self, BackendName, DeviceInfo};
 use crate::config::{ADAM_EPSILON, MAX_GRAD_NORM};
 use crate::console::Console;
 use crate::data::{self, ImageBatch};
+use crate::device::{self, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError, root_cause};
-use crate::evidence::utc_timestamp;
 use crate::memory::{self, Footprint, MemoryPolicy};
-use crate::models::{ModelKind, Net};
+use crate::model::{ModelKind, Net};
+use crate::pack::evidence::utc_timestamp;
+use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
-use crate::plots::{self, LineChart, Series};
 use crate::train::{self, StepFailure, TrainSettings};
 
 /// What to measure.
@@ -89,7 +89,7 @@ pub struct BenchReport {
     pub trainer_version: &'static str,
     pub burn_version: &'static str,
     pub rustc_version: &'static str,
-    /// The instruction set of the fused Tiny CNN operation (src/cpu_kernels.rs) where the cpu
+    /// The instruction set of the fused Tiny CNN operation (src/device/cpu_kernels.rs) where the cpu
     /// backend ran with it; null otherwise.
     pub cpu_kernels: Option<&'static str>,
 }
@@ -109,7 +109,7 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
     let opened = config
         .backends
         .iter()
-        .map(|&b| backend::open_named(b))
+        .map(|&b| device::open_named(b))
         .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     for open in &opened {
@@ -136,8 +136,8 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
     }
     let cpu_kernels = opened
         .iter()
-        .any(|o| crate::cpu_kernels::available(&o.device))
-        .then(crate::cpu_kernels::instruction_set);
+        .any(|o| crate::device::cpu_kernels::available(&o.device))
+        .then(crate::device::cpu_kernels::instruction_set);
     let report = BenchReport {
         config,
         devices: opened.iter().map(|o| o.info.clone()).collect(),
@@ -222,7 +222,7 @@ fn skipped(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceInf
 /// On wgpu the batch is drawn on the device by shaders/stripe_synth.wgsl; elsewhere it is
 /// generated on the host and uploaded.
 fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBatch {
-    let on_device = crate::gpu_kernels::available(device);
+    let on_device = crate::device::gpu_kernels::available(device);
     let samples = (0..batch)
         .map(|i| data::Sample {
             image: if on_device {
@@ -383,7 +383,7 @@ fn write(report: &BenchReport) -> Result<()> {
         ]);
     }
     // The pack's one CSV writer: the seed's CRLF line ends here too.
-    let bytes = crate::evidence::csv_text(rows)?;
+    let bytes = crate::pack::evidence::csv_text(rows)?;
     staging.write("bench/throughput.csv", bytes)?;
     plots::draw_stacked(
         &staging.path("bench/throughput_vs_batch.png")?,
@@ -467,7 +467,7 @@ fn markdown(report: &BenchReport) -> String {
     if let Some(isa) = report.cpu_kernels {
         let _ = writeln!(
             out,
-            "- cpu: the Tiny CNN's convolutions, ReLUs and pooling run as one fused operation (src/cpu_kernels.rs, {isa}); `--no-cpu-kernels` runs burn-flex's layers instead"
+            "- cpu: the Tiny CNN's convolutions, ReLUs and pooling run as one fused operation (src/device/cpu_kernels.rs, {isa}); `--no-cpu-kernels` runs burn-flex's layers instead"
         );
     }
     let _ = writeln!(
@@ -503,7 +503,7 @@ fn markdown(report: &BenchReport) -> String {
             ]
         })
         .collect();
-    out += &crate::evidence::markdown_table(
+    out += &crate::pack::evidence::markdown_table(
         &[
             "backend",
             "model",

@@ -3,6 +3,9 @@
 //! if it carries the marker of an earlier trainer run; a lock file beside it keeps two runs
 //! from writing the same pack at once.
 
+pub mod evidence;
+pub mod plots;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -8,12 +8,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::checkpoint;
 use crate::error::{Result, TrainerError};
 use crate::memory::format_bytes;
-use crate::models::ModelKind;
+use crate::model::ModelKind;
+use crate::model::checkpoint;
 use crate::pack::Staging;
-use crate::plots::{self, LineChart, Series};
+use crate::pack::plots::{self, LineChart, Series};
 use crate::report::{ModelRun, Report, round4};
 use crate::train::Prediction;
 
@@ -338,12 +338,12 @@ struct RunInfo<'a> {
     rustc_version: &'static str,
     started_at_utc: String,
     total_wall_seconds: f64,
-    device: &'a crate::backend::DeviceInfo,
+    device: &'a crate::device::DeviceInfo,
     backend_choice: Option<&'a str>,
     /// Whether the WGSL kernels of shaders/ drew the images and summarized evaluation.
     gpu_kernels: bool,
     /// The vector instruction set of the fused Tiny CNN operation on the CPU backend
-    /// (src/cpu_kernels.rs), or null when the layers ran one by one.
+    /// (src/device/cpu_kernels.rs), or null when the layers ran one by one.
     cpu_kernels: Option<&'static str>,
     /// The effective settings (also outputs/config.json).
     settings: &'a crate::config::Settings,
@@ -836,7 +836,7 @@ pub fn readme_md(report: &Report) -> String {
     let _ = writeln!(
         out,
         "- Preprocessing: {}.",
-        crate::checkpoint::preprocessing(&c.settings.data_config(), report.normalization)
+        crate::model::checkpoint::preprocessing(&c.settings.data_config(), report.normalization)
     );
     let _ = writeln!(
         out,

@@ -1,0 +1,8 @@
+//! The commands, one module each: what `main.rs` calls after parsing the command line.
+
+pub mod bench;
+pub mod compare;
+pub mod inference;
+pub mod parity;
+pub mod sweep;
+pub mod workshop;
