@@ -792,7 +792,7 @@ fn command_line() -> String {
         .map(|(i, a)| {
             let a = if i == 0 { "trainer".to_string() } else { a };
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
-                format!("'{}'", a.replace('\'', "'\\''"))
+                trainer::cmd::shell_quote(&a)
             } else {
                 a
             }

@@ -6,3 +6,8 @@ pub mod inference;
 pub mod parity;
 pub mod sweep;
 pub mod workshop;
+
+/// Quotes a word for a POSIX shell (`'...'`, a `'` inside as `'\''`).
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}

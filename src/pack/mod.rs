@@ -145,7 +145,7 @@ impl Drop for OutputLock {
 }
 
 /// Whether a process with this id runs (Linux: /proc; elsewhere assumed alive).
-fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
         Path::new(&format!("/proc/{pid}")).exists()
     } else {

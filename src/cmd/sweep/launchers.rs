@@ -2,15 +2,11 @@
 //! starts `trainer sweep run DIR` once per task; the task reads its index from the scheduler
 //! (`SLURM_ARRAY_TASK_ID`, `JOB_COMPLETION_INDEX`).
 
+use crate::cmd::shell_quote;
 use crate::cmd::sweep::plan::Plan;
 
 pub const SLURM_FILE: &str = "slurm.sbatch";
 pub const K8S_FILE: &str = "k8s-job.yaml";
-
-/// Quotes a path for a shell line.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
 
 /// `slurm.sbatch`: `sbatch DIR/slurm.sbatch` from any folder of any node that sees DIR.
 pub fn slurm(plan: &Plan) -> String {

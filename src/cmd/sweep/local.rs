@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cmd::sweep::plan::Plan;
-use crate::cmd::sweep::task::{self, Status};
+use crate::cmd::sweep::task;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
 
@@ -35,7 +35,7 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
         .tasks
         .iter()
         .map(|t| t.index)
-        .filter(|&i| task::read_state(dir, plan, i).is_none_or(|s| s.status == Status::Failed))
+        .filter(|&i| task::read_state(dir, plan, i).is_none_or(|s| !s.status.is_finished()))
         .collect();
     let skipped = plan.tasks.len() - pending.len();
     console.info(&format!(

@@ -39,6 +39,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether a task that ended so is finished (a failed one is run again).
+    pub fn is_finished(self) -> bool {
+        self != Status::Failed
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Done => "done",
@@ -111,7 +116,7 @@ pub fn any_started(dir: &Path) -> bool {
 pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<Outcome> {
     let task = plan.task(index)?;
     if let Some(state) = read_state(dir, plan, index)
-        && state.status != Status::Failed
+        && state.status.is_finished()
     {
         return Ok(Outcome::AlreadyFinished(state));
     }
@@ -285,7 +290,7 @@ fn live_holder(path: &Path) -> Option<String> {
             .then(|| "another worker".into());
     };
     let alive = if host == hostname() {
-        Path::new(&format!("/proc/{pid}")).exists() || !cfg!(target_os = "linux")
+        crate::pack::process_alive(pid)
     } else {
         age.is_some_and(|age| age < CLAIM_STALE)
     };
