@@ -18,6 +18,12 @@ pub const MAX_GRAD_NORM: f32 = 2.0;
 /// Adam's epsilon (PyTorch's default; the workshop's optimizer).
 pub const ADAM_EPSILON: f32 = 1e-8;
 
+/// Adam's decay of the first moment (PyTorch's and burn's default).
+pub const ADAM_BETA_1: f32 = 0.9;
+
+/// Adam's decay of the second moment (PyTorch's and burn's default).
+pub const ADAM_BETA_2: f32 = 0.999;
+
 /// What decides the best epoch and early stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

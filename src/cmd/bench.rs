@@ -7,14 +7,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::AdamConfig;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::config::{ADAM_EPSILON, MAX_GRAD_NORM};
+use crate::config::MAX_GRAD_NORM;
 use crate::console::Console;
 use crate::data::{self, ImageBatch};
+use crate::device::launches::LaunchCount;
 use crate::device::{self, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{self, Footprint, MemoryPolicy};
@@ -22,7 +21,7 @@ use crate::model::{ModelKind, Net};
 use crate::pack::evidence::utc_timestamp;
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
-use crate::train::{self, StepFailure, TrainSettings};
+use crate::train::{StepFailure, TrainSettings, Weights};
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +73,10 @@ pub struct BenchRow {
     pub p90_step_ms: Option<f64>,
     /// The first step alone: kernel compilation and autotuning happen there.
     pub first_step_ms: Option<f64>,
+    /// Kernels the wgpu backend launched for one steady-state step (the first timed one).
+    pub launches_per_step: Option<usize>,
+    /// Whether the model trained in the wgpu kernels of src/device/gpu_train.rs.
+    pub kernels: bool,
     pub peak_host_rss_bytes: Option<u64>,
     pub device_memory_bytes: Option<u64>,
     pub note: String,
@@ -206,6 +209,8 @@ fn empty_row(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceI
         p10_step_ms: None,
         p90_step_ms: None,
         first_step_ms: None,
+        launches_per_step: None,
+        kernels: false,
         peak_host_rss_bytes: None,
         device_memory_bytes: None,
         note: String::new(),
@@ -279,11 +284,9 @@ pub fn measure(
         return Ok(row);
     }
     memory::reset_peak_rss();
-    let train_device = device.clone().autodiff();
-    let mut net = Net::init(kind, config.image_size, 3, 42, device).train();
-    let mut optim = AdamConfig::new().with_epsilon(ADAM_EPSILON).init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    let batch_data = synthetic_batch(batch, config.image_size, &train_device);
+    let net = Net::init(kind, config.image_size, 3, 42, device);
+    let mut weights = Weights::new(net, 3, device);
+    let batch_data = synthetic_batch(batch, config.image_size, &weights.batch_device(device));
     let settings = TrainSettings {
         epochs: 1,
         lr: if kind == ModelKind::Cnn { 0.006 } else { 0.01 },
@@ -296,13 +299,16 @@ pub fn measure(
     };
     let mut times = Vec::with_capacity(config.steps);
     let mut first_step_ms = 0.0;
+    let mut launches = None;
     for step in 0..1 + config.warmup + config.steps {
+        let counting = (step == 1 + config.warmup).then(LaunchCount::start);
         let started = Instant::now();
-        match train::train_step(&net, &optim, &batch_data, &loss_fn, &settings) {
-            Ok(done) => {
-                net = done.net;
-                optim = done.optim;
-            }
+        // One read per step, as the peer's `loss.item()`: the step has run when it returns.
+        match weights
+            .step(&batch_data, &settings)
+            .and_then(|done| weights.read_norm(done))
+        {
+            Ok(_) => {}
             Err(StepFailure::Allocation(reason)) => {
                 row.note = root_cause(&reason);
                 device.memory_cleanup();
@@ -316,6 +322,9 @@ pub fn measure(
             }
         }
         let seconds = started.elapsed().as_secs_f64();
+        if let Some(counting) = counting {
+            launches = Some(counting.finish());
+        }
         if step == 0 {
             first_step_ms = seconds * 1e3;
         } else if step > config.warmup {
@@ -333,8 +342,9 @@ pub fn measure(
     row.first_step_ms = Some(first_step_ms);
     row.peak_host_rss_bytes = memory::peak_rss_bytes();
     row.device_memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
-    drop(net);
-    drop(optim);
+    row.launches_per_step = launches.filter(|_| info.backend == BackendName::Wgpu);
+    row.kernels = weights.is_fused();
+    drop(weights);
     device.memory_cleanup();
     Ok(row)
 }
@@ -358,6 +368,7 @@ fn write(report: &BenchReport) -> Result<()> {
         "p10_step_ms",
         "p90_step_ms",
         "first_step_ms",
+        "launches_per_step",
         "peak_host_rss_bytes",
         "device_memory_bytes",
         "note",
@@ -377,6 +388,7 @@ fn write(report: &BenchReport) -> Result<()> {
             opt(r.p10_step_ms.map(|v| format!("{v:.4}"))),
             opt(r.p90_step_ms.map(|v| format!("{v:.4}"))),
             opt(r.first_step_ms.map(|v| format!("{v:.2}"))),
+            opt(r.launches_per_step),
             opt(r.peak_host_rss_bytes),
             opt(r.device_memory_bytes),
             r.note.clone(),
@@ -494,6 +506,7 @@ fn markdown(report: &BenchReport) -> String {
                 r.first_step_ms
                     .map(|v| format!("{v:.1}"))
                     .unwrap_or_default(),
+                opt(r.launches_per_step),
                 bytes(r.peak_host_rss_bytes),
                 bytes(r.device_memory_bytes),
                 match r.status {
@@ -513,6 +526,7 @@ fn markdown(report: &BenchReport) -> String {
             "p10 ms",
             "p90 ms",
             "first step ms",
+            "launches/step",
             "peak host RSS",
             "device memory",
             "status",

@@ -52,7 +52,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         device_info: &opened.info,
         progress: console,
     };
-    let shapes = trace_shapes(&splits, &settings, &opened.device);
+    let shapes = trace_shapes(&splits, &settings);
 
     let mut models = Vec::new();
     let mut peak_device_bytes: Option<u64> = None;
@@ -137,8 +137,11 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     Ok(report)
 }
 
-/// Runs one batch through the (untrained) models to record the real shapes.
-fn trace_shapes(splits: &Splits, settings: &Settings, device: &Device) -> ShapeTrace {
+/// Runs one batch through the (untrained) models, layer by layer, to record the real shapes.
+/// Shapes do not depend on the backend, so this runs on the CPU: on wgpu the layers would be
+/// the only operations that cubecl autotunes, and a cold first run would pay for that.
+fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
+    let device = &Device::flex();
     let mut shapes = ShapeTrace::default();
     let first = splits
         .train

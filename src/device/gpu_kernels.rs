@@ -100,7 +100,7 @@ pub fn summarize(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<2>, Tenso
 }
 
 /// A kernel read from `shaders/`, with its workgroup size and element type filled in.
-struct WgslKernel {
+pub(crate) struct WgslKernel {
     name: &'static str,
     source: &'static str,
     cube_dim: CubeDim,
@@ -109,7 +109,7 @@ struct WgslKernel {
 impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
         SourceTemplate::new(self.source)
-            .register("workgroup_size", WORKGROUP.to_string())
+            .register("workgroup_size", self.cube_dim.x.to_string())
             .register("elem", "f32")
     }
 
@@ -122,8 +122,18 @@ impl KernelSource for WgslKernel {
     }
 }
 
-fn kernel(name: &'static str, source: &'static str) -> Box<SourceKernel<WgslKernel>> {
-    let cube_dim = CubeDim::new_1d(WORKGROUP);
+/// The kernel `name` from `source` with [`WORKGROUP`] invocations per workgroup.
+pub(crate) fn kernel(name: &'static str, source: &'static str) -> Box<SourceKernel<WgslKernel>> {
+    kernel_sized(name, source, WORKGROUP)
+}
+
+/// The kernel `name` from `source` with `workgroup` invocations per workgroup.
+pub(crate) fn kernel_sized(
+    name: &'static str,
+    source: &'static str,
+    workgroup: u32,
+) -> Box<SourceKernel<WgslKernel>> {
+    let cube_dim = CubeDim::new_1d(workgroup);
     Box::new(SourceKernel::new(
         WgslKernel {
             name,
@@ -145,7 +155,7 @@ fn groups(invocations: usize) -> CubeCount {
     CubeCount::Static(x as u32, y as u32, 1)
 }
 
-fn words(values: &[u32]) -> Vec<u8> {
+pub(crate) fn words(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

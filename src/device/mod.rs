@@ -5,6 +5,9 @@
 
 pub mod cpu_kernels;
 pub mod gpu_kernels;
+pub mod gpu_train;
+pub mod kernel_cache;
+pub mod launches;
 
 use std::sync::OnceLock;
 
@@ -82,6 +85,9 @@ pub struct DeviceInfo {
     pub threads: Option<usize>,
     /// Whether the adapter is a software rasterizer (llvmpipe/lavapipe).
     pub software: bool,
+    /// wgpu only: where tuned and compiled kernels are kept, and whether that was warm.
+    #[serde(default)]
+    pub kernel_cache: Option<kernel_cache::KernelCache>,
 }
 
 impl DeviceInfo {
@@ -182,6 +188,7 @@ fn open_cpu(name: BackendName) -> OpenBackend {
             max_buffer_bytes: None,
             threads: Some(threads),
             software: false,
+            kernel_cache: None,
         },
         choice_note: None,
     }
@@ -264,6 +271,7 @@ fn open_wgpu() -> Result<OpenBackend> {
 }
 
 fn start_wgpu() -> std::result::Result<OpenBackend, String> {
+    let cache = kernel_cache::configure();
     let adapters = wgpu_adapters();
     let position = (0..adapters.len())
         .min_by_key(|&i| type_rank(adapters[i].info.device_type))
@@ -310,6 +318,7 @@ fn start_wgpu() -> std::result::Result<OpenBackend, String> {
             max_buffer_bytes: Some(limits.max_buffer_size),
             threads: None,
             software: is_software(best),
+            kernel_cache: Some(cache),
         },
         choice_note: None,
     })

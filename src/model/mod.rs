@@ -6,6 +6,7 @@
 //! device, so every backend starts from the same numbers.
 
 pub mod checkpoint;
+pub mod flat;
 
 use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -124,6 +125,14 @@ impl Net {
         }
     }
 
+    /// Number of classes (outputs).
+    pub fn classes(&self) -> usize {
+        match self {
+            Net::Baseline(model) => model.linear.weight.dims()[1],
+            Net::Cnn(model) => model.classifier.weight.dims()[1],
+        }
+    }
+
     /// Which model this is.
     pub fn kind(&self) -> ModelKind {
         match self {
@@ -135,9 +144,20 @@ impl Net {
     /// Images (batch, 1, h, w) to logits (batch, classes).
     ///
     /// On the CPU backend the Tiny CNN's convolutions, pooling and ReLUs run as one fused
-    /// operation ([`crate::device::cpu_kernels`]); everywhere else, and for the shape trace, layer by
-    /// layer.
+    /// operation ([`crate::device::cpu_kernels`]); on wgpu without autodiff, either model's
+    /// forward pass is one kernel ([`crate::device::gpu_train`]); everywhere else, and for the
+    /// shape trace, layer by layer.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let device = images.device();
+        let classes = self.classes();
+        if !device.is_autodiff() && crate::device::gpu_train::available(&device, classes) {
+            return crate::device::gpu_train::logits(
+                self.kind(),
+                images,
+                flat::to_flat(self),
+                classes,
+            );
+        }
         if let Net::Cnn(model) = self
             && crate::device::cpu_kernels::available(&images.device())
             && let Some(features) = crate::device::cpu_kernels::tiny_cnn_features(

@@ -8,9 +8,10 @@ use burn::tensor::activation::softmax;
 
 use super::{Context, StepFailure, device_error, halve, preflight};
 use crate::data::{self, ImageDataset};
+use crate::device::gpu_train;
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy};
-use crate::model::Net;
+use crate::model::{Net, flat};
 
 /// One sample's prediction.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,8 +97,12 @@ fn evaluate_once(
     // On wgpu, shaders/eval_summary.wgsl reduces each batch on the device, and only its small
     // summary comes back; elsewhere the logits come back and are summarized here.
     let kernels = crate::device::gpu_kernels::available(device);
+    // The models' kernels give the logits and each sample's loss (src/device/gpu_train.rs).
+    let classes = net.classes();
+    let params = gpu_train::available(device, classes).then(|| flat::to_flat(net));
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut loss_sum: Option<Tensor<1>> = None;
+    let mut sample_losses = Vec::new();
     let mut all_logits = Vec::new();
     let mut summaries = Vec::new();
     let mut confusion: Option<Tensor<2, Int>> = None;
@@ -105,14 +110,30 @@ fn evaluate_once(
     let mut ids = Vec::new();
     for batch in data::loader(dataset, batch_size, None, None, device).iter() {
         let batch = batch.map_err(|e| StepFailure::Other(e.to_string()))?;
-        let logits = net.forward(batch.images.clone());
-        let loss = loss_fn
-            .forward(logits.clone(), batch.labels.clone())
-            .mul_scalar(batch.len() as f32);
-        loss_sum = Some(match loss_sum {
-            Some(sum) => sum + loss,
-            None => loss,
-        });
+        let logits = match &params {
+            Some(params) => {
+                let (logits, samples) = gpu_train::evaluate(
+                    net.kind(),
+                    batch.images.clone(),
+                    batch.labels.clone(),
+                    params.clone(),
+                    classes,
+                );
+                sample_losses.push(samples);
+                logits
+            }
+            None => {
+                let logits = net.forward(batch.images.clone());
+                let loss = loss_fn
+                    .forward(logits.clone(), batch.labels.clone())
+                    .mul_scalar(batch.len() as f32);
+                loss_sum = Some(match loss_sum {
+                    Some(sum) => sum + loss,
+                    None => loss,
+                });
+                logits
+            }
+        };
         if kernels {
             let (summary, counts) =
                 crate::device::gpu_kernels::summarize(logits.clone(), batch.labels.clone());
@@ -128,7 +149,7 @@ fn evaluate_once(
         labels.extend(batch.host_labels);
         ids.extend(batch.sample_ids);
     }
-    let Some(loss_sum) = loss_sum else {
+    if labels.is_empty() {
         return Ok(Evaluation {
             loss: 0.0,
             accuracy: 0.0,
@@ -142,7 +163,19 @@ fn evaluate_once(
     // One read: the loss, then either the kernel's summary and confusion counts or the
     // softmax's confidence and prediction, then the logits when asked for.
     let logits = (!all_logits.is_empty()).then(|| Tensor::cat(all_logits, 0));
-    let mut transaction = Transaction::default().register(loss_sum);
+    // The loss comes first: the layers' sum, or each batch's per-sample values.
+    let loss_entries = match loss_sum {
+        Some(_) => 1,
+        None => sample_losses.len(),
+    };
+    let mut transaction = Transaction::default();
+    for entry in loss_sum
+        .into_iter()
+        .map(|sum| sum.reshape([1, 1]))
+        .chain(sample_losses)
+    {
+        transaction = transaction.register(entry);
+    }
     match (kernels, &logits) {
         (true, _) => {
             transaction = transaction
@@ -161,7 +194,18 @@ fn evaluate_once(
     let data = transaction
         .try_execute()
         .map_err(|e| StepFailure::classify(e.to_string()))?;
-    let loss_sum = data[0].try_to_vec_as::<f32>().map_err(read)?[0] as f64;
+    let loss_sum = if params.is_some() {
+        let mut sum = 0.0;
+        for entry in &data[..loss_entries] {
+            let values = entry.try_to_vec_as::<f32>().map_err(read)?;
+            sum += values.chunks(2).map(|s| s[0] as f64).sum::<f64>();
+        }
+        sum
+    } else {
+        data[0].try_to_vec_as::<f32>().map_err(read)?[0] as f64
+    };
+    // From here on, data[1] is the first entry after the loss.
+    let data = &data[loss_entries - 1..];
     let (confidence, predicted, confusion): (Vec<f32>, Vec<i64>, _) = if kernels {
         let summary = data[1].try_to_vec_as::<f32>().map_err(read)?;
         let counts = data[2].try_to_vec_as::<i64>().map_err(read)?;

@@ -4,28 +4,21 @@
 
 use std::sync::Arc;
 
-use burn::data::dataloader::DataLoader;
-use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{AdamConfig, ModuleOptimizer};
-use burn::prelude::*;
-
+use super::weights::{StepValues, Weights};
 use super::{
     Context, DIVERGED_GRAD_NORM, Divergence, StepFailure, TrainSettings, halve, preflight,
-    train_step,
 };
-use crate::config::ADAM_EPSILON;
 use crate::data::{self, ImageBatch, ImageDataset};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy};
 use crate::model::Net;
+use burn::data::dataloader::DataLoader;
 
 /// The model being trained, its optimizer, its data, and the batch size it is at.
 pub(super) struct Learner {
-    pub net: Net,
-    pub optim: ModuleOptimizer,
+    pub weights: Weights,
     pub batch_size: usize,
-    loss_fn: CrossEntropyLoss,
     footprint: Footprint,
     loader: Arc<dyn DataLoader<ImageBatch>>,
 }
@@ -33,8 +26,7 @@ pub(super) struct Learner {
 /// An epoch's steps, not yet read back from the device.
 #[derive(Default)]
 pub(super) struct EpochSteps {
-    pub losses: Vec<Tensor<1>>,
-    pub correct: Vec<Tensor<1, Int>>,
+    pub values: Vec<StepValues>,
     /// Samples of each step.
     pub sizes: Vec<usize>,
     /// Set when a step's gradient norm was not finite or too large (the epoch ends there).
@@ -42,7 +34,7 @@ pub(super) struct EpochSteps {
 }
 
 impl Learner {
-    /// `net` in training mode with a fresh Adam, at the batch size the memory policy allows.
+    /// `net` ready to train with a fresh Adam, at the batch size the memory policy allows.
     pub fn new(
         net: Net,
         train: &ImageDataset,
@@ -54,14 +46,13 @@ impl Learner {
         let kind = net.kind();
         let footprint = Footprint::of(kind, train.image_size, classes);
         let batch_size = preflight(memory, kind, true, settings.batch_size, &footprint, ctx)?;
-        let device = ctx.device.clone().autodiff();
+        let weights = Weights::new(net, classes, ctx.device);
+        let device = weights.batch_device(ctx.device);
         let augment = settings.augment.then_some(settings.shuffle_seed);
         let shuffle = Some(settings.shuffle_seed);
         Ok(Learner {
-            net: net.train(),
-            optim: AdamConfig::new().with_epsilon(ADAM_EPSILON).init(),
+            weights,
             batch_size,
-            loss_fn: CrossEntropyLossConfig::new().init(&device),
             footprint,
             loader: data::loader(train, batch_size, shuffle, augment, &device),
         })
@@ -75,7 +66,7 @@ impl Learner {
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<EpochSteps> {
-        let name = self.net.kind().display_name();
+        let name = self.weights.kind().display_name();
         let mut steps = EpochSteps::default();
         for batch in self.loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
@@ -92,25 +83,20 @@ impl Learner {
                 };
                 let attempt = match memory.injected_failure(len) {
                     Some(reason) => Err(StepFailure::Allocation(reason)),
-                    None => train_step(&self.net, &self.optim, &part, &self.loss_fn, settings),
+                    None => self.weights.step(&part, settings),
                 };
                 match attempt {
                     Ok(step) => {
-                        if !(step.norm <= DIVERGED_GRAD_NORM) {
+                        if let Some(norm) = step.norm
+                            && !(norm <= DIVERGED_GRAD_NORM)
+                        {
                             steps.divergence = Some(Divergence {
                                 epoch,
-                                step: steps.losses.len() + 1,
-                                what: if step.norm.is_finite() {
-                                    "gradient norm above 1e6"
-                                } else {
-                                    "gradient norm not finite"
-                                },
+                                step: steps.values.len() + 1,
+                                what: Divergence::of_norm(norm),
                             });
                         }
-                        self.net = step.net;
-                        self.optim = step.optim;
-                        steps.losses.push(step.loss);
-                        steps.correct.push(step.correct);
+                        steps.values.push(step.values);
                         steps.sizes.push(len);
                         start += len;
                         let message = format!(
@@ -123,7 +109,7 @@ impl Learner {
                         }
                     }
                     Err(StepFailure::Allocation(reason)) => {
-                        self.halve(&reason, epoch, steps.losses.len() + 1, memory, ctx)?
+                        self.halve(&reason, epoch, steps.values.len() + 1, memory, ctx)?
                     }
                     Err(StepFailure::Other(reason)) => {
                         return Err(TrainerError::Device {
@@ -147,7 +133,7 @@ impl Learner {
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<()> {
-        let name = self.net.kind().display_name();
+        let name = self.weights.kind().display_name();
         if self.batch_size == 1 {
             return Err(TrainerError::OutOfMemory(format!(
                 "{name}: a training step of batch 1 does not fit in memory ({})",

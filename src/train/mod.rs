@@ -14,6 +14,7 @@ mod best;
 mod evaluate;
 mod learner;
 mod step;
+mod weights;
 
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ use burn::tensor::Transaction;
 pub use best::BestTracker;
 pub use evaluate::{Evaluation, Prediction, evaluate};
 pub(crate) use step::{StepFailure, train_step};
+pub(crate) use weights::{StepValues, Weights};
 
 use learner::Learner;
 
@@ -95,6 +97,17 @@ pub struct Divergence {
     pub what: &'static str,
 }
 
+impl Divergence {
+    /// What a gradient norm above [`DIVERGED_GRAD_NORM`] (or not a number) says.
+    pub fn of_norm(norm: f32) -> &'static str {
+        if norm.is_finite() {
+            "gradient norm above 1e6"
+        } else {
+            "gradient norm not finite"
+        }
+    }
+}
+
 /// The result of training one model.
 #[derive(Debug)]
 pub struct Trained {
@@ -140,7 +153,7 @@ pub fn train_model(
         settings.monitor,
         settings.patience,
         settings.epochs,
-        learner.net.valid(),
+        learner.weights.model(),
     );
     let (mut history, mut step_losses) = (Vec::new(), Vec::new());
     let (mut divergence, mut stopped_early) = (None, None);
@@ -150,18 +163,22 @@ pub fn train_model(
     for epoch in 1..=settings.epochs {
         // Train: every sample once; a step that does not fit is redone at half the batch.
         let started = Instant::now();
-        let steps = learner.run_epoch(epoch, settings, memory, ctx)?;
-        let train_samples: usize = steps.sizes.iter().sum();
+        let mut steps = learner.run_epoch(epoch, settings, memory, ctx)?;
 
-        // Read back, once per epoch: every step's loss and the correct predictions.
-        let (losses, correct) = read_epoch(steps.losses, steps.correct, ctx)?;
+        // Read back, once per epoch: every step's loss, the correct predictions and (from the
+        // kernels) the step where the gradient norm diverged.
+        let read = read_epoch(std::mem::take(&mut steps.values), epoch, ctx)?;
+        steps.sizes.truncate(read.losses.len());
+        let train_samples: usize = steps.sizes.iter().sum();
         let train_seconds = started.elapsed().as_secs_f64();
+        let (losses, correct) = (read.losses, read.correct);
         let train_loss = weighted_mean(&losses, &steps.sizes);
         step_losses.extend_from_slice(&losses);
 
         // Divergence stops this model at the step it happened (its best epoch is kept).
         if let Some(d) = steps
             .divergence
+            .or(read.divergence)
             .or_else(|| first_non_finite(&losses, epoch))
         {
             divergence = Some(d);
@@ -170,7 +187,7 @@ pub fn train_model(
 
         // Validate the epoch's model.
         let val_started = Instant::now();
-        let valid = learner.net.valid();
+        let valid = learner.weights.model();
         let eval = evaluate(&valid, val, classes, learner.batch_size, false, memory, ctx)?;
         let stats = EpochStats {
             epoch,
@@ -194,7 +211,7 @@ pub fn train_model(
     ctx.progress.finish();
 
     Ok(Trained {
-        last: learner.net.valid(),
+        last: learner.weights.model(),
         best: best.model,
         history,
         best_val_acc: best.val_acc,
@@ -302,31 +319,71 @@ pub fn halving_line(event: &MemoryEvent) -> String {
     )
 }
 
-/// Reads an epoch's step losses and the total of correct predictions in one transaction.
-fn read_epoch(
-    losses: Vec<Tensor<1>>,
-    correct: Vec<Tensor<1, Int>>,
-    ctx: &Context,
-) -> Result<(Vec<f32>, i64)> {
-    if losses.is_empty() {
-        return Ok((Vec::new(), 0));
+/// An epoch's values, read back.
+struct EpochRead {
+    /// Every step's loss, up to and with the step that diverged.
+    losses: Vec<f32>,
+    /// Correct predictions over those steps.
+    correct: i64,
+    /// The first step whose gradient norm diverged (the kernels' steps only; the layer path
+    /// reads its norms as it goes).
+    divergence: Option<Divergence>,
+}
+
+/// Reads an epoch's step values in one transaction.
+fn read_epoch(values: Vec<StepValues>, epoch: usize, ctx: &Context) -> Result<EpochRead> {
+    let mut read = EpochRead {
+        losses: Vec::new(),
+        correct: 0,
+        divergence: None,
+    };
+    let (mut losses, mut correct, mut fused) = (Vec::new(), Vec::new(), Vec::new());
+    for value in values {
+        match value {
+            StepValues::Layers { loss, correct: c } => {
+                losses.push(loss);
+                correct.push(c);
+            }
+            StepValues::Fused(stats) => fused.push(stats),
+        }
     }
-    let correct = correct
-        .into_iter()
-        .reduce(|a, b| a + b)
-        .expect("at least one step");
-    let data = Transaction::default()
-        .register(Tensor::cat(losses, 0))
-        .register(correct)
+    let mut transaction = Transaction::default();
+    if !losses.is_empty() {
+        let total = correct.into_iter().reduce(|a, b| a + b).expect("one step");
+        transaction = transaction.register(Tensor::cat(losses, 0)).register(total);
+    }
+    let steps = fused.len();
+    for stats in fused {
+        transaction = transaction.register(stats);
+    }
+    let data = transaction
         .try_execute()
         .map_err(|e| device_error(ctx, &e.to_string()))?;
-    let losses = data[0]
-        .try_to_vec_as::<f32>()
-        .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
-    let correct = data[1]
-        .try_to_vec_as::<i64>()
-        .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
-    Ok((losses, correct.first().copied().unwrap_or(0)))
+    let vec_f32 = |d: &TensorData| {
+        d.try_to_vec_as::<f32>()
+            .map_err(|e| device_error(ctx, &format!("{e:?}")))
+    };
+    if data.len() == 2 && steps == 0 {
+        read.losses = vec_f32(&data[0])?;
+        let total = data[1]
+            .try_to_vec_as::<i64>()
+            .map_err(|e| device_error(ctx, &format!("{e:?}")))?;
+        read.correct = total.first().copied().unwrap_or(0);
+    }
+    for (i, d) in data.iter().skip(data.len() - steps).enumerate() {
+        let stats = vec_f32(d)?;
+        read.losses.push(stats[0]);
+        read.correct += stats[1] as i64;
+        if stats[3] != 0.0 {
+            read.divergence = Some(Divergence {
+                epoch,
+                step: i + 1,
+                what: Divergence::of_norm(stats[2]),
+            });
+            break;
+        }
+    }
+    Ok(read)
 }
 
 pub(crate) fn device_error(ctx: &Context, message: &str) -> TrainerError {

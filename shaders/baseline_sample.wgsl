@@ -1,0 +1,113 @@
+// baseline_sample: the Flatten + Linear baseline's forward pass, cross-entropy and backward pass
+// for one sample per workgroup, writing that sample's gradient of every parameter. The same
+// bindings and modes as tiny_cnn_sample.wgsl, so the same update kernel follows it.
+//
+//   image (H, W) -> flatten (H*W) -> linear H*W -> C -> logits -> cross-entropy
+//
+// Inputs:  images  array<f32>, N * H * W pixels, row-major per image.
+//          labels  array<i32>, N class ids (unused in mode 0).
+//          params  array<f32>, the flat parameters (a longer buffer is fine): the linear
+//                  weight (H*W, C) at 0 (burn's [input, output] order), bias (C) at H*W*C;
+//                  P = (H*W + 1) * C values.
+//          dims    array<u32>: N, H, W, C, P, mode, S (unused).
+// Outputs: logits  array<f32>, N * C.
+//          grads   array<f32>, N * P: the sample's gradient of the batch-mean loss (mode 2).
+//          scratch array<f32>: unused (the model keeps no activations).
+//          stats   array<f32>: loss and correct (1.0 or 0.0) of sample n at 2n, 2n + 1
+//                  (modes 1 and 2).
+// Modes:   0 logits; 1 logits, loss and correct; 2 all of that and the gradients.
+// Layout:  workgroup (x + y * 65535) is sample n; workgroup size {{ workgroup_size }};
+//          invocation c computes logit c (C at most 256), invocations split the gradient.
+// Exactness: the layer's arithmetic up to float summation order.
+
+@group(0) @binding(0) var<storage, read_write> images: array<f32>;
+@group(0) @binding(1) var<storage, read_write> labels: array<i32>;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> logits_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dims: array<u32>;
+
+const WG: u32 = {{ workgroup_size }}u;
+
+var<workgroup> logit: array<f32, 256>;
+var<workgroup> dlogit: array<f32, 256>;
+var<workgroup> lse: f32;
+
+@compute
+@workgroup_size({{ workgroup_size }}, 1, 1)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let n_total = dims[0];
+    let pixels = dims[1] * dims[2];
+    let c_total = dims[3];
+    let p_total = dims[4];
+    let mode = dims[5];
+    let n = group.x + group.y * groups.x;
+    if (n >= n_total) {
+        return;
+    }
+    // Every binding must be used, or the pipeline's layout would not match the bind group;
+    // this model needs no scratch (S is 0), so this never writes.
+    if (dims[6] > 0u) {
+        scratch[0] = 0.0;
+    }
+    let image = n * pixels;
+    let bias = pixels * c_total;
+
+    // Linear: the logits, pixels in order.
+    for (var c = t; c < c_total; c = c + WG) {
+        var z = params[bias + c];
+        for (var i = 0u; i < pixels; i = i + 1u) {
+            z = z + images[image + i] * params[i * c_total + c];
+        }
+        logit[c] = z;
+        logits_out[n * c_total + c] = z;
+    }
+    workgroupBarrier();
+    if (mode == 0u) {
+        return;
+    }
+
+    // Cross-entropy: log-sum-exp, loss, the first maximum as the prediction.
+    let label = u32(labels[n]);
+    if (t == 0u) {
+        var top = logit[0];
+        var best = 0u;
+        for (var c = 1u; c < c_total; c = c + 1u) {
+            if (logit[c] > top) {
+                top = logit[c];
+                best = c;
+            }
+        }
+        var total = 0.0;
+        for (var c = 0u; c < c_total; c = c + 1u) {
+            total = total + exp(logit[c] - top);
+        }
+        lse = top + log(total);
+        stats[2u * n] = lse - logit[label];
+        stats[2u * n + 1u] = select(0.0, 1.0, best == label);
+    }
+    workgroupBarrier();
+    if (mode == 1u) {
+        return;
+    }
+
+    // Backward: the loss (mean over the batch), then the weight as an outer product.
+    for (var c = t; c < c_total; c = c + WG) {
+        dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
+    }
+    workgroupBarrier();
+    let g = n * p_total;
+    for (var j = t; j < p_total; j = j + WG) {
+        if (j < bias) {
+            grads[g + j] = images[image + j / c_total] * dlogit[j % c_total];
+        } else {
+            grads[g + j] = dlogit[j - bias];
+        }
+    }
+}

@@ -1,0 +1,363 @@
+// tiny_cnn_sample: the Tiny CNN's forward pass, cross-entropy and backward pass for one sample
+// per workgroup, writing that sample's gradient of every parameter.
+//
+//   image (H, W) -> conv1 3x3 pad 1 (1->8) -> ReLU -> max-pool 2x2 -> conv2 3x3 pad 1 (8->16)
+//         -> ReLU -> global average pool -> linear 16->C -> logits -> cross-entropy
+//
+// Inputs:  images  array<f32>, N * H * W pixels, row-major per image.
+//          labels  array<i32>, N class ids (unused in mode 0).
+//          params  array<f32>, the flat parameters (a longer buffer is fine: the Adam state
+//                  follows them there): conv1 weight (8,1,3,3) at 0, bias (8) at 72, conv2
+//                  weight (16,8,3,3) at 80, bias (16) at 1232, linear weight (16,C) at 1248,
+//                  bias (C) at 1248 + 16 C; P = 1248 + 17 C values.
+//          dims    array<u32>: N, H, W, C, P, mode, S.
+// Outputs: logits  array<f32>, N * C.
+//          grads   array<f32>, N * P: the sample's gradient of the batch-mean loss
+//                  (mode 2 only).
+//          stats   array<f32>: loss and correct (1.0 or 0.0) of sample n at 2n, 2n + 1
+//                  (modes 1 and 2).
+//          scratch array<f32>: S values per sample: the image with a zero border
+//                  (H+2, W+2); the pooled map with a zero border (Hp+2, Wp+2, 8); the argmax
+//                  within each 2x2 window (Hp, Wp, 8, as 0.0 .. 3.0); conv2's output after
+//                  ReLU, then its gradient, with a zero border (Hp+2, Wp+2, 16); the gradient
+//                  at the pooled map (Hp, Wp, 8). Hp = H / 2, Wp = W / 2 (floor, as burn's
+//                  pool). The borders make every 3x3 window read without a bounds check.
+// Modes:   0 logits; 1 logits, loss and correct; 2 all of that and the gradients.
+// Layout:  workgroup (x + y * 65535) is sample n; workgroup size {{ workgroup_size }}; C at most
+//          256. Barriers are reached by the whole workgroup (n and the mode are uniform).
+//          Invocations take pixels (or weights), and each computes all channels of its own
+//          in vec4 accumulators: the weights it reads are the same for every invocation at the
+//          same time (one load, broadcast on a GPU and in lavapipe's SIMD), and only the
+//          activations differ between invocations.
+// Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
+//          maximum and ReLU passes gradient where its output is above 0, as burn's do.
+
+@group(0) @binding(0) var<storage, read_write> images: array<f32>;
+@group(0) @binding(1) var<storage, read_write> labels: array<i32>;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> logits_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dims: array<u32>;
+
+const WG: u32 = {{ workgroup_size }}u;
+const B1: u32 = 72u;
+const W2: u32 = 80u;
+const B2: u32 = 1232u;
+const W3: u32 = 1248u;
+
+var<workgroup> feat: array<f32, 16>;
+var<workgroup> dmean: array<vec4<f32>, 4>;
+var<workgroup> logit: array<f32, 256>;
+var<workgroup> dlogit: array<f32, 256>;
+var<workgroup> lse: f32;
+
+// Four consecutive parameters `step` apart, from `at`.
+fn params4(at: u32, step: u32) -> vec4<f32> {
+    return vec4<f32>(params[at], params[at + step], params[at + 2u * step], params[at + 3u * step]);
+}
+
+// Four consecutive scratch values from `at`.
+fn scratch4(at: u32) -> vec4<f32> {
+    return vec4<f32>(scratch[at], scratch[at + 1u], scratch[at + 2u], scratch[at + 3u]);
+}
+
+fn store4(at: u32, v: vec4<f32>) {
+    scratch[at] = v.x;
+    scratch[at + 1u] = v.y;
+    scratch[at + 2u] = v.z;
+    scratch[at + 3u] = v.w;
+}
+
+// Whether (y, x) of a padded map with `hp` x `wp` inside lies on its border.
+fn border(y: u32, x: u32, hp: u32, wp: u32) -> bool {
+    return y == 0u || x == 0u || y > hp || x > wp;
+}
+
+@compute
+@workgroup_size({{ workgroup_size }}, 1, 1)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let n_total = dims[0];
+    let h = dims[1];
+    let w = dims[2];
+    let c_total = dims[3];
+    let p_total = dims[4];
+    let mode = dims[5];
+    let stride = dims[6];
+    let n = group.x + group.y * groups.x;
+    if (n >= n_total) {
+        return;
+    }
+    let hp = h / 2u;
+    let wp = w / 2u;
+    let cells = hp * wp;
+    let iw = w + 2u;            // padded image row
+    let pw = wp + 2u;           // padded pooled row
+    let padded = (hp + 2u) * pw;
+    let img = n * stride;
+    let pool = img + (h + 2u) * iw;
+    let argmax = pool + 8u * padded;
+    let dz = argmax + 8u * cells;
+    let dpool = dz + 16u * padded;
+    let b3 = W3 + 16u * c_total;
+    let zero = vec4<f32>(0.0);
+
+    // The image with its zero border; the borders of the pooled map and of conv2's map.
+    for (var i = t; i < (h + 2u) * iw; i = i + WG) {
+        let y = i / iw;
+        let x = i % iw;
+        var v = 0.0;
+        if (!border(y, x, h, w)) {
+            v = images[n * h * w + (y - 1u) * w + (x - 1u)];
+        }
+        scratch[img + i] = v;
+    }
+    for (var i = t; i < padded; i = i + WG) {
+        if (border(i / pw, i % pw, hp, wp)) {
+            store4(pool + i * 8u, zero);
+            store4(pool + i * 8u + 4u, zero);
+            for (var c = 0u; c < 16u; c = c + 4u) {
+                store4(dz + i * 16u + c, zero);
+            }
+        }
+    }
+    storageBarrier();
+
+    // conv1 + ReLU + max-pool: invocation per pooled cell, all 8 channels; the first maximum
+    // of the 2x2 window wins.
+    for (var cell = t; cell < cells; cell = cell + WG) {
+        let y = cell / wp;
+        let x = cell % wp;
+        var best0 = vec4<f32>(-3.0e38);
+        var best1 = vec4<f32>(-3.0e38);
+        var at0 = vec4<f32>(0.0);
+        var at1 = vec4<f32>(0.0);
+        for (var k = 0u; k < 4u; k = k + 1u) {
+            // conv1's window for output pixel (2y + k / 2, 2x + k % 2) starts there in the
+            // padded image.
+            let corner = img + (2u * y + k / 2u) * iw + 2u * x + k % 2u;
+            var a0 = params4(B1, 1u);
+            var a1 = params4(B1 + 4u, 1u);
+            for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+                for (var kx = 0u; kx < 3u; kx = kx + 1u) {
+                    let v = scratch[corner + ky * iw + kx];
+                    a0 = a0 + v * params4(ky * 3u + kx, 9u);
+                    a1 = a1 + v * params4(36u + ky * 3u + kx, 9u);
+                }
+            }
+            a0 = max(a0, zero);
+            a1 = max(a1, zero);
+            let k4 = vec4<f32>(f32(k));
+            at0 = select(at0, k4, a0 > best0);
+            at1 = select(at1, k4, a1 > best1);
+            best0 = select(best0, a0, a0 > best0);
+            best1 = select(best1, a1, a1 > best1);
+        }
+        let at = pool + ((y + 1u) * pw + x + 1u) * 8u;
+        store4(at, best0);
+        store4(at + 4u, best1);
+        store4(argmax + cell * 8u, at0);
+        store4(argmax + cell * 8u + 4u, at1);
+    }
+    storageBarrier();
+
+    // conv2 + ReLU: invocation per pixel, all 16 channels, written inside conv2's padded map.
+    for (var cell = t; cell < cells; cell = cell + WG) {
+        let y = cell / wp;
+        let x = cell % wp;
+        var a0 = params4(B2, 1u);
+        var a1 = params4(B2 + 4u, 1u);
+        var a2 = params4(B2 + 8u, 1u);
+        var a3 = params4(B2 + 12u, 1u);
+        for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+            for (var kx = 0u; kx < 3u; kx = kx + 1u) {
+                let at = pool + ((y + ky) * pw + x + kx) * 8u;
+                for (var ci = 0u; ci < 8u; ci = ci + 1u) {
+                    let v = scratch[at + ci];
+                    let o = W2 + ci * 9u + ky * 3u + kx;
+                    a0 = a0 + v * params4(o, 72u);
+                    a1 = a1 + v * params4(o + 288u, 72u);
+                    a2 = a2 + v * params4(o + 576u, 72u);
+                    a3 = a3 + v * params4(o + 864u, 72u);
+                }
+            }
+        }
+        let at = dz + ((y + 1u) * pw + x + 1u) * 16u;
+        store4(at, max(a0, zero));
+        store4(at + 4u, max(a1, zero));
+        store4(at + 8u, max(a2, zero));
+        store4(at + 12u, max(a3, zero));
+    }
+    storageBarrier();
+
+    // Global average pool: invocation per channel, pixels in order.
+    if (t < 16u) {
+        var s = 0.0;
+        for (var y = 0u; y < hp; y = y + 1u) {
+            for (var x = 0u; x < wp; x = x + 1u) {
+                s = s + scratch[dz + ((y + 1u) * pw + x + 1u) * 16u + t];
+            }
+        }
+        feat[t] = s / f32(cells);
+    }
+    workgroupBarrier();
+
+    // Linear: the logits.
+    for (var c = t; c < c_total; c = c + WG) {
+        var z = params[b3 + c];
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            z = z + feat[i] * params[W3 + i * c_total + c];
+        }
+        logit[c] = z;
+        logits_out[n * c_total + c] = z;
+    }
+    workgroupBarrier();
+    if (mode == 0u) {
+        return;
+    }
+
+    // Cross-entropy: log-sum-exp, loss, the first maximum as the prediction.
+    let label = u32(labels[n]);
+    if (t == 0u) {
+        var top = logit[0];
+        var best = 0u;
+        for (var c = 1u; c < c_total; c = c + 1u) {
+            if (logit[c] > top) {
+                top = logit[c];
+                best = c;
+            }
+        }
+        var total = 0.0;
+        for (var c = 0u; c < c_total; c = c + 1u) {
+            total = total + exp(logit[c] - top);
+        }
+        lse = top + log(total);
+        stats[2u * n] = lse - logit[label];
+        stats[2u * n + 1u] = select(0.0, 1.0, best == label);
+    }
+    workgroupBarrier();
+    if (mode == 1u) {
+        return;
+    }
+
+    // Backward through the loss (mean over the batch) and the linear layer.
+    for (var c = t; c < c_total; c = c + WG) {
+        dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
+    }
+    workgroupBarrier();
+    if (t < 4u) {
+        var d = zero;
+        for (var c = 0u; c < c_total; c = c + 1u) {
+            d = d + params4(W3 + 4u * t * c_total + c, c_total) * dlogit[c];
+        }
+        dmean[t] = d / f32(cells);
+    }
+    workgroupBarrier();
+    let g = n * p_total;
+    for (var j = t; j < 17u * c_total; j = j + WG) {
+        if (j < 16u * c_total) {
+            grads[g + W3 + j] = feat[j / c_total] * dlogit[j % c_total];
+        } else {
+            grads[g + W3 + j] = dlogit[j - 16u * c_total];
+        }
+    }
+
+    // conv2's gradient at its pre-activation: the pool's share where ReLU passed it (each
+    // value is read and written by the invocation of its pixel).
+    for (var cell = t; cell < cells; cell = cell + WG) {
+        let at = dz + ((cell / wp + 1u) * pw + cell % wp + 1u) * 16u;
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            store4(at + 4u * c, select(zero, dmean[c], scratch4(at + 4u * c) > zero));
+        }
+    }
+    storageBarrier();
+
+    // conv2's weights and bias: invocation per (input channel, tap) and one for the bias, all
+    // 16 output channels.
+    for (var j = t; j < 73u; j = j + WG) {
+        let ci = j / 9u;
+        let ky = (j % 9u) / 3u;
+        let kx = j % 3u;
+        var a0 = zero;
+        var a1 = zero;
+        var a2 = zero;
+        var a3 = zero;
+        for (var y = 0u; y < hp; y = y + 1u) {
+            for (var x = 0u; x < wp; x = x + 1u) {
+                var v = 1.0;
+                if (j < 72u) {
+                    v = scratch[pool + ((y + ky) * pw + x + kx) * 8u + ci];
+                }
+                let at = dz + ((y + 1u) * pw + x + 1u) * 16u;
+                a0 = a0 + v * scratch4(at);
+                a1 = a1 + v * scratch4(at + 4u);
+                a2 = a2 + v * scratch4(at + 8u);
+                a3 = a3 + v * scratch4(at + 12u);
+            }
+        }
+        var at = g + B2;
+        var step = 1u;
+        if (j < 72u) {
+            at = g + W2 + j;
+            step = 72u;
+        }
+        for (var c = 0u; c < 4u; c = c + 1u) {
+            let a = select(select(a0, a1, c == 1u), select(a2, a3, c == 3u), c >= 2u);
+            grads[at + (4u * c) * step] = a.x;
+            grads[at + (4u * c + 1u) * step] = a.y;
+            grads[at + (4u * c + 2u) * step] = a.z;
+            grads[at + (4u * c + 3u) * step] = a.w;
+        }
+    }
+
+    // The gradient at the pooled map (conv2 transposed): invocation per pixel, all 8 input
+    // channels.
+    for (var cell = t; cell < cells; cell = cell + WG) {
+        let y = cell / wp;
+        let x = cell % wp;
+        var d0 = zero;
+        var d1 = zero;
+        for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+            for (var kx = 0u; kx < 3u; kx = kx + 1u) {
+                // conv2's output (y + 1 - ky, x + 1 - kx), in padded coordinates.
+                let at = dz + ((y + 2u - ky) * pw + x + 2u - kx) * 16u;
+                for (var c = 0u; c < 16u; c = c + 1u) {
+                    let v = scratch[at + c];
+                    let o = W2 + c * 72u + ky * 3u + kx;
+                    d0 = d0 + v * params4(o, 9u);
+                    d1 = d1 + v * params4(o + 36u, 9u);
+                }
+            }
+        }
+        store4(dpool + cell * 8u, d0);
+        store4(dpool + cell * 8u + 4u, d1);
+    }
+    storageBarrier();
+
+    // conv1's weights and bias: the gradient reaches the window's maximum where it was
+    // above 0.
+    for (var j = t; j < 80u; j = j + WG) {
+        var d = 0.0;
+        let c = select(j / 9u, j - 72u, j >= 72u);
+        let ky = (j % 9u) / 3u;
+        let kx = j % 3u;
+        for (var y = 0u; y < hp; y = y + 1u) {
+            for (var x = 0u; x < wp; x = x + 1u) {
+                let i = (y * wp + x) * 8u + c;
+                let passed = scratch[pool + ((y + 1u) * pw + x + 1u) * 8u + c] > 0.0;
+                let at = u32(scratch[argmax + i]);
+                // conv1's output pixel (2y + at / 2, 2x + at % 2); its window starts there in
+                // the padded image.
+                let corner = img + (2u * y + at / 2u + ky) * iw + 2u * x + at % 2u + kx;
+                let input = select(scratch[corner], 1.0, j >= 72u);
+                d = d + select(0.0, scratch[dpool + i] * input, passed);
+            }
+        }
+        grads[g + j] = d;
+    }
+}

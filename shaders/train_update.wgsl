@@ -1,0 +1,105 @@
+// train_update: the optimizer in one kernel. Sums the per-sample gradients over the batch,
+// takes their global L2 norm, clips them to it and applies Adam to every parameter at once;
+// also sums the batch's loss and correct predictions.
+//
+// Inputs:  grads   array<f32>, N * P per-sample gradients (tiny_cnn_sample's output).
+//          state   array<f32>, 3 P + 1: a model's flat parameters, Adam's first moments, second moments, and a
+//                  flag that is 1.0 once a step diverged (the state then stays as it is).
+//          samples array<f32>: loss and correct of sample n at 2n and 2n + 1.
+//          dims    array<u32>: N, P, mode (0 Adam step, 1 gradients only).
+//          hyper   array<f32>: lr, sqrt(1 - beta2^t) / (1 - beta1^t), epsilon * sqrt(1 - beta2^t),
+//                  beta1, 1 - beta1, beta2, 1 - beta2, max norm, divergence norm.
+// Outputs: next    array<f32>, 3 P + 1: the state after the step (mode 0), or the summed,
+//                  unclipped gradients in its first P values (mode 1).
+//          stats   array<f32>: mean loss, correct count, gradient norm before clipping, flag.
+// Layout:  one workgroup of {{ workgroup_size }} invocations; invocation t owns parameters
+//          t, t + {{ workgroup_size }}, ... in both passes.
+// Exactness: samples are summed in order and the norm's squares in a fixed tree, so reruns are
+//          identical; the clip coefficient min(max / (norm + 1e-6), 1) and the Adam update are
+//          burn's expressions in burn's order.
+
+@group(0) @binding(0) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(1) var<storage, read_write> state: array<f32>;
+@group(0) @binding(2) var<storage, read_write> samples: array<f32>;
+@group(0) @binding(3) var<storage, read_write> next: array<f32>;
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dims: array<u32>;
+@group(0) @binding(6) var<storage, read_write> hyper: array<f32>;
+
+const WG: u32 = {{ workgroup_size }}u;
+
+var<workgroup> squares: array<f32, {{ workgroup_size }}>;
+
+@compute
+@workgroup_size({{ workgroup_size }}, 1, 1)
+fn main(@builtin(local_invocation_index) t: u32) {
+    let n_total = dims[0];
+    let p_total = dims[1];
+    let mode = dims[2];
+
+    // The batch's gradient, parameter by parameter (kept in `next` until the update).
+    var sq = 0.0;
+    for (var p = t; p < p_total; p = p + WG) {
+        var g = 0.0;
+        for (var n = 0u; n < n_total; n = n + 1u) {
+            g = g + grads[n * p_total + p];
+        }
+        next[p] = g;
+        sq = sq + g * g;
+    }
+    if (t == 0u) {
+        var loss = 0.0;
+        var correct = 0.0;
+        for (var n = 0u; n < n_total; n = n + 1u) {
+            loss = loss + samples[2u * n];
+            correct = correct + samples[2u * n + 1u];
+        }
+        stats[0] = loss / f32(n_total);
+        stats[1] = correct;
+    }
+
+    // The global norm: a fixed tree over the invocations' sums of squares.
+    squares[t] = sq;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half = half / 2u) {
+        if (t < half) {
+            squares[t] = squares[t] + squares[t + half];
+        }
+        workgroupBarrier();
+    }
+    let norm = sqrt(squares[0]);
+    let flag_at = 3u * p_total;
+    let stopped = state[flag_at] != 0.0;
+    let diverged = stopped || !(norm <= hyper[8]);
+    if (t == 0u) {
+        stats[2] = norm;
+        stats[3] = select(0.0, 1.0, diverged);
+    }
+    if (mode == 1u) {
+        return;
+    }
+
+    // Clip and Adam; a state that already diverged is carried over unchanged.
+    let coefficient = min(hyper[7] * (1.0 / (norm + 1e-6)), 1.0);
+    for (var p = t; p < p_total; p = p + WG) {
+        let param = state[p];
+        let m = state[p_total + p];
+        let v = state[2u * p_total + p];
+        if (stopped) {
+            next[p] = param;
+            next[p_total + p] = m;
+            next[2u * p_total + p] = v;
+        } else {
+            let g = next[p] * coefficient;
+            let m1 = m * hyper[3] + g * hyper[4];
+            let v1 = v * hyper[5] + (g * g) * hyper[6];
+            let update = (m1 * hyper[1]) / (sqrt(v1) + hyper[2]);
+            next[p] = param - update * hyper[0];
+            next[p_total + p] = m1;
+            next[2u * p_total + p] = v1;
+        }
+    }
+    if (t == 0u) {
+        next[flag_at] = select(0.0, 1.0, diverged);
+    }
+}

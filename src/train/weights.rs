@@ -1,0 +1,191 @@
+//! What a step changes: the model and its optimizer state, either as burn modules (the layer
+//! path, every backend) or, on wgpu with the kernels on, as the kernels' one flat state tensor
+//! ([`crate::device::gpu_train`]). The loop does not see the difference.
+
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::prelude::*;
+
+use super::{DIVERGED_GRAD_NORM, StepFailure, TrainSettings, train_step};
+use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
+use crate::data::ImageBatch;
+use crate::device::gpu_train;
+use crate::model::{Net, flat};
+
+/// The model being trained and its optimizer.
+pub(crate) enum Weights {
+    /// burn modules and burn's Adam, on the autodiff device.
+    Layers {
+        net: Net,
+        optim: ModuleOptimizer,
+        loss_fn: CrossEntropyLoss,
+    },
+    /// The model in the kernels' state `[parameters | moments 1 | moments 2 | flag]`.
+    Fused {
+        /// The model the parameters belong to (ids, shapes), without autodiff.
+        template: Net,
+        state: Tensor<1>,
+        /// Adam steps taken.
+        time: usize,
+        /// The largest batch a step has completed with (proven to fit).
+        proven: usize,
+    },
+}
+
+/// What a completed step leaves on the device until the epoch is read.
+pub(crate) enum StepValues {
+    Layers {
+        loss: Tensor<1>,
+        correct: Tensor<1, Int>,
+    },
+    /// [mean loss, correct, gradient norm, diverged flag]
+    Fused(Tensor<1>),
+}
+
+/// A completed step: its values, and its gradient norm when it was read right away.
+pub(crate) struct StepDone {
+    pub values: StepValues,
+    pub norm: Option<f32>,
+}
+
+impl Weights {
+    /// `net` (without autodiff) ready to train on `device`: in the kernels' state when they
+    /// can run it, as modules with a fresh Adam otherwise.
+    pub fn new(net: Net, classes: usize, device: &Device) -> Weights {
+        match net {
+            net if gpu_train::available(device, classes) => Weights::Fused {
+                state: initial_state(&net),
+                template: net,
+                time: 0,
+                proven: 0,
+            },
+            net => Weights::Layers {
+                net: net.to_device(&device.clone().autodiff()).train(),
+                optim: AdamConfig::new()
+                    .with_beta_1(ADAM_BETA_1)
+                    .with_beta_2(ADAM_BETA_2)
+                    .with_epsilon(ADAM_EPSILON)
+                    .init(),
+                loss_fn: CrossEntropyLossConfig::new().init(&device.clone().autodiff()),
+            },
+        }
+    }
+
+    /// The device batches go to: without autodiff for the kernels.
+    pub fn batch_device(&self, device: &Device) -> Device {
+        match self {
+            Weights::Layers { .. } => device.clone().autodiff(),
+            Weights::Fused { .. } => device.clone().without_autodiff(),
+        }
+    }
+
+    /// Which model is being trained.
+    pub fn kind(&self) -> crate::model::ModelKind {
+        match self {
+            Weights::Layers { net, .. } => net.kind(),
+            Weights::Fused { template, .. } => template.kind(),
+        }
+    }
+
+    /// Whether the kernels train this model.
+    pub fn is_fused(&self) -> bool {
+        matches!(self, Weights::Fused { .. })
+    }
+
+    /// The model as it is now, without autodiff.
+    pub fn model(&self) -> Net {
+        match self {
+            Weights::Layers { net, .. } => net.valid(),
+            Weights::Fused {
+                template, state, ..
+            } => flat::from_flat(template, state.clone()),
+        }
+    }
+
+    /// The gradient norm of a completed step, read from the device now if it was not yet.
+    pub fn read_norm(&self, done: StepDone) -> Result<f32, StepFailure> {
+        match (done.norm, done.values) {
+            (Some(norm), _) => Ok(norm),
+            (None, StepValues::Fused(stats)) => Ok(read_stats(stats)?[2]),
+            (None, StepValues::Layers { .. }) => unreachable!("the layer path reads its norm"),
+        }
+    }
+
+    /// One step on `batch`; the weights change only when it completes. The layer path reads
+    /// its gradient norm every step; the kernels read their step only while `batch` is larger
+    /// than any batch that completed, which surfaces an allocation failure before the step is
+    /// adopted.
+    pub fn step(
+        &mut self,
+        batch: &ImageBatch,
+        settings: &TrainSettings,
+    ) -> Result<StepDone, StepFailure> {
+        match self {
+            Weights::Layers {
+                net,
+                optim,
+                loss_fn,
+            } => {
+                let step = train_step(net, optim, batch, loss_fn, settings)?;
+                *net = step.net;
+                *optim = step.optim;
+                Ok(StepDone {
+                    values: StepValues::Layers {
+                        loss: step.loss,
+                        correct: step.correct,
+                    },
+                    norm: Some(step.norm),
+                })
+            }
+            Weights::Fused {
+                template,
+                state,
+                time,
+                proven,
+            } => {
+                let hyper = gpu_train::StepHyper {
+                    lr: settings.lr,
+                    time: *time + 1,
+                    max_norm: settings.max_grad_norm,
+                    diverged_norm: DIVERGED_GRAD_NORM,
+                };
+                let (next, stats) = gpu_train::step(
+                    template.kind(),
+                    batch.images.clone(),
+                    batch.labels.clone(),
+                    state.clone(),
+                    &hyper,
+                    template.classes(),
+                    false,
+                );
+                let mut norm = None;
+                if batch.len() > *proven {
+                    norm = Some(read_stats(stats.clone())?[2]);
+                    *proven = batch.len();
+                }
+                *state = next;
+                *time += 1;
+                Ok(StepDone {
+                    values: StepValues::Fused(stats),
+                    norm,
+                })
+            }
+        }
+    }
+}
+
+/// A step's [mean loss, correct, norm, flag], read back (a sync).
+fn read_stats(stats: Tensor<1>) -> Result<Vec<f32>, StepFailure> {
+    stats
+        .try_into_data()
+        .map_err(|e| StepFailure::classify(e.to_string()))?
+        .try_to_vec_as::<f32>()
+        .map_err(|e| StepFailure::Other(format!("{e:?}")))
+}
+
+/// The kernels' state of a fresh model: its parameters, zero moments, no divergence.
+fn initial_state(net: &Net) -> Tensor<1> {
+    let params = flat::to_flat(net);
+    let rest = Tensor::zeros([2 * params.dims()[0] + 1], &params.device());
+    Tensor::cat(vec![params, rest], 0)
+}
