@@ -181,7 +181,8 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-/// The data and hyperparameters shared by the workshop run and parity.
+/// The data and hyperparameters shared by the workshop run and parity. Their defaults are
+/// config.rs's [`Settings::default`], not written here.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Seed of the data, the split, the initial parameters and the shuffling.
@@ -254,6 +255,7 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The settings these flags give, on `backend`.
     pub fn settings(&self, backend: BackendChoice) -> Settings {
         Settings {
             backend,
