@@ -89,6 +89,30 @@ pub struct Settings {
     pub monitor: Monitor,
 }
 
+/// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
+/// sweep's TOML leaves out. The one place these defaults are written.
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            backend: BackendChoice::Auto,
+            seed: 42,
+            data: None,
+            samples_per_class: 140,
+            image_size: 16,
+            split: [0.6, 0.2, 0.2],
+            models: vec![ModelKind::Baseline, ModelKind::Cnn],
+            batch_size: 32,
+            epochs_baseline: 4,
+            epochs_cnn: 10,
+            lr_baseline: 0.01,
+            lr_cnn: 0.006,
+            augment: false,
+            patience: None,
+            monitor: Monitor::ValAcc,
+        }
+    }
+}
+
 impl Settings {
     /// The data set these settings describe.
     pub fn data_config(&self) -> DataConfig {

@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// Exit code of a workshop run whose pack was written but in which a model diverged (not an
+/// error: the pack is the evidence). The others are [`TrainerError::exit_code`]'s.
+pub const EXIT_DIVERGED: u8 = 3;
+
 /// Every way a `trainer` command can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {

@@ -1,8 +1,10 @@
 //! `trainer`: the workshop "build a PyTorch training evidence pack" as a Rust tool on burn.
 //!
 //! The folders are the architecture; dependencies point one way, from the commands down:
+//! - `main.rs` parses the command line and dispatches; [`cli`] declares it (every command
+//!   and flag, with clap), and only `main.rs` and [`cmd`] read it.
 //! - [`cmd`]: one module per command (the workshop run, evaluate and predict, parity, bench,
-//!   compare, sweep); `main.rs` parses the command line and calls them.
+//!   compare, devices, sweep): flags in, configuration built, run, result printed.
 //! - [`pack`]: the evidence pack's writers (CSV, JSON, Markdown, plots) and the output
 //!   folder's safety (staging, marker, lock, atomic writes); [`report`] is what they read.
 //! - [`train`]: the one training loop, evaluation and the best epoch; [`memory`] decides
@@ -14,6 +16,7 @@
 //! - Shared by all: [`config`] (settings and every constant), [`console`], [`error`],
 //!   [`interrupt`], [`rng`].
 
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod console;

@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::*;
 
@@ -25,26 +26,26 @@ const COLUMNS: [&str; 15] = [
     "note",
 ];
 
-fn bench(out: &std::path::Path, backends: &str) -> std::process::Output {
-    run(&[
-        "bench",
-        "--quiet",
-        "--backend",
-        backends,
-        "--model",
-        "both",
-        "--batch-sizes",
-        "8,32",
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+/// Both models at batch 8 and 32, three timed steps after one warm-up step.
+fn bench(out: &Path, backends: &str) -> Trainer {
+    trainer()
+        .subcommand("bench")
+        .quiet()
+        .backend(backends)
+        .args([
+            "--model",
+            "both",
+            "--batch-sizes",
+            "8,32",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+        ])
+        .out(out)
 }
 
-fn check(out: &std::path::Path, expected_rows: usize) -> Vec<Vec<String>> {
+fn check(out: &Path, expected_rows: usize) -> Vec<Vec<String>> {
     let (header, rows) = read_csv(&out.join("bench/throughput.csv"));
     assert_eq!(header, COLUMNS);
     assert_eq!(rows.len(), expected_rows, "{rows:?}");
@@ -65,8 +66,7 @@ fn check(out: &std::path::Path, expected_rows: usize) -> Vec<Vec<String>> {
 fn a_tiny_sweep_on_the_cpu_backends_writes_every_file() {
     let dir = temp();
     let out = dir.path().join("bench");
-    let output = bench(&out, "cpu,ndarray");
-    assert_ok(&output);
+    bench(&out, "cpu,ndarray").run_ok();
     let rows = check(&out, 8);
     for row in rows {
         assert_eq!(row[6], "ok", "{row:?}");
@@ -82,12 +82,11 @@ fn a_tiny_sweep_on_the_cpu_backends_writes_every_file() {
 fn a_batch_that_does_not_fit_is_recorded_and_the_sweep_goes_on() {
     let dir = temp();
     let out = dir.path().join("bench");
-    let output = run_env(
-        &[
-            "bench",
-            "--quiet",
-            "--backend",
-            "cpu",
+    trainer()
+        .subcommand("bench")
+        .quiet()
+        .cpu()
+        .args([
             "--model",
             "both",
             "--batch-sizes",
@@ -96,13 +95,10 @@ fn a_batch_that_does_not_fit_is_recorded_and_the_sweep_goes_on() {
             "2",
             "--warmup",
             "0",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        "TRAINER_FAIL_ALLOC_ABOVE",
-        "16",
-    );
-    assert_ok(&output);
+        ])
+        .out(&out)
+        .env("TRAINER_FAIL_ALLOC_ABOVE", "16")
+        .run_ok();
     let rows = check(&out, 6);
     for model in ["cnn", "baseline"] {
         let of: Vec<_> = rows.iter().filter(|r| r[2] == model).collect();
@@ -121,7 +117,7 @@ fn a_tiny_sweep_on_wgpu() {
     }
     let dir = temp();
     let out = dir.path().join("bench");
-    assert_ok(&bench(&out, "wgpu"));
+    bench(&out, "wgpu").run_ok();
     let rows = check(&out, 4);
     assert!(
         rows.iter().all(|r| r[0] == "wgpu" && r[6] == "ok"),

@@ -133,21 +133,13 @@ fn no_cpu_kernels_trains_the_same_model() {
     let without = common::temp();
     let a = with.path().join("pack");
     let b = without.path().join("pack");
-    common::assert_ok(&common::run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--out",
-        a.to_str().expect("utf-8 path"),
-    ]));
-    common::assert_ok(&common::run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--no-cpu-kernels",
-        "--out",
-        b.to_str().expect("utf-8 path"),
-    ]));
+    common::trainer().cpu().quiet().out(&a).run_ok();
+    common::trainer()
+        .cpu()
+        .quiet()
+        .arg("--no-cpu-kernels")
+        .out(&b)
+        .run_ok();
     let log =
         |pack: &std::path::Path| common::read_csv(&common::file(pack, "outputs/training_log.csv"));
     let (header, rows_with) = log(&a);

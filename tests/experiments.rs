@@ -9,24 +9,16 @@ use std::path::{Path, PathBuf};
 use common::*;
 use trainer::data::DataConfig;
 
-fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--data",
-        data.to_str().unwrap(),
-        "--image-size",
-        "16",
-        "--epochs-baseline",
-        "3",
-        "--epochs-cnn",
-        "12",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+/// A run on an image folder: 16 x 16 pixels, three epochs of the baseline, twelve of the
+/// Tiny CNN.
+fn train(data: &Path, out: &Path) -> Trainer {
+    trainer()
+        .cpu()
+        .quiet()
+        .data(data)
+        .args(["--image-size", "16"])
+        .epochs(3, 12)
+        .out(out)
 }
 
 #[test]
@@ -34,8 +26,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
     let dir = temp();
     let data = image_folder(dir.path(), 15);
     let pack = dir.path().join("pack");
-    let output = train(&data, &pack, &[]);
-    assert_ok(&output);
+    let output = train(&data, &pack).run_ok();
     assert!(
         stderr(&output).contains("skipped 'vertical/README.txt'"),
         "{}",
@@ -111,14 +102,14 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
     .iter()
     .map(|f| data.join(f))
     .collect();
-    let mut args = vec!["predict", "--backend", "cpu", "--json", "--checkpoint"];
     let checkpoint = pack.join("checkpoints/best_model.json");
-    args.push(checkpoint.to_str().unwrap());
-    for f in &files {
-        args.push(f.to_str().unwrap());
-    }
-    let output = run(&args);
-    assert_ok(&output);
+    let output = trainer()
+        .subcommand("predict")
+        .cpu()
+        .arg("--json")
+        .checkpoint(&checkpoint)
+        .args(&files)
+        .run_ok();
     let predictions: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     let predictions = predictions.as_array().unwrap();
     assert_eq!(predictions.len(), 3);
@@ -132,15 +123,12 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         let c = p["confidence"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&c));
     }
-    let output = run(&[
-        "predict",
-        "--backend",
-        "cpu",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        files[0].to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    let output = trainer()
+        .subcommand("predict")
+        .cpu()
+        .checkpoint(&checkpoint)
+        .arg(&files[0])
+        .run_ok();
     assert!(
         stdout(&output).contains("(confidence 0."),
         "{}",
@@ -153,13 +141,7 @@ fn bad_image_folders_get_a_clear_error_naming_the_problem() {
     let dir = temp();
     let out = dir.path().join("pack");
     let expect_error = |data: &Path, needle: &str| {
-        let output = train(data, &out, &[]);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{needle}: {}",
-            stderr(&output)
-        );
+        let output = train(data, &out).run_fail(2);
         let err = stderr(&output);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(needle), "expected '{needle}' in: {err}");
@@ -203,16 +185,12 @@ fn a_config_file_sets_everything_flags_win_and_config_json_repeats_the_run() {
     )
     .unwrap();
     let first = dir.path().join("first");
-    let output = run(&[
-        "--quiet",
-        "--config",
-        config.to_str().unwrap(),
-        "--epochs-cnn",
-        "4",
-        "--out",
-        first.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    trainer()
+        .quiet()
+        .config(&config)
+        .args(["--epochs-cnn", "4"])
+        .out(&first)
+        .run_ok();
     let effective: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(first.join("outputs/config.json")).unwrap())
             .unwrap();
@@ -229,14 +207,11 @@ fn a_config_file_sets_everything_flags_win_and_config_json_repeats_the_run() {
     );
 
     let again = dir.path().join("again");
-    let output = run(&[
-        "--quiet",
-        "--config",
-        first.join("outputs/config.json").to_str().unwrap(),
-        "--out",
-        again.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    trainer()
+        .quiet()
+        .config(first.join("outputs/config.json"))
+        .out(&again)
+        .run_ok();
     for file in [
         "outputs/training_log.csv",
         "outputs/model_comparison.csv",
@@ -250,14 +225,11 @@ fn a_config_file_sets_everything_flags_win_and_config_json_repeats_the_run() {
     }
 
     fs::write(&config, "batch_sise = 16\n").unwrap();
-    let output = run(&[
-        "--quiet",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        dir.path().join("x").to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = trainer()
+        .quiet()
+        .config(&config)
+        .out(dir.path().join("x"))
+        .run_fail(2);
     assert!(
         stderr(&output).contains("unknown setting 'batch_sise'"),
         "{}",
@@ -269,22 +241,21 @@ fn a_config_file_sets_everything_flags_win_and_config_json_repeats_the_run() {
 fn early_stopping_records_the_epoch_kept_and_why_it_stopped() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    let output = run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--epochs-cnn",
-        "40",
-        "--patience",
-        "2",
-        "--monitor",
-        "val_acc",
-        "--models",
-        "cnn",
-        "--out",
-        pack.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    trainer()
+        .cpu()
+        .quiet()
+        .args([
+            "--epochs-cnn",
+            "40",
+            "--patience",
+            "2",
+            "--monitor",
+            "val_acc",
+            "--models",
+            "cnn",
+        ])
+        .out(&pack)
+        .run_ok();
     let (header, rows) = read_csv(&pack.join("outputs/training_log.csv"));
     assert_eq!(header.last().unwrap(), "note");
     assert!(
@@ -308,29 +279,22 @@ fn early_stopping_records_the_epoch_kept_and_why_it_stopped() {
 #[test]
 fn compare_names_the_changed_value_and_warns_about_two() {
     let dir = temp();
-    let base = [
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--epochs-baseline",
-        "2",
-        "--epochs-cnn",
-        "4",
-    ];
     let pack = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
-        let mut args = base.to_vec();
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
-        assert_ok(&run(&args));
+        trainer()
+            .cpu()
+            .quiet()
+            .epochs(2, 4)
+            .args(extra)
+            .out(&out)
+            .run_ok();
         out
     };
     let a = pack("a", &[]);
     let b = pack("b", &["--lr-cnn", "0.003"]);
     let c = pack("c", &["--lr-cnn", "0.003", "--batch-size", "16"]);
 
-    let output = run(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert_ok(&output);
+    let output = trainer().subcommand("compare").arg(&a).arg(&b).run_ok();
     assert!(
         stdout(&output).contains("changed: lr_cnn: 0.006 -> 0.003"),
         "{}",
@@ -343,8 +307,7 @@ fn compare_names_the_changed_value_and_warns_about_two() {
     assert!(notes.contains("## Suggested next step"));
     assert!(b.join("reports/experiment_loss_overlay.png").is_file());
 
-    let output = run(&["compare", a.to_str().unwrap(), c.to_str().unwrap()]);
-    assert_ok(&output);
+    let output = trainer().subcommand("compare").arg(&a).arg(&c).run_ok();
     assert!(
         stderr(&output).contains("2 settings changed"),
         "{}",
@@ -357,11 +320,10 @@ fn compare_names_the_changed_value_and_warns_about_two() {
     );
     assert!(notes.contains("Warning: 2 settings changed"), "{notes}");
 
-    let output = run(&[
-        "compare",
-        a.to_str().unwrap(),
-        dir.path().join("nope").to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = trainer()
+        .subcommand("compare")
+        .arg(&a)
+        .arg(dir.path().join("nope"))
+        .run_fail(2);
     assert_eq!(stderr(&output).lines().count(), 1);
 }

@@ -114,21 +114,9 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
     let dir = common::temp();
     let with = dir.path().join("with");
     let without = dir.path().join("without");
-    let base = [
-        "--backend",
-        "wgpu",
-        "--quiet",
-        "--epochs-baseline",
-        "2",
-        "--epochs-cnn",
-        "4",
-    ];
-    let mut args = base.to_vec();
-    args.extend(["--out", with.to_str().unwrap()]);
-    common::assert_ok(&common::run(&args));
-    let mut args = base.to_vec();
-    args.extend(["--no-gpu-kernels", "--out", without.to_str().unwrap()]);
-    common::assert_ok(&common::run(&args));
+    let base = || common::trainer().wgpu().quiet().epochs(2, 4);
+    base().out(&with).run_ok();
+    base().arg("--no-gpu-kernels").out(&without).run_ok();
     for file in [
         "outputs/training_log.csv",
         "outputs/model_comparison.csv",

@@ -3,29 +3,13 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::*;
 
-const QUICK: [&str; 6] = [
-    "--epochs-baseline",
-    "2",
-    "--epochs-cnn",
-    "3",
-    "--quiet",
-    "--backend",
-];
-
-fn quick(out: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
-    args.push("cpu".into());
-    args.push("--out".into());
-    args.push(out.to_str().unwrap().into());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-fn refs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
+/// A short run on the CPU: two epochs of the baseline, three of the Tiny CNN.
+fn short(out: &Path) -> Trainer {
+    trainer().epochs(2, 3).quiet().cpu().out(out)
 }
 
 #[test]
@@ -33,14 +17,11 @@ fn a_failure_at_the_first_step_halves_and_matches_a_run_started_at_half() {
     let dir = temp();
     let halved = dir.path().join("halved");
     let direct = dir.path().join("direct");
-    let output = run_env(
-        &refs(&quick(&halved, &["--batch-size", "32"])),
-        "TRAINER_FAIL_ALLOC_ABOVE",
-        "16",
-    );
-    assert_ok(&output);
-    let output = run(&refs(&quick(&direct, &["--batch-size", "16"])));
-    assert_ok(&output);
+    short(&halved)
+        .args(["--batch-size", "32"])
+        .env("TRAINER_FAIL_ALLOC_ABOVE", "16")
+        .run_ok();
+    short(&direct).args(["--batch-size", "16"]).run_ok();
 
     let (header, events) = read_csv(&halved.join("outputs/memory_events.csv"));
     assert_eq!(
@@ -91,10 +72,11 @@ fn a_failure_at_the_first_step_halves_and_matches_a_run_started_at_half() {
 fn a_failure_at_batch_one_is_a_clear_error_and_keeps_the_earlier_pack() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    assert_ok(&run(&refs(&quick(&pack, &[]))));
+    short(&pack).run_ok();
     let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
-    let output = run_env(&refs(&quick(&pack, &[])), "TRAINER_FAIL_ALLOC_ABOVE", "0");
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let output = short(&pack)
+        .env("TRAINER_FAIL_ALLOC_ABOVE", "0")
+        .run_fail(1);
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("batch of 1"), "{err}");
@@ -108,8 +90,7 @@ fn a_failure_at_batch_one_is_a_clear_error_and_keeps_the_earlier_pack() {
 fn a_small_memory_limit_halves_twice_before_training() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    let output = run(&refs(&quick(&pack, &["--memory-limit", "600KB"])));
-    assert_ok(&output);
+    short(&pack).args(["--memory-limit", "600KB"]).run_ok();
     let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
     let cnn: Vec<_> = events.iter().filter(|e| e[0] == "Tiny CNN").collect();
     assert_eq!(cnn.len(), 2, "{events:?}");
@@ -132,25 +113,21 @@ fn lavapipe_halves_on_a_real_allocation_failure() {
     }
     let dir = temp();
     let pack = dir.path().join("pack");
-    let output = run(&[
-        "--backend",
-        "wgpu",
-        "--quiet",
-        "--no-memory-preflight",
-        "--image-size",
-        "64",
-        "--batch-size",
-        "2048",
-        "--samples-per-class",
-        "700",
-        "--epochs-baseline",
-        "1",
-        "--epochs-cnn",
-        "1",
-        "--out",
-        pack.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    trainer()
+        .wgpu()
+        .quiet()
+        .args([
+            "--no-memory-preflight",
+            "--image-size",
+            "64",
+            "--batch-size",
+            "2048",
+            "--samples-per-class",
+            "700",
+        ])
+        .quick()
+        .out(&pack)
+        .run_ok();
     let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
     assert!(
         events

@@ -3,16 +3,16 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::*;
 
-fn parity(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["parity", "--quiet", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    run(&args)
+/// `trainer parity --quiet --out OUT`.
+fn parity(out: &Path) -> Trainer {
+    trainer().subcommand("parity").quiet().out(out)
 }
 
-fn report(out: &std::path::Path) -> serde_json::Value {
+fn report(out: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(out.join("parity/parity_report.json")).unwrap())
         .unwrap()
 }
@@ -21,8 +21,7 @@ fn report(out: &std::path::Path) -> serde_json::Value {
 fn cpu_and_ndarray_agree() {
     let dir = temp();
     let out = dir.path().join("parity");
-    let output = parity(&out, &["--backends", "cpu,ndarray"]);
-    assert_ok(&output);
+    let output = parity(&out).args(["--backends", "cpu,ndarray"]).run_ok();
     assert!(stdout(&output).starts_with("PASS"), "{}", stdout(&output));
     let json = report(&out);
     assert_eq!(json["passed"], true);
@@ -52,20 +51,15 @@ fn cpu_and_ndarray_agree() {
 fn a_perturbed_start_fails_and_names_the_first_divergent_step() {
     let dir = temp();
     let out = dir.path().join("parity");
-    let output = parity(
-        &out,
-        &[
+    let output = parity(&out)
+        .args([
             "--backends",
             "cpu,ndarray",
             "--perturb-init",
             "ndarray=0.05",
-            "--epochs-cnn",
-            "2",
-            "--epochs-baseline",
-            "1",
-        ],
-    );
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        ])
+        .epochs(1, 2)
+        .run_fail(1);
     let err = stderr(&output);
     assert!(
         err.contains("FAIL") && err.contains("epoch 1 step 1"),
@@ -84,13 +78,7 @@ fn parity_rejects_bad_backend_lists() {
     let dir = temp();
     let out = dir.path().join("parity");
     for backends in ["cpu", "cpu,tpu", "cpu,cpu"] {
-        let output = parity(&out, &["--backends", backends]);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{backends}: {}",
-            stderr(&output)
-        );
+        let output = parity(&out).args(["--backends", backends]).run_fail(2);
         assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
     }
 }
@@ -102,8 +90,7 @@ fn cpu_and_wgpu_agree() {
     }
     let dir = temp();
     let out = dir.path().join("parity");
-    let output = parity(&out, &["--backends", "cpu,wgpu"]);
-    assert_ok(&output);
+    parity(&out).args(["--backends", "cpu,wgpu"]).run_ok();
     let json = report(&out);
     assert_eq!(json["passed"], true);
     assert_eq!(json["backends"][1]["device"]["backend"], "wgpu");

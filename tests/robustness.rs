@@ -10,25 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn quick(out: &Path) -> Vec<String> {
-    [
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--epochs-baseline",
-        "1",
-        "--epochs-cnn",
-        "2",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.to_str().unwrap().to_string()])
-    .collect()
-}
-
-fn refs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
+/// A short run on the CPU: one epoch of the baseline, two of the Tiny CNN.
+fn short(out: &Path) -> Trainer {
+    trainer().cpu().quiet().epochs(1, 2).out(out)
 }
 
 /// Names in `dir` other than `keep`.
@@ -59,15 +43,11 @@ fn one_line_error(output: &std::process::Output) -> String {
 fn a_diverging_model_stops_and_the_other_still_trains() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    let output = run(&[
-        "--backend",
-        "cpu",
-        "--lr-cnn",
-        "1e6",
-        "--out",
-        pack.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let output = trainer()
+        .cpu()
+        .args(["--lr-cnn", "1e6"])
+        .out(&pack)
+        .run_fail(3);
     let err = stderr(&output);
     assert!(
         err.contains("Tiny CNN diverged") && err.contains("epoch 1 step"),
@@ -93,7 +73,7 @@ fn a_diverging_model_stops_and_the_other_still_trains() {
 fn broken_checkpoints_are_refused_and_never_panic() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    assert_ok(&run(&refs(&quick(&pack))));
+    short(&pack).run_ok();
     let source = pack.join("checkpoints");
     let params = fs::read(source.join("best_model.bpk")).unwrap();
     let meta = fs::read(source.join("best_model.json")).unwrap();
@@ -139,23 +119,17 @@ fn broken_checkpoints_are_refused_and_never_panic() {
     // The command line says the same in one line.
     fs::write(case.join("best_model.bpk"), &params[..params.len() / 2]).unwrap();
     fs::write(case.join("best_model.json"), &meta).unwrap();
-    let output = run(&[
-        "evaluate",
-        "--backend",
-        "cpu",
-        "--checkpoint",
-        case.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(&case)
+        .run_fail(2);
     assert!(one_line_error(&output).contains("truncated"));
-    let output = run(&[
-        "evaluate",
-        "--backend",
-        "cpu",
-        "--checkpoint",
-        dir.path().join("nothing").to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(dir.path().join("nothing"))
+        .run_fail(2);
     one_line_error(&output);
 }
 
@@ -163,7 +137,7 @@ fn broken_checkpoints_are_refused_and_never_panic() {
 fn a_wrong_version_checkpoint_is_named_as_such() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    assert_ok(&run(&refs(&quick(&pack))));
+    short(&pack).run_ok();
     let meta = pack.join("checkpoints/best_model.json");
     let text = fs::read_to_string(&meta).unwrap();
     fs::write(
@@ -171,14 +145,11 @@ fn a_wrong_version_checkpoint_is_named_as_such() {
         text.replace("\"format_version\": 1", "\"format_version\": 99"),
     )
     .unwrap();
-    let output = run(&[
-        "evaluate",
-        "--backend",
-        "cpu",
-        "--checkpoint",
-        meta.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(&meta)
+        .run_fail(2);
     assert!(one_line_error(&output).contains("format version 99"));
 }
 
@@ -213,7 +184,7 @@ fn a_full_disk_is_a_clear_error_and_keeps_the_earlier_pack() {
     }
     let _mount = Mount(disk.clone());
     let pack = disk.join("pack");
-    assert_ok(&run(&refs(&quick(&pack))));
+    short(&pack).run_ok();
     let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
     // Fill the disk: dd stops when no byte is left.
     let filler = disk.join("filler");
@@ -222,8 +193,7 @@ fn a_full_disk_is_a_clear_error_and_keeps_the_earlier_pack() {
         .stderr(Stdio::null())
         .status();
     assert!(fs::metadata(&filler).map(|m| m.len()).unwrap_or(0) > 0);
-    let output = run(&refs(&quick(&pack)));
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let output = short(&pack).run_fail(1);
     let err = one_line_error(&output);
     assert!(err.contains("No space left"), "{err}");
     assert_eq!(
@@ -246,8 +216,7 @@ fn a_read_only_output_is_a_clear_error() {
         None
     };
     // A write failure is a failed run (1) naming the file, not bad input (2).
-    let output = run(&refs(&quick(&disk.join("pack"))));
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let output = short(&disk.join("pack")).run_fail(1);
     let err = one_line_error(&output);
     assert!(
         err.contains("Read-only") || err.contains("Permission denied"),
@@ -265,22 +234,7 @@ fn a_read_only_output_is_a_clear_error() {
 
 /// Starts a long run into `pack` and waits until it holds the lock.
 fn start_long_run(pack: &Path) -> std::process::Child {
-    let child = trainer()
-        .args([
-            "--backend",
-            "cpu",
-            "--quiet",
-            "--epochs-cnn",
-            "10000",
-            "--samples-per-class",
-            "2000",
-            "--out",
-            pack.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = trainer().cpu().quiet().endless().out(pack).spawn();
     let lock = pack.parent().unwrap().join(format!(
         ".{}.lock",
         pack.file_name().unwrap().to_string_lossy()
@@ -306,8 +260,7 @@ fn a_second_run_into_the_same_folder_refuses_while_the_first_runs() {
     let dir = temp();
     let pack = dir.path().join("pack");
     let first = start_long_run(&pack);
-    let output = run(&refs(&quick(&pack)));
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = short(&pack).run_fail(2);
     assert!(one_line_error(&output).contains("another trainer run"));
     interrupt(&first);
     let first = first.wait_with_output().unwrap();
@@ -315,7 +268,7 @@ fn a_second_run_into_the_same_folder_refuses_while_the_first_runs() {
     assert!(!pack.exists(), "an interrupted first run leaves no pack");
     assert_eq!(leftovers(dir.path(), &[]), Vec::<String>::new());
     // Once the first is gone, the folder is free again.
-    assert_ok(&run(&refs(&quick(&pack))));
+    short(&pack).run_ok();
 }
 
 #[test]
@@ -336,25 +289,18 @@ fn a_second_interrupt_exits_at_once() {
 fn odd_paths_work_and_the_home_folder_is_refused() {
     let dir = temp();
     let pack = dir.path().join("präsentation 日本 run").join("pack two");
-    assert_ok(&run(&refs(&quick(&pack))));
+    short(&pack).run_ok();
     assert!(pack.join("outputs/training_log.csv").is_file());
     let checkpoint = pack.join("checkpoints/best_model.json");
-    assert_ok(&run(&[
-        "evaluate",
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-    ]));
+    trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .quiet()
+        .checkpoint(&checkpoint)
+        .run_ok();
 
     let home = dir.path().join("home");
     fs::create_dir_all(&home).unwrap();
-    let output = trainer()
-        .args(refs(&quick(&home)))
-        .env("HOME", &home)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let output = short(&home).env("HOME", &home).run_fail(2);
     assert!(one_line_error(&output).contains("home folder"));
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -21,26 +21,19 @@ batch_size = [16, 32]
 seed = [1, 2]
 ";
 
-fn plan(root: &Path, toml: &str, name: &str, extra: &[&str]) -> Output {
+/// `trainer sweep plan` of `toml` (written to ROOT/NAME.toml) into ROOT/NAME.
+fn plan(root: &Path, toml: &str, name: &str) -> Trainer {
     let config = root.join(format!("{name}.toml"));
     fs::write(&config, toml).unwrap();
-    let dir = root.join(name);
-    let mut args = vec![
-        "sweep",
-        "plan",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
+    trainer()
+        .subcommand("sweep plan")
+        .config(config)
+        .out(root.join(name))
 }
 
-fn sweep(args: &[&str], dir: &Path) -> Output {
-    let mut all = vec!["sweep", args[0], dir.to_str().unwrap()];
-    all.extend_from_slice(&args[1..]);
-    run(&all)
+/// `trainer sweep COMMAND DIR`.
+fn sweep(command: &str, dir: &Path) -> Trainer {
+    trainer().subcommand(&format!("sweep {command}")).arg(dir)
 }
 
 /// The leaderboard without its wall-time column, which differs from run to run.
@@ -148,8 +141,9 @@ fn submit_and_wait(dir: &Path) {
 #[test]
 fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
     let root = temp();
-    let output = plan(root.path(), GRID, "local", &["--parallel", "3"]);
-    assert_ok(&output);
+    plan(root.path(), GRID, "local")
+        .args(["--parallel", "3"])
+        .run_ok();
     let dir = root.path().join("local");
     let planned: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
@@ -190,14 +184,13 @@ fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
         dir.to_str()
     );
 
-    let output = sweep(&["run", "--local", "--jobs", "2"], &dir);
-    assert_ok(&output);
+    let output = sweep("run", &dir).args(["--local", "--jobs", "2"]).run_ok();
     assert!(
         stdout(&output).contains("ran 8, 0 finished earlier, 0 failed"),
         "{}",
         stdout(&output)
     );
-    assert_ok(&sweep(&["collect"], &dir));
+    sweep("collect", &dir).run_ok();
     check_leaderboard(&dir);
     for i in 0..8 {
         assert!(
@@ -206,8 +199,7 @@ fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
         );
     }
     // Rerunning finds every task finished.
-    let again = sweep(&["run", "--local"], &dir);
-    assert_ok(&again);
+    let again = sweep("run", &dir).arg("--local").run_ok();
     assert!(
         stdout(&again).contains("ran 0, 8 finished earlier"),
         "{}",
@@ -217,11 +209,12 @@ fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
     if !slurm_available() {
         return;
     }
-    assert_ok(&plan(root.path(), GRID, "slurm", &["--parallel", "4"]));
+    plan(root.path(), GRID, "slurm")
+        .args(["--parallel", "4"])
+        .run_ok();
     let slurm_dir = root.path().join("slurm");
     submit_and_wait(&slurm_dir);
-    let collected = sweep(&["collect"], &slurm_dir);
-    assert_ok(&collected);
+    sweep("collect", &slurm_dir).run_ok();
     check_leaderboard(&slurm_dir);
     assert_eq!(
         leaderboard_without_time(&slurm_dir),
@@ -236,10 +229,11 @@ fn a_task_killed_mid_run_is_redone_and_a_claimed_task_is_left_alone() {
     let root = temp();
     // One task long enough to be killed while it trains.
     let long = "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 3000\nepochs_cnn = 80\nlr_cnn = [0.006]\n";
-    assert_ok(&plan(root.path(), long, "kill", &[]));
+    plan(root.path(), long, "kill").run_ok();
     let dir = root.path().join("kill");
-    let mut child = trainer()
-        .args(["sweep", "run", dir.to_str().unwrap(), "--task-index", "0"])
+    let mut child = sweep("run", &dir)
+        .args(["--task-index", "0"])
+        .command()
         .spawn()
         .unwrap();
     let claim = dir.join("state/0000.claim");
@@ -267,28 +261,26 @@ fn a_task_killed_mid_run_is_redone_and_a_claimed_task_is_left_alone() {
     let host = fs::read_to_string(&claim).unwrap();
     let host = host.split_whitespace().next().unwrap().to_string();
     fs::write(&claim, format!("{host} {}\n", std::process::id())).unwrap();
-    let busy = sweep(&["run", "--task-index", "0"], &dir);
-    assert_ok(&busy);
+    let busy = sweep("run", &dir).args(["--task-index", "0"]).run_ok();
     assert!(stdout(&busy).contains("being run by"), "{}", stdout(&busy));
     assert!(!dir.join("state/0000.json").exists());
 
     // The killed worker's claim (its process is gone) is taken over and the task redone.
     fs::write(&claim, format!("{host} 4194303\n")).unwrap();
-    let redo = sweep(&["run", "--task-index", "0"], &dir);
-    assert_ok(&redo);
+    let redo = sweep("run", &dir).args(["--task-index", "0"]).run_ok();
     assert!(
         stdout(&redo).contains("task 0000: done"),
         "{}",
         stdout(&redo)
     );
     assert!(!claim.exists(), "the claim is released");
-    let skipped = sweep(&["run", "--task-index", "0"], &dir);
+    let skipped = sweep("run", &dir).args(["--task-index", "0"]).run();
     assert!(
         stdout(&skipped).contains("done earlier, skipped"),
         "{}",
         stdout(&skipped)
     );
-    assert_ok(&sweep(&["collect"], &dir));
+    sweep("collect", &dir).run_ok();
 }
 
 #[test]
@@ -306,21 +298,19 @@ fn failed_and_missing_tasks_are_listed_and_the_others_still_run() {
     }
     // Relative data folders are read from the TOML's folder.
     let toml = "backend = \"cpu\"\nmodels = [\"baseline\"]\nepochs_baseline = 1\nimage_size = 8\ndata = [\"gone\", \"my images\"]\nseed = [1, 2]\n";
-    assert_ok(&plan(root.path(), toml, "mixed", &[]));
+    plan(root.path(), toml, "mixed").run_ok();
     let dir = root.path().join("mixed");
     fs::remove_dir_all(&copy).unwrap();
     // Task 0 (gone, seed 1) fails, task 1 (gone, seed 2) also; 2 runs; 3 is never run.
-    let failed = sweep(&["run", "--task-index", "0"], &dir);
-    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let failed = sweep("run", &dir).args(["--task-index", "0"]).run_fail(1);
     assert_eq!(
         stderr(&failed).trim().lines().count(),
         1,
         "{}",
         stderr(&failed)
     );
-    assert_ok(&sweep(&["run", "--task-index", "2"], &dir));
-    let collected = sweep(&["collect"], &dir);
-    assert_eq!(collected.status.code(), Some(1));
+    sweep("run", &dir).args(["--task-index", "2"]).run_ok();
+    let collected = sweep("collect", &dir).run_fail(1);
     assert!(
         stderr(&collected).contains("1 of 4 tasks failed and 2 are missing"),
         "{}",
@@ -352,8 +342,7 @@ fn bad_sweeps_are_refused_with_one_line() {
         ("no folder", "data = [\"nowhere\"]\n", "the image folder"),
     ];
     for (name, toml, message) in cases {
-        let output = plan(root.path(), toml, name, &[]);
-        assert_eq!(output.status.code(), Some(2), "{name}: {}", stderr(&output));
+        let output = plan(root.path(), toml, name).run_fail(2);
         assert!(
             stderr(&output).contains(message),
             "{name}: {}",
@@ -369,44 +358,35 @@ fn bad_sweeps_are_refused_with_one_line() {
         seeds.join(", "),
         lrs.join(", ")
     );
-    let output = plan(root.path(), &huge, "huge", &[]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = plan(root.path(), &huge, "huge").run_fail(2);
     assert!(
         stderr(&output).contains("more than 10000"),
         "{}",
         stderr(&output)
     );
-    let drawn = plan(
-        root.path(),
-        &huge,
-        "drawn",
-        &["--max-runs", "5", "--draw-seed", "7"],
-    );
-    assert_ok(&drawn);
+    plan(root.path(), &huge, "drawn")
+        .args(["--max-runs", "5", "--draw-seed", "7"])
+        .run_ok();
     let first = fs::read_to_string(root.path().join("drawn/plan.json")).unwrap();
     assert!(first.contains("\"grid_size\": 10100"));
 
     // Outside the plan, not a sweep, no index.
     let dir = root.path().join("drawn");
-    let outside = sweep(&["run", "--task-index", "5"], &dir);
-    assert_eq!(outside.status.code(), Some(2));
+    let outside = sweep("run", &dir).args(["--task-index", "5"]).run_fail(2);
     assert!(
         stderr(&outside).contains("outside the plan (0 to 4)"),
         "{}",
         stderr(&outside)
     );
-    let not_sweep = sweep(&["collect"], root.path());
-    assert_eq!(not_sweep.status.code(), Some(2));
+    let not_sweep = sweep("collect", root.path()).run_fail(2);
     assert!(stderr(&not_sweep).contains("is not a sweep"));
-    let no_index = sweep(&["run"], &dir);
-    assert_eq!(no_index.status.code(), Some(2));
+    let no_index = sweep("run", &dir).run_fail(2);
     assert!(stderr(&no_index).contains("no task index"));
 
     // A plan edited by hand is refused, and stays as the user left it.
     let edited = first.replacen("\"seed\": ", "\"seed\": 9", 1);
     fs::write(dir.join("plan.json"), &edited).unwrap();
-    let output = sweep(&["run", "--task-index", "0"], &dir);
-    assert_eq!(output.status.code(), Some(2));
+    let output = sweep("run", &dir).args(["--task-index", "0"]).run_fail(2);
     assert!(
         stderr(&output).contains("was edited"),
         "{}",
@@ -419,7 +399,22 @@ fn bad_sweeps_are_refused_with_one_line() {
     let foreign = root.path().join("foreign");
     fs::create_dir_all(&foreign).unwrap();
     fs::write(foreign.join("notes.txt"), "mine").unwrap();
-    let output = plan(root.path(), "seed = [1, 2]\n", "foreign", &[]);
-    assert_eq!(output.status.code(), Some(2));
+    plan(root.path(), "seed = [1, 2]\n", "foreign").run_fail(2);
     assert_eq!(fs::read_dir(&foreign).unwrap().count(), 1);
+
+    // A folder another live process holds (this test, through the packs' lock) is not planned
+    // into; once the lock is gone, it is.
+    let lock = root.path().join(".busy.lock");
+    fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let output = plan(root.path(), "seed = [1, 2]\n", "busy").run_fail(2);
+    assert!(
+        stderr(&output).contains("another trainer run"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(stderr(&output).trim().lines().count(), 1);
+    assert!(!root.path().join("busy").exists(), "nothing written");
+    fs::remove_file(&lock).unwrap();
+    plan(root.path(), "seed = [1, 2]\n", "busy").run_ok();
+    assert!(!lock.exists(), "the lock is released");
 }

@@ -158,14 +158,7 @@ fn cpu_run_writes_the_whole_pack_reproducibly_and_the_checkpoint_reloads() {
     let dir = temp();
     let first = dir.path().join("run one");
     let second = dir.path().join("run-two");
-    let output = run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--out",
-        first.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    let output = trainer().cpu().quiet().out(&first).run_ok();
     let out = stdout(&output);
     assert!(out.starts_with("STEP 1: data prepared\ntrain_samples: 252\nval_samples: 84\ntest_samples: 84\nclasses: 3\nSTEP 2"), "{out}");
     let (baseline, cnn, test) = accuracies(&out);
@@ -177,14 +170,7 @@ fn cpu_run_writes_the_whole_pack_reproducibly_and_the_checkpoint_reloads() {
     assert!(test >= 0.97, "test accuracy {test}");
     check_pack(&first);
 
-    let output = run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--out",
-        second.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    trainer().cpu().quiet().out(&second).run_ok();
     for file in DETERMINISTIC {
         assert_eq!(
             fs::read(first.join(file)).unwrap(),
@@ -194,14 +180,11 @@ fn cpu_run_writes_the_whole_pack_reproducibly_and_the_checkpoint_reloads() {
     }
 
     let checkpoint = first.join("checkpoints/best_model.json");
-    let output = run(&[
-        "evaluate",
-        "--backend",
-        "cpu",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(&checkpoint)
+        .run_ok();
     let out = stdout(&output);
     let reloaded = console_value(&out, "test_accuracy").unwrap();
     assert_eq!(reloaded, format!("{test:.3}"), "{out}");
@@ -213,18 +196,7 @@ fn rerun_replaces_an_earlier_pack_but_never_a_foreign_folder() {
     let foreign = dir.path().join("my-photos");
     fs::create_dir_all(&foreign).unwrap();
     fs::write(foreign.join("holiday.jpg"), b"not a pack").unwrap();
-    let output = run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--epochs-cnn",
-        "1",
-        "--epochs-baseline",
-        "1",
-        "--out",
-        foreign.to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = trainer().cpu().quiet().quick().out(&foreign).run_fail(2);
     assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
     assert!(stderr(&output).contains("not a trainer run"));
     assert_eq!(
@@ -234,18 +206,7 @@ fn rerun_replaces_an_earlier_pack_but_never_a_foreign_folder() {
 
     let pack = dir.path().join("pack");
     for _ in 0..2 {
-        let output = run(&[
-            "--backend",
-            "cpu",
-            "--quiet",
-            "--epochs-cnn",
-            "1",
-            "--epochs-baseline",
-            "1",
-            "--out",
-            pack.to_str().unwrap(),
-        ]);
-        assert_ok(&output);
+        trainer().cpu().quiet().quick().out(&pack).run_ok();
     }
     let leftovers: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
@@ -259,7 +220,6 @@ fn rerun_replaces_an_earlier_pack_but_never_a_foreign_folder() {
 fn bad_flags_get_one_clear_line_and_exit_code_2() {
     let dir = temp();
     let out = dir.path().join("never");
-    let out = out.to_str().unwrap();
     let cases: [&[&str]; 8] = [
         &["--batch-size", "0"],
         &["--lr-cnn", "-0.5"],
@@ -271,11 +231,8 @@ fn bad_flags_get_one_clear_line_and_exit_code_2() {
         &["--memory-limit", "lots"],
     ];
     for case in cases {
-        let mut args = vec!["--out", out];
-        args.extend_from_slice(case);
-        let output = run(&args);
+        let output = trainer().out(&out).args(case).run_fail(2);
         let err = stderr(&output);
-        assert_eq!(output.status.code(), Some(2), "{case:?}: {err}");
         assert_eq!(
             err.lines().count(),
             1,
@@ -292,9 +249,8 @@ fn out_must_not_be_a_file_or_the_current_folder() {
     let dir = temp();
     let file = dir.path().join("a-file");
     fs::write(&file, "x").unwrap();
-    for out in [file.to_str().unwrap(), ".", "/"] {
-        let output = run(&["--backend", "cpu", "--out", out]);
-        assert_eq!(output.status.code(), Some(2), "{out}: {}", stderr(&output));
+    for out in [file.as_path(), Path::new("."), Path::new("/")] {
+        trainer().cpu().out(out).run_fail(2);
     }
     assert_eq!(fs::read_to_string(&file).unwrap(), "x");
 }
@@ -303,35 +259,10 @@ fn out_must_not_be_a_file_or_the_current_folder() {
 fn an_interrupted_run_leaves_the_earlier_pack_whole() {
     let dir = temp();
     let pack = dir.path().join("pack");
-    let quick = [
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--epochs-cnn",
-        "1",
-        "--epochs-baseline",
-        "1",
-        "--out",
-        pack.to_str().unwrap(),
-    ];
-    assert_ok(&run(&quick));
+    trainer().cpu().quiet().quick().out(&pack).run_ok();
     let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
 
-    let child = trainer()
-        .args([
-            "--backend",
-            "cpu",
-            "--epochs-cnn",
-            "10000",
-            "--samples-per-class",
-            "2000",
-            "--out",
-            pack.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = trainer().cpu().endless().out(&pack).spawn();
     std::thread::sleep(std::time::Duration::from_secs(3));
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -363,17 +294,9 @@ fn wgpu_run_matches_the_cpu_accuracies() {
         return;
     }
     let dir = temp();
-    let cpu = run(&[
-        "--backend",
-        "cpu",
-        "--quiet",
-        "--out",
-        dir.path().join("cpu").to_str().unwrap(),
-    ]);
-    assert_ok(&cpu);
+    let cpu = trainer().cpu().quiet().out(dir.path().join("cpu")).run_ok();
     let wgpu_pack = dir.path().join("wgpu");
-    let wgpu = run(&["--backend", "wgpu", "--out", wgpu_pack.to_str().unwrap()]);
-    assert_ok(&wgpu);
+    let wgpu = trainer().wgpu().out(&wgpu_pack).run_ok();
     assert!(stdout(&wgpu).contains("backend: wgpu"), "{}", stdout(&wgpu));
     check_pack(&wgpu_pack);
     let (a, b, c) = accuracies(&stdout(&cpu));
@@ -391,17 +314,13 @@ fn wgpu_run_matches_the_cpu_accuracies() {
 #[test]
 fn a_backend_that_cannot_start_is_one_line_and_exit_code_2() {
     let dir = temp();
-    let hide_vulkan = |args: &[&str]| {
-        trainer()
-            .args(args)
+    let hide_vulkan = |command: Trainer| {
+        command
             .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
             .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
-            .output()
-            .unwrap()
     };
     let out = dir.path().join("pack");
-    let output = hide_vulkan(&["--backend", "wgpu", "--out", out.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = hide_vulkan(trainer().wgpu().out(&out)).run_fail(2);
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -410,15 +329,7 @@ fn a_backend_that_cannot_start_is_one_line_and_exit_code_2() {
     );
     assert!(!out.exists());
     // auto falls back to the CPU and says why.
-    let output = hide_vulkan(&[
-        "--epochs-cnn",
-        "1",
-        "--epochs-baseline",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_ok(&output);
+    let output = hide_vulkan(trainer().quick().out(&out)).run_ok();
     assert!(
         stdout(&output).contains("auto: chose cpu, no wgpu adapter found"),
         "{}",

@@ -546,3 +546,48 @@ fn markdown(report: &BenchReport) -> String {
     }
     out
 }
+
+/// `trainer bench`: the backends (`auto` resolved to the one it opens) and models from the
+/// flags, the measurement, and where its README is.
+pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let mut backends = Vec::new();
+    for name in &args.backend {
+        let name = if name.trim() == "auto" {
+            device::open(crate::device::BackendChoice::Auto)?
+                .info
+                .backend
+        } else {
+            BackendName::parse(name)?
+        };
+        if !backends.contains(&name) {
+            backends.push(name);
+        }
+    }
+    let models = match args.model.as_str() {
+        "baseline" => vec![ModelKind::Baseline],
+        "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
+        _ => vec![ModelKind::Cnn],
+    };
+    let config = BenchConfig {
+        backends,
+        models,
+        batch_sizes: args.batch_sizes,
+        image_size: args.image_size,
+        steps: args.steps,
+        warmup: args.warmup,
+        out: args.out,
+        memory_limit_bytes: args.memory_limit,
+        command: crate::cmd::command_line(),
+    };
+    let report = run(config, &console)?;
+    console.result(
+        &report
+            .config
+            .out
+            .join("bench/README.md")
+            .display()
+            .to_string(),
+    );
+    Ok(())
+}

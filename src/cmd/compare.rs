@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::cli::CompareArgs;
+use crate::console::{say, warn};
 use crate::error::{Result, TrainerError};
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{MARKER, OutputLock, write_atomic};
@@ -223,6 +225,27 @@ fn show(value: Option<&serde_json::Value>) -> String {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(v) => v.to_string(),
     }
+}
+
+/// `trainer compare`: the comparison, what changed (a warning when more than one setting did)
+/// and the suggested next step.
+pub fn main(args: CompareArgs) -> Result<()> {
+    let result = compare(&args.run_a, &args.run_b)?;
+    if result.differences.is_empty() {
+        say("changed: nothing");
+    }
+    for d in &result.differences {
+        say(&format!("changed: {}: {} -> {}", d.key, d.a, d.b));
+    }
+    if result.differences.len() > 1 {
+        warn(&format!(
+            "{} settings changed; change one variable at a time to know what each does",
+            result.differences.len()
+        ));
+    }
+    say(&format!("next: {}", result.suggestion));
+    say(&result.notes_path.display().to_string());
+    Ok(())
 }
 
 /// Compares two packs and writes the experiment notes into `run_b`.

@@ -3,13 +3,60 @@
 
 use std::path::Path;
 
-use crate::console::{Progress, Silent};
+use crate::cli::{EvaluateArgs, PredictArgs};
+use crate::console::{Console, Progress, Silent, say};
 use crate::data;
 use crate::device::{self, BackendChoice, DeviceInfo};
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
 use crate::model::checkpoint::{self, CheckpointMeta};
+use crate::report::round4;
 use crate::train::{self, Context, Evaluation};
+
+/// `trainer evaluate`: the checkpoint's test accuracy measured again, and a failed verdict
+/// when it differs from the one the checkpoint recorded.
+pub fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let result = evaluate_checkpoint(
+        &args.checkpoint,
+        args.backend,
+        args.batch_size as usize,
+        &console,
+    )?;
+    console.info(&result.device.summary());
+    console.result(&format!("model: {}", result.meta.model_name));
+    console.result(&format!("test_samples: {}", result.test.predictions.len()));
+    console.result(&format!("test_accuracy: {:.3}", result.test.accuracy));
+    console.result(&format!(
+        "recorded_test_accuracy: {:.3}",
+        result.meta.test_accuracy
+    ));
+    if (round4(result.test.accuracy) - result.meta.test_accuracy).abs() > 1e-9 {
+        return Err(TrainerError::VerdictFailed(format!(
+            "the reloaded model scores {:.4}, the checkpoint recorded {:.4}",
+            result.test.accuracy, result.meta.test_accuracy
+        )));
+    }
+    Ok(())
+}
+
+/// `trainer predict`: one line per image (class and confidence), or one JSON array.
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let (_, _, predictions) = predict_files(&args.checkpoint, &args.images, args.backend)?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&predictions)
+            .map_err(|e| TrainerError::Serialize(e.to_string()))?;
+        say(&json);
+    } else {
+        for p in &predictions {
+            say(&format!(
+                "{}: {} (confidence {:.4})",
+                p.file, p.class, p.confidence
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// What `trainer evaluate` found.
 #[derive(Debug)]

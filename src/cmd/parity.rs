@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::cli::ParityArgs;
+use crate::cmd::command_line;
 use crate::config::Settings;
 use crate::console::Console;
 use crate::data;
-use crate::device::{self, BackendName, DeviceInfo};
+use crate::device::{self, BackendChoice, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
 use crate::model::{self, ModelKind, Net};
@@ -103,6 +105,46 @@ pub struct ParityReport {
     /// Step losses per backend and model, for the overlay.
     #[serde(skip)]
     losses: Vec<(String, ModelKind, Vec<f32>)>,
+}
+
+/// `trainer parity`: the backends, tolerances and the hidden `--perturb-init` hook from the
+/// flags, the run, and its verdict.
+pub fn main(args: ParityArgs) -> Result<()> {
+    let console = Console::new(args.quiet);
+    let backends = args
+        .backends
+        .iter()
+        .map(|b| BackendName::parse(b))
+        .collect::<Result<Vec<_>>>()?;
+    let perturb = match &args.perturb_init {
+        None => None,
+        Some(spec) => {
+            let (backend, epsilon) = spec
+                .split_once('=')
+                .ok_or_else(|| TrainerError::bad_input("--perturb-init takes BACKEND=EPSILON"))?;
+            let epsilon: f32 = epsilon
+                .parse()
+                .map_err(|_| TrainerError::bad_input("--perturb-init: EPSILON must be a number"))?;
+            Some((BackendName::parse(backend)?, epsilon))
+        }
+    };
+    let config = ParityConfig {
+        backends,
+        out: args.out,
+        settings: args.train.settings(BackendChoice::Cpu),
+        tolerances: Tolerances {
+            loss_rtol: args.loss_rtol,
+            logits_atol: args.logits_atol,
+            min_agreement: args.min_agreement,
+        },
+        perturb,
+        command: command_line(),
+    };
+    let out = config.out.clone();
+    let report = run(config, &console)?;
+    console.result(&report.verdict);
+    console.result(&out.join("parity/parity_report.md").display().to_string());
+    Ok(())
 }
 
 /// Runs parity. The report is written either way; a failed verdict is then returned as

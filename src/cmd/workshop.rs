@@ -1,21 +1,58 @@
 //! The workshop run: data, both models, test evaluation, and the evidence pack, in the
 //! order of the seed script. `trainer` with no subcommand runs this.
 
+use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::prelude::*;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
 
-use crate::config::Settings;
+use crate::cli::RunArgs;
+use crate::cmd::command_line;
+use crate::config::{self, Settings};
 use crate::console::Console;
 use crate::data::{self, Splits};
 use crate::device;
-use crate::error::{Result, TrainerError};
+use crate::error::{EXIT_DIVERGED, Result, TrainerError};
 use crate::memory::{self, MemoryPolicy};
 use crate::model::{ModelKind, Net};
 use crate::pack::evidence;
 use crate::pack::{self, OutputLock, Staging};
 use crate::report::{ModelRun, Report, RunConfig, ShapeTrace, round4};
 use crate::train::{self, Context, TrainSettings};
+
+/// `trainer` with no subcommand: the settings from the flags and `--config` (a flag given on
+/// the command line, as `matches` tells, wins over the file), the run, and its summary.
+pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
+    let console = Console::new(args.quiet);
+    let flags = args.train.settings(args.backend);
+    let settings = match &args.config {
+        None => flags,
+        Some(path) => config::merge(
+            &flags,
+            Some(config::read_file(path)?),
+            |key| matches.value_source(key) == Some(ValueSource::CommandLine),
+            path,
+        )?,
+    };
+    let config = RunConfig {
+        settings,
+        out: args.out,
+        memory_limit_bytes: args.memory_limit,
+        memory_preflight: !args.no_memory_preflight,
+        quiet: args.quiet,
+        command: command_line(),
+    };
+    let report = run(config, &console)?;
+    for line in console_summary(&report) {
+        console.result(&line);
+    }
+    if report.diverged() {
+        return Ok(ExitCode::from(EXIT_DIVERGED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Runs the workshop and writes the evidence pack into `config.out`.
 pub fn run(config: RunConfig, console: &Console) -> Result<Report> {

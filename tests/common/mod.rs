@@ -1,31 +1,180 @@
-//! Helpers shared by the integration tests: run the real binary, read the pack.
+//! Helpers shared by the integration tests: run the real binary (the [`Trainer`] builder),
+//! read the pack.
 #![allow(dead_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
-/// The release binary under test.
-pub fn trainer() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_trainer"));
-    command.env_remove("TRAINER_FAIL_ALLOC_ABOVE");
-    command
+/// One `trainer` command line, built as the README writes it:
+/// `trainer().cpu().quiet().quick().out(&pack).run_ok()`. A subcommand goes first wherever
+/// it is named; everything else in the order given.
+pub struct Trainer {
+    subcommand: Vec<OsString>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
 }
 
-/// Runs trainer with `args`, returns its output.
-pub fn run(args: &[&str]) -> Output {
-    trainer()
-        .args(args)
-        .output()
-        .expect("the trainer binary runs")
+/// The release binary under test, with no arguments yet.
+pub fn trainer() -> Trainer {
+    Trainer {
+        subcommand: Vec::new(),
+        args: Vec::new(),
+        env: Vec::new(),
+    }
 }
 
-/// Runs trainer with `args` and an extra environment variable.
-pub fn run_env(args: &[&str], key: &str, value: &str) -> Output {
-    trainer()
-        .args(args)
-        .env(key, value)
-        .output()
-        .expect("the trainer binary runs")
+impl Trainer {
+    /// The subcommand (`"evaluate"`, `"sweep run"`), placed before every other argument.
+    pub fn subcommand(mut self, words: &str) -> Self {
+        self.subcommand
+            .extend(words.split_whitespace().map(OsString::from));
+        self
+    }
+
+    /// One more argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// More arguments.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// `--backend NAME`.
+    pub fn backend(self, name: &str) -> Self {
+        self.args(["--backend", name])
+    }
+
+    /// `--backend cpu`.
+    pub fn cpu(self) -> Self {
+        self.backend("cpu")
+    }
+
+    /// `--backend wgpu`.
+    pub fn wgpu(self) -> Self {
+        self.backend("wgpu")
+    }
+
+    /// `--quiet`: only the results on stdout.
+    pub fn quiet(self) -> Self {
+        self.arg("--quiet")
+    }
+
+    /// `--out DIR`.
+    pub fn out(self, dir: impl AsRef<Path>) -> Self {
+        self.arg("--out").arg(dir.as_ref())
+    }
+
+    /// `--checkpoint PATH`.
+    pub fn checkpoint(self, path: impl AsRef<Path>) -> Self {
+        self.arg("--checkpoint").arg(path.as_ref())
+    }
+
+    /// `--data FOLDER`: an image folder instead of the stripes.
+    pub fn data(self, folder: impl AsRef<Path>) -> Self {
+        self.arg("--data").arg(folder.as_ref())
+    }
+
+    /// `--config FILE`.
+    pub fn config(self, file: impl AsRef<Path>) -> Self {
+        self.arg("--config").arg(file.as_ref())
+    }
+
+    /// `--epochs-baseline BASELINE --epochs-cnn CNN`.
+    pub fn epochs(self, baseline: usize, cnn: usize) -> Self {
+        self.args([
+            "--epochs-baseline",
+            &baseline.to_string(),
+            "--epochs-cnn",
+            &cnn.to_string(),
+        ])
+    }
+
+    /// One epoch of each model: `--epochs-baseline 1 --epochs-cnn 1`.
+    pub fn quick(self) -> Self {
+        self.epochs(1, 1)
+    }
+
+    /// A run that lasts until it is interrupted: `--epochs-cnn 10000 --samples-per-class 2000`.
+    pub fn endless(self) -> Self {
+        self.args(["--epochs-cnn", "10000", "--samples-per-class", "2000"])
+    }
+
+    /// An environment variable of the process.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// The process to start (for a test that spawns it); `TRAINER_FAIL_ALLOC_ABOVE` of the
+    /// test's own environment is never passed on.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trainer"));
+        command.env_remove("TRAINER_FAIL_ALLOC_ABOVE");
+        command.args(&self.subcommand).args(&self.args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Starts it with stdout and stderr piped.
+    pub fn spawn(&self) -> Child {
+        self.command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the trainer binary starts")
+    }
+
+    /// Runs it to the end.
+    pub fn run(&self) -> Output {
+        self.command().output().expect("the trainer binary runs")
+    }
+
+    /// Runs it and asserts success, showing the command line and both streams when not.
+    pub fn run_ok(&self) -> Output {
+        let output = self.run();
+        assert!(
+            output.status.success(),
+            "{} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            self.shown(),
+            output.status.code(),
+            stdout(&output),
+            stderr(&output)
+        );
+        output
+    }
+
+    /// Runs it and asserts the exit code `code`, showing the command line and stderr when not.
+    pub fn run_fail(&self, code: i32) -> Output {
+        let output = self.run();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{}: {}",
+            self.shown(),
+            stderr(&output)
+        );
+        output
+    }
+
+    /// The command line, for messages.
+    fn shown(&self) -> String {
+        std::iter::once("trainer".into())
+            .chain(
+                self.subcommand
+                    .iter()
+                    .chain(&self.args)
+                    .map(|a| a.to_string_lossy()),
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Stdout as text.
@@ -36,17 +185,6 @@ pub fn stdout(output: &Output) -> String {
 /// Stderr as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts success, showing stderr when not.
-pub fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "trainer failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// A fresh temporary folder, removed on drop.
@@ -101,7 +239,7 @@ pub fn console_value(out: &str, key: &str) -> Option<String> {
 /// Whether a wgpu adapter exists; a test that needs one skips (printing why) unless
 /// TRAINER_REQUIRE_WGPU=1, in which case it fails.
 pub fn wgpu_available(test: &str) -> bool {
-    let output = run(&["devices"]);
+    let output = trainer().subcommand("devices").run();
     let has = output.status.success()
         && stdout(&output)
             .lines()

@@ -11,7 +11,7 @@ use crate::config::{self, Settings};
 use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
 use crate::model::checkpoint::checksum;
-use crate::pack::write_atomic;
+use crate::pack::{OutputLock, write_atomic};
 
 /// The plan's file name inside a sweep folder.
 pub const PLAN_FILE: &str = "plan.json";
@@ -346,8 +346,12 @@ fn settings_at(axes: &[Axis], point: usize, defaults: &Value, index: usize) -> R
 }
 
 /// Writes the plan and its launchers into `dir`. A folder that is not a sweep, or a sweep
-/// whose runs have started under another plan, is left as it is.
+/// whose runs have started under another plan, is left as it is. The folder is claimed with
+/// the packs' lock ([`OutputLock`]), so two plans never write it at once; it is not staged
+/// and swapped like a pack, because it keeps the runs that a plan of the same grid resumes
+/// (plan.json, not the pack marker, says it is a sweep).
 fn write(dir: &Path, plan: &Plan) -> Result<()> {
+    let _lock = OutputLock::acquire(dir)?;
     if dir.exists() && !dir.is_dir() {
         return Err(TrainerError::bad_input(format!(
             "--out '{}' is a file, not a folder",

@@ -1,0 +1,471 @@
+//! The command line: every command, flag and default as clap declares them. `main.rs`
+//! parses it and hands each command's arguments to its module in `cmd/`; nothing below
+//! the commands reads it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Monitor, Settings};
+use crate::device::BackendChoice;
+use crate::memory;
+use crate::model::ModelKind;
+
+/// Trains the workshop's Flatten+Linear baseline and Tiny CNN on stripe images and writes an
+/// evidence pack that shows the training was healthy.
+///
+/// With no subcommand, runs the whole workshop. Exit codes: 0 success, 1 a failed run or
+/// verdict, 2 bad input or a backend that cannot start, 3 the pack was written but a model
+/// diverged, 130 interrupted.
+#[derive(Parser, Debug)]
+#[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// On wgpu, do not use the WGSL kernels of shaders/ (images drawn on the device, evaluation
+    /// summarized on the device): upload images from the host and read logits back instead.
+    /// For comparison; the results are the same.
+    #[arg(long, global = true)]
+    pub no_gpu_kernels: bool,
+
+    /// On the CPU backend, do not use the fused Tiny CNN operation of src/device/cpu_kernels.rs: run
+    /// burn-flex's conv, ReLU and pooling layers one by one instead. For comparison; the
+    /// results agree to float rounding (about 3x slower).
+    #[arg(long, global = true)]
+    pub no_cpu_kernels: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Rebuild the model from a checkpoint alone and print its test accuracy.
+    Evaluate(EvaluateArgs),
+    /// Classify image files with a checkpoint (class and confidence per image).
+    Predict(PredictArgs),
+    /// Compare two evidence packs: what changed, what it did, what to try next (writes
+    /// RUN_B/reports/experiment_notes.md and experiment_loss_overlay.png).
+    Compare(CompareArgs),
+    /// List the backends and wgpu adapters this machine offers.
+    Devices,
+    /// Train on several backends from identical starting points and compare (exit 1 when
+    /// they disagree beyond the tolerances).
+    Parity(ParityArgs),
+    /// Measure training throughput against batch size.
+    Bench(BenchArgs),
+    /// Many runs: plan a grid of settings, run its tasks (Slurm job array, Kubernetes Indexed
+    /// Job, or this machine), collect one leaderboard.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Expand a TOML grid into DIR/plan.json, DIR/slurm.sbatch and DIR/k8s-job.yaml.
+    Plan(SweepPlanArgs),
+    /// Run one task of DIR (index from --task-index, SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX), or every unfinished task with --local.
+    Run(SweepRunArgs),
+    /// Rank what finished into DIR/leaderboard.csv, leaderboard.md and sweep_*.png (exit 1
+    /// when tasks failed or are missing).
+    Collect(SweepCollectArgs),
+}
+
+/// `trainer sweep plan`.
+#[derive(Args, Debug)]
+pub struct SweepPlanArgs {
+    /// The sweep's TOML: the keys of --config, any value a list to sweep over (lr_cnn =
+    /// [0.003, 0.01], seed = [1, 2]); split and models sweep as lists of lists. Relative data
+    /// folders are read from the file's folder.
+    #[arg(long)]
+    pub config: PathBuf,
+
+    /// The sweep folder (new or empty; every worker must see it).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Draw this many runs at random from a larger grid (at most 10000).
+    #[arg(long)]
+    pub max_runs: Option<usize>,
+
+    /// Seed of the --max-runs draw (the runs' own seed is the `seed` setting).
+    #[arg(long, default_value_t = 0)]
+    pub draw_seed: u64,
+
+    /// Tasks at once: Slurm's array limit (%P) and the Indexed Job's parallelism.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+
+    /// CPU cores per task (Slurm's --cpus-per-task, the pod's cpu request, the CPU backend's
+    /// threads).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: usize,
+
+    /// Backend of every task, over the file's `backend` (wgpu asks Slurm and Kubernetes for
+    /// one GPU per task).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+
+    /// The trainer binary the launchers call [default: this binary].
+    #[arg(long)]
+    pub trainer_bin: Option<PathBuf>,
+}
+
+/// `trainer sweep run`.
+#[derive(Args, Debug)]
+pub struct SweepRunArgs {
+    /// The sweep folder (made by trainer sweep plan).
+    pub dir: PathBuf,
+
+    /// The task to run [default: SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX].
+    #[arg(long, conflicts_with = "local")]
+    pub task_index: Option<usize>,
+
+    /// Run every unfinished task on this machine.
+    #[arg(long)]
+    pub local: bool,
+
+    /// With --local: tasks at once [default: the cores divided by the plan's cpus per task].
+    #[arg(long, requires = "local")]
+    pub jobs: Option<usize>,
+
+    /// Print only the results.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `trainer sweep collect`.
+#[derive(Args, Debug)]
+pub struct SweepCollectArgs {
+    /// The sweep folder.
+    pub dir: PathBuf,
+}
+
+/// The workshop run.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Where to compute: auto (wgpu on a hardware GPU, else cpu), wgpu (any wgpu adapter,
+    /// software ones included), cpu (burn-flex) or ndarray (burn-ndarray, deprecated upstream).
+    #[arg(long, value_enum, default_value_t = Settings::default().backend)]
+    pub backend: BackendChoice,
+
+    /// Folder for the evidence pack. An existing folder is replaced only if it is an earlier
+    /// trainer run, and only once the new pack is complete.
+    #[arg(long, default_value = "deep_learning_workshop_run")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub train: TrainArgs,
+
+    /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
+    /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
+    /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, backend). Flags given on
+    /// the command line win. A pack's outputs/config.json repeats its run.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// Memory budget for one step, e.g. 512MiB or 2GiB; the batch is halved until the
+    /// estimate fits (besides what the device itself offers).
+    #[arg(long, value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+
+    /// Skip the memory estimate before training; only real allocation failures halve the batch.
+    #[arg(long)]
+    pub no_memory_preflight: bool,
+
+    /// Print only the results: no progress bar, no notes.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The data and hyperparameters shared by the workshop run and parity. Their defaults are
+/// config.rs's [`Settings::default`], not written here.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Seed of the data, the split, the initial parameters and the shuffling.
+    #[arg(long, default_value_t = Settings::default().seed)]
+    pub seed: u64,
+
+    /// Samples per training step (halved automatically when memory runs short).
+    #[arg(
+        long,
+        default_value_t = Settings::default().batch_size as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub batch_size: u64,
+
+    /// Epochs of the Flatten+Linear baseline.
+    #[arg(long, default_value_t = Settings::default().epochs_baseline)]
+    pub epochs_baseline: usize,
+
+    /// Epochs of the Tiny CNN.
+    #[arg(long, default_value_t = Settings::default().epochs_cnn)]
+    pub epochs_cnn: usize,
+
+    /// Adam learning rate of the baseline.
+    #[arg(long, default_value_t = Settings::default().lr_baseline, allow_negative_numbers = true)]
+    pub lr_baseline: f64,
+
+    /// Adam learning rate of the Tiny CNN.
+    #[arg(long, default_value_t = Settings::default().lr_cnn, allow_negative_numbers = true)]
+    pub lr_cnn: f64,
+
+    /// Images generated per class (split 60/20/20 into train/val/test).
+    #[arg(long, default_value_t = Settings::default().samples_per_class)]
+    pub samples_per_class: usize,
+
+    /// Height and width of the images, in pixels (folder images are resized to it).
+    #[arg(long, default_value_t = Settings::default().image_size)]
+    pub image_size: usize,
+
+    /// Train on an image folder instead of the stripes: one subfolder per class, PNG, JPEG or
+    /// BMP inside; converted to grayscale and resized (bilinear) to --image-size.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+
+    /// Shares of train, val and test (TRAIN,VAL,TEST, adding up to 1), drawn with --seed;
+    /// per class (stratified) for an image folder.
+    #[arg(long, default_value = default_split(), value_parser = parse_split)]
+    pub split: [f64; 3],
+
+    /// Which models to train, comma-separated, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = default_models()
+    )]
+    pub models: Vec<ModelKind>,
+
+    /// Augment the training part (shifts of one pixel, light noise; never flips or rotations,
+    /// which would turn one stripe class into another).
+    #[arg(long)]
+    pub augment: bool,
+
+    /// Early stopping: stop a model after this many epochs without improvement of --monitor.
+    #[arg(long)]
+    pub patience: Option<usize>,
+
+    /// What picks the best epoch (and early stopping watches): val_acc or val_loss.
+    #[arg(long, value_enum, default_value_t = Settings::default().monitor)]
+    pub monitor: Monitor,
+}
+
+impl TrainArgs {
+    /// The settings these flags give, on `backend`.
+    pub fn settings(&self, backend: BackendChoice) -> Settings {
+        Settings {
+            backend,
+            seed: self.seed,
+            data: self.data.clone(),
+            samples_per_class: self.samples_per_class,
+            image_size: self.image_size,
+            split: self.split,
+            models: self.models.clone(),
+            batch_size: self.batch_size as usize,
+            epochs_baseline: self.epochs_baseline,
+            epochs_cnn: self.epochs_cnn,
+            lr_baseline: self.lr_baseline,
+            lr_cnn: self.lr_cnn,
+            augment: self.augment,
+            patience: self.patience,
+            monitor: self.monitor,
+        }
+    }
+}
+
+/// `trainer parity`.
+#[derive(Args, Debug)]
+pub struct ParityArgs {
+    /// Backends to compare, comma-separated; the first is the reference.
+    #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
+    pub backends: Vec<String>,
+
+    /// Folder for the report (parity/parity_report.json, .md, loss_overlay.png).
+    #[arg(long, default_value = "parity_run")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub train: TrainArgs,
+
+    /// Largest relative difference allowed between first-epoch step losses.
+    #[arg(long, default_value_t = 1e-4)]
+    pub loss_rtol: f64,
+
+    /// Largest absolute difference allowed between test logits.
+    #[arg(long, default_value_t = 1e-3)]
+    pub logits_atol: f64,
+
+    /// Smallest share of test samples whose predictions must agree.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_agreement: f64,
+
+    /// Test hook: BACKEND=EPSILON adds EPSILON to the first parameter on BACKEND.
+    #[arg(long, hide = true)]
+    pub perturb_init: Option<String>,
+
+    /// Print only the results.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `trainer bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Backends to measure, comma-separated: cpu, wgpu, ndarray or auto.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    pub backend: Vec<String>,
+
+    /// Which model: cnn, baseline or both.
+    #[arg(long, default_value = "cnn", value_parser = ["cnn", "baseline", "both"])]
+    pub model: String,
+
+    /// Batch sizes to measure, comma-separated, smallest first.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "8,16,32,64,128,256,512,1024"
+    )]
+    pub batch_sizes: Vec<usize>,
+
+    /// Height and width of the images, in pixels.
+    #[arg(long, default_value_t = Settings::default().image_size)]
+    pub image_size: usize,
+
+    /// Timed steps per batch size.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+
+    /// Untimed steps before them (after the separately timed first step).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+
+    /// Folder for bench/throughput.csv, .png, README.md and run_info.json.
+    #[arg(long, default_value = "bench_run")]
+    pub out: PathBuf,
+
+    /// Memory budget for one step (e.g. 512MiB); larger batches are recorded as not fitting.
+    #[arg(long, value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+
+    /// Print only where the results are.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `trainer compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The earlier pack (the reference).
+    pub run_a: PathBuf,
+    /// The later pack (the notes are written into it).
+    pub run_b: PathBuf,
+}
+
+/// `trainer predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+
+    /// Where to compute (as for the workshop run).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+
+    /// Print one JSON array instead of one line per image.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Image files (PNG, JPEG, BMP); preprocessed as the checkpoint says.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+
+    /// Where to compute (as for the workshop run).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+
+    /// Samples per evaluation batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_size: u64,
+
+    /// Print only the results.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `--split`'s default as clap shows and parses it: the shares of [`Settings::default`].
+fn default_split() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        Settings::default()
+            .split
+            .map(|share| share.to_string())
+            .join(",")
+    })
+}
+
+/// `--models`' default as clap shows and parses it: the models of [`Settings::default`].
+fn default_models() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        Settings::default()
+            .models
+            .iter()
+            .filter_map(|m| m.to_possible_value().map(|v| v.get_name().to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn parse_split(text: &str) -> std::result::Result<[f64; 3], String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let shares: Vec<f64> = parts.iter().filter_map(|p| p.trim().parse().ok()).collect();
+    match shares[..] {
+        [a, b, c] if parts.len() == 3 => Ok([a, b, c]),
+        _ => Err(format!(
+            "'{text}' is not three shares TRAIN,VAL,TEST such as 0.6,0.2,0.2"
+        )),
+    }
+}
+
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    memory::parse_bytes(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The flags' defaults are config.rs's: a run with no flags is `Settings::default()`.
+    #[test]
+    fn no_flags_give_the_default_settings() {
+        let cli = Cli::try_parse_from(["trainer"]).expect("no flags parse");
+        assert_eq!(cli.run.train.settings(cli.run.backend), Settings::default());
+        let parity = Cli::try_parse_from(["trainer", "parity"]).expect("parity parses");
+        let Some(Command::Parity(args)) = parity.command else {
+            panic!("parity parsed as {:?}", parity.command);
+        };
+        assert_eq!(
+            args.train.settings(Settings::default().backend),
+            Settings::default()
+        );
+    }
+}
