@@ -89,6 +89,33 @@ pub fn available(device: &Device, classes: usize) -> bool {
     super::gpu_kernels::available(device) && classes <= MAX_CLASSES
 }
 
+/// Whether a kernel launch for `n` images of `h` x `w` fits the adapter's largest storage
+/// binding (its scratch and per-sample gradients are one buffer each). An allocation that
+/// does not fit is refused here, with the message an allocation failure has, so the memory
+/// policy halves the batch before anything is launched.
+pub fn check_fits(
+    kind: ModelKind,
+    n: usize,
+    (h, w): (usize, usize),
+    classes: usize,
+    training: bool,
+) -> Result<(), String> {
+    let code = model_code(kind);
+    let scratch = n * scratch_per_sample(code, h, w) * 4;
+    let grads = if training {
+        n * params_len(code, h * w, classes) * 4
+    } else {
+        0
+    };
+    let largest = scratch.max(grads) as u64;
+    match super::wgpu_binding_limit() {
+        Some(limit) if largest > limit => Err(format!(
+            "can't allocate buffer of size: {largest} (the adapter binds at most {limit} bytes)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The number the kernels know a model by.
 fn model_code(kind: ModelKind) -> u32 {
     match kind {

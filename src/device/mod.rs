@@ -261,6 +261,14 @@ pub fn is_wgpu(device: &Device) -> bool {
     matches!(OPENED_WGPU.get(), Some(Ok(open)) if open.device == *device)
 }
 
+/// The largest storage buffer one binding may hold on the wgpu device this process opened.
+pub fn wgpu_binding_limit() -> Option<u64> {
+    match OPENED_WGPU.get() {
+        Some(Ok(open)) => open.info.max_storage_buffer_binding_bytes,
+        _ => None,
+    }
+}
+
 fn open_wgpu() -> Result<OpenBackend> {
     let opened = OPENED_WGPU.get_or_init(|| start_wgpu().map_err(|e| e.to_string()));
     opened.clone().map_err(|reason| TrainerError::BackendUnavailable {

@@ -112,6 +112,9 @@ fn evaluate_once(
         let batch = batch.map_err(|e| StepFailure::Other(e.to_string()))?;
         let logits = match &params {
             Some(params) => {
+                let dims = batch.images.dims();
+                gpu_train::check_fits(net.kind(), dims[0], (dims[2], dims[3]), classes, false)
+                    .map_err(StepFailure::Allocation)?;
                 let (logits, samples) = gpu_train::evaluate(
                     net.kind(),
                     batch.images.clone(),

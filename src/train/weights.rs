@@ -143,6 +143,15 @@ impl Weights {
                 time,
                 proven,
             } => {
+                let dims = batch.images.dims();
+                gpu_train::check_fits(
+                    template.kind(),
+                    dims[0],
+                    (dims[2], dims[3]),
+                    template.classes(),
+                    true,
+                )
+                .map_err(StepFailure::Allocation)?;
                 let hyper = gpu_train::StepHyper {
                     lr: settings.lr,
                     time: *time + 1,
