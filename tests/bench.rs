@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 
-const COLUMNS: [&str; 15] = [
+const COLUMNS: [&str; 16] = [
     "backend",
     "device",
     "model",
@@ -21,6 +21,7 @@ const COLUMNS: [&str; 15] = [
     "p10_step_ms",
     "p90_step_ms",
     "first_step_ms",
+    "launches_per_step",
     "peak_host_rss_bytes",
     "device_memory_bytes",
     "note",
@@ -75,6 +76,7 @@ fn a_tiny_sweep_on_the_cpu_backends_writes_every_file() {
         let median: f64 = row[8].parse().unwrap();
         let (p10, p90): (f64, f64) = (row[9].parse().unwrap(), row[10].parse().unwrap());
         assert!(p10 <= median && median <= p90, "{row:?}");
+        assert_eq!(row[12], "", "the CPU backends launch no kernels: {row:?}");
     }
 }
 
@@ -104,7 +106,7 @@ fn a_batch_that_does_not_fit_is_recorded_and_the_sweep_goes_on() {
         let of: Vec<_> = rows.iter().filter(|r| r[2] == model).collect();
         assert_eq!(of[0][6], "ok");
         assert_eq!(of[1][6], "does not fit");
-        assert!(of[1][14].contains("can't allocate"), "{:?}", of[1]);
+        assert!(of[1][15].contains("can't allocate"), "{:?}", of[1]);
         assert_eq!(of[2][6], "does not fit");
         assert!(of[2][7].is_empty());
     }
@@ -123,4 +125,10 @@ fn a_tiny_sweep_on_wgpu() {
         rows.iter().all(|r| r[0] == "wgpu" && r[6] == "ok"),
         "{rows:?}"
     );
+    // Both models train in two kernels per step (src/device/gpu_train.rs): at most 10 is the
+    // issue's bound, the layers launched 84 for the Tiny CNN.
+    for row in &rows {
+        let launches: usize = row[12].parse().unwrap();
+        assert!((1..=10).contains(&launches), "launches per step: {row:?}");
+    }
 }

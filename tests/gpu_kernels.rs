@@ -137,3 +137,155 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
     assert_eq!(info(&with)["gpu_kernels"], true);
     assert_eq!(info(&without)["gpu_kernels"], false);
 }
+
+/// Logits, loss, gradient norm and every parameter's gradient from the training kernels
+/// (src/device/gpu_train.rs) against burn's layers and autodiff on the same device, for both
+/// models, even, odd and non-square images, batches that are and are not multiples of the
+/// workgroup, and more classes than the workshop's three.
+#[test]
+fn training_kernels_match_the_layers() {
+    use burn::module::{ModuleMapper, Param};
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use trainer::device::gpu_train::{self, StepHyper};
+    use trainer::model::{ModelKind, Net, flat};
+
+    let Some(device) = wgpu_device("training_kernels_match_the_layers") else {
+        return;
+    };
+    // (model, height, width, classes, batch)
+    let cases = [
+        (ModelKind::Cnn, 16, 16, 3, 32),
+        (ModelKind::Cnn, 7, 7, 3, 5),
+        (ModelKind::Cnn, 5, 5, 4, 3),
+        (ModelKind::Cnn, 12, 9, 3, 37),
+        (ModelKind::Cnn, 33, 20, 10, 2),
+        (ModelKind::Baseline, 16, 16, 3, 32),
+        (ModelKind::Baseline, 7, 7, 5, 9),
+    ];
+    let mut rng = common::Lcg(11);
+    for (kind, h, w, classes, n) in cases {
+        let case = format!("{kind:?} {h}x{w}, {classes} classes, batch {n}");
+        // The baseline is built for square images (its input is h * h pixels).
+        let net = Net::init(kind, h, classes, 7, &device);
+        let pixels: Vec<f32> = (0..n * h * w)
+            .map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let labels: Vec<i64> = (0..n)
+            .map(|_| (rng.next() % classes as u64) as i64)
+            .collect();
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, h, w]), &device);
+        let labels_t = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+        let params = flat::to_flat(&net);
+
+        // Forward: logits.
+        let kernel = gpu_train::logits(kind, images.clone(), params.clone(), classes);
+        let layers = net.forward_traced(images.clone(), &mut |_, _| {});
+        assert_close(
+            &values(kernel),
+            &values(layers),
+            1e-5,
+            &format!("{case}: logits"),
+        );
+
+        // Backward: the reference gradients from autodiff, in the flat order.
+        let train_device = device.clone().autodiff();
+        let train_net = net.clone().to_device(&train_device).train();
+        let logits = train_net.forward_traced(images.clone().autodiff(), &mut |_, _| {});
+        let loss = CrossEntropyLossConfig::new()
+            .init(&train_device)
+            .forward(logits, labels_t.clone().autodiff());
+        let loss_value = values(loss.clone().inner())[0];
+        let grads = GradientsParams::from_grads(loss.backward(), &train_net);
+        struct ToGrads<'a>(&'a GradientsParams);
+        impl ModuleMapper for ToGrads<'_> {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let grad = self
+                    .0
+                    .get::<D>(param.id)
+                    .expect("every parameter has a gradient");
+                param.map(|_| grad)
+            }
+        }
+        let reference = values(flat::to_flat(&net.clone().map(&mut ToGrads(&grads))));
+
+        let p = params.dims()[0];
+        let state = Tensor::cat(vec![params, Tensor::zeros([2 * p + 1], &device)], 0);
+        let hyper = StepHyper {
+            lr: 0.01,
+            time: 1,
+            max_norm: 2.0,
+            diverged_norm: 1e6,
+        };
+        let (next, stats) = gpu_train::step(kind, images, labels_t, state, &hyper, classes, true);
+        let kernel_grads = values(next.narrow(0, 0, p));
+        assert_close(
+            &kernel_grads,
+            &reference,
+            1e-5,
+            &format!("{case}: gradients"),
+        );
+        let stats = values(stats);
+        let norm = reference
+            .iter()
+            .map(|g| (*g as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            ((stats[0] - loss_value) as f64).abs() <= 1e-5 * (1.0 + loss_value.abs() as f64),
+            "{case}: loss {} against {loss_value}",
+            stats[0]
+        );
+        assert!(
+            (stats[2] as f64 - norm).abs() <= 1e-5 * (1.0 + norm),
+            "{case}: norm {} against {norm}",
+            stats[2]
+        );
+    }
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_to_vec_as::<f32>().unwrap()
+}
+
+/// Equal up to float summation order: within `tolerance` relative to the largest magnitude.
+fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+    let scale = expected.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= tolerance * scale.max(1.0),
+            "{what}: value {i} is {a}, the layers give {e}"
+        );
+    }
+}
+
+/// The first wgpu run into an empty kernel cache says "cold", the next one "warm", and both
+/// name the folder (TRAINER_KERNEL_CACHE; the user's cache folder by default).
+#[test]
+fn run_info_says_whether_the_kernel_cache_was_warm() {
+    if !common::wgpu_available("run_info_says_whether_the_kernel_cache_was_warm") {
+        return;
+    }
+    let dir = common::temp();
+    let cache = dir.path().join("cache");
+    let state = |name: &str| {
+        let pack = dir.path().join(name);
+        common::trainer()
+            .wgpu()
+            .quiet()
+            .quick()
+            .env("TRAINER_KERNEL_CACHE", cache.to_str().unwrap())
+            .out(&pack)
+            .run_ok();
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(pack.join("outputs/run_info.json")).unwrap(),
+        )
+        .unwrap();
+        let kernel_cache = &info["device"]["kernel_cache"];
+        assert_eq!(kernel_cache["path"], cache.to_str().unwrap());
+        kernel_cache["state"].as_str().unwrap().to_string()
+    };
+    assert_eq!(state("first"), "cold");
+    assert_eq!(state("second"), "warm");
+}
