@@ -31,9 +31,7 @@
 
 const WG: u32 = {{ workgroup_size }}u;
 
-var<workgroup> logit: array<f32, 256>;
-var<workgroup> dlogit: array<f32, 256>;
-var<workgroup> lse: f32;
+{{ cross_entropy }}
 
 @compute
 @workgroup_size({{ workgroup_size }}, 1, 1)
@@ -73,35 +71,15 @@ fn main(
         return;
     }
 
-    // Cross-entropy: log-sum-exp, loss, the first maximum as the prediction.
+    // Cross-entropy (shaders/cross_entropy.wgsl): the loss and the prediction.
     let label = u32(labels[n]);
-    if (t == 0u) {
-        var top = logit[0];
-        var best = 0u;
-        for (var c = 1u; c < c_total; c = c + 1u) {
-            if (logit[c] > top) {
-                top = logit[c];
-                best = c;
-            }
-        }
-        var total = 0.0;
-        for (var c = 0u; c < c_total; c = c + 1u) {
-            total = total + exp(logit[c] - top);
-        }
-        lse = top + log(total);
-        stats[2u * n] = lse - logit[label];
-        stats[2u * n + 1u] = select(0.0, 1.0, best == label);
-    }
-    workgroupBarrier();
+    sample_loss(t, n, c_total, label);
     if (mode == 1u) {
         return;
     }
 
     // Backward: the loss (mean over the batch), then the weight as an outer product.
-    for (var c = t; c < c_total; c = c + WG) {
-        dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
-    }
-    workgroupBarrier();
+    loss_gradient(t, WG, n_total, c_total, label);
     let g = n * p_total;
     for (var j = t; j < p_total; j = j + WG) {
         if (j < bias) {

@@ -111,6 +111,10 @@ impl KernelSource for WgslKernel {
         SourceTemplate::new(self.source)
             .register("workgroup_size", self.cube_dim.x.to_string())
             .register("elem", "f32")
+            .register(
+                "cross_entropy",
+                include_str!("../../shaders/cross_entropy.wgsl"),
+            )
     }
 
     fn id(&self) -> KernelId {
