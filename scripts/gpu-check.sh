@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU measurements of the README, side by side with PyTorch on the same GPU: the workshop
-# on wgpu cold (empty autotune cache) and warm, on auto (which must pick the GPU) and on cpu;
-# parity cpu vs wgpu; `trainer bench --backend wgpu` at batch 32, 256, 1024 and 4096; and the
-# PyTorch peer on CUDA, eager and with torch.compile, at the same batch sizes.
+# on wgpu cold (empty kernel cache) and warm, with the training kernels and with burn's layers
+# (--no-gpu-kernels), on auto (which must pick the GPU) and on cpu; parity cpu vs wgpu;
+# `trainer bench --backend wgpu` at batch 32, 256, 1024 and 4096 (with launches per step),
+# kernels and layers; and the PyTorch peer on CUDA, eager and with torch.compile, at the same
+# batch sizes.
 # Usage: OUT=gpu_out TRAINER=target/release/trainer PEER=../shared/peers/torch_throughput.py \
 #        scripts/gpu-check.sh
 set -u
@@ -20,13 +22,22 @@ timed() {
   step devices
   "$BIN" devices
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  step "workshop, --backend wgpu, cold (autotune caches removed)"
-  rm -rf target/environment "$HOME/.cache/cubecl"
+  step "workshop, --backend wgpu, cold (kernel caches removed)"
+  export TRAINER_KERNEL_CACHE="$work/kernel-cache"
+  rm -rf target/environment "$HOME/.cache/cubecl" "$TRAINER_KERNEL_CACHE"
   timed "$BIN" --backend wgpu --out "$work/cold" --quiet
+  grep -A3 kernel_cache "$work/cold/outputs/run_info.json"
   step "workshop, --backend wgpu, warm"
   timed "$BIN" --backend wgpu --out "$work/warm" --quiet
   timed "$BIN" --backend wgpu --out "$work/warm" --quiet
   cat "$work/warm/outputs/epoch_timing.csv"
+  step "workshop, --backend wgpu --no-gpu-kernels (burn's layers), cold then warm"
+  rm -rf "$TRAINER_KERNEL_CACHE"
+  timed "$BIN" --backend wgpu --no-gpu-kernels --out "$work/layers" --quiet
+  timed "$BIN" --backend wgpu --no-gpu-kernels --out "$work/layers" --quiet
+  for f in training_log.csv model_comparison.csv confusion_matrix.csv; do
+    cmp -s "$work/warm/outputs/$f" "$work/layers/outputs/$f" && echo "$f: same with and without the kernels" || echo "$f: DIFFERS"
+  done
   step "workshop, --backend auto"
   timed "$BIN" --out "$work/auto" --quiet
   grep -E '"backend"|device_name|graphics_api' "$work/auto/outputs/run_info.json"
@@ -37,6 +48,12 @@ timed() {
   step "trainer bench --backend wgpu, Tiny CNN, 16x16, batch $BATCHES"
   timed "$BIN" bench --backend wgpu --model cnn --batch-sizes "$BATCHES" --steps 50 --out "$work/bench" --quiet
   cat "$work/bench/bench/throughput.csv"
+  step "trainer bench --backend wgpu --no-gpu-kernels (burn's layers), batch $BATCHES"
+  timed "$BIN" bench --backend wgpu --no-gpu-kernels --model cnn --batch-sizes "$BATCHES" --steps 50 --out "$work/bench-layers" --quiet
+  cat "$work/bench-layers/bench/throughput.csv"
+  step "trainer bench --backend wgpu, Flatten baseline, batch $BATCHES"
+  timed "$BIN" bench --backend wgpu --model baseline --batch-sizes "$BATCHES" --steps 50 --out "$work/bench-baseline" --quiet
+  cat "$work/bench-baseline/bench/throughput.csv"
   step "PyTorch CUDA eager, Tiny CNN, 16x16, batch $BATCHES"
   timed python3 "$PEER" --device cuda --batch-sizes "$BATCHES" --steps 50 | tee "$OUT/torch_cuda_eager.csv"
   step "PyTorch CUDA torch.compile, Tiny CNN, 16x16, batch $BATCHES"
@@ -46,3 +63,5 @@ cp "$work/warm/outputs/run_info.json" "$OUT/workshop_run_info.json" 2>/dev/null
 cp "$work/parity/parity/parity_report.md" "$OUT/parity_report.md" 2>/dev/null
 cp "$work/bench/bench/throughput.csv" "$OUT/throughput.csv" 2>/dev/null
 cp "$work/bench/bench/README.md" "$OUT/bench_README.md" 2>/dev/null
+cp "$work/bench-layers/bench/throughput.csv" "$OUT/throughput_layers.csv" 2>/dev/null
+cp "$work/bench-baseline/bench/throughput.csv" "$OUT/throughput_baseline.csv" 2>/dev/null
