@@ -27,9 +27,10 @@ pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// On wgpu, do not use the WGSL kernels of shaders/ (images drawn on the device, evaluation
-    /// summarized on the device): upload images from the host and read logits back instead.
-    /// For comparison; the results are the same.
+    /// On wgpu, do not use the WGSL kernels of shaders/ (each model's training step in two
+    /// launches, evaluation in one, images drawn on the device): run burn's layers, upload
+    /// images from the host and read logits back instead. For comparison; the results are the
+    /// same.
     #[arg(long, global = true)]
     pub no_gpu_kernels: bool,
 

@@ -289,3 +289,33 @@ fn run_info_says_whether_the_kernel_cache_was_warm() {
     assert_eq!(state("first"), "cold");
     assert_eq!(state("second"), "warm");
 }
+
+/// A step whose gradient norm diverges is found from the epoch's one read, and the kernels'
+/// state stops there: the pack names the same step as the layers, which read every norm.
+#[test]
+fn divergence_is_reported_at_the_same_step_with_and_without_the_kernels() {
+    if !common::wgpu_available(
+        "divergence_is_reported_at_the_same_step_with_and_without_the_kernels",
+    ) {
+        return;
+    }
+    let dir = common::temp();
+    let comparison = |name: &str, kernels: bool| {
+        let pack = dir.path().join(name);
+        let run = common::trainer()
+            .wgpu()
+            .quiet()
+            .args(["--lr-cnn", "1e6"])
+            .out(&pack);
+        let run = if kernels {
+            run
+        } else {
+            run.arg("--no-gpu-kernels")
+        };
+        run.run_fail(3);
+        std::fs::read_to_string(pack.join("outputs/model_comparison.csv")).unwrap()
+    };
+    let with = comparison("with", true);
+    assert!(with.contains("diverged at epoch 1 step"), "{with}");
+    assert_eq!(with, comparison("without", false));
+}
