@@ -179,7 +179,7 @@ fn training_kernels_match_the_layers() {
         let params = flat::to_flat(&net);
 
         // Forward: logits.
-        let kernel = gpu_train::logits(kind, images.clone(), params.clone(), classes);
+        let kernel = gpu_train::logits(kind.kernel(), images.clone(), params.clone(), classes);
         let layers = net.forward_traced(images.clone(), &mut |_, _| {});
         assert_close(
             &values(kernel),
@@ -214,10 +214,21 @@ fn training_kernels_match_the_layers() {
         let hyper = StepHyper {
             lr: 0.01,
             time: 1,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
             max_norm: 2.0,
             diverged_norm: 1e6,
         };
-        let (next, stats) = gpu_train::step(kind, images, labels_t, state, &hyper, classes, true);
+        let (next, stats) = gpu_train::step(
+            kind.kernel(),
+            images,
+            labels_t,
+            state,
+            &hyper,
+            classes,
+            true,
+        );
         let kernel_grads = values(next.narrow(0, 0, p));
         assert_close(
             &kernel_grads,

@@ -8,8 +8,8 @@
 //!   norm, clips and applies Adam to all parameters at once.
 //!
 //! The model and Adam's moments live in one flat state tensor
-//! `[parameters | first moments | second moments | diverged flag]` (see
-//! [`crate::model::flat`]); each step returns the next state and four numbers (mean loss,
+//! `[parameters | first moments | second moments | diverged flag]` (the parameters in the
+//! shaders' layout, which the model layer's `flat.rs` converts modules to); each step returns the next state and four numbers (mean loss,
 //! correct count, gradient norm, flag) that stay on the device until the epoch is read. The
 //! same sample kernels give evaluation's logits and per-sample losses (modes 0 and 1), so a
 //! wgpu run launches no operation that cubecl autotunes.
@@ -27,8 +27,6 @@ use burn::prelude::*;
 use burn::tensor::{DType, Shape};
 
 use super::gpu_kernels::{kernel, kernel_sized, words};
-use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
-use crate::model::{ModelKind, flat};
 
 /// The most classes the kernels handle (their workgroup arrays); more take the layer path.
 pub const MAX_CLASSES: usize = 256;
@@ -37,7 +35,7 @@ const SAMPLE_WORKGROUP: u32 = 64;
 /// Most workgroups a dispatch may have along one dimension.
 const MAX_GROUPS: usize = 65_535;
 
-/// The extension: the models' kernels. `model` is [`ModelKind`] as a number (see
+/// The extension: the models' kernels. `model` is a [`Model`] as a number (see
 /// [`model_code`]).
 #[backend_extension(Cube, Fusion)]
 pub trait TrainKernels: Backend {
@@ -94,16 +92,16 @@ pub fn available(device: &Device, classes: usize) -> bool {
 /// does not fit is refused here, with the message an allocation failure has, so the memory
 /// policy halves the batch before anything is launched.
 pub fn check_fits(
-    kind: ModelKind,
+    model: Model,
     n: usize,
     (h, w): (usize, usize),
     classes: usize,
     training: bool,
 ) -> Result<(), String> {
-    let code = model_code(kind);
+    let code = model_code(model);
     let scratch = n * scratch_per_sample(code, h, w) * 4;
     let grads = if training {
-        n * params_len(code, h * w, classes) * 4
+        n * params_len(model, h * w, classes) * 4
     } else {
         0
     };
@@ -116,27 +114,46 @@ pub fn check_fits(
     }
 }
 
+/// Which model's sample kernel: the device layer's own name for the two models, so that it
+/// does not depend on the model layer above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    /// `shaders/baseline_sample.wgsl`: Flatten + Linear.
+    Baseline,
+    /// `shaders/tiny_cnn_sample.wgsl`.
+    TinyCnn,
+}
+
 /// The number the kernels know a model by.
-fn model_code(kind: ModelKind) -> u32 {
-    match kind {
-        ModelKind::Baseline => 0,
-        ModelKind::Cnn => 1,
+fn model_code(model: Model) -> u32 {
+    match model {
+        Model::Baseline => 0,
+        Model::TinyCnn => 1,
+    }
+}
+
+/// Number of parameters in the kernels' flat layout (see the shaders' headers): the
+/// baseline's linear layer, or the Tiny CNN's two convolutions (1,248 values) and classifier.
+pub fn params_len(model: Model, pixels: usize, classes: usize) -> usize {
+    match model {
+        Model::Baseline => (pixels + 1) * classes,
+        Model::TinyCnn => 1248 + 17 * classes,
     }
 }
 
 /// Logits of `images` under the flat parameters `params`, by the model's sample kernel.
-pub fn logits(kind: ModelKind, images: Tensor<4>, params: Tensor<1>, classes: usize) -> Tensor<2> {
+pub fn logits(model: Model, images: Tensor<4>, params: Tensor<1>, classes: usize) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as TrainKernels>::model_logits(
         images.into_dispatch(),
         params.into_dispatch(),
         classes as u32,
-        model_code(kind),
+        model_code(model),
     ))
 }
 
 /// (logits, per-sample [loss, correct]) of a batch, by the model's sample kernel.
 pub fn evaluate(
-    kind: ModelKind,
+    model: Model,
     images: Tensor<4>,
     labels: Tensor<1, Int>,
     params: Tensor<1>,
@@ -148,7 +165,7 @@ pub fn evaluate(
         labels.into_dispatch(),
         params.into_dispatch(),
         classes as u32,
-        model_code(kind),
+        model_code(model),
     );
     (
         Tensor::from_dispatch(logits),
@@ -162,6 +179,9 @@ pub struct StepHyper {
     pub lr: f64,
     /// Adam's step number, from 1.
     pub time: usize,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
     pub max_norm: f32,
     pub diverged_norm: f32,
 }
@@ -170,16 +190,16 @@ impl StepHyper {
     /// The nine numbers the update kernel reads, computed as burn's Adam computes them.
     fn values(&self) -> Vec<f32> {
         let time = self.time as i32;
-        let correction2 = (1.0 - ADAM_BETA_2.powi(time)).sqrt();
-        let combined = correction2 / (1.0 - ADAM_BETA_1.powi(time));
+        let correction2 = (1.0 - self.beta_2.powi(time)).sqrt();
+        let combined = correction2 / (1.0 - self.beta_1.powi(time));
         vec![
             self.lr as f32,
             combined,
-            ADAM_EPSILON * correction2,
-            ADAM_BETA_1,
-            1.0 - ADAM_BETA_1,
-            ADAM_BETA_2,
-            1.0 - ADAM_BETA_2,
+            self.epsilon * correction2,
+            self.beta_1,
+            1.0 - self.beta_1,
+            self.beta_2,
+            1.0 - self.beta_2,
             self.max_norm,
             self.diverged_norm,
         ]
@@ -188,7 +208,7 @@ impl StepHyper {
 
 /// One step: (next state, stats [mean loss, correct, norm, diverged flag]).
 pub fn step(
-    kind: ModelKind,
+    model: Model,
     images: Tensor<4>,
     labels: Tensor<1, Int>,
     state: Tensor<1>,
@@ -205,7 +225,7 @@ pub fn step(
         state.into_dispatch(),
         hyper.into_dispatch(),
         classes as u32,
-        model_code(kind),
+        model_code(model),
         gradients_only,
     );
     (Tensor::from_dispatch(next), Tensor::from_dispatch(stats))
@@ -215,7 +235,7 @@ pub fn step(
 /// pooled map, argmax, conv2's padded activations and gradient, pooled gradient. The
 /// baseline's kernel needs none.
 fn scratch_per_sample(model: u32, h: usize, w: usize) -> usize {
-    if model == model_code(ModelKind::Baseline) {
+    if model == model_code(Model::Baseline) {
         return 0;
     }
     let (hp, wp) = (h / 2, w / 2);
@@ -249,7 +269,7 @@ fn launch_samples(
 ) -> Samples {
     let shape = images.meta.shape();
     let (n, h, w) = (shape[0], shape[2], shape[3]);
-    let p = params_len(model, h * w, classes);
+    let p = params_len_of(model, h * w, classes);
     let client = images.client.clone();
     let stride = scratch_per_sample(model, h, w);
     let tensor = |shape: [usize; 2]| {
@@ -278,7 +298,7 @@ fn launch_samples(
         mode,
         stride as u32,
     ]));
-    let source = if model == model_code(ModelKind::Baseline) {
+    let source = if model == model_code(Model::Baseline) {
         (
             "baseline_sample",
             include_str!("../../shaders/baseline_sample.wgsl"),
@@ -310,14 +330,14 @@ fn launch_samples(
     }
 }
 
-/// Parameters of the model with `pixels` inputs and `classes` classes.
-fn params_len(model: u32, pixels: usize, classes: usize) -> usize {
-    let kind = if model == model_code(ModelKind::Baseline) {
-        ModelKind::Baseline
+/// [`params_len`] of the model the kernels know as `code`.
+fn params_len_of(code: u32, pixels: usize, classes: usize) -> usize {
+    let model = if code == model_code(Model::Baseline) {
+        Model::Baseline
     } else {
-        ModelKind::Cnn
+        Model::TinyCnn
     };
-    flat::len(kind, pixels, classes)
+    params_len(model, pixels, classes)
 }
 
 impl TrainKernels for CubeBackend {
@@ -361,7 +381,7 @@ impl TrainKernels for CubeBackend {
         let hyper = into_contiguous(hyper);
         let shape = images.meta.shape();
         let (n, pixels) = (shape[0], shape[2] * shape[3]);
-        let p = params_len(model, pixels, classes as usize);
+        let p = params_len_of(model, pixels, classes as usize);
         let samples = launch_samples(&images, Some(&labels), &state, classes as usize, model, 2);
         let client = state.client.clone();
         let next = CubeTensor::new_contiguous(

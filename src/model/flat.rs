@@ -13,15 +13,9 @@ use burn::prelude::*;
 
 use super::{ModelKind, Net, TinyCnn};
 
-/// Values of the Tiny CNN before its classifier: conv1 (72 + 8) and conv2 (1152 + 16).
-const CONV_LEN: usize = 1248;
-
 /// Number of parameters of the model for images of `pixels` pixels and `classes` classes.
 pub fn len(kind: ModelKind, pixels: usize, classes: usize) -> usize {
-    match kind {
-        ModelKind::Baseline => (pixels + 1) * classes,
-        ModelKind::Cnn => CONV_LEN + 17 * classes,
-    }
+    crate::device::gpu_train::params_len(kind.kernel(), pixels, classes)
 }
 
 /// The parameters of `net`, flat, in the kernels' order.

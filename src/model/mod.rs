@@ -56,6 +56,14 @@ impl ModelKind {
             .find(|k| k.display_name() == name)
     }
 
+    /// The name the wgpu kernels know this model by.
+    pub fn kernel(self) -> crate::device::gpu_train::Model {
+        match self {
+            ModelKind::Baseline => crate::device::gpu_train::Model::Baseline,
+            ModelKind::Cnn => crate::device::gpu_train::Model::TinyCnn,
+        }
+    }
+
     fn init_stream_id(self) -> u32 {
         match self {
             ModelKind::Baseline => 1,
@@ -152,7 +160,7 @@ impl Net {
         let classes = self.classes();
         if !device.is_autodiff() && crate::device::gpu_train::available(&device, classes) {
             return crate::device::gpu_train::logits(
-                self.kind(),
+                self.kind().kernel(),
                 images,
                 flat::to_flat(self),
                 classes,

@@ -113,10 +113,16 @@ fn evaluate_once(
         let logits = match &params {
             Some(params) => {
                 let dims = batch.images.dims();
-                gpu_train::check_fits(net.kind(), dims[0], (dims[2], dims[3]), classes, false)
-                    .map_err(StepFailure::Allocation)?;
+                gpu_train::check_fits(
+                    net.kind().kernel(),
+                    dims[0],
+                    (dims[2], dims[3]),
+                    classes,
+                    false,
+                )
+                .map_err(StepFailure::Allocation)?;
                 let (logits, samples) = gpu_train::evaluate(
-                    net.kind(),
+                    net.kind().kernel(),
                     batch.images.clone(),
                     batch.labels.clone(),
                     params.clone(),

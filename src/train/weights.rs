@@ -145,7 +145,7 @@ impl Weights {
             } => {
                 let dims = batch.images.dims();
                 gpu_train::check_fits(
-                    template.kind(),
+                    template.kind().kernel(),
                     dims[0],
                     (dims[2], dims[3]),
                     template.classes(),
@@ -155,11 +155,14 @@ impl Weights {
                 let hyper = gpu_train::StepHyper {
                     lr: settings.lr,
                     time: *time + 1,
+                    beta_1: ADAM_BETA_1,
+                    beta_2: ADAM_BETA_2,
+                    epsilon: ADAM_EPSILON,
                     max_norm: settings.max_grad_norm,
                     diverged_norm: DIVERGED_GRAD_NORM,
                 };
                 let (next, stats) = gpu_train::step(
-                    template.kind(),
+                    template.kind().kernel(),
                     batch.images.clone(),
                     batch.labels.clone(),
                     state.clone(),
