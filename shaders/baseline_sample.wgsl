@@ -9,14 +9,15 @@
 //          params  array<f32>, the flat parameters (a longer buffer is fine): the linear
 //                  weight (H*W, C) at 0 (burn's [input, output] order), bias (C) at H*W*C;
 //                  P = (H*W + 1) * C values.
-//          dims    array<u32>: N, H, W, C, P, mode, S (unused).
+//          dims    array<u32>: N, H, W, C, P, mode, S (unused), G (workgroups).
 // Outputs: logits  array<f32>, N * C.
-//          grads   array<f32>, N * P: the sample's gradient of the batch-mean loss (mode 2).
+//          grads   array<f32>, G * P: row g is the gradient of the batch-mean loss summed over
+//                  workgroup g's samples (mode 2).
 //          scratch array<f32>: unused (the model keeps no activations).
 //          stats   array<f32>: loss and correct (1.0 or 0.0) of sample n at 2n, 2n + 1
 //                  (modes 1 and 2).
 // Modes:   0 logits; 1 logits, loss and correct; 2 all of that and the gradients.
-// Layout:  workgroup (x + y * 65535) is sample n; workgroup size {{ workgroup_size }};
+// Layout:  G workgroups (x + y * 65535); workgroup g takes samples g, g + G, ...; size {{ workgroup_size }};
 //          invocation c computes logit c (C at most 256), invocations split the gradient.
 // Exactness: the layer's arithmetic up to float summation order.
 
@@ -40,15 +41,38 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
+    // Workgroup `slot` takes samples slot, slot + G, slot + 2G, ... and sums their gradients
+    // into its own row of `grads` (each value has one owning invocation, so in order).
+    let slot = group.x + group.y * groups.x;
+    let slots = dims[7];
+    if (slot >= slots) {
+        return;
+    }
+    for (var n = slot; n < dims[0]; n = n + slots) {
+        one_sample(t, n, slot, n == slot);
+    }
+}
+
+// The gradient value at `i` of this workgroup's row: written by the first sample, added to
+// by the next ones.
+fn put(i: u32, v: f32, first: bool) {
+    if (first) {
+        grads[i] = v;
+    } else {
+        grads[i] = grads[i] + v;
+    }
+}
+
+// Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
+fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
+    // The previous sample of this workgroup is done with the scratch and shared values.
+    storageBarrier();
+    workgroupBarrier();
     let n_total = dims[0];
     let pixels = dims[1] * dims[2];
     let c_total = dims[3];
     let p_total = dims[4];
     let mode = dims[5];
-    let n = group.x + group.y * groups.x;
-    if (n >= n_total) {
-        return;
-    }
     // Every binding must be used, or the pipeline's layout would not match the bind group;
     // this model needs no scratch (S is 0), so this never writes.
     if (dims[6] > 0u) {
@@ -80,12 +104,12 @@ fn main(
 
     // Backward: the loss (mean over the batch), then the weight as an outer product.
     loss_gradient(t, WG, n_total, c_total, label);
-    let g = n * p_total;
+    let g = slot * p_total;
     for (var j = t; j < p_total; j = j + WG) {
         if (j < bias) {
-            grads[g + j] = images[image + j / c_total] * dlogit[j % c_total];
+            put(g + j, images[image + j / c_total] * dlogit[j % c_total], first);
         } else {
-            grads[g + j] = dlogit[j - bias];
+            put(g + j, dlogit[j - bias], first);
         }
     }
 }

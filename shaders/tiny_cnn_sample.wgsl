@@ -10,21 +10,22 @@
 //                  follows them there): conv1 weight (8,1,3,3) at 0, bias (8) at 72, conv2
 //                  weight (16,8,3,3) at 80, bias (16) at 1232, linear weight (16,C) at 1248,
 //                  bias (C) at 1248 + 16 C; P = 1248 + 17 C values.
-//          dims    array<u32>: N, H, W, C, P, mode, S.
+//          dims    array<u32>: N, H, W, C, P, mode, S, G (workgroups).
 // Outputs: logits  array<f32>, N * C.
-//          grads   array<f32>, N * P: the sample's gradient of the batch-mean loss
+//          grads   array<f32>, G * P: row g is the gradient of the batch-mean loss summed
+//                  over workgroup g's samples
 //                  (mode 2 only).
 //          stats   array<f32>: loss and correct (1.0 or 0.0) of sample n at 2n, 2n + 1
 //                  (modes 1 and 2).
-//          scratch array<f32>: S values per sample: the image with a zero border
+//          scratch array<f32>: S values per workgroup, reused for each of its samples: the image with a zero border
 //                  (H+2, W+2); the pooled map with a zero border (Hp+2, Wp+2, 8); the argmax
 //                  within each 2x2 window (Hp, Wp, 8, as 0.0 .. 3.0); conv2's output after
 //                  ReLU, then its gradient, with a zero border (Hp+2, Wp+2, 16); the gradient
 //                  at the pooled map (Hp, Wp, 8). Hp = H / 2, Wp = W / 2 (floor, as burn's
 //                  pool). The borders make every 3x3 window read without a bounds check.
 // Modes:   0 logits; 1 logits, loss and correct; 2 all of that and the gradients.
-// Layout:  workgroup (x + y * 65535) is sample n; workgroup size {{ workgroup_size }}; C at most
-//          256. Barriers are reached by the whole workgroup (n and the mode are uniform).
+// Layout:  G workgroups (x + y * 65535); workgroup g takes samples g, g + G, ...; workgroup
+//          size {{ workgroup_size }}; C at most 256. Barriers are reached by the whole workgroup (n and the mode are uniform).
 //          Invocations take pixels (or weights), and each computes all channels of its own
 //          in vec4 accumulators: the weights it reads are the same for every invocation at the
 //          same time (one load, broadcast on a GPU and in lavapipe's SIMD), and only the
@@ -80,6 +81,33 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
+    // Workgroup `slot` takes samples slot, slot + G, slot + 2G, ... and sums their gradients
+    // into its own row of `grads` (each value has one owning invocation, so in order).
+    let slot = group.x + group.y * groups.x;
+    let slots = dims[7];
+    if (slot >= slots) {
+        return;
+    }
+    for (var n = slot; n < dims[0]; n = n + slots) {
+        one_sample(t, n, slot, n == slot);
+    }
+}
+
+// The gradient value at `i` of this workgroup's row: written by the first sample, added to
+// by the next ones.
+fn put(i: u32, v: f32, first: bool) {
+    if (first) {
+        grads[i] = v;
+    } else {
+        grads[i] = grads[i] + v;
+    }
+}
+
+// Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
+fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
+    // The previous sample of this workgroup is done with the scratch and shared values.
+    storageBarrier();
+    workgroupBarrier();
     let n_total = dims[0];
     let h = dims[1];
     let w = dims[2];
@@ -87,17 +115,13 @@ fn main(
     let p_total = dims[4];
     let mode = dims[5];
     let stride = dims[6];
-    let n = group.x + group.y * groups.x;
-    if (n >= n_total) {
-        return;
-    }
     let hp = h / 2u;
     let wp = w / 2u;
     let cells = hp * wp;
     let iw = w + 2u;            // padded image row
     let pw = wp + 2u;           // padded pooled row
     let padded = (hp + 2u) * pw;
-    let img = n * stride;
+    let img = slot * stride;
     let pool = img + (h + 2u) * iw;
     let argmax = pool + 8u * padded;
     let dz = argmax + 8u * cells;
@@ -236,12 +260,12 @@ fn main(
         dmean[t] = d / f32(cells);
     }
     workgroupBarrier();
-    let g = n * p_total;
+    let g = slot * p_total;
     for (var j = t; j < 17u * c_total; j = j + WG) {
         if (j < 16u * c_total) {
-            grads[g + W3 + j] = feat[j / c_total] * dlogit[j % c_total];
+            put(g + W3 + j, feat[j / c_total] * dlogit[j % c_total], first);
         } else {
-            grads[g + W3 + j] = dlogit[j - 16u * c_total];
+            put(g + W3 + j, dlogit[j - 16u * c_total], first);
         }
     }
 
@@ -286,10 +310,10 @@ fn main(
         }
         for (var c = 0u; c < 4u; c = c + 1u) {
             let a = select(select(a0, a1, c == 1u), select(a2, a3, c == 3u), c >= 2u);
-            grads[at + (4u * c) * step] = a.x;
-            grads[at + (4u * c + 1u) * step] = a.y;
-            grads[at + (4u * c + 2u) * step] = a.z;
-            grads[at + (4u * c + 3u) * step] = a.w;
+            put(at + (4u * c) * step, a.x, first);
+            put(at + (4u * c + 1u) * step, a.y, first);
+            put(at + (4u * c + 2u) * step, a.z, first);
+            put(at + (4u * c + 3u) * step, a.w, first);
         }
     }
 
@@ -336,6 +360,6 @@ fn main(
                 d = d + select(0.0, scratch[dpool + i] * input, passed);
             }
         }
-        grads[g + j] = d;
+        put(g + j, d, first);
     }
 }

@@ -6,7 +6,7 @@
 //          state   array<f32>, 3 P + 1: a model's flat parameters, Adam's first moments, second moments, and a
 //                  flag that is 1.0 once a step diverged (the state then stays as it is).
 //          samples array<f32>: loss and correct of sample n at 2n and 2n + 1.
-//          dims    array<u32>: N, P, mode (0 Adam step, 1 gradients only).
+//          dims    array<u32>: G, P, mode (0 Adam step, 1 gradients only), N.
 //          hyper   array<f32>: lr, sqrt(1 - beta2^t) / (1 - beta1^t), epsilon * sqrt(1 - beta2^t),
 //                  beta1, 1 - beta1, beta2, 1 - beta2, max norm, divergence norm.
 // Outputs: next    array<f32>, 3 P + 1: the state after the step (mode 0), or the summed,
@@ -14,7 +14,7 @@
 //          stats   array<f32>: mean loss, correct count, gradient norm before clipping, flag.
 // Layout:  one workgroup of {{ workgroup_size }} invocations; invocation t owns parameters
 //          t, t + {{ workgroup_size }}, ... in both passes.
-// Exactness: samples are summed in order and the norm's squares in a fixed tree, so reruns are
+// Exactness: rows are summed in order, losses and the norm's squares in fixed trees, so reruns are
 //          identical; the clip coefficient min(max / (norm + 1e-6), 1) and the Adam update are
 //          burn's expressions in burn's order.
 
@@ -29,33 +29,48 @@
 const WG: u32 = {{ workgroup_size }}u;
 
 var<workgroup> squares: array<f32, {{ workgroup_size }}>;
+var<workgroup> losses: array<f32, {{ workgroup_size }}>;
+var<workgroup> corrects: array<f32, {{ workgroup_size }}>;
 
 @compute
 @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(@builtin(local_invocation_index) t: u32) {
-    let n_total = dims[0];
+    let rows = dims[0];
     let p_total = dims[1];
     let mode = dims[2];
+    let n_total = dims[3];
 
     // The batch's gradient, parameter by parameter (kept in `next` until the update).
     var sq = 0.0;
     for (var p = t; p < p_total; p = p + WG) {
         var g = 0.0;
-        for (var n = 0u; n < n_total; n = n + 1u) {
-            g = g + grads[n * p_total + p];
+        for (var r = 0u; r < rows; r = r + 1u) {
+            g = g + grads[r * p_total + p];
         }
         next[p] = g;
         sq = sq + g * g;
     }
-    if (t == 0u) {
-        var loss = 0.0;
-        var correct = 0.0;
-        for (var n = 0u; n < n_total; n = n + 1u) {
-            loss = loss + samples[2u * n];
-            correct = correct + samples[2u * n + 1u];
+
+    // The batch's loss and correct count: strided sums, then a fixed tree.
+    var loss = 0.0;
+    var correct = 0.0;
+    for (var n = t; n < n_total; n = n + WG) {
+        loss = loss + samples[2u * n];
+        correct = correct + samples[2u * n + 1u];
+    }
+    losses[t] = loss;
+    corrects[t] = correct;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half = half / 2u) {
+        if (t < half) {
+            losses[t] = losses[t] + losses[t + half];
+            corrects[t] = corrects[t] + corrects[t + half];
         }
-        stats[0] = loss / f32(n_total);
-        stats[1] = correct;
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        stats[0] = losses[0] / f32(n_total);
+        stats[1] = corrects[0];
     }
 
     // The global norm: a fixed tree over the invocations' sums of squares.

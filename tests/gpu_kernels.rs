@@ -141,7 +141,8 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
 /// Logits, loss, gradient norm and every parameter's gradient from the training kernels
 /// (src/device/gpu_train.rs) against burn's layers and autodiff on the same device, for both
 /// models, even, odd and non-square images, batches that are and are not multiples of the
-/// workgroup, and more classes than the workshop's three.
+/// workgroup, batches larger than the kernels' 512 workgroups, and more classes than the
+/// workshop's three.
 #[test]
 fn training_kernels_match_the_layers() {
     use burn::module::{ModuleMapper, Param};
@@ -160,6 +161,9 @@ fn training_kernels_match_the_layers() {
         (ModelKind::Cnn, 5, 5, 4, 3),
         (ModelKind::Cnn, 12, 9, 3, 37),
         (ModelKind::Cnn, 33, 20, 10, 2),
+        // More samples than workgroups (512): each workgroup sums several.
+        (ModelKind::Cnn, 6, 6, 3, 1100),
+        (ModelKind::Baseline, 6, 6, 3, 700),
         (ModelKind::Baseline, 16, 16, 3, 32),
         (ModelKind::Baseline, 7, 7, 5, 9),
     ];

@@ -106,6 +106,8 @@ fn a_small_memory_limit_halves_twice_before_training() {
     );
 }
 
+/// burn's layers (`--no-gpu-kernels`): conv1's output at 64x64 for the 1,260 training samples
+/// is 256 MiB, more than lavapipe binds, and the allocation really fails.
 #[test]
 fn lavapipe_halves_on_a_real_allocation_failure() {
     if !wgpu_available("lavapipe_halves_on_a_real_allocation_failure") {
@@ -117,6 +119,7 @@ fn lavapipe_halves_on_a_real_allocation_failure() {
         .wgpu()
         .quiet()
         .args([
+            "--no-gpu-kernels",
             "--no-memory-preflight",
             "--image-size",
             "64",
@@ -138,5 +141,44 @@ fn lavapipe_halves_on_a_real_allocation_failure() {
     let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
     for row in &timing {
         assert_eq!(row[6], "1260", "every sample trained once: {row:?}");
+    }
+}
+
+/// The wgpu kernels: at 80x80, 468 samples' scratch (137 MB) is more than lavapipe binds
+/// (128 MiB); the kernels refuse it before launching, and the batch halves until it fits.
+#[test]
+fn the_wgpu_kernels_halve_a_batch_whose_scratch_does_not_fit() {
+    if !wgpu_available("the_wgpu_kernels_halve_a_batch_whose_scratch_does_not_fit") {
+        return;
+    }
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    trainer()
+        .wgpu()
+        .quiet()
+        .args([
+            "--no-memory-preflight",
+            "--image-size",
+            "80",
+            "--batch-size",
+            "1024",
+            "--samples-per-class",
+            "260",
+        ])
+        .quick()
+        .out(&pack)
+        .run_ok();
+    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
+    let cnn: Vec<_> = events
+        .iter()
+        .filter(|e| e[0] == "Tiny CNN" && e[1] == "train")
+        .collect();
+    assert!(
+        cnn.iter().any(|e| e[6].contains("can't allocate")),
+        "no halving recorded for the Tiny CNN: {events:?}"
+    );
+    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
+    for row in &timing {
+        assert_eq!(row[6], "468", "every sample trained once: {row:?}");
     }
 }

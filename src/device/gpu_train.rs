@@ -1,11 +1,11 @@
 //! Both models' training step on wgpu in two kernel launches, through burn's backend
 //! extension API:
 //!
-//! - `shaders/tiny_cnn_sample.wgsl` or `shaders/baseline_sample.wgsl`: one workgroup per
-//!   sample runs the forward pass, the cross-entropy and the backward pass, and writes the
-//!   sample's gradient of every parameter;
-//! - `shaders/train_update.wgsl`: one workgroup sums them over the batch, takes the global
-//!   norm, clips and applies Adam to all parameters at once.
+//! - `shaders/tiny_cnn_sample.wgsl` or `shaders/baseline_sample.wgsl`: a workgroup per sample
+//!   (up to 512, each then taking every 512th sample) runs the forward pass, the
+//!   cross-entropy and the backward pass, and sums its samples' gradients of every parameter;
+//! - `shaders/train_update.wgsl`: one workgroup sums those rows, takes the global norm, clips
+//!   and applies Adam to all parameters at once.
 //!
 //! The model and Adam's moments live in one flat state tensor
 //! `[parameters | first moments | second moments | diverged flag]` (the parameters in the
@@ -32,6 +32,10 @@ use super::gpu_kernels::{kernel, kernel_sized, words};
 pub const MAX_CLASSES: usize = 256;
 /// Invocations per sample: one per pixel of a 16x16 image's pooled map, the workshop's size.
 const SAMPLE_WORKGROUP: u32 = 64;
+/// Most workgroups of a sample kernel: each takes every G-th sample and keeps one row of
+/// gradients and one sample's scratch, so the update kernel sums at most this many rows and
+/// memory stops growing with the batch past it. 512 fills a large GPU several times over.
+const MAX_SLOTS: usize = 512;
 /// Most workgroups a dispatch may have along one dimension.
 const MAX_GROUPS: usize = 65_535;
 
@@ -88,7 +92,7 @@ pub fn available(device: &Device, classes: usize) -> bool {
 }
 
 /// Whether a kernel launch for `n` images of `h` x `w` fits the adapter's largest storage
-/// binding (its scratch and per-sample gradients are one buffer each). An allocation that
+/// binding (its scratch and its gradient rows are one buffer each). An allocation that
 /// does not fit is refused here, with the message an allocation failure has, so the memory
 /// policy halves the batch before anything is launched.
 pub fn check_fits(
@@ -99,9 +103,9 @@ pub fn check_fits(
     training: bool,
 ) -> Result<(), String> {
     let code = model_code(model);
-    let scratch = n * scratch_per_sample(code, h, w) * 4;
+    let scratch = slots(n) * scratch_per_sample(code, h, w) * 4;
     let grads = if training {
-        n * params_len(model, h * w, classes) * 4
+        slots(n) * params_len(model, h * w, classes) * 4
     } else {
         0
     };
@@ -243,10 +247,15 @@ fn scratch_per_sample(model: u32, h: usize, w: usize) -> usize {
     (h + 2) * (w + 2) + 8 * padded + 8 * hp * wp + 16 * padded + 8 * hp * wp
 }
 
-/// One workgroup per sample, spread over y past the per-dimension limit.
-fn per_sample(n: usize) -> CubeCount {
-    let x = n.clamp(1, MAX_GROUPS);
-    CubeCount::Static(x as u32, n.div_ceil(MAX_GROUPS).max(1) as u32, 1)
+/// Workgroups of a sample kernel for a batch of `n`: one per sample up to [`MAX_SLOTS`].
+fn slots(n: usize) -> usize {
+    n.clamp(1, MAX_SLOTS)
+}
+
+/// `count` workgroups, spread over y past the per-dimension limit.
+fn workgroups(count: usize) -> CubeCount {
+    let x = count.clamp(1, MAX_GROUPS);
+    CubeCount::Static(x as u32, count.div_ceil(MAX_GROUPS).max(1) as u32, 1)
 }
 
 /// What the sample kernel wrote.
@@ -254,8 +263,10 @@ struct Samples {
     logits: CubeTensor,
     /// (N, 2): loss and correct of each sample (modes 1 and 2).
     stats: CubeTensor,
-    /// (N, P): each sample's gradient (mode 2).
+    /// (G, P): each workgroup's sum of its samples' gradients (mode 2).
     grads: Handle,
+    /// G, the number of rows of `grads`.
+    slots: usize,
 }
 
 /// Launches the model's sample kernel in `mode` (0 logits, 1 with losses, 2 with gradients).
@@ -272,6 +283,7 @@ fn launch_samples(
     let p = params_len_of(model, h * w, classes);
     let client = images.client.clone();
     let stride = scratch_per_sample(model, h, w);
+    let slots = slots(n);
     let tensor = |shape: [usize; 2]| {
         CubeTensor::new_contiguous(
             client.clone(),
@@ -283,8 +295,8 @@ fn launch_samples(
     };
     let logits = tensor([n, classes]);
     let stats = tensor([n, 2]);
-    let grads = client.empty(if mode == 2 { n * p * 4 } else { 4 });
-    let scratch = client.empty((n * stride).max(1) * 4);
+    let grads = client.empty(if mode == 2 { slots * p * 4 } else { 4 });
+    let scratch = client.empty((slots * stride).max(1) * 4);
     let labels = match labels {
         Some(labels) => labels.handle.clone(),
         None => client.create_from_slice(&words(&[0])),
@@ -297,6 +309,7 @@ fn launch_samples(
         p as u32,
         mode,
         stride as u32,
+        slots as u32,
     ]));
     let source = if model == model_code(Model::Baseline) {
         (
@@ -311,7 +324,7 @@ fn launch_samples(
     };
     client.launch(
         kernel_sized(source.0, source.1, SAMPLE_WORKGROUP),
-        per_sample(n),
+        workgroups(slots),
         KernelArguments::new().with_buffers(vec![
             images.handle.clone().binding(),
             labels.binding(),
@@ -327,6 +340,7 @@ fn launch_samples(
         logits,
         stats,
         grads,
+        slots,
     }
 }
 
@@ -398,7 +412,12 @@ impl TrainKernels for CubeBackend {
             client.empty(16),
             DType::F32,
         );
-        let dims = client.create_from_slice(&words(&[n as u32, p as u32, gradients_only as u32]));
+        let dims = client.create_from_slice(&words(&[
+            samples.slots as u32,
+            p as u32,
+            gradients_only as u32,
+            n as u32,
+        ]));
         client.launch(
             kernel(
                 "train_update",
