@@ -103,6 +103,42 @@ fn put(i: u32, v: f32, first: bool) {
     }
 }
 
+// Max-pool's step: `value` replaces the best so far where it is larger (so the first maximum
+// wins), and `k` is recorded as where it was.
+fn pool_step(best: ptr<function, vec4<f32>>, at: ptr<function, vec4<f32>>, value: vec4<f32>, k: f32) {
+    let larger = value > *best;
+    *at = select(*at, vec4<f32>(k), larger);
+    *best = select(*best, value, larger);
+}
+
+// conv2's input for weight column j at output pixel (y, x): the pooled map's channel and tap
+// of column j < 72, 1 for the bias column 72 (and anything past it, which is not written).
+fn column(j: u32, pool: u32, pw: u32, y: u32, x: u32) -> f32 {
+    if (j >= 72u) {
+        return 1.0;
+    }
+    let ky = (j % 9u) / 3u;
+    let kx = j % 3u;
+    return scratch[pool + ((y + ky) * pw + x + kx) * 8u + j / 9u];
+}
+
+// conv2's gradient of column j (a weight column, or the bias for j = 72), 16 output channels.
+fn put_conv2(g: u32, j: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, first: bool) {
+    var at = g + W2 + j;
+    var step = 72u;
+    if (j == 72u) {
+        at = g + B2;
+        step = 1u;
+    }
+    for (var c = 0u; c < 4u; c = c + 1u) {
+        let a = select(select(a0, a1, c == 1u), select(a2, a3, c == 3u), c >= 2u);
+        put(at + (4u * c) * step, a.x, first);
+        put(at + (4u * c + 1u) * step, a.y, first);
+        put(at + (4u * c + 2u) * step, a.z, first);
+        put(at + (4u * c + 3u) * step, a.w, first);
+    }
+}
+
 // Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
 fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     // The previous sample of this workgroup is done with the scratch and shared values.
@@ -150,37 +186,51 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     }
     storageBarrier();
 
-    // conv1 + ReLU + max-pool: invocation per pooled cell, all 8 channels; the first maximum
-    // of the 2x2 window wins.
+    // conv1 + ReLU + max-pool: invocation per pooled cell, all 8 channels of the 2x2 window's
+    // four pixels (each weight read serves all four); the first maximum of the window wins.
     for (var cell = t; cell < cells; cell = cell + WG) {
-        let y = cell / wp;
-        let x = cell % wp;
-        var best0 = vec4<f32>(-3.0e38);
-        var best1 = vec4<f32>(-3.0e38);
-        var at0 = vec4<f32>(0.0);
-        var at1 = vec4<f32>(0.0);
-        for (var k = 0u; k < 4u; k = k + 1u) {
-            // conv1's window for output pixel (2y + k / 2, 2x + k % 2) starts there in the
-            // padded image.
-            let corner = img + (2u * y + k / 2u) * iw + 2u * x + k % 2u;
-            var a0 = params4(B1, 1u);
-            var a1 = params4(B1 + 4u, 1u);
-            for (var ky = 0u; ky < 3u; ky = ky + 1u) {
-                for (var kx = 0u; kx < 3u; kx = kx + 1u) {
-                    let v = scratch[corner + ky * iw + kx];
-                    a0 = a0 + v * params4(ky * 3u + kx, 9u);
-                    a1 = a1 + v * params4(36u + ky * 3u + kx, 9u);
-                }
+        // conv1's window for output pixel (2y + k / 2, 2x + k % 2) starts there in the padded
+        // image.
+        let corner = img + 2u * (cell / wp) * iw + 2u * (cell % wp);
+        var a0 = params4(B1, 1u);
+        var a1 = params4(B1 + 4u, 1u);
+        var b0 = a0;
+        var b1 = a1;
+        var c0 = a0;
+        var c1 = a1;
+        var d0 = a0;
+        var d1 = a1;
+        for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+            for (var kx = 0u; kx < 3u; kx = kx + 1u) {
+                let at = corner + ky * iw + kx;
+                let w0 = params4(ky * 3u + kx, 9u);
+                let w1 = params4(36u + ky * 3u + kx, 9u);
+                let p0 = scratch[at];
+                let p1 = scratch[at + 1u];
+                let p2 = scratch[at + iw];
+                let p3 = scratch[at + iw + 1u];
+                a0 = a0 + p0 * w0;
+                a1 = a1 + p0 * w1;
+                b0 = b0 + p1 * w0;
+                b1 = b1 + p1 * w1;
+                c0 = c0 + p2 * w0;
+                c1 = c1 + p2 * w1;
+                d0 = d0 + p3 * w0;
+                d1 = d1 + p3 * w1;
             }
-            a0 = max(a0, zero);
-            a1 = max(a1, zero);
-            let k4 = vec4<f32>(f32(k));
-            at0 = select(at0, k4, a0 > best0);
-            at1 = select(at1, k4, a1 > best1);
-            best0 = select(best0, a0, a0 > best0);
-            best1 = select(best1, a1, a1 > best1);
         }
-        let at = pool + ((y + 1u) * pw + x + 1u) * 8u;
+        // ReLU, then the window's first maximum and where it was (0 .. 3, row-major).
+        var best0 = max(a0, zero);
+        var best1 = max(a1, zero);
+        var at0 = zero;
+        var at1 = zero;
+        pool_step(&best0, &at0, max(b0, zero), 1.0);
+        pool_step(&best1, &at1, max(b1, zero), 1.0);
+        pool_step(&best0, &at0, max(c0, zero), 2.0);
+        pool_step(&best1, &at1, max(c1, zero), 2.0);
+        pool_step(&best0, &at0, max(d0, zero), 3.0);
+        pool_step(&best1, &at1, max(d1, zero), 3.0);
+        let at = pool + ((cell / wp + 1u) * pw + cell % wp + 1u) * 8u;
         store4(at, best0);
         store4(at + 4u, best1);
         store4(argmax + cell * 8u, at0);
@@ -188,32 +238,55 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     }
     storageBarrier();
 
-    // conv2 + ReLU: invocation per pixel, all 16 channels, written inside conv2's padded map.
-    for (var cell = t; cell < cells; cell = cell + WG) {
-        let y = cell / wp;
-        let x = cell % wp;
+    // conv2 + ReLU: invocation per two pixels (cell and cell + half), all 16 channels, written
+    // inside conv2's padded map. Each weight read serves both pixels.
+    let half = (cells + 1u) / 2u;
+    for (var cell = t; cell < half; cell = cell + WG) {
+        let other = min(cell + half, cells - 1u);
+        let at0 = pool + ((cell / wp) * pw + cell % wp) * 8u;
+        let at1 = pool + ((other / wp) * pw + other % wp) * 8u;
         var a0 = params4(B2, 1u);
         var a1 = params4(B2 + 4u, 1u);
         var a2 = params4(B2 + 8u, 1u);
         var a3 = params4(B2 + 12u, 1u);
+        var b0 = a0;
+        var b1 = a1;
+        var b2 = a2;
+        var b3 = a3;
         for (var ky = 0u; ky < 3u; ky = ky + 1u) {
             for (var kx = 0u; kx < 3u; kx = kx + 1u) {
-                let at = pool + ((y + ky) * pw + x + kx) * 8u;
+                let tap = (ky * pw + kx) * 8u;
                 for (var ci = 0u; ci < 8u; ci = ci + 1u) {
-                    let v = scratch[at + ci];
+                    let u = scratch[at0 + tap + ci];
+                    let v = scratch[at1 + tap + ci];
                     let o = W2 + ci * 9u + ky * 3u + kx;
-                    a0 = a0 + v * params4(o, 72u);
-                    a1 = a1 + v * params4(o + 288u, 72u);
-                    a2 = a2 + v * params4(o + 576u, 72u);
-                    a3 = a3 + v * params4(o + 864u, 72u);
+                    let w0 = params4(o, 72u);
+                    let w1 = params4(o + 288u, 72u);
+                    let w2 = params4(o + 576u, 72u);
+                    let w3 = params4(o + 864u, 72u);
+                    a0 = a0 + u * w0;
+                    a1 = a1 + u * w1;
+                    a2 = a2 + u * w2;
+                    a3 = a3 + u * w3;
+                    b0 = b0 + v * w0;
+                    b1 = b1 + v * w1;
+                    b2 = b2 + v * w2;
+                    b3 = b3 + v * w3;
                 }
             }
         }
-        let at = dz + ((y + 1u) * pw + x + 1u) * 16u;
-        store4(at, max(a0, zero));
-        store4(at + 4u, max(a1, zero));
-        store4(at + 8u, max(a2, zero));
-        store4(at + 12u, max(a3, zero));
+        let out0 = dz + ((cell / wp + 1u) * pw + cell % wp + 1u) * 16u;
+        store4(out0, max(a0, zero));
+        store4(out0 + 4u, max(a1, zero));
+        store4(out0 + 8u, max(a2, zero));
+        store4(out0 + 12u, max(a3, zero));
+        if (cell + half < cells) {
+            let out1 = dz + ((other / wp + 1u) * pw + other % wp + 1u) * 16u;
+            store4(out1, max(b0, zero));
+            store4(out1 + 4u, max(b1, zero));
+            store4(out1 + 8u, max(b2, zero));
+            store4(out1 + 12u, max(b3, zero));
+        }
     }
     storageBarrier();
 
@@ -279,65 +352,78 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     }
     storageBarrier();
 
-    // conv2's weights and bias: invocation per (input channel, tap) and one for the bias, all
-    // 16 output channels.
-    for (var j = t; j < 73u; j = j + WG) {
-        let ci = j / 9u;
-        let ky = (j % 9u) / 3u;
-        let kx = j % 3u;
+    // conv2's weights and bias: 73 columns (72 of (input channel, tap), then the bias), all 16
+    // output channels each; an invocation takes columns j and j + 37, so each read of conv2's
+    // gradient serves both.
+    for (var j = t; j < 37u; j = j + WG) {
+        let k = j + 37u;
         var a0 = zero;
         var a1 = zero;
         var a2 = zero;
         var a3 = zero;
+        var b0 = zero;
+        var b1 = zero;
+        var b2 = zero;
+        var b3 = zero;
         for (var y = 0u; y < hp; y = y + 1u) {
             for (var x = 0u; x < wp; x = x + 1u) {
-                var v = 1.0;
-                if (j < 72u) {
-                    v = scratch[pool + ((y + ky) * pw + x + kx) * 8u + ci];
-                }
+                let u = column(j, pool, pw, y, x);
+                let v = column(k, pool, pw, y, x);
                 let at = dz + ((y + 1u) * pw + x + 1u) * 16u;
-                a0 = a0 + v * scratch4(at);
-                a1 = a1 + v * scratch4(at + 4u);
-                a2 = a2 + v * scratch4(at + 8u);
-                a3 = a3 + v * scratch4(at + 12u);
+                let d0 = scratch4(at);
+                let d1 = scratch4(at + 4u);
+                let d2 = scratch4(at + 8u);
+                let d3 = scratch4(at + 12u);
+                a0 = a0 + u * d0;
+                a1 = a1 + u * d1;
+                a2 = a2 + u * d2;
+                a3 = a3 + u * d3;
+                b0 = b0 + v * d0;
+                b1 = b1 + v * d1;
+                b2 = b2 + v * d2;
+                b3 = b3 + v * d3;
             }
         }
-        var at = g + B2;
-        var step = 1u;
-        if (j < 72u) {
-            at = g + W2 + j;
-            step = 72u;
-        }
-        for (var c = 0u; c < 4u; c = c + 1u) {
-            let a = select(select(a0, a1, c == 1u), select(a2, a3, c == 3u), c >= 2u);
-            put(at + (4u * c) * step, a.x, first);
-            put(at + (4u * c + 1u) * step, a.y, first);
-            put(at + (4u * c + 2u) * step, a.z, first);
-            put(at + (4u * c + 3u) * step, a.w, first);
+        put_conv2(g, j, a0, a1, a2, a3, first);
+        if (k < 73u) {
+            put_conv2(g, k, b0, b1, b2, b3, first);
         }
     }
 
-    // The gradient at the pooled map (conv2 transposed): invocation per pixel, all 8 input
-    // channels.
-    for (var cell = t; cell < cells; cell = cell + WG) {
-        let y = cell / wp;
-        let x = cell % wp;
+    // The gradient at the pooled map (conv2 transposed): an invocation per two pixels (cell
+    // and cell + half), all 8 input channels; each weight read serves both.
+    for (var cell = t; cell < half; cell = cell + WG) {
+        let other = min(cell + half, cells - 1u);
+        // conv2's output (y + 1 - ky, x + 1 - kx) in padded coordinates is
+        // (y + 2 - ky, x + 2 - kx): from (y, x), minus the tap.
+        let at0 = dz + ((cell / wp + 2u) * pw + cell % wp + 2u) * 16u;
+        let at1 = dz + ((other / wp + 2u) * pw + other % wp + 2u) * 16u;
         var d0 = zero;
         var d1 = zero;
+        var e0 = zero;
+        var e1 = zero;
         for (var ky = 0u; ky < 3u; ky = ky + 1u) {
             for (var kx = 0u; kx < 3u; kx = kx + 1u) {
-                // conv2's output (y + 1 - ky, x + 1 - kx), in padded coordinates.
-                let at = dz + ((y + 2u - ky) * pw + x + 2u - kx) * 16u;
+                let tap = (ky * pw + kx) * 16u;
                 for (var c = 0u; c < 16u; c = c + 1u) {
-                    let v = scratch[at + c];
+                    let u = scratch[at0 - tap + c];
+                    let v = scratch[at1 - tap + c];
                     let o = W2 + c * 72u + ky * 3u + kx;
-                    d0 = d0 + v * params4(o, 9u);
-                    d1 = d1 + v * params4(o + 36u, 9u);
+                    let w0 = params4(o, 9u);
+                    let w1 = params4(o + 36u, 9u);
+                    d0 = d0 + u * w0;
+                    d1 = d1 + u * w1;
+                    e0 = e0 + v * w0;
+                    e1 = e1 + v * w1;
                 }
             }
         }
         store4(dpool + cell * 8u, d0);
         store4(dpool + cell * 8u + 4u, d1);
+        if (cell + half < cells) {
+            store4(dpool + other * 8u, e0);
+            store4(dpool + other * 8u + 4u, e1);
+        }
     }
     storageBarrier();
 
