@@ -32,36 +32,7 @@
 
 const WG: u32 = {{ workgroup_size }}u;
 
-{{ cross_entropy }}
-
-@compute
-@workgroup_size({{ workgroup_size }}, 1, 1)
-fn main(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    // Workgroup `slot` takes samples slot, slot + G, slot + 2G, ... and sums their gradients
-    // into its own row of `grads` (each value has one owning invocation, so in order).
-    let slot = group.x + group.y * groups.x;
-    let slots = dims[7];
-    if (slot >= slots) {
-        return;
-    }
-    for (var n = slot; n < dims[0]; n = n + slots) {
-        one_sample(t, n, slot, n == slot);
-    }
-}
-
-// The gradient value at `i` of this workgroup's row: written by the first sample, added to
-// by the next ones.
-fn put(i: u32, v: f32, first: bool) {
-    if (first) {
-        grads[i] = v;
-    } else {
-        grads[i] = grads[i] + v;
-    }
-}
+{{ sample_common }}
 
 // Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
 fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
@@ -95,7 +66,7 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
         return;
     }
 
-    // Cross-entropy (shaders/cross_entropy.wgsl): the loss and the prediction.
+    // Cross-entropy (shaders/sample_common.wgsl): the loss and the prediction.
     let label = u32(labels[n]);
     sample_loss(t, n, c_total, label);
     if (mode == 1u) {

@@ -50,7 +50,7 @@ const W3: u32 = 1248u;
 
 var<workgroup> feat: array<f32, 16>;
 var<workgroup> dmean: array<vec4<f32>, 4>;
-{{ cross_entropy }}
+{{ sample_common }}
 
 // Four consecutive parameters `step` apart, from `at`.
 fn params4(at: u32, step: u32) -> vec4<f32> {
@@ -72,35 +72,6 @@ fn store4(at: u32, v: vec4<f32>) {
 // Whether (y, x) of a padded map with `hp` x `wp` inside lies on its border.
 fn border(y: u32, x: u32, hp: u32, wp: u32) -> bool {
     return y == 0u || x == 0u || y > hp || x > wp;
-}
-
-@compute
-@workgroup_size({{ workgroup_size }}, 1, 1)
-fn main(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    // Workgroup `slot` takes samples slot, slot + G, slot + 2G, ... and sums their gradients
-    // into its own row of `grads` (each value has one owning invocation, so in order).
-    let slot = group.x + group.y * groups.x;
-    let slots = dims[7];
-    if (slot >= slots) {
-        return;
-    }
-    for (var n = slot; n < dims[0]; n = n + slots) {
-        one_sample(t, n, slot, n == slot);
-    }
-}
-
-// The gradient value at `i` of this workgroup's row: written by the first sample, added to
-// by the next ones.
-fn put(i: u32, v: f32, first: bool) {
-    if (first) {
-        grads[i] = v;
-    } else {
-        grads[i] = grads[i] + v;
-    }
 }
 
 // Max-pool's step: `value` replaces the best so far where it is larger (so the first maximum
@@ -316,7 +287,7 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
         return;
     }
 
-    // Cross-entropy (shaders/cross_entropy.wgsl): the loss and the prediction.
+    // Cross-entropy (shaders/sample_common.wgsl): the loss and the prediction.
     let label = u32(labels[n]);
     sample_loss(t, n, c_total, label);
     if (mode == 1u) {

@@ -106,6 +106,31 @@ fn a_small_memory_limit_halves_twice_before_training() {
     );
 }
 
+/// A lavapipe workshop run without the memory preflight, with `flags`; returns the Tiny CNN's
+/// training halvings (rows of memory_events.csv) and checks every training sample was
+/// trained on once per epoch (`samples` of them).
+fn lavapipe_halvings(flags: &[&str], samples: &str) -> Vec<Vec<String>> {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    trainer()
+        .wgpu()
+        .quiet()
+        .arg("--no-memory-preflight")
+        .args(flags)
+        .quick()
+        .out(&pack)
+        .run_ok();
+    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
+    for row in &timing {
+        assert_eq!(row[6], samples, "every sample trained once: {row:?}");
+    }
+    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
+    events
+        .into_iter()
+        .filter(|e| e[0] == "Tiny CNN" && e[1] == "train")
+        .collect()
+}
+
 /// burn's layers (`--no-gpu-kernels`): conv1's output at 64x64 for the 1,260 training samples
 /// is 256 MiB, more than lavapipe binds, and the allocation really fails.
 #[test]
@@ -113,35 +138,20 @@ fn lavapipe_halves_on_a_real_allocation_failure() {
     if !wgpu_available("lavapipe_halves_on_a_real_allocation_failure") {
         return;
     }
-    let dir = temp();
-    let pack = dir.path().join("pack");
-    trainer()
-        .wgpu()
-        .quiet()
-        .args([
-            "--no-gpu-kernels",
-            "--no-memory-preflight",
-            "--image-size",
-            "64",
-            "--batch-size",
-            "2048",
-            "--samples-per-class",
-            "700",
-        ])
-        .quick()
-        .out(&pack)
-        .run_ok();
-    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
+    let flags = [
+        "--no-gpu-kernels",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2048",
+        "--samples-per-class",
+        "700",
+    ];
+    let events = lavapipe_halvings(&flags, "1260");
     assert!(
-        events
-            .iter()
-            .any(|e| e[0] == "Tiny CNN" && e[1] == "train" && e[4] == "2048"),
+        events.iter().any(|e| e[4] == "2048"),
         "no halving recorded for the Tiny CNN: {events:?}"
     );
-    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
-    for row in &timing {
-        assert_eq!(row[6], "1260", "every sample trained once: {row:?}");
-    }
 }
 
 /// The wgpu kernels: at 80x80, 468 samples' scratch (137 MB) is more than lavapipe binds
@@ -151,34 +161,17 @@ fn the_wgpu_kernels_halve_a_batch_whose_scratch_does_not_fit() {
     if !wgpu_available("the_wgpu_kernels_halve_a_batch_whose_scratch_does_not_fit") {
         return;
     }
-    let dir = temp();
-    let pack = dir.path().join("pack");
-    trainer()
-        .wgpu()
-        .quiet()
-        .args([
-            "--no-memory-preflight",
-            "--image-size",
-            "80",
-            "--batch-size",
-            "1024",
-            "--samples-per-class",
-            "260",
-        ])
-        .quick()
-        .out(&pack)
-        .run_ok();
-    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
-    let cnn: Vec<_> = events
-        .iter()
-        .filter(|e| e[0] == "Tiny CNN" && e[1] == "train")
-        .collect();
+    let flags = [
+        "--image-size",
+        "80",
+        "--batch-size",
+        "1024",
+        "--samples-per-class",
+        "260",
+    ];
+    let events = lavapipe_halvings(&flags, "468");
     assert!(
-        cnn.iter().any(|e| e[6].contains("can't allocate")),
+        events.iter().any(|e| e[6].contains("can't allocate")),
         "no halving recorded for the Tiny CNN: {events:?}"
     );
-    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
-    for row in &timing {
-        assert_eq!(row[6], "468", "every sample trained once: {row:?}");
-    }
 }

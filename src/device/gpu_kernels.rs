@@ -112,8 +112,8 @@ impl KernelSource for WgslKernel {
             .register("workgroup_size", self.cube_dim.x.to_string())
             .register("elem", "f32")
             .register(
-                "cross_entropy",
-                include_str!("../../shaders/cross_entropy.wgsl"),
+                "sample_common",
+                include_str!("../../shaders/sample_common.wgsl"),
             )
     }
 

@@ -1,0 +1,71 @@
+// sample_common: what both *_sample.wgsl kernels share, pasted into them where their template
+// names it (src/device/gpu_kernels.rs fills it in). Uses the including kernel's `grads`,
+// `stats` and `dims` bindings and its workgroup size WG, and calls its
+// one_sample(t, n, slot, first).
+//
+// The entry point hands each workgroup its samples; `put` sums a sample's gradient into the
+// workgroup's row. A kernel fills logit[0 .. C) with one sample's logits, then calls, from
+// uniform control flow, sample_loss (the loss and correct prediction of sample n into
+// stats[2n], stats[2n+1]) and, when training, loss_gradient (dlogit = (softmax - one-hot) / N,
+// the gradient of the batch-mean loss). The prediction is the first maximum, as burn's argmax.
+
+var<workgroup> logit: array<f32, 256>;
+var<workgroup> dlogit: array<f32, 256>;
+var<workgroup> lse: f32;
+
+fn sample_loss(t: u32, n: u32, c_total: u32, label: u32) {
+    if (t == 0u) {
+        var top = logit[0];
+        var best = 0u;
+        for (var c = 1u; c < c_total; c = c + 1u) {
+            if (logit[c] > top) {
+                top = logit[c];
+                best = c;
+            }
+        }
+        var total = 0.0;
+        for (var c = 0u; c < c_total; c = c + 1u) {
+            total = total + exp(logit[c] - top);
+        }
+        lse = top + log(total);
+        stats[2u * n] = lse - logit[label];
+        stats[2u * n + 1u] = select(0.0, 1.0, best == label);
+    }
+    workgroupBarrier();
+}
+
+fn loss_gradient(t: u32, wg: u32, n_total: u32, c_total: u32, label: u32) {
+    for (var c = t; c < c_total; c = c + wg) {
+        dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
+    }
+    workgroupBarrier();
+}
+
+@compute
+@workgroup_size(WG, 1, 1)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    // Workgroup `slot` takes samples slot, slot + G, slot + 2G, ... and sums their gradients
+    // into its own row of `grads` (each value has one owning invocation, so in order).
+    let slot = group.x + group.y * groups.x;
+    let slots = dims[7];
+    if (slot >= slots) {
+        return;
+    }
+    for (var n = slot; n < dims[0]; n = n + slots) {
+        one_sample(t, n, slot, n == slot);
+    }
+}
+
+// The gradient value at `i` of this workgroup's row: written by the first sample, added to
+// by the next ones.
+fn put(i: u32, v: f32, first: bool) {
+    if (first) {
+        grads[i] = v;
+    } else {
+        grads[i] = grads[i] + v;
+    }
+}
