@@ -61,20 +61,12 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
         logit[c] = z;
         logits_out[n * c_total + c] = z;
     }
-    workgroupBarrier();
-    if (mode == 0u) {
-        return;
-    }
-
-    // Cross-entropy (shaders/sample_common.wgsl): the loss and the prediction.
-    let label = u32(labels[n]);
-    sample_loss(t, n, c_total, label);
-    if (mode == 1u) {
+    // Cross-entropy and its gradient (shaders/sample_common.wgsl), as far as the mode asks.
+    if (!loss_and_gradient(t, n, n_total, c_total, mode)) {
         return;
     }
 
     // Backward: the loss (mean over the batch), then the weight as an outer product.
-    loss_gradient(t, WG, n_total, c_total, label);
     let g = slot * p_total;
     for (var j = t; j < p_total; j = j + WG) {
         if (j < bias) {

@@ -1,13 +1,14 @@
 // sample_common: what both *_sample.wgsl kernels share, pasted into them where their template
 // names it (src/device/gpu_kernels.rs fills it in). Uses the including kernel's `grads`,
-// `stats` and `dims` bindings and its workgroup size WG, and calls its
+// `labels`, `stats` and `dims` bindings and its workgroup size WG, and calls its
 // one_sample(t, n, slot, first).
 //
 // The entry point hands each workgroup its samples; `put` sums a sample's gradient into the
 // workgroup's row. A kernel fills logit[0 .. C) with one sample's logits, then calls, from
-// uniform control flow, sample_loss (the loss and correct prediction of sample n into
-// stats[2n], stats[2n+1]) and, when training, loss_gradient (dlogit = (softmax - one-hot) / N,
-// the gradient of the batch-mean loss). The prediction is the first maximum, as burn's argmax.
+// uniform control flow, loss_and_gradient: sample_loss (the loss and correct prediction of
+// sample n into stats[2n], stats[2n+1]) and, when training, loss_gradient (dlogit = (softmax -
+// one-hot) / N, the gradient of the batch-mean loss). The prediction is the first maximum, as
+// burn's argmax.
 
 var<workgroup> logit: array<f32, 256>;
 var<workgroup> dlogit: array<f32, 256>;
@@ -34,11 +35,27 @@ fn sample_loss(t: u32, n: u32, c_total: u32, label: u32) {
     workgroupBarrier();
 }
 
-fn loss_gradient(t: u32, wg: u32, n_total: u32, c_total: u32, label: u32) {
-    for (var c = t; c < c_total; c = c + wg) {
+fn loss_gradient(t: u32, n_total: u32, c_total: u32, label: u32) {
+    for (var c = t; c < c_total; c = c + WG) {
         dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
     }
     workgroupBarrier();
+}
+
+// After logit[] is filled: nothing more in mode 0; the loss and prediction of sample n in
+// mode 1; and dlogit in mode 2, where it returns true so the kernel goes on backward.
+fn loss_and_gradient(t: u32, n: u32, n_total: u32, c_total: u32, mode: u32) -> bool {
+    workgroupBarrier();
+    if (mode == 0u) {
+        return false;
+    }
+    let label = u32(labels[n]);
+    sample_loss(t, n, c_total, label);
+    if (mode == 1u) {
+        return false;
+    }
+    loss_gradient(t, n_total, c_total, label);
+    return true;
 }
 
 @compute

@@ -282,20 +282,12 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
         logit[c] = z;
         logits_out[n * c_total + c] = z;
     }
-    workgroupBarrier();
-    if (mode == 0u) {
-        return;
-    }
-
-    // Cross-entropy (shaders/sample_common.wgsl): the loss and the prediction.
-    let label = u32(labels[n]);
-    sample_loss(t, n, c_total, label);
-    if (mode == 1u) {
+    // Cross-entropy and its gradient (shaders/sample_common.wgsl), as far as the mode asks.
+    if (!loss_and_gradient(t, n, n_total, c_total, mode)) {
         return;
     }
 
     // Backward through the loss (mean over the batch) and the linear layer.
-    loss_gradient(t, WG, n_total, c_total, label);
     if (t < 4u) {
         var d = zero;
         for (var c = 0u; c < c_total; c = c + 1u) {
