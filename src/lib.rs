@@ -14,8 +14,9 @@
 //! - [`device`]: choosing and describing the backend, and the hand-written CPU and GPU
 //!   kernels.
 //! - Shared by all: [`config`] (settings and every constant), [`console`], [`error`],
-//!   [`interrupt`], [`rng`].
+//!   [`interrupt`], [`rng`], [`checksum`].
 
+pub mod checksum;
 pub mod cli;
 pub mod cmd;
 pub mod config;

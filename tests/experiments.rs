@@ -40,7 +40,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         ["actual/predicted", "diagonal", "horizontal", "vertical"]
     );
     let readme = fs::read_to_string(pack.join("README.md")).unwrap();
-    assert!(readme.contains("1 file(s) skipped"), "{readme}");
+    assert!(readme.contains("1 entry skipped"), "{readme}");
     assert!(readme.contains("## Top failure patterns"));
     assert!(readme.contains("bilinear"));
     assert_eq!(
@@ -55,6 +55,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         image_size: 16,
         split: [0.6, 0.2, 0.2],
         folder: Some(data.clone()),
+        split_rule: trainer::data::SplitRule::Stratified,
     };
     let splits = trainer::data::load_splits(&config).unwrap();
     for (part, expected) in [(&splits.train, 9), (&splits.val, 3), (&splits.test, 3)] {

@@ -83,7 +83,7 @@ pub fn evaluate_checkpoint(
             folder.display()
         )));
     }
-    let splits = data::load_splits(&meta.data)?;
+    let test_set = recorded_test_set(&meta)?;
     let mut memory = MemoryPolicy::new(None, true)?;
     let ctx = Context {
         device: &opened.device,
@@ -92,7 +92,7 @@ pub fn evaluate_checkpoint(
     };
     let test = train::evaluate(
         &net,
-        &splits.test,
+        &test_set,
         meta.classes.len(),
         batch_size,
         false,
@@ -104,6 +104,30 @@ pub fn evaluate_checkpoint(
         device: opened.info,
         test,
     })
+}
+
+/// The test part the checkpoint's model was tested on: the recorded files of an image folder
+/// (a folder that changed since is refused, naming the files), or the stripe images its data
+/// settings regenerate.
+fn recorded_test_set(meta: &CheckpointMeta) -> Result<data::ImageDataset> {
+    match (&meta.data.folder, &meta.data_manifest) {
+        (Some(folder), Some(manifest)) => {
+            if !manifest.is_consistent() {
+                return Err(TrainerError::bad_input(
+                    "the checkpoint's list of data files does not match its digest (edited or corrupted)",
+                ));
+            }
+            data::folder::recorded_test_set(
+                folder,
+                manifest,
+                &meta.classes,
+                meta.image_size,
+                meta.normalization,
+            )
+        }
+        // Written before checkpoints listed the files: the folder is split again as then.
+        _ => Ok(data::load_splits(&meta.data)?.test),
+    }
 }
 
 /// The prediction for one image file.

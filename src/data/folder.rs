@@ -5,15 +5,22 @@
 //! `image_size` x `image_size` with bilinear (triangle) resampling, stretching when the
 //! aspect ratio differs. The split is stratified and seeded, so every class appears in every
 //! part; the normalization (mean and standard deviation) comes from the training part only.
+//!
+//! The walk never follows a link to a folder (a loop, or another class's files under this
+//! class's name), reads each file once however many paths lead to it, and records every file
+//! with its part and checksum (a [`DataManifest`]) for the checkpoint.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 
-use crate::data::{DataConfig, ImageDataset, Normalization, Sample, Splits, split_counts};
+use crate::checksum::checksum;
+use crate::data::manifest::{DataManifest, ManifestFile};
+use crate::data::split::{self, Part, minimum_per_class};
+use crate::data::{DataConfig, ImageDataset, Normalization, Sample, Splits};
 use crate::error::{Result, TrainerError};
-use crate::rng;
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
@@ -24,7 +31,12 @@ pub const RESAMPLING: &str = "bilinear (triangle filter), aspect ratio not kept"
 /// Reads one image file as `size` x `size` luminance values in [0, 1].
 pub fn read_luminance(path: &Path, size: usize) -> std::result::Result<Vec<f32>, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    let decoded = image::load_from_memory(&bytes).map_err(|e| e.to_string())?;
+    decode_luminance(&bytes, size)
+}
+
+/// Decodes an image file's bytes as `size` x `size` luminance values in [0, 1].
+pub fn decode_luminance(bytes: &[u8], size: usize) -> std::result::Result<Vec<f32>, String> {
+    let decoded = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
     let gray = decoded
         .resize_exact(size as u32, size as u32, FilterType::Triangle)
         .to_luma32f();
@@ -37,51 +49,133 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Every file under `dir`, sorted, as paths relative to `root`.
-fn files_under(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Why a link to a folder is skipped, as the skipped list says it.
+pub const FOLDER_LINK: &str =
+    "a link to a folder: not followed (it could loop, or bring files of another class or split)";
+
+/// One image file the walk found.
+#[derive(Clone, Debug)]
+pub struct FoundFile {
+    /// The path relative to the folder, `/`-separated; it starts with the class folder.
+    pub id: String,
+    pub label: usize,
+    pub path: PathBuf,
+}
+
+/// What a walk of an image folder found: the classes, every image file once, and what it
+/// skipped with the reason.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub classes: Vec<String>,
+    pub files: Vec<FoundFile>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The id of `path` under `root`: relative, `/`-separated.
+fn id_of(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// What an entry is, without following a link except to say what it points at.
+enum Entry {
+    Folder,
+    File,
+    LinkToFolder,
+    Broken,
+}
+
+fn entry_kind(path: &Path) -> Entry {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match fs::metadata(path) {
+            Ok(target) if target.is_dir() => Entry::LinkToFolder,
+            Ok(_) => Entry::File,
+            Err(_) => Entry::Broken,
+        },
+        Ok(m) if m.is_dir() => Entry::Folder,
+        Ok(_) => Entry::File,
+        Err(_) => Entry::Broken,
+    }
+}
+
+/// The entries of `dir`, sorted.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| TrainerError::io("reading folder", dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            files_under(&path, root, out)?;
-        } else {
-            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+    Ok(entries)
+}
+
+/// A file the walk found: its path and whether it was reached through a link to it.
+struct Candidate {
+    path: PathBuf,
+    link: bool,
+}
+
+/// Every file under `dir` (links to files included, links to folders skipped), sorted.
+fn files_under(
+    dir: &Path,
+    root: &Path,
+    out: &mut Vec<Candidate>,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<()> {
+    for path in sorted_entries(dir)? {
+        match entry_kind(&path) {
+            Entry::Folder => files_under(&path, root, out, skipped)?,
+            Entry::File => out.push(Candidate {
+                link: fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()),
+                path,
+            }),
+            Entry::LinkToFolder => skipped.push((id_of(&path, root), FOLDER_LINK.to_string())),
+            Entry::Broken => skipped.push((
+                id_of(&path, root),
+                "a broken link or an unreadable entry".to_string(),
+            )),
         }
     }
     Ok(())
 }
 
-/// The smallest number of images a class needs so that each part of `split` gets one.
-pub fn minimum_per_class(split: [f64; 3]) -> usize {
-    (3..10_000)
-        .find(|&n| split_counts(n, split).iter().all(|&c| c >= 1))
-        .unwrap_or(10_000)
+/// The class folders of `root`: its subfolders, sorted, hidden ones left out; links to
+/// folders are skipped (and listed), like any link to a folder below.
+fn class_folders(root: &Path, skipped: &mut Vec<(String, String)>) -> Result<Vec<PathBuf>> {
+    let mut class_dirs = Vec::new();
+    for path in sorted_entries(root)? {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        match entry_kind(&path) {
+            _ if hidden => {}
+            Entry::Folder => class_dirs.push(path),
+            Entry::LinkToFolder => skipped.push((id_of(&path, root), FOLDER_LINK.to_string())),
+            Entry::File => {
+                skipped.push((id_of(&path, root), "not inside a class folder".to_string()))
+            }
+            Entry::Broken => skipped.push((
+                id_of(&path, root),
+                "a broken link or an unreadable entry".to_string(),
+            )),
+        }
+    }
+    Ok(class_dirs)
 }
 
-/// Loads `config.folder` and splits it.
-pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
-    let Some(root) = &config.folder else {
-        return Err(TrainerError::bad_input("no --data folder given"));
-    };
+/// Walks an image folder: its classes, and every image file once. A link to a folder is never
+/// followed; two paths to one file (by canonical path) are read once, and one file in two
+/// classes is refused.
+pub fn list_folder(root: &Path) -> Result<Listing> {
     if !root.is_dir() {
         return Err(TrainerError::bad_input(format!(
             "--data '{}' is not a folder",
             root.display()
         )));
     }
-    let mut class_dirs: Vec<PathBuf> = fs::read_dir(root)
-        .map_err(|e| TrainerError::io("reading folder", root, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    class_dirs.sort();
+    let mut skipped = Vec::new();
+    let class_dirs = class_folders(root, &mut skipped)?;
     let classes: Vec<String> = class_dirs
         .iter()
         .map(|p| {
@@ -91,90 +185,147 @@ pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
                 .into_owned()
         })
         .collect();
-    match classes.len() {
-        0 => {
-            return Err(TrainerError::bad_input(format!(
-                "--data '{}' has no class folders: put each class's images in a subfolder named after the class",
-                root.display()
-            )));
-        }
-        1 => {
-            return Err(TrainerError::bad_input(format!(
-                "--data '{}' has one class folder ('{}'); a classifier needs at least two",
-                root.display(),
-                classes[0]
-            )));
-        }
-        _ => {}
-    }
-
-    let minimum = minimum_per_class(config.split);
-    let mut skipped = Vec::new();
-    let mut by_class: Vec<Vec<Sample>> = Vec::new();
+    check_class_count(root, &classes)?;
+    // Every image file of every class, with its canonical path.
+    let mut found: Vec<(usize, Candidate, PathBuf)> = Vec::new();
     for (label, dir) in class_dirs.iter().enumerate() {
-        let mut files = Vec::new();
-        files_under(dir, root, &mut files)?;
-        let mut samples = Vec::new();
-        for relative in files {
-            let id = relative.to_string_lossy().replace('\\', "/");
-            if !is_image(&relative) {
-                skipped.push((id, "not a PNG, JPEG or BMP file".to_string()));
+        let mut candidates = Vec::new();
+        files_under(dir, root, &mut candidates, &mut skipped)?;
+        for candidate in candidates {
+            if !is_image(&candidate.path) {
+                skipped.push((
+                    id_of(&candidate.path, root),
+                    "not a PNG, JPEG or BMP file".to_string(),
+                ));
                 continue;
             }
-            let image = read_luminance(&root.join(&relative), config.image_size).map_err(|e| {
-                TrainerError::bad_input(format!(
-                    "cannot read image '{}': {e} (remove or replace the file)",
-                    root.join(&relative).display()
-                ))
-            })?;
-            samples.push(Sample {
-                image,
-                label,
-                sample_id: id,
-                recipe: None,
-            });
+            let canonical =
+                fs::canonicalize(&candidate.path).unwrap_or_else(|_| candidate.path.clone());
+            found.push((label, candidate, canonical));
         }
+    }
+    // Which path reads each file: the first that is not a link, else the first link. One
+    // file under two classes cannot have one label.
+    let mut reader: HashMap<&Path, usize> = HashMap::new();
+    for (i, (label, candidate, canonical)) in found.iter().enumerate() {
+        match reader.get(canonical.as_path()) {
+            None => {
+                reader.insert(canonical, i);
+            }
+            Some(&first) if found[first].0 != *label => {
+                return Err(TrainerError::bad_input(format!(
+                    "'{}' and '{}' are the same file in two classes ('{}' and '{}'); a file can have one label only: remove one of them",
+                    id_of(&found[first].1.path, root),
+                    id_of(&candidate.path, root),
+                    classes[found[first].0],
+                    classes[*label]
+                )));
+            }
+            Some(&first) if found[first].1.link && !candidate.link => {
+                reader.insert(canonical, i);
+            }
+            Some(_) => {}
+        }
+    }
+    let mut files = Vec::new();
+    for (i, (label, candidate, canonical)) in found.iter().enumerate() {
+        let id = id_of(&candidate.path, root);
+        let chosen = reader[canonical.as_path()];
+        if chosen != i {
+            let first = id_of(&found[chosen].1.path, root);
+            skipped.push((id, format!("the same file as '{first}' (read once)")));
+            continue;
+        }
+        files.push(FoundFile {
+            id,
+            label: *label,
+            path: candidate.path.clone(),
+        });
+    }
+    Ok(Listing {
+        classes,
+        files,
+        skipped,
+    })
+}
+
+fn check_class_count(root: &Path, classes: &[String]) -> Result<()> {
+    match classes.len() {
+        0 => Err(TrainerError::bad_input(format!(
+            "--data '{}' has no class folders: put each class's images in a subfolder named after the class",
+            root.display()
+        ))),
+        1 => Err(TrainerError::bad_input(format!(
+            "--data '{}' has one class folder ('{}'); a classifier needs at least two",
+            root.display(),
+            classes[0]
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads `file` as a sample, and the checksum of its bytes.
+fn read_sample(file: &FoundFile, size: usize) -> Result<(Sample, String)> {
+    let bytes = fs::read(&file.path).map_err(|e| {
+        TrainerError::bad_input(format!(
+            "cannot read image '{}': {e} (remove or replace the file)",
+            file.path.display()
+        ))
+    })?;
+    let image = decode_luminance(&bytes, size).map_err(|e| {
+        TrainerError::bad_input(format!(
+            "cannot read image '{}': {e} (remove or replace the file)",
+            file.path.display()
+        ))
+    })?;
+    let sample = Sample {
+        image,
+        label: file.label,
+        sample_id: file.id.clone(),
+        recipe: None,
+    };
+    Ok((sample, checksum(&bytes)))
+}
+
+/// Loads `config.folder` and splits it (stratified by class, see [`split::stratified`]).
+pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
+    let Some(root) = &config.folder else {
+        return Err(TrainerError::bad_input("no --data folder given"));
+    };
+    let listing = list_folder(root)?;
+    let minimum = minimum_per_class(config.split);
+    let mut by_class: Vec<Vec<Sample>> = vec![Vec::new(); listing.classes.len()];
+    let mut sums = HashMap::new();
+    for file in &listing.files {
+        let (sample, sum) = read_sample(file, config.image_size)?;
+        sums.insert(sample.sample_id.clone(), sum);
+        by_class[file.label].push(sample);
+    }
+    for (label, samples) in by_class.iter().enumerate() {
         if samples.len() < minimum {
             return Err(TrainerError::bad_input(format!(
                 "class '{}' has {} image(s); the split {},{},{} needs at least {minimum} per class so that each part gets one",
-                classes[label],
+                listing.classes[label],
                 samples.len(),
                 config.split[0],
                 config.split[1],
                 config.split[2]
             )));
         }
-        by_class.push(samples);
     }
-
-    // Stratified: each class is split on its own by a seeded permutation.
-    let mut parts: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    for (label, samples) in by_class.into_iter().enumerate() {
-        let order = rng::permutation(
-            samples.len(),
-            rng::key(config.seed, rng::stream::SPLIT, label as u32 + 1),
-        );
-        let [train, val, _] = split_counts(samples.len(), config.split);
-        for (position, &index) in order.iter().enumerate() {
-            let part = if position < train {
-                0
-            } else if position < train + val {
-                1
-            } else {
-                2
-            };
-            parts[part].push(samples[index].clone());
-        }
-    }
-    // Mix the classes within each part (the training loader reshuffles every epoch anyway).
-    for (i, part) in parts.iter_mut().enumerate() {
-        let order = rng::permutation(
-            part.len(),
-            rng::key(config.seed, rng::stream::SPLIT, 1000 + i as u32),
-        );
-        *part = order.into_iter().map(|j| part[j].clone()).collect();
-    }
-
+    let mut parts = split::stratified(&by_class, config.split, config.seed);
+    let manifest = DataManifest::new(
+        Part::ALL
+            .iter()
+            .zip(&parts)
+            .flat_map(|(&part, samples)| samples.iter().map(move |s| (part, s.sample_id.clone())))
+            .map(|(part, file)| ManifestFile {
+                checksum: sums.get(&file).cloned().unwrap_or_default(),
+                file,
+                part,
+            })
+            .collect(),
+    );
     let normalization = training_statistics(&parts[0]);
     for part in parts.iter_mut() {
         for sample in part.iter_mut() {
@@ -190,10 +341,63 @@ pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
         train: dataset(train),
         val: dataset(val),
         test: dataset(test),
-        classes,
+        classes: listing.classes,
         image_size: config.image_size,
         normalization,
-        skipped,
+        skipped: listing.skipped,
+        manifest: Some(manifest),
+    })
+}
+
+/// The checksum of every image file of the folder as it is now, by path.
+pub fn folder_now(root: &Path) -> Result<BTreeMap<String, String>> {
+    let listing = list_folder(root)?;
+    let mut now = BTreeMap::new();
+    for file in &listing.files {
+        let bytes = fs::read(&file.path).map_err(|e| TrainerError::io("reading", &file.path, e))?;
+        now.insert(file.id.clone(), checksum(&bytes));
+    }
+    Ok(now)
+}
+
+/// The test part a folder run recorded, read again from `root` after checking that the
+/// folder is what the run read: a changed folder is a bad input naming the files.
+pub fn recorded_test_set(
+    root: &Path,
+    manifest: &DataManifest,
+    classes: &[String],
+    image_size: usize,
+    normalization: Normalization,
+) -> Result<ImageDataset> {
+    let changes = manifest.changes(&folder_now(root)?);
+    if !changes.is_empty() {
+        return Err(TrainerError::bad_input(format!(
+            "the data folder '{}' changed since training: {}; the model is tested on the files it was tested on, so put them back (or train again; predict classifies single images)",
+            root.display(),
+            changes.describe(5)
+        )));
+    }
+    let mut samples = Vec::new();
+    for file in manifest.part(Part::Test) {
+        let class = file.file.split('/').next().unwrap_or_default();
+        let label = classes.iter().position(|c| c == class).ok_or_else(|| {
+            TrainerError::bad_input(format!(
+                "the recorded test file '{}' is not in a class of the checkpoint",
+                file.file
+            ))
+        })?;
+        let found = FoundFile {
+            id: file.file.clone(),
+            label,
+            path: root.join(&file.file),
+        };
+        let (mut sample, _) = read_sample(&found, image_size)?;
+        normalization.apply(&mut sample.image);
+        samples.push(sample);
+    }
+    Ok(ImageDataset {
+        samples,
+        image_size,
     })
 }
 
@@ -215,16 +419,5 @@ fn training_statistics(train: &[Sample]) -> Normalization {
     Normalization {
         mean: mean as f32,
         std: (var.sqrt() as f32).max(1e-6),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workshop_split_needs_three_images_per_class() {
-        assert_eq!(minimum_per_class([0.6, 0.2, 0.2]), 3);
-        assert!(minimum_per_class([0.8, 0.1, 0.1]) > 3);
     }
 }

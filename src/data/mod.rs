@@ -14,6 +14,11 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 
 pub mod folder;
+pub mod manifest;
+pub mod split;
+
+pub use manifest::DataManifest;
+pub use split::{Part, SplitRule, split_counts};
 
 use crate::error::{Result, TrainerError};
 use crate::rng;
@@ -21,7 +26,8 @@ use crate::rng;
 /// The three classes of the workshop, in label order.
 pub const CLASSES: [&str; 3] = ["vertical_stripe", "horizontal_stripe", "diagonal_stripe"];
 
-/// The smallest image the stripe recipe can draw (a 4x4 patch must fit with room to move).
+/// The smallest image size, for stripes and folders alike (the stripe recipe's 4x4 patch
+/// must fit with room to move); training and loading a checkpoint check the same bound.
 pub const MIN_IMAGE_SIZE: usize = 5;
 /// The largest image size accepted.
 pub const MAX_IMAGE_SIZE: usize = 512;
@@ -37,6 +43,13 @@ pub struct DataConfig {
     pub split: [f64; 3],
     /// A folder of class subfolders instead of the stripe images.
     pub folder: Option<std::path::PathBuf>,
+    /// How the parts were drawn (checkpoints written before the field existed used one
+    /// permutation of all stripe images, and do not name it).
+    #[serde(
+        default = "SplitRule::legacy",
+        skip_serializing_if = "SplitRule::is_legacy"
+    )]
+    pub split_rule: SplitRule,
 }
 
 /// The workshop's split.
@@ -74,6 +87,7 @@ impl DataConfig {
             image_size,
             split: DEFAULT_SPLIT,
             folder: None,
+            split_rule: SplitRule::Stratified,
         }
     }
 
@@ -87,20 +101,15 @@ impl DataConfig {
                 "--split takes three positive shares that add up to 1 (train,val,test such as 0.6,0.2,0.2), got {a},{b},{c}"
             )));
         }
-        if self.folder.is_some() {
-            if !(2..=MAX_IMAGE_SIZE).contains(&self.image_size) {
-                return Err(TrainerError::bad_input(format!(
-                    "--image-size must be between 2 and {MAX_IMAGE_SIZE} for an image folder (the CNN pools by 2), got {}",
-                    self.image_size
-                )));
-            }
-            return Ok(());
-        }
+        // One bound for stripes and folders, for training and for loading a checkpoint.
         if !(MIN_IMAGE_SIZE..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(TrainerError::bad_input(format!(
                 "--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} (the stripe recipe and the CNN's pooling need at least {MIN_IMAGE_SIZE}), got {}",
                 self.image_size
             )));
+        }
+        if self.folder.is_some() {
+            return Ok(());
         }
         if !(5..=1_000_000).contains(&self.samples_per_class) {
             return Err(TrainerError::bad_input(format!(
@@ -114,16 +123,15 @@ impl DataConfig {
     /// Sizes of the train, val and test parts of the stripe images (the workshop's
     /// 252/84/84 at the defaults).
     pub fn split_sizes(&self) -> [usize; 3] {
-        split_counts(self.samples_per_class * CLASSES.len(), self.split)
+        match self.split_rule {
+            SplitRule::Stratified => {
+                split::stratified_counts(&[self.samples_per_class; CLASSES.len()], self.split)
+            }
+            SplitRule::Permutation => {
+                split_counts(self.samples_per_class * CLASSES.len(), self.split)
+            }
+        }
     }
-}
-
-/// Splits `total` items by `shares`: val and test are rounded, train takes the rest.
-pub fn split_counts(total: usize, shares: [f64; 3]) -> [usize; 3] {
-    let val = (total as f64 * shares[1]).round() as usize;
-    let test = (total as f64 * shares[2]).round() as usize;
-    let train = total.saturating_sub(val + test);
-    [train, val.min(total), test.min(total - val.min(total))]
 }
 
 /// Loads the data set the configuration names: the image folder, or the stripe images.
@@ -231,6 +239,21 @@ impl ImageDataset {
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
+
+    /// Checks every label against the class count, on the host, before a kernel reads one
+    /// (the WGSL kernels index their arrays by label, and cubecl compiles them without
+    /// bounds checks).
+    pub fn check_labels(&self, classes: usize) -> Result<()> {
+        match self.samples.iter().find(|s| s.label >= classes) {
+            Some(s) => Err(TrainerError::bad_input(format!(
+                "sample '{}' has label {} but the model has {classes} classes (labels 0 to {})",
+                s.sample_id,
+                s.label,
+                classes.saturating_sub(1)
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Dataset<Sample> for ImageDataset {
@@ -259,48 +282,59 @@ pub struct Splits {
     pub normalization: Normalization,
     /// Files of an image folder that were not images, with the reason (none for stripes).
     pub skipped: Vec<(String, String)>,
+    /// Every file of an image folder with its part and checksum (none for stripes, which
+    /// the data config regenerates).
+    pub manifest: Option<DataManifest>,
 }
 
-/// Generates the stripe data set and splits it by a seeded permutation (the workshop's
-/// `random_split` with [252, 84, 84] at the defaults).
+/// Generates the stripe data set and splits it: stratified by class (the workshop's
+/// [252, 84, 84] at the defaults, 84/28/28 of each class), or by the one permutation of
+/// packs written before that.
 pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
     config.validate()?;
-    let mut all = Vec::with_capacity(config.samples_per_class * CLASSES.len());
-    for (label, name) in CLASSES.iter().enumerate() {
-        for index in 0..config.samples_per_class {
-            all.push(Sample {
-                image: stripe_image(config.seed, label, index, config.image_size),
-                label,
-                sample_id: format!("{name}_{index:03}"),
-                recipe: Some(Recipe {
-                    seed: config.seed,
-                    class: label as u32,
-                    index: index as u32,
-                }),
-            });
-        }
-    }
-    let order = rng::permutation(all.len(), rng::key(config.seed, rng::stream::SPLIT, 0));
     let [train, val, test] = config.split_sizes();
     if train == 0 || val == 0 || test == 0 {
         return Err(TrainerError::bad_input(format!(
             "--split {:?} leaves a part of the {} stripe images empty; use more --samples-per-class",
             config.split,
-            all.len()
+            config.samples_per_class * CLASSES.len()
         )));
     }
-    let pick = |range: std::ops::Range<usize>| ImageDataset {
-        samples: order[range].iter().map(|&i| all[i].clone()).collect(),
+    let by_class: Vec<Vec<Sample>> = CLASSES
+        .iter()
+        .enumerate()
+        .map(|(label, name)| {
+            (0..config.samples_per_class)
+                .map(|index| Sample {
+                    image: stripe_image(config.seed, label, index, config.image_size),
+                    label,
+                    sample_id: format!("{name}_{index:03}"),
+                    recipe: Some(Recipe {
+                        seed: config.seed,
+                        class: label as u32,
+                        index: index as u32,
+                    }),
+                })
+                .collect()
+        })
+        .collect();
+    let [train, val, test] = match config.split_rule {
+        SplitRule::Stratified => split::stratified(&by_class, config.split, config.seed),
+        SplitRule::Permutation => split::permutation(&by_class.concat(), config.split, config.seed),
+    };
+    let dataset = |samples| ImageDataset {
+        samples,
         image_size: config.image_size,
     };
     Ok(Splits {
-        train: pick(0..train),
-        val: pick(train..train + val),
-        test: pick(train + val..all.len()),
+        train: dataset(train),
+        val: dataset(val),
+        test: dataset(test),
         classes: CLASSES.iter().map(|c| c.to_string()).collect(),
         image_size: config.image_size,
         normalization: Normalization::STRIPES,
         skipped: Vec::new(),
+        manifest: None,
     })
 }
 
@@ -390,7 +424,10 @@ impl ImageBatcher {
     /// The recipes of `items` when the device can draw them itself (stripe images of one seed,
     /// no augmentation, a wgpu device with the kernels on).
     fn device_recipes(&self, items: &[Sample], device: &Device) -> Option<(u64, Vec<(u32, u32)>)> {
-        if self.augment.is_some() || !crate::device::gpu_kernels::available(device) {
+        if self.augment.is_some()
+            || !crate::device::gpu_kernels::available(device)
+            || !crate::device::gpu_kernels::indexable(items.len() * self.image_size.pow(2))
+        {
             return None;
         }
         let seed = items.first()?.recipe?.seed;
@@ -497,13 +534,57 @@ mod tests {
     }
 
     #[test]
-    fn every_class_lands_in_every_split() {
+    fn every_class_lands_in_every_split_in_proportion() {
         let splits = stripe_splits(&config()).unwrap();
-        for part in [&splits.train, &splits.val, &splits.test] {
+        for (part, expected) in [&splits.train, &splits.val, &splits.test]
+            .into_iter()
+            .zip([84, 28, 28])
+        {
             for label in 0..3 {
-                assert!(part.samples.iter().any(|s| s.label == label));
+                let n = part.samples.iter().filter(|s| s.label == label).count();
+                assert_eq!(n, expected);
             }
         }
+    }
+
+    #[test]
+    fn five_per_class_keeps_every_class_in_the_test_part_for_every_seed() {
+        for seed in 0..20 {
+            let splits = stripe_splits(&DataConfig::stripes(seed, 5, 16)).unwrap();
+            for label in 0..3 {
+                assert!(
+                    splits.test.samples.iter().any(|s| s.label == label),
+                    "seed {seed}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_legacy_checkpoint_regenerates_its_old_split() {
+        let mut config = config();
+        config.split_rule = SplitRule::Permutation;
+        let old = stripe_splits(&config).unwrap();
+        assert_eq!(old.test.len(), 84);
+        let new = stripe_splits(&self::config()).unwrap();
+        let ids = |d: &ImageDataset| {
+            d.samples
+                .iter()
+                .map(|s| s.sample_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(ids(&old.test), ids(&new.test));
+    }
+
+    #[test]
+    fn a_label_at_or_above_the_class_count_is_refused_on_the_host() {
+        let splits = stripe_splits(&DataConfig::stripes(1, 5, 8)).unwrap();
+        assert!(splits.test.check_labels(3).is_ok());
+        let err = splits.test.check_labels(2).unwrap_err().to_string();
+        assert!(
+            err.contains("has label 2 but the model has 2 classes"),
+            "{err}"
+        );
     }
 
     #[test]

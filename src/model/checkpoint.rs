@@ -12,7 +12,8 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataConfig, Normalization};
+pub use crate::checksum::checksum;
+use crate::data::{DataConfig, DataManifest, Normalization};
 use crate::error::{Result, TrainerError};
 use crate::model::{ModelKind, Net};
 
@@ -49,17 +50,37 @@ pub struct CheckpointMeta {
     pub best_epoch: usize,
     pub test_accuracy: f64,
     pub trainer_version: String,
+    /// For an image folder: every file with its part of the split and its checksum, so
+    /// `evaluate` tests on the recorded test files and names any file that changed since.
+    /// (Absent in checkpoints written before it existed, and for stripes.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_manifest: Option<DataManifest>,
+}
+
+/// What a model was trained on, as its checkpoint records it.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainedOn<'a> {
+    pub classes: &'a [String],
+    pub data: &'a DataConfig,
+    /// The normalization applied to luminance values in [0, 1].
+    pub normalization: Normalization,
+    /// The folder's files (none for stripes).
+    pub manifest: Option<&'a DataManifest>,
 }
 
 /// The parameter file and the description of a checkpoint of `net`.
 pub fn encode(
     net: &Net,
-    classes: &[String],
-    data: &DataConfig,
-    normalization: Normalization,
+    on: TrainedOn,
     best_epoch: usize,
     test_accuracy: f64,
 ) -> Result<(Vec<u8>, String)> {
+    let TrainedOn {
+        classes,
+        data,
+        normalization,
+        manifest,
+    } = on;
     let params = net
         .clone()
         .into_record()
@@ -83,6 +104,7 @@ pub fn encode(
         best_epoch,
         test_accuracy,
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+        data_manifest: manifest.cloned(),
     };
     meta.description_checksum = description_checksum(&meta)?;
     let description =
@@ -115,16 +137,6 @@ fn description_checksum(meta: &CheckpointMeta) -> Result<String> {
     blank.description_checksum = String::new();
     let text = serde_json::to_string(&blank).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     Ok(checksum(text.as_bytes()))
-}
-
-/// FNV-1a 64-bit, as hex: detects truncation and corruption (it is not a security measure).
-pub fn checksum(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= *byte as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
 }
 
 /// Where the checkpoint's description is, for a path naming the `.json`, the `.bpk`, the
@@ -184,8 +196,18 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
             meta.model_name, meta.model_kind
         )));
     }
-    if meta.classes.len() < 2 || meta.image_size < crate::data::MIN_IMAGE_SIZE {
-        return Err(fail("classes or image size are out of range".into()));
+    if meta.classes.len() < 2 {
+        return Err(fail("it names fewer than two classes".into()));
+    }
+    // The bounds training checks, so that every checkpoint training writes loads.
+    meta.data
+        .validate()
+        .map_err(|e| fail(format!("its data settings are out of range: {e}")))?;
+    if meta.image_size != meta.data.image_size {
+        return Err(fail(format!(
+            "image size {} does not match the data's {}",
+            meta.image_size, meta.data.image_size
+        )));
     }
     let folder = meta_file.parent().unwrap_or(Path::new("."));
     let params_file = folder.join(&meta.params_file);

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::checksum::checksum;
 use crate::cmd::sweep::{launchers, task};
 use crate::config::{self, Settings};
 use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
-use crate::model::checkpoint::checksum;
 use crate::pack::{OutputLock, write_atomic};
 
 /// The plan's file name inside a sweep folder.

@@ -1,0 +1,158 @@
+//! The train/val/test split, the same for stripe images and image folders: stratified by
+//! class, so every class lands in every part in proportion, and seeded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng;
+
+/// How a data set was split. Checkpoints record it so that `evaluate` rebuilds the test part
+/// that the model was tested on, also for packs written before the split was stratified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitRule {
+    /// Each class split on its own by a seeded permutation, then the classes mixed within
+    /// each part: what every run does now.
+    #[default]
+    Stratified,
+    /// One seeded permutation of all stripe images (packs written before the stratified
+    /// split; a class could miss the test part entirely).
+    Permutation,
+}
+
+impl SplitRule {
+    /// Whether this is the rule of checkpoints that predate the field (they did not name it).
+    pub fn is_legacy(&self) -> bool {
+        *self == SplitRule::Permutation
+    }
+
+    /// The rule a checkpoint without the field was split by.
+    pub fn legacy() -> SplitRule {
+        SplitRule::Permutation
+    }
+}
+
+/// Which part of the split a sample is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Train,
+    Val,
+    Test,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Train, Part::Val, Part::Test];
+
+    fn index(self) -> usize {
+        match self {
+            Part::Train => 0,
+            Part::Val => 1,
+            Part::Test => 2,
+        }
+    }
+}
+
+/// Splits `total` items by `shares`: val and test are rounded, train takes the rest.
+pub fn split_counts(total: usize, shares: [f64; 3]) -> [usize; 3] {
+    let val = (total as f64 * shares[1]).round() as usize;
+    let test = (total as f64 * shares[2]).round() as usize;
+    let train = total.saturating_sub(val + test);
+    [train, val.min(total), test.min(total - val.min(total))]
+}
+
+/// The sizes of the parts when each of `per_class` (items of each class) is split on its own.
+pub fn stratified_counts(per_class: &[usize], shares: [f64; 3]) -> [usize; 3] {
+    per_class.iter().fold([0; 3], |mut sum, &n| {
+        for (s, c) in sum.iter_mut().zip(split_counts(n, shares)) {
+            *s += c;
+        }
+        sum
+    })
+}
+
+/// The smallest number of items a class needs so that each part of `split` gets one.
+pub fn minimum_per_class(split: [f64; 3]) -> usize {
+    (3..10_000)
+        .find(|&n| split_counts(n, split).iter().all(|&c| c >= 1))
+        .unwrap_or(10_000)
+}
+
+/// Splits items given by class (`by_class[label]`, in a fixed order): each class by its own
+/// seeded permutation into the shares of `split`, then the classes mixed within each part by
+/// another seeded permutation. Returns the train, val and test parts.
+pub fn stratified<T: Clone>(by_class: &[Vec<T>], split: [f64; 3], seed: u64) -> [Vec<T>; 3] {
+    let mut parts: [Vec<T>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for (label, items) in by_class.iter().enumerate() {
+        let order = rng::permutation(
+            items.len(),
+            rng::key(seed, rng::stream::SPLIT, label as u32 + 1),
+        );
+        let [train, val, _] = split_counts(items.len(), split);
+        for (position, &index) in order.iter().enumerate() {
+            let part = if position < train {
+                Part::Train
+            } else if position < train + val {
+                Part::Val
+            } else {
+                Part::Test
+            };
+            parts[part.index()].push(items[index].clone());
+        }
+    }
+    // Mix the classes within each part (the training loader reshuffles every epoch anyway).
+    for (i, part) in parts.iter_mut().enumerate() {
+        let order = rng::permutation(
+            part.len(),
+            rng::key(seed, rng::stream::SPLIT, 1000 + i as u32),
+        );
+        *part = order.into_iter().map(|j| part[j].clone()).collect();
+    }
+    parts
+}
+
+/// The split of packs written before the stratified one: one seeded permutation of all
+/// items, cut at the sizes `split_counts(all.len(), split)`.
+pub fn permutation<T: Clone>(all: &[T], split: [f64; 3], seed: u64) -> [Vec<T>; 3] {
+    let order = rng::permutation(all.len(), rng::key(seed, rng::stream::SPLIT, 0));
+    let [train, val, _] = split_counts(all.len(), split);
+    let pick = |range: std::ops::Range<usize>| -> Vec<T> {
+        order[range].iter().map(|&i| all[i].clone()).collect()
+    };
+    [
+        pick(0..train),
+        pick(train..train + val),
+        pick(train + val..all.len()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workshop_split_needs_three_items_per_class() {
+        assert_eq!(minimum_per_class([0.6, 0.2, 0.2]), 3);
+        assert!(minimum_per_class([0.8, 0.1, 0.1]) > 3);
+    }
+
+    #[test]
+    fn every_class_is_in_every_part_in_proportion() {
+        let by_class: Vec<Vec<(usize, usize)>> =
+            (0..3).map(|c| (0..5).map(|i| (c, i)).collect()).collect();
+        for seed in 0..20 {
+            let parts = stratified(&by_class, [0.6, 0.2, 0.2], seed);
+            for (part, expected) in parts.iter().zip([3, 1, 1]) {
+                for class in 0..3 {
+                    let n = part.iter().filter(|(c, _)| *c == class).count();
+                    assert_eq!(n, expected, "seed {seed}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_counts_are_the_sum_of_each_class_split() {
+        assert_eq!(stratified_counts(&[140; 3], [0.6, 0.2, 0.2]), [252, 84, 84]);
+        assert_eq!(stratified_counts(&[5, 7], [0.6, 0.2, 0.2]), [8, 2, 2]);
+    }
+}
