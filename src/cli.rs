@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Monitor, Settings};
+use crate::config::{Monitor, Selection, Settings};
 use crate::device::BackendChoice;
 use crate::memory;
 use crate::model::ModelKind;
@@ -36,7 +36,8 @@ pub struct Cli {
 
     /// On the CPU backend, do not use the fused Tiny CNN operation of src/device/cpu_kernels.rs: run
     /// burn-flex's conv, ReLU and pooling layers one by one instead. For comparison; the
-    /// results agree to float rounding (about 3x slower).
+    /// results agree to float rounding, several times slower (figures in the README's
+    /// Measurements).
     #[arg(long, global = true)]
     pub no_cpu_kernels: bool,
 }
@@ -163,7 +164,7 @@ pub struct RunArgs {
 
     /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
-    /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, backend). Flags given on
+    /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, backend). Flags given on
     /// the command line win. A pack's outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -253,6 +254,13 @@ pub struct TrainArgs {
     /// What picks the best epoch (and early stopping watches): val_acc or val_loss.
     #[arg(long, value_enum, default_value_t = Settings::default().monitor)]
     pub monitor: Monitor,
+
+    /// What picks the best model among those trained: val (the --monitor figure of each
+    /// model's kept epoch, ties by the other validation figure; the test part is measured
+    /// after choosing) or test (the workshop script's rule: test accuracy, then validation
+    /// accuracy, to reproduce its table exactly).
+    #[arg(long, value_enum, default_value_t = Settings::default().select_by)]
+    pub select_by: Selection,
 }
 
 impl TrainArgs {
@@ -274,6 +282,7 @@ impl TrainArgs {
             augment: self.augment,
             patience: self.patience,
             monitor: self.monitor,
+            select_by: self.select_by,
         }
     }
 }

@@ -62,6 +62,31 @@ impl Monitor {
     }
 }
 
+/// What chooses the run's best model among those trained (the one checkpointed and reported).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// The best kept epoch by --monitor on the validation part, ties by the other validation
+    /// figure, then the training order; the test part is measured after choosing, for the
+    /// report only.
+    #[default]
+    Val,
+    /// Test accuracy, then validation accuracy: the workshop script's rule, to reproduce its
+    /// table exactly (it chooses on the test part, so the test accuracy is no longer an
+    /// unbiased estimate).
+    Test,
+}
+
+impl Selection {
+    /// The name used in files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Val => "val",
+            Selection::Test => "test",
+        }
+    }
+}
+
 /// Every setting of a run that changes its results. The keys are the flags' names with
 /// underscores (`batch_size` for `--batch-size`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +112,9 @@ pub struct Settings {
     /// Stop a model after this many epochs without improvement of `monitor`.
     pub patience: Option<usize>,
     pub monitor: Monitor,
+    /// What chooses the best model among those trained.
+    #[serde(default)]
+    pub select_by: Selection,
 }
 
 /// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
@@ -109,6 +137,7 @@ impl Default for Settings {
             augment: false,
             patience: None,
             monitor: Monitor::ValAcc,
+            select_by: Selection::Val,
         }
     }
 }
@@ -122,6 +151,7 @@ impl Settings {
             image_size: self.image_size,
             split: self.split,
             folder: self.data.clone(),
+            split_rule: crate::data::SplitRule::Stratified,
         }
     }
 

@@ -56,6 +56,8 @@ pub struct Report {
     pub normalization: data::Normalization,
     /// Files of an image folder that were skipped, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Every file of an image folder with its part (none for stripes).
+    pub manifest: Option<data::DataManifest>,
     pub models: Vec<ModelRun>,
     /// Indices into `models`, best first (test accuracy, then best val accuracy).
     pub ranking: Vec<usize>,

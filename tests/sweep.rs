@@ -60,7 +60,8 @@ fn check_leaderboard(dir: &Path) {
         "lr_cnn",
         "seed",
         "status",
-        "best_val_acc",
+        "val_acc",
+        "val_loss",
         "test_acc",
         "backend",
         "device",
@@ -77,11 +78,29 @@ fn check_leaderboard(dir: &Path) {
         assert_eq!(row[col("rank")], (i + 1).to_string());
         assert_eq!(row[col("status")], "done");
         assert_eq!(row[col("backend")], "cpu");
-        let acc: f64 = row[col("best_val_acc")].parse().unwrap();
+        let acc: f64 = row[col("val_acc")].parse().unwrap();
         let test: f64 = row[col("test_acc")].parse().unwrap();
         assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&test));
         assert!(acc <= last, "ranked by validation accuracy");
         last = acc;
+        // The validation figures are those of the task's kept epoch, as its pack logs them.
+        let (log_header, log) = read_csv(
+            &dir.join("runs")
+                .join(&row[col("task")])
+                .join("outputs/training_log.csv"),
+        );
+        let at = |name: &str| log_header.iter().position(|h| h == name).unwrap();
+        let kept = log
+            .iter()
+            .find(|r| r[at("epoch")] == row[col("best_epoch")])
+            .expect("the kept epoch is logged");
+        assert_eq!(
+            kept[at("val_loss")],
+            row[col("val_loss")],
+            "task {}",
+            row[col("task")]
+        );
+        assert_eq!(kept[at("val_acc")], row[col("val_acc")]);
     }
     let md = fs::read_to_string(dir.join("leaderboard.md")).unwrap();
     assert!(md.contains("seeds aggregated"), "{md}");
@@ -245,7 +264,12 @@ fn a_task_killed_mid_run_is_redone_and_a_claimed_task_is_left_alone() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once its run holds the pack's lock, that is, while it trains.
+    wait_for(
+        &lock_of(&dir.join("runs/0000")),
+        Duration::from_secs(60),
+        "the task's run",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -122,7 +122,38 @@ fn read_pack(path: &Path) -> Result<Pack> {
         Ok(serde_json::Value::Object(map)) => map,
         _ => return Err(bad(path, "outputs/config.json is not a settings table")),
     };
+    let curves = read_curves(path)?;
+    let comparison = read_comparison(path)?;
+    let best_model = comparison
+        .first()
+        .map(|c| c.model.clone())
+        .ok_or_else(|| bad(path, "outputs/model_comparison.csv has no model"))?;
+    let confusion = read_csv(path, "outputs/confusion_matrix.csv")?
+        .iter()
+        .map(|r| r.iter().map(str::to_string).collect())
+        .collect();
+    let timing = read_timing(path)?;
+    let summary: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(path.join("outputs/metrics_summary.json"))
+            .map_err(|e| bad(path, format!("outputs/metrics_summary.json: {e}")))?,
+    )
+    .map_err(|e| bad(path, format!("outputs/metrics_summary.json: {e}")))?;
+    let val_samples = summary["val_samples"].as_f64().unwrap_or(1.0).max(1.0);
 
+    Ok(Pack {
+        path: path.to_path_buf(),
+        settings,
+        curves,
+        comparison,
+        best_model,
+        confusion,
+        timing,
+        val_samples,
+    })
+}
+
+/// Each model's epochs (train and validation loss) from outputs/training_log.csv.
+fn read_curves(path: &Path) -> Result<Vec<(String, Vec<Epoch>)>> {
     let log = read_csv(path, "outputs/training_log.csv")?;
     let f = "outputs/training_log.csv";
     let (m, tl, vl) = (
@@ -142,11 +173,18 @@ fn read_pack(path: &Path) -> Result<Pack> {
         }
     }
 
+    Ok(curves)
+}
+
+/// outputs/model_comparison.csv, in its order (best first). Under `--monitor val_loss` the
+/// validation accuracy column is `val_acc_at_best_val_loss`.
+fn read_comparison(path: &Path) -> Result<Vec<ModelResult>> {
     let table = read_csv(path, "outputs/model_comparison.csv")?;
     let f = "outputs/model_comparison.csv";
     let (m, bv, tl, ta) = (
         column(&table[0], "model", path, f)?,
-        column(&table[0], "best_val_acc", path, f)?,
+        column(&table[0], "best_val_acc", path, f)
+            .or_else(|_| column(&table[0], "val_acc_at_best_val_loss", path, f))?,
         column(&table[0], "test_loss", path, f)?,
         column(&table[0], "test_accuracy", path, f)?,
     );
@@ -163,16 +201,11 @@ fn read_pack(path: &Path) -> Result<Pack> {
                 .unwrap_or_else(|| "ok".into()),
         });
     }
-    let best_model = comparison
-        .first()
-        .map(|c| c.model.clone())
-        .ok_or_else(|| bad(path, "outputs/model_comparison.csv has no model"))?;
+    Ok(comparison)
+}
 
-    let confusion = read_csv(path, "outputs/confusion_matrix.csv")?
-        .iter()
-        .map(|r| r.iter().map(str::to_string).collect())
-        .collect();
-
+/// Each model's training seconds and samples per second from outputs/epoch_timing.csv.
+fn read_timing(path: &Path) -> Result<Vec<Timing>> {
     let timing_rows = read_csv(path, "outputs/epoch_timing.csv")?;
     let f = "outputs/epoch_timing.csv";
     let (m, ts, n) = (
@@ -200,23 +233,7 @@ fn read_pack(path: &Path) -> Result<Pack> {
         entry.samples_per_sec /= entry.seconds.max(1e-9);
     }
 
-    let summary: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(path.join("outputs/metrics_summary.json"))
-            .map_err(|e| bad(path, format!("outputs/metrics_summary.json: {e}")))?,
-    )
-    .map_err(|e| bad(path, format!("outputs/metrics_summary.json: {e}")))?;
-    let val_samples = summary["val_samples"].as_f64().unwrap_or(1.0).max(1.0);
-
-    Ok(Pack {
-        path: path.to_path_buf(),
-        settings,
-        curves,
-        comparison,
-        best_model,
-        confusion,
-        timing,
-        val_samples,
-    })
+    Ok(timing)
 }
 
 fn show(value: Option<&serde_json::Value>) -> String {

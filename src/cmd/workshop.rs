@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 
 use crate::cli::RunArgs;
 use crate::cmd::command_line;
-use crate::config::{self, Settings};
+use crate::config::{self, Selection, Settings};
 use crate::console::Console;
 use crate::data::{self, Splits};
 use crate::device;
@@ -20,7 +20,7 @@ use crate::model::{ModelKind, Net};
 use crate::pack::evidence;
 use crate::pack::{self, OutputLock, Staging};
 use crate::report::{ModelRun, Report, RunConfig, ShapeTrace, round4};
-use crate::train::{self, Context, TrainSettings};
+use crate::train::{self, Context, TrainSettings, Trained, select};
 
 /// `trainer` with no subcommand: the settings from the flags and `--config` (a flag given on
 /// the command line, as `matches` tells, wins over the file), the run, and its summary.
@@ -91,54 +91,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     };
     let shapes = trace_shapes(&splits, &settings);
 
-    let mut models = Vec::new();
-    let mut peak_device_bytes: Option<u64> = None;
-    for &kind in &settings.models {
-        let (epochs, lr) = settings.schedule(kind);
-        let train_settings = TrainSettings::new(&settings, epochs, lr);
-        let net = Net::init(
-            kind,
-            splits.image_size,
-            splits.classes.len(),
-            settings.seed,
-            &opened.device,
-        );
-        let (trained, test) =
-            train::train_and_test(net, &splits, &train_settings, false, &mut memory, &ctx)?;
-        if let Some(d) = &trained.divergence {
-            let kept = match trained.best_epoch {
-                0 => "no epoch finished, so the initial parameters are kept".to_string(),
-                e => format!("the best epoch so far ({e}) is kept"),
-            };
-            console.warn(&format!(
-                "{} diverged ({}) at epoch {} step {}: its training stopped there and {kept}; see 'Divergence' in reports/debug_checklist.md",
-                kind.display_name(),
-                d.what,
-                d.epoch,
-                d.step
-            ));
-        }
-        if let Some(usage) = opened.device.memory_pool_usage() {
-            peak_device_bytes = Some(peak_device_bytes.unwrap_or(0).max(usage.bytes_reserved));
-        }
-        models.push(ModelRun {
-            kind,
-            epochs,
-            lr,
-            trained,
-            test,
-        });
-    }
-
-    let mut ranking: Vec<usize> = (0..models.len()).collect();
-    // Sorted as the seed sorts: by (test accuracy, best val accuracy), best first; ties keep
-    // the training order.
-    ranking.sort_by(|&a, &b| {
-        let key = |m: &ModelRun| (round4(m.test.accuracy), round4(m.trained.best_val_acc));
-        key(&models[b])
-            .partial_cmp(&key(&models[a]))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    let trained = train_models(&settings, &splits, &opened, &mut memory, &ctx, console)?;
+    let (models, ranking) = test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
+    let peak_device_bytes = trained.peak_device_bytes;
 
     let mut report = Report {
         config,
@@ -149,6 +104,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         test_set: splits.test.clone(),
         normalization: splits.normalization,
         skipped: splits.skipped.clone(),
+        manifest: splits.manifest.clone(),
         models,
         ranking,
         shapes,
@@ -172,6 +128,132 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     }
     staging.commit()?;
     Ok(report)
+}
+
+/// One model, trained and not yet tested.
+struct TrainedModel {
+    kind: ModelKind,
+    epochs: usize,
+    lr: f64,
+    trained: Trained,
+}
+
+/// What training every model gave.
+struct TrainedModels {
+    models: Vec<TrainedModel>,
+    /// Device memory held by burn's allocator after each model (wgpu reports it).
+    peak_device_bytes: Option<u64>,
+}
+
+/// Trains every model of `settings.models` in order, saying when one diverged.
+fn train_models(
+    settings: &Settings,
+    splits: &Splits,
+    opened: &device::OpenBackend,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+    console: &Console,
+) -> Result<TrainedModels> {
+    let mut models = Vec::new();
+    let mut peak_device_bytes: Option<u64> = None;
+    for &kind in &settings.models {
+        let (epochs, lr) = settings.schedule(kind);
+        let train_settings = TrainSettings::new(settings, epochs, lr);
+        let net = Net::init(
+            kind,
+            splits.image_size,
+            splits.classes.len(),
+            settings.seed,
+            &opened.device,
+        );
+        let classes = splits.classes.len();
+        let trained = train::train_model(
+            net,
+            &splits.train,
+            &splits.val,
+            classes,
+            &train_settings,
+            memory,
+            ctx,
+        )?;
+        if let Some(d) = &trained.divergence {
+            let kept = match trained.best_epoch {
+                0 => "no epoch finished, so the initial parameters are kept".to_string(),
+                e => format!("the best epoch so far ({e}) is kept"),
+            };
+            console.warn(&format!(
+                "{} diverged ({}) at epoch {} step {}: its training stopped there and {kept}; see 'Divergence' in reports/debug_checklist.md",
+                kind.display_name(),
+                d.what,
+                d.epoch,
+                d.step
+            ));
+        }
+        if let Some(usage) = opened.device.memory_pool_usage() {
+            peak_device_bytes = Some(peak_device_bytes.unwrap_or(0).max(usage.bytes_reserved));
+        }
+        models.push(TrainedModel {
+            kind,
+            epochs,
+            lr,
+            trained,
+        });
+    }
+    Ok(TrainedModels {
+        models,
+        peak_device_bytes,
+    })
+}
+
+/// Chooses the best model and tests every model's kept epoch once: by validation (the
+/// default) the choice is made before the test part is measured; `--select-by test` ranks
+/// after it, as the workshop script does. Returns the models and their ranking, best first.
+fn test_and_rank(
+    trained: Vec<TrainedModel>,
+    settings: &Settings,
+    splits: &Splits,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<(Vec<ModelRun>, Vec<usize>)> {
+    let candidate = |t: &Trained, test_acc: Option<f64>| select::Candidate {
+        val_acc: t.best_val_acc,
+        val_loss: t.best_val_loss,
+        test_acc,
+    };
+    let chosen_on_validation = (settings.select_by == Selection::Val).then(|| {
+        let candidates: Vec<_> = trained
+            .iter()
+            .map(|m| candidate(&m.trained, None))
+            .collect();
+        select::rank(&candidates, Selection::Val, settings.monitor)
+    });
+    let mut models = Vec::new();
+    for m in trained {
+        let test = train::evaluate(
+            &m.trained.best,
+            &splits.test,
+            splits.classes.len(),
+            m.trained.final_batch,
+            false,
+            memory,
+            ctx,
+        )?;
+        models.push(ModelRun {
+            kind: m.kind,
+            epochs: m.epochs,
+            lr: m.lr,
+            trained: m.trained,
+            test,
+        });
+    }
+    let ranking = chosen_on_validation.unwrap_or_else(|| {
+        let candidates: Vec<_> = models
+            .iter()
+            .map(|m| candidate(&m.trained, Some(m.test.accuracy)))
+            .collect();
+        select::rank(&candidates, Selection::Test, settings.monitor)
+    });
+    Ok((models, ranking))
 }
 
 /// Runs one batch through the (untrained) models, layer by layer, to record the real shapes.

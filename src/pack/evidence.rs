@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::config::Monitor;
 use crate::error::{Result, TrainerError};
 use crate::memory::format_bytes;
 use crate::model::ModelKind;
@@ -193,28 +194,32 @@ pub fn status(run: &ModelRun) -> String {
 }
 
 /// outputs/model_comparison.csv: the seed's columns (model, epochs, best_val_acc, test_loss,
-/// test_accuracy), best first, then best_epoch and status.
+/// test_accuracy), ordered by the rule that chose (best first), then best_epoch and status.
+/// Under `--monitor val_loss` the kept epoch is the one of lowest validation loss, so the
+/// validation columns are `best_val_loss` and `val_acc_at_best_val_loss` instead.
 pub fn model_comparison_csv(report: &Report) -> Result<String> {
-    let mut rows = vec![row([
-        "model",
-        "epochs",
-        "best_val_acc",
-        "test_loss",
-        "test_accuracy",
-        "best_epoch",
-        "status",
-    ])];
+    let by_loss = report.config.settings.monitor == Monitor::ValLoss;
+    let mut header = vec!["model", "epochs"];
+    header.extend(match by_loss {
+        true => vec!["best_val_loss", "val_acc_at_best_val_loss"],
+        false => vec!["best_val_acc"],
+    });
+    header.extend(["test_loss", "test_accuracy", "best_epoch", "status"]);
+    let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for &i in &report.ranking {
         let run = &report.models[i];
-        rows.push(vec![
-            run.kind.display_name().to_string(),
-            run.epochs.to_string(),
+        let mut line = vec![run.kind.display_name().to_string(), run.epochs.to_string()];
+        if by_loss {
+            line.push(py_float(run.trained.best_val_loss));
+        }
+        line.extend([
             py_float(run.trained.best_val_acc),
             py_float(run.test.loss),
             py_float(run.test.accuracy),
             run.trained.best_epoch.to_string(),
             status(run),
         ]);
+        rows.push(line);
     }
     csv_text(rows)
 }
@@ -518,11 +523,16 @@ fn curve_chart(
 
 fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     let best = report.best();
+    let data = report.config.settings.data_config();
+    let on = checkpoint::TrainedOn {
+        classes: &report.classes,
+        data: &data,
+        normalization: report.normalization,
+        manifest: report.manifest.as_ref(),
+    };
     let (params, description) = checkpoint::encode(
         &best.trained.best,
-        &report.classes,
-        &report.config.settings.data_config(),
-        report.normalization,
+        on,
         best.trained.best_epoch,
         round4(best.test.accuracy),
     )?;
@@ -768,11 +778,22 @@ pub fn debug_checklist_md(report: &Report) -> String {
     out
 }
 
-/// The pack's README.md.
+/// The pack's README.md, section by section.
 pub fn readme_md(report: &Report) -> String {
-    let c = &report.config;
-    let best = report.best();
     let mut out = String::from("# Deep learning workshop evidence pack\n\n");
+    readme_command_and_device(&mut out, report);
+    readme_results(&mut out, report);
+    readme_comparison(&mut out, report);
+    readme_failures(&mut out, report);
+    readme_training(&mut out, report);
+    readme_memory(&mut out, report);
+    readme_files_limits_next(&mut out, report);
+    out
+}
+
+/// The command that made the pack, and the backend and device it ran on.
+fn readme_command_and_device(out: &mut String, report: &Report) {
+    let c = &report.config;
     let _ = writeln!(
         out,
         "Produced by `trainer` {} with:\n",
@@ -793,14 +814,31 @@ pub fn readme_md(report: &Report) -> String {
             .map(format_bytes)
             .unwrap_or_else(|| "unknown".into())
     );
+}
+
+/// The best model, why it was chosen, and the data it was trained on.
+fn readme_results(out: &mut String, report: &Report) {
+    let c = &report.config;
+    let best = report.best();
     let _ = writeln!(out, "## Results\n");
-    let _ = writeln!(out, "- Best model: {}", best.kind.display_name());
+    let _ = writeln!(
+        out,
+        "- Best model: {}, chosen by {} (`--select-by {}`).",
+        best.kind.display_name(),
+        crate::train::select::reason(c.settings.select_by, c.settings.monitor),
+        c.settings.select_by.as_str()
+    );
     let _ = writeln!(out, "- Test accuracy: {}", py_float(best.test.accuracy));
     let source = match &c.settings.data {
         Some(folder) => format!(
-            "image folder `{}` ({} file(s) skipped as not images{})",
+            "image folder `{}` ({} entr{} skipped{}; every file is listed with its part and checksum in `checkpoints/best_model.json`)",
             folder.display(),
             report.skipped.len(),
+            if report.skipped.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
             if report.skipped.is_empty() {
                 String::new()
             } else {
@@ -810,9 +848,9 @@ pub fn readme_md(report: &Report) -> String {
                         .skipped
                         .iter()
                         .take(5)
-                        .map(|(f, _)| f.as_str())
+                        .map(|(f, why)| format!("{f} ({why})"))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join("; ")
                 )
             }
         ),
@@ -820,15 +858,10 @@ pub fn readme_md(report: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "- Data: {source}; {} train / {} val / {} test samples ({} split {:?}, seed {}); classes {}.",
+        "- Data: {source}; {} train / {} val / {} test samples (split {:?} within each class, seed {}); classes {}.",
         report.split_sizes[0],
         report.split_sizes[1],
         report.split_sizes[2],
-        if c.settings.data.is_some() {
-            "stratified"
-        } else {
-            "random"
-        },
         c.settings.split,
         c.settings.seed,
         report.classes.join(", ")
@@ -847,6 +880,11 @@ pub fn readme_md(report: &Report) -> String {
             "none"
         }
     );
+}
+
+/// Every model, ordered by the rule that chose the best.
+fn readme_comparison(out: &mut String, report: &Report) {
+    let c = &report.config;
     let _ = writeln!(out, "## Model comparison\n");
     let rows: Vec<Vec<String>> = report
         .ranking
@@ -866,14 +904,17 @@ pub fn readme_md(report: &Report) -> String {
             ]
         })
         .collect();
-    out += &markdown_table(
+    *out += &markdown_table(
         &[
             "model",
             "epochs",
             "lr",
             "batch",
             "best epoch",
-            "best val acc",
+            match c.settings.monitor {
+                Monitor::ValAcc => "best val acc",
+                Monitor::ValLoss => "val acc at best val loss",
+            },
             "test loss",
             "test accuracy",
             "status",
@@ -882,9 +923,15 @@ pub fn readme_md(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels can. The best epoch of each model (by {}) was restored before testing; the test set was used once, at the end.\n",
-        c.settings.monitor.as_str()
+        "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels can. The best epoch of each model (by {}) was restored before testing. The table is ordered by the rule that chose the best model: {}.\n",
+        c.settings.monitor.as_str(),
+        crate::train::select::reason(c.settings.select_by, c.settings.monitor)
     );
+}
+
+/// The best model's top failure patterns on the test part.
+fn readme_failures(out: &mut String, report: &Report) {
+    let best = report.best();
     let _ = writeln!(out, "## Top failure patterns\n");
     for line in failure_patterns(&best.test.predictions, &report.classes) {
         let _ = writeln!(out, "- {line}");
@@ -893,6 +940,10 @@ pub fn readme_md(report: &Report) -> String {
         out,
         "\nThe review samples are in `outputs/error_samples.csv` and, as pictures, in `curves/review_grid.png`.\n"
     );
+}
+
+/// Which epoch each model kept, and why its training ended.
+fn readme_training(out: &mut String, report: &Report) {
     let _ = writeln!(out, "## Training\n");
     for run in &report.models {
         let why = match (&run.trained.divergence, &run.trained.stopped_early) {
@@ -912,6 +963,11 @@ pub fn readme_md(report: &Report) -> String {
         );
     }
     let _ = writeln!(out);
+}
+
+/// Every change of batch size.
+fn readme_memory(out: &mut String, report: &Report) {
+    let c = &report.config;
     let _ = writeln!(out, "## Memory\n");
     if report.memory_events.is_empty() {
         let _ = writeln!(
@@ -934,6 +990,11 @@ pub fn readme_md(report: &Report) -> String {
         }
         let _ = writeln!(out);
     }
+}
+
+/// The evidence files, the limitations and the next steps.
+fn readme_files_limits_next(out: &mut String, report: &Report) {
+    let c = &report.config;
     let _ = writeln!(out, "## Evidence files\n");
     for file in FILES.iter().filter(|f| **f != "README.md") {
         let _ = writeln!(out, "- {file}");
@@ -955,7 +1016,6 @@ pub fn readme_md(report: &Report) -> String {
         out,
         "- Change one variable at a time (`--batch-size`, `--lr-cnn` or `--epochs-cnn`), rerun into a new `--out`, and compare the two `training_log.csv` files and loss curves.\n- Review the samples in `outputs/error_samples.csv` before trusting the score.\n- Move to a real image folder once the baseline is understood."
     );
-    out
 }
 
 /// A UTC timestamp (`2026-11-26T20:56:05Z`) from Unix seconds.

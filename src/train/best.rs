@@ -12,6 +12,8 @@ pub struct BestTracker<M> {
     score: f64,
     /// Validation accuracy of the best epoch (0 before any).
     pub val_acc: f64,
+    /// Validation loss of the best epoch (infinite before any).
+    pub val_loss: f64,
     /// The best epoch, 1-based; 0 before any.
     pub epoch: usize,
     /// The best epoch's model (the starting model before any epoch).
@@ -27,6 +29,7 @@ impl<M> BestTracker<M> {
             epochs,
             score: monitor.worst(),
             val_acc: 0.0,
+            val_loss: f64::INFINITY,
             epoch: 0,
             model: start,
         }
@@ -41,6 +44,7 @@ impl<M> BestTracker<M> {
         if self.monitor.improves(score, self.score) {
             self.score = score;
             self.val_acc = stats.val_acc;
+            self.val_loss = stats.val_loss;
             self.epoch = stats.epoch;
             self.model = model;
         }
@@ -83,6 +87,7 @@ mod tests {
         assert_eq!(best.observe(&epoch(3, 0.9, 0.1), "e3"), None);
         assert_eq!(best.observe(&epoch(4, 0.7, 0.9), "e4"), None);
         assert_eq!((best.model, best.epoch, best.val_acc), ("e2", 2, 0.9));
+        assert_eq!(best.val_loss, 0.8, "the kept epoch's loss, not the lowest");
     }
 
     #[test]

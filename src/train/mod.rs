@@ -13,6 +13,7 @@
 mod best;
 mod evaluate;
 mod learner;
+pub mod select;
 mod step;
 mod weights;
 
@@ -116,7 +117,11 @@ pub struct Trained {
     /// The model after the last step, without autodiff.
     pub last: Net,
     pub history: Vec<EpochStats>,
+    /// Validation accuracy of the kept (best) epoch; 0 when no epoch finished.
     pub best_val_acc: f64,
+    /// Validation loss of the kept epoch (not the lowest of all epochs under val_acc);
+    /// infinite when no epoch finished.
+    pub best_val_loss: f64,
     /// 0 when no epoch finished.
     pub best_epoch: usize,
     /// The loss of every training step, in order.
@@ -146,7 +151,10 @@ pub fn train_model(
     memory: &mut MemoryPolicy,
     ctx: &Context,
 ) -> Result<Trained> {
-    // Setup: the batch size that fits, the loader, the model in training mode, Adam.
+    // Setup: labels checked, the batch size that fits, the loader, the model in training
+    // mode, Adam.
+    train.check_labels(classes)?;
+    val.check_labels(classes)?;
     let kind = net.kind();
     let mut learner = Learner::new(net, train, classes, settings, memory, ctx)?;
     let mut best = BestTracker::new(
@@ -215,6 +223,7 @@ pub fn train_model(
         best: best.model,
         history,
         best_val_acc: best.val_acc,
+        best_val_loss: best.val_loss,
         best_epoch: best.epoch,
         stopped_early,
         step_losses,

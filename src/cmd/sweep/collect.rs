@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cmd::sweep::plan::Plan;
 use crate::cmd::sweep::task::{self, Status, TaskResult, TaskState};
+use crate::config::Monitor;
 use crate::error::{Result, TrainerError};
 use crate::pack::evidence::{csv_text, markdown_table, py_float};
 use crate::pack::plots::{LineChart, Series, draw_line_chart};
@@ -62,9 +63,14 @@ pub fn collect(dir: &Path) -> Result<Leaderboard> {
             state: task::read_state(dir, &plan, t.index),
         })
         .collect();
+    let by_loss = rows
+        .iter()
+        .filter_map(|r| r.result())
+        .all(|r| r.monitor == Monitor::ValLoss)
+        && rows.iter().any(|r| r.result().is_some());
     rows.sort_by(|a, b| {
-        rank_key(a)
-            .partial_cmp(&rank_key(b))
+        rank_key(a, by_loss)
+            .partial_cmp(&rank_key(b, by_loss))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let failed = rows.iter().filter(|r| r.failed()).count();
@@ -82,11 +88,13 @@ pub fn collect(dir: &Path) -> Result<Leaderboard> {
     })
 }
 
-/// Finished tasks by validation accuracy (higher first), then validation loss (lower
-/// first), then index; failed, then missing, after them.
-fn rank_key(row: &Row) -> (u8, f64, f64, usize) {
+/// Finished tasks by their kept epoch's validation accuracy (higher first), then its
+/// validation loss (lower first), then index; by the loss first when every task monitored
+/// val_loss; failed, then missing, after them.
+fn rank_key(row: &Row, by_loss: bool) -> (u8, f64, f64, usize) {
     match (row.result(), row.state.as_ref()) {
-        (Some(r), _) => (0, -r.best_val_acc, r.best_val_loss, row.index),
+        (Some(r), _) if by_loss => (0, r.val_loss, -r.val_acc, row.index),
+        (Some(r), _) => (0, -r.val_acc, r.val_loss, row.index),
         (None, Some(_)) => (1, 0.0, 0.0, row.index),
         (None, None) => (2, 0.0, 0.0, row.index),
     }
@@ -95,8 +103,8 @@ fn rank_key(row: &Row) -> (u8, f64, f64, usize) {
 const COLUMNS: [&str; 10] = [
     "status",
     "model",
-    "best_val_acc",
-    "best_val_loss",
+    "val_acc",
+    "val_loss",
     "best_epoch",
     "test_acc",
     "wall_seconds",
@@ -123,8 +131,8 @@ fn csv_rows(plan: &Plan, rows: &[Row]) -> Vec<Vec<String>> {
         line.extend([
             row.status().to_string(),
             r.map(|r| r.model.clone()).unwrap_or_default(),
-            r.map(|r| py_float(r.best_val_acc)).unwrap_or_default(),
-            r.map(|r| py_float(r.best_val_loss)).unwrap_or_default(),
+            r.map(|r| py_float(r.val_acc)).unwrap_or_default(),
+            r.map(|r| py_float(r.val_loss)).unwrap_or_default(),
             r.map(|r| r.best_epoch.to_string()).unwrap_or_default(),
             r.map(|r| py_float(r.test_acc)).unwrap_or_default(),
             s.map(|s| format!("{:.2}", s.wall_seconds))
@@ -170,8 +178,7 @@ fn by_setting(rows: &[Row]) -> Vec<(String, Vec<&TaskResult>)> {
         }
     }
     let mut groups: Vec<_> = groups.into_iter().collect();
-    let mean_acc =
-        |g: &[&TaskResult]| mean_std(&g.iter().map(|r| r.best_val_acc).collect::<Vec<_>>()).0;
+    let mean_acc = |g: &[&TaskResult]| mean_std(&g.iter().map(|r| r.val_acc).collect::<Vec<_>>()).0;
     groups.sort_by(|a, b| {
         mean_acc(&b.1)
             .partial_cmp(&mean_acc(&a.1))
@@ -186,8 +193,10 @@ fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
     let missing: Vec<&Row> = rows.iter().filter(|r| r.state.is_none()).collect();
     let mut md = format!(
         "# Sweep leaderboard\n\n{} tasks planned ({} in the full grid): {finished} finished, {} failed, {} missing.\n\
-         Ranked by best validation accuracy, then validation loss. The test accuracy of each task's\n\
-         chosen model is shown for reporting only: the test set is not for choosing.\n\n",
+         Ranked by the validation accuracy of each task's kept epoch, then its validation loss\n\
+         (the loss first when every task monitored val_loss); val acc and val loss are the kept\n\
+         epoch's. The test accuracy of each task's chosen model is shown for reporting only: the\n\
+         test set is not for choosing.\n\n",
         plan.tasks.len(),
         plan.grid_size,
         failed.len(),
@@ -211,8 +220,8 @@ fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
             line.extend(row.values.iter().map(|(_, v)| v.clone()));
             line.extend([
                 r.model.clone(),
-                format!("{:.4}", r.best_val_acc),
-                format!("{:.4}", r.best_val_loss),
+                format!("{:.4}", r.val_acc),
+                format!("{:.4}", r.val_loss),
                 r.best_epoch.to_string(),
                 format!("{:.4}", r.test_acc),
                 row.status().to_string(),
@@ -237,8 +246,8 @@ fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
                 vec![
                     if key.is_empty() { "(all)".into() } else { key },
                     group.len().to_string(),
-                    pm(&pick(|r| r.best_val_acc)),
-                    pm(&pick(|r| r.best_val_loss)),
+                    pm(&pick(|r| r.val_acc)),
+                    pm(&pick(|r| r.val_loss)),
                     pm(&pick(|r| r.test_acc)),
                 ]
             })
@@ -325,8 +334,8 @@ fn draw_plots(dir: &Path, plan: &Plan, rows: &[Row]) -> Result<Vec<PathBuf>> {
         for row in rows {
             if let Some(r) = row.result() {
                 let v = &row.values[column].1;
-                chart.marks.push(((x_of(v), r.best_val_acc), String::new()));
-                groups.entry(v.clone()).or_default().push(r.best_val_acc);
+                chart.marks.push(((x_of(v), r.val_acc), String::new()));
+                groups.entry(v.clone()).or_default().push(r.val_acc);
             }
         }
         let mut mean: Vec<(f64, f64)> = groups

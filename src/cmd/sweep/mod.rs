@@ -127,7 +127,7 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
                 state.status.as_str(),
                 state.wall_seconds,
                 r.map_or("", |r| r.model.as_str()),
-                r.map_or(0.0, |r| r.best_val_acc)
+                r.map_or(0.0, |r| r.val_acc)
             ));
         }
     }

@@ -53,16 +53,28 @@ impl Status {
     }
 }
 
-/// The model a task chose by validation, with its figures.
+/// The model a task's run chose (by validation unless the task set `select_by = "test"`),
+/// with the figures of its kept epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     pub model: String,
-    pub best_val_acc: f64,
-    /// The lowest validation loss of its epochs.
-    pub best_val_loss: f64,
+    /// Validation accuracy of the kept epoch.
+    #[serde(alias = "best_val_acc")]
+    pub val_acc: f64,
+    /// Validation loss of the kept epoch (state files of older versions held the lowest of
+    /// all epochs here).
+    #[serde(alias = "best_val_loss")]
+    pub val_loss: f64,
     pub best_epoch: usize,
     /// Test accuracy of the chosen model (shown, never used to rank).
     pub test_acc: f64,
+    /// What chose the kept epoch, and ranks the task.
+    #[serde(default = "default_monitor")]
+    pub monitor: Monitor,
+}
+
+fn default_monitor() -> Monitor {
+    Monitor::ValAcc
 }
 
 /// `state/NNNN.json`, written once a task has ended.
@@ -154,7 +166,7 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
             };
             state.backend = Some(report.device.backend.as_str().to_string());
             state.device = Some(report.device.device_name.clone());
-            state.result = Some(chosen_by_validation(&report, task.settings.monitor));
+            state.result = Some(chosen(&report, task.settings.monitor));
         }
         // Not an outcome: the task stays unfinished and is redone by the next run.
         Err(TrainerError::Interrupted) => return Err(TrainerError::Interrupted),
@@ -166,36 +178,18 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
     Ok(Outcome::Ran(state))
 }
 
-/// The model with the best validation figure (by the run's monitor); test accuracy never
-/// takes part in the choice.
-fn chosen_by_validation(report: &Report, monitor: Monitor) -> TaskResult {
-    let results: Vec<TaskResult> = report
-        .models
-        .iter()
-        .map(|m| TaskResult {
-            model: m.kind.slug().to_string(),
-            best_val_acc: m.trained.best_val_acc,
-            best_val_loss: m
-                .trained
-                .history
-                .iter()
-                .map(|e| e.val_loss)
-                .fold(f64::INFINITY, f64::min),
-            best_epoch: m.trained.best_epoch,
-            test_acc: m.test.accuracy,
-        })
-        .collect();
-    let better = |a: &TaskResult, b: &TaskResult| match monitor {
-        Monitor::ValAcc => a.best_val_acc > b.best_val_acc,
-        Monitor::ValLoss => a.best_val_loss < b.best_val_loss,
-    };
-    let mut best = results[0].clone();
-    for r in &results[1..] {
-        if better(r, &best) {
-            best = r.clone();
-        }
+/// The model the task's pack chose, with its kept epoch's figures: the leaderboard shows
+/// what the pack says.
+fn chosen(report: &Report, monitor: Monitor) -> TaskResult {
+    let m = report.best();
+    TaskResult {
+        model: m.kind.slug().to_string(),
+        val_acc: m.trained.best_val_acc,
+        val_loss: m.trained.best_val_loss,
+        best_epoch: m.trained.best_epoch,
+        test_acc: m.test.accuracy,
+        monitor,
     }
-    best
 }
 
 /// This machine's name, as claims and states record it.
