@@ -9,7 +9,8 @@
 //          params  array<f32>, the flat parameters (a longer buffer is fine): the linear
 //                  weight (H*W, C) at 0 (burn's [input, output] order), bias (C) at H*W*C;
 //                  P = (H*W + 1) * C values.
-//          dims    array<u32>: N, H, W, C, P, mode, S (unused), G (workgroups).
+//          dims    uniform SampleDims (sample_common.wgsl): N, H, W, C, P, mode, S (unused),
+//                  G (workgroups).
 // Outputs: logits  array<f32>, N * C.
 //          grads   array<f32>, G * P: row g is the gradient of the batch-mean loss summed over
 //                  workgroup g's samples (mode 2).
@@ -28,9 +29,11 @@
 @group(0) @binding(4) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dims: array<u32>;
+@group(0) @binding(7) var<uniform> dims: SampleDims;
 
 const WG: u32 = {{ workgroup_size }}u;
+// The most classes (the logit arrays' size), from src/device/gpu_train.rs's MAX_CLASSES.
+const MAX_CLASSES: u32 = {{ max_classes }}u;
 
 {{ sample_common }}
 
@@ -39,14 +42,14 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     // The previous sample of this workgroup is done with the scratch and shared values.
     storageBarrier();
     workgroupBarrier();
-    let n_total = dims[0];
-    let pixels = dims[1] * dims[2];
-    let c_total = dims[3];
-    let p_total = dims[4];
-    let mode = dims[5];
+    let n_total = dims.n;
+    let pixels = dims.h * dims.w;
+    let c_total = dims.c;
+    let p_total = dims.p;
+    let mode = dims.mode;
     // Every binding must be used, or the pipeline's layout would not match the bind group;
     // this model needs no scratch (S is 0), so this never writes.
-    if (dims[6] > 0u) {
+    if (dims.stride > 0u) {
         scratch[0] = 0.0;
     }
     let image = n * pixels;

@@ -2,7 +2,7 @@
 //
 // Inputs:  logits    array<f32>, N * C values, row-major (one row of C logits per sample).
 //          labels    array<i32>, N class ids.
-//          params    array<u32>: N, C.
+//          params    uniform SummaryParams: N, C.
 // Outputs: summary   array<f32>, 3 per sample: softmax confidence of the top class, the
 //                    predicted class (first maximum), and 1.0 when it equals the label.
 //          confusion array<atomic<i32>>, C * C counts, row = actual, column = predicted; must
@@ -16,13 +16,20 @@
 @group(0) @binding(1) var<storage, read_write> labels: array<i32>;
 @group(0) @binding(2) var<storage, read_write> summary: array<{{ elem }}>;
 @group(0) @binding(3) var<storage, read_write> confusion: array<atomic<i32>>;
-@group(0) @binding(4) var<storage, read_write> params: array<u32>;
+@group(0) @binding(4) var<uniform> params: SummaryParams;
+
+struct SummaryParams {
+    n: u32,
+    c: u32,
+    unused_0: u32,
+    unused_1: u32,
+}
 
 @compute
 @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = params[0];
-    let c = params[1];
+    let n = params.n;
+    let c = params.c;
     let i = gid.x;
     if (i >= n) {
         return;

@@ -1,6 +1,7 @@
 // sample_common: what both *_sample.wgsl kernels share, pasted into them where their template
-// names it (src/device/gpu_kernels.rs fills it in). Uses the including kernel's `grads`,
-// `labels`, `stats` and `dims` bindings and its workgroup size WG, and calls its
+// names it (src/device/gpu_kernels.rs fills it in; the template fills placeholders in one
+// pass, so this file has none). Uses the including kernel's `grads`, `labels`, `stats` and
+// `dims` bindings, its workgroup size WG and its MAX_CLASSES, and calls its
 // one_sample(t, n, slot, first).
 //
 // The entry point hands each workgroup its samples; `put` sums a sample's gradient into the
@@ -10,8 +11,21 @@
 // one-hot) / N, the gradient of the batch-mean loss). The prediction is the first maximum, as
 // burn's argmax.
 
-var<workgroup> logit: array<f32, 256>;
-var<workgroup> dlogit: array<f32, 256>;
+// The launch's sizes: a uniform, so every value read from it (the sample loop's bounds, the
+// mode) is provably the same in the whole workgroup, and so is every barrier after it.
+struct SampleDims {
+    n: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    p: u32,
+    mode: u32,
+    stride: u32,
+    slots: u32,
+}
+
+var<workgroup> logit: array<f32, MAX_CLASSES>;
+var<workgroup> dlogit: array<f32, MAX_CLASSES>;
 var<workgroup> lse: f32;
 
 fn sample_loss(t: u32, n: u32, c_total: u32, label: u32) {
@@ -68,11 +82,11 @@ fn main(
     // Workgroup `slot` takes samples slot, slot + G, slot + 2G, ... and sums their gradients
     // into its own row of `grads` (each value has one owning invocation, so in order).
     let slot = group.x + group.y * groups.x;
-    let slots = dims[7];
+    let slots = dims.slots;
     if (slot >= slots) {
         return;
     }
-    for (var n = slot; n < dims[0]; n = n + slots) {
+    for (var n = slot; n < dims.n; n = n + slots) {
         one_sample(t, n, slot, n == slot);
     }
 }

@@ -2,7 +2,8 @@
 //
 // Inputs:  spec   array<i32>, 2 per image: class (0 vertical, 1 horizontal, 2 diagonal) and
 //                 index within the class; the image is a pure function of (seed, class, index).
-//          params array<u32>: seed low 32 bits, seed high 32 bits, image size S, image count N.
+//          params uniform SynthParams: seed low 32 bits, seed high 32 bits, image size S,
+//                 image count N.
 // Output:  images array<f32>, N * S * S values, image-major then row-major: the (N, 1, S, S)
 //          tensor the models take.
 // Layout:  one invocation per pixel, 1-D; workgroup size {{ workgroup_size }}; the grid is
@@ -15,7 +16,14 @@
 
 @group(0) @binding(0) var<storage, read_write> spec: array<i32>;
 @group(0) @binding(1) var<storage, read_write> images: array<{{ elem }}>;
-@group(0) @binding(2) var<storage, read_write> params: array<u32>;
+@group(0) @binding(2) var<uniform> params: SynthParams;
+
+struct SynthParams {
+    seed_lo: u32,
+    seed_hi: u32,
+    size: u32,
+    count: u32,
+}
 
 const STREAM_IMAGE: u32 = 1u;
 
@@ -40,7 +48,7 @@ fn bits(k: u32, counter: u32) -> u32 {
     return mix32(k ^ mix32(counter + 0x632be5abu));
 }
 
-fn uniform(k: u32, counter: u32) -> f32 {
+fn uniform01(k: u32, counter: u32) -> f32 {
     return f32(bits(k, counter) >> 8u) * (1.0 / 16777216.0);
 }
 
@@ -60,8 +68,8 @@ fn normal(k: u32, first: u32) -> f32 {
 @compute
 @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let s = params[2];
-    let n = params[3];
+    let s = params.size;
+    let n = params.count;
     let id = gid.x + gid.y * groups.x * {{ workgroup_size }}u;
     if (id >= n * s * s) {
         return;
@@ -73,7 +81,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let si = i32(s);
     let kind = spec[2u * image];
     let index = u32(spec[2u * image + 1u]);
-    let k = key(params[0], params[1], STREAM_IMAGE, (u32(kind) << 20u) | index);
+    let k = key(params.seed_lo, params.seed_hi, STREAM_IMAGE, (u32(kind) << 20u) | index);
 
     var value = normal(k, 16u + 12u * pixel) * 0.2;
     if (kind == 0) {
@@ -98,7 +106,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             value = value + 0.8;
         }
     }
-    if (uniform(k, 1u) < 0.18) {
+    if (uniform01(k, 1u) < 0.18) {
         let top = below(k, 2u, 0, si - 4);
         let left = below(k, 3u, 0, si - 4);
         if (row >= top && row < top + 4 && col >= left && col < left + 4) {

@@ -10,7 +10,8 @@
 //                  follows them there): conv1 weight (8,1,3,3) at 0, bias (8) at 72, conv2
 //                  weight (16,8,3,3) at 80, bias (16) at 1232, linear weight (16,C) at 1248,
 //                  bias (C) at 1248 + 16 C; P = 1248 + 17 C values.
-//          dims    array<u32>: N, H, W, C, P, mode, S, G (workgroups).
+//          dims    uniform SampleDims (sample_common.wgsl): N, H, W, C, P, mode, S, G
+//                  (workgroups).
 // Outputs: logits  array<f32>, N * C.
 //          grads   array<f32>, G * P: row g is the gradient of the batch-mean loss summed
 //                  over workgroup g's samples
@@ -25,7 +26,8 @@
 //                  pool). The borders make every 3x3 window read without a bounds check.
 // Modes:   0 logits; 1 logits, loss and correct; 2 all of that and the gradients.
 // Layout:  G workgroups (x + y * 65535); workgroup g takes samples g, g + G, ...; workgroup
-//          size {{ workgroup_size }}; C at most 256. Barriers are reached by the whole workgroup (n and the mode are uniform).
+//          size {{ workgroup_size }}; C at most MAX_CLASSES (256). Barriers are reached by the whole workgroup (n and the mode come
+//          from the uniform `dims`).
 //          Invocations take pixels (or weights), and each computes all channels of its own
 //          in vec4 accumulators: the weights it reads are the same for every invocation at the
 //          same time (one load, broadcast on a GPU and in lavapipe's SIMD), and only the
@@ -40,9 +42,11 @@
 @group(0) @binding(4) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dims: array<u32>;
+@group(0) @binding(7) var<uniform> dims: SampleDims;
 
 const WG: u32 = {{ workgroup_size }}u;
+// The most classes (the logit arrays' size), from src/device/gpu_train.rs's MAX_CLASSES.
+const MAX_CLASSES: u32 = {{ max_classes }}u;
 const B1: u32 = 72u;
 const W2: u32 = 80u;
 const B2: u32 = 1232u;
@@ -115,13 +119,13 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     // The previous sample of this workgroup is done with the scratch and shared values.
     storageBarrier();
     workgroupBarrier();
-    let n_total = dims[0];
-    let h = dims[1];
-    let w = dims[2];
-    let c_total = dims[3];
-    let p_total = dims[4];
-    let mode = dims[5];
-    let stride = dims[6];
+    let n_total = dims.n;
+    let h = dims.h;
+    let w = dims.w;
+    let c_total = dims.c;
+    let p_total = dims.p;
+    let mode = dims.mode;
+    let stride = dims.stride;
     let hp = h / 2u;
     let wp = w / 2u;
     let cells = hp * wp;

@@ -6,9 +6,9 @@
 //          state   array<f32>, 3 P + 1: a model's flat parameters, Adam's first moments, second moments, and a
 //                  flag that is 1.0 once a step diverged (the state then stays as it is).
 //          samples array<f32>: loss and correct of sample n at 2n and 2n + 1.
-//          dims    array<u32>: G, P, mode (0 Adam step, 1 gradients only), N.
-//          hyper   array<f32>: lr, sqrt(1 - beta2^t) / (1 - beta1^t), epsilon * sqrt(1 - beta2^t),
-//                  beta1, 1 - beta1, beta2, 1 - beta2, max norm, divergence norm.
+//          args    uniform UpdateArgs: G, P, mode (0 Adam step, 1 gradients only), N; then lr,
+//                  sqrt(1 - beta2^t) / (1 - beta1^t), epsilon * sqrt(1 - beta2^t), beta1,
+//                  1 - beta1, beta2, 1 - beta2, max norm, divergence norm.
 // Outputs: next    array<f32>, 3 P + 1: the state after the step (mode 0), or the summed,
 //                  unclipped gradients in its first P values (mode 1).
 //          stats   array<f32>: mean loss, correct count, gradient norm before clipping, flag.
@@ -23,8 +23,25 @@
 @group(0) @binding(2) var<storage, read_write> samples: array<f32>;
 @group(0) @binding(3) var<storage, read_write> next: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dims: array<u32>;
-@group(0) @binding(6) var<storage, read_write> hyper: array<f32>;
+@group(0) @binding(5) var<uniform> args: UpdateArgs;
+
+// A uniform, so the loop bounds and the mode are provably the same for the whole workgroup,
+// and every barrier is reached by all of it.
+struct UpdateArgs {
+    rows: u32,
+    p_total: u32,
+    mode: u32,
+    n_total: u32,
+    lr: f32,
+    combined: f32,
+    epsilon: f32,
+    beta_1: f32,
+    one_minus_beta_1: f32,
+    beta_2: f32,
+    one_minus_beta_2: f32,
+    max_norm: f32,
+    diverged_norm: f32,
+}
 
 const WG: u32 = {{ workgroup_size }}u;
 
@@ -35,10 +52,10 @@ var<workgroup> corrects: array<f32, {{ workgroup_size }}>;
 @compute
 @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(@builtin(local_invocation_index) t: u32) {
-    let rows = dims[0];
-    let p_total = dims[1];
-    let mode = dims[2];
-    let n_total = dims[3];
+    let rows = args.rows;
+    let p_total = args.p_total;
+    let mode = args.mode;
+    let n_total = args.n_total;
 
     // The batch's gradient, parameter by parameter (kept in `next` until the update).
     var sq = 0.0;
@@ -85,7 +102,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     let norm = sqrt(squares[0]);
     let flag_at = 3u * p_total;
     let stopped = state[flag_at] != 0.0;
-    let diverged = stopped || !(norm <= hyper[8]);
+    let diverged = stopped || !(norm <= args.diverged_norm);
     if (t == 0u) {
         stats[2] = norm;
         stats[3] = select(0.0, 1.0, diverged);
@@ -95,7 +112,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     }
 
     // Clip and Adam; a state that already diverged is carried over unchanged.
-    let coefficient = min(hyper[7] * (1.0 / (norm + 1e-6)), 1.0);
+    let coefficient = min(args.max_norm * (1.0 / (norm + 1e-6)), 1.0);
     for (var p = t; p < p_total; p = p + WG) {
         let param = state[p];
         let m = state[p_total + p];
@@ -106,10 +123,10 @@ fn main(@builtin(local_invocation_index) t: u32) {
             next[2u * p_total + p] = v;
         } else {
             let g = next[p] * coefficient;
-            let m1 = m * hyper[3] + g * hyper[4];
-            let v1 = v * hyper[5] + (g * g) * hyper[6];
-            let update = (m1 * hyper[1]) / (sqrt(v1) + hyper[2]);
-            next[p] = param - update * hyper[0];
+            let m1 = m * args.beta_1 + g * args.one_minus_beta_1;
+            let v1 = v * args.beta_2 + (g * g) * args.one_minus_beta_2;
+            let update = (m1 * args.combined) / (sqrt(v1) + args.epsilon);
+            next[p] = param - update * args.lr;
             next[p_total + p] = m1;
             next[2u * p_total + p] = v1;
         }

@@ -126,6 +126,48 @@ fn fused_operation_repeats_bit_for_bit() {
 }
 
 #[test]
+fn every_instruction_set_and_thread_count_gives_the_same_bits() {
+    // The module's claim: vector width and thread count change which instructions run and
+    // where, never the order of additions. Every set this CPU has (the override only narrows
+    // it), with 1, 2 and 3 threads, against the first.
+    let mut rng = common::Lcg(13);
+    let net = Net::init(ModelKind::Cnn, 16, 3, 4, &Device::flex().autodiff());
+    let images = random_images(&mut rng, 29 * 16 * 16);
+    let sets = cpu_kernels::supported_instruction_sets();
+    assert!(sets.contains(&"portable"), "{sets:?}");
+    eprintln!("instruction sets compared: {sets:?}");
+    assert!(cpu_kernels::force_instruction_set(Some("sse9")).is_err());
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for set in &sets {
+        cpu_kernels::force_instruction_set(Some(set)).unwrap();
+        assert_eq!(cpu_kernels::instruction_set(), *set);
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| run(&net, &images, [29, 1, 16, 16], true));
+            match &reference {
+                None => reference = Some(got),
+                Some(first) => {
+                    let same = got
+                        .iter()
+                        .flatten()
+                        .zip(first.iter().flatten())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{set} with {threads} thread(s) differs from {}",
+                        sets[0]
+                    );
+                }
+            }
+        }
+    }
+    cpu_kernels::force_instruction_set(None).unwrap();
+}
+
+#[test]
 fn no_cpu_kernels_trains_the_same_model() {
     // The whole workshop with and without the fused operation: the same epochs and, to the
     // four decimals of the log, the same losses and accuracies.

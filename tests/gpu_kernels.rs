@@ -145,9 +145,6 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
 /// workshop's three.
 #[test]
 fn training_kernels_match_the_layers() {
-    use burn::module::{ModuleMapper, Param};
-    use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::optim::GradientsParams;
     use trainer::device::gpu_train::{self, StepHyper};
     use trainer::model::{ModelKind, Net, flat};
 
@@ -193,25 +190,8 @@ fn training_kernels_match_the_layers() {
         );
 
         // Backward: the reference gradients from autodiff, in the flat order.
-        let train_device = device.clone().autodiff();
-        let train_net = net.clone().to_device(&train_device).train();
-        let logits = train_net.forward_traced(images.clone().autodiff(), &mut |_, _| {});
-        let loss = CrossEntropyLossConfig::new()
-            .init(&train_device)
-            .forward(logits, labels_t.clone().autodiff());
-        let loss_value = values(loss.clone().inner())[0];
-        let grads = GradientsParams::from_grads(loss.backward(), &train_net);
-        struct ToGrads<'a>(&'a GradientsParams);
-        impl ModuleMapper for ToGrads<'_> {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                let grad = self
-                    .0
-                    .get::<D>(param.id)
-                    .expect("every parameter has a gradient");
-                param.map(|_| grad)
-            }
-        }
-        let reference = values(flat::to_flat(&net.clone().map(&mut ToGrads(&grads))));
+        let (loss_value, reference) = layer_gradients(&net, &images, &labels_t);
+        let segments = flat::segments(&net);
 
         let p = params.dims()[0];
         let state = Tensor::cat(vec![params, Tensor::zeros([2 * p + 1], &device)], 0);
@@ -234,9 +214,10 @@ fn training_kernels_match_the_layers() {
             true,
         );
         let kernel_grads = values(next.narrow(0, 0, p));
-        assert_close(
+        assert_close_per_tensor(
             &kernel_grads,
             &reference,
+            &segments,
             1e-5,
             &format!("{case}: gradients"),
         );
@@ -263,7 +244,8 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().try_to_vec_as::<f32>().unwrap()
 }
 
-/// Equal up to float summation order: within `tolerance` relative to the largest magnitude.
+/// Equal up to float summation order: within `tolerance` relative to the largest magnitude
+/// (at least 1, for values such as logits that are compared as one tensor).
 fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths");
     let scale = expected.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
@@ -272,6 +254,171 @@ fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
             (a - e).abs() <= tolerance * scale.max(1.0),
             "{what}: value {i} is {a}, the layers give {e}"
         );
+    }
+}
+
+/// Equal up to float summation order, tensor by tensor: each value within `tolerance` of its
+/// own tensor's largest magnitude (and 1e-9 absolute, for tensors that are all but zero), so
+/// a small tensor's error is not hidden by a large one's scale.
+fn assert_close_per_tensor(
+    actual: &[f32],
+    expected: &[f32],
+    segments: &[(&str, usize)],
+    tolerance: f32,
+    what: &str,
+) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths");
+    assert_eq!(segments.iter().map(|s| s.1).sum::<usize>(), expected.len());
+    let mut at = 0;
+    for (name, len) in segments {
+        let (a, e) = (&actual[at..at + len], &expected[at..at + len]);
+        let scale = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(e).enumerate() {
+            assert!(
+                (x - y).abs() <= tolerance * scale + 1e-9,
+                "{what}: {name}[{i}] is {x}, the reference gives {y} (the tensor's scale {scale})"
+            );
+        }
+        at += len;
+    }
+}
+
+/// The loss and the flat gradient (the kernels' order) of `net`'s mean cross-entropy on a
+/// batch, from burn's layers and autodiff on the batch's device.
+fn layer_gradients(
+    net: &trainer::model::Net,
+    images: &Tensor<4>,
+    labels: &Tensor<1, Int>,
+) -> (f32, Vec<f32>) {
+    use burn::module::{ModuleMapper, Param};
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use trainer::model::flat;
+
+    let train_device = images.device().autodiff();
+    let train_net = net.clone().to_device(&train_device).train();
+    let logits = train_net.forward_traced(images.clone().autodiff(), &mut |_, _| {});
+    let loss = CrossEntropyLossConfig::new()
+        .init(&train_device)
+        .forward(logits, labels.clone().autodiff());
+    let loss_value = values(loss.clone().inner())[0];
+    let grads = GradientsParams::from_grads(loss.backward(), &train_net);
+    struct ToGrads<'a>(&'a GradientsParams);
+    impl ModuleMapper for ToGrads<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let grad = self
+                .0
+                .get::<D>(param.id)
+                .expect("every parameter has a gradient");
+            param.map(|_| grad)
+        }
+    }
+    let gradient = values(flat::to_flat(&net.clone().map(&mut ToGrads(&grads))));
+    (loss_value, gradient)
+}
+
+/// The update kernel on its own: three steps whose gradient norm is above the clipping
+/// threshold of 2, against burn's own Adam (`burn::optim::Adam`, the optimizer of the layer
+/// path) fed the layers' gradients clipped as the layer path clips them. After the third
+/// step the parameters and both moments agree, tensor by tensor.
+#[test]
+fn the_update_kernel_clips_and_applies_adam_as_burn_does() {
+    use burn::optim::{AdamConfig, Optimizer};
+    use trainer::device::gpu_train::{self, StepHyper};
+    use trainer::model::{ModelKind, Net, flat};
+
+    let Some(device) = wgpu_device("the_update_kernel_clips_and_applies_adam_as_burn_does") else {
+        return;
+    };
+    let mut rng = common::Lcg(21);
+    for (kind, size, classes, n) in [(ModelKind::Cnn, 8, 3, 24), (ModelKind::Baseline, 6, 4, 20)] {
+        let net = Net::init(kind, size, classes, 13, &device);
+        // Large pixels make large gradients: the norm stays above 2, so every step clips.
+        let pixels: Vec<f32> = (0..n * size * size)
+            .map(|_| (rng.next() % 2001) as f32 / 30.0 - 33.3)
+            .collect();
+        let labels: Vec<i64> = (0..n)
+            .map(|_| (rng.next() % classes as u64) as i64)
+            .collect();
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, size, size]), &device);
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+        let (lr, max_norm) = (0.001, 2.0f32);
+        let adam = AdamConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.999)
+            .with_epsilon(1e-8)
+            .build();
+
+        let mut params = flat::to_flat(&net);
+        let p = params.dims()[0];
+        let mut adam_state = None;
+        let mut state = Tensor::cat(vec![params.clone(), Tensor::zeros([2 * p + 1], &device)], 0);
+        let mut norms = Vec::new();
+        for time in 1..=3 {
+            // burn's Adam on the layers' gradient, clipped by the global norm.
+            let (_, gradient) =
+                layer_gradients(&flat::from_flat(&net, params.clone()), &images, &labels);
+            let norm = gradient
+                .iter()
+                .map(|g| (*g as f64).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32;
+            let coefficient = (max_norm / (norm + 1e-6)).min(1.0);
+            let gradient = Tensor::<1>::from_data(TensorData::new(gradient, [p]), &device)
+                .mul_scalar(coefficient);
+            let (next, next_state) = adam.step(lr, params, gradient, adam_state);
+            (params, adam_state) = (next, next_state);
+
+            // The kernels' step from their own state.
+            let hyper = StepHyper {
+                lr,
+                time,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-8,
+                max_norm,
+                diverged_norm: 1e6,
+            };
+            let (next, stats) = gpu_train::step(
+                kind.kernel(),
+                images.clone(),
+                labels.clone(),
+                state,
+                &hyper,
+                classes,
+                false,
+            );
+            state = next;
+            let stats = values(stats);
+            assert!(
+                (stats[2] - norm).abs() <= 1e-4 * norm,
+                "{kind:?} step {time}: norm {} against {norm}",
+                stats[2]
+            );
+            norms.push(norm);
+        }
+        assert!(
+            norms.iter().all(|n| *n > max_norm),
+            "{kind:?}: every step clips ({norms:?})"
+        );
+        let moments = adam_state.expect("Adam's state").momentum;
+        assert_eq!(moments.time, 3);
+        let segments = flat::segments(&net);
+        let state = values(state);
+        for (name, at, expected) in [
+            ("parameters", 0, values(params)),
+            ("first moments", p, values(moments.moment_1)),
+            ("second moments", 2 * p, values(moments.moment_2)),
+        ] {
+            assert_close_per_tensor(
+                &state[at..at + p],
+                &expected,
+                &segments,
+                1e-4,
+                &format!("{kind:?} step 3: {name}"),
+            );
+        }
+        assert_eq!(state[3 * p], 0.0, "{kind:?}: not diverged");
     }
 }
 

@@ -23,7 +23,7 @@
 //! `--no-cpu-kernels` (or `TRAINER_CPU_KERNELS=off`) turns it off; the layer path stays the
 //! reference.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -86,34 +86,100 @@ static TURNED_OFF: AtomicBool = AtomicBool::new(false);
 
 /// Which vector instructions the kernels use on this machine, for run_info and the README.
 pub fn instruction_set() -> &'static str {
-    match InstructionSet::detect() {
-        InstructionSet::Avx512 => "avx512",
-        InstructionSet::Avx2 => "avx2",
-        InstructionSet::Portable => "portable",
-    }
+    InstructionSet::detect().name()
 }
 
-/// The widest vector instructions this CPU has that the kernels are compiled for.
-#[derive(Clone, Copy)]
+/// The instruction sets this CPU can run the kernels with, widest first.
+pub fn supported_instruction_sets() -> Vec<&'static str> {
+    InstructionSet::ALL
+        .into_iter()
+        .filter(|set| set.supported())
+        .map(InstructionSet::name)
+        .collect()
+}
+
+/// Forces the kernels onto one instruction set (`avx512`, `avx2` or `portable`), or back to
+/// the widest this CPU has (`None`): the tests check that every variant gives the same bits.
+/// Also read once from `TRAINER_CPU_ISA`. A set this CPU lacks is refused.
+pub fn force_instruction_set(name: Option<&str>) -> Result<(), String> {
+    let code = match name {
+        None => 0,
+        Some(name) => {
+            let set = InstructionSet::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| {
+                    format!("unknown instruction set '{name}' (avx512, avx2, portable)")
+                })?;
+            if !set.supported() {
+                return Err(format!("this CPU cannot run the kernels with {name}"));
+            }
+            set as u8 + 1
+        }
+    };
+    FORCED.store(code, Ordering::Relaxed);
+    Ok(())
+}
+
+/// 0: the widest supported; otherwise an [`InstructionSet`] as `set as u8 + 1`.
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// The vector instructions the kernels are compiled for.
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum InstructionSet {
-    Avx512,
-    Avx2,
-    Portable,
+    Avx512 = 0,
+    Avx2 = 1,
+    Portable = 2,
 }
 
 impl InstructionSet {
-    fn detect() -> InstructionSet {
+    const ALL: [InstructionSet; 3] = [
+        InstructionSet::Avx512,
+        InstructionSet::Avx2,
+        InstructionSet::Portable,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            InstructionSet::Avx512 => "avx512",
+            InstructionSet::Avx2 => "avx2",
+            InstructionSet::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU has the instructions.
+    fn supported(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
-                return InstructionSet::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                return InstructionSet::Avx2;
+            match self {
+                InstructionSet::Avx512 => std::is_x86_feature_detected!("avx512f"),
+                InstructionSet::Avx2 => std::is_x86_feature_detected!("avx2"),
+                InstructionSet::Portable => true,
             }
         }
-        InstructionSet::Portable
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == InstructionSet::Portable
+        }
+    }
+
+    /// The forced set (see [`force_instruction_set`]), else the widest this CPU has.
+    fn detect() -> InstructionSet {
+        static FROM_ENV: OnceLock<()> = OnceLock::new();
+        FROM_ENV.get_or_init(|| {
+            if let Ok(name) = std::env::var("TRAINER_CPU_ISA") {
+                // An unusable value keeps the widest set; the tests set it only to real ones.
+                let _ = force_instruction_set(Some(&name));
+            }
+        });
+        match FORCED.load(Ordering::Relaxed) {
+            0 => InstructionSet::ALL
+                .into_iter()
+                .find(|s| s.supported())
+                .unwrap_or(InstructionSet::Portable),
+            code => InstructionSet::ALL[(code - 1) as usize],
+        }
     }
 }
 

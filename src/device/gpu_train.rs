@@ -26,7 +26,7 @@ use burn::cubecl::server::{Handle, KernelArguments};
 use burn::prelude::*;
 use burn::tensor::{DType, Shape};
 
-use super::gpu_kernels::{kernel, kernel_sized, words};
+use super::gpu_kernels::{kernel, kernel_sized, uniform};
 
 /// The most classes the kernels handle (their workgroup arrays); more take the layer path.
 pub const MAX_CLASSES: usize = 256;
@@ -68,9 +68,10 @@ pub trait TrainKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// One training step on images (N, 1, H, W) and labels (N): (next state, stats (4)).
-    /// `hyper` holds lr, Adam's two bias corrections and the norms (see the update shader);
-    /// with `gradients_only`, the next state's first P values are the summed gradients instead.
-    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &TensorSpec, _classes: &u32, _model: &u32, _gradients_only: &bool| (
+    /// `hyper` holds lr, Adam's two bias corrections and the norms (see the update shader),
+    /// passed in the launch's uniform; with `gradients_only`, the next state's first P values
+    /// are the summed gradients instead.
+    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; 9], _classes: &u32, _model: &u32, _gradients_only: &bool| (
         state.clone(),
         TensorSpec::new(Shape::new([4]), state.dtype),
     ))]
@@ -78,7 +79,7 @@ pub trait TrainKernels: Backend {
         images: FloatTensor<Self>,
         labels: IntTensor<Self>,
         state: FloatTensor<Self>,
-        hyper: FloatTensor<Self>,
+        hyper: [f32; 9],
         classes: u32,
         model: u32,
         gradients_only: bool,
@@ -91,29 +92,50 @@ pub fn available(device: &Device, classes: usize) -> bool {
     super::gpu_kernels::available(device) && classes <= MAX_CLASSES
 }
 
-/// Whether a kernel launch for `n` images of `h` x `w` fits the adapter's largest storage
-/// binding (its scratch and its gradient rows are one buffer each). An allocation that
-/// does not fit is refused here, with the message an allocation failure has, so the memory
-/// policy halves the batch before anything is launched.
+/// Why the kernels refuse a launch, before anything is launched.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// A buffer passes the adapter's binding limit or the kernels' 32-bit indices: a smaller
+    /// batch fits (the message reads as an allocation failure, so the memory policy halves).
+    TooLarge(String),
+    /// The shape is outside what the kernels do at any batch size (the caller should have
+    /// chosen the layers; see [`available`]).
+    Unsupported(String),
+}
+
+/// Checks a launch for `n` images of `h` x `w` against the kernels' limits on the host: at
+/// most [`MAX_CLASSES`] classes (their workgroup arrays), at most [`MAX_SLOTS`] workgroups,
+/// every buffer indexable with the shaders' `u32` indices, and the largest storage binding
+/// of the adapter (the scratch and the gradient rows are one buffer each). cubecl compiles
+/// WGSL without bounds checks, so what is not checked here would be undefined behaviour.
 pub fn check_fits(
     model: Model,
     n: usize,
     (h, w): (usize, usize),
     classes: usize,
     training: bool,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
+    if !(1..=MAX_CLASSES).contains(&classes) {
+        return Err(Refusal::Unsupported(format!(
+            "the wgpu kernels take 1 to {MAX_CLASSES} classes, not {classes}"
+        )));
+    }
     let code = model_code(model);
-    let scratch = slots(n) * scratch_per_sample(code, h, w) * 4;
-    let grads = if training {
-        slots(n) * params_len(model, h * w, classes) * 4
-    } else {
-        0
-    };
-    let largest = scratch.max(grads) as u64;
+    let p = params_len(model, h * w, classes);
+    let scratch = slots(n) * scratch_per_sample(code, h, w);
+    let grads = if training { slots(n) * p } else { 0 };
+    let elements = [n * h * w, n * classes, 2 * n, scratch, grads, 3 * p + 1];
+    let most = elements.into_iter().max().unwrap_or(0) as u64;
+    if most > u32::MAX as u64 {
+        return Err(Refusal::TooLarge(format!(
+            "can't allocate buffer of {most} values: the kernels index at most 2^32 (a smaller batch fits)"
+        )));
+    }
+    let largest = scratch.max(grads) as u64 * 4;
     match super::wgpu_binding_limit() {
-        Some(limit) if largest > limit => Err(format!(
+        Some(limit) if largest > limit => Err(Refusal::TooLarge(format!(
             "can't allocate buffer of size: {largest} (the adapter binds at most {limit} bytes)"
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -192,11 +214,11 @@ pub struct StepHyper {
 
 impl StepHyper {
     /// The nine numbers the update kernel reads, computed as burn's Adam computes them.
-    fn values(&self) -> Vec<f32> {
+    fn values(&self) -> [f32; 9] {
         let time = self.time as i32;
         let correction2 = (1.0 - self.beta_2.powi(time)).sqrt();
         let combined = correction2 / (1.0 - self.beta_1.powi(time));
-        vec![
+        [
             self.lr as f32,
             combined,
             self.epsilon * correction2,
@@ -220,14 +242,12 @@ pub fn step(
     classes: usize,
     gradients_only: bool,
 ) -> (Tensor<1>, Tensor<1>) {
-    let device = state.device();
-    let hyper = Tensor::<1>::from_data(TensorData::from(hyper.values().as_slice()), &device);
     let labels = labels.cast(burn::tensor::IntDType::I32);
     let (next, stats) = <Dispatch as TrainKernels>::model_step(
         images.into_dispatch(),
         labels.into_dispatch(),
         state.into_dispatch(),
-        hyper.into_dispatch(),
+        hyper.values(),
         classes as u32,
         model_code(model),
         gradients_only,
@@ -299,18 +319,8 @@ fn launch_samples(
     let scratch = client.empty((slots * stride).max(1) * 4);
     let labels = match labels {
         Some(labels) => labels.handle.clone(),
-        None => client.create_from_slice(&words(&[0])),
+        None => client.create_from_slice(&0i32.to_le_bytes()),
     };
-    let dims = client.create_from_slice(&words(&[
-        n as u32,
-        h as u32,
-        w as u32,
-        classes as u32,
-        p as u32,
-        mode,
-        stride as u32,
-        slots as u32,
-    ]));
     let source = if model == model_code(Model::Baseline) {
         (
             "baseline_sample",
@@ -325,16 +335,26 @@ fn launch_samples(
     client.launch(
         kernel_sized(source.0, source.1, SAMPLE_WORKGROUP),
         workgroups(slots),
-        KernelArguments::new().with_buffers(vec![
-            images.handle.clone().binding(),
-            labels.binding(),
-            params.handle.clone().binding(),
-            logits.handle.clone().binding(),
-            grads.clone().binding(),
-            scratch.binding(),
-            stats.handle.clone().binding(),
-            dims.binding(),
-        ]),
+        KernelArguments::new()
+            .with_buffers(vec![
+                images.handle.clone().binding(),
+                labels.binding(),
+                params.handle.clone().binding(),
+                logits.handle.clone().binding(),
+                grads.clone().binding(),
+                scratch.binding(),
+                stats.handle.clone().binding(),
+            ])
+            .with_info(uniform(&[
+                n as u32,
+                h as u32,
+                w as u32,
+                classes as u32,
+                p as u32,
+                mode,
+                stride as u32,
+                slots as u32,
+            ])),
     );
     Samples {
         logits,
@@ -384,7 +404,7 @@ impl TrainKernels for CubeBackend {
         images: CubeTensor,
         labels: CubeTensor,
         state: CubeTensor,
-        hyper: CubeTensor,
+        hyper: [f32; 9],
         classes: u32,
         model: u32,
         gradients_only: bool,
@@ -392,7 +412,6 @@ impl TrainKernels for CubeBackend {
         let images = into_contiguous(images);
         let labels = into_contiguous(labels);
         let state = into_contiguous(state);
-        let hyper = into_contiguous(hyper);
         let shape = images.meta.shape();
         let (n, pixels) = (shape[0], shape[2] * shape[3]);
         let p = params_len_of(model, pixels, classes as usize);
@@ -412,27 +431,31 @@ impl TrainKernels for CubeBackend {
             client.empty(16),
             DType::F32,
         );
-        let dims = client.create_from_slice(&words(&[
-            samples.slots as u32,
-            p as u32,
-            gradients_only as u32,
-            n as u32,
-        ]));
         client.launch(
             kernel(
                 "train_update",
                 include_str!("../../shaders/train_update.wgsl"),
             ),
             CubeCount::Static(1, 1, 1),
-            KernelArguments::new().with_buffers(vec![
-                samples.grads.binding(),
-                state.handle.clone().binding(),
-                samples.stats.handle.clone().binding(),
-                next.handle.clone().binding(),
-                stats.handle.clone().binding(),
-                dims.binding(),
-                hyper.handle.clone().binding(),
-            ]),
+            KernelArguments::new()
+                .with_buffers(vec![
+                    samples.grads.binding(),
+                    state.handle.clone().binding(),
+                    samples.stats.handle.clone().binding(),
+                    next.handle.clone().binding(),
+                    stats.handle.clone().binding(),
+                ])
+                .with_info(uniform(
+                    &[
+                        samples.slots as u32,
+                        p as u32,
+                        gradients_only as u32,
+                        n as u32,
+                    ]
+                    .into_iter()
+                    .chain(hyper.iter().map(|v| v.to_bits()))
+                    .collect::<Vec<_>>(),
+                )),
         );
         (next, stats)
     }

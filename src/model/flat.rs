@@ -18,6 +18,31 @@ pub fn len(kind: ModelKind, pixels: usize, classes: usize) -> usize {
     crate::device::gpu_train::params_len(kind.kernel(), pixels, classes)
 }
 
+/// The parameters of `net` in the flat order: each one's name and number of values (their
+/// sum is [`len`]). Tests compare kernels and layers tensor by tensor with it.
+pub fn segments(net: &Net) -> Vec<(&'static str, usize)> {
+    let linear = |name: [&'static str; 2], linear: &Linear| {
+        let [inputs, outputs] = linear.weight.dims();
+        [(name[0], inputs * outputs), (name[1], outputs)]
+    };
+    match net {
+        Net::Baseline(model) => linear(["linear.weight", "linear.bias"], &model.linear).to_vec(),
+        Net::Cnn(model) => {
+            let mut parts = vec![
+                ("conv1.weight", model.conv1.weight.dims().iter().product()),
+                ("conv1.bias", model.conv1.weight.dims()[0]),
+                ("conv2.weight", model.conv2.weight.dims().iter().product()),
+                ("conv2.bias", model.conv2.weight.dims()[0]),
+            ];
+            parts.extend(linear(
+                ["classifier.weight", "classifier.bias"],
+                &model.classifier,
+            ));
+            parts
+        }
+    }
+}
+
 /// The parameters of `net`, flat, in the kernels' order.
 pub fn to_flat(net: &Net) -> Tensor<1> {
     let parts = match net {

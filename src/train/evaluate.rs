@@ -48,6 +48,7 @@ pub fn evaluate(
     memory: &mut MemoryPolicy,
     ctx: &Context,
 ) -> Result<Evaluation> {
+    dataset.check_labels(classes)?;
     let kind = net.kind();
     let footprint = Footprint::of(kind, dataset.image_size, classes);
     let mut batch_size = preflight(memory, kind, false, batch_size, &footprint, ctx)?;
@@ -96,7 +97,8 @@ fn evaluate_once(
 ) -> std::result::Result<Evaluation, StepFailure> {
     // On wgpu, shaders/eval_summary.wgsl reduces each batch on the device, and only its small
     // summary comes back; elsewhere the logits come back and are summarized here.
-    let kernels = crate::device::gpu_kernels::available(device);
+    let kernels = crate::device::gpu_kernels::available(device)
+        && crate::device::gpu_kernels::summary_fits(batch_size, net.classes());
     // The models' kernels give the logits and each sample's loss (src/device/gpu_train.rs).
     let classes = net.classes();
     let params = gpu_train::available(device, classes).then(|| flat::to_flat(net));
@@ -120,7 +122,7 @@ fn evaluate_once(
                     classes,
                     false,
                 )
-                .map_err(StepFailure::Allocation)?;
+                .map_err(StepFailure::from)?;
                 let (logits, samples) = gpu_train::evaluate(
                     net.kind().kernel(),
                     batch.images.clone(),

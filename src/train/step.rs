@@ -27,6 +27,16 @@ pub(crate) enum StepFailure {
     Other(String),
 }
 
+impl From<crate::device::gpu_train::Refusal> for StepFailure {
+    fn from(refusal: crate::device::gpu_train::Refusal) -> StepFailure {
+        use crate::device::gpu_train::Refusal;
+        match refusal {
+            Refusal::TooLarge(reason) => StepFailure::Allocation(reason),
+            Refusal::Unsupported(reason) => StepFailure::Other(reason),
+        }
+    }
+}
+
 impl StepFailure {
     pub(crate) fn classify(message: String) -> StepFailure {
         if is_allocation_failure(&message) {

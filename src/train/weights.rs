@@ -151,7 +151,7 @@ impl Weights {
                     template.classes(),
                     true,
                 )
-                .map_err(StepFailure::Allocation)?;
+                .map_err(StepFailure::from)?;
                 let hyper = gpu_train::StepHyper {
                     lr: settings.lr,
                     time: *time + 1,
