@@ -233,28 +233,6 @@ fn a_read_only_output_is_a_clear_error() {
 }
 
 /// Starts a long run into `pack` and waits until it holds the lock.
-fn start_long_run(pack: &Path) -> std::process::Child {
-    let child = trainer().cpu().quiet().endless().out(pack).spawn();
-    let lock = pack.parent().unwrap().join(format!(
-        ".{}.lock",
-        pack.file_name().unwrap().to_string_lossy()
-    ));
-    let started = Instant::now();
-    while !lock.exists() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(lock.exists(), "the first run never took its lock");
-    child
-}
-
-fn interrupt(child: &std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn a_second_run_into_the_same_folder_refuses_while_the_first_runs() {
     let dir = temp();
@@ -292,12 +270,7 @@ fn odd_paths_work_and_the_home_folder_is_refused() {
     short(&pack).run_ok();
     assert!(pack.join("outputs/training_log.csv").is_file());
     let checkpoint = pack.join("checkpoints/best_model.json");
-    trainer()
-        .subcommand("evaluate")
-        .cpu()
-        .quiet()
-        .checkpoint(&checkpoint)
-        .run_ok();
+    evaluate(&checkpoint).run_ok();
 
     let home = dir.path().join("home");
     fs::create_dir_all(&home).unwrap();

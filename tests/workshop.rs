@@ -262,13 +262,14 @@ fn an_interrupted_run_leaves_the_earlier_pack_whole() {
     trainer().cpu().quiet().quick().out(&pack).run_ok();
     let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
 
+    // Interrupted once it holds the folder's lock: it is then past its start-up.
     let child = trainer().cpu().endless().out(&pack).spawn();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wait_for(
+        &lock_of(&pack),
+        std::time::Duration::from_secs(20),
+        "the run's lock",
+    );
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert!(

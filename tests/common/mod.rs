@@ -304,3 +304,54 @@ pub fn image_folder(root: &Path, per_class: usize) -> PathBuf {
     std::fs::write(data.join("vertical").join("README.txt"), "not an image").unwrap();
     data
 }
+
+/// Waits until `path` exists (at most `limit`), instead of sleeping a fixed time.
+pub fn wait_for(path: &Path, limit: std::time::Duration, what: &str) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: {} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The lock file a run into `pack` holds while it runs (`.NAME.lock` beside it).
+pub fn lock_of(pack: &Path) -> PathBuf {
+    pack.parent().unwrap().join(format!(
+        ".{}.lock",
+        pack.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+/// Starts an endless cpu run into `pack` and returns once it holds its lock (its interrupt
+/// handler is installed before that).
+pub fn start_long_run(pack: &Path) -> std::process::Child {
+    let child = trainer().cpu().quiet().endless().out(pack).spawn();
+    wait_for(
+        &lock_of(pack),
+        std::time::Duration::from_secs(20),
+        "the first run's lock",
+    );
+    child
+}
+
+/// Sends SIGINT to `child`, as Ctrl-C does.
+pub fn interrupt(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `trainer evaluate --checkpoint CHECKPOINT` on the cpu, quiet.
+pub fn evaluate(checkpoint: &Path) -> Trainer {
+    trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .quiet()
+        .checkpoint(checkpoint)
+}
