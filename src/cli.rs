@@ -60,7 +60,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Many runs: plan a grid of settings, run its tasks (Slurm job array, Kubernetes Indexed
     /// Job, or this machine), collect one leaderboard.
-    #[command(subcommand)]
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
     Sweep(SweepCommand),
 }
 
@@ -408,6 +408,11 @@ pub struct EvaluateArgs {
     /// Samples per evaluation batch.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_size: u64,
+
+    /// The image folder the checkpoint was trained on, when it has moved since (its files
+    /// are still checked against the checkpoint's list).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 
     /// Print only the results.
     #[arg(long)]

@@ -12,6 +12,10 @@ use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
 use crate::model::ModelKind;
 
+/// The file that marks a folder as a trainer run (an evidence pack, a bench or parity
+/// report): safe for a later run to replace, and never read as data.
+pub const PACK_MARKER: &str = ".trainer-run";
+
 /// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
 pub const MAX_GRAD_NORM: f32 = 2.0;
 
@@ -169,10 +173,17 @@ impl Settings {
         if self.batch_size == 0 {
             return Err(TrainerError::bad_input("--batch-size must be at least 1"));
         }
+        // Only the models this run trains: `--models cnn --epochs-baseline 0` is fine.
+        let trains = |kind: ModelKind| self.models.contains(&kind);
         for (flag, lr) in [
             ("--lr-baseline", self.lr_baseline),
             ("--lr-cnn", self.lr_cnn),
-        ] {
+        ]
+        .into_iter()
+        .zip([ModelKind::Baseline, ModelKind::Cnn])
+        .filter(|(_, kind)| trains(*kind))
+        .map(|(check, _)| check)
+        {
             if !(lr.is_finite() && lr > 0.0) {
                 return Err(TrainerError::bad_input(format!(
                     "{flag} must be a positive finite number, got {lr}"
@@ -182,7 +193,12 @@ impl Settings {
         for (flag, epochs) in [
             ("--epochs-baseline", self.epochs_baseline),
             ("--epochs-cnn", self.epochs_cnn),
-        ] {
+        ]
+        .into_iter()
+        .zip([ModelKind::Baseline, ModelKind::Cnn])
+        .filter(|(_, kind)| trains(*kind))
+        .map(|(check, _)| check)
+        {
             if !(1..=10_000).contains(&epochs) {
                 return Err(TrainerError::bad_input(format!(
                     "{flag} must be between 1 and 10000, got {epochs}"
@@ -193,6 +209,19 @@ impl Settings {
             return Err(TrainerError::bad_input(
                 "--models must name at least one model",
             ));
+        }
+        if let Some((i, twice)) = self
+            .models
+            .iter()
+            .enumerate()
+            .find(|(i, m)| self.models[..*i].contains(m))
+        {
+            return Err(TrainerError::bad_input(format!(
+                "--models names {} twice (at positions {} and {}); name each model once",
+                twice.slug(),
+                self.models.iter().position(|m| m == twice).unwrap_or(0) + 1,
+                i + 1
+            )));
         }
         if self.patience == Some(0) {
             return Err(TrainerError::bad_input("--patience must be at least 1"));
@@ -206,67 +235,162 @@ impl Settings {
     }
 }
 
-/// Reads a config file (TOML, or JSON when it ends in .json) into a JSON object.
-pub fn read_file(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        TrainerError::bad_input(format!("cannot read --config '{}': {e}", path.display()))
-    })?;
-    let bad = |e: String| {
-        TrainerError::bad_input(format!(
-            "--config '{}' is not valid: {}",
-            path.display(),
-            crate::error::first_line(&e)
-        ))
-    };
-    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
-    } else {
-        let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        serde_json::to_value(table).map_err(|e| bad(e.to_string()))?
-    };
-    match value {
-        serde_json::Value::Object(map) => Ok(map),
-        _ => Err(bad("expected a table of settings".into())),
+/// A config file as read: its settings as a JSON object, and its text, for messages that
+/// name the line of a key.
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub values: serde_json::Map<String, serde_json::Value>,
+    text: String,
+    json: bool,
+}
+
+impl ConfigFile {
+    /// Reads a config file: JSON when its extension is `json` (any case), TOML otherwise.
+    /// A syntax error names the line, the column and what was expected.
+    pub fn read(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            TrainerError::bad_input(format!("cannot read --config '{}': {e}", path.display()))
+        })?;
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let bad = |what: String| {
+            TrainerError::bad_input(format!(
+                "--config '{}' is not valid: {what}",
+                path.display()
+            ))
+        };
+        let value: serde_json::Value = if json {
+            serde_json::from_str(&text).map_err(|e| {
+                bad(format!(
+                    "line {}, column {}: {}",
+                    e.line(),
+                    e.column(),
+                    json_reason(&e)
+                ))
+            })?
+        } else {
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| bad(toml_reason(&e, &text)))?;
+            serde_json::to_value(table).map_err(|e| bad(e.to_string()))?
+        };
+        match value {
+            serde_json::Value::Object(values) => Ok(ConfigFile {
+                path: path.to_path_buf(),
+                values,
+                text,
+                json,
+            }),
+            _ => Err(bad("expected a table of settings".into())),
+        }
+    }
+
+    /// The 1-based line where `key` is set, when it can be found.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        self.text
+            .lines()
+            .position(|line| {
+                let line = line.trim_start();
+                if self.json {
+                    line.starts_with(&format!("\"{key}\""))
+                } else {
+                    line.strip_prefix(key)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                }
+            })
+            .map(|i| i + 1)
+    }
+
+    /// "--config 'FILE' line N: `key`" (without the line when it cannot be found).
+    pub fn place(&self, key: &str) -> String {
+        match self.line_of(key) {
+            Some(line) => format!("--config '{}' line {line}: '{key}'", self.path.display()),
+            None => format!("--config '{}': '{key}'", self.path.display()),
+        }
+    }
+
+    /// Checks every key of the file on its own against the settings: known, and of a value
+    /// that key takes. A bad value is an error even when a flag overrides the key.
+    pub fn check_keys(&self, defaults: &Settings) -> Result<()> {
+        let serde_json::Value::Object(base) =
+            serde_json::to_value(defaults).map_err(|e| TrainerError::Serialize(e.to_string()))?
+        else {
+            return Err(TrainerError::Serialize("settings are not a table".into()));
+        };
+        for (key, value) in &self.values {
+            if !base.contains_key(key) {
+                let known: Vec<&str> = base.keys().map(String::as_str).collect();
+                return Err(TrainerError::bad_input(format!(
+                    "{}: unknown setting (known: {})",
+                    self.place(key),
+                    known.join(", ")
+                )));
+            }
+            let mut one = base.clone();
+            one.insert(key.clone(), value.clone());
+            if let Err(e) = serde_json::from_value::<Settings>(serde_json::Value::Object(one)) {
+                return Err(TrainerError::bad_input(format!(
+                    "{} = {value}: {}",
+                    self.place(key),
+                    crate::error::first_line(&e.to_string())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A TOML syntax error in one line: where, what was expected, and the line itself.
+fn toml_reason(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}, column {column}: {message} (`{source}`)")
+        }
+        None => message,
+    }
+}
+
+/// A JSON syntax error without serde_json's trailing position (the caller names it).
+fn json_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
 /// The effective settings: those of the file, overridden by every flag given on the command
-/// line (`explicit(key)`); flags not given keep the file's value, else their default.
+/// line (`explicit(key)`); flags not given keep the file's value, else their default. Every
+/// key of the file is checked first, flags or not.
 pub fn merge(
     flags: &Settings,
-    file: Option<serde_json::Map<String, serde_json::Value>>,
+    file: Option<&ConfigFile>,
     explicit: impl Fn(&str) -> bool,
-    file_name: &Path,
 ) -> Result<Settings> {
     let Some(file) = file else {
         return Ok(flags.clone());
     };
+    file.check_keys(&Settings::default())?;
     let serde_json::Value::Object(mut merged) =
         serde_json::to_value(flags).map_err(|e| TrainerError::bad_input(e.to_string()))?
     else {
         return Err(TrainerError::bad_input("settings are not a table"));
     };
-    for (key, value) in file {
-        if !merged.contains_key(&key) {
-            let known: Vec<&String> = merged.keys().collect();
-            return Err(TrainerError::bad_input(format!(
-                "--config '{}': unknown setting '{key}' (known: {})",
-                file_name.display(),
-                known
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        if !explicit(&key) {
-            merged.insert(key, value);
+    for (key, value) in &file.values {
+        if !explicit(key) {
+            merged.insert(key.clone(), value.clone());
         }
     }
     serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| {
         TrainerError::bad_input(format!(
             "--config '{}': {}",
-            file_name.display(),
+            file.path.display(),
             crate::error::first_line(&e.to_string())
         ))
     })

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 /// error: the pack is the evidence). The others are [`TrainerError::exit_code`]'s.
 pub const EXIT_DIVERGED: u8 = 3;
 
+/// Exit code of an internal error (a panic: a bug), on any thread (EX_SOFTWARE of sysexits).
+pub const EXIT_INTERNAL: u8 = 70;
+
 /// Every way a `trainer` command can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {

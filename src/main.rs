@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use std::sync::atomic::{AtomicBool, Ordering};
 use trainer::cli::{Cli, Command};
 use trainer::cmd;
-use trainer::error::{Result, first_line};
+
+use trainer::error::{EXIT_INTERNAL, Result, first_line};
 
 /// mimalloc keeps freed blocks for reuse: the training step allocates and frees the same
 /// large buffers every step, which glibc's malloc returns to the kernel and faults back in.
@@ -15,25 +17,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     install_panic_hook();
+    // A panic anywhere (a bug) has printed its one line from the hook; it ends the run with
+    // the documented code instead of Rust's 101.
+    std::panic::catch_unwind(run).unwrap_or(ExitCode::from(EXIT_INTERNAL))
+}
+
+fn run() -> ExitCode {
+    inject_panic();
     trainer::device::prepare_environment();
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            let text = e.to_string();
-            eprintln!(
-                "trainer: error: {}",
-                first_line(&text).trim_start_matches("error: ")
-            );
-            return ExitCode::from(2);
-        }
+        Err(e) => return command_line_error(&e),
     };
     if cli.no_gpu_kernels {
         trainer::device::gpu_kernels::disable();
@@ -51,6 +48,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command line clap refused: help and version as asked (exit 0); a command group without
+/// its subcommand lists its subcommands (exit 2); anything else is clap's whole message in
+/// one line (what is missing or wrong, the allowed values, its suggestion), exit 2.
+fn command_line_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            eprint!("{}", e.render());
+            ExitCode::from(2)
+        }
+        _ => {
+            eprintln!("trainer: error: {}", clap_message(&e.render().to_string()));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// clap's message in one line: every line before its usage, joined.
+fn clap_message(text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.trim_start_matches("error: ");
+        match parts.last_mut() {
+            // A list that continues the line before ("[possible values: ...]", the names of
+            // missing arguments) joins it with a space; a tip becomes its own clause.
+            Some(last) if !line.starts_with("tip:") => {
+                let sep = if last.ends_with(':') || line.starts_with('[') {
+                    " "
+                } else {
+                    ", "
+                };
+                last.push_str(sep);
+                last.push_str(line);
+            }
+            _ => parts.push(line.to_string()),
+        }
+    }
+    parts.join("; ")
+}
+
 fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     let done = match cli.command {
         None => return cmd::workshop::main(cli.run, matches),
@@ -65,25 +112,68 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     done.map(|()| ExitCode::SUCCESS)
 }
 
-/// A panic is a bug: one line, unless RUST_BACKTRACE asks for more. Panics on burn's worker
-/// threads are left unprinted: burn catches some of them (an autotune candidate that cannot
-/// launch), and one that is not caught reaches the main thread as an error.
+/// For the tests of the panic hook: `TRAINER_INJECT_PANIC=main` panics on the main thread,
+/// `thread` on a worker thread whose panic reaches the main thread (as rayon's do).
+fn inject_panic() {
+    match std::env::var("TRAINER_INJECT_PANIC").as_deref() {
+        Ok("main") => panic!("injected panic (TRAINER_INJECT_PANIC=main)"),
+        Ok("thread") => {
+            let worker = std::thread::Builder::new()
+                .name("worker".into())
+                .spawn(|| panic!("injected panic (TRAINER_INJECT_PANIC=thread)"));
+            if let Ok(Err(payload)) = worker.map(|w| w.join()) {
+                std::panic::resume_unwind(payload);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A panic is a bug, on any thread: its details (message, place, thread, backtrace) are
+/// appended to `trainer-panic-<pid>.txt` in the temporary folder, and one line says what
+/// failed and where the details are. cubecl's device threads (named `DS...`) catch their
+/// panics and report them as errors, so theirs are only written to the file.
+/// `RUST_BACKTRACE` set keeps Rust's own report.
 fn install_panic_hook() {
     if std::env::var_os("RUST_BACKTRACE").is_some() {
         return;
     }
+    static PRINTED: AtomicBool = AtomicBool::new(false);
     std::panic::set_hook(Box::new(|info| {
-        if std::thread::current().name() != Some("main") {
-            return;
-        }
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
         let message = info
             .payload()
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_string());
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_else(|| "an unknown place".into());
+        let file = std::env::temp_dir().join(format!("trainer-panic-{}.txt", std::process::id()));
+        let details = format!(
+            "trainer {} panicked on thread '{thread}' at {place}: {message}\n{}\n",
+            env!("CARGO_PKG_VERSION"),
+            std::backtrace::Backtrace::force_capture()
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, details.as_bytes()))
+            .is_ok();
+        if thread.starts_with("DS") || PRINTED.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let whereto = if written {
+            format!("details in {}", file.display())
+        } else {
+            "set RUST_BACKTRACE=1 for details".to_string()
+        };
         eprintln!(
-            "trainer: internal error: {} (this is a bug; set RUST_BACKTRACE=1 for details)",
+            "trainer: internal error on thread '{thread}': {} at {place} (this is a bug; {whereto})",
             first_line(&message)
         );
     }));

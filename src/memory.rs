@@ -312,17 +312,31 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
 
 /// Formats bytes as a readable size.
 pub fn format_bytes(bytes: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if bytes as f64 >= 1024.0 * MIB {
-        format!("{:.2} GiB", bytes as f64 / (1024.0 * MIB))
+    const KIB: f64 = 1024.0;
+    const MIB: f64 = 1024.0 * KIB;
+    let b = bytes as f64;
+    if b >= 1024.0 * MIB {
+        format!("{:.2} GiB", b / (1024.0 * MIB))
+    } else if b >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else if b >= KIB {
+        format!("{:.1} KiB", b / KIB)
     } else {
-        format!("{:.1} MiB", bytes as f64 / MIB)
+        format!("{bytes} bytes")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_shown_in_a_unit_that_fits() {
+        assert_eq!(format_bytes(1024), "1.0 KiB");
+        assert_eq!(format_bytes(900), "900 bytes");
+        assert_eq!(format_bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(format_bytes(5 << 30), "5.00 GiB");
+    }
 
     #[test]
     fn sizes_parse() {

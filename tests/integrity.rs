@@ -78,6 +78,116 @@ fn links_to_folders_are_not_followed_and_each_file_is_read_once() {
     assert!(!other.exists());
 }
 
+#[test]
+fn hidden_entries_copies_hard_links_and_packs_are_never_read_as_data() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 12);
+    // A notebook's checkpoint copy and a macOS metadata file: hidden, skipped.
+    fs::create_dir_all(data.join("horizontal/.ipynb_checkpoints")).unwrap();
+    fs::copy(
+        data.join("horizontal/horizontal_004.png"),
+        data.join("horizontal/.ipynb_checkpoints/horizontal_004-checkpoint.png"),
+    )
+    .unwrap();
+    fs::write(data.join("vertical/._vertical_005.png"), b"AppleDouble").unwrap();
+    // A plain copy of a file under another name, in its own class: read once.
+    fs::copy(
+        data.join("diagonal/diagonal_006.png"),
+        data.join("diagonal/copy of diagonal_006.png"),
+    )
+    .unwrap();
+    let pack = dir.path().join("pack");
+    let output = folder_run(&data, &pack).run_ok();
+    let err = stderr(&output);
+    assert!(
+        err.contains("skipped 'horizontal/.ipynb_checkpoints': hidden"),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped 'vertical/._vertical_005.png': hidden"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "skipped 'diagonal/diagonal_006.png': a copy of 'diagonal/copy of diagonal_006.png'"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        checkpoint_meta(&pack)["data_manifest"]["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        36
+    );
+
+    // An evidence pack inside the folder: refused as --out, skipped when it is there.
+    let inside = data.join("vertical/run");
+    let output = folder_run(&data, &inside).run_fail(2);
+    assert!(
+        stderr(&output).contains("is inside --data"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!inside.exists());
+    let moved = data.join("zz_old_pack");
+    fs::rename(&pack, &moved).unwrap();
+    let again = dir.path().join("again");
+    let output = folder_run(&data, &again).run_ok();
+    assert!(
+        stderr(&output).contains("skipped 'zz_old_pack': a trainer evidence pack"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        console_value(&stdout(&output), "classes").as_deref(),
+        Some("3")
+    );
+
+    // The same bytes under two classes, by a hard link or by a copy: refused.
+    fs::hard_link(
+        data.join("vertical/vertical_007.png"),
+        data.join("horizontal/linked.png"),
+    )
+    .unwrap();
+    let output = folder_run(&data, &dir.path().join("hard")).run_fail(2);
+    assert!(
+        stderr(&output).contains("in two classes"),
+        "{}",
+        stderr(&output)
+    );
+    fs::remove_file(data.join("horizontal/linked.png")).unwrap();
+    fs::copy(
+        data.join("vertical/vertical_007.png"),
+        data.join("horizontal/copied.png"),
+    )
+    .unwrap();
+    let output = folder_run(&data, &dir.path().join("copied")).run_fail(2);
+    assert!(
+        stderr(&output).contains("the same image (identical bytes) in two classes"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn evaluate_follows_a_moved_folder_with_data() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 8);
+    let pack = dir.path().join("pack");
+    folder_run(&data, &pack).run_ok();
+    let checkpoint = pack.join("checkpoints/best_model.json");
+    let moved = dir.path().join("moved images");
+    fs::rename(&data, &moved).unwrap();
+    let output = evaluate(&checkpoint).run_fail(2);
+    assert!(
+        stderr(&output).contains("give its new place with --data"),
+        "{}",
+        stderr(&output)
+    );
+    evaluate(&checkpoint).arg("--data").arg(&moved).run_ok();
+}
+
 fn checkpoint_meta(pack: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(pack.join("checkpoints/best_model.json")).unwrap())
         .unwrap()

@@ -166,6 +166,12 @@ fn validate(config: &BenchConfig) -> Result<()> {
             "--batch-sizes must be between 1 and 1048576",
         ));
     }
+    if let Some(twice) = config.batch_sizes.windows(2).find(|w| w[0] == w[1]) {
+        return Err(TrainerError::bad_input(format!(
+            "--batch-sizes lists {} twice; give each batch size once",
+            twice[0]
+        )));
+    }
     if config.steps == 0 {
         return Err(TrainerError::bad_input("--steps must be at least 1"));
     }
@@ -405,7 +411,8 @@ fn write(report: &BenchReport) -> Result<()> {
     let json =
         serde_json::to_string_pretty(report).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     staging.write("bench/run_info.json", json)?;
-    staging.commit()
+    // A user's files at the pack's top are carried over (pack::OWNED).
+    staging.commit().map(|_kept| ())
 }
 
 /// The best (highest samples/s) row of each backend and model.
@@ -569,10 +576,23 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
         _ => vec![ModelKind::Cnn],
     };
+    // Measured smallest first: once a batch does not fit, the larger ones are skipped.
+    let mut batch_sizes = args.batch_sizes.clone();
+    batch_sizes.sort_unstable();
+    if batch_sizes != args.batch_sizes {
+        console.info(&format!(
+            "bench: measuring the batch sizes smallest first: {}",
+            batch_sizes
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
     let config = BenchConfig {
         backends,
         models,
-        batch_sizes: args.batch_sizes,
+        batch_sizes,
         image_size: args.image_size,
         steps: args.steps,
         warmup: args.warmup,

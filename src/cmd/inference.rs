@@ -19,6 +19,7 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
     let console = Console::new(args.quiet);
     let result = evaluate_checkpoint(
         &args.checkpoint,
+        args.data.as_deref(),
         args.backend,
         args.batch_size as usize,
         &console,
@@ -40,22 +41,65 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `trainer predict`: one line per image (class and confidence), or one JSON array.
+/// `trainer predict`: one line per image (class and confidence), or one JSON array; a file
+/// that cannot be read gets its own error line (an `error` entry in JSON) and the others
+/// their results, then the exit code says that some failed.
 pub fn predict(args: PredictArgs) -> Result<()> {
-    let (_, _, predictions) = predict_files(&args.checkpoint, &args.images, args.backend)?;
+    let (_, _, outcomes) = predict_files(&args.checkpoint, &args.images, args.backend)?;
+    let failed: Vec<&FileError> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            FileOutcome::Failed(e) => Some(e),
+            FileOutcome::Predicted(_) => None,
+        })
+        .collect();
     if args.json {
-        let json = serde_json::to_string_pretty(&predictions)
+        let json = serde_json::to_string_pretty(&outcomes)
             .map_err(|e| TrainerError::Serialize(e.to_string()))?;
         say(&json);
     } else {
-        for p in &predictions {
-            say(&format!(
-                "{}: {} (confidence {:.4})",
-                p.file, p.class, p.confidence
-            ));
+        for outcome in &outcomes {
+            match outcome {
+                FileOutcome::Predicted(p) => say(&format!(
+                    "{}: {} (confidence {:.4})",
+                    p.file, p.class, p.confidence
+                )),
+                FileOutcome::Failed(e) => {
+                    eprintln!(
+                        "trainer: error: cannot read image '{}': {}",
+                        e.file, e.error
+                    )
+                }
+            }
         }
     }
-    Ok(())
+    match failed.len() {
+        0 => Ok(()),
+        n => Err(TrainerError::bad_input(format!(
+            "{n} of {} image(s) could not be read{}",
+            outcomes.len(),
+            if args.json {
+                " (their entries carry an \"error\")"
+            } else {
+                " (named above); the others were classified"
+            }
+        ))),
+    }
+}
+
+/// An image file `predict` could not read, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FileError {
+    pub file: String,
+    pub error: String,
+}
+
+/// What `predict` made of one file: its prediction, or why it could not be read.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum FileOutcome {
+    Predicted(FilePrediction),
+    Failed(FileError),
 }
 
 /// What `trainer evaluate` found.
@@ -66,22 +110,37 @@ pub struct CheckpointEvaluation {
     pub test: Evaluation,
 }
 
-/// Loads the checkpoint at `path`, regenerates its test set and evaluates it.
+/// Loads the checkpoint at `path`, rebuilds its test set (from the image folder `data` when
+/// it has moved) and evaluates it.
 pub fn evaluate_checkpoint(
     path: &Path,
+    data: Option<&Path>,
     choice: BackendChoice,
     batch_size: usize,
     progress: &dyn Progress,
 ) -> Result<CheckpointEvaluation> {
     let opened = device::open(choice)?;
-    let (net, meta) = checkpoint::load(path, &opened.device)?;
-    if let Some(folder) = &meta.data.folder
-        && !folder.is_dir()
-    {
-        return Err(crate::TrainerError::bad_input(format!(
-            "the checkpoint was trained on the image folder '{}', which is gone; evaluate rebuilds the test set from it (use predict to classify single images)",
-            folder.display()
-        )));
+    let (net, mut meta) = checkpoint::load(path, &opened.device)?;
+    match (&meta.data.folder, data) {
+        (None, Some(_)) => {
+            return Err(TrainerError::bad_input(
+                "--data is for a checkpoint trained on an image folder; this one was trained on the stripe images, which evaluate generates again",
+            ));
+        }
+        (Some(_), Some(moved)) if !moved.is_dir() => {
+            return Err(TrainerError::bad_input(format!(
+                "--data '{}' is not a folder",
+                moved.display()
+            )));
+        }
+        (Some(_), Some(moved)) => meta.data.folder = Some(moved.to_path_buf()),
+        (Some(folder), None) if !folder.is_dir() => {
+            return Err(TrainerError::bad_input(format!(
+                "the checkpoint was trained on the image folder '{}', which is gone; if it moved, give its new place with --data (predict classifies single images)",
+                folder.display()
+            )));
+        }
+        _ => {}
     }
     let test_set = recorded_test_set(&meta)?;
     let mut memory = MemoryPolicy::new(None, true)?;
@@ -147,7 +206,7 @@ pub fn predict_files(
     checkpoint_path: &Path,
     files: &[std::path::PathBuf],
     choice: BackendChoice,
-) -> Result<(CheckpointMeta, DeviceInfo, Vec<FilePrediction>)> {
+) -> Result<(CheckpointMeta, DeviceInfo, Vec<FileOutcome>)> {
     if files.is_empty() {
         return Err(crate::TrainerError::bad_input(
             "predict needs at least one image file",
@@ -156,21 +215,49 @@ pub fn predict_files(
     let opened = device::open(choice)?;
     let (net, meta) = checkpoint::load(checkpoint_path, &opened.device)?;
     let mut samples = Vec::with_capacity(files.len());
+    let mut read: Vec<std::result::Result<(), FileError>> = Vec::with_capacity(files.len());
     for file in files {
-        let mut image =
-            crate::data::folder::read_luminance(file, meta.image_size).map_err(|e| {
-                crate::TrainerError::bad_input(format!(
-                    "cannot read image '{}': {e}",
-                    file.display()
-                ))
-            })?;
-        meta.normalization.apply(&mut image);
-        samples.push(data::Sample {
-            image,
-            label: 0, // unknown: the loss of this evaluation means nothing
-            sample_id: file.display().to_string(),
-            recipe: None,
-        });
+        match crate::data::folder::read_luminance(file, meta.image_size) {
+            Ok(mut image) => {
+                meta.normalization.apply(&mut image);
+                samples.push(data::Sample {
+                    image,
+                    label: 0, // unknown: the loss of this evaluation means nothing
+                    sample_id: file.display().to_string(),
+                    recipe: None,
+                });
+                read.push(Ok(()));
+            }
+            Err(error) => read.push(Err(FileError {
+                file: file.display().to_string(),
+                error,
+            })),
+        }
+    }
+    let mut predictions = classify(&net, &meta, samples, &opened)?.into_iter();
+    let outcomes = read
+        .into_iter()
+        .map(|r| match r {
+            Ok(()) => predictions
+                .next()
+                .map(FileOutcome::Predicted)
+                .ok_or_else(|| TrainerError::Serialize("a prediction is missing".into())),
+            Err(e) => Ok(FileOutcome::Failed(e)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((meta, opened.info, outcomes))
+}
+
+/// The predictions for `samples` (in order), through the same protected evaluation as
+/// training.
+fn classify(
+    net: &crate::model::Net,
+    meta: &CheckpointMeta,
+    samples: Vec<data::Sample>,
+    opened: &device::OpenBackend,
+) -> Result<Vec<FilePrediction>> {
+    if samples.is_empty() {
+        return Ok(Vec::new());
     }
     let images = data::ImageDataset {
         samples,
@@ -183,7 +270,7 @@ pub fn predict_files(
         progress: &Silent,
     };
     let classes = meta.classes.len();
-    let evaluation = train::evaluate(&net, &images, classes, 256, true, &mut memory, &ctx)?;
+    let evaluation = train::evaluate(net, &images, classes, 256, true, &mut memory, &ctx)?;
     let predictions = evaluation
         .predictions
         .iter()
@@ -205,5 +292,5 @@ pub fn predict_files(
             }
         })
         .collect();
-    Ok((meta, opened.info, predictions))
+    Ok(predictions)
 }

@@ -434,7 +434,8 @@ fn write(config: &ParityConfig, report: &ParityReport) -> Result<()> {
     staging.write("parity/parity_report.json", json)?;
     staging.write("parity/parity_report.md", markdown(report))?;
     plots::draw_stacked(&staging.path("parity/loss_overlay.png")?, &overlay(report))?;
-    staging.commit()
+    // A user's files at the pack's top are carried over (pack::OWNED).
+    staging.commit().map(|_kept| ())
 }
 
 fn overlay(report: &ParityReport) -> Vec<LineChart> {

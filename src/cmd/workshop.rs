@@ -29,12 +29,9 @@ pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
     let flags = args.train.settings(args.backend);
     let settings = match &args.config {
         None => flags,
-        Some(path) => config::merge(
-            &flags,
-            Some(config::read_file(path)?),
-            |key| matches.value_source(key) == Some(ValueSource::CommandLine),
-            path,
-        )?,
+        Some(path) => config::merge(&flags, Some(&config::ConfigFile::read(path)?), |key| {
+            matches.value_source(key) == Some(ValueSource::CommandLine)
+        })?,
     };
     let config = RunConfig {
         settings,
@@ -71,6 +68,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     let settings = config.settings.clone();
     settings.validate()?;
     pack::check_target(&config.out)?;
+    if let Some(folder) = &settings.data {
+        pack::check_outside(&config.out, folder)?;
+    }
     let _lock = OutputLock::acquire(&config.out)?;
 
     let opened = device::open(settings.backend)?;
@@ -126,7 +126,10 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     if crate::interrupt::requested() {
         return Err(TrainerError::Interrupted);
     }
-    staging.commit()?;
+    let kept = staging.commit()?;
+    if let Some(note) = pack::kept_note(&kept) {
+        console.info(&note);
+    }
     Ok(report)
 }
 
@@ -219,6 +222,7 @@ fn test_and_rank(
         val_acc: t.best_val_acc,
         val_loss: t.best_val_loss,
         test_acc,
+        kept_epoch: t.best_epoch > 0,
     };
     let chosen_on_validation = (settings.select_by == Selection::Val).then(|| {
         let candidates: Vec<_> = trained
@@ -299,7 +303,10 @@ pub fn console_summary(report: &Report) -> Vec<String> {
     let acc = |kind: ModelKind| {
         report
             .model(kind)
-            .map(|m| format!("{:.3}", round4(m.trained.best_val_acc)))
+            .map(|m| match m.trained.best_epoch {
+                0 => "n/a (no epoch finished)".to_string(),
+                _ => format!("{:.3}", round4(m.trained.best_val_acc)),
+            })
             .unwrap_or_else(|| "n/a".into())
     };
     let out = &report.config.out;

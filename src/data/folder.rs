@@ -60,6 +60,8 @@ pub struct FoundFile {
     pub id: String,
     pub label: usize,
     pub path: PathBuf,
+    /// FNV-1a 64-bit of the file's bytes, hex.
+    pub checksum: String,
 }
 
 /// What a walk of an image folder found: the classes, every image file once, and what it
@@ -85,9 +87,36 @@ enum Entry {
     File,
     LinkToFolder,
     Broken,
+    /// A name starting with a dot: editor and notebook copies (`.ipynb_checkpoints`), macOS
+    /// metadata (`._photo.png`), version control.
+    Hidden,
+    /// A folder marked as a trainer run: an evidence pack, never data.
+    Pack,
+}
+
+/// Why an entry that is not read is skipped, as the skipped list says it.
+fn skip_reason(entry: &Entry) -> Option<&'static str> {
+    match entry {
+        Entry::Folder | Entry::File => None,
+        Entry::LinkToFolder => Some(FOLDER_LINK),
+        Entry::Broken => Some("a broken link or an unreadable entry"),
+        Entry::Hidden => {
+            Some("hidden (its name starts with a dot): copies and metadata live there")
+        }
+        Entry::Pack => Some("a trainer evidence pack (it has a .trainer-run marker), not data"),
+    }
 }
 
 fn entry_kind(path: &Path) -> Entry {
+    if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    {
+        return Entry::Hidden;
+    }
+    if path.join(crate::config::PACK_MARKER).is_file() {
+        return Entry::Pack;
+    }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => match fs::metadata(path) {
             Ok(target) if target.is_dir() => Entry::LinkToFolder,
@@ -130,38 +159,51 @@ fn files_under(
                 link: fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()),
                 path,
             }),
-            Entry::LinkToFolder => skipped.push((id_of(&path, root), FOLDER_LINK.to_string())),
-            Entry::Broken => skipped.push((
+            other => skipped.push((
                 id_of(&path, root),
-                "a broken link or an unreadable entry".to_string(),
+                skip_reason(&other).unwrap_or_default().to_string(),
             )),
         }
     }
     Ok(())
 }
 
-/// The class folders of `root`: its subfolders, sorted, hidden ones left out; links to
-/// folders are skipped (and listed), like any link to a folder below.
+/// The class folders of `root`: its subfolders, sorted. Hidden folders, evidence packs and
+/// links to folders are skipped (and listed), as anywhere below.
 fn class_folders(root: &Path, skipped: &mut Vec<(String, String)>) -> Result<Vec<PathBuf>> {
     let mut class_dirs = Vec::new();
     for path in sorted_entries(root)? {
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         match entry_kind(&path) {
-            _ if hidden => {}
             Entry::Folder => class_dirs.push(path),
-            Entry::LinkToFolder => skipped.push((id_of(&path, root), FOLDER_LINK.to_string())),
             Entry::File => {
                 skipped.push((id_of(&path, root), "not inside a class folder".to_string()))
             }
-            Entry::Broken => skipped.push((
+            other => skipped.push((
                 id_of(&path, root),
-                "a broken link or an unreadable entry".to_string(),
+                skip_reason(&other).unwrap_or_default().to_string(),
             )),
         }
     }
     Ok(class_dirs)
+}
+
+/// What makes two paths the same file: the device and inode on Unix (hard links and links
+/// alike), the canonical path elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileIdentity {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_identity(path: &Path) -> FileIdentity {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = fs::metadata(path) {
+            return FileIdentity::Inode(m.dev(), m.ino());
+        }
+    }
+    FileIdentity::Path(fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 /// Walks an image folder: its classes, and every image file once. A link to a folder is never
@@ -186,8 +228,8 @@ pub fn list_folder(root: &Path) -> Result<Listing> {
         })
         .collect();
     check_class_count(root, &classes)?;
-    // Every image file of every class, with its canonical path.
-    let mut found: Vec<(usize, Candidate, PathBuf)> = Vec::new();
+    // Every image file of every class, with what identifies the file itself.
+    let mut found: Vec<(usize, Candidate, FileIdentity)> = Vec::new();
     for (label, dir) in class_dirs.iter().enumerate() {
         let mut candidates = Vec::new();
         files_under(dir, root, &mut candidates, &mut skipped)?;
@@ -199,18 +241,17 @@ pub fn list_folder(root: &Path) -> Result<Listing> {
                 ));
                 continue;
             }
-            let canonical =
-                fs::canonicalize(&candidate.path).unwrap_or_else(|_| candidate.path.clone());
-            found.push((label, candidate, canonical));
+            let identity = file_identity(&candidate.path);
+            found.push((label, candidate, identity));
         }
     }
     // Which path reads each file: the first that is not a link, else the first link. One
     // file under two classes cannot have one label.
-    let mut reader: HashMap<&Path, usize> = HashMap::new();
-    for (i, (label, candidate, canonical)) in found.iter().enumerate() {
-        match reader.get(canonical.as_path()) {
+    let mut reader: HashMap<&FileIdentity, usize> = HashMap::new();
+    for (i, (label, candidate, identity)) in found.iter().enumerate() {
+        match reader.get(identity) {
             None => {
-                reader.insert(canonical, i);
+                reader.insert(identity, i);
             }
             Some(&first) if found[first].0 != *label => {
                 return Err(TrainerError::bad_input(format!(
@@ -222,31 +263,80 @@ pub fn list_folder(root: &Path) -> Result<Listing> {
                 )));
             }
             Some(&first) if found[first].1.link && !candidate.link => {
-                reader.insert(canonical, i);
+                reader.insert(identity, i);
             }
             Some(_) => {}
         }
     }
     let mut files = Vec::new();
-    for (i, (label, candidate, canonical)) in found.iter().enumerate() {
+    for (i, (label, candidate, identity)) in found.iter().enumerate() {
         let id = id_of(&candidate.path, root);
-        let chosen = reader[canonical.as_path()];
+        let chosen = reader[identity];
         if chosen != i {
             let first = id_of(&found[chosen].1.path, root);
             skipped.push((id, format!("the same file as '{first}' (read once)")));
             continue;
         }
+        let bytes = fs::read(&candidate.path).map_err(|e| {
+            TrainerError::bad_input(format!(
+                "cannot read image '{}': {e} (remove or replace the file)",
+                candidate.path.display()
+            ))
+        })?;
         files.push(FoundFile {
             id,
             label: *label,
             path: candidate.path.clone(),
+            checksum: checksum(&bytes),
         });
     }
+    let files = drop_copies(files, &classes, &mut skipped)?;
     Ok(Listing {
         classes,
         files,
         skipped,
     })
+}
+
+/// Drops byte-identical copies (a duplicated photo, a checkpoint copy of a notebook): the
+/// first path of a class is read and the copies skipped, so a copy never sits in another
+/// part than its original; the same bytes in two classes are refused (they cannot have one
+/// label).
+fn drop_copies(
+    files: Vec<FoundFile>,
+    classes: &[String],
+    skipped: &mut Vec<(String, String)>,
+) -> Result<Vec<FoundFile>> {
+    let mut first_of: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut kept: Vec<FoundFile> = Vec::with_capacity(files.len());
+    'files: for file in files {
+        let earlier = first_of.entry(file.checksum.clone()).or_default();
+        for &j in earlier.iter() {
+            let original = &kept[j];
+            if !same_bytes(&original.path, &file.path) {
+                continue;
+            }
+            if original.label != file.label {
+                return Err(TrainerError::bad_input(format!(
+                    "'{}' and '{}' are the same image (identical bytes) in two classes ('{}' and '{}'); an image can have one label only: remove one of them",
+                    original.id, file.id, classes[original.label], classes[file.label]
+                )));
+            }
+            skipped.push((
+                file.id.clone(),
+                format!("a copy of '{}' (identical bytes): read once", original.id),
+            ));
+            continue 'files;
+        }
+        earlier.push(kept.len());
+        kept.push(file);
+    }
+    Ok(kept)
+}
+
+/// Whether two files have the same bytes (after their checksums matched).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    matches!((fs::read(a), fs::read(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 fn check_class_count(root: &Path, classes: &[String]) -> Result<()> {
@@ -372,7 +462,7 @@ pub fn recorded_test_set(
     let changes = manifest.changes(&folder_now(root)?);
     if !changes.is_empty() {
         return Err(TrainerError::bad_input(format!(
-            "the data folder '{}' changed since training: {}; the model is tested on the files it was tested on, so put them back (or train again; predict classifies single images)",
+            "the data folder '{}' changed since training: {}; evaluate tests the model on exactly the files training recorded, so it needs the folder as it was (or train again; predict classifies single images)",
             root.display(),
             changes.describe(5)
         )));
@@ -390,6 +480,7 @@ pub fn recorded_test_set(
             id: file.file.clone(),
             label,
             path: root.join(&file.file),
+            checksum: file.checksum.clone(),
         };
         let (mut sample, _) = read_sample(&found, image_size)?;
         normalization.apply(&mut sample.image);

@@ -8,10 +8,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::Monitor;
+use crate::config::{Monitor, Selection};
 use crate::error::{Result, TrainerError};
 use crate::memory::format_bytes;
-use crate::model::ModelKind;
 use crate::model::checkpoint;
 use crate::pack::Staging;
 use crate::pack::plots::{self, LineChart, Series};
@@ -705,7 +704,8 @@ pub fn shape_trace_md(report: &Report) -> String {
     for (kind, shape) in &s.logits {
         let _ = writeln!(out, "- {} logits: `{}`.", kind.display_name(), tuple(shape));
     }
-    for kind in ModelKind::ALL {
+    // The models this run trained, in the order it trained them.
+    for kind in report.models.iter().map(|m| m.kind) {
         let _ = writeln!(out, "\n## {} layer by layer\n", kind.display_name());
         let mut rows = vec![vec!["input".to_string(), format!("`{}`", tuple(&s.images))]];
         for (k, layer, shape) in &s.layers {
@@ -828,6 +828,9 @@ fn readme_results(out: &mut String, report: &Report) {
         crate::train::select::reason(c.settings.select_by, c.settings.monitor),
         c.settings.select_by.as_str()
     );
+    if let Some(note) = choice_note(report) {
+        let _ = writeln!(out, "- {note}");
+    }
     let _ = writeln!(out, "- Test accuracy: {}", py_float(best.test.accuracy));
     let source = match &c.settings.data {
         Some(folder) => format!(
@@ -923,10 +926,70 @@ fn readme_comparison(out: &mut String, report: &Report) {
     );
     let _ = writeln!(
         out,
-        "\nThe baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels can. The best epoch of each model (by {}) was restored before testing. The table is ordered by the rule that chose the best model: {}.\n",
+        "\n{}The best epoch of each model (by {}) was restored before testing. The table is ordered by the rule that chose the best model: {}.\n",
+        if report.models.len() > 1 {
+            "The baseline sees pixels one by one and cannot use local patterns; the CNN's small kernels can. "
+        } else {
+            ""
+        },
         c.settings.monitor.as_str(),
         crate::train::select::reason(c.settings.select_by, c.settings.monitor)
     );
+}
+
+/// What the README adds about the choice: that no model finished an epoch, or that the first
+/// two tied on the monitored figure and what decided.
+fn choice_note(report: &Report) -> Option<String> {
+    let best = report.best();
+    if best.trained.best_epoch == 0 {
+        return Some(
+            "No model finished an epoch (each diverged in its first): the reported model keeps its initial parameters, and its validation figures were never measured.".into(),
+        );
+    }
+    let settings = &report.config.settings;
+    let second = report.models.get(*report.ranking.get(1)?)?;
+    if settings.select_by != Selection::Val || second.trained.best_epoch == 0 {
+        return None;
+    }
+    let (a, b) = (&best.trained, &second.trained);
+    let (acc, loss) = (
+        (round4(a.best_val_acc), round4(b.best_val_acc)),
+        (round4(a.best_val_loss), round4(b.best_val_loss)),
+    );
+    let (tied, figure, other, values) = match settings.monitor {
+        Monitor::ValAcc => (
+            acc.0 == acc.1,
+            "validation accuracy",
+            "lower validation loss",
+            loss,
+        ),
+        Monitor::ValLoss => (
+            loss.0 == loss.1,
+            "validation loss",
+            "higher validation accuracy",
+            acc,
+        ),
+    };
+    if !tied {
+        return None;
+    }
+    let tie_value = match settings.monitor {
+        Monitor::ValAcc => acc.0,
+        Monitor::ValLoss => loss.0,
+    };
+    let decided = if values.0 == values.1 {
+        "the other figure tied too, so the training order decided".to_string()
+    } else {
+        format!(
+            "the {other} decided ({:?} against {:?})",
+            values.0, values.1
+        )
+    };
+    Some(format!(
+        "{} and {} tied on {figure} ({tie_value:?}); {decided}.",
+        best.kind.display_name(),
+        second.kind.display_name()
+    ))
 }
 
 /// The best model's top failure patterns on the test part.
@@ -954,13 +1017,14 @@ fn readme_training(out: &mut String, report: &Report) {
             (None, Some(why)) => format!("stopped early: {why}"),
             (None, None) => format!("trained all {} epochs", run.epochs),
         };
-        let _ = writeln!(
-            out,
-            "- {}: epoch {} kept (best {}); {why}.",
-            run.kind.display_name(),
-            run.trained.best_epoch,
-            report.config.settings.monitor.as_str()
-        );
+        let kept = match run.trained.best_epoch {
+            0 => "no epoch finished, so its initial parameters are kept and its validation figures were never measured".to_string(),
+            e => format!(
+                "epoch {e} kept (best {})",
+                report.config.settings.monitor.as_str()
+            ),
+        };
+        let _ = writeln!(out, "- {}: {kept}; {why}.", run.kind.display_name());
     }
     let _ = writeln!(out);
 }
@@ -1007,14 +1071,25 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
     let _ = writeln!(out, "## Limitations\n");
     let _ = writeln!(
         out,
-        "- The data are synthetic stripes: a clean, easy task; accuracy here says little about real images.\n- The test set has {} samples, so one sample moves test accuracy by {:.3}.\n- Float results differ slightly between backends (see `trainer parity`); byte-identical reruns hold on one backend and machine.\n",
+        "- {}\n- The test set has {} samples, so one sample moves test accuracy by {:.3}.\n- Float results differ slightly between backends (see `trainer parity`); byte-identical reruns hold on one backend and machine.\n",
+        match c.settings.data {
+            None =>
+                "The data are synthetic stripes: a clean, easy task; accuracy here says little about real images.",
+            Some(_) =>
+                "Each image is one grayscale channel at the run's --image-size: colour and finer detail are lost; the test part comes from the same folder, so it says nothing about images collected elsewhere.",
+        },
         report.split_sizes[2],
         1.0 / report.split_sizes[2].max(1) as f64
     );
     let _ = writeln!(out, "## Next steps\n");
     let _ = writeln!(
         out,
-        "- Change one variable at a time (`--batch-size`, `--lr-cnn` or `--epochs-cnn`), rerun into a new `--out`, and compare the two `training_log.csv` files and loss curves.\n- Review the samples in `outputs/error_samples.csv` before trusting the score.\n- Move to a real image folder once the baseline is understood."
+        "- Change one variable at a time (`--batch-size`, `--lr-cnn` or `--epochs-cnn`), rerun into a new `--out`, and compare the two `training_log.csv` files and loss curves.\n- Review the samples in `outputs/error_samples.csv` before trusting the score.{}",
+        match c.settings.data {
+            None => "\n- Move to a real image folder once the baseline is understood.",
+            Some(_) =>
+                "\n- Look at the skipped entries above and at the review grid: a mislabelled or duplicated image in the folder shows there first.",
+        }
     );
 }
 

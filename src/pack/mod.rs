@@ -13,7 +13,22 @@ use crate::error::{Result, TrainerError};
 use crate::interrupt;
 
 /// The file that marks a folder as a trainer run (and so as safe to replace).
-pub const MARKER: &str = ".trainer-run";
+pub const MARKER: &str = crate::config::PACK_MARKER;
+
+/// What trainer writes at the top of a pack (a workshop run, bench or parity): a rerun
+/// replaces these whole. Anything else at the top of a pack is the user's and is carried over
+/// into the new pack.
+pub const OWNED: [&str; 9] = [
+    MARKER,
+    "README.md",
+    "outputs",
+    "curves",
+    "checkpoints",
+    "reports",
+    "tensorboard",
+    "bench",
+    "parity",
+];
 
 /// Refuses output paths that must never be replaced: a file, the filesystem root, the home
 /// folder, the current folder or one of its ancestors, and folders that are not trainer runs.
@@ -51,6 +66,37 @@ pub fn check_target(target: &Path) -> Result<()> {
     }
     if target.is_dir() && !target.join(MARKER).is_file() && !is_empty_dir(target) {
         return Err(TrainerError::ForeignOutput(target.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Refuses an output folder inside the image folder `data`: the pack would be read as data by
+/// the next run (and change the folder the checkpoint records).
+pub fn check_outside(out: &Path, data: &Path) -> Result<()> {
+    let resolve = |p: &Path| -> Result<PathBuf> {
+        let p = absolute(p)?;
+        // The nearest existing ancestor, canonical, with the rest appended.
+        let mut existing = p.as_path();
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => break,
+            }
+        }
+        let mut resolved = fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+        resolved.extend(rest.iter().rev());
+        Ok(resolved)
+    };
+    if resolve(out)?.starts_with(resolve(data)?) {
+        return Err(TrainerError::bad_input(format!(
+            "--out '{}' is inside --data '{}': the pack would be read as training data by the next run; choose a folder outside it",
+            out.display(),
+            data.display()
+        )));
     }
     Ok(())
 }
@@ -196,17 +242,24 @@ impl Staging {
         fs::write(&path, contents).map_err(|e| TrainerError::io("writing", &path, e))
     }
 
-    /// Marks the pack as a trainer run and swaps it in place of the target. The earlier pack
-    /// is removed only after the new one is in place.
-    pub fn commit(mut self) -> Result<()> {
+    /// Marks the pack as a trainer run and swaps it in place of the target. What the user
+    /// added at the top of the earlier pack (anything trainer does not write, see [`OWNED`])
+    /// is moved into the new one first; their names are returned. The earlier pack is
+    /// removed only after the new one is in place.
+    pub fn commit(mut self) -> Result<Vec<String>> {
         self.write(
             MARKER,
-            "written by trainer; this folder may be replaced by a later run\n",
+            "written by trainer; this folder may be replaced by a later run; files you add at its top are kept when it is\n",
         )?;
         check_target(&self.target)?;
         let (parent, name) = parent_and_name(&self.target)?;
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         let had_old = self.target.exists();
+        let kept = if had_old {
+            self.carry_over_user_files()?
+        } else {
+            Vec::new()
+        };
         if had_old {
             fs::rename(&self.target, &old)
                 .map_err(|e| TrainerError::io("moving the earlier pack aside", &self.target, e))?;
@@ -227,8 +280,38 @@ impl Staging {
             fs::remove_dir_all(&old)
                 .map_err(|e| TrainerError::io("removing the earlier pack", &old, e))?;
         }
-        Ok(())
+        Ok(kept)
     }
+
+    /// Moves every top-level entry of the earlier pack that trainer does not own (and the
+    /// new pack does not have) into the new pack; returns their names, sorted.
+    fn carry_over_user_files(&self) -> Result<Vec<String>> {
+        let entries = fs::read_dir(&self.target)
+            .map_err(|e| TrainerError::io("reading the earlier pack", &self.target, e))?;
+        let mut kept = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let into = self.dir.join(&name);
+            if OWNED.contains(&name.as_str()) || into.exists() {
+                continue;
+            }
+            fs::rename(entry.path(), &into)
+                .map_err(|e| TrainerError::io("keeping your file", &entry.path(), e))?;
+            kept.push(name);
+        }
+        kept.sort();
+        Ok(kept)
+    }
+}
+
+/// The console line for files kept from an earlier pack, if any.
+pub fn kept_note(kept: &[String]) -> Option<String> {
+    (!kept.is_empty()).then(|| {
+        format!(
+            "kept from the earlier pack (not written by trainer): {}",
+            kept.join(", ")
+        )
+    })
 }
 
 impl Drop for Staging {

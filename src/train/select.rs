@@ -11,6 +11,9 @@ pub struct Candidate {
     pub val_loss: f64,
     /// Test accuracy, which only [`Selection::Test`] reads (none before testing).
     pub test_acc: Option<f64>,
+    /// Whether an epoch finished (a model that diverged in its first epoch kept none: its
+    /// validation figures were never measured, so it ranks after every model that has them).
+    pub kept_epoch: bool,
 }
 
 /// Rounds to 4 decimals, as the evidence files show the figures: models equal there tie.
@@ -21,15 +24,16 @@ fn round4(x: f64) -> f64 {
 /// The models' indices, best first, by `rule`: [`Selection::Val`] ranks by the `monitor`
 /// figure of each kept epoch, ties by the other validation figure; [`Selection::Test`] by
 /// test accuracy, then validation accuracy (the workshop script's sort). Remaining ties keep
-/// the training order.
+/// the training order. A model without a finished epoch ranks after those with one.
 pub fn rank(candidates: &[Candidate], rule: Selection, monitor: Monitor) -> Vec<usize> {
-    // A key to sort ascending: higher accuracies first, lower losses first.
-    let key = |c: &Candidate| -> (f64, f64) {
+    // A key to sort ascending: a kept epoch first, higher accuracies, lower losses.
+    let key = |c: &Candidate| -> (u8, f64, f64) {
         let (acc, loss) = (-round4(c.val_acc), round4(c.val_loss));
+        let none = u8::from(!c.kept_epoch);
         match (rule, monitor) {
-            (Selection::Val, Monitor::ValAcc) => (acc, loss),
-            (Selection::Val, Monitor::ValLoss) => (loss, acc),
-            (Selection::Test, _) => (-round4(c.test_acc.unwrap_or(0.0)), acc),
+            (Selection::Val, Monitor::ValAcc) => (none, acc, loss),
+            (Selection::Val, Monitor::ValLoss) => (none, loss, acc),
+            (Selection::Test, _) => (none, -round4(c.test_acc.unwrap_or(0.0)), acc),
         }
     };
     let mut order: Vec<usize> = (0..candidates.len()).collect();
@@ -65,6 +69,17 @@ mod tests {
             val_acc,
             val_loss,
             test_acc: Some(test_acc),
+            kept_epoch: true,
+        }
+    }
+
+    #[test]
+    fn a_model_without_a_finished_epoch_ranks_last() {
+        let mut diverged = c(0.0, f64::INFINITY, 0.9);
+        diverged.kept_epoch = false;
+        let models = [diverged, c(0.1, 5.0, 0.1)];
+        for rule in [Selection::Val, Selection::Test] {
+            assert_eq!(rank(&models, rule, Monitor::ValLoss), [1, 0]);
         }
     }
 

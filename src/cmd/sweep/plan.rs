@@ -152,7 +152,7 @@ pub fn plan(config: &PlanConfig) -> Result<Plan> {
     let dir = std::path::absolute(&config.out)
         .map_err(|e| TrainerError::io("resolving", &config.out, e))?;
     check_counts(config)?;
-    let file = config::read_file(&config.config)?;
+    let file = config::ConfigFile::read(&config.config)?.values;
     let base_dir = config
         .config
         .parent()
@@ -168,10 +168,17 @@ pub fn plan(config: &PlanConfig) -> Result<Plan> {
         .map_err(|e| TrainerError::Serialize(e.to_string()))?;
     let mut tasks = Vec::with_capacity(chosen.len());
     for (index, point) in chosen.into_iter().enumerate() {
-        tasks.push(Task {
-            index,
-            settings: settings_at(&axes, point, &defaults, index)?,
-        });
+        let settings = settings_at(&axes, point, &defaults, index)?;
+        if let Some(folder) = &settings.data {
+            crate::pack::check_outside(&dir, folder).map_err(|_| {
+                TrainerError::bad_input(format!(
+                    "sweep folder '{}' is inside the image folder '{}': its packs would be read as training data; plan into a folder outside it",
+                    dir.display(),
+                    folder.display()
+                ))
+            })?;
+        }
+        tasks.push(Task { index, settings });
     }
     let varying = axes
         .iter()
@@ -250,6 +257,17 @@ fn axes(
         if values.is_empty() {
             return Err(TrainerError::bad_input(format!(
                 "sweep config: '{key}' is an empty list; give at least one value"
+            )));
+        }
+        if let Some(twice) = values
+            .iter()
+            .enumerate()
+            .find(|(i, v)| values[..*i].contains(v))
+            .map(|(_, v)| v)
+        {
+            return Err(TrainerError::bad_input(format!(
+                "sweep config: '{key}' lists {} twice; each value once (two identical tasks would only repeat each other)",
+                value_text(twice)
             )));
         }
         if key == "data" {
