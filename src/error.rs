@@ -53,9 +53,14 @@ pub enum TrainerError {
 
     /// The user interrupted the run (Ctrl-C or SIGTERM).
     #[error(
-        "interrupted: stopped before the evidence pack was complete; the earlier pack (if any) is untouched"
+        "interrupted: stopped before finishing; nothing half-written is left, and an earlier pack (if any) is untouched"
     )]
     Interrupted,
+
+    /// The user interrupted a command that kept what it had finished (a bench's measured
+    /// rows, a sweep's finished tasks): what was kept, in words.
+    #[error("interrupted: {0}")]
+    InterruptedKept(String),
 
     /// Turning results into JSON or another format failed (a failed run, not bad input).
     #[error("serializing: {0}")]
@@ -75,7 +80,7 @@ impl TrainerError {
             | TrainerError::BackendUnavailable { .. }
             | TrainerError::ForeignOutput(_)
             | TrainerError::Checkpoint { .. } => 2,
-            TrainerError::Interrupted => 130,
+            TrainerError::Interrupted | TrainerError::InterruptedKept(_) => 130,
             _ => 1,
         }
     }

@@ -110,6 +110,62 @@ fn check_leaderboard(dir: &Path) {
     }
 }
 
+/// The Kubernetes manifest runs the binary the Slurm script runs, and mounts every path
+/// plan.json names (the sweep folder, the binary, each image folder) at the same path.
+fn check_every_path_is_mounted(dir: &Path) {
+    let plan: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    let job: serde_yaml::Value =
+        serde_yaml::from_str(&fs::read_to_string(dir.join("k8s-job.yaml")).unwrap()).unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let trainer = plan["launch"]["trainer"].as_str().unwrap();
+    assert_eq!(container["command"][0].as_str(), Some(trainer));
+    let sbatch = fs::read_to_string(dir.join("slurm.sbatch")).unwrap();
+    assert!(sbatch.contains(&format!("exec '{trainer}' sweep run")) || sbatch.contains(&format!("exec {trainer} sweep run")), "{sbatch}");
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    let volumes = job["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+    assert_eq!(volumes.len(), mounts.len(), "a volume for every mount");
+    let mut paths = vec![plan["launch"]["dir"].as_str().unwrap(), trainer];
+    for task in plan["tasks"].as_array().unwrap() {
+        if let Some(data) = task["settings"]["data"].as_str() {
+            paths.push(data);
+        }
+    }
+    for path in paths {
+        assert!(
+            mounts.iter().any(|m| Path::new(path).starts_with(m)),
+            "{path} is under no mount of k8s-job.yaml: {mounts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_kubernetes_job_mounts_the_image_folders_and_the_binary() {
+    let root = temp();
+    let data = image_folder(root.path(), 6);
+    let toml = format!(
+        "backend = \"cpu\"\nmodels = [\"cnn\"]\nimage_size = 12\ndata = [{:?}]\nseed = [1, 2]\n",
+        data.to_str().unwrap()
+    );
+    let bin = root.path().join("bin dir/trainer");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::write(&bin, "").unwrap();
+    plan(root.path(), &toml, "k8s")
+        .arg("--trainer-bin")
+        .arg(&bin)
+        .run_ok();
+    let dir = root.path().join("k8s");
+    check_every_path_is_mounted(&dir);
+    let yaml = fs::read_to_string(dir.join("k8s-job.yaml")).unwrap();
+    assert!(yaml.contains(bin.to_str().unwrap()), "{yaml}");
+    assert!(yaml.contains(data.to_str().unwrap()), "{yaml}");
+}
+
 /// Whether a single-node Slurm answers; without one the Slurm part is skipped (printing
 /// why), unless TRAINER_REQUIRE_SLURM=1, when it fails.
 fn slurm_available() -> bool {
@@ -197,11 +253,8 @@ fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(command, ["trainer", "sweep", "run", dir.to_str().unwrap()]);
-    assert_eq!(
-        container["volumeMounts"][0]["mountPath"].as_str(),
-        dir.to_str()
-    );
+    assert_eq!(&command[1..], ["sweep", "run", dir.to_str().unwrap()]);
+    check_every_path_is_mounted(&dir);
 
     let output = sweep("run", &dir).args(["--local", "--jobs", "2"]).run_ok();
     assert!(

@@ -45,6 +45,9 @@ pub enum RowStatus {
     /// The reason is in the row's `note`.
     #[serde(rename = "does not fit")]
     DoesNotFit,
+    /// Ctrl-C came during this row: its figures (if any) cover the steps timed before it.
+    #[serde(rename = "interrupted")]
+    Interrupted,
 }
 
 impl RowStatus {
@@ -53,6 +56,7 @@ impl RowStatus {
         match self {
             RowStatus::Ok => "ok",
             RowStatus::DoesNotFit => "does not fit",
+            RowStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -115,13 +119,15 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
         .map(|&b| device::open_named(b))
         .collect::<Result<Vec<_>>>()?;
     let mut rows = Vec::new();
-    for open in &opened {
+    // Each row is measured in full unless Ctrl-C comes: then the row stops within a step and
+    // the rows so far are written, the last marked interrupted.
+    'backends: for open in &opened {
         console.info(&format!("bench: {}", open.info.summary()));
         for &kind in &config.models {
             let mut fits = true;
             for &batch in &config.batch_sizes {
                 if crate::interrupt::requested() {
-                    return Err(TrainerError::Interrupted);
+                    break 'backends;
                 }
                 let row = if fits {
                     measure(&config, kind, batch, &open.device, &open.info)?
@@ -134,9 +140,7 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
             }
         }
     }
-    if crate::interrupt::requested() {
-        return Err(TrainerError::Interrupted);
-    }
+    let interrupted = crate::interrupt::requested();
     let cpu_kernels = opened
         .iter()
         .any(|o| crate::device::cpu_kernels::available(&o.device))
@@ -152,6 +156,13 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
         cpu_kernels,
     };
     write(&report)?;
+    if interrupted {
+        return Err(TrainerError::InterruptedKept(format!(
+            "bench stopped; the {} row(s) measured before it are in {} (a row cut short is marked interrupted)",
+            report.rows.len(),
+            report.config.out.join("bench/throughput.csv").display()
+        )));
+    }
     Ok(report)
 }
 
@@ -182,13 +193,17 @@ fn validate(config: &BenchConfig) -> Result<()> {
 pub fn describe(row: &BenchRow) -> String {
     match row.samples_per_sec {
         Some(rate) => format!(
-            "{} {} batch {}: {:.0} samples/s (median step {:.3} ms, first step {:.1} ms)",
+            "{} {} batch {}: {:.0} samples/s (median step {:.3} ms, first step {:.1} ms){}",
             row.backend,
             row.model,
             row.batch_size,
             rate,
             row.median_step_ms.unwrap_or(0.0),
-            row.first_step_ms.unwrap_or(0.0)
+            row.first_step_ms.unwrap_or(0.0),
+            match row.status {
+                RowStatus::Interrupted => format!(" [{}]", row.note),
+                _ => String::new(),
+            }
         ),
         None => format!(
             "{} {} batch {}: {} ({})",
@@ -307,6 +322,15 @@ pub fn measure(
     let mut first_step_ms = 0.0;
     let mut launches = None;
     for step in 0..1 + config.warmup + config.steps {
+        if crate::interrupt::requested() {
+            row.status = RowStatus::Interrupted;
+            row.note = format!(
+                "interrupted after {} of {} timed steps",
+                times.len(),
+                config.steps
+            );
+            break;
+        }
         let counting = (step == 1 + config.warmup).then(LaunchCount::start);
         let started = Instant::now();
         // One read per step, as the peer's `loss.item()`: the step has run when it returns.
@@ -337,10 +361,18 @@ pub fn measure(
             times.push(seconds);
         }
     }
+    if times.is_empty() {
+        // Interrupted before a timed step: no figure to give.
+        drop(weights);
+        device.memory_cleanup();
+        return Ok(row);
+    }
     let total: f64 = times.iter().sum();
     times.sort_by(f64::total_cmp);
     let quantile = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
-    row.status = RowStatus::Ok;
+    if row.status != RowStatus::Interrupted {
+        row.status = RowStatus::Ok;
+    }
     row.samples_per_sec = Some((batch * times.len()) as f64 / total.max(1e-12));
     row.median_step_ms = Some(quantile(0.5));
     row.p10_step_ms = Some(quantile(0.1));
@@ -518,7 +550,9 @@ fn markdown(report: &BenchReport) -> String {
                 bytes(r.device_memory_bytes),
                 match r.status {
                     RowStatus::Ok => r.status.as_str().to_string(),
-                    RowStatus::DoesNotFit => format!("{}: {}", r.status.as_str(), r.note),
+                    RowStatus::DoesNotFit | RowStatus::Interrupted => {
+                        format!("{}: {}", r.status.as_str(), r.note)
+                    }
                 },
             ]
         })

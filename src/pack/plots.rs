@@ -1,5 +1,6 @@
-//! PNG plots with an embedded font (DejaVu Sans), so text renders on machines with no system
-//! fonts.
+//! PNG plots with embedded fonts, so text renders on machines with no system fonts: DejaVu
+//! Sans, and for text it has no glyph for (a class named in Chinese, Japanese or Korean)
+//! WenQuanYi Micro Hei, which covers Latin and CJK alike.
 
 use std::path::Path;
 use std::sync::Once;
@@ -11,13 +12,47 @@ use crate::error::{Result, TrainerError};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
+static CJK_FONT: &[u8] = include_bytes!("../../assets/fonts/WenQuanYiMicroHei.ttf");
+const CJK_FAMILY: &str = "wenquanyi-micro-hei";
 
 fn ensure_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // The font is compiled in; registering it cannot meet a missing file.
+        // The fonts are compiled in; registering them cannot meet a missing file.
         let _ = register_font(FAMILY, FontStyle::Normal, FONT);
+        let _ = register_font(CJK_FAMILY, FontStyle::Normal, CJK_FONT);
     });
+}
+
+/// The font family that draws every character of `text`: DejaVu Sans when it can (the plots
+/// of Latin class names stay as they were), else WenQuanYi Micro Hei.
+pub fn family_for(text: &str) -> &'static str {
+    use ab_glyph::Font;
+    static DEJAVU: std::sync::OnceLock<Option<ab_glyph::FontRef<'static>>> =
+        std::sync::OnceLock::new();
+    let covered = DEJAVU
+        .get_or_init(|| ab_glyph::FontRef::try_from_slice(FONT).ok())
+        .as_ref()
+        .is_some_and(|font| {
+            text.chars()
+                .all(|c| c.is_whitespace() || font.glyph_id(c).0 != 0)
+        });
+    if covered { FAMILY } else { CJK_FAMILY }
+}
+
+/// Whether the font of `family_for(text)` has a glyph for every character of `text`: no
+/// missing-glyph box is drawn.
+pub fn every_glyph_drawn(text: &str) -> bool {
+    use ab_glyph::Font;
+    let bytes = if family_for(text) == FAMILY {
+        FONT
+    } else {
+        CJK_FONT
+    };
+    ab_glyph::FontRef::try_from_slice(bytes).is_ok_and(|font| {
+        text.chars()
+            .all(|c| c.is_whitespace() || font.glyph_id(c).0 != 0)
+    })
 }
 
 /// One line of a chart.
@@ -278,20 +313,19 @@ pub fn draw_confusion(
             .map_err(|e| err(&e))?;
         }
     }
-    let right_aligned =
-        TextStyle::from((FAMILY, 16).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
     for (i, name) in classes.iter().enumerate() {
         let middle = i as i32 * cell + cell / 2;
+        let family = family_for(name);
         root.draw(&Text::new(
             name.clone(),
             (left - 10, top + middle),
-            right_aligned.clone(),
+            TextStyle::from((family, 16).into_font()).pos(Pos::new(HPos::Right, VPos::Center)),
         ))
         .map_err(|e| err(&e))?;
         root.draw(&Text::new(
             name.clone(),
             (left + middle, top + size + 18),
-            centred(16),
+            TextStyle::from((family, 16).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
         ))
         .map_err(|e| err(&e))?;
     }
@@ -396,7 +430,8 @@ pub fn draw_image_grid(path: &Path, title: &str, cells: &[GridCell]) -> Result<(
             root.draw(&Text::new(
                 text.clone(),
                 (x0 + side / 2, y0 + side + 4 + line as i32 * 18),
-                centred(14),
+                TextStyle::from((family_for(text), 14).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(|e| err(&e))?;
         }

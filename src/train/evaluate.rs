@@ -62,6 +62,10 @@ pub fn evaluate(
                     evaluation.batch_size = batch_size;
                     return Ok(evaluation);
                 }
+                // Ctrl-C stops evaluation within a batch, as it stops training within a step.
+                Err(StepFailure::Other(_)) if crate::interrupt::requested() => {
+                    return Err(TrainerError::Interrupted);
+                }
                 Err(StepFailure::Other(reason)) => return Err(device_error(ctx, &reason)),
                 Err(StepFailure::Allocation(reason)) => reason,
             },
@@ -111,6 +115,9 @@ fn evaluate_once(
     let mut labels = Vec::new();
     let mut ids = Vec::new();
     for batch in data::loader(dataset, batch_size, None, None, device).iter() {
+        if crate::interrupt::requested() {
+            return Err(StepFailure::Other("interrupted".into()));
+        }
         let batch = batch.map_err(|e| StepFailure::Other(e.to_string()))?;
         let logits = match &params {
             Some(params) => {

@@ -1,9 +1,11 @@
 //! `trainer sweep run DIR --local --jobs J`: every unfinished task on this machine, J at a
 //! time, each in its own `trainer sweep run DIR --task-index I` process (as a scheduler would
-//! start it), with one progress bar. Each task's output goes to `logs/task-NNNN.log`.
+//! start it), with one progress bar. Each task's output goes to `logs/task-NNNN.log`. Ctrl-C
+//! is passed on to the running tasks (see [`crate::interrupt`]); they stop after their
+//! step and stay unfinished, so the next `--local` runs them again.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,13 +20,44 @@ use crate::error::{Result, TrainerError};
 /// What a local sweep did.
 #[derive(Debug, Default)]
 pub struct LocalSummary {
+    /// Tasks that ran to their end here (finished or failed).
     pub ran: usize,
     pub skipped: usize,
     /// `(index, log file)` of the tasks that failed.
     pub failed: Vec<(usize, String)>,
+    /// Tasks stopped by an interrupt: unfinished, run again by the next `--local`.
+    pub interrupted: Vec<usize>,
+    /// Tasks another worker held (a claim by a live process): not run, not finished.
+    pub busy: Vec<usize>,
 }
 
-/// Runs every unfinished task of the plan, `jobs` at a time.
+/// How one task's process ended, as the sweep reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TaskEnd {
+    /// Done or diverged: its state is written.
+    Finished,
+    Failed,
+    /// Stopped by an interrupt; it stays unfinished and runs again on resume.
+    Interrupted,
+    /// Another worker holds it.
+    Busy,
+}
+
+impl TaskEnd {
+    fn line(self, index: usize) -> String {
+        let what = match self {
+            TaskEnd::Finished => "finished",
+            TaskEnd::Failed => "FAILED (see its log)",
+            TaskEnd::Interrupted => "interrupted (unfinished: the next run --local runs it again)",
+            TaskEnd::Busy => "busy: another worker holds it (not run here)",
+        };
+        format!("task {index:04}: {what}")
+    }
+}
+
+/// Runs every unfinished task of the plan, `jobs` at a time. An interrupt is passed on to
+/// the running tasks, which stop after their step; the sweep waits for them and reports them
+/// as interrupted (exit 130).
 pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Result<LocalSummary> {
     if jobs == 0 {
         return Err(TrainerError::bad_input("--jobs must be at least 1"));
@@ -49,8 +82,12 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
         skipped,
         ..LocalSummary::default()
     });
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .unwrap_or_else(|_| plan.launch.cpus_per_task.to_string());
+    let launch = TaskLaunch {
+        exe: &exe,
+        dir,
+        threads: std::env::var("RAYON_NUM_THREADS")
+            .unwrap_or_else(|_| plan.launch.cpus_per_task.to_string()),
+    };
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(pending.len()) {
             scope.spawn(|| {
@@ -62,39 +99,23 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
                     if crate::interrupt::requested() {
                         break;
                     }
-                    let log = dir.join("logs").join(format!("task-{index:04}.log"));
-                    let ok = std::fs::File::create(&log)
-                        .and_then(|out| {
-                            let err = out.try_clone()?;
-                            Command::new(&exe)
-                                .args(["sweep", "run"])
-                                .arg(dir)
-                                .args(["--task-index", &index.to_string()])
-                                .env("RAYON_NUM_THREADS", &threads)
-                                .stdin(Stdio::null())
-                                .stdout(out)
-                                .stderr(err)
-                                .status()
-                        })
-                        .is_ok_and(|s| s.success());
-                    let line = format!(
-                        "task {index:04}: {}",
-                        if ok {
-                            "finished"
-                        } else {
-                            "FAILED (see its log)"
-                        }
-                    );
+                    let (end, log) = launch.run(plan, index);
                     if let Ok(mut s) = summary.lock() {
-                        s.ran += 1;
-                        if !ok {
-                            s.failed.push((index, log.display().to_string()));
+                        match end {
+                            TaskEnd::Finished => s.ran += 1,
+                            TaskEnd::Failed => {
+                                s.ran += 1;
+                                s.failed.push((index, log.display().to_string()));
+                            }
+                            TaskEnd::Interrupted => s.interrupted.push(index),
+                            TaskEnd::Busy => s.busy.push(index),
                         }
                     }
+                    let line = end.line(index);
                     match &bar {
                         Some(bar) => {
                             bar.inc(1);
-                            if !ok {
+                            if end != TaskEnd::Finished {
                                 bar.suspend(|| console.warn(&line));
                             }
                         }
@@ -107,12 +128,69 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if crate::interrupt::requested() {
-        return Err(TrainerError::Interrupted);
-    }
     summary
         .into_inner()
         .map_err(|_| TrainerError::bad_input("a sweep worker thread panicked"))
+}
+
+/// What starting a task's process needs.
+struct TaskLaunch<'a> {
+    exe: &'a Path,
+    dir: &'a Path,
+    /// The CPU backend's threads per task.
+    threads: String,
+}
+
+impl TaskLaunch<'_> {
+    /// Runs task `index` as its own `trainer sweep run DIR --task-index I` process (its own
+    /// process group, its output in `logs/task-NNNN.log`), passing interrupts on, and says
+    /// how it ended.
+    fn run(&self, plan: &Plan, index: usize) -> (TaskEnd, PathBuf) {
+        let log = self.dir.join("logs").join(format!("task-{index:04}.log"));
+        let status = std::fs::File::create(&log).and_then(|out| {
+            let err = out.try_clone()?;
+            let mut command = Command::new(self.exe);
+            command
+                .args(["sweep", "run"])
+                .arg(self.dir)
+                .args(["--task-index", &index.to_string()])
+                .env("RAYON_NUM_THREADS", &self.threads)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            // The global switches reach the tasks (the GPU one travels in the environment).
+            if !crate::device::cpu_kernels::enabled() {
+                command.env("TRAINER_CPU_KERNELS", "off");
+            }
+            if !crate::device::gpu_kernels::enabled() {
+                command.env("TRAINER_GPU_KERNELS", "off");
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::CommandExt;
+                command.process_group(0);
+            }
+            let mut child = command.spawn()?;
+            crate::interrupt::register_child(child.id());
+            let status = child.wait();
+            crate::interrupt::unregister_child(child.id());
+            status
+        });
+        let end = match status {
+            Err(_) => TaskEnd::Failed,
+            Ok(status) if status.code() == Some(130) || status.code().is_none() => {
+                TaskEnd::Interrupted
+            }
+            Ok(status) if status.success() => {
+                match task::read_state(self.dir, plan, index) {
+                    Some(state) if state.status.is_finished() => TaskEnd::Finished,
+                    _ => TaskEnd::Busy,
+                }
+            }
+            Ok(_) => TaskEnd::Failed,
+        };
+        (end, log)
+    }
 }
 
 fn progress_bar(len: u64, console: &Console) -> Option<ProgressBar> {

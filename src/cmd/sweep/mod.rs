@@ -84,11 +84,26 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
             .unwrap_or((cores / plan.launch.cpus_per_task).max(1));
         let summary = local::run_all(&args.dir, &plan, jobs, &console)?;
         console.result(&format!(
-            "sweep: ran {}, {} finished earlier, {} failed",
+            "sweep: ran {}, {} finished earlier, {} failed, {} interrupted, {} busy elsewhere",
             summary.ran,
             summary.skipped,
-            summary.failed.len()
+            summary.failed.len(),
+            summary.interrupted.len(),
+            summary.busy.len()
         ));
+        if crate::interrupt::requested() {
+            return Err(TrainerError::InterruptedKept(format!(
+                "the sweep stopped: {} task(s) interrupted and left unfinished ({}), every finished one kept; `trainer sweep run {} --local` resumes",
+                summary.interrupted.len(),
+                summary
+                    .interrupted
+                    .iter()
+                    .map(|i| format!("{i:04}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                args.dir.display()
+            )));
+        }
         if let Some((index, log)) = summary.failed.first() {
             return Err(TrainerError::VerdictFailed(format!(
                 "{} tasks failed (task {index:04}: see {log})",
