@@ -302,11 +302,11 @@ impl ConfigFile {
             .map(|i| i + 1)
     }
 
-    /// "--config 'FILE' line N: `key`" (without the line when it cannot be found).
+    /// "--config 'FILE' line N" for `key` (without the line when it cannot be found).
     pub fn place(&self, key: &str) -> String {
         match self.line_of(key) {
-            Some(line) => format!("--config '{}' line {line}: '{key}'", self.path.display()),
-            None => format!("--config '{}': '{key}'", self.path.display()),
+            Some(line) => format!("--config '{}' line {line}", self.path.display()),
+            None => format!("--config '{}'", self.path.display()),
         }
     }
 
@@ -322,7 +322,7 @@ impl ConfigFile {
             if !base.contains_key(key) {
                 let known: Vec<&str> = base.keys().map(String::as_str).collect();
                 return Err(TrainerError::bad_input(format!(
-                    "{}: unknown setting (known: {})",
+                    "{}: unknown setting '{key}' (known: {})",
                     self.place(key),
                     known.join(", ")
                 )));
@@ -331,7 +331,7 @@ impl ConfigFile {
             one.insert(key.clone(), value.clone());
             if let Err(e) = serde_json::from_value::<Settings>(serde_json::Value::Object(one)) {
                 return Err(TrainerError::bad_input(format!(
-                    "{} = {value}: {}",
+                    "{}: '{key}' = {value}: {}",
                     self.place(key),
                     crate::error::first_line(&e.to_string())
                 )));
