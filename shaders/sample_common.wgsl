@@ -12,7 +12,8 @@
 // burn's argmax.
 
 // The launch's sizes: a uniform, so every value read from it (the sample loop's bounds, the
-// mode) is provably the same in the whole workgroup, and so is every barrier after it.
+// mode, the blocks' sizes) is provably the same in the whole workgroup, and so is every
+// barrier after it. src/device/gpu_train.rs (Layout::uniform) fills it, field for field.
 struct SampleDims {
     n: u32,
     h: u32,
@@ -22,6 +23,29 @@ struct SampleDims {
     mode: u32,
     stride: u32,
     slots: u32,
+    channels: u32,
+    blocks: u32,
+    classifier: u32,
+    unused: u32,
+    block: array<BlockDims, 4>,
+}
+
+// One CNN block: its sizes, where its scratch buffers start within a slot (input, output,
+// pool winners, output gradient, input gradient) and where its weight and bias start in the
+// parameters; `pool` is 1 when a max-pool follows it.
+struct BlockDims {
+    inputs: u32,
+    outputs: u32,
+    h: u32,
+    w: u32,
+    input: u32,
+    output: u32,
+    winner: u32,
+    dout: u32,
+    din: u32,
+    weight: u32,
+    bias: u32,
+    pool: u32,
 }
 
 var<workgroup> logit: array<f32, MAX_CLASSES>;

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Monitor, Selection, Settings};
+use crate::config::{Color, Monitor, Selection, Settings};
 use crate::device::BackendChoice;
 use crate::memory;
 use crate::model::ModelKind;
@@ -19,7 +19,12 @@ use crate::model::ModelKind;
 /// verdict, 2 bad input or a backend that cannot start, 3 the pack was written but a model
 /// diverged, 130 interrupted.
 #[derive(Parser, Debug)]
-#[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "trainer",
+    version,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -261,6 +266,19 @@ pub struct TrainArgs {
     /// accuracy, to reproduce its table exactly).
     #[arg(long, value_enum, default_value_t = Settings::default().select_by)]
     pub select_by: Selection,
+
+    /// How an image folder's images are read: auto (rgb when any training image has colour,
+    /// else gray), gray (one luminance channel) or rgb (three channels). The stripe images
+    /// are gray.
+    #[arg(long, value_enum, default_value_t = Settings::default().color)]
+    pub color: Color,
+
+    /// The CNN's shape: one width per block, comma-separated (1 to 4 blocks, widths 1 to
+    /// 128). Each block is a 3x3 convolution (padding 1) and a ReLU, with a 2x2 max-pool
+    /// between blocks, then a global average pool and a linear layer. The default 8,16 is the
+    /// workshop's Tiny CNN.
+    #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
+    pub cnn_widths: Vec<usize>,
 }
 
 impl TrainArgs {
@@ -283,6 +301,8 @@ impl TrainArgs {
             patience: self.patience,
             monitor: self.monitor,
             select_by: self.select_by,
+            color: self.color,
+            cnn_widths: self.cnn_widths.clone(),
         }
     }
 }
@@ -417,6 +437,32 @@ pub struct EvaluateArgs {
     /// Print only the results.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--cnn-widths`' default as clap shows and parses it: the widths of [`Settings::default`].
+fn default_widths() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        Settings::default()
+            .cnn_widths
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// One width of `--cnn-widths`: a whole number from 1 to the widest block.
+fn parse_width(text: &str) -> Result<usize, String> {
+    let max = crate::model::spec::MAX_WIDTH;
+    match text.trim().parse::<usize>() {
+        Ok(w) if (1..=max).contains(&w) => Ok(w),
+        Ok(w) => Err(format!("a width is 1 to {max}, got {w}")),
+        Err(_) if text.trim().is_empty() => {
+            Err("an empty width (two commas in a row?); give one number per block".into())
+        }
+        Err(_) => Err(format!("a width is a whole number from 1 to {max}")),
+    }
 }
 
 /// `--split`'s default as clap shows and parses it: the shares of [`Settings::default`].

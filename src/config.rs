@@ -12,10 +12,6 @@ use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
 use crate::model::ModelKind;
 
-/// The file that marks a folder as a trainer run (an evidence pack, a bench or parity
-/// report): safe for a later run to replace, and never read as data.
-pub const PACK_MARKER: &str = ".trainer-run";
-
 /// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
 pub const MAX_GRAD_NORM: f32 = 2.0;
 
@@ -64,6 +60,12 @@ impl Monitor {
             Monitor::ValLoss => f64::INFINITY,
         }
     }
+}
+
+pub use crate::data::Color;
+
+fn default_cnn_widths() -> Vec<usize> {
+    crate::model::spec::TINY_CNN_WIDTHS.to_vec()
 }
 
 /// What chooses the run's best model among those trained (the one checkpointed and reported).
@@ -119,6 +121,12 @@ pub struct Settings {
     /// What chooses the best model among those trained.
     #[serde(default)]
     pub select_by: Selection,
+    /// How an image folder's images are read: auto, gray or rgb (stripes are gray).
+    #[serde(default)]
+    pub color: Color,
+    /// The CNN's widths, one per block (the workshop's Tiny CNN is 8, 16).
+    #[serde(default = "default_cnn_widths")]
+    pub cnn_widths: Vec<usize>,
 }
 
 /// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
@@ -142,6 +150,8 @@ impl Default for Settings {
             patience: None,
             monitor: Monitor::ValAcc,
             select_by: Selection::Val,
+            color: Color::Auto,
+            cnn_widths: default_cnn_widths(),
         }
     }
 }
@@ -155,7 +165,22 @@ impl Settings {
             image_size: self.image_size,
             split: self.split,
             folder: self.data.clone(),
+            // The stripes are gray whatever --color says (rgb is refused for them).
+            color: if self.data.is_some() {
+                self.color
+            } else {
+                Color::Gray
+            },
             split_rule: crate::data::SplitRule::Stratified,
+        }
+    }
+
+    /// The shape of model `kind` on images of `channels` channels.
+    pub fn spec(&self, kind: ModelKind, channels: usize) -> crate::model::ModelSpec {
+        crate::model::ModelSpec {
+            kind,
+            channels,
+            widths: crate::model::CnnWidths::new(&self.cnn_widths).unwrap_or_default(),
         }
     }
 
@@ -226,6 +251,22 @@ impl Settings {
         if self.patience == Some(0) {
             return Err(TrainerError::bad_input("--patience must be at least 1"));
         }
+        let widths =
+            crate::model::CnnWidths::new(&self.cnn_widths).map_err(TrainerError::bad_input)?;
+        if self.models.contains(&ModelKind::Cnn) && self.image_size < widths.min_image_size() {
+            return Err(TrainerError::bad_input(format!(
+                "--cnn-widths {} has {} blocks, whose max-pools need --image-size of at least {}, got {}",
+                widths.dashed().replace('-', ","),
+                widths.blocks(),
+                widths.min_image_size(),
+                self.image_size
+            )));
+        }
+        if self.data.is_none() && self.color == Color::Rgb {
+            return Err(TrainerError::bad_input(
+                "--color rgb needs an image folder (--data): the stripe images are grayscale",
+            ));
+        }
         Ok(())
     }
 
@@ -293,7 +334,7 @@ impl ConfigFile {
             .position(|line| {
                 let line = line.trim_start();
                 if self.json {
-                    line.starts_with(&format!("\"{key}\""))
+                    line.contains(&format!("\"{key}\""))
                 } else {
                     line.strip_prefix(key)
                         .is_some_and(|rest| rest.trim_start().starts_with('='))
@@ -330,14 +371,56 @@ impl ConfigFile {
             let mut one = base.clone();
             one.insert(key.clone(), value.clone());
             if let Err(e) = serde_json::from_value::<Settings>(serde_json::Value::Object(one)) {
+                let message = crate::error::first_line(&e.to_string());
+                let hint = if message.contains("expected a sequence") {
+                    format!(" (a list: {key} = [{value}])")
+                } else {
+                    String::new()
+                };
                 return Err(TrainerError::bad_input(format!(
-                    "{}: '{key}' = {value}: {}",
+                    "{}: '{key}' = {value}: {message}{hint}",
                     self.place(key),
-                    crate::error::first_line(&e.to_string())
                 )));
             }
         }
         Ok(())
+    }
+}
+
+impl ConfigFile {
+    /// Checks the file's settings as a run would (ranges, duplicates), on their own: a bad
+    /// value is named with its file and line even when a flag overrides it.
+    pub fn check_values(&self) -> Result<()> {
+        let serde_json::Value::Object(mut base) = serde_json::to_value(Settings::default())
+            .map_err(|e| TrainerError::Serialize(e.to_string()))?
+        else {
+            return Err(TrainerError::Serialize("settings are not a table".into()));
+        };
+        for (key, value) in &self.values {
+            base.insert(key.clone(), value.clone());
+        }
+        let settings: Settings = serde_json::from_value(serde_json::Value::Object(base))
+            .map_err(|e| TrainerError::bad_input(e.to_string()))?;
+        settings.validate().map_err(|e| {
+            // The check names the flag (`--epochs-cnn`); the file sets its key.
+            let message = e.to_string();
+            let key = self
+                .values
+                .keys()
+                .find(|k| message.contains(&format!("--{}", k.replace('_', "-"))))
+                .cloned();
+            match key {
+                Some(key) => TrainerError::bad_input(format!(
+                    "{}: '{key}' = {}: {message}",
+                    self.place(&key),
+                    self.values[&key]
+                )),
+                None => TrainerError::bad_input(format!(
+                    "--config '{}': {message}",
+                    self.path.display()
+                )),
+            }
+        })
     }
 }
 
@@ -377,6 +460,7 @@ pub fn merge(
         return Ok(flags.clone());
     };
     file.check_keys(&Settings::default())?;
+    file.check_values()?;
     let serde_json::Value::Object(mut merged) =
         serde_json::to_value(flags).map_err(|e| TrainerError::bad_input(e.to_string()))?
     else {

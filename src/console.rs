@@ -6,8 +6,6 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::model::ModelKind;
-
 /// Writes a line to stdout. A closed pipe (`trainer ... | head -1`) is not an error: the
 /// run goes on and its files are written; the line just goes nowhere.
 pub fn say(line: &str) {
@@ -23,9 +21,11 @@ pub fn warn(line: &str) {
 
 /// Something to show progress on; the console implements it with a progress bar.
 pub trait Progress {
-    fn start(&self, model: ModelKind, total_samples: u64);
+    fn start(&self, model: &str, total_samples: u64);
     fn advance(&self, samples: u64, message: &str);
     fn note(&self, line: &str);
+    /// A model finished an epoch (`line` says which and how it went).
+    fn epoch(&self, _line: &str) {}
     fn finish(&self);
 }
 
@@ -33,7 +33,7 @@ pub trait Progress {
 pub struct Silent;
 
 impl Progress for Silent {
-    fn start(&self, _: ModelKind, _: u64) {}
+    fn start(&self, _: &str, _: u64) {}
     fn advance(&self, _: u64, _: &str) {}
     fn note(&self, _: &str) {}
     fn finish(&self) {}
@@ -86,7 +86,7 @@ impl Console {
 }
 
 impl Progress for Console {
-    fn start(&self, model: ModelKind, total_samples: u64) {
+    fn start(&self, model: &str, total_samples: u64) {
         if self.quiet || !std::io::stderr().is_terminal() {
             return;
         }
@@ -96,7 +96,7 @@ impl Progress for Console {
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(model.display_name());
+        bar.set_prefix(model.to_string());
         if let Ok(mut slot) = self.bar.lock() {
             *slot = Some(bar);
         }
@@ -113,6 +113,15 @@ impl Progress for Console {
 
     fn note(&self, line: &str) {
         self.info(line);
+    }
+
+    fn epoch(&self, line: &str) {
+        // With a progress bar the bar shows it; without one (output to a file or a pipe),
+        // one line an epoch says the run goes on.
+        let has_bar = self.bar.lock().ok().is_some_and(|b| b.is_some());
+        if !has_bar {
+            self.info(line);
+        }
     }
 
     fn finish(&self) {

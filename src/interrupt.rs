@@ -24,7 +24,7 @@ pub fn install() {
         signal_children();
         if COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
             eprintln!(
-                "trainer: interrupt received, stopping after the current step (press Ctrl-C again to exit at once)"
+                "trainer: interrupt received, stopping at the next step or batch (press Ctrl-C again to exit at once)"
             );
         } else {
             wait_for_children(std::time::Duration::from_secs(5));

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::device::{BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
-use crate::model::ModelKind;
+use crate::model::{ModelKind, ModelSpec};
 
 /// Environment variable of the fault-injection hook: every step or evaluation batch larger
 /// than this many samples fails as if the device could not allocate it, on any backend.
@@ -77,7 +77,7 @@ impl MemoryPolicy {
     /// halving; an error when not even one sample fits.
     pub fn preflight(
         &mut self,
-        model: ModelKind,
+        model: &str,
         training: bool,
         batch: usize,
         footprint: &Footprint,
@@ -117,14 +117,13 @@ impl MemoryPolicy {
             };
             if size == 1 {
                 return Err(TrainerError::OutOfMemory(format!(
-                    "{}: even a batch of 1 needs about {} and the budget is {} ({reason}); lower --image-size or raise --memory-limit",
-                    model.display_name(),
+                    "{model}: even a batch of 1 needs about {} and the budget is {} ({reason}); lower --image-size or raise --memory-limit",
                     format_bytes(requested),
                     limit.map(format_bytes).unwrap_or_else(|| "unknown".into())
                 )));
             }
             self.events.push(MemoryEvent {
-                model: model.display_name().to_string(),
+                model: model.to_string(),
                 phase: "preflight",
                 epoch: 0,
                 step: 0,
@@ -176,35 +175,69 @@ pub struct Footprint {
     pub largest_per_sample: u64,
     /// Floats of one input sample.
     pub input_per_sample: u64,
+    /// Floats of one workgroup slot of the wgpu kernels (scratch, and its gradient row when
+    /// training), counted for at most `slot_cap` samples of a batch; 0 for the layers.
+    pub per_slot_training: u64,
+    pub per_slot_eval: u64,
+    pub slot_cap: u64,
 }
 
 impl Footprint {
-    /// The footprint of `model` on images of `image_size` with `classes` classes.
-    pub fn of(model: ModelKind, image_size: usize, classes: usize) -> Footprint {
+    /// The footprint of burn's layers for a model of `spec` on images of `image_size`
+    /// squared with `classes` classes.
+    pub fn of(spec: ModelSpec, image_size: usize, classes: usize) -> Footprint {
         let s = image_size as u64;
         let c = classes as u64;
-        let pixels = s * s;
-        match model {
-            ModelKind::Baseline => Footprint {
-                params: pixels * c + c,
-                activations_per_sample: pixels + 2 * c,
-                largest_per_sample: pixels,
-                input_per_sample: pixels,
-            },
+        let inputs = spec.channels as u64 * s * s;
+        let params = crate::model::flat::len(spec, image_size * image_size, classes) as u64;
+        let layers = |activations, largest| Footprint {
+            params,
+            activations_per_sample: activations,
+            largest_per_sample: largest,
+            input_per_sample: inputs,
+            per_slot_training: 0,
+            per_slot_eval: 0,
+            slot_cap: 0,
+        };
+        match spec.kind {
+            ModelKind::Baseline => layers(inputs + 2 * c, inputs),
             ModelKind::Cnn => {
-                let half = (s / 2) * (s / 2);
-                Footprint {
-                    params: 8 * 9 + 8 + 16 * 8 * 9 + 16 + 16 * c + c,
-                    // conv1 + relu, pool (+ indices), conv2 + relu, pooled, logits
-                    activations_per_sample: 2 * 8 * pixels
-                        + 2 * 8 * half
-                        + 2 * 16 * half
-                        + 16
-                        + 2 * c,
-                    largest_per_sample: 8 * pixels,
-                    input_per_sample: pixels,
+                // Each block: conv + relu; between blocks a max-pool (+ indices); then the
+                // global pool and the logits.
+                let widths = spec.widths.get();
+                let (mut side, mut activations, mut largest) = (s, 0, 0);
+                for (i, &w) in widths.iter().enumerate() {
+                    let w = w as u64;
+                    if i > 0 {
+                        side /= 2;
+                        activations += 2 * widths[i - 1] as u64 * side * side;
+                    }
+                    activations += 2 * w * side * side;
+                    largest = largest.max(w * side * side);
                 }
+                layers(activations + spec.widths.last() as u64 + 2 * c, largest)
             }
+        }
+    }
+
+    /// The footprint of the wgpu kernels: the state (parameters, two moments, and the next
+    /// state), each sample's image, logits and statistics, and per workgroup slot (at most
+    /// `slot_cap`) its scratch and, when training, its gradient row.
+    pub fn kernels(
+        params: u64,
+        input_per_sample: u64,
+        classes: u64,
+        scratch_per_slot: u64,
+        slot_cap: u64,
+    ) -> Footprint {
+        Footprint {
+            params: 2 * params,
+            activations_per_sample: classes + 2,
+            largest_per_sample: input_per_sample,
+            input_per_sample,
+            per_slot_training: scratch_per_slot + params,
+            per_slot_eval: scratch_per_slot,
+            slot_cap,
         }
     }
 
@@ -223,12 +256,22 @@ impl Footprint {
         } else {
             self.params
         };
-        4 * (fixed + b * per_sample)
+        let slots = b.min(self.slot_cap);
+        let per_slot = if training {
+            self.per_slot_training
+        } else {
+            self.per_slot_eval
+        };
+        4 * (fixed + b * per_sample + slots * per_slot)
     }
 
     /// Bytes of the largest single buffer of one step.
     pub fn largest_buffer_bytes(&self, batch: usize) -> u64 {
-        4 * batch as u64 * self.largest_per_sample
+        let slots = batch.min(self.slot_cap as usize) as u64;
+        let per_slot = self
+            .per_slot_eval
+            .max(self.per_slot_training - self.per_slot_eval);
+        (4 * batch as u64 * self.largest_per_sample).max(4 * slots * per_slot)
     }
 }
 
@@ -363,7 +406,7 @@ mod tests {
 
     #[test]
     fn cnn_footprint_grows_with_the_batch() {
-        let f = Footprint::of(ModelKind::Cnn, 64, 3);
+        let f = Footprint::of(ModelSpec::from(ModelKind::Cnn), 64, 3);
         assert!(f.step_bytes(64, true) > f.step_bytes(32, true));
         // The 2048-batch conv1 output at 64x64 is the 256 MiB buffer lavapipe refuses.
         assert_eq!(f.largest_buffer_bytes(2048), 256 * 1024 * 1024);

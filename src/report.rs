@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::data;
 use crate::device::DeviceInfo;
 use crate::memory::MemoryEvent;
-use crate::model::ModelKind;
+use crate::model::{ModelKind, ModelSpec};
 use crate::train::{Evaluation, Trained};
 
 /// Everything a workshop run is given.
@@ -27,7 +27,8 @@ pub struct RunConfig {
 /// One model's training and test results.
 #[derive(Debug)]
 pub struct ModelRun {
-    pub kind: ModelKind,
+    /// Which model, on how many channels, of which widths.
+    pub spec: ModelSpec,
     pub epochs: usize,
     pub lr: f64,
     pub trained: Trained,
@@ -39,8 +40,8 @@ pub struct ModelRun {
 pub struct ShapeTrace {
     pub images: Vec<usize>,
     pub labels: Vec<usize>,
-    pub logits: Vec<(ModelKind, Vec<usize>)>,
-    pub layers: Vec<(ModelKind, String, Vec<usize>)>,
+    pub logits: Vec<(ModelSpec, Vec<usize>)>,
+    pub layers: Vec<(ModelSpec, String, Vec<usize>)>,
 }
 
 /// Everything the evidence pack is written from.
@@ -58,6 +59,8 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
     /// Every file of an image folder with its part (none for stripes).
     pub manifest: Option<data::DataManifest>,
+    /// The channels the images were read with, and why.
+    pub color: data::folder::ColorChoice,
     pub models: Vec<ModelRun>,
     /// Indices into `models`, best first (test accuracy, then best val accuracy).
     pub ranking: Vec<usize>,
@@ -87,7 +90,7 @@ impl Report {
 
     /// The run of one model, when it was trained.
     pub fn model(&self, kind: ModelKind) -> Option<&ModelRun> {
-        self.models.iter().find(|m| m.kind == kind)
+        self.models.iter().find(|m| m.spec.kind == kind)
     }
 }
 

@@ -55,6 +55,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         image_size: 16,
         split: [0.6, 0.2, 0.2],
         folder: Some(data.clone()),
+        color: trainer::data::Color::Auto,
         split_rule: trainer::data::SplitRule::Stratified,
     };
     let splits = trainer::data::load_splits(&config).unwrap();
@@ -73,7 +74,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
     .unwrap();
     let stored = meta["normalization"]["mean"].as_f64().unwrap();
     assert!(
-        (stored - splits.normalization.mean as f64).abs() < 1e-6,
+        (stored - splits.normalization.mean.0[0] as f64).abs() < 1e-6,
         "{stored}"
     );
     assert!(

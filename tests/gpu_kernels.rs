@@ -139,48 +139,59 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
 }
 
 /// Logits, loss, gradient norm and every parameter's gradient from the training kernels
-/// (src/device/gpu_train.rs) against burn's layers and autodiff on the same device, for both
-/// models, even, odd and non-square images, batches that are and are not multiples of the
-/// workgroup, batches larger than the kernels' 512 workgroups, and more classes than the
-/// workshop's three.
+/// (src/device/gpu_train.rs) against burn's layers and autodiff on the same device: the
+/// baseline and the CNN family (1 and 3 channels, 1 to 4 blocks, odd widths), even, odd and
+/// non-square images, batches that are and are not multiples of the workgroup, batches
+/// larger than the kernels' 512 workgroups, and more classes than the workshop's three.
 #[test]
 fn training_kernels_match_the_layers() {
     use trainer::device::gpu_train::{self, StepHyper};
-    use trainer::model::{ModelKind, Net, flat};
+    use trainer::model::{Net, flat};
 
     let Some(device) = wgpu_device("training_kernels_match_the_layers") else {
         return;
     };
     // (model, height, width, classes, batch)
     let cases = [
-        (ModelKind::Cnn, 16, 16, 3, 32),
-        (ModelKind::Cnn, 7, 7, 3, 5),
-        (ModelKind::Cnn, 5, 5, 4, 3),
-        (ModelKind::Cnn, 12, 9, 3, 37),
-        (ModelKind::Cnn, 33, 20, 10, 2),
+        (cnn(1, &[8, 16]), 16, 16, 3, 32),
+        (cnn(1, &[8, 16]), 7, 7, 3, 5),
+        (cnn(1, &[8, 16]), 5, 5, 4, 3),
+        (cnn(1, &[8, 16]), 12, 9, 3, 37),
+        (cnn(1, &[8, 16]), 33, 20, 10, 2),
         // More samples than workgroups (512): each workgroup sums several.
-        (ModelKind::Cnn, 6, 6, 3, 1100),
-        (ModelKind::Baseline, 6, 6, 3, 700),
-        (ModelKind::Baseline, 16, 16, 3, 32),
-        (ModelKind::Baseline, 7, 7, 5, 9),
+        (cnn(1, &[8, 16]), 6, 6, 3, 1100),
+        (cnn(3, &[16, 32, 64]), 16, 16, 3, 6),
+        (cnn(3, &[7, 5]), 9, 11, 4, 5),
+        (cnn(1, &[3]), 6, 6, 3, 4),
+        (cnn(3, &[4, 6, 8, 10]), 17, 16, 5, 3),
+        (baseline(1), 6, 6, 3, 700),
+        (baseline(1), 16, 16, 3, 32),
+        (baseline(1), 7, 7, 5, 9),
+        (baseline(3), 8, 8, 3, 7),
     ];
     let mut rng = common::Lcg(11);
-    for (kind, h, w, classes, n) in cases {
-        let case = format!("{kind:?} {h}x{w}, {classes} classes, batch {n}");
-        // The baseline is built for square images (its input is h * h pixels).
-        let net = Net::init(kind, h, classes, 7, &device);
-        let pixels: Vec<f32> = (0..n * h * w)
+    for (spec, h, w, classes, n) in cases {
+        let kind = spec;
+        let case = format!(
+            "{} ({} channels) {h}x{w}, {classes} classes, batch {n}",
+            spec.display_name(),
+            spec.channels
+        );
+        // The baseline is built for square images (its input is c * h * h values).
+        let net = Net::init(spec, h, classes, 7, &device);
+        let c = spec.channels;
+        let pixels: Vec<f32> = (0..n * c * h * w)
             .map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
         let labels: Vec<i64> = (0..n)
             .map(|_| (rng.next() % classes as u64) as i64)
             .collect();
-        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, h, w]), &device);
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, c, h, w]), &device);
         let labels_t = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
         let params = flat::to_flat(&net);
 
         // Forward: logits.
-        let kernel = gpu_train::logits(kind.kernel(), images.clone(), params.clone(), classes);
+        let kernel = gpu_train::logits(kernel_model(kind), images.clone(), params.clone(), classes);
         let layers = net.forward_traced(images.clone(), &mut |_, _| {});
         assert_close(
             &values(kernel),
@@ -205,7 +216,7 @@ fn training_kernels_match_the_layers() {
             diverged_norm: 1e6,
         };
         let (next, stats) = gpu_train::step(
-            kind.kernel(),
+            kernel_model(kind),
             images,
             labels_t,
             state,
@@ -240,6 +251,31 @@ fn training_kernels_match_the_layers() {
     }
 }
 
+/// The kernels' name for a model.
+fn kernel_model(spec: impl Into<trainer::model::ModelSpec>) -> trainer::device::gpu_train::Model {
+    use trainer::device::gpu_train::{Model, Widths};
+    let spec = spec.into();
+    match spec.kind {
+        trainer::model::ModelKind::Baseline => Model::Baseline,
+        trainer::model::ModelKind::Cnn => Model::Cnn(Widths::new(&spec.widths.get())),
+    }
+}
+
+fn cnn(channels: usize, widths: &[usize]) -> trainer::model::ModelSpec {
+    trainer::model::ModelSpec {
+        kind: trainer::model::ModelKind::Cnn,
+        channels,
+        widths: trainer::model::CnnWidths::new(widths).unwrap(),
+    }
+}
+
+fn baseline(channels: usize) -> trainer::model::ModelSpec {
+    trainer::model::ModelSpec {
+        channels,
+        ..trainer::model::ModelSpec::from(trainer::model::ModelKind::Baseline)
+    }
+}
+
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().try_to_vec_as::<f32>().unwrap()
 }
@@ -263,7 +299,7 @@ fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
 fn assert_close_per_tensor(
     actual: &[f32],
     expected: &[f32],
-    segments: &[(&str, usize)],
+    segments: &[(String, usize)],
     tolerance: f32,
     what: &str,
 ) {
@@ -380,7 +416,7 @@ fn the_update_kernel_clips_and_applies_adam_as_burn_does() {
                 diverged_norm: 1e6,
             };
             let (next, stats) = gpu_train::step(
-                kind.kernel(),
+                kernel_model(kind),
                 images.clone(),
                 labels.clone(),
                 state,

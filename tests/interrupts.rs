@@ -55,7 +55,10 @@ fn a_local_sweep_passes_ctrl_c_to_its_tasks_and_leaves_none_behind() {
     interrupt(&parent);
     let started = Instant::now();
     let output = parent.wait_with_output().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "stopped in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped in time"
+    );
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     for pid in tasks {
         assert!(!alive(pid), "task process {pid} was left running");
@@ -67,7 +70,10 @@ fn a_local_sweep_passes_ctrl_c_to_its_tasks_and_leaves_none_behind() {
             "{out}"
         );
     }
-    assert!(!out.contains("FAILED") && !out.contains(": finished"), "{out}");
+    assert!(
+        !out.contains("FAILED") && !out.contains(": finished"),
+        "{out}"
+    );
     assert!(out.contains("resumes"), "{out}");
     // Unfinished: no state, no claim, no half pack; the next --local runs them again.
     for index in 0..3 {
@@ -108,7 +114,10 @@ fn a_task_another_worker_holds_is_busy_not_finished() {
     let out = format!("{}{}", stdout(&output), stderr(&output));
     assert!(out.contains("task 0000: finished"), "{out}");
     assert!(out.contains("task 0001: busy"), "{out}");
-    assert!(out.contains("ran 1, 0 finished earlier, 0 failed, 0 interrupted, 1 busy"), "{out}");
+    assert!(
+        out.contains("ran 1, 0 finished earlier, 0 failed, 0 interrupted, 1 busy"),
+        "{out}"
+    );
     assert!(!dir.join("state/0001.json").exists());
 }
 
@@ -118,16 +127,30 @@ fn bench_stops_within_a_step_and_writes_the_rows_it_measured() {
     let out = dir.path().join("bench");
     let child = trainer()
         .subcommand("bench")
-        .args(["--backend", "cpu", "--batch-sizes", "8,16", "--steps", "1000000"])
+        .args([
+            "--backend",
+            "cpu",
+            "--batch-sizes",
+            "8,16",
+            "--steps",
+            "1000000",
+        ])
         .out(&out)
         .spawn();
     wait_for(&lock_of(&out), Duration::from_secs(20), "bench's lock");
     interrupt(&child);
     let started = Instant::now();
     let output = child.wait_with_output().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "stopped in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped in time"
+    );
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(stderr(&output).contains("row(s) measured"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("row(s) are in"),
+        "{}",
+        stderr(&output)
+    );
     let (header, rows) = read_csv(&out.join("bench/throughput.csv"));
     let status = header.iter().position(|h| h == "status").unwrap();
     assert_eq!(rows.len(), 1, "the row cut short: {rows:?}");

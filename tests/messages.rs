@@ -21,9 +21,15 @@ fn one_line(args: &[&str]) -> String {
 #[test]
 fn clap_errors_are_shown_whole() {
     let err = one_line(&["predict", "--checkpoint", "x.json"]);
-    assert!(err.contains("required arguments were not provided") && err.contains("<IMAGES>"), "{err}");
+    assert!(
+        err.contains("required arguments were not provided") && err.contains("<IMAGES>"),
+        "{err}"
+    );
     let err = one_line(&["--backend", "gpu"]);
-    assert!(err.contains("[possible values: auto, wgpu, cpu, ndarray]"), "{err}");
+    assert!(
+        err.contains("[possible values: auto, wgpu, cpu, ndarray]"),
+        "{err}"
+    );
     let err = one_line(&["--monitor", "acc"]);
     assert!(err.contains("val_acc") && err.contains("val_loss"), "{err}");
     let err = one_line(&["evalute"]);
@@ -53,7 +59,10 @@ fn config_errors_name_the_key_the_line_and_what_was_expected() {
     };
     let typed = config("typed.toml", "seed = 3\nepochs_cnn = \"3\"\n");
     let err = run(&typed, &[]);
-    assert!(err.contains("line 2") && err.contains("'epochs_cnn'"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("'epochs_cnn'"),
+        "{err}"
+    );
     assert!(err.contains("expected usize"), "{err}");
     // The flag overrides the key, but the file is still wrong.
     let err = run(&typed, &["--epochs-cnn", "2"]);
@@ -65,7 +74,10 @@ fn config_errors_name_the_key_the_line_and_what_was_expected() {
     assert!(err.contains("backend = cpu"), "{err}");
     let json = config("upper.JSON", "{\"seed\": \"x\"}");
     let err = run(&json, &[]);
-    assert!(err.contains("'seed'") && err.contains("expected u64"), "read as JSON: {err}");
+    assert!(
+        err.contains("'seed'") && err.contains("expected u64"),
+        "read as JSON: {err}"
+    );
     assert!(!out.exists());
 }
 
@@ -82,7 +94,11 @@ fn duplicates_are_refused_and_batch_sizes_sorted() {
         .config(&config)
         .out(dir.path().join("sweep"))
         .run_fail(2);
-    assert!(stderr(&output).contains("'seed' lists 1 twice"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("'seed' lists 1 twice"),
+        "{}",
+        stderr(&output)
+    );
     let bench = |sizes: &str, name: &str| {
         trainer()
             .subcommand("bench")
@@ -91,11 +107,22 @@ fn duplicates_are_refused_and_batch_sizes_sorted() {
             .out(dir.path().join(name))
     };
     let output = bench("16,8", "sorted").run_ok();
-    assert!(stdout(&output).contains("smallest first: 8,16"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("smallest first: 8,16"),
+        "{}",
+        stdout(&output)
+    );
     let (_, rows) = read_csv(&dir.path().join("sorted/bench/throughput.csv"));
-    assert_eq!(rows.iter().map(|r| r[3].as_str()).collect::<Vec<_>>(), ["8", "16"]);
+    assert_eq!(
+        rows.iter().map(|r| r[3].as_str()).collect::<Vec<_>>(),
+        ["8", "16"]
+    );
     let output = bench("8,8", "twice").run_fail(2);
-    assert!(stderr(&output).contains("lists 8 twice"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("lists 8 twice"),
+        "{}",
+        stderr(&output)
+    );
     // A budget no batch fits is a failed run (exit 1), its sizes in a unit that fits.
     let output = trainer()
         .cpu()
@@ -103,7 +130,10 @@ fn duplicates_are_refused_and_batch_sizes_sorted() {
         .out(&out)
         .run_fail(1);
     let err = stderr(&output);
-    assert!(err.contains("the budget is 1.0 KiB") && !err.contains("0.0 MiB"), "{err}");
+    assert!(
+        err.contains("the budget is 1.0 KiB") && !err.contains("0.0 MiB"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -120,8 +150,14 @@ fn a_panic_is_one_line_with_its_details_in_a_file() {
         assert_eq!(output.status.code(), Some(70), "{}", stderr(&output));
         let err = stderr(&output);
         assert_eq!(err.lines().count(), 1, "{site}: {err}");
-        assert!(err.contains("internal error") && err.contains("injected panic"), "{err}");
-        assert!(!err.contains("RUST_BACKTRACE=full") && !err.contains("stack backtrace"), "{err}");
+        assert!(
+            err.contains("internal error") && err.contains("injected panic"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("RUST_BACKTRACE=full") && !err.contains("stack backtrace"),
+            "{err}"
+        );
         let file = err
             .split("details in ")
             .nth(1)
@@ -139,7 +175,9 @@ fn predict_gives_every_readable_file_its_result_and_each_other_one_line() {
     let pack = dir.path().join("pack");
     trainer().cpu().quiet().quick().out(&pack).run_ok();
     let good = dir.path().join("good.png");
-    image::GrayImage::from_pixel(16, 16, image::Luma([90])).save(&good).unwrap();
+    image::GrayImage::from_pixel(16, 16, image::Luma([90]))
+        .save(&good)
+        .unwrap();
     let broken = dir.path().join("broken.png");
     fs::write(&broken, "not a picture").unwrap();
     let missing = dir.path().join("missing.png");
@@ -153,9 +191,16 @@ fn predict_gives_every_readable_file_its_result_and_each_other_one_line() {
             .arg(&missing)
     };
     let output = predict().run_fail(2);
-    assert!(stdout(&output).contains("good.png: "), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("good.png: "),
+        "{}",
+        stdout(&output)
+    );
     let err = stderr(&output);
-    assert!(err.contains("cannot read image") && err.contains("broken.png"), "{err}");
+    assert!(
+        err.contains("cannot read image") && err.contains("broken.png"),
+        "{err}"
+    );
     assert!(err.contains("missing.png"), "{err}");
     assert!(err.contains("2 of 3 image(s) could not be read"), "{err}");
     let output = predict().arg("--json").run_fail(2);
@@ -174,23 +219,55 @@ fn a_file_the_user_added_to_a_pack_survives_a_rerun() {
     fs::write(pack.join("my_notes.md"), "what I saw").unwrap();
     fs::create_dir_all(pack.join("my plots")).unwrap();
     fs::write(pack.join("my plots/a.txt"), "a").unwrap();
+    fs::write(pack.join("outputs/mine.csv"), "x,y").unwrap();
     let output = trainer().cpu().quick().out(&pack).run_ok();
     assert!(
-        stdout(&output).contains("kept from the earlier pack (not written by trainer): my plots, my_notes.md"),
+        stdout(&output).contains(
+            "kept from the earlier pack (not written by trainer): my plots/a.txt, my_notes.md, outputs/mine.csv"
+        ),
         "{}",
         stdout(&output)
     );
-    assert_eq!(fs::read_to_string(pack.join("my_notes.md")).unwrap(), "what I saw");
-    assert_eq!(fs::read_to_string(pack.join("my plots/a.txt")).unwrap(), "a");
+    assert_eq!(
+        fs::read_to_string(pack.join("my_notes.md")).unwrap(),
+        "what I saw"
+    );
+    assert_eq!(
+        fs::read_to_string(pack.join("my plots/a.txt")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        fs::read_to_string(pack.join("outputs/mine.csv")).unwrap(),
+        "x,y"
+    );
+    // Another command does not replace a workshop pack: its model would be lost.
+    let output = trainer()
+        .subcommand("bench")
+        .args(["--backend", "cpu", "--steps", "1", "--batch-sizes", "8"])
+        .out(&pack)
+        .run_fail(2);
+    assert!(
+        stderr(&output).contains("holds a workshop pack"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(pack.join("checkpoints/best_model.json").is_file());
 }
 
 #[test]
 fn a_class_named_in_chinese_or_japanese_is_drawn_with_every_glyph() {
     use trainer::pack::plots::{every_glyph_drawn, family_for};
     for name in ["縦縞", "横縞_2", "中文类别", "한국어", "vertical_stripe"] {
-        assert!(every_glyph_drawn(name), "{name} would show missing-glyph boxes");
+        assert!(
+            every_glyph_drawn(name),
+            "{name} would show missing-glyph boxes"
+        );
     }
-    assert_eq!(family_for("vertical_stripe"), "sans-serif", "Latin stays in DejaVu Sans");
+    assert_eq!(
+        family_for("vertical_stripe"),
+        "sans-serif",
+        "Latin stays in DejaVu Sans"
+    );
     assert_ne!(family_for("縦縞"), "sans-serif");
     // And a whole run on such a folder draws its plots.
     let dir = temp();

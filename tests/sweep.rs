@@ -121,14 +121,20 @@ fn check_every_path_is_mounted(dir: &Path) {
     let trainer = plan["launch"]["trainer"].as_str().unwrap();
     assert_eq!(container["command"][0].as_str(), Some(trainer));
     let sbatch = fs::read_to_string(dir.join("slurm.sbatch")).unwrap();
-    assert!(sbatch.contains(&format!("exec '{trainer}' sweep run")) || sbatch.contains(&format!("exec {trainer} sweep run")), "{sbatch}");
+    assert!(
+        sbatch.contains(&format!("exec '{trainer}' sweep run"))
+            || sbatch.contains(&format!("exec {trainer} sweep run")),
+        "{sbatch}"
+    );
     let mounts: Vec<&str> = container["volumeMounts"]
         .as_sequence()
         .unwrap()
         .iter()
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
-    let volumes = job["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+    let volumes = job["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap();
     assert_eq!(volumes.len(), mounts.len(), "a volume for every mount");
     let mut paths = vec![plan["launch"]["dir"].as_str().unwrap(), trainer];
     for task in plan["tasks"].as_array().unwrap() {

@@ -16,12 +16,13 @@ use crate::data::{self, ImageBatch};
 use crate::device::launches::LaunchCount;
 use crate::device::{self, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError, root_cause};
-use crate::memory::{self, Footprint, MemoryPolicy};
-use crate::model::{ModelKind, Net};
+use crate::memory::{self, MemoryPolicy};
+use crate::model::{ModelKind, ModelSpec, Net};
 use crate::pack::evidence::utc_timestamp;
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
-use crate::train::{StepFailure, TrainSettings, Weights};
+use crate::train::engine::Engine;
+use crate::train::{StepFailure, TrainSettings};
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -157,10 +158,21 @@ pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
     };
     write(&report)?;
     if interrupted {
+        let cut = report
+            .rows
+            .iter()
+            .filter(|r| r.status == RowStatus::Interrupted)
+            .count();
         return Err(TrainerError::InterruptedKept(format!(
-            "bench stopped; the {} row(s) measured before it are in {} (a row cut short is marked interrupted)",
+            "bench stopped; {} row(s) are in {}: {} measured in full{}",
             report.rows.len(),
-            report.config.out.join("bench/throughput.csv").display()
+            report.config.out.join("bench/throughput.csv").display(),
+            report.rows.len() - cut,
+            if cut > 0 {
+                ", the last cut short (marked interrupted, with the steps it timed)"
+            } else {
+                ""
+            }
         )));
     }
     Ok(report)
@@ -247,8 +259,12 @@ fn skipped(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceInf
 /// A batch of `batch` stripe images (cycling through the classes) on `device`.
 /// On wgpu the batch is drawn on the device by shaders/stripe_synth.wgsl; elsewhere it is
 /// generated on the host and uploaded.
-fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBatch {
-    let on_device = crate::device::gpu_kernels::available(device);
+fn synthetic_batch(
+    batch: usize,
+    image_size: usize,
+    on_device: bool,
+    device: &Device,
+) -> ImageBatch {
     let samples = (0..batch)
         .map(|i| data::Sample {
             image: if on_device {
@@ -265,11 +281,9 @@ fn synthetic_batch(batch: usize, image_size: usize, device: &Device) -> ImageBat
             }),
         })
         .collect();
-    burn::data::dataloader::batcher::Batcher::batch(
-        &data::ImageBatcher::plain(image_size),
-        samples,
-        device,
-    )
+    let mut batcher = data::ImageBatcher::plain(image_size, 1);
+    batcher.stripes_on_device = on_device;
+    burn::data::dataloader::batcher::Batcher::batch(&batcher, samples, device)
 }
 
 /// Measures one (model, batch size) on one device, as a row of the sweep. A batch that does
@@ -283,21 +297,11 @@ pub fn measure(
 ) -> Result<BenchRow> {
     let mut row = empty_row(config, kind, batch, info);
     let mut policy = MemoryPolicy::new(config.memory_limit_bytes, true)?;
-    let footprint = Footprint::of(kind, config.image_size, 3);
-    if policy.preflight(kind, true, batch, &footprint, info)? < batch {
-        let event = &policy.events[0];
-        row.note = format!(
-            "{} ({} needed, {} available)",
-            event.reason,
-            event
-                .requested_bytes
-                .map(memory::format_bytes)
-                .unwrap_or_default(),
-            event
-                .budget_bytes
-                .map(memory::format_bytes)
-                .unwrap_or_default()
-        );
+    let spec = ModelSpec::from(kind);
+    let choice = Engine::choose(device, spec, 3, config.image_size);
+    let footprint = choice.engine.footprint(spec, config.image_size, 3);
+    if policy.preflight(&spec.display_name(), true, batch, &footprint, info)? < batch {
+        row.note = preflight_note(&policy.events[0]);
         return Ok(row);
     }
     if let Some(reason) = policy.injected_failure(batch) {
@@ -305,9 +309,14 @@ pub fn measure(
         return Ok(row);
     }
     memory::reset_peak_rss();
-    let net = Net::init(kind, config.image_size, 3, 42, device);
-    let mut weights = Weights::new(net, 3, device);
-    let batch_data = synthetic_batch(batch, config.image_size, &weights.batch_device(device));
+    let net = Net::init(spec, config.image_size, 3, 42, device);
+    let mut weights = choice.engine.weights(net, device);
+    let batch_data = synthetic_batch(
+        batch,
+        config.image_size,
+        choice.stripes_on_device,
+        &weights.batch_device(device),
+    );
     let settings = TrainSettings {
         epochs: 1,
         lr: if kind == ModelKind::Cnn { 0.006 } else { 0.01 },
@@ -367,17 +376,7 @@ pub fn measure(
         device.memory_cleanup();
         return Ok(row);
     }
-    let total: f64 = times.iter().sum();
-    times.sort_by(f64::total_cmp);
-    let quantile = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
-    if row.status != RowStatus::Interrupted {
-        row.status = RowStatus::Ok;
-    }
-    row.samples_per_sec = Some((batch * times.len()) as f64 / total.max(1e-12));
-    row.median_step_ms = Some(quantile(0.5));
-    row.p10_step_ms = Some(quantile(0.1));
-    row.p90_step_ms = Some(quantile(0.9));
-    row.first_step_ms = Some(first_step_ms);
+    fill_times(&mut row, &mut times, first_step_ms);
     row.peak_host_rss_bytes = memory::peak_rss_bytes();
     row.device_memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
     row.launches_per_step = launches.filter(|_| info.backend == BackendName::Wgpu);
@@ -387,12 +386,43 @@ pub fn measure(
     Ok(row)
 }
 
+/// The row's figures from its timed steps (`times`, seconds) and its first step.
+fn fill_times(row: &mut BenchRow, times: &mut [f64], first_step_ms: f64) {
+    let total: f64 = times.iter().sum();
+    times.sort_by(f64::total_cmp);
+    let quantile = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
+    if row.status != RowStatus::Interrupted {
+        row.status = RowStatus::Ok;
+    }
+    row.samples_per_sec = Some((row.batch_size * times.len()) as f64 / total.max(1e-12));
+    row.median_step_ms = Some(quantile(0.5));
+    row.p10_step_ms = Some(quantile(0.1));
+    row.p90_step_ms = Some(quantile(0.9));
+    row.first_step_ms = Some(first_step_ms);
+}
+
+/// The note of a row the preflight refused: why, and the sizes.
+fn preflight_note(event: &crate::memory::MemoryEvent) -> String {
+    format!(
+        "{} ({} needed, {} available)",
+        event.reason,
+        event
+            .requested_bytes
+            .map(memory::format_bytes)
+            .unwrap_or_default(),
+        event
+            .budget_bytes
+            .map(memory::format_bytes)
+            .unwrap_or_default()
+    )
+}
+
 fn opt<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
 
 fn write(report: &BenchReport) -> Result<()> {
-    let staging = Staging::begin(&report.config.out)?;
+    let staging = Staging::begin(&report.config.out, crate::pack::PackKind::Bench)?;
     let header = [
         "backend",
         "device",
@@ -450,7 +480,12 @@ fn write(report: &BenchReport) -> Result<()> {
 /// The best (highest samples/s) row of each backend and model.
 fn best_rows(report: &BenchReport) -> Vec<&BenchRow> {
     let mut best: Vec<&BenchRow> = Vec::new();
-    for row in report.rows.iter().filter(|r| r.samples_per_sec.is_some()) {
+    // Only rows measured in full: a row cut short by Ctrl-C is shown, never "best".
+    for row in report
+        .rows
+        .iter()
+        .filter(|r| r.samples_per_sec.is_some() && r.status == RowStatus::Ok)
+    {
         match best
             .iter_mut()
             .find(|b| b.backend == row.backend && b.model == row.model)
@@ -550,9 +585,8 @@ fn markdown(report: &BenchReport) -> String {
                 bytes(r.device_memory_bytes),
                 match r.status {
                     RowStatus::Ok => r.status.as_str().to_string(),
-                    RowStatus::DoesNotFit | RowStatus::Interrupted => {
-                        format!("{}: {}", r.status.as_str(), r.note)
-                    }
+                    RowStatus::DoesNotFit => format!("{}: {}", r.status.as_str(), r.note),
+                    RowStatus::Interrupted => r.note.clone(),
                 },
             ]
         })
@@ -601,9 +635,13 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         } else {
             BackendName::parse(name)?
         };
-        if !backends.contains(&name) {
-            backends.push(name);
+        if backends.contains(&name) {
+            return Err(TrainerError::bad_input(format!(
+                "--backend names {} twice; give each backend once",
+                name.as_str()
+            )));
         }
+        backends.push(name);
     }
     let models = match args.model.as_str() {
         "baseline" => vec![ModelKind::Baseline],

@@ -292,6 +292,13 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Comparison> {
     let temporary = reports.join(".experiment_loss_overlay.partial.png");
     plots::draw_stacked(&temporary, &overlay_charts(&a, &b))?;
     fs::rename(&temporary, &overlay).map_err(|e| TrainerError::io("writing", &overlay, e))?;
+    crate::pack::record_written(
+        run_b,
+        &[
+            "reports/experiment_notes.md",
+            "reports/experiment_loss_overlay.png",
+        ],
+    )?;
     Ok(Comparison {
         differences,
         notes_path,

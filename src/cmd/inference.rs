@@ -11,6 +11,7 @@ use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::report::round4;
+use crate::train::engine::Engine;
 use crate::train::{self, Context, Evaluation};
 
 /// `trainer evaluate`: the checkpoint's test accuracy measured again, and a failed verdict
@@ -78,10 +79,10 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         n => Err(TrainerError::bad_input(format!(
             "{n} of {} image(s) could not be read{}",
             outcomes.len(),
-            if args.json {
-                " (their entries carry an \"error\")"
-            } else {
-                " (named above); the others were classified"
+            match (args.json, n == outcomes.len()) {
+                (true, _) => " (their entries carry an \"error\")",
+                (false, true) => " (named above)",
+                (false, false) => " (named above); the others were classified",
             }
         ))),
     }
@@ -149,15 +150,20 @@ pub fn evaluate_checkpoint(
         device_info: &opened.info,
         progress,
     };
-    let test = train::evaluate(
-        &net,
-        &test_set,
-        meta.classes.len(),
+    let classes = meta.classes.len();
+    let engine = Engine::choose(
+        &opened.device,
+        net.spec(test_set.channels),
+        classes,
+        test_set.image_size,
+    );
+    let on_test = train::EvalSettings {
+        classes,
+        engine: &engine,
         batch_size,
-        false,
-        &mut memory,
-        &ctx,
-    )?;
+        keep_logits: false,
+    };
+    let test = train::evaluate(&net, &test_set, &on_test, &mut memory, &ctx)?;
     Ok(CheckpointEvaluation {
         meta,
         device: opened.info,
@@ -181,7 +187,7 @@ fn recorded_test_set(meta: &CheckpointMeta) -> Result<data::ImageDataset> {
                 manifest,
                 &meta.classes,
                 meta.image_size,
-                meta.normalization,
+                &meta.normalization,
             )
         }
         // Written before checkpoints listed the files: the folder is split again as then.
@@ -217,7 +223,7 @@ pub fn predict_files(
     let mut samples = Vec::with_capacity(files.len());
     let mut read: Vec<std::result::Result<(), FileError>> = Vec::with_capacity(files.len());
     for file in files {
-        match crate::data::folder::read_luminance(file, meta.image_size) {
+        match crate::data::image_file::read_image(file, meta.image_size, meta.channels) {
             Ok(mut image) => {
                 meta.normalization.apply(&mut image);
                 samples.push(data::Sample {
@@ -262,6 +268,7 @@ fn classify(
     let images = data::ImageDataset {
         samples,
         image_size: meta.image_size,
+        channels: meta.channels,
     };
     let mut memory = MemoryPolicy::new(None, true)?;
     let ctx = Context {
@@ -270,7 +277,19 @@ fn classify(
         progress: &Silent,
     };
     let classes = meta.classes.len();
-    let evaluation = train::evaluate(net, &images, classes, 256, true, &mut memory, &ctx)?;
+    let engine = Engine::choose(
+        &opened.device,
+        net.spec(images.channels),
+        classes,
+        images.image_size,
+    );
+    let settings = train::EvalSettings {
+        classes,
+        engine: &engine,
+        batch_size: 256,
+        keep_logits: true,
+    };
+    let evaluation = train::evaluate(net, &images, &settings, &mut memory, &ctx)?;
     let predictions = evaluation
         .predictions
         .iter()

@@ -428,7 +428,7 @@ fn compare(
 }
 
 fn write(config: &ParityConfig, report: &ParityReport) -> Result<()> {
-    let staging = Staging::begin(&config.out)?;
+    let staging = Staging::begin(&config.out, crate::pack::PackKind::Parity)?;
     let json =
         serde_json::to_string_pretty(report).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     staging.write("parity/parity_report.json", json)?;

@@ -83,6 +83,16 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     for (file, reason) in &splits.skipped {
         console.warn(&format!("skipped '{file}': {reason}"));
     }
+    if settings.data.is_some() {
+        console.info(&format!(
+            "images: {}: {}",
+            match splits.color.channels {
+                1 => "gray (1 channel)",
+                _ => "rgb (3 channels)",
+            },
+            splits.color.why
+        ));
+    }
     let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
     let ctx = Context {
         device: &opened.device,
@@ -93,6 +103,11 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
 
     let trained = train_models(&settings, &splits, &opened, &mut memory, &ctx, console)?;
     let (models, ranking) = test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
+    let gpu_kernels = models.iter().any(|m| m.trained.engine.summary_on_device);
+    let cpu_kernels = models
+        .iter()
+        .any(|m| m.trained.engine.engine == train::engine::Engine::CpuFused)
+        .then(crate::device::cpu_kernels::instruction_set);
     let peak_device_bytes = trained.peak_device_bytes;
 
     let mut report = Report {
@@ -102,9 +117,10 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         classes: splits.classes.clone(),
         split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
         test_set: splits.test.clone(),
-        normalization: splits.normalization,
+        normalization: splits.normalization.clone(),
         skipped: splits.skipped.clone(),
         manifest: splits.manifest.clone(),
+        color: splits.color.clone(),
         models,
         ranking,
         shapes,
@@ -113,12 +129,11 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         wall_seconds: 0.0,
         peak_rss_bytes: None,
         peak_device_bytes,
-        gpu_kernels: crate::device::gpu_kernels::available(&opened.device),
-        cpu_kernels: crate::device::cpu_kernels::available(&opened.device)
-            .then(crate::device::cpu_kernels::instruction_set),
+        gpu_kernels,
+        cpu_kernels,
     };
 
-    let staging = Staging::begin(&report.config.out)?;
+    let staging = Staging::begin(&report.config.out, pack::PackKind::Workshop)?;
     // The wall time and peak memory cover everything up to writing the pack.
     report.wall_seconds = started.elapsed().as_secs_f64();
     report.peak_rss_bytes = memory::peak_rss_bytes();
@@ -135,7 +150,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
 
 /// One model, trained and not yet tested.
 struct TrainedModel {
-    kind: ModelKind,
+    spec: crate::model::ModelSpec,
     epochs: usize,
     lr: f64,
     trained: Trained,
@@ -162,8 +177,9 @@ fn train_models(
     for &kind in &settings.models {
         let (epochs, lr) = settings.schedule(kind);
         let train_settings = TrainSettings::new(settings, epochs, lr);
+        let spec = settings.spec(kind, splits.train.channels);
         let net = Net::init(
-            kind,
+            spec,
             splits.image_size,
             splits.classes.len(),
             settings.seed,
@@ -196,7 +212,7 @@ fn train_models(
             peak_device_bytes = Some(peak_device_bytes.unwrap_or(0).max(usage.bytes_reserved));
         }
         models.push(TrainedModel {
-            kind,
+            spec,
             epochs,
             lr,
             trained,
@@ -233,17 +249,15 @@ fn test_and_rank(
     });
     let mut models = Vec::new();
     for m in trained {
-        let test = train::evaluate(
-            &m.trained.best,
-            &splits.test,
-            splits.classes.len(),
-            m.trained.final_batch,
-            false,
-            memory,
-            ctx,
-        )?;
+        let on_test = train::EvalSettings {
+            classes: splits.classes.len(),
+            engine: &m.trained.engine,
+            batch_size: m.trained.final_batch,
+            keep_logits: false,
+        };
+        let test = train::evaluate(&m.trained.best, &splits.test, &on_test, memory, ctx)?;
         models.push(ModelRun {
-            kind: m.kind,
+            spec: m.spec,
             epochs: m.epochs,
             lr: m.lr,
             trained: m.trained,
@@ -274,15 +288,16 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
         .cloned()
         .collect::<Vec<_>>();
     let batch = burn::data::dataloader::batcher::Batcher::batch(
-        &data::ImageBatcher::plain(splits.image_size),
+        &data::ImageBatcher::plain(splits.image_size, splits.train.channels),
         first,
         device,
     );
     shapes.images = batch.images.dims().to_vec();
     shapes.labels = batch.labels.dims().to_vec();
     for &kind in &settings.models {
+        let spec = settings.spec(kind, splits.train.channels);
         let net = Net::init(
-            kind,
+            spec,
             splits.image_size,
             splits.classes.len(),
             settings.seed,
@@ -290,9 +305,9 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
         );
         let mut layers = Vec::new();
         let logits = net.forward_traced(batch.images.clone(), &mut |layer, shape| {
-            layers.push((kind, layer.to_string(), shape));
+            layers.push((spec, layer.to_string(), shape));
         });
-        shapes.logits.push((kind, logits.dims().to_vec()));
+        shapes.logits.push((spec, logits.dims().to_vec()));
         shapes.layers.extend(layers);
     }
     shapes
@@ -320,7 +335,7 @@ pub fn console_summary(report: &Report) -> Vec<String> {
         "STEP 2: model comparison".to_string(),
         format!("baseline_val_acc: {}", acc(ModelKind::Baseline)),
         format!("cnn_val_acc: {}", acc(ModelKind::Cnn)),
-        format!("best_model: {}", report.best().kind.display_name()),
+        format!("best_model: {}", report.best().spec.display_name()),
         format!("test_accuracy: {:.3}", round4(report.best().test.accuracy)),
         "STEP 3: evidence files".to_string(),
         path("README.md"),

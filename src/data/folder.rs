@@ -14,40 +14,28 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-
 use crate::checksum::checksum;
 use crate::data::manifest::{DataManifest, ManifestFile};
 use crate::data::split::{self, Part, minimum_per_class};
-use crate::data::{DataConfig, ImageDataset, Normalization, Sample, Splits};
+use crate::data::{Color, DataConfig, ImageDataset, Normalization, PerChannel, Sample, Splits};
 use crate::error::{Result, TrainerError};
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
-/// The resampling used, as the evidence states it.
-pub const RESAMPLING: &str = "bilinear (triangle filter), aspect ratio not kept";
-
-/// Reads one image file as `size` x `size` luminance values in [0, 1].
-pub fn read_luminance(path: &Path, size: usize) -> std::result::Result<Vec<f32>, String> {
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    decode_luminance(&bytes, size)
-}
-
-/// Decodes an image file's bytes as `size` x `size` luminance values in [0, 1].
-pub fn decode_luminance(bytes: &[u8], size: usize) -> std::result::Result<Vec<f32>, String> {
-    let decoded = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
-    let gray = decoded
-        .resize_exact(size as u32, size as u32, FilterType::Triangle)
-        .to_luma32f();
-    Ok(gray.into_raw())
-}
+pub use super::image_file::RESAMPLING;
+use super::image_file::{decode_image, has_colour};
 
 fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
+
+/// The file that marks a folder as a trainer run (an evidence pack, a bench or parity
+/// report): safe for a later run to replace, and never read as data. The pack layer names it
+/// `pack::MARKER`.
+pub const PACK_MARKER: &str = ".trainer-run";
 
 /// Why a link to a folder is skipped, as the skipped list says it.
 pub const FOLDER_LINK: &str =
@@ -114,7 +102,7 @@ fn entry_kind(path: &Path) -> Entry {
     {
         return Entry::Hidden;
     }
-    if path.join(crate::config::PACK_MARKER).is_file() {
+    if path.join(PACK_MARKER).is_file() {
         return Entry::Pack;
     }
     match fs::symlink_metadata(path) {
@@ -277,6 +265,9 @@ pub fn list_folder(root: &Path) -> Result<Listing> {
             skipped.push((id, format!("the same file as '{first}' (read once)")));
             continue;
         }
+        if crate::interrupt::requested() {
+            return Err(TrainerError::Interrupted);
+        }
         let bytes = fs::read(&candidate.path).map_err(|e| {
             TrainerError::bad_input(format!(
                 "cannot read image '{}': {e} (remove or replace the file)",
@@ -354,20 +345,16 @@ fn check_class_count(root: &Path, classes: &[String]) -> Result<()> {
     }
 }
 
-/// Reads `file` as a sample, and the checksum of its bytes.
-fn read_sample(file: &FoundFile, size: usize) -> Result<(Sample, String)> {
-    let bytes = fs::read(&file.path).map_err(|e| {
+/// Reads `file` as a sample of `channels` channels, and the checksum of its bytes.
+fn read_sample(file: &FoundFile, size: usize, channels: usize) -> Result<(Sample, String)> {
+    let unreadable = |e: String| {
         TrainerError::bad_input(format!(
             "cannot read image '{}': {e} (remove or replace the file)",
             file.path.display()
         ))
-    })?;
-    let image = decode_luminance(&bytes, size).map_err(|e| {
-        TrainerError::bad_input(format!(
-            "cannot read image '{}': {e} (remove or replace the file)",
-            file.path.display()
-        ))
-    })?;
+    };
+    let bytes = fs::read(&file.path).map_err(|e| unreadable(e.to_string()))?;
+    let image = decode_image(&bytes, size, channels).map_err(unreadable)?;
     let sample = Sample {
         image,
         label: file.label,
@@ -377,33 +364,100 @@ fn read_sample(file: &FoundFile, size: usize) -> Result<(Sample, String)> {
     Ok((sample, checksum(&bytes)))
 }
 
-/// Loads `config.folder` and splits it (stratified by class, see [`split::stratified`]).
+/// How a folder's images are read, and why, for the console and run_info.json.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ColorChoice {
+    /// 1 (gray) or 3 (rgb).
+    pub channels: usize,
+    pub why: String,
+}
+
+impl ColorChoice {
+    /// The stripe images: one channel.
+    pub fn stripes() -> ColorChoice {
+        ColorChoice {
+            channels: 1,
+            why: "the stripe images are grayscale".into(),
+        }
+    }
+}
+
+/// The channels `color` asks for; under `auto`, rgb when any training image has colour.
+fn choose_color(color: Color, train: &[FoundFile]) -> Result<ColorChoice> {
+    let (channels, why) = match color {
+        Color::Gray => (1, "asked for with --color gray".to_string()),
+        Color::Rgb => (3, "asked for with --color rgb".to_string()),
+        Color::Auto => {
+            let mut coloured = 0;
+            for file in train {
+                if crate::interrupt::requested() {
+                    return Err(TrainerError::Interrupted);
+                }
+                let bytes =
+                    fs::read(&file.path).map_err(|e| TrainerError::io("reading", &file.path, e))?;
+                if has_colour(&bytes).unwrap_or(false) {
+                    coloured += 1;
+                }
+            }
+            match coloured {
+                0 => (
+                    1,
+                    format!(
+                        "no training image has colour (--color auto, {} images)",
+                        train.len()
+                    ),
+                ),
+                n => (
+                    3,
+                    format!(
+                        "{n} of {} training images have colour (--color auto)",
+                        train.len()
+                    ),
+                ),
+            }
+        }
+    };
+    Ok(ColorChoice { channels, why })
+}
+
+/// Loads `config.folder` and splits it (stratified by class, see [`split::stratified`]): the
+/// files are split, the colour chosen from the training part, then every image read.
 pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
     let Some(root) = &config.folder else {
         return Err(TrainerError::bad_input("no --data folder given"));
     };
     let listing = list_folder(root)?;
     let minimum = minimum_per_class(config.split);
-    let mut by_class: Vec<Vec<Sample>> = vec![Vec::new(); listing.classes.len()];
-    let mut sums = HashMap::new();
+    let mut by_class: Vec<Vec<FoundFile>> = vec![Vec::new(); listing.classes.len()];
     for file in &listing.files {
-        let (sample, sum) = read_sample(file, config.image_size)?;
-        sums.insert(sample.sample_id.clone(), sum);
-        by_class[file.label].push(sample);
+        by_class[file.label].push(file.clone());
     }
-    for (label, samples) in by_class.iter().enumerate() {
-        if samples.len() < minimum {
+    for (label, files) in by_class.iter().enumerate() {
+        if files.len() < minimum {
             return Err(TrainerError::bad_input(format!(
                 "class '{}' has {} image(s); the split {},{},{} needs at least {minimum} per class so that each part gets one",
                 listing.classes[label],
-                samples.len(),
+                files.len(),
                 config.split[0],
                 config.split[1],
                 config.split[2]
             )));
         }
     }
-    let mut parts = split::stratified(&by_class, config.split, config.seed);
+    let files = split::stratified(&by_class, config.split, config.seed);
+    let color = choose_color(config.color, &files[0])?;
+    let mut sums = HashMap::new();
+    let mut parts: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for (part, files) in parts.iter_mut().zip(&files) {
+        for file in files {
+            if crate::interrupt::requested() {
+                return Err(TrainerError::Interrupted);
+            }
+            let (sample, sum) = read_sample(file, config.image_size, color.channels)?;
+            sums.insert(sample.sample_id.clone(), sum);
+            part.push(sample);
+        }
+    }
     let manifest = DataManifest::new(
         Part::ALL
             .iter()
@@ -416,7 +470,7 @@ pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
             })
             .collect(),
     );
-    let normalization = training_statistics(&parts[0]);
+    let normalization = training_statistics(&parts[0], color.channels);
     for part in parts.iter_mut() {
         for sample in part.iter_mut() {
             normalization.apply(&mut sample.image);
@@ -426,6 +480,7 @@ pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
     let dataset = |samples| ImageDataset {
         samples,
         image_size: config.image_size,
+        channels: color.channels,
     };
     Ok(Splits {
         train: dataset(train),
@@ -436,18 +491,18 @@ pub fn folder_splits(config: &DataConfig) -> Result<Splits> {
         normalization,
         skipped: listing.skipped,
         manifest: Some(manifest),
+        color,
     })
 }
 
-/// The checksum of every image file of the folder as it is now, by path.
+/// The checksum of every image file the walk reads from the folder as it is now, by path.
 pub fn folder_now(root: &Path) -> Result<BTreeMap<String, String>> {
     let listing = list_folder(root)?;
-    let mut now = BTreeMap::new();
-    for file in &listing.files {
-        let bytes = fs::read(&file.path).map_err(|e| TrainerError::io("reading", &file.path, e))?;
-        now.insert(file.id.clone(), checksum(&bytes));
-    }
-    Ok(now)
+    Ok(listing
+        .files
+        .into_iter()
+        .map(|f| (f.id, f.checksum))
+        .collect())
 }
 
 /// The test part a folder run recorded, read again from `root` after checking that the
@@ -457,8 +512,9 @@ pub fn recorded_test_set(
     manifest: &DataManifest,
     classes: &[String],
     image_size: usize,
-    normalization: Normalization,
+    normalization: &Normalization,
 ) -> Result<ImageDataset> {
+    let channels = normalization.channels();
     let changes = manifest.changes(&folder_now(root)?);
     if !changes.is_empty() {
         return Err(TrainerError::bad_input(format!(
@@ -482,33 +538,38 @@ pub fn recorded_test_set(
             path: root.join(&file.file),
             checksum: file.checksum.clone(),
         };
-        let (mut sample, _) = read_sample(&found, image_size)?;
+        let (mut sample, _) = read_sample(&found, image_size, channels)?;
         normalization.apply(&mut sample.image);
         samples.push(sample);
     }
     Ok(ImageDataset {
         samples,
         image_size,
+        channels,
     })
 }
 
-/// Mean and standard deviation of every training pixel.
-fn training_statistics(train: &[Sample]) -> Normalization {
-    let count = train.iter().map(|s| s.image.len()).sum::<usize>().max(1) as f64;
-    let mean = train
-        .iter()
-        .flat_map(|s| &s.image)
-        .map(|v| *v as f64)
-        .sum::<f64>()
-        / count;
-    let var = train
-        .iter()
-        .flat_map(|s| &s.image)
-        .map(|v| (*v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / count;
+/// Mean and standard deviation of every training value, channel by channel.
+fn training_statistics(train: &[Sample], channels: usize) -> Normalization {
+    let (mut means, mut stds) = (Vec::new(), Vec::new());
+    for c in 0..channels {
+        let plane = |s: &Sample| {
+            let len = s.image.len() / channels;
+            s.image[c * len..(c + 1) * len].to_vec()
+        };
+        let values: Vec<f64> = train
+            .iter()
+            .flat_map(|s| plane(s))
+            .map(|v| v as f64)
+            .collect();
+        let count = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / count;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count;
+        means.push(mean as f32);
+        stds.push((var.sqrt() as f32).max(1e-6));
+    }
     Normalization {
-        mean: mean as f32,
-        std: (var.sqrt() as f32).max(1e-6),
+        mean: PerChannel(means),
+        std: PerChannel(stds),
     }
 }

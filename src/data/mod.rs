@@ -14,6 +14,7 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 
 pub mod folder;
+pub mod image_file;
 pub mod manifest;
 pub mod split;
 
@@ -43,6 +44,10 @@ pub struct DataConfig {
     pub split: [f64; 3],
     /// A folder of class subfolders instead of the stripe images.
     pub folder: Option<std::path::PathBuf>,
+    /// How an image folder's images are read (checkpoints written before colour existed
+    /// read them gray, and do not name it).
+    #[serde(default = "Color::legacy", skip_serializing_if = "Color::is_legacy")]
+    pub color: Color,
     /// How the parts were drawn (checkpoints written before the field existed used one
     /// permutation of all stripe images, and do not name it).
     #[serde(
@@ -52,29 +57,136 @@ pub struct DataConfig {
     pub split_rule: SplitRule,
 }
 
+/// Which channels an image folder is read with.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Color {
+    /// RGB when any training image has colour, else grayscale.
+    #[default]
+    Auto,
+    /// One luminance channel.
+    Gray,
+    /// Three channels, red, green, blue.
+    Rgb,
+}
+
+impl Color {
+    /// How checkpoints written before colour read a folder.
+    pub fn legacy() -> Color {
+        Color::Gray
+    }
+
+    pub fn is_legacy(&self) -> bool {
+        *self == Color::Gray
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Auto => "auto",
+            Color::Gray => "gray",
+            Color::Rgb => "rgb",
+        }
+    }
+}
+
 /// The workshop's split.
 pub const DEFAULT_SPLIT: [f64; 3] = [0.6, 0.2, 0.2];
 
-/// How pixels become model input: `(luminance - mean) / std`, luminance in [0, 1].
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// How pixels become model input: `(value - mean[c]) / std[c]` for each channel `c`, values
+/// in [0, 1]. One channel is written as the plain numbers it always was (`"mean": 0.4`),
+/// several as lists.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalization {
-    pub mean: f32,
-    pub std: f32,
+    pub mean: PerChannel,
+    pub std: PerChannel,
+}
+
+/// One value per channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerChannel(pub Vec<f32>);
+
+impl serde::Serialize for PerChannel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PerChannel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(f32),
+            Many(Vec<f32>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(v) => PerChannel(vec![v]),
+            OneOrMany::Many(v) => PerChannel(v),
+        })
+    }
 }
 
 impl Normalization {
     /// For stripe images: maps the luminance (value + 1) / 2.5 of a stripe image saved as a
     /// picture back to the generated value, so the model sees what it trained on.
-    pub const STRIPES: Normalization = Normalization {
-        mean: 0.4,
-        std: 0.4,
-    };
-
-    /// Applies the normalization to luminance values.
-    pub fn apply(&self, luminance: &mut [f32]) {
-        for v in luminance {
-            *v = (*v - self.mean) / self.std;
+    pub fn stripes() -> Normalization {
+        Normalization {
+            mean: PerChannel(vec![0.4]),
+            std: PerChannel(vec![0.4]),
         }
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.mean.0.len()
+    }
+
+    /// Applies the normalization to an image's values (channel-major, one plane a channel).
+    pub fn apply(&self, image: &mut [f32]) {
+        let plane = image.len() / self.channels().max(1);
+        for (c, values) in image.chunks_mut(plane.max(1)).enumerate() {
+            let (mean, std) = (self.mean.0[c], self.std.0[c]);
+            for v in values {
+                *v = (*v - mean) / std;
+            }
+        }
+    }
+
+    /// Undoes [`Normalization::apply`]: the values in [0, 1] again (for pictures).
+    pub fn undo(&self, image: &[f32]) -> Vec<f32> {
+        let plane = image.len() / self.channels().max(1);
+        image
+            .chunks(plane.max(1))
+            .enumerate()
+            .flat_map(|(c, values)| {
+                let (mean, std) = (self.mean.0[c], self.std.0[c]);
+                values.iter().map(move |v| v * std + mean)
+            })
+            .collect()
+    }
+
+    /// "mean 0.48, 0.45, 0.41; std ..." in words, six decimals.
+    pub fn describe(&self) -> (String, String) {
+        let join = |v: &PerChannel| {
+            v.0.iter()
+                .map(|x| format!("{x:.6}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        (join(&self.mean), join(&self.std))
     }
 }
 
@@ -87,6 +199,7 @@ impl DataConfig {
             image_size,
             split: DEFAULT_SPLIT,
             folder: None,
+            color: Color::Gray,
             split_rule: SplitRule::Stratified,
         }
     }
@@ -222,11 +335,14 @@ pub struct Recipe {
     pub index: u32,
 }
 
-/// A list of samples of one image size; burn's [`Dataset`] over it yields (image, label, id).
+/// A list of samples of one image size and channel count; burn's [`Dataset`] over it
+/// yields (image, label, id).
 #[derive(Clone, Debug)]
 pub struct ImageDataset {
     pub samples: Vec<Sample>,
     pub image_size: usize,
+    /// 1 (grayscale) or 3 (RGB): each sample's image is channels x size x size, channel-major.
+    pub channels: usize,
 }
 
 impl ImageDataset {
@@ -285,6 +401,8 @@ pub struct Splits {
     /// Every file of an image folder with its part and checksum (none for stripes, which
     /// the data config regenerates).
     pub manifest: Option<DataManifest>,
+    /// The channels the images were read with, and why.
+    pub color: folder::ColorChoice,
 }
 
 /// Generates the stripe data set and splits it: stratified by class (the workshop's
@@ -305,19 +423,25 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
         .enumerate()
         .map(|(label, name)| {
             (0..config.samples_per_class)
-                .map(|index| Sample {
-                    image: stripe_image(config.seed, label, index, config.image_size),
-                    label,
-                    sample_id: format!("{name}_{index:03}"),
-                    recipe: Some(Recipe {
-                        seed: config.seed,
-                        class: label as u32,
-                        index: index as u32,
-                    }),
+                .map(|index| {
+                    // Ctrl-C stops generation too (a large set takes a while).
+                    if index % 256 == 0 && crate::interrupt::requested() {
+                        return Err(TrainerError::Interrupted);
+                    }
+                    Ok(Sample {
+                        image: stripe_image(config.seed, label, index, config.image_size),
+                        label,
+                        sample_id: format!("{name}_{index:03}"),
+                        recipe: Some(Recipe {
+                            seed: config.seed,
+                            class: label as u32,
+                            index: index as u32,
+                        }),
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let [train, val, test] = match config.split_rule {
         SplitRule::Stratified => split::stratified(&by_class, config.split, config.seed),
         SplitRule::Permutation => split::permutation(&by_class.concat(), config.split, config.seed),
@@ -325,6 +449,7 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
     let dataset = |samples| ImageDataset {
         samples,
         image_size: config.image_size,
+        channels: 1,
     };
     Ok(Splits {
         train: dataset(train),
@@ -332,9 +457,10 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
         test: dataset(test),
         classes: CLASSES.iter().map(|c| c.to_string()).collect(),
         image_size: config.image_size,
-        normalization: Normalization::STRIPES,
+        normalization: Normalization::stripes(),
         skipped: Vec::new(),
         manifest: None,
+        color: folder::ColorChoice::stripes(),
     })
 }
 
@@ -375,27 +501,42 @@ impl ImageBatch {
 #[derive(Clone, Debug)]
 pub struct ImageBatcher {
     pub image_size: usize,
+    pub channels: usize,
     /// Seed of the augmentation; none for no augmentation.
     pub augment: Option<u64>,
     /// How many samples have been augmented: each gets its own random numbers, in order.
     pub augmented: Arc<AtomicU64>,
+    /// Whether stripe images are drawn on the device (the training engine says).
+    pub stripes_on_device: bool,
 }
 
 impl ImageBatcher {
-    /// A batcher without augmentation.
-    pub fn plain(image_size: usize) -> ImageBatcher {
+    /// A batcher without augmentation, drawing nothing on the device.
+    pub fn plain(image_size: usize, channels: usize) -> ImageBatcher {
         ImageBatcher {
             image_size,
+            channels,
             augment: None,
             augmented: Arc::new(AtomicU64::new(0)),
+            stripes_on_device: false,
         }
     }
 }
 
-/// A label-preserving augmentation: shift by up to one pixel in each direction (the uncovered
-/// edge is 0, the normalized mean) and add N(0, 0.05) noise. No flips, transposes or 90-degree
-/// rotations: those would turn one stripe class into another.
-pub fn augment(image: &[f32], size: usize, seed: u64, number: u64) -> Vec<f32> {
+/// How a loader feeds a model: shuffled (with this seed) or in order, augmented or not,
+/// stripe images drawn on the device or uploaded.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Feed {
+    pub shuffle_seed: Option<u64>,
+    pub augment: Option<u64>,
+    pub stripes_on_device: bool,
+}
+
+/// A label-preserving augmentation: shift by up to one pixel in each direction (every channel
+/// alike; the uncovered edge is 0, the normalized mean) and add N(0, 0.05) noise to each
+/// value. No flips, transposes or 90-degree rotations: those would turn one stripe class into
+/// another.
+pub fn augment(image: &[f32], channels: usize, size: usize, seed: u64, number: u64) -> Vec<f32> {
     let key = rng::key(
         seed,
         rng::stream::AUGMENT,
@@ -404,17 +545,23 @@ pub fn augment(image: &[f32], size: usize, seed: u64, number: u64) -> Vec<f32> {
     let dx = rng::below(key, 0, -1, 2);
     let dy = rng::below(key, 1, -1, 2);
     let s = size as i32;
-    let mut out = vec![0.0; size * size];
-    for row in 0..s {
-        for col in 0..s {
-            let (from_row, from_col) = (row - dy, col - dx);
-            let noise = rng::normal(key, 16 + 12 * (row * s + col) as u32) * 0.05;
-            let value = if (0..s).contains(&from_row) && (0..s).contains(&from_col) {
-                image[(from_row * s + from_col) as usize]
-            } else {
-                0.0
-            };
-            out[(row * s + col) as usize] = value + noise;
+    let plane = size * size;
+    let mut out = vec![0.0; channels * plane];
+    for channel in 0..channels {
+        let (from, to) = (&image[channel * plane..], &mut out[channel * plane..]);
+        for row in 0..s {
+            for col in 0..s {
+                let (from_row, from_col) = (row - dy, col - dx);
+                // The noise counter of value i (channel-major); one channel is the workshop's.
+                let i = channel as i32 * s * s + row * s + col;
+                let noise = rng::normal(key, 16 + 12 * i as u32) * 0.05;
+                let value = if (0..s).contains(&from_row) && (0..s).contains(&from_col) {
+                    from[(from_row * s + from_col) as usize]
+                } else {
+                    0.0
+                };
+                to[(row * s + col) as usize] = value + noise;
+            }
         }
     }
     out
@@ -423,9 +570,10 @@ pub fn augment(image: &[f32], size: usize, seed: u64, number: u64) -> Vec<f32> {
 impl ImageBatcher {
     /// The recipes of `items` when the device can draw them itself (stripe images of one seed,
     /// no augmentation, a wgpu device with the kernels on).
-    fn device_recipes(&self, items: &[Sample], device: &Device) -> Option<(u64, Vec<(u32, u32)>)> {
+    fn device_recipes(&self, items: &[Sample]) -> Option<(u64, Vec<(u32, u32)>)> {
         if self.augment.is_some()
-            || !crate::device::gpu_kernels::available(device)
+            || !self.stripes_on_device
+            || self.channels != 1
             || !crate::device::gpu_kernels::indexable(items.len() * self.image_size.pow(2))
         {
             return None;
@@ -446,9 +594,9 @@ impl ImageBatcher {
 impl Batcher<Sample, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<Sample>, device: &Device) -> ImageBatch {
         let n = items.len();
-        let s = self.image_size;
-        let on_device = self.device_recipes(&items, device);
-        let mut pixels = Vec::with_capacity(n * s * s);
+        let (s, c) = (self.image_size, self.channels);
+        let on_device = self.device_recipes(&items);
+        let mut pixels = Vec::with_capacity(n * c * s * s);
         let mut labels = Vec::with_capacity(n);
         let mut sample_ids = Vec::with_capacity(n);
         let mut host_labels = Vec::with_capacity(n);
@@ -457,7 +605,7 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
                 (_, Some(_)) => {}
                 (Some(seed), None) => {
                     let number = self.augmented.fetch_add(1, Ordering::SeqCst);
-                    pixels.extend(augment(&item.image, s, seed, number));
+                    pixels.extend(augment(&item.image, c, s, seed, number));
                 }
                 (None, None) => pixels.extend_from_slice(&item.image),
             }
@@ -476,7 +624,7 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
                     images
                 }
             }
-            None => Tensor::from_data(TensorData::new(pixels, [n, 1, s, s]), device),
+            None => Tensor::from_data(TensorData::new(pixels, [n, c, s, s]), device),
         };
         ImageBatch {
             images,
@@ -487,22 +635,21 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
     }
 }
 
-/// A burn data loader over `dataset`: batches of `batch_size` on `device`, reshuffled at each
-/// pass when `shuffle_seed` is given (in dataset order otherwise), augmented with the seed
-/// `augment` when given.
+/// A burn data loader over `dataset`: batches of `batch_size` on `device`, fed as `feed`
+/// says (reshuffled at each pass when it has a seed, in dataset order otherwise).
 pub fn loader(
     dataset: &ImageDataset,
     batch_size: usize,
-    shuffle_seed: Option<u64>,
-    augment: Option<u64>,
+    feed: Feed,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
-    let mut batcher = ImageBatcher::plain(dataset.image_size);
-    batcher.augment = augment;
+    let mut batcher = ImageBatcher::plain(dataset.image_size, dataset.channels);
+    batcher.augment = feed.augment;
+    batcher.stripes_on_device = feed.stripes_on_device;
     let mut builder = DataLoaderBuilder::new(batcher)
         .batch_size(batch_size)
         .set_device(device.clone());
-    if let Some(seed) = shuffle_seed {
+    if let Some(seed) = feed.shuffle_seed {
         builder = builder.shuffle(seed);
     }
     builder.build(dataset.clone())

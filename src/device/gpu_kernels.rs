@@ -129,6 +129,7 @@ impl KernelSource for WgslKernel {
                 include_str!("../../shaders/sample_common.wgsl"),
             )
             .register("max_classes", super::gpu_train::MAX_CLASSES.to_string())
+            .register("max_width", super::gpu_train::MAX_WIDTH.to_string())
     }
 
     fn id(&self) -> KernelId {

@@ -1,21 +1,25 @@
 //! Both models' training step on wgpu in two kernel launches, through burn's backend
 //! extension API:
 //!
-//! - `shaders/tiny_cnn_sample.wgsl` or `shaders/baseline_sample.wgsl`: a workgroup per sample
-//!   (up to 512, each then taking every 512th sample) runs the forward pass, the
-//!   cross-entropy and the backward pass, and sums its samples' gradients of every parameter;
+//! - `shaders/cnn_sample.wgsl` (the CNN family: any channel count, any widths of 1 to 4
+//!   blocks) or `shaders/baseline_sample.wgsl`: a workgroup per sample (up to 512, each then
+//!   taking every 512th sample) runs the forward pass, the cross-entropy and the backward
+//!   pass, and sums its samples' gradients of every parameter;
 //! - `shaders/train_update.wgsl`: one workgroup sums those rows, takes the global norm, clips
 //!   and applies Adam to all parameters at once.
 //!
 //! The model and Adam's moments live in one flat state tensor
 //! `[parameters | first moments | second moments | diverged flag]` (the parameters in the
-//! shaders' layout, which the model layer's `flat.rs` converts modules to); each step returns the next state and four numbers (mean loss,
-//! correct count, gradient norm, flag) that stay on the device until the epoch is read. The
-//! same sample kernels give evaluation's logits and per-sample losses (modes 0 and 1), so a
-//! wgpu run launches no operation that cubecl autotunes.
+//! layout of the model layer's `flat.rs`); each step returns the next state and four numbers
+//! (mean loss, correct count, gradient norm, flag) that stay on the device until the epoch
+//! is read. The same sample kernels give evaluation's logits and per-sample losses (modes 0
+//! and 1), so a wgpu run launches no operation that cubecl autotunes.
+//!
+//! Where every value of a launch sits (each block's sizes, its scratch buffers, its
+//! parameters) is computed here once ([`Layout`]) and handed to the shader in its uniform.
 //!
 //! The layer path stays the reference: tests/gpu_kernels.rs compares logits, every gradient
-//! and a whole step with it. `--no-gpu-kernels` turns these kernels off.
+//! and a whole step with it on several shapes. `--no-gpu-kernels` turns these kernels off.
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -30,7 +34,11 @@ use super::gpu_kernels::{kernel, kernel_sized, uniform};
 
 /// The most classes the kernels handle (their workgroup arrays); more take the layer path.
 pub const MAX_CLASSES: usize = 256;
-/// Invocations per sample: one per pixel of a 16x16 image's pooled map, the workshop's size.
+/// The widest CNN block the kernel takes (its workgroup arrays of features).
+pub const MAX_WIDTH: usize = 128;
+/// The most CNN blocks (the uniform's array of blocks).
+pub const MAX_BLOCKS: usize = 4;
+/// Invocations per sample.
 const SAMPLE_WORKGROUP: u32 = 64;
 /// Most workgroups of a sample kernel: each takes every G-th sample and keeps one row of
 /// gradients and one sample's scratch, so the update kernel sums at most this many rows and
@@ -39,23 +47,23 @@ const MAX_SLOTS: usize = 512;
 /// Most workgroups a dispatch may have along one dimension.
 const MAX_GROUPS: usize = 65_535;
 
-/// The extension: the models' kernels. `model` is a [`Model`] as a number (see
-/// [`model_code`]).
+/// The extension: the models' kernels. `arch` is a [`Model`] as numbers (see
+/// [`Model::arch`]).
 #[backend_extension(Cube, Fusion)]
 pub trait TrainKernels: Backend {
-    /// Logits (N, classes) of images (N, 1, H, W) under the flat parameters `params` (the
+    /// Logits (N, classes) of images (N, C, H, W) under the flat parameters `params` (the
     /// state's first P values are enough).
-    #[fusion(meta = |images: &TensorSpec, _params: &TensorSpec, classes: &u32, _model: &u32|
+    #[fusion(meta = |images: &TensorSpec, _params: &TensorSpec, classes: &u32, _arch: &[u32; 6]|
         TensorSpec::new(Shape::new([images.shape[0], *classes as usize]), images.dtype))]
     fn model_logits(
         images: FloatTensor<Self>,
         params: FloatTensor<Self>,
         classes: u32,
-        model: u32,
+        arch: [u32; 6],
     ) -> FloatTensor<Self>;
 
     /// (logits (N, classes), per-sample [loss, correct] (N, 2)) of images and labels.
-    #[fusion(meta = |images: &TensorSpec, _labels: &TensorSpec, _params: &TensorSpec, classes: &u32, _model: &u32| (
+    #[fusion(meta = |images: &TensorSpec, _labels: &TensorSpec, _params: &TensorSpec, classes: &u32, _arch: &[u32; 6]| (
         TensorSpec::new(Shape::new([images.shape[0], *classes as usize]), images.dtype),
         TensorSpec::new(Shape::new([images.shape[0], 2]), images.dtype),
     ))]
@@ -64,14 +72,14 @@ pub trait TrainKernels: Backend {
         labels: IntTensor<Self>,
         params: FloatTensor<Self>,
         classes: u32,
-        model: u32,
+        arch: [u32; 6],
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// One training step on images (N, 1, H, W) and labels (N): (next state, stats (4)).
+    /// One training step on images (N, C, H, W) and labels (N): (next state, stats (4)).
     /// `hyper` holds lr, Adam's two bias corrections and the norms (see the update shader),
-    /// passed in the launch's uniform; with `gradients_only`, the next state's first P values
+    /// passed in a small storage buffer; with `gradients_only`, the next state's first P values
     /// are the summed gradients instead.
-    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; 9], _classes: &u32, _model: &u32, _gradients_only: &bool| (
+    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; 9], _classes: &u32, _arch: &[u32; 6], _gradients_only: &bool| (
         state.clone(),
         TensorSpec::new(Shape::new([4]), state.dtype),
     ))]
@@ -81,15 +89,59 @@ pub trait TrainKernels: Backend {
         state: FloatTensor<Self>,
         hyper: [f32; 9],
         classes: u32,
-        model: u32,
+        arch: [u32; 6],
         gradients_only: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// Whether the kernels run a model with `classes` classes on `device`: the wgpu device with
-/// the kernels on, and at most [`MAX_CLASSES`] classes.
-pub fn available(device: &Device, classes: usize) -> bool {
-    super::gpu_kernels::available(device) && classes <= MAX_CLASSES
+/// Whether the kernels take `model` with `classes` classes on `channels` x `size` x `size`
+/// images, or why not: at most [`MAX_CLASSES`] classes, CNN blocks at most [`MAX_WIDTH`]
+/// wide, and one sample's scratch within the adapter's largest binding.
+pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> Result<(), String> {
+    if !(1..=MAX_CLASSES).contains(&classes) {
+        return Err(format!(
+            "the wgpu kernels take at most {MAX_CLASSES} classes, this data has {classes}"
+        ));
+    }
+    if let Model::Cnn(widths) = model
+        && widths.get().iter().any(|w| *w > MAX_WIDTH)
+    {
+        return Err(format!(
+            "the wgpu CNN kernel takes blocks at most {MAX_WIDTH} wide"
+        ));
+    }
+    let layout = Layout::of(model, channels, size, size, classes);
+    let one = (layout.scratch.max(layout.params) * 4) as u64;
+    match super::wgpu_binding_limit() {
+        Some(limit) if one > limit => Err(format!(
+            "one sample's scratch ({one} bytes) is more than the adapter binds ({limit} bytes)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What the kernels hold for a model (the memory policy's footprint of them): the flat
+/// parameters, the scratch of one workgroup slot, and the most slots.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFootprint {
+    pub params: usize,
+    pub scratch_per_slot: usize,
+    pub slot_cap: usize,
+}
+
+/// The kernels' footprint for `model` on `channels` x `h` x `w` images with `classes`.
+pub fn footprint(
+    model: Model,
+    channels: usize,
+    (h, w): (usize, usize),
+    classes: usize,
+) -> KernelFootprint {
+    let layout = Layout::of(model, channels, h, w, classes);
+    KernelFootprint {
+        params: layout.params,
+        scratch_per_slot: layout.scratch,
+        slot_cap: MAX_SLOTS,
+    }
 }
 
 /// Why the kernels refuse a launch, before anything is launched.
@@ -111,7 +163,7 @@ pub enum Refusal {
 pub fn check_fits(
     model: Model,
     n: usize,
-    (h, w): (usize, usize),
+    (channels, h, w): (usize, usize, usize),
     classes: usize,
     training: bool,
 ) -> Result<(), Refusal> {
@@ -120,11 +172,18 @@ pub fn check_fits(
             "the wgpu kernels take 1 to {MAX_CLASSES} classes, not {classes}"
         )));
     }
-    let code = model_code(model);
-    let p = params_len(model, h * w, classes);
-    let scratch = slots(n) * scratch_per_sample(code, h, w);
-    let grads = if training { slots(n) * p } else { 0 };
-    let elements = [n * h * w, n * classes, 2 * n, scratch, grads, 3 * p + 1];
+    let layout = Layout::of(model, channels, h, w, classes);
+    let slots = slots(n);
+    let scratch = slots * layout.scratch;
+    let grads = if training { slots * layout.params } else { 0 };
+    let elements = [
+        n * channels * h * w,
+        n * classes,
+        2 * n,
+        scratch,
+        grads,
+        3 * layout.params + 1,
+    ];
     let most = elements.into_iter().max().unwrap_or(0) as u64;
     if most > u32::MAX as u64 {
         return Err(Refusal::TooLarge(format!(
@@ -140,31 +199,200 @@ pub fn check_fits(
     }
 }
 
-/// Which model's sample kernel: the device layer's own name for the two models, so that it
-/// does not depend on the model layer above it.
+/// Which model's sample kernel: the device layer's own name for the models, so that it does
+/// not depend on the model layer above it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Model {
     /// `shaders/baseline_sample.wgsl`: Flatten + Linear.
     Baseline,
-    /// `shaders/tiny_cnn_sample.wgsl`.
-    TinyCnn,
+    /// `shaders/cnn_sample.wgsl`: the CNN family, with these widths.
+    Cnn(Widths),
 }
 
-/// The number the kernels know a model by.
-fn model_code(model: Model) -> u32 {
-    match model {
-        Model::Baseline => 0,
-        Model::TinyCnn => 1,
+/// A CNN's widths, one per block (1 to [`MAX_BLOCKS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widths {
+    blocks: u32,
+    values: [u32; MAX_BLOCKS],
+}
+
+impl Widths {
+    /// The widths; more than [`MAX_BLOCKS`] are cut (the model family has at most that many).
+    pub fn new(widths: &[usize]) -> Widths {
+        let mut values = [0u32; MAX_BLOCKS];
+        for (v, w) in values.iter_mut().zip(widths) {
+            *v = *w as u32;
+        }
+        Widths {
+            blocks: widths.len().min(MAX_BLOCKS) as u32,
+            values,
+        }
+    }
+
+    /// One width per block.
+    pub fn get(&self) -> Vec<usize> {
+        self.values[..self.blocks as usize]
+            .iter()
+            .map(|w| *w as usize)
+            .collect()
     }
 }
 
-/// Number of parameters in the kernels' flat layout (see the shaders' headers): the
-/// baseline's linear layer, or the Tiny CNN's two convolutions (1,248 values) and classifier.
-pub fn params_len(model: Model, pixels: usize, classes: usize) -> usize {
-    match model {
-        Model::Baseline => (pixels + 1) * classes,
-        Model::TinyCnn => 1248 + 17 * classes,
+impl Model {
+    /// The numbers the extension's operations carry: [kind, blocks, widths...].
+    fn arch(self) -> [u32; 6] {
+        match self {
+            Model::Baseline => [0; 6],
+            Model::Cnn(w) => [
+                1,
+                w.blocks,
+                w.values[0],
+                w.values[1],
+                w.values[2],
+                w.values[3],
+            ],
+        }
     }
+
+    fn from_arch(arch: [u32; 6]) -> Model {
+        match arch[0] {
+            0 => Model::Baseline,
+            _ => Model::Cnn(Widths {
+                blocks: arch[1],
+                values: [arch[2], arch[3], arch[4], arch[5]],
+            }),
+        }
+    }
+}
+
+/// One CNN block's sizes and where its values sit: scratch offsets relative to a slot's
+/// start, parameter offsets in the flat parameters. `shaders/sample_common.wgsl`'s
+/// `BlockDims`, field for field.
+#[derive(Clone, Copy, Debug, Default)]
+struct BlockLayout {
+    inputs: usize,
+    outputs: usize,
+    h: usize,
+    w: usize,
+    input: usize,
+    output: usize,
+    winner: usize,
+    dout: usize,
+    din: usize,
+    weight: usize,
+    bias: usize,
+    pool: usize,
+}
+
+/// Where every value of a launch sits: the blocks, the classifier's parameters, the scratch
+/// of one slot and the number of parameters P.
+#[derive(Clone, Debug)]
+struct Layout {
+    blocks: Vec<BlockLayout>,
+    classifier: usize,
+    params: usize,
+    scratch: usize,
+}
+
+impl Layout {
+    /// The layout of `model` on `channels` x `h` x `w` images with `classes` classes. The
+    /// baseline has no scratch; its parameters are the linear layer over every value.
+    fn of(model: Model, channels: usize, h: usize, w: usize, classes: usize) -> Layout {
+        let Model::Cnn(widths) = model else {
+            return Layout {
+                blocks: Vec::new(),
+                classifier: 0,
+                params: (channels * h * w + 1) * classes,
+                scratch: 0,
+            };
+        };
+        let widths = widths.get();
+        let (mut scratch, mut param) = (0, 0);
+        let take = |n: usize, at: &mut usize| {
+            let start = *at;
+            *at += n;
+            start
+        };
+        let (mut inputs, mut bh, mut bw) = (channels, h, w);
+        let mut blocks = Vec::new();
+        for (b, &outputs) in widths.iter().enumerate() {
+            let pool = b + 1 < widths.len();
+            let bordered = (bh + 2) * (bw + 2);
+            blocks.push(BlockLayout {
+                inputs,
+                outputs,
+                h: bh,
+                w: bw,
+                input: take(bordered * inputs, &mut scratch),
+                output: take(bh * bw * outputs, &mut scratch),
+                winner: take(
+                    if pool {
+                        (bh / 2) * (bw / 2) * outputs
+                    } else {
+                        0
+                    },
+                    &mut scratch,
+                ),
+                dout: take(bordered * outputs, &mut scratch),
+                din: take(bh * bw * inputs, &mut scratch),
+                weight: take(outputs * inputs * 9, &mut param),
+                bias: take(outputs, &mut param),
+                pool: pool as usize,
+            });
+            inputs = outputs;
+            bh /= 2;
+            bw /= 2;
+        }
+        let classifier = take((inputs + 1) * classes, &mut param);
+        if is_tiny(model, channels) {
+            // The Tiny CNN's own kernel keeps its own scratch (see its header): the padded
+            // image, pooled map, winners, conv2's activations and gradient, pooled gradient.
+            let (hp, wp) = (h / 2, w / 2);
+            let padded = (hp + 2) * (wp + 2);
+            scratch = (h + 2) * (w + 2) + 8 * padded + 8 * hp * wp + 16 * padded + 8 * hp * wp;
+        }
+        Layout {
+            blocks,
+            classifier,
+            params: param,
+            scratch,
+        }
+    }
+
+    /// The uniform `SampleDims` of a launch: the sizes, then [`MAX_BLOCKS`] blocks.
+    fn uniform(&self, sizes: [usize; 8], channels: usize) -> Vec<u32> {
+        let mut values: Vec<u32> = sizes.iter().map(|v| *v as u32).collect();
+        values.extend([
+            channels as u32,
+            self.blocks.len() as u32,
+            self.classifier as u32,
+            0,
+        ]);
+        for b in 0..MAX_BLOCKS {
+            let k = self.blocks.get(b).copied().unwrap_or_default();
+            values.extend(
+                [
+                    k.inputs, k.outputs, k.h, k.w, k.input, k.output, k.winner, k.dout, k.din,
+                    k.weight, k.bias, k.pool,
+                ]
+                .map(|v| v as u32),
+            );
+        }
+        values
+    }
+}
+
+/// Whether a launch is the workshop's Tiny CNN (one channel, widths 8 and 16), which keeps
+/// its hand-tuned kernel, `shaders/tiny_cnn_sample.wgsl` (on lavapipe about three times the
+/// family kernel's speed: each weight read serves several pixels). Every other shape runs
+/// `shaders/cnn_sample.wgsl`.
+fn is_tiny(model: Model, channels: usize) -> bool {
+    matches!(model, Model::Cnn(w) if channels == 1 && w.get() == [8, 16])
+}
+
+/// Number of parameters in the kernels' flat layout (as `flat.rs` lays them out).
+pub fn params_len(model: Model, channels: usize, (h, w): (usize, usize), classes: usize) -> usize {
+    Layout::of(model, channels, h, w, classes).params
 }
 
 /// Logits of `images` under the flat parameters `params`, by the model's sample kernel.
@@ -173,7 +401,7 @@ pub fn logits(model: Model, images: Tensor<4>, params: Tensor<1>, classes: usize
         images.into_dispatch(),
         params.into_dispatch(),
         classes as u32,
-        model_code(model),
+        model.arch(),
     ))
 }
 
@@ -191,7 +419,7 @@ pub fn evaluate(
         labels.into_dispatch(),
         params.into_dispatch(),
         classes as u32,
-        model_code(model),
+        model.arch(),
     );
     (
         Tensor::from_dispatch(logits),
@@ -249,22 +477,10 @@ pub fn step(
         state.into_dispatch(),
         hyper.values(),
         classes as u32,
-        model_code(model),
+        model.arch(),
         gradients_only,
     );
     (Tensor::from_dispatch(next), Tensor::from_dispatch(stats))
-}
-
-/// Scratch values per sample of the Tiny CNN's kernel (see the shader): padded image, padded
-/// pooled map, argmax, conv2's padded activations and gradient, pooled gradient. The
-/// baseline's kernel needs none.
-fn scratch_per_sample(model: u32, h: usize, w: usize) -> usize {
-    if model == model_code(Model::Baseline) {
-        return 0;
-    }
-    let (hp, wp) = (h / 2, w / 2);
-    let padded = (hp + 2) * (wp + 2);
-    (h + 2) * (w + 2) + 8 * padded + 8 * hp * wp + 16 * padded + 8 * hp * wp
 }
 
 /// Workgroups of a sample kernel for a batch of `n`: one per sample up to [`MAX_SLOTS`].
@@ -295,14 +511,14 @@ fn launch_samples(
     labels: Option<&CubeTensor>,
     params: &CubeTensor,
     classes: usize,
-    model: u32,
+    model: Model,
     mode: u32,
 ) -> Samples {
     let shape = images.meta.shape();
-    let (n, h, w) = (shape[0], shape[2], shape[3]);
-    let p = params_len_of(model, h * w, classes);
+    let (n, channels, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let layout = Layout::of(model, channels, h, w, classes);
+    let p = layout.params;
     let client = images.client.clone();
-    let stride = scratch_per_sample(model, h, w);
     let slots = slots(n);
     let tensor = |shape: [usize; 2]| {
         CubeTensor::new_contiguous(
@@ -316,22 +532,46 @@ fn launch_samples(
     let logits = tensor([n, classes]);
     let stats = tensor([n, 2]);
     let grads = client.empty(if mode == 2 { slots * p * 4 } else { 4 });
-    let scratch = client.empty((slots * stride).max(1) * 4);
+    let scratch = client.empty((slots * layout.scratch).max(1) * 4);
     let labels = match labels {
         Some(labels) => labels.handle.clone(),
         None => client.create_from_slice(&0i32.to_le_bytes()),
     };
-    let source = if model == model_code(Model::Baseline) {
-        (
-            "baseline_sample",
-            include_str!("../../shaders/baseline_sample.wgsl"),
-        )
-    } else {
-        (
-            "tiny_cnn_sample",
-            include_str!("../../shaders/tiny_cnn_sample.wgsl"),
-        )
+    // The baseline sees a C x H x W image as one (C * H) x W plane (its linear layer
+    // flattens it all the same).
+    let (source, plane_h) = match model {
+        Model::Baseline => (
+            (
+                "baseline_sample",
+                include_str!("../../shaders/baseline_sample.wgsl"),
+            ),
+            channels * h,
+        ),
+        Model::Cnn(_) if is_tiny(model, channels) => (
+            (
+                "tiny_cnn_sample",
+                include_str!("../../shaders/tiny_cnn_sample.wgsl"),
+            ),
+            h,
+        ),
+        Model::Cnn(_) => (
+            ("cnn_sample", include_str!("../../shaders/cnn_sample.wgsl")),
+            h,
+        ),
     };
+    let dims = layout.uniform(
+        [
+            n,
+            plane_h,
+            w,
+            classes,
+            p,
+            mode as usize,
+            layout.scratch,
+            slots,
+        ],
+        channels,
+    );
     client.launch(
         kernel_sized(source.0, source.1, SAMPLE_WORKGROUP),
         workgroups(slots),
@@ -345,16 +585,7 @@ fn launch_samples(
                 scratch.binding(),
                 stats.handle.clone().binding(),
             ])
-            .with_info(uniform(&[
-                n as u32,
-                h as u32,
-                w as u32,
-                classes as u32,
-                p as u32,
-                mode,
-                stride as u32,
-                slots as u32,
-            ])),
+            .with_info(uniform(&dims)),
     );
     Samples {
         logits,
@@ -364,25 +595,16 @@ fn launch_samples(
     }
 }
 
-/// [`params_len`] of the model the kernels know as `code`.
-fn params_len_of(code: u32, pixels: usize, classes: usize) -> usize {
-    let model = if code == model_code(Model::Baseline) {
-        Model::Baseline
-    } else {
-        Model::TinyCnn
-    };
-    params_len(model, pixels, classes)
-}
-
 impl TrainKernels for CubeBackend {
     fn model_logits(
         images: CubeTensor,
         params: CubeTensor,
         classes: u32,
-        model: u32,
+        arch: [u32; 6],
     ) -> CubeTensor {
         let images = into_contiguous(images);
         let params = into_contiguous(params);
+        let model = Model::from_arch(arch);
         launch_samples(&images, None, &params, classes as usize, model, 0).logits
     }
 
@@ -391,11 +613,12 @@ impl TrainKernels for CubeBackend {
         labels: CubeTensor,
         params: CubeTensor,
         classes: u32,
-        model: u32,
+        arch: [u32; 6],
     ) -> (CubeTensor, CubeTensor) {
         let images = into_contiguous(images);
         let labels = into_contiguous(labels);
         let params = into_contiguous(params);
+        let model = Model::from_arch(arch);
         let samples = launch_samples(&images, Some(&labels), &params, classes as usize, model, 1);
         (samples.logits, samples.stats)
     }
@@ -406,15 +629,16 @@ impl TrainKernels for CubeBackend {
         state: CubeTensor,
         hyper: [f32; 9],
         classes: u32,
-        model: u32,
+        arch: [u32; 6],
         gradients_only: bool,
     ) -> (CubeTensor, CubeTensor) {
         let images = into_contiguous(images);
         let labels = into_contiguous(labels);
         let state = into_contiguous(state);
         let shape = images.meta.shape();
-        let (n, pixels) = (shape[0], shape[2] * shape[3]);
-        let p = params_len_of(model, pixels, classes as usize);
+        let model = Model::from_arch(arch);
+        let n = shape[0];
+        let p = params_len(model, shape[1], (shape[2], shape[3]), classes as usize);
         let samples = launch_samples(&images, Some(&labels), &state, classes as usize, model, 2);
         let client = state.client.clone();
         let next = CubeTensor::new_contiguous(
@@ -431,31 +655,33 @@ impl TrainKernels for CubeBackend {
             client.empty(16),
             DType::F32,
         );
+        // The sizes and Adam's numbers in a storage buffer: lavapipe reads a uniform in this
+        // kernel's loops 60x slower, and none of its barriers depends on them (see the shader).
+        let words: Vec<u8> = [
+            samples.slots as u32,
+            p as u32,
+            gradients_only as u32,
+            n as u32,
+        ]
+        .into_iter()
+        .chain(hyper.iter().map(|v| v.to_bits()))
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        let args = client.create_from_slice(&words);
         client.launch(
             kernel(
                 "train_update",
                 include_str!("../../shaders/train_update.wgsl"),
             ),
             CubeCount::Static(1, 1, 1),
-            KernelArguments::new()
-                .with_buffers(vec![
-                    samples.grads.binding(),
-                    state.handle.clone().binding(),
-                    samples.stats.handle.clone().binding(),
-                    next.handle.clone().binding(),
-                    stats.handle.clone().binding(),
-                ])
-                .with_info(uniform(
-                    &[
-                        samples.slots as u32,
-                        p as u32,
-                        gradients_only as u32,
-                        n as u32,
-                    ]
-                    .into_iter()
-                    .chain(hyper.iter().map(|v| v.to_bits()))
-                    .collect::<Vec<_>>(),
-                )),
+            KernelArguments::new().with_buffers(vec![
+                samples.grads.binding(),
+                state.handle.clone().binding(),
+                samples.stats.handle.clone().binding(),
+                next.handle.clone().binding(),
+                stats.handle.clone().binding(),
+                args.binding(),
+            ]),
         );
         (next, stats)
     }

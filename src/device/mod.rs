@@ -3,6 +3,7 @@
 //! This is the only place where the backends differ. Everything else runs on the `Device`
 //! this module returns.
 
+pub mod cpu_cnn;
 pub mod cpu_kernels;
 pub mod gpu_kernels;
 pub mod gpu_train;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::checksum::checksum;
 use crate::data::{DataConfig, DataManifest, Normalization};
 use crate::error::{Result, TrainerError};
-use crate::model::{ModelKind, Net};
+use crate::model::{CnnWidths, ModelKind, ModelSpec, Net};
 
 /// The format written by this version; loading refuses any other.
 pub const FORMAT_VERSION: u32 = 1;
@@ -55,6 +55,43 @@ pub struct CheckpointMeta {
     /// (Absent in checkpoints written before it existed, and for stripes.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_manifest: Option<DataManifest>,
+    /// Input channels: 1 (grayscale) or 3 (RGB); absent means 1.
+    #[serde(default = "one_channel", skip_serializing_if = "is_one_channel")]
+    pub channels: usize,
+    /// The CNN's widths, one per block; absent means the Tiny CNN's 8, 16.
+    #[serde(default = "tiny_widths", skip_serializing_if = "is_tiny_widths")]
+    pub cnn_widths: Vec<usize>,
+}
+
+fn one_channel() -> usize {
+    1
+}
+
+fn is_one_channel(channels: &usize) -> bool {
+    *channels == 1
+}
+
+fn tiny_widths() -> Vec<usize> {
+    crate::model::spec::TINY_CNN_WIDTHS.to_vec()
+}
+
+fn is_tiny_widths(widths: &[usize]) -> bool {
+    widths == crate::model::spec::TINY_CNN_WIDTHS
+}
+
+impl CheckpointMeta {
+    /// The model's shape as the description records it.
+    pub fn spec(&self) -> Result<ModelSpec> {
+        let widths = CnnWidths::new(&self.cnn_widths).map_err(|e| TrainerError::Checkpoint {
+            path: PathBuf::new(),
+            reason: e,
+        })?;
+        Ok(ModelSpec {
+            kind: self.model_kind,
+            channels: self.channels,
+            widths,
+        })
+    }
 }
 
 /// What a model was trained on, as its checkpoint records it.
@@ -62,8 +99,8 @@ pub struct CheckpointMeta {
 pub struct TrainedOn<'a> {
     pub classes: &'a [String],
     pub data: &'a DataConfig,
-    /// The normalization applied to luminance values in [0, 1].
-    pub normalization: Normalization,
+    /// The normalization applied to values in [0, 1], per channel.
+    pub normalization: &'a Normalization,
     /// The folder's files (none for stripes).
     pub manifest: Option<&'a DataManifest>,
 }
@@ -72,9 +109,11 @@ pub struct TrainedOn<'a> {
 pub fn encode(
     net: &Net,
     on: TrainedOn,
+    channels: usize,
     best_epoch: usize,
     test_accuracy: f64,
 ) -> Result<(Vec<u8>, String)> {
+    let spec = net.spec(channels);
     let TrainedOn {
         classes,
         data,
@@ -90,13 +129,13 @@ pub fn encode(
     let mut meta = CheckpointMeta {
         format: FORMAT_TAG.to_string(),
         format_version: FORMAT_VERSION,
-        model_name: net.kind().display_name().to_string(),
-        model_kind: net.kind(),
+        model_name: spec.display_name(),
+        model_kind: spec.kind,
         classes: classes.to_vec(),
         image_size: data.image_size,
         data: data.clone(),
         preprocessing: preprocessing(data, normalization),
-        normalization,
+        normalization: normalization.clone(),
         params_file: PARAMS_FILE.to_string(),
         params_bytes: params.len() as u64,
         params_checksum: checksum(&params),
@@ -105,6 +144,8 @@ pub fn encode(
         test_accuracy,
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
         data_manifest: manifest.cloned(),
+        channels: spec.channels,
+        cnn_widths: spec.widths.get(),
     };
     meta.description_checksum = description_checksum(&meta)?;
     let description =
@@ -113,19 +154,26 @@ pub fn encode(
 }
 
 /// The preprocessing of a data set, in words.
-pub fn preprocessing(data: &DataConfig, n: Normalization) -> String {
+pub fn preprocessing(data: &DataConfig, n: &Normalization) -> String {
+    let (mean, std) = n.describe();
+    let formula = match n.channels() {
+        1 => format!("(x - {mean}) / {std}"),
+        _ => format!("(x - [{mean}]) / [{std}] per channel"),
+    };
     match &data.folder {
         Some(_) => format!(
-            "grayscale luminance in [0, 1], resized to {s}x{s} ({}), then (x - {:.6}) / {:.6} (mean and std of the training part)",
-            crate::data::folder::RESAMPLING,
-            n.mean,
-            n.std,
+            "{} in [0, 1], resized to {s}x{s} ({}), then {formula} (mean and std of the training part)",
+            match n.channels() {
+                1 => "grayscale luminance",
+                _ => "red, green, blue",
+            },
+            crate::data::image_file::RESAMPLING,
             s = data.image_size
         ),
         None => format!(
             "generated stripe values are the input; an image file is read as grayscale luminance in [0, 1], resized to {s}x{s}, then (x - {}) / {}",
-            n.mean,
-            n.std,
+            n.mean.0[0],
+            n.std.0[0],
             s = data.image_size
         ),
     }
@@ -190,10 +238,20 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
             meta_file.display()
         )));
     }
-    if ModelKind::from_display_name(&meta.model_name) != Some(meta.model_kind) {
+    let spec = meta
+        .spec()
+        .map_err(|e| fail(format!("its model shape is out of range: {e}")))?;
+    if !(meta.channels == 1 || meta.channels == 3) {
         return Err(fail(format!(
-            "model name '{}' does not match model kind {:?}",
-            meta.model_name, meta.model_kind
+            "{} input channels (1 or 3 are read)",
+            meta.channels
+        )));
+    }
+    if !spec.is_named(&meta.model_name) {
+        return Err(fail(format!(
+            "model name '{}' does not match its shape ({})",
+            meta.model_name,
+            spec.display_name()
         )));
     }
     if meta.classes.len() < 2 {
@@ -229,13 +287,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
     }
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| fail(format!("parameters cannot be decoded: {e}")))?;
-    let template = Net::init(
-        meta.model_kind,
-        meta.image_size,
-        meta.classes.len(),
-        0,
-        device,
-    );
+    let template = Net::init(spec, meta.image_size, meta.classes.len(), 0, device);
     let net = template
         .try_load_record(record)
         .map_err(|e| fail(format!("parameters do not fit a {}: {e}", meta.model_name)))?;

@@ -1,43 +1,59 @@
 //! A model's parameters as one flat tensor, the layout the wgpu kernels read, each parameter in
 //! burn's row-major order:
 //!
-//! - Flatten baseline: linear weight (pixels, C), linear bias (C);
-//! - Tiny CNN: conv1 weight (8,1,3,3), conv1 bias (8), conv2 weight (16,8,3,3), conv2 bias
-//!   (16), classifier weight (16,C), classifier bias (C).
+//! - Flatten baseline: linear weight (inputs, C), linear bias (C);
+//! - CNN: for each block its conv weight (width, inputs, 3, 3) and bias (width), then the
+//!   classifier weight (last width, C) and bias (C). The Tiny CNN: conv1 weight (8,1,3,3),
+//!   conv1 bias (8), conv2 weight (16,8,3,3), conv2 bias (16), classifier (16,C), (C).
 //!
 //! Converting back keeps every parameter's id, so checkpoints do not change.
 
 use burn::module::Param;
 use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
-use super::{ModelKind, Net, TinyCnn};
+use super::{Cnn, ModelKind, ModelSpec, Net};
 
-/// Number of parameters of the model for images of `pixels` pixels and `classes` classes.
-pub fn len(kind: ModelKind, pixels: usize, classes: usize) -> usize {
-    crate::device::gpu_train::params_len(kind.kernel(), pixels, classes)
+/// Number of parameters of a model of `spec` for images of `pixels` pixels (per channel) and
+/// `classes` classes.
+pub fn len(spec: ModelSpec, pixels: usize, classes: usize) -> usize {
+    match spec.kind {
+        ModelKind::Baseline => (spec.channels * pixels + 1) * classes,
+        ModelKind::Cnn => {
+            let mut inputs = spec.channels;
+            let mut total = 0;
+            for width in spec.widths.get() {
+                total += width * inputs * 9 + width;
+                inputs = width;
+            }
+            total + (inputs + 1) * classes
+        }
+    }
 }
 
 /// The parameters of `net` in the flat order: each one's name and number of values (their
 /// sum is [`len`]). Tests compare kernels and layers tensor by tensor with it.
-pub fn segments(net: &Net) -> Vec<(&'static str, usize)> {
-    let linear = |name: [&'static str; 2], linear: &Linear| {
+pub fn segments(net: &Net) -> Vec<(String, usize)> {
+    let linear = |name: &str, linear: &Linear| {
         let [inputs, outputs] = linear.weight.dims();
-        [(name[0], inputs * outputs), (name[1], outputs)]
+        [
+            (format!("{name}.weight"), inputs * outputs),
+            (format!("{name}.bias"), outputs),
+        ]
     };
     match net {
-        Net::Baseline(model) => linear(["linear.weight", "linear.bias"], &model.linear).to_vec(),
+        Net::Baseline(model) => linear("linear", &model.linear).to_vec(),
         Net::Cnn(model) => {
-            let mut parts = vec![
-                ("conv1.weight", model.conv1.weight.dims().iter().product()),
-                ("conv1.bias", model.conv1.weight.dims()[0]),
-                ("conv2.weight", model.conv2.weight.dims().iter().product()),
-                ("conv2.bias", model.conv2.weight.dims()[0]),
-            ];
-            parts.extend(linear(
-                ["classifier.weight", "classifier.bias"],
-                &model.classifier,
-            ));
+            let mut parts = Vec::new();
+            for (i, conv) in model.convs().into_iter().enumerate() {
+                parts.push((
+                    format!("conv{}.weight", i + 1),
+                    conv.weight.dims().iter().product(),
+                ));
+                parts.push((format!("conv{}.bias", i + 1), conv.weight.dims()[0]));
+            }
+            parts.extend(linear("classifier", &model.classifier));
             parts
         }
     }
@@ -48,12 +64,11 @@ pub fn to_flat(net: &Net) -> Tensor<1> {
     let parts = match net {
         Net::Baseline(model) => linear_parts(&model.linear),
         Net::Cnn(model) => {
-            let mut parts = vec![
-                model.conv1.weight.val().flatten(0, 3),
-                bias(&model.conv1.bias),
-                model.conv2.weight.val().flatten(0, 3),
-                bias(&model.conv2.bias),
-            ];
+            let mut parts = Vec::new();
+            for conv in model.convs() {
+                parts.push(conv.weight.val().flatten(0, 3));
+                parts.push(bias(&conv.bias));
+            }
             parts.extend(linear_parts(&model.classifier));
             parts
         }
@@ -76,14 +91,14 @@ pub fn from_flat(net: &Net, flat: Tensor<1>) -> Net {
             Net::Baseline(model)
         }
         Net::Cnn(model) => {
-            let mut model: TinyCnn = model.clone();
-            model.conv1.weight = model.conv1.weight.map(|_| take(72).reshape([8, 1, 3, 3]));
-            model.conv1.bias = model.conv1.bias.map(|b| b.map(|_| take(8)));
-            model.conv2.weight = model
-                .conv2
-                .weight
-                .map(|_| take(1152).reshape([16, 8, 3, 3]));
-            model.conv2.bias = model.conv2.bias.map(|b| b.map(|_| take(16)));
+            let mut model: Cnn = model.clone();
+            model.conv1 = conv_from(&model.conv1, &mut take);
+            for conv in [&mut model.conv2, &mut model.conv3, &mut model.conv4]
+                .into_iter()
+                .flatten()
+            {
+                *conv = conv_from(conv, &mut take);
+            }
             model.classifier = linear_from(&model.classifier, &mut take);
             Net::Cnn(model)
         }
@@ -98,6 +113,16 @@ fn bias(bias: &Option<Param<Tensor<1>>>) -> Tensor<1> {
 
 fn linear_parts(linear: &Linear) -> Vec<Tensor<1>> {
     vec![linear.weight.val().flatten(0, 1), bias(&linear.bias)]
+}
+
+fn conv_from(conv: &Conv2d, take: &mut impl FnMut(usize) -> Tensor<1>) -> Conv2d {
+    let dims = conv.weight.dims();
+    let mut conv = conv.clone();
+    conv.weight = conv
+        .weight
+        .map(|_| take(dims.iter().product()).reshape(dims));
+    conv.bias = conv.bias.map(|b| b.map(|_| take(dims[0])));
+    conv
 }
 
 fn linear_from(linear: &Linear, take: &mut impl FnMut(usize) -> Tensor<1>) -> Linear {

@@ -1,5 +1,6 @@
-//! Models: the workshop's Flatten+Linear baseline and its Tiny CNN, behind one [`Net`] enum
-//! so that the training loop, evaluation and checkpoints are written once.
+//! Models: the workshop's Flatten+Linear baseline and a CNN family whose default is its Tiny
+//! CNN, behind one [`Net`] enum so that the training loop, evaluation and checkpoints are
+//! written once. A [`ModelSpec`] says which model, on how many channels, of which widths.
 //!
 //! Initial parameters are drawn on the host from the seed (PyTorch's default ranges:
 //! U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every weight and bias) and then moved to the
@@ -7,6 +8,9 @@
 
 pub mod checkpoint;
 pub mod flat;
+pub mod spec;
+
+pub use spec::{CnnWidths, ModelSpec};
 
 use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -19,7 +23,7 @@ use crate::rng;
 
 /// Which of the two models.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
@@ -56,14 +60,6 @@ impl ModelKind {
             .find(|k| k.display_name() == name)
     }
 
-    /// The name the wgpu kernels know this model by.
-    pub fn kernel(self) -> crate::device::gpu_train::Model {
-        match self {
-            ModelKind::Baseline => crate::device::gpu_train::Model::Baseline,
-            ModelKind::Cnn => crate::device::gpu_train::Model::TinyCnn,
-        }
-    }
-
     fn init_stream_id(self) -> u32 {
         match self {
             ModelKind::Baseline => 1,
@@ -72,45 +68,65 @@ impl ModelKind {
     }
 }
 
-/// Flatten + Linear(pixels -> classes).
+/// Flatten + Linear(channels x pixels -> classes).
 #[derive(Module, Debug)]
 pub struct FlattenBaseline {
     pub linear: Linear,
 }
 
-/// Conv 1->8 3x3 pad 1, ReLU, MaxPool 2, Conv 8->16 3x3 pad 1, ReLU, global average pool,
-/// Linear 16->classes.
+/// The CNN family: one block per width (3x3 conv with padding 1, then ReLU), a 2x2 max-pool
+/// between blocks, global average pool, linear. The Tiny CNN is widths 8, 16: conv 1->8,
+/// ReLU, max-pool, conv 8->16, ReLU, global average pool, linear 16->classes. The blocks
+/// are `conv1` to `conv4` (the later ones absent for fewer blocks), so a Tiny CNN's
+/// checkpoint names its parameters as it always did.
 #[derive(Module, Debug)]
-pub struct TinyCnn {
+pub struct Cnn {
     pub conv1: Conv2d,
     pub pool: MaxPool2d,
-    pub conv2: Conv2d,
+    pub conv2: Option<Conv2d>,
+    pub conv3: Option<Conv2d>,
+    pub conv4: Option<Conv2d>,
     pub global_pool: AdaptiveAvgPool2d,
     pub classifier: Linear,
+}
+
+impl Cnn {
+    /// The blocks' convolutions, in order.
+    pub fn convs(&self) -> Vec<&Conv2d> {
+        std::iter::once(&self.conv1)
+            .chain(
+                [&self.conv2, &self.conv3, &self.conv4]
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect()
+    }
 }
 
 /// Either model; everything above the model layer works with this.
 #[derive(Module, Debug)]
 pub enum Net {
     Baseline(FlattenBaseline),
-    Cnn(TinyCnn),
+    Cnn(Cnn),
 }
 
 impl Net {
-    /// Builds a model with host-drawn initial parameters on `device`.
+    /// Builds a model with host-drawn initial parameters on `device`, for images of
+    /// `image_size` squared with the spec's channels.
     pub fn init(
-        kind: ModelKind,
+        spec: impl Into<ModelSpec>,
         image_size: usize,
         classes: usize,
         seed: u64,
         device: &Device,
     ) -> Net {
-        let mut init = HostInit::new(seed, kind);
-        match kind {
+        let spec = spec.into();
+        let mut init = HostInit::new(seed, spec.kind);
+        match spec.kind {
             ModelKind::Baseline => {
-                let pixels = image_size * image_size;
+                let inputs = spec.channels * image_size * image_size;
                 Net::Baseline(FlattenBaseline {
-                    linear: init.linear(LinearConfig::new(pixels, classes).init(device), device),
+                    linear: init.linear(LinearConfig::new(inputs, classes).init(device), device),
                 })
             }
             ModelKind::Cnn => {
@@ -119,13 +135,23 @@ impl Net {
                         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                         .init(device)
                 };
-                let conv1 = init.conv(conv([1, 8]), device);
-                let conv2 = init.conv(conv([8, 16]), device);
-                let classifier = init.linear(LinearConfig::new(16, classes).init(device), device);
-                Net::Cnn(TinyCnn {
+                let widths = spec.widths.get();
+                let mut inputs = spec.channels;
+                let mut convs = Vec::new();
+                for &width in &widths {
+                    convs.push(init.conv(conv([inputs, width]), device));
+                    inputs = width;
+                }
+                let classifier =
+                    init.linear(LinearConfig::new(inputs, classes).init(device), device);
+                let mut convs = convs.into_iter();
+                let conv1 = convs.next().unwrap_or_else(|| conv([spec.channels, 1]));
+                Net::Cnn(Cnn {
                     conv1,
                     pool: MaxPool2dConfig::new([2, 2]).init(),
-                    conv2,
+                    conv2: convs.next(),
+                    conv3: convs.next(),
+                    conv4: convs.next(),
                     global_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
                     classifier,
                 })
@@ -149,33 +175,29 @@ impl Net {
         }
     }
 
-    /// Images (batch, 1, h, w) to logits (batch, classes).
-    ///
-    /// On the CPU backend the Tiny CNN's convolutions, pooling and ReLUs run as one fused
-    /// operation ([`crate::device::cpu_kernels`]); on wgpu without autodiff, either model's
-    /// forward pass is one kernel ([`crate::device::gpu_train`]); everywhere else, and for the
-    /// shape trace, layer by layer.
+    /// Which model, on how many channels, of which widths. The baseline's channels are not
+    /// in its layers: give them.
+    pub fn spec(&self, channels: usize) -> ModelSpec {
+        match self {
+            Net::Baseline(_) => ModelSpec {
+                kind: ModelKind::Baseline,
+                channels,
+                widths: CnnWidths::tiny(),
+            },
+            Net::Cnn(model) => {
+                let widths: Vec<usize> = model.convs().iter().map(|c| c.weight.dims()[0]).collect();
+                ModelSpec {
+                    kind: ModelKind::Cnn,
+                    channels: model.conv1.weight.dims()[1],
+                    widths: CnnWidths::new(&widths).unwrap_or_default(),
+                }
+            }
+        }
+    }
+
+    /// Images (batch, channels, h, w) to logits (batch, classes), layer by layer. The
+    /// training engine (`train/engine.rs`) runs the kernels where they apply.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let device = images.device();
-        let classes = self.classes();
-        if !device.is_autodiff() && crate::device::gpu_train::available(&device, classes) {
-            return crate::device::gpu_train::logits(
-                self.kind().kernel(),
-                images,
-                flat::to_flat(self),
-                classes,
-            );
-        }
-        if let Net::Cnn(model) = self
-            && crate::device::cpu_kernels::available(&images.device())
-            && let Some(features) = crate::device::cpu_kernels::tiny_cnn_features(
-                images.clone(),
-                &model.conv1,
-                &model.conv2,
-            )
-        {
-            return model.classifier.forward(features);
-        }
         self.forward_traced(images, &mut |_, _| {})
     }
 
@@ -195,12 +217,15 @@ impl Net {
                 logits
             }
             Net::Cnn(model) => {
-                let x = relu(model.conv1.forward(images));
-                trace("conv1 3x3 + relu", x.dims().to_vec());
-                let x = model.pool.forward(x);
-                trace("maxpool 2x2", x.dims().to_vec());
-                let x = relu(model.conv2.forward(x));
-                trace("conv2 3x3 + relu", x.dims().to_vec());
+                let mut x = images;
+                for (i, conv) in model.convs().into_iter().enumerate() {
+                    if i > 0 {
+                        x = model.pool.forward(x);
+                        trace("maxpool 2x2", x.dims().to_vec());
+                    }
+                    x = relu(conv.forward(x));
+                    trace(&format!("conv{} 3x3 + relu", i + 1), x.dims().to_vec());
+                }
                 let x = model.global_pool.forward(x);
                 trace("adaptive avg pool 1x1", x.dims().to_vec());
                 let x: Tensor<2> = x.flatten(1, 3);

@@ -78,7 +78,7 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
         &staging.path("curves/confusion_matrix.png")?,
         &format!(
             "Confusion matrix: {} on the test set",
-            best.kind.display_name()
+            best.spec.display_name()
         ),
         &report.classes,
         &counts,
@@ -151,7 +151,7 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
         let last = run.trained.history.last().map(|e| e.epoch);
         for e in &run.trained.history {
             let mut r = vec![
-                run.kind.display_name().to_string(),
+                run.spec.display_name().to_string(),
                 e.epoch.to_string(),
                 py_float(e.train_loss),
                 py_float(e.train_acc),
@@ -207,7 +207,7 @@ pub fn model_comparison_csv(report: &Report) -> Result<String> {
     let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for &i in &report.ranking {
         let run = &report.models[i];
-        let mut line = vec![run.kind.display_name().to_string(), run.epochs.to_string()];
+        let mut line = vec![run.spec.display_name().to_string(), run.epochs.to_string()];
         if by_loss {
             line.push(py_float(run.trained.best_val_loss));
         }
@@ -310,7 +310,7 @@ struct MetricsSummary<'a> {
 pub fn metrics_summary_json(report: &Report) -> Result<String> {
     let best = report.best();
     let summary = MetricsSummary {
-        best_model: best.kind.display_name(),
+        best_model: &best.spec.display_name(),
         test_accuracy: round4(best.test.accuracy),
         classes: &report.classes,
         train_samples: report.split_sizes[0],
@@ -332,6 +332,10 @@ struct ModelInfo {
     train_seconds: f64,
     val_seconds: f64,
     train_samples_per_sec: f64,
+    /// What ran its steps: "wgpu kernels", "fused CPU operation" or "layers".
+    engine: &'static str,
+    /// Why a faster engine of this device did not take it, when one did not.
+    engine_note: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -353,6 +357,8 @@ struct RunInfo<'a> {
     settings: &'a crate::config::Settings,
     normalization: crate::data::Normalization,
     skipped_files: usize,
+    /// The channels the images were read with, and why (`--color`).
+    color: &'a crate::data::folder::ColorChoice,
     max_grad_norm: f32,
     optimizer: &'static str,
     memory_limit_bytes: Option<u64>,
@@ -374,7 +380,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
             let val_seconds: f64 = run.trained.history.iter().map(|e| e.val_seconds).sum();
             let samples: usize = run.trained.history.iter().map(|e| e.train_samples).sum();
             ModelInfo {
-                model: run.kind.display_name().to_string(),
+                model: run.spec.display_name().to_string(),
                 epochs: run.epochs,
                 lr: run.lr,
                 requested_batch_size: run.trained.requested_batch,
@@ -384,6 +390,8 @@ pub fn run_info_json(report: &Report) -> Result<String> {
                 train_seconds,
                 val_seconds,
                 train_samples_per_sec: samples as f64 / train_seconds.max(1e-9),
+                engine: run.trained.engine.engine.name(),
+                engine_note: run.trained.engine.note.clone(),
             }
         })
         .collect();
@@ -399,8 +407,9 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         gpu_kernels: report.gpu_kernels,
         cpu_kernels: report.cpu_kernels,
         settings: &c.settings,
-        normalization: report.normalization,
+        normalization: report.normalization.clone(),
         skipped_files: report.skipped.len(),
+        color: &report.color,
         max_grad_norm: crate::config::MAX_GRAD_NORM,
         optimizer: "Adam (beta1 0.9, beta2 0.999, eps 1e-8)",
         memory_limit_bytes: c.memory_limit_bytes,
@@ -428,7 +437,7 @@ pub fn epoch_timing_csv(report: &Report) -> Result<String> {
     for run in &report.models {
         for e in &run.trained.history {
             rows.push(vec![
-                run.kind.display_name().to_string(),
+                run.spec.display_name().to_string(),
                 e.epoch.to_string(),
                 e.batch_size.to_string(),
                 format!("{:.6}", e.train_seconds),
@@ -494,7 +503,7 @@ fn curve_chart(
 ) -> LineChart {
     let mut series = Vec::new();
     for (i, run) in report.models.iter().enumerate() {
-        let name = run.kind.display_name();
+        let name = run.spec.display_name();
         let history = &run.trained.history;
         series.push(Series {
             label: format!("{name} train_{metric}"),
@@ -526,12 +535,13 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     let on = checkpoint::TrainedOn {
         classes: &report.classes,
         data: &data,
-        normalization: report.normalization,
+        normalization: &report.normalization,
         manifest: report.manifest.as_ref(),
     };
     let (params, description) = checkpoint::encode(
         &best.trained.best,
         on,
+        best.spec.channels,
         best.trained.best_epoch,
         round4(best.test.accuracy),
     )?;
@@ -558,8 +568,13 @@ fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
             images
                 .get(p.sample_id.as_str())
                 .map(|pixels| plots::GridCell {
-                    pixels,
+                    // Colour is drawn as it was read (normalization undone); gray as before.
+                    pixels: match report.test_set.channels {
+                        1 => std::borrow::Cow::Borrowed(*pixels),
+                        _ => std::borrow::Cow::Owned(report.normalization.undo(pixels)),
+                    },
                     size: report.test_set.image_size,
+                    channels: report.test_set.channels,
                     caption: vec![
                         format!("actual: {}", report.classes[p.actual]),
                         format!(
@@ -573,11 +588,11 @@ fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
         .collect();
     let title = match rows.first() {
         Some((_, reason)) if *reason == "wrong prediction" => {
-            format!("{}: wrong test predictions", best.kind.display_name())
+            format!("{}: wrong test predictions", best.spec.display_name())
         }
         _ => format!(
             "{}: lowest-confidence correct test predictions",
-            best.kind.display_name()
+            best.spec.display_name()
         ),
     };
     plots::draw_image_grid(&staging.path("curves/review_grid.png")?, &title, &cells)
@@ -705,7 +720,7 @@ pub fn shape_trace_md(report: &Report) -> String {
         let _ = writeln!(out, "- {} logits: `{}`.", kind.display_name(), tuple(shape));
     }
     // The models this run trained, in the order it trained them.
-    for kind in report.models.iter().map(|m| m.kind) {
+    for kind in report.models.iter().map(|m| m.spec) {
         let _ = writeln!(out, "\n## {} layer by layer\n", kind.display_name());
         let mut rows = vec![vec!["input".to_string(), format!("`{}`", tuple(&s.images))]];
         for (k, layer, shape) in &s.layers {
@@ -725,7 +740,7 @@ pub fn shape_trace_md(report: &Report) -> String {
         let _ = writeln!(
             out,
             "- {}: trained with batch {} (requested {}).",
-            run.kind.display_name(),
+            run.spec.display_name(),
             run.trained.final_batch,
             run.trained.requested_batch
         );
@@ -742,7 +757,7 @@ pub fn debug_checklist_md(report: &Report) -> String {
         .map(|r| {
             format!(
                 "{} trained at batch {} (requested {})",
-                r.kind.display_name(),
+                r.spec.display_name(),
                 r.trained.final_batch,
                 r.trained.requested_batch
             )
@@ -824,7 +839,7 @@ fn readme_results(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "- Best model: {}, chosen by {} (`--select-by {}`).",
-        best.kind.display_name(),
+        best.spec.display_name(),
         crate::train::select::reason(c.settings.select_by, c.settings.monitor),
         c.settings.select_by.as_str()
     );
@@ -872,7 +887,7 @@ fn readme_results(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "- Preprocessing: {}.",
-        crate::model::checkpoint::preprocessing(&c.settings.data_config(), report.normalization)
+        crate::model::checkpoint::preprocessing(&c.settings.data_config(), &report.normalization)
     );
     let _ = writeln!(
         out,
@@ -895,7 +910,7 @@ fn readme_comparison(out: &mut String, report: &Report) {
         .map(|&i| {
             let r = &report.models[i];
             vec![
-                r.kind.display_name().to_string(),
+                r.spec.display_name().to_string(),
                 r.epochs.to_string(),
                 r.lr.to_string(),
                 r.trained.final_batch.to_string(),
@@ -987,8 +1002,8 @@ fn choice_note(report: &Report) -> Option<String> {
     };
     Some(format!(
         "{} and {} tied on {figure} ({tie_value:?}); {decided}.",
-        best.kind.display_name(),
-        second.kind.display_name()
+        best.spec.display_name(),
+        second.spec.display_name()
     ))
 }
 
@@ -1024,7 +1039,7 @@ fn readme_training(out: &mut String, report: &Report) {
                 report.config.settings.monitor.as_str()
             ),
         };
-        let _ = writeln!(out, "- {}: {kept}; {why}.", run.kind.display_name());
+        let _ = writeln!(out, "- {}: {kept}; {why}.", run.spec.display_name());
     }
     let _ = writeln!(out);
 }

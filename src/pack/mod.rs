@@ -13,11 +13,123 @@ use crate::error::{Result, TrainerError};
 use crate::interrupt;
 
 /// The file that marks a folder as a trainer run (and so as safe to replace).
-pub const MARKER: &str = crate::config::PACK_MARKER;
+pub const MARKER: &str = crate::data::folder::PACK_MARKER;
 
-/// What trainer writes at the top of a pack (a workshop run, bench or parity): a rerun
-/// replaces these whole. Anything else at the top of a pack is the user's and is carried over
-/// into the new pack.
+/// Which command wrote a pack: a rerun of the same command replaces it; another command
+/// refuses to (a bench into a workshop pack would lose its model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackKind {
+    Workshop,
+    Bench,
+    Parity,
+}
+
+impl PackKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackKind::Workshop => "workshop",
+            PackKind::Bench => "bench",
+            PackKind::Parity => "parity",
+        }
+    }
+
+    /// The command that writes it, as a user types it.
+    fn command(self) -> &'static str {
+        match self {
+            PackKind::Workshop => "trainer",
+            PackKind::Bench => "trainer bench",
+            PackKind::Parity => "trainer parity",
+        }
+    }
+
+    fn parse(text: &str) -> Option<PackKind> {
+        [PackKind::Workshop, PackKind::Bench, PackKind::Parity]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+/// What an existing pack's marker says: the command that wrote it and the files it wrote
+/// (both absent in packs written before the marker listed them).
+#[derive(Debug, Default)]
+struct MarkerContent {
+    kind: Option<PackKind>,
+    files: Option<Vec<String>>,
+}
+
+fn read_marker(pack: &Path) -> MarkerContent {
+    let Ok(text) = fs::read_to_string(pack.join(MARKER)) else {
+        return MarkerContent::default();
+    };
+    let mut content = MarkerContent::default();
+    for line in text.lines() {
+        if let Some(kind) = line.strip_prefix("command: ") {
+            content.kind = PackKind::parse(kind.trim());
+        } else if let Some(file) = line.strip_prefix("file: ") {
+            content
+                .files
+                .get_or_insert_with(Vec::new)
+                .push(file.to_string());
+        }
+    }
+    if content.kind.is_none() {
+        // Written before the marker named its command: what it holds says.
+        content.kind = if pack.join("bench").is_dir() {
+            Some(PackKind::Bench)
+        } else if pack.join("parity").is_dir() {
+            Some(PackKind::Parity)
+        } else if pack.join("outputs").is_dir() {
+            Some(PackKind::Workshop)
+        } else {
+            None
+        };
+    }
+    content
+}
+
+/// Refuses to replace a pack another command wrote (its files would be lost).
+pub fn check_kind(target: &Path, kind: PackKind) -> Result<()> {
+    if !target.join(MARKER).is_file() {
+        return Ok(());
+    }
+    match read_marker(target).kind {
+        Some(other) if other != kind => Err(TrainerError::bad_input(format!(
+            "--out '{}' holds a {} pack (written by `{}`); `{}` would replace it and lose its files: choose another --out",
+            target.display(),
+            other.as_str(),
+            other.command(),
+            kind.command()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Adds files another command wrote into a pack (`compare`'s notes) to its marker's list, so
+/// a rerun replaces them as trainer's own instead of keeping them as the user's.
+pub fn record_written(pack: &Path, files: &[&str]) -> Result<()> {
+    let marker = pack.join(MARKER);
+    let mut text =
+        fs::read_to_string(&marker).map_err(|e| TrainerError::io("reading", &marker, e))?;
+    let content = read_marker(pack);
+    for file in files {
+        if content
+            .files
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|x| x == file))
+        {
+            continue;
+        }
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("file: {file}\n"));
+    }
+    write_atomic(&marker, text)
+}
+
+/// What trainer writes at the top of a pack (a workshop run, bench or parity), for packs
+/// whose marker does not list its files: a rerun replaces these whole, and keeps anything
+/// else at the top.
 pub const OWNED: [&str; 9] = [
     MARKER,
     "README.md",
@@ -204,13 +316,17 @@ pub fn process_alive(pid: u32) -> bool {
 pub struct Staging {
     dir: PathBuf,
     target: PathBuf,
+    kind: PackKind,
+    /// Every file written, relative to the pack (the marker lists them).
+    written: std::sync::Mutex<Vec<String>>,
     committed: bool,
 }
 
 impl Staging {
     /// Creates `.<name>.staging-<pid>` beside the target, after removing staging folders that
     /// earlier, killed runs left behind.
-    pub fn begin(target: &Path) -> Result<Staging> {
+    pub fn begin(target: &Path, kind: PackKind) -> Result<Staging> {
+        check_kind(target, kind)?;
         let (parent, name) = parent_and_name(target)?;
         remove_stale(&parent, &name);
         let dir = parent.join(format!(".{name}.staging-{}", std::process::id()));
@@ -222,12 +338,17 @@ impl Staging {
         Ok(Staging {
             dir,
             target: target.to_path_buf(),
+            kind,
+            written: std::sync::Mutex::new(Vec::new()),
             committed: false,
         })
     }
 
     /// Where a file of the pack goes while it is written; creates its folder.
     pub fn path(&self, relative: &str) -> Result<PathBuf> {
+        if let Ok(mut written) = self.written.lock() {
+            written.push(relative.to_string());
+        }
         let path = self.dir.join(relative);
         if let Some(folder) = path.parent() {
             fs::create_dir_all(folder)
@@ -242,15 +363,23 @@ impl Staging {
         fs::write(&path, contents).map_err(|e| TrainerError::io("writing", &path, e))
     }
 
-    /// Marks the pack as a trainer run and swaps it in place of the target. What the user
-    /// added at the top of the earlier pack (anything trainer does not write, see [`OWNED`])
-    /// is moved into the new one first; their names are returned. The earlier pack is
-    /// removed only after the new one is in place.
+    /// Marks the pack as a trainer run (the marker names the command and lists every file
+    /// it wrote) and swaps it in place of the target. What the user added to the earlier
+    /// pack (every file its marker does not list) is moved into the new one first; their
+    /// paths are returned. The earlier pack is removed only after the new one is in place.
     pub fn commit(mut self) -> Result<Vec<String>> {
-        self.write(
-            MARKER,
-            "written by trainer; this folder may be replaced by a later run; files you add at its top are kept when it is\n",
-        )?;
+        let mut marker = format!(
+            "written by trainer; a later `{}` may replace this folder, keeping the files you add to it\ncommand: {}\n",
+            self.kind.command(),
+            self.kind.as_str()
+        );
+        let mut written = self.written.lock().map(|w| w.clone()).unwrap_or_default();
+        written.sort();
+        written.dedup();
+        for file in written {
+            marker.push_str(&format!("file: {file}\n"));
+        }
+        self.write(MARKER, marker)?;
         check_target(&self.target)?;
         let (parent, name) = parent_and_name(&self.target)?;
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
@@ -283,33 +412,67 @@ impl Staging {
         Ok(kept)
     }
 
-    /// Moves every top-level entry of the earlier pack that trainer does not own (and the
-    /// new pack does not have) into the new pack; returns their names, sorted.
+    /// Moves every file of the earlier pack that trainer did not write (and the new pack
+    /// does not have) into the new pack, at the same place; returns their paths, sorted. The
+    /// earlier marker's list says what trainer wrote; a marker without one (an older pack)
+    /// leaves everything under trainer's top-level folders ([`OWNED`]) to be replaced.
     fn carry_over_user_files(&self) -> Result<Vec<String>> {
-        let entries = fs::read_dir(&self.target)
-            .map_err(|e| TrainerError::io("reading the earlier pack", &self.target, e))?;
+        let listed = read_marker(&self.target).files;
+        let mut files = Vec::new();
+        collect_files(&self.target, &self.target, &mut files);
         let mut kept = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let into = self.dir.join(&name);
-            if OWNED.contains(&name.as_str()) || into.exists() {
+        for relative in files {
+            let owned = match &listed {
+                Some(list) => relative == MARKER || list.contains(&relative),
+                None => OWNED.contains(&relative.split('/').next().unwrap_or_default()),
+            };
+            let into = self.dir.join(&relative);
+            if owned || into.exists() {
                 continue;
             }
-            fs::rename(entry.path(), &into)
-                .map_err(|e| TrainerError::io("keeping your file", &entry.path(), e))?;
-            kept.push(name);
+            if let Some(folder) = into.parent() {
+                fs::create_dir_all(folder)
+                    .map_err(|e| TrainerError::io("creating folder", folder, e))?;
+            }
+            let from = self.target.join(&relative);
+            fs::rename(&from, &into)
+                .map_err(|e| TrainerError::io("keeping your file", &from, e))?;
+            kept.push(relative);
         }
         kept.sort();
         Ok(kept)
     }
 }
 
-/// The console line for files kept from an earlier pack, if any.
+/// Every file under `dir` (links as files, not followed), as `/`-separated paths relative
+/// to `root`.
+fn collect_files(dir: &Path, root: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            collect_files(&path, root, out);
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+/// The console line for files kept from an earlier pack, if any (at most ten named).
 pub fn kept_note(kept: &[String]) -> Option<String> {
     (!kept.is_empty()).then(|| {
+        let more = kept.len().saturating_sub(10);
         format!(
-            "kept from the earlier pack (not written by trainer): {}",
-            kept.join(", ")
+            "kept from the earlier pack (not written by trainer): {}{}",
+            kept[..kept.len().min(10)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         )
     })
 }

@@ -373,12 +373,33 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
-/// One picture of an image grid: grayscale values (row-major, `size` x `size`) and caption
-/// lines under it.
+/// One picture of an image grid: its values (one `size` x `size` plane a channel,
+/// row-major) and caption lines under it. One channel is drawn gray, scaled to its own value
+/// range; three are drawn in colour, as values in [0, 1].
 pub struct GridCell<'a> {
-    pub pixels: &'a [f32],
+    pub pixels: std::borrow::Cow<'a, [f32]>,
     pub size: usize,
+    pub channels: usize,
     pub caption: Vec<String>,
+}
+
+impl GridCell<'_> {
+    /// The colour of pixel (`r`, `c`), given the cell's value range for gray.
+    fn colour(&self, r: usize, c: usize, (lo, span): (f32, f32)) -> RGBColor {
+        let n = self.size.max(1);
+        let at = |channel: usize| {
+            self.pixels
+                .get(channel * n * n + r * n + c)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        if self.channels == 3 {
+            let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            return RGBColor(byte(at(0)), byte(at(1)), byte(at(2)));
+        }
+        let shade = (((at(0) - lo) / span) * 255.0).round().clamp(0.0, 255.0) as u8;
+        RGBColor(shade, shade, shade)
+    }
 }
 
 /// Draws images in a grid, five per row, each scaled to its own value range, with captions.
@@ -406,19 +427,15 @@ pub fn draw_image_grid(path: &Path, title: &str, cells: &[GridCell]) -> Result<(
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
                 (a.min(*v), b.max(*v))
             });
-        let span = (hi - lo).max(1e-6);
+        let range = (lo, (hi - lo).max(1e-6));
         let n = cell.size.max(1) as i32;
         for r in 0..n {
             for c in 0..n {
-                let v = cell.pixels.get((r * n + c) as usize).copied().unwrap_or(lo);
-                let shade = (((v - lo) / span) * 255.0).round().clamp(0.0, 255.0) as u8;
                 let (xa, ya) = (x0 + c * side / n, y0 + r * side / n);
                 let (xb, yb) = (x0 + (c + 1) * side / n, y0 + (r + 1) * side / n);
-                root.draw(&Rectangle::new(
-                    [(xa, ya), (xb, yb)],
-                    RGBColor(shade, shade, shade).filled(),
-                ))
-                .map_err(|e| err(&e))?;
+                let colour = cell.colour(r as usize, c as usize, range);
+                root.draw(&Rectangle::new([(xa, ya), (xb, yb)], colour.filled()))
+                    .map_err(|e| err(&e))?;
             }
         }
         root.draw(&Rectangle::new(

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::engine::EngineChoice;
 use super::weights::{StepValues, Weights};
 use super::{
     Context, DIVERGED_GRAD_NORM, Divergence, StepFailure, TrainSettings, halve, preflight,
@@ -19,6 +20,8 @@ use burn::data::dataloader::DataLoader;
 pub(super) struct Learner {
     pub weights: Weights,
     pub batch_size: usize,
+    /// The model's display name, for progress and memory events.
+    name: String,
     footprint: Footprint,
     loader: Arc<dyn DataLoader<ImageBatch>>,
 }
@@ -34,27 +37,34 @@ pub(super) struct EpochSteps {
 }
 
 impl Learner {
-    /// `net` ready to train with a fresh Adam, at the batch size the memory policy allows.
+    /// `net` ready to train on `choice`'s engine with a fresh Adam, at the batch size the
+    /// memory policy allows for that engine.
     pub fn new(
         net: Net,
         train: &ImageDataset,
         classes: usize,
+        choice: &EngineChoice,
         settings: &TrainSettings,
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<Learner> {
-        let kind = net.kind();
-        let footprint = Footprint::of(kind, train.image_size, classes);
-        let batch_size = preflight(memory, kind, true, settings.batch_size, &footprint, ctx)?;
-        let weights = Weights::new(net, classes, ctx.device);
+        let spec = net.spec(train.channels);
+        let name = spec.display_name();
+        let footprint = choice.engine.footprint(spec, train.image_size, classes);
+        let batch_size = preflight(memory, &name, true, settings.batch_size, &footprint, ctx)?;
+        let weights = choice.engine.weights(net, ctx.device);
         let device = weights.batch_device(ctx.device);
-        let augment = settings.augment.then_some(settings.shuffle_seed);
-        let shuffle = Some(settings.shuffle_seed);
+        let feed = data::Feed {
+            shuffle_seed: Some(settings.shuffle_seed),
+            augment: settings.augment.then_some(settings.shuffle_seed),
+            stripes_on_device: choice.stripes_on_device,
+        };
         Ok(Learner {
             weights,
             batch_size,
+            name,
             footprint,
-            loader: data::loader(train, batch_size, shuffle, augment, &device),
+            loader: data::loader(train, batch_size, feed, &device),
         })
     }
 
@@ -66,7 +76,7 @@ impl Learner {
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<EpochSteps> {
-        let name = self.weights.kind().display_name();
+        let name = self.name.clone();
         let mut steps = EpochSteps::default();
         for batch in self.loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
@@ -133,7 +143,7 @@ impl Learner {
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<()> {
-        let name = self.weights.kind().display_name();
+        let name = self.name.clone();
         if self.batch_size == 1 {
             return Err(TrainerError::OutOfMemory(format!(
                 "{name}: a training step of batch 1 does not fit in memory ({})",

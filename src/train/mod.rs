@@ -11,6 +11,7 @@
 //! [`DIVERGED_GRAD_NORM`], means training diverged: the model's training stops at that step.
 
 mod best;
+pub mod engine;
 mod evaluate;
 mod learner;
 pub mod select;
@@ -23,9 +24,9 @@ use burn::prelude::*;
 use burn::tensor::Transaction;
 
 pub use best::BestTracker;
-pub use evaluate::{Evaluation, Prediction, evaluate};
+pub use evaluate::{EvalSettings, Evaluation, Prediction, evaluate};
 pub(crate) use step::{StepFailure, train_step};
-pub(crate) use weights::{StepValues, Weights};
+pub(crate) use weights::StepValues;
 
 use learner::Learner;
 
@@ -35,7 +36,7 @@ use crate::data::{ImageDataset, Splits};
 use crate::device::DeviceInfo;
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
-use crate::model::{ModelKind, Net};
+use crate::model::Net;
 
 /// A gradient norm above this (half a million times the clipping threshold of 2) means the
 /// parameters have blown up: healthy training of these models stays below 100.
@@ -89,6 +90,21 @@ pub struct EpochStats {
     pub train_samples: usize,
 }
 
+impl EpochStats {
+    /// One line for the console when there is no progress bar.
+    fn line(&self, model: &str, epochs: usize) -> String {
+        format!(
+            "{model} epoch {}/{epochs}: train_loss {:.4} train_acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1} s)",
+            self.epoch,
+            self.train_loss,
+            self.train_acc,
+            self.val_loss,
+            self.val_acc,
+            self.train_seconds + self.val_seconds
+        )
+    }
+}
+
 /// Where training stopped because a value stopped being finite.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Divergence {
@@ -131,6 +147,10 @@ pub struct Trained {
     pub divergence: Option<Divergence>,
     /// Why training ended before the last epoch (early stopping), if it did.
     pub stopped_early: Option<String>,
+    /// The model's shape.
+    pub spec: crate::model::ModelSpec,
+    /// Where it trained; its test evaluation runs there too.
+    pub engine: engine::EngineChoice,
 }
 
 /// Everything a training run reads but does not own.
@@ -151,23 +171,17 @@ pub fn train_model(
     memory: &mut MemoryPolicy,
     ctx: &Context,
 ) -> Result<Trained> {
-    // Setup: labels checked, the batch size that fits, the loader, the model in training
-    // mode, Adam.
-    train.check_labels(classes)?;
-    val.check_labels(classes)?;
-    let kind = net.kind();
-    let mut learner = Learner::new(net, train, classes, settings, memory, ctx)?;
-    let mut best = BestTracker::new(
-        settings.monitor,
-        settings.patience,
-        settings.epochs,
-        learner.weights.model(),
-    );
+    // Setup: labels checked, the engine chosen once, the batch size that fits it, the
+    // loader, the model in training mode, Adam.
+    let (spec, choice) = choose_engine(&net, train, val, classes, ctx)?;
+    let mut learner = Learner::new(net, train, classes, &choice, settings, memory, ctx)?;
+    let start = learner.weights.model();
+    let mut best = BestTracker::new(settings.monitor, settings.patience, settings.epochs, start);
     let (mut history, mut step_losses) = (Vec::new(), Vec::new());
     let (mut divergence, mut stopped_early) = (None, None);
 
     ctx.progress
-        .start(kind, (settings.epochs * train.len()) as u64);
+        .start(&spec.display_name(), (settings.epochs * train.len()) as u64);
     for epoch in 1..=settings.epochs {
         // Train: every sample once; a step that does not fit is redone at half the batch.
         let started = Instant::now();
@@ -196,7 +210,13 @@ pub fn train_model(
         // Validate the epoch's model.
         let val_started = Instant::now();
         let valid = learner.weights.model();
-        let eval = evaluate(&valid, val, classes, learner.batch_size, false, memory, ctx)?;
+        let on_val = EvalSettings {
+            classes,
+            engine: &choice,
+            batch_size: learner.batch_size,
+            keep_logits: false,
+        };
+        let eval = evaluate(&valid, val, &on_val, memory, ctx)?;
         let stats = EpochStats {
             epoch,
             train_loss,
@@ -208,6 +228,9 @@ pub fn train_model(
             val_seconds: val_started.elapsed().as_secs_f64(),
             train_samples,
         };
+
+        ctx.progress
+            .epoch(&stats.line(&spec.display_name(), settings.epochs));
 
         // Keep the best epoch; stop early once it has not improved for `patience` epochs.
         stopped_early = best.observe(&stats, valid);
@@ -230,7 +253,28 @@ pub fn train_model(
         requested_batch: settings.batch_size,
         final_batch: learner.batch_size,
         divergence,
+        spec,
+        engine: choice,
     })
+}
+
+/// Checks the labels and chooses the engine of `net` (saying so when a faster one of the
+/// device does not take it).
+fn choose_engine(
+    net: &Net,
+    train: &ImageDataset,
+    val: &ImageDataset,
+    classes: usize,
+    ctx: &Context,
+) -> Result<(crate::model::ModelSpec, engine::EngineChoice)> {
+    train.check_labels(classes)?;
+    val.check_labels(classes)?;
+    let spec = net.spec(train.channels);
+    let choice = engine::Engine::choose(ctx.device, spec, classes, train.image_size);
+    if let Some(note) = &choice.note {
+        ctx.progress.note(note);
+    }
+    Ok((spec, choice))
 }
 
 /// The mean of step losses weighted by each step's samples (the epoch's training loss).
@@ -258,14 +302,14 @@ fn first_non_finite(losses: &[f32], epoch: usize) -> Option<Divergence> {
 /// [`MemoryPolicy::preflight`], with a console line for each halving.
 pub(crate) fn preflight(
     memory: &mut MemoryPolicy,
-    kind: ModelKind,
+    model: &str,
     training: bool,
     batch_size: usize,
     footprint: &Footprint,
     ctx: &Context,
 ) -> Result<usize> {
     let before = memory.events.len();
-    let size = memory.preflight(kind, training, batch_size, footprint, ctx.device_info)?;
+    let size = memory.preflight(model, training, batch_size, footprint, ctx.device_info)?;
     for event in &memory.events[before..] {
         ctx.progress.note(&halving_line(event));
     }
@@ -302,15 +346,13 @@ pub fn train_and_test(
         memory,
         ctx,
     )?;
-    let test = evaluate(
-        &trained.best,
-        &splits.test,
+    let on_test = EvalSettings {
         classes,
-        trained.final_batch,
+        engine: &trained.engine,
+        batch_size: trained.final_batch,
         keep_logits,
-        memory,
-        ctx,
-    )?;
+    };
+    let test = evaluate(&trained.best, &splits.test, &on_test, memory, ctx)?;
     Ok((trained, test))
 }
 

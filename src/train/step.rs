@@ -56,8 +56,9 @@ pub(crate) fn train_step(
     batch: &ImageBatch,
     loss_fn: &burn::nn::loss::CrossEntropyLoss,
     settings: &TrainSettings,
+    engine: &super::engine::Engine,
 ) -> std::result::Result<Step, StepFailure> {
-    let logits = net.forward(batch.images.clone());
+    let logits = engine.forward(net, batch.images.clone());
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
     let correct = logits
         .argmax(1)

@@ -6,6 +6,7 @@ use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::prelude::*;
 
+use super::engine::Engine;
 use super::{DIVERGED_GRAD_NORM, StepFailure, TrainSettings, train_step};
 use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use crate::data::ImageBatch;
@@ -19,9 +20,13 @@ pub(crate) enum Weights {
         net: Net,
         optim: ModuleOptimizer,
         loss_fn: CrossEntropyLoss,
+        /// Its forward pass: the layers, or the fused CPU operation.
+        engine: Engine,
     },
     /// The model in the kernels' state `[parameters | moments 1 | moments 2 | flag]`.
     Fused {
+        /// The model the kernels know it as.
+        model: gpu_train::Model,
         /// The model the parameters belong to (ids, shapes), without autodiff.
         template: Net,
         state: Tensor<1>,
@@ -49,17 +54,19 @@ pub(crate) struct StepDone {
 }
 
 impl Weights {
-    /// `net` (without autodiff) ready to train on `device`: in the kernels' state when they
-    /// can run it, as modules with a fresh Adam otherwise.
-    pub fn new(net: Net, classes: usize, device: &Device) -> Weights {
-        match net {
-            net if gpu_train::available(device, classes) => Weights::Fused {
+    /// `net` (without autodiff) ready to train on `device` with `engine`: in the kernels'
+    /// state for the wgpu kernels, as modules with a fresh Adam otherwise.
+    pub(crate) fn new(net: Net, engine: Engine, device: &Device) -> Weights {
+        match engine {
+            Engine::GpuKernels(model) => Weights::Fused {
+                model,
                 state: initial_state(&net),
                 template: net,
                 time: 0,
                 proven: 0,
             },
-            net => Weights::Layers {
+            engine => Weights::Layers {
+                engine,
                 net: net.to_device(&device.clone().autodiff()).train(),
                 optim: AdamConfig::new()
                     .with_beta_1(ADAM_BETA_1)
@@ -76,14 +83,6 @@ impl Weights {
         match self {
             Weights::Layers { .. } => device.clone().autodiff(),
             Weights::Fused { .. } => device.clone().without_autodiff(),
-        }
-    }
-
-    /// Which model is being trained.
-    pub fn kind(&self) -> crate::model::ModelKind {
-        match self {
-            Weights::Layers { net, .. } => net.kind(),
-            Weights::Fused { template, .. } => template.kind(),
         }
     }
 
@@ -125,8 +124,9 @@ impl Weights {
                 net,
                 optim,
                 loss_fn,
+                engine,
             } => {
-                let step = train_step(net, optim, batch, loss_fn, settings)?;
+                let step = train_step(net, optim, batch, loss_fn, settings, engine)?;
                 *net = step.net;
                 *optim = step.optim;
                 Ok(StepDone {
@@ -138,6 +138,7 @@ impl Weights {
                 })
             }
             Weights::Fused {
+                model,
                 template,
                 state,
                 time,
@@ -145,9 +146,9 @@ impl Weights {
             } => {
                 let dims = batch.images.dims();
                 gpu_train::check_fits(
-                    template.kind().kernel(),
+                    *model,
                     dims[0],
-                    (dims[2], dims[3]),
+                    (dims[1], dims[2], dims[3]),
                     template.classes(),
                     true,
                 )
@@ -162,7 +163,7 @@ impl Weights {
                     diverged_norm: DIVERGED_GRAD_NORM,
                 };
                 let (next, stats) = gpu_train::step(
-                    template.kind().kernel(),
+                    *model,
                     batch.images.clone(),
                     batch.labels.clone(),
                     state.clone(),

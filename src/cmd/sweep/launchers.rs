@@ -28,7 +28,7 @@ pub fn slurm(plan: &Plan) -> String {
 #SBATCH --array=0-{last}%{p}
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task={cpus}
-{gres}#SBATCH --output={dir}/logs/slurm-%A_%a.out
+{gres}#SBATCH --output={output}
 set -euo pipefail
 # The CPU backend uses as many threads as the task was given (also what --local does).
 export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-{cpus}}}\"
@@ -42,6 +42,11 @@ exec {trainer} sweep run {dir_q}
         last = plan.tasks.len().saturating_sub(1),
         cpus = launch.cpus_per_task,
         trainer = shell_quote(&launch.trainer.display().to_string()),
+        // sbatch reads a directive's value as a shell word: a path with spaces is quoted.
+        output = match dir.contains(char::is_whitespace) {
+            true => format!("\"{dir}/logs/slurm-%A_%a.out\""),
+            false => format!("{dir}/logs/slurm-%A_%a.out"),
+        },
     )
 }
 

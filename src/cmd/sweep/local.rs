@@ -29,6 +29,8 @@ pub struct LocalSummary {
     pub interrupted: Vec<usize>,
     /// Tasks another worker held (a claim by a live process): not run, not finished.
     pub busy: Vec<usize>,
+    /// Tasks an interrupt kept from starting.
+    pub not_started: usize,
 }
 
 /// How one task's process ended, as the sweep reports it.
@@ -128,9 +130,12 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    summary
+    let mut summary = summary
         .into_inner()
-        .map_err(|_| TrainerError::bad_input("a sweep worker thread panicked"))
+        .map_err(|_| TrainerError::bad_input("a sweep worker thread panicked"))?;
+    summary.not_started =
+        pending.len() - summary.ran - summary.interrupted.len() - summary.busy.len();
+    Ok(summary)
 }
 
 /// What starting a task's process needs.
@@ -170,6 +175,19 @@ impl TaskLaunch<'_> {
                 use std::os::unix::process::CommandExt;
                 command.process_group(0);
             }
+            // If this process dies without passing an interrupt on (SIGKILL), the kernel
+            // sends the task SIGTERM, which it handles as Ctrl-C: no task outlives the sweep.
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: prctl(2) is async-signal-safe, as pre_exec requires.
+                unsafe {
+                    command.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                        Ok(())
+                    });
+                }
+            }
             let mut child = command.spawn()?;
             crate::interrupt::register_child(child.id());
             let status = child.wait();
@@ -181,12 +199,10 @@ impl TaskLaunch<'_> {
             Ok(status) if status.code() == Some(130) || status.code().is_none() => {
                 TaskEnd::Interrupted
             }
-            Ok(status) if status.success() => {
-                match task::read_state(self.dir, plan, index) {
-                    Some(state) if state.status.is_finished() => TaskEnd::Finished,
-                    _ => TaskEnd::Busy,
-                }
-            }
+            Ok(status) if status.success() => match task::read_state(self.dir, plan, index) {
+                Some(state) if state.status.is_finished() => TaskEnd::Finished,
+                _ => TaskEnd::Busy,
+            },
             Ok(_) => TaskEnd::Failed,
         };
         (end, log)

@@ -37,7 +37,7 @@ pub fn main(command: SweepCommand) -> Result<()> {
 /// how to launch it.
 fn plan_main(args: SweepPlanArgs) -> Result<()> {
     let trainer = match args.trainer_bin {
-        Some(path) => path,
+        Some(path) => find_binary(&path)?,
         None => std::env::current_exe()
             .map_err(|e| TrainerError::io("finding the trainer binary", Path::new("trainer"), e))?,
     };
@@ -83,18 +83,36 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
             .jobs
             .unwrap_or((cores / plan.launch.cpus_per_task).max(1));
         let summary = local::run_all(&args.dir, &plan, jobs, &console)?;
-        console.result(&format!(
-            "sweep: ran {}, {} finished earlier, {} failed, {} interrupted, {} busy elsewhere",
-            summary.ran,
-            summary.skipped,
-            summary.failed.len(),
-            summary.interrupted.len(),
-            summary.busy.len()
-        ));
+        console.result(
+            &(format!(
+                "sweep: ran {}, {} finished earlier, {} failed, {} interrupted, {} busy elsewhere",
+                summary.ran,
+                summary.skipped,
+                summary.failed.len(),
+                summary.interrupted.len(),
+                summary.busy.len()
+            ) + &match summary.not_started {
+                0 => String::new(),
+                n => format!(", {n} not started"),
+            }),
+        );
+        if !summary.busy.is_empty() {
+            console.warn(&format!(
+                "{} task(s) held by another worker ({}) are not finished here; `trainer sweep collect` lists them as missing until that worker finishes them",
+                summary.busy.len(),
+                summary
+                    .busy
+                    .iter()
+                    .map(|i| format!("{i:04}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if crate::interrupt::requested() {
             return Err(TrainerError::InterruptedKept(format!(
-                "the sweep stopped: {} task(s) interrupted and left unfinished ({}), every finished one kept; `trainer sweep run {} --local` resumes",
+                "the sweep stopped: {} task(s) interrupted and {} not started are unfinished ({}), every finished one kept; `trainer sweep run {} --local` resumes",
                 summary.interrupted.len(),
+                summary.not_started,
                 summary
                     .interrupted
                     .iter()
@@ -156,6 +174,29 @@ fn collect_main(args: SweepCollectArgs) -> Result<()> {
         say(&file.display().to_string());
     }
     collect::verdict(&board)
+}
+
+/// `--trainer-bin`: a path as given (made absolute), or a bare name looked up on PATH as a
+/// shell would; it must be a file here (the launchers run it on every node).
+fn find_binary(path: &Path) -> Result<std::path::PathBuf> {
+    let bare = path.components().count() == 1 && !path.as_os_str().is_empty();
+    let found = if bare && !path.exists() {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(path))
+                .find(|candidate| candidate.is_file())
+        })
+    } else {
+        Some(path.to_path_buf())
+    };
+    match found {
+        Some(file) if file.is_file() => Ok(std::path::absolute(&file).unwrap_or(file)),
+        _ => Err(TrainerError::bad_input(format!(
+            "--trainer-bin '{}' is not a file{}",
+            path.display(),
+            if bare { " here or on PATH" } else { "" }
+        ))),
+    }
 }
 
 /// The task index: the flag, else the scheduler's variable.

@@ -158,7 +158,16 @@ pub fn plan(config: &PlanConfig) -> Result<Plan> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let axes = axes(file, &config.defaults, &base_dir, config.backend)?;
+    // Every refusal names the file: "sweep config 'grid.toml': ...".
+    let named = |e: TrainerError| match e {
+        TrainerError::BadInput(m) => TrainerError::BadInput(m.replacen(
+            "sweep config:",
+            &format!("sweep config '{}':", config.config.display()),
+            1,
+        )),
+        other => other,
+    };
+    let axes = axes(file, &config.defaults, &base_dir, config.backend).map_err(named)?;
     let grid_size = axes
         .iter()
         .try_fold(1usize, |n, a| n.checked_mul(a.values.len()));
@@ -168,7 +177,7 @@ pub fn plan(config: &PlanConfig) -> Result<Plan> {
         .map_err(|e| TrainerError::Serialize(e.to_string()))?;
     let mut tasks = Vec::with_capacity(chosen.len());
     for (index, point) in chosen.into_iter().enumerate() {
-        let settings = settings_at(&axes, point, &defaults, index)?;
+        let settings = settings_at(&axes, point, &defaults, index).map_err(named)?;
         if let Some(folder) = &settings.data {
             crate::pack::check_outside(&dir, folder).map_err(|_| {
                 TrainerError::bad_input(format!(

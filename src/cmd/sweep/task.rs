@@ -183,7 +183,7 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
 fn chosen(report: &Report, monitor: Monitor) -> TaskResult {
     let m = report.best();
     TaskResult {
-        model: m.kind.slug().to_string(),
+        model: m.spec.slug().to_string(),
         val_acc: m.trained.best_val_acc,
         val_loss: m.trained.best_val_loss,
         best_epoch: m.trained.best_epoch,

@@ -1,0 +1,992 @@
+//! The CNN family's feature extractor as one fused operation on the CPU backend (burn-flex),
+//! for any channel count and any widths of the family, with its own backward pass:
+//!
+//! ```text
+//! images (N,C,H,W) -> [conv 3x3 pad 1 -> ReLU] (-> max-pool 2x2 -> [conv -> ReLU])...
+//!                  -> global average pool -> features (N, last width)
+//! ```
+//!
+//! Why: burn-flex's conv and pool kernels are built for many channels; these models have few.
+//! Each image is computed in one pass, channels-last, with output channels in blocks of
+//! [`LANES`] that become SIMD lanes and [`TILE`] output pixels a row at a time in register
+//! accumulators. The parameters come in as one flat tensor (each block's weight in burn's
+//! (out, in, 3, 3) order, then its bias), so the operation has two inputs whatever the depth,
+//! and burn's autodiff splits the flat gradient back onto the layers' parameters.
+//!
+//! The arithmetic is the layers' up to float summation order (tests/cpu_kernels.rs compares
+//! them on several shapes). It is deterministic: images are independent, gradient sums are
+//! added in a fixed order of fixed-size chunks whatever the thread count, and each value is
+//! accumulated in the same order by every instruction set (no FMA), so the AVX-512, AVX2 and
+//! portable variants give the same bits (a test forces each).
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::cpu_kernels::InstructionSet;
+
+/// Channel strides are whole multiples of this, so that both lane widths divide them.
+pub const LANES: usize = 16;
+/// Output pixels of a row computed together (their accumulators stay in registers).
+const TILE: usize = 8;
+/// (tap, input) pairs of a weight gradient computed together: the nine taps of one input.
+const K_BLOCK: usize = 9;
+/// Images per chunk of the backward pass; gradient sums are added chunk by chunk in order.
+const CHUNK: usize = 8;
+/// The most blocks (the model family's).
+const MAX_BLOCKS: usize = 4;
+
+/// The extension: the fused operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait CnnKernels: Backend {
+    /// Images (N, C, H, W) to features (N, last width), from the blocks' flat parameters;
+    /// `shape` is [blocks, width 1, width 2, width 3, width 4].
+    fn cnn_features(
+        images: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: [u32; 5],
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether the fused operation takes a CNN on `channels` channels with these `widths`: any
+/// of the family (1 to 4 blocks of 1 to 128 channels).
+pub fn supports(channels: usize, widths: &[usize]) -> Result<(), String> {
+    if (1..=MAX_BLOCKS).contains(&widths.len()) && channels >= 1 && widths.iter().all(|w| *w >= 1) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the fused CPU operation takes 1 to {MAX_BLOCKS} blocks, not {}",
+            widths.len()
+        ))
+    }
+}
+
+/// The features of `images` through the blocks `convs` (3x3, padding 1, stride 1, biased),
+/// by the fused operation; `None` when a convolution is not of that kind (the caller then
+/// uses the layers).
+pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d]) -> Option<Tensor<2>> {
+    if convs.is_empty() || convs.len() > MAX_BLOCKS {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut shape = [convs.len() as u32, 0, 0, 0, 0];
+    let mut inputs = images.dims()[1];
+    for (i, conv) in convs.iter().enumerate() {
+        let bias = conv.bias.as_ref()?;
+        let [out, inp, kh, kw] = conv.weight.dims();
+        if inp != inputs
+            || [kh, kw] != [3, 3]
+            || conv.stride != [1, 1]
+            || conv.dilation != [1, 1]
+            || conv.groups != 1
+        {
+            return None;
+        }
+        parts.push(conv.weight.val().flatten(0, 3));
+        parts.push(bias.val());
+        shape[i + 1] = out as u32;
+        inputs = out;
+    }
+    let params = Tensor::cat(parts, 0);
+    Some(Tensor::from_dispatch(Dispatch::cnn_features(
+        images.into_dispatch(),
+        params.into_dispatch(),
+        shape,
+    )))
+}
+
+impl CnnKernels for Flex {
+    fn cnn_features(images: FlexTensor, params: FlexTensor, shape: [u32; 5]) -> FlexTensor {
+        let plan = Plan::of(&images, shape);
+        let weights = Weights::new(&plan, &host(params));
+        let (features, _) = forward(&plan, &host(images), &weights, false);
+        flex(features, [plan.n, plan.features()])
+    }
+}
+
+impl<C: CheckpointStrategy> CnnKernels for Autodiff<Flex, C> {
+    fn cnn_features(
+        images: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: [u32; 5],
+    ) -> FloatTensor<Self> {
+        let (images, images_node) = images.into_parts();
+        let (params, params_node) = params.into_parts();
+        let plan = Plan::of(&images, shape);
+        let weights = Weights::new(&plan, &host(params));
+        let images = host(images);
+        match FeaturesBackward
+            .prepare::<C>([images_node, params_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (features, kept) = forward(&plan, &images, &weights, true);
+                let out = flex(features, [plan.n, plan.features()]);
+                prep.finish(
+                    Kept(Arc::new(KeptInner {
+                        plan,
+                        weights,
+                        samples: kept,
+                    })),
+                    out,
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                let (features, _) = forward(&plan, &images, &weights, false);
+                prep.finish(flex(features, [plan.n, plan.features()]))
+            }
+        }
+    }
+}
+
+/// The backward step of [`CnnKernels::cnn_features`].
+#[derive(Debug)]
+struct FeaturesBackward;
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Clone)]
+struct Kept(Arc<KeptInner>);
+
+struct KeptInner {
+    plan: Plan,
+    weights: Weights,
+    samples: Vec<Vec<BlockActs>>,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kept({:?})", self.0.plan)
+    }
+}
+
+impl Backward<Flex, 2> for FeaturesBackward {
+    type State = Kept;
+
+    fn backward(self, ops: Ops<Kept, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [images_node, params_node] = ops.parents;
+        let grad = host(grads.consume::<Flex>(&ops.node));
+        let kept = &ops.state.0;
+        let (images, params) = backward(kept, &grad, images_node.is_some());
+        let p = &kept.plan;
+        if let Some(node) = images_node {
+            grads.register::<Flex>(node.id, flex(images, [p.n, p.channels, p.h, p.w]));
+        }
+        if let Some(node) = params_node {
+            let len = params.len();
+            grads.register::<Flex>(node.id, flex(params, [len]));
+        }
+    }
+}
+
+/// A flex tensor's values, contiguous, as f32.
+fn host(tensor: FlexTensor) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
+fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// A channel stride for `n` channels: 8 for up to 8 (the narrow lane width), else whole
+/// multiples of [`LANES`], so that every lane width used on it divides it.
+fn padded(n: usize) -> usize {
+    if n <= 8 { 8 } else { n.div_ceil(LANES) * LANES }
+}
+
+/// One block's sizes. Buffers are channels-last with a stride of whole lane blocks; the
+/// first block's input keeps the image's channel count (its values are read one at a time).
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    inputs: usize,
+    in_stride: usize,
+    /// The stride of the input's gradient (whole lane blocks, as it is written by lanes).
+    grad_in_stride: usize,
+    outputs: usize,
+    out_stride: usize,
+    /// The block's resolution (its input and its conv output).
+    h: usize,
+    w: usize,
+    /// Whether a 2x2 max-pool follows (every block but the last).
+    pool: bool,
+}
+
+impl Block {
+    /// The zero-bordered input: (H+2) x (W+2) x in_stride, plus a tile's slack for the
+    /// kernels' fixed-size reads past a row's end.
+    fn input_len(&self) -> usize {
+        (self.h + 2) * (self.w + 2) * self.in_stride + TILE * self.in_stride + LANES
+    }
+    /// The conv output after the ReLU: H x W x out_stride.
+    fn output_len(&self) -> usize {
+        self.h * self.w * self.out_stride
+    }
+    /// The zero-bordered output gradient: (H+2) x (W+2) x out_stride, plus slack.
+    fn grad_len(&self) -> usize {
+        (self.h + 2) * (self.w + 2) * self.out_stride + TILE * self.out_stride + LANES
+    }
+}
+
+/// The whole operation's sizes.
+#[derive(Clone, Debug)]
+struct Plan {
+    n: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+    blocks: Vec<Block>,
+}
+
+impl Plan {
+    fn of(images: &FlexTensor, shape: [u32; 5]) -> Plan {
+        let dims = burn::backend::TensorMetadata::shape(images);
+        let (n, channels, h, w) = (dims[0], dims[1], dims[2], dims[3]);
+        let count = shape[0] as usize;
+        let mut blocks = Vec::with_capacity(count);
+        let (mut inputs, mut bh, mut bw) = (channels, h, w);
+        for (b, &width) in shape[1..=count].iter().enumerate() {
+            let outputs = width as usize;
+            blocks.push(Block {
+                inputs,
+                in_stride: if b == 0 { inputs } else { padded(inputs) },
+                grad_in_stride: padded(inputs),
+                outputs,
+                out_stride: padded(outputs),
+                h: bh,
+                w: bw,
+                pool: b + 1 < count,
+            });
+            inputs = outputs;
+            bh /= 2;
+            bw /= 2;
+        }
+        Plan {
+            n,
+            channels,
+            h,
+            w,
+            blocks,
+        }
+    }
+
+    /// Length of a feature vector: the last block's width.
+    fn features(&self) -> usize {
+        self.blocks.last().map_or(0, |b| b.outputs)
+    }
+}
+
+/// One block's parameters, tap-major and channels-last: `wt[tap][in][out]` (tap = ky * 3 +
+/// kx), and the transposed, flipped kernel `flipped[tap][out][in]` that carries gradients back
+/// to the block's input. Padding lanes are zero.
+#[derive(Clone)]
+struct BlockWeights {
+    wt: Vec<f32>,
+    bias: Vec<f32>,
+    flipped: Vec<f32>,
+    zero_bias: Vec<f32>,
+}
+
+#[derive(Clone)]
+struct Weights(Vec<BlockWeights>);
+
+impl Weights {
+    /// From the flat parameters: each block's weight (out, in, 3, 3), then its bias (out).
+    fn new(plan: &Plan, params: &[f32]) -> Weights {
+        let mut at = 0;
+        let mut blocks = Vec::with_capacity(plan.blocks.len());
+        for b in &plan.blocks {
+            let (i_n, o_n) = (b.inputs, b.outputs);
+            let weight = &params[at..at + o_n * i_n * 9];
+            at += o_n * i_n * 9;
+            let mut w = BlockWeights {
+                wt: vec![0.0; 9 * i_n * b.out_stride],
+                bias: vec![0.0; b.out_stride],
+                flipped: vec![0.0; 9 * o_n * b.grad_in_stride],
+                zero_bias: vec![0.0; b.grad_in_stride],
+            };
+            for o in 0..o_n {
+                for i in 0..i_n {
+                    for tap in 0..9 {
+                        let v = weight[(o * i_n + i) * 9 + tap];
+                        w.wt[(tap * i_n + i) * b.out_stride + o] = v;
+                        w.flipped[((8 - tap) * o_n + o) * b.grad_in_stride + i] = v;
+                    }
+                }
+            }
+            w.bias[..o_n].copy_from_slice(&params[at..at + o_n]);
+            at += o_n;
+            blocks.push(w);
+        }
+        Weights(blocks)
+    }
+}
+
+/// One block's activations of one image, kept for the backward pass.
+#[derive(Clone)]
+struct BlockActs {
+    /// The block's input, zero-bordered (the image for the first block, the pooled map for
+    /// the others).
+    input: Vec<f32>,
+    /// The conv output after the ReLU.
+    output: Vec<f32>,
+    /// For each pooled value (when a pool follows): which of the 2x2 window won (0..4,
+    /// row-major), or `NONE` when it is 0 after the ReLU (no gradient flows).
+    winner: Vec<u8>,
+}
+
+const NONE: u8 = u8::MAX;
+
+fn block_acts(plan: &Plan) -> Vec<BlockActs> {
+    plan.blocks
+        .iter()
+        .map(|b| BlockActs {
+            input: vec![0.0; b.input_len()],
+            output: vec![0.0; b.output_len()],
+            winner: if b.pool {
+                vec![NONE; (b.h / 2) * (b.w / 2) * b.outputs]
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
+}
+
+/// Features (N x last width) and, when `keep`, each image's activations (otherwise each
+/// worker reuses one set: the borders stay zero and the rest is overwritten per image).
+fn forward(
+    plan: &Plan,
+    images: &[f32],
+    weights: &Weights,
+    keep: bool,
+) -> (Vec<f32>, Vec<Vec<BlockActs>>) {
+    let image_len = plan.channels * plan.h * plan.w;
+    let per_image: Vec<(Vec<f32>, Option<Vec<BlockActs>>)> = images
+        .par_chunks(image_len.max(1))
+        .map_init(
+            || block_acts(plan),
+            |reused, image| {
+                if keep {
+                    let mut acts = block_acts(plan);
+                    let features = simd::forward_image(plan, image, weights, &mut acts);
+                    (features, Some(acts))
+                } else {
+                    (simd::forward_image(plan, image, weights, reused), None)
+                }
+            },
+        )
+        .collect();
+    let mut features = Vec::with_capacity(plan.n * plan.features());
+    let mut kept = Vec::with_capacity(if keep { plan.n } else { 0 });
+    for (f, acts) in per_image {
+        features.extend_from_slice(&f);
+        kept.extend(acts);
+    }
+    (features, kept)
+}
+
+/// Sums of every block's weight and bias gradients over some images, tap-major like
+/// [`BlockWeights::wt`].
+#[derive(Clone)]
+struct GradSums(Vec<(Vec<f32>, Vec<f32>)>);
+
+impl GradSums {
+    fn zero(plan: &Plan) -> GradSums {
+        GradSums(
+            plan.blocks
+                .iter()
+                .map(|b| {
+                    (
+                        vec![0.0; 9 * b.inputs * b.out_stride],
+                        vec![0.0; b.out_stride],
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn add(&mut self, other: &GradSums) {
+        for ((w, b), (ow, ob)) in self.0.iter_mut().zip(&other.0) {
+            w.iter_mut().zip(ow).for_each(|(a, v)| *a += v);
+            b.iter_mut().zip(ob).for_each(|(a, v)| *a += v);
+        }
+    }
+}
+
+/// Scratch buffers of one image's backward pass, reused across a chunk.
+struct BackwardScratch {
+    /// Each block's output gradient, zero-bordered.
+    d_output: Vec<Vec<f32>>,
+    /// A block's input gradient: H x W x in_stride.
+    d_input: Vec<Vec<f32>>,
+    /// Pixels with a non-zero output gradient.
+    pixels: Vec<(u32, u32)>,
+}
+
+impl BackwardScratch {
+    fn new(plan: &Plan) -> BackwardScratch {
+        BackwardScratch {
+            d_output: plan
+                .blocks
+                .iter()
+                .map(|b| vec![0.0; b.grad_len()])
+                .collect(),
+            d_input: plan
+                .blocks
+                .iter()
+                .map(|b| vec![0.0; b.h * b.w * b.grad_in_stride + LANES])
+                .collect(),
+            pixels: Vec::with_capacity(plan.h * plan.w),
+        }
+    }
+}
+
+/// The backward pass: `grad` is d(loss)/d(features), N x last width. Returns the images'
+/// gradient (when asked) and the flat parameters' gradient, in the inputs' layouts.
+fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec<f32>) {
+    let plan = &kept.plan;
+    let features = plan.features();
+    let image_len = plan.channels * plan.h * plan.w;
+    let per_chunk: Vec<(GradSums, Vec<f32>)> = kept
+        .samples
+        .par_chunks(CHUNK)
+        .zip(grad.par_chunks(CHUNK * features))
+        .map(|(samples, grad)| {
+            let mut sums = GradSums::zero(plan);
+            let mut scratch = BackwardScratch::new(plan);
+            let mut images = vec![
+                0.0f32;
+                if want_images {
+                    samples.len() * image_len
+                } else {
+                    0
+                }
+            ];
+            for (i, acts) in samples.iter().enumerate() {
+                let g = &grad[i * features..(i + 1) * features];
+                let image_grad =
+                    want_images.then(|| &mut images[i * image_len..(i + 1) * image_len]);
+                simd::backward_image(
+                    plan,
+                    acts,
+                    g,
+                    &kept.weights,
+                    &mut scratch,
+                    &mut sums,
+                    image_grad,
+                );
+            }
+            (sums, images)
+        })
+        .collect();
+    let mut total = GradSums::zero(plan);
+    let mut images = Vec::with_capacity(if want_images { plan.n * image_len } else { 0 });
+    for (sums, chunk_images) in &per_chunk {
+        total.add(sums);
+        images.extend_from_slice(chunk_images);
+    }
+    // Back to the flat layout: each block's weight (out, in, 3, 3), then its bias.
+    let mut params = Vec::new();
+    for (b, (w, bias)) in plan.blocks.iter().zip(&total.0) {
+        for o in 0..b.outputs {
+            for i in 0..b.inputs {
+                for tap in 0..9 {
+                    params.push(w[(tap * b.inputs + i) * b.out_stride + o]);
+                }
+            }
+        }
+        params.extend_from_slice(&bias[..b.outputs]);
+    }
+    (images, params)
+}
+
+/// The per-image kernels, compiled once per vector instruction set and picked at run time.
+mod simd {
+    use super::{
+        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, TILE,
+        Weights,
+    };
+
+    /// Defines `pub(super) fn $name` that runs `$body` compiled for AVX-512, for AVX2 or for
+    /// neither, whichever the CPU has (or the tests force). The bodies are
+    /// `#[inline(always)]`, so each variant is a full copy of the kernel for its set.
+    /// Lanes of an accumulator: a 512-bit register's 16 floats with AVX-512, 8 otherwise.
+    /// The width changes which outputs are computed together, never the order in which one
+    /// output's terms are added.
+    const WIDE: usize = 16;
+    const NARROW: usize = 8;
+
+    macro_rules! per_instruction_set {
+        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+            $(#[$doc])*
+            pub(super) fn $name($($arg: $ty),*) $(-> $ret)? {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx2")]
+                    unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                        $body::<WIDE>($($arg),*)
+                    }
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                        $body::<NARROW>($($arg),*)
+                    }
+                    match InstructionSet::detect() {
+                        // SAFETY: the CPU has AVX-512F.
+                        InstructionSet::Avx512 => return unsafe { avx512($($arg),*) },
+                        // SAFETY: the CPU has AVX2.
+                        InstructionSet::Avx2 => return unsafe { avx2($($arg),*) },
+                        InstructionSet::Portable => {}
+                    }
+                }
+                $body::<NARROW>($($arg),*)
+            }
+        };
+    }
+
+    per_instruction_set! {
+        /// One image forward; returns its features.
+        fn forward_image(
+            plan: &Plan,
+            image: &[f32],
+            w: &Weights,
+            acts: &mut [BlockActs]
+        ) -> Vec<f32> = forward_body
+    }
+
+    per_instruction_set! {
+        /// One image backward: adds its weight gradients to `sums` and, when asked, writes
+        /// the gradient of its pixels (channel-major, as the image).
+        fn backward_image(
+            plan: &Plan,
+            acts: &[BlockActs],
+            grad: &[f32],
+            w: &Weights,
+            scratch: &mut BackwardScratch,
+            sums: &mut GradSums,
+            image_grad: Option<&mut [f32]>
+        ) = backward_body
+    }
+
+    #[inline(always)]
+    fn forward_body<const L: usize>(
+        plan: &Plan,
+        image: &[f32],
+        w: &Weights,
+        acts: &mut [BlockActs],
+    ) -> Vec<f32> {
+        // The image, channel-major, into the first block's bordered channels-last input.
+        let first = &plan.blocks[0];
+        let plane = plan.h * plan.w;
+        for c in 0..plan.channels {
+            for y in 0..plan.h {
+                for x in 0..plan.w {
+                    let at = ((y + 1) * (plan.w + 2) + x + 1) * first.in_stride + c;
+                    acts[0].input[at] = image[c * plane + y * plan.w + x];
+                }
+            }
+        }
+        for (b, block) in plan.blocks.iter().enumerate() {
+            let (this, rest) = acts.split_at_mut(b + 1);
+            let act = &mut this[b];
+            // Narrow layers (8 channels or fewer) take 8 lanes: wider ones would half idle.
+            let (input, wt, bias) = (&act.input, &w.0[b].wt, &w.0[b].bias);
+            match block.outputs <= NARROW {
+                true => conv3x3::<NARROW>(
+                    input,
+                    block.in_stride,
+                    block.inputs,
+                    block,
+                    wt,
+                    bias,
+                    block.out_stride,
+                    &mut act.output,
+                ),
+                false => conv3x3::<L>(
+                    input,
+                    block.in_stride,
+                    block.inputs,
+                    block,
+                    wt,
+                    bias,
+                    block.out_stride,
+                    &mut act.output,
+                ),
+            }
+            for v in act.output.iter_mut() {
+                *v = v.max(0.0);
+            }
+            if block.pool {
+                let next = rest_stride(plan, b);
+                match block.outputs <= NARROW {
+                    true => pool::<NARROW>(
+                        block,
+                        &act.output,
+                        &mut act.winner,
+                        &mut rest[0].input,
+                        next,
+                    ),
+                    false => pool::<L>(
+                        block,
+                        &act.output,
+                        &mut act.winner,
+                        &mut rest[0].input,
+                        next,
+                    ),
+                }
+            }
+        }
+        // Global average pool of the last block.
+        let last = plan.blocks.last().expect("one block at least");
+        let output = &acts[plan.blocks.len() - 1].output;
+        let mut sum = vec![0.0f32; last.outputs];
+        for pixel in output.chunks_exact(last.out_stride) {
+            for (s, v) in sum.iter_mut().zip(pixel) {
+                *s += v;
+            }
+        }
+        let count = (last.h * last.w) as f32;
+        sum.iter().map(|s| s / count).collect()
+    }
+
+    /// The next block's input stride after block `b`.
+    fn rest_stride(plan: &Plan, b: usize) -> usize {
+        plan.blocks[b + 1].in_stride
+    }
+
+    /// 2x2 max-pool (floor) of `output` into the next block's bordered input: the first
+    /// maximum of each window wins, as burn's.
+    #[inline(always)]
+    fn pool<const L: usize>(
+        block: &Block,
+        output: &[f32],
+        winner: &mut [u8],
+        next: &mut [f32],
+        next_stride: usize,
+    ) {
+        let (ph, pw) = (block.h / 2, block.w / 2);
+        for y in 0..ph {
+            for x in 0..pw {
+                let at =
+                    |dy: usize, dx: usize| ((2 * y + dy) * block.w + 2 * x + dx) * block.out_stride;
+                let corners = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                let to = ((y + 1) * (pw + 2) + x + 1) * next_stride;
+                // A lane block of channels at a time (padding lanes are 0 and stay so).
+                for cb in (0..block.outputs).step_by(L) {
+                    let mut best = lanes::<L>(&output[corners[0] + cb..]);
+                    let mut won = [0u8; L];
+                    for (k, &p) in corners.iter().enumerate().skip(1) {
+                        let v = lanes::<L>(&output[p + cb..]);
+                        for l in 0..L {
+                            let better = v[l] > best[l];
+                            best[l] = if better { v[l] } else { best[l] };
+                            won[l] = if better { k as u8 } else { won[l] };
+                        }
+                    }
+                    let n = L.min(block.outputs - cb);
+                    next[to + cb..to + cb + L].copy_from_slice(&best);
+                    let at = (y * pw + x) * block.outputs + cb;
+                    for l in 0..n {
+                        winner[at + l] = if best[l] > 0.0 { won[l] } else { NONE };
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn backward_body<const L: usize>(
+        plan: &Plan,
+        acts: &[BlockActs],
+        grad: &[f32],
+        w: &Weights,
+        s: &mut BackwardScratch,
+        sums: &mut GradSums,
+        image_grad: Option<&mut [f32]>,
+    ) {
+        let blocks = plan.blocks.len();
+        // Through the average pool and the last block's ReLU.
+        average_grad(
+            &plan.blocks[blocks - 1],
+            &acts[blocks - 1].output,
+            grad,
+            &mut s.d_output[blocks - 1],
+        );
+        let mut image_grad = image_grad;
+        for b in (0..blocks).rev() {
+            let block = &plan.blocks[b];
+            // The block's weights and bias, over the pixels with a gradient.
+            nonzero_pixels(&s.d_output[b], block, &mut s.pixels);
+            let (dw, db) = &mut sums.0[b];
+            match block.outputs <= NARROW {
+                true => {
+                    weight_grad::<NARROW>(&acts[b].input, &s.d_output[b], block, &s.pixels, dw, db)
+                }
+                false => weight_grad::<L>(&acts[b].input, &s.d_output[b], block, &s.pixels, dw, db),
+            }
+            if b == 0 && image_grad.is_none() {
+                break;
+            }
+            // Its input: the transposed, flipped convolution of its output's gradient.
+            let flipped = Block {
+                inputs: block.outputs,
+                in_stride: block.out_stride,
+                outputs: block.inputs,
+                out_stride: block.grad_in_stride,
+                ..*block
+            };
+            let (wt, zero) = (&w.0[b].flipped, &w.0[b].zero_bias);
+            match block.inputs <= NARROW {
+                true => conv3x3::<NARROW>(
+                    &s.d_output[b],
+                    block.out_stride,
+                    block.outputs,
+                    &flipped,
+                    wt,
+                    zero,
+                    block.grad_in_stride,
+                    &mut s.d_input[b],
+                ),
+                false => conv3x3::<L>(
+                    &s.d_output[b],
+                    block.out_stride,
+                    block.outputs,
+                    &flipped,
+                    wt,
+                    zero,
+                    block.grad_in_stride,
+                    &mut s.d_input[b],
+                ),
+            }
+            if b == 0 {
+                if let Some(image) = image_grad.take() {
+                    let plane = plan.h * plan.w;
+                    for c in 0..plan.channels {
+                        for p in 0..plane {
+                            image[c * plane + p] = s.d_input[0][p * block.grad_in_stride + c];
+                        }
+                    }
+                }
+                break;
+            }
+            // Through the previous block's max-pool (to the winners) and ReLU (winners are
+            // positive).
+            let (before, _) = s.d_output.split_at_mut(b);
+            unpool(
+                &plan.blocks[b - 1],
+                block,
+                &acts[b - 1].winner,
+                &s.d_input[b],
+                &mut before[b - 1],
+            );
+        }
+    }
+
+    /// The gradient of the last block's ReLU output from the features' (`grad`), through the
+    /// global average pool, into the bordered `d`.
+    #[inline(always)]
+    fn average_grad(last: &Block, output: &[f32], grad: &[f32], d: &mut [f32]) {
+        let count = (last.h * last.w) as f32;
+        d.fill(0.0);
+        for y in 0..last.h {
+            for x in 0..last.w {
+                let out = &output[(y * last.w + x) * last.out_stride..];
+                let to = ((y + 1) * (last.w + 2) + x + 1) * last.out_stride;
+                for c in 0..last.outputs {
+                    d[to + c] = if out[c] > 0.0 { grad[c] / count } else { 0.0 };
+                }
+            }
+        }
+    }
+
+    /// Routes the gradient of `block`'s input (the pooled map, `d_input`) to the winners of
+    /// the previous block's max-pool, into that block's bordered output gradient `d_prev`.
+    #[inline(always)]
+    fn unpool(prev: &Block, block: &Block, winner: &[u8], d_input: &[f32], d_prev: &mut [f32]) {
+        d_prev.fill(0.0);
+        let (ph, pw) = (prev.h / 2, prev.w / 2);
+        for y in 0..ph {
+            for x in 0..pw {
+                let at = (y * pw + x) * prev.outputs;
+                let from = (y * pw + x) * block.grad_in_stride;
+                for c in 0..prev.outputs {
+                    let k = winner[at + c];
+                    if k != NONE {
+                        let (dy, dx) = ((k >> 1) as usize, (k & 1) as usize);
+                        let p = (2 * y + dy + 1) * (prev.w + 2) + 2 * x + dx + 1;
+                        d_prev[p * prev.out_stride + c] = d_input[from + c];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pixels of a bordered gradient whose lane blocks are not all zero.
+    #[inline(always)]
+    fn nonzero_pixels(d: &[f32], block: &Block, pixels: &mut Vec<(u32, u32)>) {
+        pixels.clear();
+        for y in 0..block.h {
+            for x in 0..block.w {
+                let at = ((y + 1) * (block.w + 2) + x + 1) * block.out_stride;
+                // Any value but +0 and -0, without a branch per value.
+                let bits = d[at..at + block.out_stride]
+                    .iter()
+                    .fold(0u32, |a, v| a | (v.to_bits() & 0x7fff_ffff));
+                if bits != 0 {
+                    pixels.push((y as u32, x as u32));
+                }
+            }
+        }
+    }
+
+    /// `dw[tap][i][o] += sum over pixels of input[p + tap][i] * d[p][o]` and `db[o] += sum
+    /// d[p][o]`, pixels in order. The (tap, input) pairs are taken [`K_BLOCK`] at a time with
+    /// one lane block of outputs, all in registers, so each pass over the pixels reads every
+    /// gradient value once for that many pairs.
+    #[inline(always)]
+    fn weight_grad<const L: usize>(
+        input: &[f32],
+        d: &[f32],
+        block: &Block,
+        pixels: &[(u32, u32)],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let row_in = (block.w + 2) * block.in_stride;
+        let row_d = (block.w + 2) * block.out_stride;
+        // Where pair k = tap * inputs + i reads, relative to the pixel's window corner.
+        let pairs = 9 * block.inputs;
+        let offset: Vec<usize> = (0..pairs.next_multiple_of(K_BLOCK))
+            .map(|k| {
+                let (tap, i) = ((k / block.inputs).min(8), k % block.inputs);
+                (tap / 3) * row_in + (tap % 3) * block.in_stride + i
+            })
+            .collect();
+        for ob in (0..block.out_stride).step_by(L) {
+            let mut bias = [0.0f32; L];
+            for kb in (0..pairs).step_by(K_BLOCK) {
+                let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
+                let mut acc = [[0.0f32; L]; K_BLOCK];
+                for &(y, x) in pixels {
+                    let (y, x) = (y as usize, x as usize);
+                    let g = lanes::<L>(&d[(y + 1) * row_d + (x + 1) * block.out_stride + ob..]);
+                    // The bias's sum rides along the first pass.
+                    if kb == 0 {
+                        for l in 0..L {
+                            bias[l] += g[l];
+                        }
+                    }
+                    let corner = y * row_in + x * block.in_stride;
+                    for k in 0..K_BLOCK {
+                        let v = input[corner + offsets[k]];
+                        for l in 0..L {
+                            acc[k][l] += v * g[l];
+                        }
+                    }
+                }
+                if kb == 0 {
+                    for l in 0..L {
+                        db[ob + l] += bias[l];
+                    }
+                }
+                for k in 0..K_BLOCK.min(pairs - kb) {
+                    let to = &mut dw[(kb + k) * block.out_stride + ob..][..L];
+                    for l in 0..L {
+                        to[l] += acc[k][l];
+                    }
+                }
+            }
+        }
+    }
+
+    /// A lane block of values.
+    #[inline(always)]
+    fn lanes<const L: usize>(values: &[f32]) -> [f32; L] {
+        let mut out = [0.0; L];
+        out.copy_from_slice(&values[..L]);
+        out
+    }
+
+    /// A 3x3 convolution, stride 1, over a bordered channels-last input:
+    /// `out[y][x][o] = bias[o] + sum over taps and i of input[y+ky][x+kx][i] * wt[tap][i][o]`
+    /// for the block's H x W, each value summed in that order. [`TILE`] output pixels of a
+    /// row and one lane block at a time stay in registers.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn conv3x3<const L: usize>(
+        input: &[f32],
+        in_stride: usize,
+        inputs: usize,
+        block: &Block,
+        wt: &[f32],
+        bias: &[f32],
+        out_stride: usize,
+        out: &mut [f32],
+    ) {
+        let row = (block.w + 2) * in_stride;
+        for y in 0..block.h {
+            let mut x = 0;
+            while x + TILE <= block.w {
+                tile::<L, TILE>(
+                    input, in_stride, inputs, row, y, x, block.w, wt, bias, out_stride, out,
+                );
+                x += TILE;
+            }
+            while x < block.w {
+                tile::<L, 1>(
+                    input, in_stride, inputs, row, y, x, block.w, wt, bias, out_stride, out,
+                );
+                x += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn tile<const L: usize, const T: usize>(
+        input: &[f32],
+        in_stride: usize,
+        inputs: usize,
+        row: usize,
+        y: usize,
+        x: usize,
+        w: usize,
+        wt: &[f32],
+        bias: &[f32],
+        out_stride: usize,
+        out: &mut [f32],
+    ) {
+        for ob in (0..out_stride).step_by(L) {
+            let mut acc = [lanes::<L>(&bias[ob..]); T];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let base = (y + ky) * row + (x + kx) * in_stride;
+                    let tap = &wt[(ky * 3 + kx) * inputs * out_stride + ob..];
+                    for i in 0..inputs {
+                        let wv = lanes::<L>(&tap[i * out_stride..]);
+                        for (t, acc) in acc.iter_mut().enumerate() {
+                            let v = input[base + t * in_stride + i];
+                            for l in 0..L {
+                                acc[l] += v * wv[l];
+                            }
+                        }
+                    }
+                }
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                out[(y * w + x + t) * out_stride + ob..][..L].copy_from_slice(acc);
+            }
+        }
+    }
+}

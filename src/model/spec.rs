@@ -1,0 +1,189 @@
+//! A model's shape: which model, how many input channels, and for the CNN one width per
+//! block. Everything that builds, names, sizes or runs a model takes one of these.
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelKind;
+
+/// The most blocks of the CNN family.
+pub const MAX_BLOCKS: usize = 4;
+/// The widest block.
+pub const MAX_WIDTH: usize = 128;
+/// The workshop's Tiny CNN: 8 then 16 channels.
+pub const TINY_CNN_WIDTHS: [usize; 2] = [8, 16];
+
+/// The CNN's widths, one per block (1 to [`MAX_BLOCKS`], each 1 to [`MAX_WIDTH`]), kept
+/// `Copy` so a [`ModelSpec`] travels like a plain value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CnnWidths {
+    len: u8,
+    values: [u8; MAX_BLOCKS],
+}
+
+impl CnnWidths {
+    /// The widths, checked: one line naming what is wrong otherwise.
+    pub fn new(widths: &[usize]) -> Result<CnnWidths, String> {
+        if widths.is_empty() || widths.len() > MAX_BLOCKS {
+            return Err(format!(
+                "--cnn-widths takes 1 to {MAX_BLOCKS} widths (one per block), got {}",
+                widths.len()
+            ));
+        }
+        if let Some(w) = widths.iter().find(|w| !(1..=MAX_WIDTH).contains(*w)) {
+            return Err(format!(
+                "--cnn-widths takes widths from 1 to {MAX_WIDTH}, got {w}"
+            ));
+        }
+        let mut values = [0u8; MAX_BLOCKS];
+        for (v, w) in values.iter_mut().zip(widths) {
+            *v = *w as u8;
+        }
+        Ok(CnnWidths {
+            len: widths.len() as u8,
+            values,
+        })
+    }
+
+    /// The workshop's Tiny CNN.
+    pub fn tiny() -> CnnWidths {
+        CnnWidths::new(&TINY_CNN_WIDTHS).unwrap_or(CnnWidths {
+            len: 2,
+            values: [8, 16, 0, 0],
+        })
+    }
+
+    /// One width per block, in order.
+    pub fn get(&self) -> Vec<usize> {
+        self.values[..self.len as usize]
+            .iter()
+            .map(|w| *w as usize)
+            .collect()
+    }
+
+    /// Number of blocks.
+    pub fn blocks(&self) -> usize {
+        self.len as usize
+    }
+
+    /// The last block's width: the length of the feature vector.
+    pub fn last(&self) -> usize {
+        self.values[self.len as usize - 1] as usize
+    }
+
+    /// Whether these are the workshop's Tiny CNN widths.
+    pub fn is_tiny(&self) -> bool {
+        self.get() == TINY_CNN_WIDTHS
+    }
+
+    /// "16-32-64".
+    pub fn dashed(&self) -> String {
+        self.get()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    /// The smallest image the blocks take: each 2x2 max-pool between blocks halves it, and
+    /// the last block needs a pixel.
+    pub fn min_image_size(&self) -> usize {
+        1 << (self.blocks() - 1)
+    }
+}
+
+impl std::fmt::Debug for CnnWidths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.get())
+    }
+}
+
+impl Default for CnnWidths {
+    fn default() -> CnnWidths {
+        CnnWidths::tiny()
+    }
+}
+
+impl Serialize for CnnWidths {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CnnWidths {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let widths = Vec::<usize>::deserialize(d)?;
+        CnnWidths::new(&widths).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which model, on how many input channels, of which widths (the widths mean nothing for
+/// the baseline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    pub widths: CnnWidths,
+}
+
+impl From<ModelKind> for ModelSpec {
+    /// The workshop's model: one channel, the Tiny CNN's widths.
+    fn from(kind: ModelKind) -> ModelSpec {
+        ModelSpec {
+            kind,
+            channels: 1,
+            widths: CnnWidths::tiny(),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The name in every evidence file: the workshop's names for its two models ("Flatten
+    /// baseline", "Tiny CNN"), "CNN 16-32-64" for other widths.
+    pub fn display_name(&self) -> String {
+        match self.kind {
+            ModelKind::Baseline => "Flatten baseline".to_string(),
+            ModelKind::Cnn if self.widths.is_tiny() => "Tiny CNN".to_string(),
+            ModelKind::Cnn => format!("CNN {}", self.widths.dashed()),
+        }
+    }
+
+    /// A short name for files and leaderboards: "baseline", "cnn", "cnn-16-32-64".
+    pub fn slug(&self) -> String {
+        match self.kind {
+            ModelKind::Cnn if !self.widths.is_tiny() => format!("cnn-{}", self.widths.dashed()),
+            kind => kind.slug().to_string(),
+        }
+    }
+
+    /// Whether `name` is this model's display name.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.display_name() == name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_bounds() {
+        let tiny = ModelSpec::from(ModelKind::Cnn);
+        assert_eq!(tiny.display_name(), "Tiny CNN");
+        let wide = ModelSpec {
+            widths: CnnWidths::new(&[16, 32, 64]).unwrap(),
+            ..tiny
+        };
+        assert_eq!(wide.display_name(), "CNN 16-32-64");
+        assert_eq!(wide.slug(), "cnn-16-32-64");
+        assert_eq!(wide.widths.min_image_size(), 4);
+        assert!(CnnWidths::new(&[]).is_err());
+        assert!(CnnWidths::new(&[8, 8, 8, 8, 8]).is_err());
+        assert!(CnnWidths::new(&[0]).is_err());
+        assert!(CnnWidths::new(&[1000]).is_err());
+        assert_eq!(
+            serde_json::to_string(&CnnWidths::new(&[3, 5]).unwrap()).unwrap(),
+            "[3,5]"
+        );
+    }
+}

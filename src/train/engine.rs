@@ -1,0 +1,145 @@
+//! Where a model's steps and evaluations run, chosen once when its training (or an
+//! evaluation) starts, the one place that asks which kernels can run a model:
+//!
+//! - [`Engine::GpuKernels`]: on wgpu, the model's WGSL kernels
+//!   ([`crate::device::gpu_train`]): a step is two launches, evaluation one;
+//! - [`Engine::CpuFused`]: on burn-flex, the CNN's convolutions, ReLUs and pooling as one
+//!   fused operation ([`crate::device::cpu_kernels`]), the rest as layers;
+//! - [`Engine::Layers`]: burn's layers, on any backend.
+//!
+//! The engine owns the forward pass, the model's training state ([`Weights`]), its memory
+//! footprint and whether images are drawn on the device; the loop, evaluation and loader
+//! never ask again. Every engine gives the layers' answer up to float summation order.
+
+use burn::prelude::*;
+
+use super::weights::Weights;
+use crate::device::{cpu_cnn, cpu_kernels, gpu_kernels, gpu_train};
+use crate::memory::Footprint;
+use crate::model::{ModelKind, ModelSpec, Net, flat};
+
+/// What runs a model's steps and evaluations.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Engine {
+    /// The wgpu kernels of this model.
+    GpuKernels(gpu_train::Model),
+    /// The fused CPU operation for the convolutions.
+    CpuFused,
+    /// burn's layers.
+    Layers,
+}
+
+/// The engine chosen for a model, and why a faster one was not (one line, for the console
+/// and run_info.json).
+#[derive(Clone, Debug)]
+pub struct EngineChoice {
+    pub engine: Engine,
+    /// Set when the device has kernels that do not take this model.
+    pub note: Option<String>,
+    /// Whether evaluation summarizes logits on the device (`eval_summary`, any wgpu model).
+    pub summary_on_device: bool,
+    /// Whether stripe images are drawn on the device (`stripe_synth`).
+    pub stripes_on_device: bool,
+}
+
+impl Engine {
+    /// The engine for a model of `spec` with `classes` classes on `device`, for images of
+    /// `image_size` squared.
+    pub fn choose(
+        device: &Device,
+        spec: ModelSpec,
+        classes: usize,
+        image_size: usize,
+    ) -> EngineChoice {
+        let wgpu_kernels = gpu_kernels::available(device);
+        let (engine, note) = if wgpu_kernels {
+            match gpu_model(spec, classes, image_size) {
+                Ok(model) => (Engine::GpuKernels(model), None),
+                Err(why) => (
+                    Engine::Layers,
+                    Some(format!(
+                        "{}: {why}; burn's layers run it (same results, slower)",
+                        spec.display_name()
+                    )),
+                ),
+            }
+        } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
+            match cpu_cnn::supports(spec.channels, &spec.widths.get()) {
+                Ok(()) => (Engine::CpuFused, None),
+                Err(why) => (
+                    Engine::Layers,
+                    Some(format!(
+                        "{}: {why}; burn-flex's layers run it (same results, slower)",
+                        spec.display_name()
+                    )),
+                ),
+            }
+        } else {
+            (Engine::Layers, None)
+        };
+        EngineChoice {
+            stripes_on_device: matches!(engine, Engine::GpuKernels(_)),
+            summary_on_device: wgpu_kernels,
+            engine,
+            note,
+        }
+    }
+
+    /// How run_info.json and the README name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::GpuKernels(_) => "wgpu kernels",
+            Engine::CpuFused => "fused CPU operation",
+            Engine::Layers => "layers",
+        }
+    }
+
+    /// Logits of `images`: by the kernels (without autodiff), the fused operation (with or
+    /// without), or the layers.
+    pub fn forward(&self, net: &Net, images: Tensor<4>) -> Tensor<2> {
+        match (self, net) {
+            (Engine::GpuKernels(model), _) if !images.device().is_autodiff() => {
+                gpu_train::logits(*model, images, flat::to_flat(net), net.classes())
+            }
+            (Engine::CpuFused, Net::Cnn(cnn)) => {
+                match cpu_cnn::cnn_features(images.clone(), &cnn.convs()) {
+                    Some(features) => cnn.classifier.forward(features),
+                    None => net.forward(images),
+                }
+            }
+            _ => net.forward(images),
+        }
+    }
+
+    /// `net` (without autodiff) ready to train on `device` with this engine.
+    pub(crate) fn weights(&self, net: Net, device: &Device) -> Weights {
+        Weights::new(net, self.clone(), device)
+    }
+
+    /// The memory one step (or one evaluation batch) of this engine needs.
+    pub fn footprint(&self, spec: ModelSpec, image_size: usize, classes: usize) -> Footprint {
+        match self {
+            Engine::GpuKernels(model) => {
+                let kernel =
+                    gpu_train::footprint(*model, spec.channels, (image_size, image_size), classes);
+                Footprint::kernels(
+                    kernel.params as u64,
+                    (spec.channels * image_size * image_size) as u64,
+                    classes as u64,
+                    kernel.scratch_per_slot as u64,
+                    kernel.slot_cap as u64,
+                )
+            }
+            Engine::CpuFused | Engine::Layers => Footprint::of(spec, image_size, classes),
+        }
+    }
+}
+
+/// The wgpu kernels' name for a model, or why they do not take it.
+fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
+    let model = match spec.kind {
+        ModelKind::Baseline => gpu_train::Model::Baseline,
+        ModelKind::Cnn => gpu_train::Model::Cnn(gpu_train::Widths::new(&spec.widths.get())),
+    };
+    gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
+}
