@@ -555,6 +555,18 @@ mod simd {
         };
     }
 
+    /// `f::<NARROW>(args)` for a layer of `channels` at most [`NARROW`] (wider lanes would
+    /// half idle), else `f::<L>(args)`: one place that picks a layer's lane count.
+    macro_rules! by_lanes {
+        ($channels:expr, $f:ident::<$l:ident>($($arg:expr),* $(,)?)) => {
+            if $channels <= NARROW {
+                $f::<NARROW>($($arg),*)
+            } else {
+                $f::<$l>($($arg),*)
+            }
+        };
+    }
+
     per_instruction_set! {
         /// One image forward; returns its features.
         fn forward_image(
@@ -600,51 +612,34 @@ mod simd {
         for (b, block) in plan.blocks.iter().enumerate() {
             let (this, rest) = acts.split_at_mut(b + 1);
             let act = &mut this[b];
-            // Narrow layers (8 channels or fewer) take 8 lanes: wider ones would half idle.
-            let (input, wt, bias) = (&act.input, &w.0[b].wt, &w.0[b].bias);
-            match block.outputs <= NARROW {
-                true => conv3x3::<NARROW>(
-                    input,
+            by_lanes!(
+                block.outputs,
+                conv3x3::<L>(
+                    &act.input,
                     block.in_stride,
                     block.inputs,
                     block,
-                    wt,
-                    bias,
+                    &w.0[b].wt,
+                    &w.0[b].bias,
                     block.out_stride,
                     &mut act.output,
-                ),
-                false => conv3x3::<L>(
-                    input,
-                    block.in_stride,
-                    block.inputs,
-                    block,
-                    wt,
-                    bias,
-                    block.out_stride,
-                    &mut act.output,
-                ),
-            }
+                )
+            );
             for v in act.output.iter_mut() {
                 *v = v.max(0.0);
             }
             if block.pool {
                 let next = rest_stride(plan, b);
-                match block.outputs <= NARROW {
-                    true => pool::<NARROW>(
+                by_lanes!(
+                    block.outputs,
+                    pool::<L>(
                         block,
                         &act.output,
                         &mut act.winner,
                         &mut rest[0].input,
-                        next,
-                    ),
-                    false => pool::<L>(
-                        block,
-                        &act.output,
-                        &mut act.winner,
-                        &mut rest[0].input,
-                        next,
-                    ),
-                }
+                        next
+                    )
+                );
             }
         }
         // Global average pool of the last block.
@@ -729,12 +724,10 @@ mod simd {
             // The block's weights and bias, over the pixels with a gradient.
             nonzero_pixels(&s.d_output[b], block, &mut s.pixels);
             let (dw, db) = &mut sums.0[b];
-            match block.outputs <= NARROW {
-                true => {
-                    weight_grad::<NARROW>(&acts[b].input, &s.d_output[b], block, &s.pixels, dw, db)
-                }
-                false => weight_grad::<L>(&acts[b].input, &s.d_output[b], block, &s.pixels, dw, db),
-            }
+            by_lanes!(
+                block.outputs,
+                weight_grad::<L>(&acts[b].input, &s.d_output[b], block, &s.pixels, dw, db)
+            );
             if b == 0 && image_grad.is_none() {
                 break;
             }
@@ -746,29 +739,19 @@ mod simd {
                 out_stride: block.grad_in_stride,
                 ..*block
             };
-            let (wt, zero) = (&w.0[b].flipped, &w.0[b].zero_bias);
-            match block.inputs <= NARROW {
-                true => conv3x3::<NARROW>(
+            by_lanes!(
+                block.inputs,
+                conv3x3::<L>(
                     &s.d_output[b],
                     block.out_stride,
                     block.outputs,
                     &flipped,
-                    wt,
-                    zero,
+                    &w.0[b].flipped,
+                    &w.0[b].zero_bias,
                     block.grad_in_stride,
                     &mut s.d_input[b],
-                ),
-                false => conv3x3::<L>(
-                    &s.d_output[b],
-                    block.out_stride,
-                    block.outputs,
-                    &flipped,
-                    wt,
-                    zero,
-                    block.grad_in_stride,
-                    &mut s.d_input[b],
-                ),
-            }
+                )
+            );
             if b == 0 {
                 if let Some(image) = image_grad.take() {
                     let plane = plan.h * plan.w;
