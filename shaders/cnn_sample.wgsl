@@ -33,15 +33,6 @@
 // Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
 //          maximum and ReLU passes gradient where its output is above 0, as burn's do.
 
-@group(0) @binding(0) var<storage, read_write> images: array<f32>;
-@group(0) @binding(1) var<storage, read_write> labels: array<i32>;
-@group(0) @binding(2) var<storage, read_write> params: array<f32>;
-@group(0) @binding(3) var<storage, read_write> logits_out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<uniform> dims: SampleDims;
-
 const WG: u32 = {{ workgroup_size }}u;
 // The most classes and the widest block, from src/device/gpu_train.rs.
 const MAX_CLASSES: u32 = {{ max_classes }}u;

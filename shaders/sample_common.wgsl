@@ -1,8 +1,8 @@
-// sample_common: what both *_sample.wgsl kernels share, pasted into them where their template
+// sample_common: what the *_sample.wgsl kernels share, pasted into them where their template
 // names it (src/device/gpu_kernels.rs fills it in; the template fills placeholders in one
-// pass, so this file has none). Uses the including kernel's `grads`, `labels`, `stats` and
-// `dims` bindings, its workgroup size WG and its MAX_CLASSES, and calls its
-// one_sample(t, n, slot, first).
+// pass, so this file has none). Declares the bindings every sample kernel gets, in the
+// order src/device/gpu_train.rs's launch_samples binds them; uses the including kernel's
+// workgroup size WG and its MAX_CLASSES, and calls its one_sample(t, n, slot, first).
 //
 // The entry point hands each workgroup its samples; `put` sums a sample's gradient into the
 // workgroup's row. A kernel fills logit[0 .. C) with one sample's logits, then calls, from
@@ -10,6 +10,15 @@
 // sample n into stats[2n], stats[2n+1]) and, when training, loss_gradient (dlogit = (softmax -
 // one-hot) / N, the gradient of the batch-mean loss). The prediction is the first maximum, as
 // burn's argmax.
+
+@group(0) @binding(0) var<storage, read_write> images: array<f32>;
+@group(0) @binding(1) var<storage, read_write> labels: array<i32>;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> logits_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(7) var<uniform> dims: SampleDims;
 
 // The launch's sizes: a uniform, so every value read from it (the sample loop's bounds, the
 // mode, the blocks' sizes) is provably the same in the whole workgroup, and so is every
