@@ -144,26 +144,12 @@ pub fn evaluate_checkpoint(
         _ => {}
     }
     let test_set = recorded_test_set(&meta)?;
-    let mut memory = MemoryPolicy::new(None, true)?;
-    let ctx = Context {
-        device: &opened.device,
-        device_info: &opened.info,
-        progress,
-    };
-    let classes = meta.classes.len();
-    let engine = Engine::choose(
-        &opened.device,
-        net.spec(test_set.channels),
-        classes,
-        test_set.image_size,
-    );
-    let on_test = train::EvalSettings {
-        classes,
-        engine: &engine,
+    let on_test = Pass {
         batch_size,
         keep_logits: false,
+        progress,
     };
-    let test = train::evaluate(&net, &test_set, &on_test, &mut memory, &ctx)?;
+    let test = run_pass(&net, &test_set, meta.classes.len(), &opened, on_test)?;
     Ok(CheckpointEvaluation {
         meta,
         device: opened.info,
@@ -254,6 +240,43 @@ pub fn predict_files(
     Ok((meta, opened.info, outcomes))
 }
 
+/// How one evaluation pass of a checkpoint runs.
+struct Pass<'a> {
+    batch_size: usize,
+    keep_logits: bool,
+    progress: &'a dyn Progress,
+}
+
+/// Evaluates `net` on `dataset` on the opened device, with the engine chosen for it and the
+/// same memory protection as training.
+fn run_pass(
+    net: &crate::model::Net,
+    dataset: &data::ImageDataset,
+    classes: usize,
+    opened: &device::OpenBackend,
+    pass: Pass,
+) -> Result<Evaluation> {
+    let mut memory = MemoryPolicy::new(None, true)?;
+    let ctx = Context {
+        device: &opened.device,
+        device_info: &opened.info,
+        progress: pass.progress,
+    };
+    let engine = Engine::choose(
+        &opened.device,
+        net.spec(dataset.channels),
+        classes,
+        dataset.image_size,
+    );
+    let settings = train::EvalSettings {
+        classes,
+        engine: &engine,
+        batch_size: pass.batch_size,
+        keep_logits: pass.keep_logits,
+    };
+    train::evaluate(net, dataset, &settings, &mut memory, &ctx)
+}
+
 /// The predictions for `samples` (in order), through the same protected evaluation as
 /// training.
 fn classify(
@@ -270,26 +293,13 @@ fn classify(
         image_size: meta.image_size,
         channels: meta.channels,
     };
-    let mut memory = MemoryPolicy::new(None, true)?;
-    let ctx = Context {
-        device: &opened.device,
-        device_info: &opened.info,
-        progress: &Silent,
-    };
     let classes = meta.classes.len();
-    let engine = Engine::choose(
-        &opened.device,
-        net.spec(images.channels),
-        classes,
-        images.image_size,
-    );
-    let settings = train::EvalSettings {
-        classes,
-        engine: &engine,
+    let pass = Pass {
         batch_size: 256,
         keep_logits: true,
+        progress: &Silent,
     };
-    let evaluation = train::evaluate(net, &images, &settings, &mut memory, &ctx)?;
+    let evaluation = run_pass(net, &images, classes, &opened, pass)?;
     let predictions = evaluation
         .predictions
         .iter()
