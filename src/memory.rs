@@ -175,10 +175,10 @@ pub struct Footprint {
     pub largest_per_sample: u64,
     /// Floats of one input sample.
     pub input_per_sample: u64,
-    /// Floats of one workgroup slot of the wgpu kernels (scratch, and its gradient row when
-    /// training), counted for at most `slot_cap` samples of a batch; 0 for the layers.
-    pub per_slot_training: u64,
-    pub per_slot_eval: u64,
+    /// Floats of one workgroup slot of the wgpu kernels, counted for at most `slot_cap`
+    /// samples of a batch: its scratch, and its gradient row when training; 0 for the layers.
+    pub slot_scratch: u64,
+    pub slot_gradient: u64,
     pub slot_cap: u64,
 }
 
@@ -195,8 +195,8 @@ impl Footprint {
             activations_per_sample: activations,
             largest_per_sample: largest,
             input_per_sample: inputs,
-            per_slot_training: 0,
-            per_slot_eval: 0,
+            slot_scratch: 0,
+            slot_gradient: 0,
             slot_cap: 0,
         };
         match spec.kind {
@@ -235,8 +235,8 @@ impl Footprint {
             activations_per_sample: classes + 2,
             largest_per_sample: input_per_sample,
             input_per_sample,
-            per_slot_training: scratch_per_slot + params,
-            per_slot_eval: scratch_per_slot,
+            slot_scratch: scratch_per_slot,
+            slot_gradient: params,
             slot_cap,
         }
     }
@@ -258,9 +258,9 @@ impl Footprint {
         };
         let slots = b.min(self.slot_cap);
         let per_slot = if training {
-            self.per_slot_training
+            self.slot_scratch + self.slot_gradient
         } else {
-            self.per_slot_eval
+            self.slot_scratch
         };
         4 * (fixed + b * per_sample + slots * per_slot)
     }
@@ -268,9 +268,7 @@ impl Footprint {
     /// Bytes of the largest single buffer of one step.
     pub fn largest_buffer_bytes(&self, batch: usize) -> u64 {
         let slots = batch.min(self.slot_cap as usize) as u64;
-        let per_slot = self
-            .per_slot_eval
-            .max(self.per_slot_training - self.per_slot_eval);
+        let per_slot = self.slot_scratch.max(self.slot_gradient);
         (4 * batch as u64 * self.largest_per_sample).max(4 * slots * per_slot)
     }
 }

@@ -140,7 +140,7 @@ fn evaluate_once(
     device: &Device,
 ) -> std::result::Result<Evaluation, StepFailure> {
     // Run: every batch through the engine; nothing is read yet.
-    let pending = run_batches(net, dataset, settings, device)?;
+    let mut pending = run_batches(net, dataset, settings, device)?;
     if pending.labels.is_empty() {
         return Ok(Evaluation {
             loss: 0.0,
@@ -152,7 +152,10 @@ fn evaluate_once(
         });
     }
     // Read: one transaction for everything.
-    let (labels, ids) = (pending.labels.clone(), pending.ids.clone());
+    let (labels, ids) = (
+        std::mem::take(&mut pending.labels),
+        std::mem::take(&mut pending.ids),
+    );
     let read = read_back(pending, settings)?;
     // Summarize on the host.
     let predictions: Vec<Prediction> = ids
