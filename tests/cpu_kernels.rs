@@ -6,11 +6,11 @@
 
 mod common;
 
-use burn::module::{ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use common::cnn_spec as cnn;
 use trainer::device::cpu_kernels;
-use trainer::model::{CnnWidths, ModelKind, ModelSpec, Net, flat};
+use trainer::model::{Net, flat};
 use trainer::train::engine::Engine;
 
 /// Logits, every parameter's gradient (flat order) and the images' gradient of a fixed
@@ -31,17 +31,7 @@ fn run(net: &Net, images: &[f32], shape: [usize; 4], fused: bool) -> Vec<Vec<f32
     let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("f32 values");
     let image_grad = values(x.grad(&grads).expect("an image gradient").flatten(0, 3));
     let params = GradientsParams::from_grads(grads, net);
-    struct ToGrads<'a>(&'a GradientsParams);
-    impl ModuleMapper for ToGrads<'_> {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let grad = self
-                .0
-                .get::<D>(param.id)
-                .expect("every parameter has a gradient");
-            param.map(|_| grad)
-        }
-    }
-    let param_grads = values(flat::to_flat(&net.clone().map(&mut ToGrads(&params))));
+    let param_grads = common::flat_gradients(net, &params);
     vec![values(logits.flatten(0, 1)), param_grads, image_grad]
 }
 
@@ -49,14 +39,6 @@ fn random_images(rng: &mut common::Lcg, count: usize) -> Vec<f32> {
     (0..count)
         .map(|_| (rng.next() % 20_001) as f32 / 10_000.0 - 1.0)
         .collect()
-}
-
-fn cnn(channels: usize, widths: &[usize]) -> ModelSpec {
-    ModelSpec {
-        kind: ModelKind::Cnn,
-        channels,
-        widths: CnnWidths::new(widths).unwrap(),
-    }
 }
 
 #[test]

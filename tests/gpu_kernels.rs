@@ -4,9 +4,11 @@
 mod common;
 
 use burn::prelude::*;
+use common::cnn_spec as cnn;
 use trainer::data::stripe_image;
 use trainer::device::gpu_kernels;
 use trainer::device::{BackendName, open_named};
+use trainer::train::engine::kernel_model;
 
 fn wgpu_device(test: &str) -> Option<Device> {
     if !common::wgpu_available(test) {
@@ -191,7 +193,12 @@ fn training_kernels_match_the_layers() {
         let params = flat::to_flat(&net);
 
         // Forward: logits.
-        let kernel = gpu_train::logits(kernel_model(kind), images.clone(), params.clone(), classes);
+        let kernel = gpu_train::logits(
+            kernel_model(kind.into()),
+            images.clone(),
+            params.clone(),
+            classes,
+        );
         let layers = net.forward_traced(images.clone(), &mut |_, _| {});
         assert_close(
             &values(kernel),
@@ -216,7 +223,7 @@ fn training_kernels_match_the_layers() {
             diverged_norm: 1e6,
         };
         let (next, stats) = gpu_train::step(
-            kernel_model(kind),
+            kernel_model(kind.into()),
             images,
             labels_t,
             state,
@@ -252,23 +259,6 @@ fn training_kernels_match_the_layers() {
 }
 
 /// The kernels' name for a model.
-fn kernel_model(spec: impl Into<trainer::model::ModelSpec>) -> trainer::device::gpu_train::Model {
-    use trainer::device::gpu_train::{Model, Widths};
-    let spec = spec.into();
-    match spec.kind {
-        trainer::model::ModelKind::Baseline => Model::Baseline,
-        trainer::model::ModelKind::Cnn => Model::Cnn(Widths::new(&spec.widths.get())),
-    }
-}
-
-fn cnn(channels: usize, widths: &[usize]) -> trainer::model::ModelSpec {
-    trainer::model::ModelSpec {
-        kind: trainer::model::ModelKind::Cnn,
-        channels,
-        widths: trainer::model::CnnWidths::new(widths).unwrap(),
-    }
-}
-
 fn baseline(channels: usize) -> trainer::model::ModelSpec {
     trainer::model::ModelSpec {
         channels,
@@ -326,10 +316,8 @@ fn layer_gradients(
     images: &Tensor<4>,
     labels: &Tensor<1, Int>,
 ) -> (f32, Vec<f32>) {
-    use burn::module::{ModuleMapper, Param};
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
-    use trainer::model::flat;
 
     let train_device = images.device().autodiff();
     let train_net = net.clone().to_device(&train_device).train();
@@ -339,17 +327,7 @@ fn layer_gradients(
         .forward(logits, labels.clone().autodiff());
     let loss_value = values(loss.clone().inner())[0];
     let grads = GradientsParams::from_grads(loss.backward(), &train_net);
-    struct ToGrads<'a>(&'a GradientsParams);
-    impl ModuleMapper for ToGrads<'_> {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let grad = self
-                .0
-                .get::<D>(param.id)
-                .expect("every parameter has a gradient");
-            param.map(|_| grad)
-        }
-    }
-    let gradient = values(flat::to_flat(&net.clone().map(&mut ToGrads(&grads))));
+    let gradient = common::flat_gradients(net, &grads);
     (loss_value, gradient)
 }
 
@@ -416,7 +394,7 @@ fn the_update_kernel_clips_and_applies_adam_as_burn_does() {
                 diverged_norm: 1e6,
             };
             let (next, stats) = gpu_train::step(
-                kernel_model(kind),
+                kernel_model(kind.into()),
                 images.clone(),
                 labels.clone(),
                 state,

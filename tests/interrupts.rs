@@ -26,18 +26,13 @@ fn claim_pid(dir: &Path, index: usize) -> u32 {
 #[test]
 fn a_local_sweep_passes_ctrl_c_to_its_tasks_and_leaves_none_behind() {
     let root = temp();
-    let config = root.path().join("long.toml");
-    fs::write(
-        &config,
+    sweep_plan(
+        root.path(),
         "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 3000\nepochs_cnn = 5000\nlr_cnn = [0.003, 0.01, 0.02]\n",
+        "sweep",
     )
-    .unwrap();
+    .run_ok();
     let dir = root.path().join("sweep");
-    trainer()
-        .subcommand("sweep plan")
-        .config(&config)
-        .out(&dir)
-        .run_ok();
     let parent = trainer()
         .subcommand("sweep run")
         .arg(&dir)
@@ -86,18 +81,13 @@ fn a_local_sweep_passes_ctrl_c_to_its_tasks_and_leaves_none_behind() {
 #[test]
 fn a_task_another_worker_holds_is_busy_not_finished() {
     let root = temp();
-    let config = root.path().join("short.toml");
-    fs::write(
-        &config,
+    sweep_plan(
+        root.path(),
         "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 10\nepochs_cnn = 1\nlr_cnn = [0.003, 0.01]\n",
+        "sweep",
     )
-    .unwrap();
+    .run_ok();
     let dir = root.path().join("sweep");
-    trainer()
-        .subcommand("sweep plan")
-        .config(&config)
-        .out(&dir)
-        .run_ok();
     // Task 1 is claimed by a live process (this test), on this host.
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     fs::create_dir_all(dir.join("state")).unwrap();

@@ -87,13 +87,7 @@ fn duplicates_are_refused_and_batch_sizes_sorted() {
     let out = dir.path().join("never");
     let err = one_line(&["--models", "cnn,cnn", "--out", out.to_str().unwrap()]);
     assert!(err.contains("names cnn twice"), "{err}");
-    let config = dir.path().join("twice.toml");
-    fs::write(&config, "seed = [1, 1]\n").unwrap();
-    let output = trainer()
-        .subcommand("sweep plan")
-        .config(&config)
-        .out(dir.path().join("sweep"))
-        .run_fail(2);
+    let output = sweep_plan(dir.path(), "seed = [1, 1]\n", "sweep").run_fail(2);
     assert!(
         stderr(&output).contains("'seed' lists 1 twice"),
         "{}",

@@ -21,16 +21,6 @@ batch_size = [16, 32]
 seed = [1, 2]
 ";
 
-/// `trainer sweep plan` of `toml` (written to ROOT/NAME.toml) into ROOT/NAME.
-fn plan(root: &Path, toml: &str, name: &str) -> Trainer {
-    let config = root.join(format!("{name}.toml"));
-    fs::write(&config, toml).unwrap();
-    trainer()
-        .subcommand("sweep plan")
-        .config(config)
-        .out(root.join(name))
-}
-
 /// `trainer sweep COMMAND DIR`.
 fn sweep(command: &str, dir: &Path) -> Trainer {
     trainer().subcommand(&format!("sweep {command}")).arg(dir)
@@ -161,7 +151,7 @@ fn a_kubernetes_job_mounts_the_image_folders_and_the_binary() {
     let bin = root.path().join("bin dir/trainer");
     fs::create_dir_all(bin.parent().unwrap()).unwrap();
     fs::write(&bin, "").unwrap();
-    plan(root.path(), &toml, "k8s")
+    sweep_plan(root.path(), &toml, "k8s")
         .arg("--trainer-bin")
         .arg(&bin)
         .run_ok();
@@ -222,7 +212,7 @@ fn submit_and_wait(dir: &Path) {
 #[test]
 fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
     let root = temp();
-    plan(root.path(), GRID, "local")
+    sweep_plan(root.path(), GRID, "local")
         .args(["--parallel", "3"])
         .run_ok();
     let dir = root.path().join("local");
@@ -287,7 +277,7 @@ fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
     if !slurm_available() {
         return;
     }
-    plan(root.path(), GRID, "slurm")
+    sweep_plan(root.path(), GRID, "slurm")
         .args(["--parallel", "4"])
         .run_ok();
     let slurm_dir = root.path().join("slurm");
@@ -307,7 +297,7 @@ fn a_task_killed_mid_run_is_redone_and_a_claimed_task_is_left_alone() {
     let root = temp();
     // One task long enough to be killed while it trains.
     let long = "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 3000\nepochs_cnn = 80\nlr_cnn = [0.006]\n";
-    plan(root.path(), long, "kill").run_ok();
+    sweep_plan(root.path(), long, "kill").run_ok();
     let dir = root.path().join("kill");
     let mut child = sweep("run", &dir)
         .args(["--task-index", "0"])
@@ -381,7 +371,7 @@ fn failed_and_missing_tasks_are_listed_and_the_others_still_run() {
     }
     // Relative data folders are read from the TOML's folder.
     let toml = "backend = \"cpu\"\nmodels = [\"baseline\"]\nepochs_baseline = 1\nimage_size = 8\ndata = [\"gone\", \"my images\"]\nseed = [1, 2]\n";
-    plan(root.path(), toml, "mixed").run_ok();
+    sweep_plan(root.path(), toml, "mixed").run_ok();
     let dir = root.path().join("mixed");
     fs::remove_dir_all(&copy).unwrap();
     // Task 0 (gone, seed 1) fails, task 1 (gone, seed 2) also; 2 runs; 3 is never run.
@@ -425,7 +415,7 @@ fn bad_sweeps_are_refused_with_one_line() {
         ("no folder", "data = [\"nowhere\"]\n", "the image folder"),
     ];
     for (name, toml, message) in cases {
-        let output = plan(root.path(), toml, name).run_fail(2);
+        let output = sweep_plan(root.path(), toml, name).run_fail(2);
         assert!(
             stderr(&output).contains(message),
             "{name}: {}",
@@ -441,13 +431,13 @@ fn bad_sweeps_are_refused_with_one_line() {
         seeds.join(", "),
         lrs.join(", ")
     );
-    let output = plan(root.path(), &huge, "huge").run_fail(2);
+    let output = sweep_plan(root.path(), &huge, "huge").run_fail(2);
     assert!(
         stderr(&output).contains("more than 10000"),
         "{}",
         stderr(&output)
     );
-    plan(root.path(), &huge, "drawn")
+    sweep_plan(root.path(), &huge, "drawn")
         .args(["--max-runs", "5", "--draw-seed", "7"])
         .run_ok();
     let first = fs::read_to_string(root.path().join("drawn/plan.json")).unwrap();
@@ -482,14 +472,14 @@ fn bad_sweeps_are_refused_with_one_line() {
     let foreign = root.path().join("foreign");
     fs::create_dir_all(&foreign).unwrap();
     fs::write(foreign.join("notes.txt"), "mine").unwrap();
-    plan(root.path(), "seed = [1, 2]\n", "foreign").run_fail(2);
+    sweep_plan(root.path(), "seed = [1, 2]\n", "foreign").run_fail(2);
     assert_eq!(fs::read_dir(&foreign).unwrap().count(), 1);
 
     // A folder another live process holds (this test, through the packs' lock) is not planned
     // into; once the lock is gone, it is.
     let lock = root.path().join(".busy.lock");
     fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
-    let output = plan(root.path(), "seed = [1, 2]\n", "busy").run_fail(2);
+    let output = sweep_plan(root.path(), "seed = [1, 2]\n", "busy").run_fail(2);
     assert!(
         stderr(&output).contains("another trainer run"),
         "{}",
@@ -498,6 +488,6 @@ fn bad_sweeps_are_refused_with_one_line() {
     assert_eq!(stderr(&output).trim().lines().count(), 1);
     assert!(!root.path().join("busy").exists(), "nothing written");
     fs::remove_file(&lock).unwrap();
-    plan(root.path(), "seed = [1, 2]\n", "busy").run_ok();
+    sweep_plan(root.path(), "seed = [1, 2]\n", "busy").run_ok();
     assert!(!lock.exists(), "the lock is released");
 }

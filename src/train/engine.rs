@@ -135,11 +135,16 @@ impl Engine {
     }
 }
 
-/// The wgpu kernels' name for a model, or why they do not take it.
-fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
-    let model = match spec.kind {
+/// The wgpu kernels' name for a model of `spec`.
+pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
+    match spec.kind {
         ModelKind::Baseline => gpu_train::Model::Baseline,
         ModelKind::Cnn => gpu_train::Model::Cnn(gpu_train::Widths::new(&spec.widths.get())),
-    };
+    }
+}
+
+/// The wgpu kernels' name for a model, or why they do not take it.
+fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
+    let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
 }

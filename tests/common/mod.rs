@@ -305,6 +305,16 @@ pub fn image_folder(root: &Path, per_class: usize) -> PathBuf {
     data
 }
 
+/// `trainer sweep plan` of `toml` (written to ROOT/NAME.toml) into ROOT/NAME.
+pub fn sweep_plan(root: &Path, toml: &str, name: &str) -> Trainer {
+    let config = root.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).unwrap();
+    trainer()
+        .subcommand("sweep plan")
+        .config(config)
+        .out(root.join(name))
+}
+
 /// Waits until `path` exists (at most `limit`), instead of sleeping a fixed time.
 pub fn wait_for(path: &Path, limit: std::time::Duration, what: &str) {
     let started = std::time::Instant::now();
@@ -354,4 +364,31 @@ pub fn evaluate(checkpoint: &Path) -> Trainer {
         .cpu()
         .quiet()
         .checkpoint(checkpoint)
+}
+
+/// A CNN of the family: `channels` input channels, one block per width.
+pub fn cnn_spec(channels: usize, widths: &[usize]) -> trainer::model::ModelSpec {
+    trainer::model::ModelSpec {
+        kind: trainer::model::ModelKind::Cnn,
+        channels,
+        widths: trainer::model::CnnWidths::new(widths).unwrap(),
+    }
+}
+
+/// Every parameter's gradient in `grads`, in the flat order of `trainer::model::flat`.
+pub fn flat_gradients(net: &trainer::model::Net, grads: &burn::optim::GradientsParams) -> Vec<f32> {
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::prelude::Tensor;
+    struct ToGrads<'a>(&'a burn::optim::GradientsParams);
+    impl ModuleMapper for ToGrads<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let grad = self
+                .0
+                .get::<D>(param.id)
+                .expect("every parameter has a gradient");
+            param.map(|_| grad)
+        }
+    }
+    let flat = trainer::model::flat::to_flat(&net.clone().map(&mut ToGrads(grads)));
+    flat.into_data().try_to_vec::<f32>().expect("f32 values")
 }
