@@ -94,7 +94,6 @@ impl Report {
     }
 }
 
-/// Rounds to 4 decimals, as the evidence files do.
-pub fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
-}
+/// Rounds to 4 decimals, as the evidence files do (the same rounding decides ties when the
+/// best model is chosen).
+pub use crate::train::select::round4;

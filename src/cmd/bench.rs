@@ -106,7 +106,7 @@ pub struct BenchReport {
 /// bench/README.md and bench/run_info.json into `config.out`.
 pub fn run(config: BenchConfig, console: &Console) -> Result<BenchReport> {
     validate(&config)?;
-    pack::check_target(&config.out)?;
+    pack::check_target(&config.out, pack::PackKind::Bench)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let started_at_utc = utc_timestamp(
         SystemTime::now()
@@ -314,7 +314,7 @@ pub fn measure(
     let batch_data = synthetic_batch(
         batch,
         config.image_size,
-        choice.stripes_on_device,
+        choice.stripes_on_device(),
         &weights.batch_device(device),
     );
     let settings = TrainSettings {

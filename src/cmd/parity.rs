@@ -156,7 +156,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         ));
     }
     validate(&config)?;
-    pack::check_target(&config.out)?;
+    pack::check_target(&config.out, pack::PackKind::Parity)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let settings = &config.settings;
     let splits = data::load_splits(&settings.data_config())?;

@@ -67,7 +67,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     }
     let settings = config.settings.clone();
     settings.validate()?;
-    pack::check_target(&config.out)?;
+    pack::check_target(&config.out, pack::PackKind::Workshop)?;
     if let Some(folder) = &settings.data {
         pack::check_outside(&config.out, folder)?;
     }
@@ -249,13 +249,8 @@ fn test_and_rank(
     });
     let mut models = Vec::new();
     for m in trained {
-        let on_test = train::EvalSettings {
-            classes: splits.classes.len(),
-            engine: &m.trained.engine,
-            batch_size: m.trained.final_batch,
-            keep_logits: false,
-        };
-        let test = train::evaluate(&m.trained.best, &splits.test, &on_test, memory, ctx)?;
+        let classes = splits.classes.len();
+        let test = train::test_kept(&m.trained, &splits.test, classes, false, memory, ctx)?;
         models.push(ModelRun {
             spec: m.spec,
             epochs: m.epochs,

@@ -376,7 +376,8 @@ fn forward(
     let per_image: Vec<(Vec<f32>, Option<Vec<BlockActs>>)> = images
         .par_chunks(image_len.max(1))
         .map_init(
-            || block_acts(plan),
+            // A set to reuse only when nothing is kept.
+            || if keep { Vec::new() } else { block_acts(plan) },
             |reused, image| {
                 if keep {
                     let mut acts = block_acts(plan);
@@ -463,33 +464,37 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
         .samples
         .par_chunks(CHUNK)
         .zip(grad.par_chunks(CHUNK * features))
-        .map(|(samples, grad)| {
-            let mut sums = GradSums::zero(plan);
-            let mut scratch = BackwardScratch::new(plan);
-            let mut images = vec![
-                0.0f32;
-                if want_images {
-                    samples.len() * image_len
-                } else {
-                    0
+        // One scratch a worker (every image overwrites what it reads); sums per chunk, so
+        // the chunks' order, not the workers', fixes the result.
+        .map_init(
+            || BackwardScratch::new(plan),
+            |scratch, (samples, grad)| {
+                let mut sums = GradSums::zero(plan);
+                let mut images = vec![
+                    0.0f32;
+                    if want_images {
+                        samples.len() * image_len
+                    } else {
+                        0
+                    }
+                ];
+                for (i, acts) in samples.iter().enumerate() {
+                    let g = &grad[i * features..(i + 1) * features];
+                    let image_grad =
+                        want_images.then(|| &mut images[i * image_len..(i + 1) * image_len]);
+                    simd::backward_image(
+                        plan,
+                        acts,
+                        g,
+                        &kept.weights,
+                        scratch,
+                        &mut sums,
+                        image_grad,
+                    );
                 }
-            ];
-            for (i, acts) in samples.iter().enumerate() {
-                let g = &grad[i * features..(i + 1) * features];
-                let image_grad =
-                    want_images.then(|| &mut images[i * image_len..(i + 1) * image_len]);
-                simd::backward_image(
-                    plan,
-                    acts,
-                    g,
-                    &kept.weights,
-                    &mut scratch,
-                    &mut sums,
-                    image_grad,
-                );
-            }
-            (sums, images)
-        })
+                (sums, images)
+            },
+        )
         .collect();
     let mut total = GradSums::zero(plan);
     let mut images = Vec::with_capacity(if want_images { plan.n * image_len } else { 0 });

@@ -390,11 +390,6 @@ fn is_tiny(model: Model, channels: usize) -> bool {
     matches!(model, Model::Cnn(w) if channels == 1 && w.get() == [8, 16])
 }
 
-/// Number of parameters in the kernels' flat layout (as `flat.rs` lays them out).
-pub fn params_len(model: Model, channels: usize, (h, w): (usize, usize), classes: usize) -> usize {
-    Layout::of(model, channels, h, w, classes).params
-}
-
 /// Logits of `images` under the flat parameters `params`, by the model's sample kernel.
 pub fn logits(model: Model, images: Tensor<4>, params: Tensor<1>, classes: usize) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as TrainKernels>::model_logits(
@@ -503,6 +498,8 @@ struct Samples {
     grads: Handle,
     /// G, the number of rows of `grads`.
     slots: usize,
+    /// P, the length of a row of `grads` (the model's parameters).
+    params: usize,
 }
 
 /// Launches the model's sample kernel in `mode` (0 logits, 1 with losses, 2 with gradients).
@@ -592,6 +589,7 @@ fn launch_samples(
         stats,
         grads,
         slots,
+        params: p,
     }
 }
 
@@ -635,11 +633,10 @@ impl TrainKernels for CubeBackend {
         let images = into_contiguous(images);
         let labels = into_contiguous(labels);
         let state = into_contiguous(state);
-        let shape = images.meta.shape();
         let model = Model::from_arch(arch);
-        let n = shape[0];
-        let p = params_len(model, shape[1], (shape[2], shape[3]), classes as usize);
+        let n = images.meta.shape()[0];
         let samples = launch_samples(&images, Some(&labels), &state, classes as usize, model, 2);
+        let p = samples.params;
         let client = state.client.clone();
         let next = CubeTensor::new_contiguous(
             client.clone(),

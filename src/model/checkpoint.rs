@@ -80,12 +80,9 @@ fn is_tiny_widths(widths: &[usize]) -> bool {
 }
 
 impl CheckpointMeta {
-    /// The model's shape as the description records it.
-    pub fn spec(&self) -> Result<ModelSpec> {
-        let widths = CnnWidths::new(&self.cnn_widths).map_err(|e| TrainerError::Checkpoint {
-            path: PathBuf::new(),
-            reason: e,
-        })?;
+    /// The model's shape as the description records it, or why its widths are out of range.
+    pub fn spec(&self) -> std::result::Result<ModelSpec, String> {
+        let widths = CnnWidths::new(&self.cnn_widths)?;
         Ok(ModelSpec {
             kind: self.model_kind,
             channels: self.channels,

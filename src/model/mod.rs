@@ -34,9 +34,6 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// Both, in the order the workshop trains them.
-    pub const ALL: [ModelKind; 2] = [ModelKind::Baseline, ModelKind::Cnn];
-
     /// The display name used in every evidence file (the workshop's names).
     pub fn display_name(self) -> &'static str {
         match self {
@@ -51,13 +48,6 @@ impl ModelKind {
             ModelKind::Baseline => "baseline",
             ModelKind::Cnn => "cnn",
         }
-    }
-
-    /// Looks a model up by its display name.
-    pub fn from_display_name(name: &str) -> Option<ModelKind> {
-        ModelKind::ALL
-            .into_iter()
-            .find(|k| k.display_name() == name)
     }
 
     fn init_stream_id(self) -> u32 {
@@ -164,14 +154,6 @@ impl Net {
         match self {
             Net::Baseline(model) => model.linear.weight.dims()[1],
             Net::Cnn(model) => model.classifier.weight.dims()[1],
-        }
-    }
-
-    /// Which model this is.
-    pub fn kind(&self) -> ModelKind {
-        match self {
-            Net::Baseline(_) => ModelKind::Baseline,
-            Net::Cnn(_) => ModelKind::Cnn,
         }
     }
 

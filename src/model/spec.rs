@@ -142,9 +142,8 @@ impl ModelSpec {
     /// baseline", "Tiny CNN"), "CNN 16-32-64" for other widths.
     pub fn display_name(&self) -> String {
         match self.kind {
-            ModelKind::Baseline => "Flatten baseline".to_string(),
-            ModelKind::Cnn if self.widths.is_tiny() => "Tiny CNN".to_string(),
-            ModelKind::Cnn => format!("CNN {}", self.widths.dashed()),
+            ModelKind::Cnn if !self.widths.is_tiny() => format!("CNN {}", self.widths.dashed()),
+            kind => kind.display_name().to_string(),
         }
     }
 

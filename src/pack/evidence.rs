@@ -1087,11 +1087,13 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "- {}\n- The test set has {} samples, so one sample moves test accuracy by {:.3}.\n- Float results differ slightly between backends (see `trainer parity`); byte-identical reruns hold on one backend and machine.\n",
-        match c.settings.data {
-            None =>
+        match (&c.settings.data, report.color.channels) {
+            (None, _) =>
                 "The data are synthetic stripes: a clean, easy task; accuracy here says little about real images.",
-            Some(_) =>
+            (Some(_), 1) =>
                 "Each image is one grayscale channel at the run's --image-size: colour and finer detail are lost; the test part comes from the same folder, so it says nothing about images collected elsewhere.",
+            (Some(_), _) =>
+                "Each image is three colour channels at the run's --image-size: finer detail is lost; the test part comes from the same folder, so it says nothing about images collected elsewhere.",
         },
         report.split_sizes[2],
         1.0 / report.split_sizes[2].max(1) as f64

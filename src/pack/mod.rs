@@ -58,9 +58,14 @@ struct MarkerContent {
 }
 
 fn read_marker(pack: &Path) -> MarkerContent {
-    let Ok(text) = fs::read_to_string(pack.join(MARKER)) else {
-        return MarkerContent::default();
-    };
+    match fs::read_to_string(pack.join(MARKER)) {
+        Ok(text) => parse_marker(pack, &text),
+        Err(_) => MarkerContent::default(),
+    }
+}
+
+/// The marker `text` of `pack`.
+fn parse_marker(pack: &Path, text: &str) -> MarkerContent {
     let mut content = MarkerContent::default();
     for line in text.lines() {
         if let Some(kind) = line.strip_prefix("command: ") {
@@ -88,7 +93,7 @@ fn read_marker(pack: &Path) -> MarkerContent {
 }
 
 /// Refuses to replace a pack another command wrote (its files would be lost).
-pub fn check_kind(target: &Path, kind: PackKind) -> Result<()> {
+fn check_kind(target: &Path, kind: PackKind) -> Result<()> {
     if !target.join(MARKER).is_file() {
         return Ok(());
     }
@@ -110,7 +115,7 @@ pub fn record_written(pack: &Path, files: &[&str]) -> Result<()> {
     let marker = pack.join(MARKER);
     let mut text =
         fs::read_to_string(&marker).map_err(|e| TrainerError::io("reading", &marker, e))?;
-    let content = read_marker(pack);
+    let content = parse_marker(pack, &text);
     for file in files {
         if content
             .files
@@ -143,8 +148,10 @@ pub const OWNED: [&str; 9] = [
 ];
 
 /// Refuses output paths that must never be replaced: a file, the filesystem root, the home
-/// folder, the current folder or one of its ancestors, and folders that are not trainer runs.
-pub fn check_target(target: &Path) -> Result<()> {
+/// folder, the current folder or one of its ancestors, folders that are not trainer runs, and
+/// packs another command than `kind`'s wrote. Commands call it before any work, so a refusal
+/// loses nothing.
+pub fn check_target(target: &Path, kind: PackKind) -> Result<()> {
     if target.as_os_str().is_empty() {
         return Err(TrainerError::bad_input("--out must not be empty"));
     }
@@ -179,7 +186,7 @@ pub fn check_target(target: &Path) -> Result<()> {
     if target.is_dir() && !target.join(MARKER).is_file() && !is_empty_dir(target) {
         return Err(TrainerError::ForeignOutput(target.to_path_buf()));
     }
-    Ok(())
+    check_kind(target, kind)
 }
 
 /// Refuses an output folder inside the image folder `data`: the pack would be read as data by
@@ -326,7 +333,6 @@ impl Staging {
     /// Creates `.<name>.staging-<pid>` beside the target, after removing staging folders that
     /// earlier, killed runs left behind.
     pub fn begin(target: &Path, kind: PackKind) -> Result<Staging> {
-        check_kind(target, kind)?;
         let (parent, name) = parent_and_name(target)?;
         remove_stale(&parent, &name);
         let dir = parent.join(format!(".{name}.staging-{}", std::process::id()));
@@ -380,7 +386,7 @@ impl Staging {
             marker.push_str(&format!("file: {file}\n"));
         }
         self.write(MARKER, marker)?;
-        check_target(&self.target)?;
+        check_target(&self.target, self.kind)?;
         let (parent, name) = parent_and_name(&self.target)?;
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         let had_old = self.target.exists();

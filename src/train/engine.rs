@@ -16,7 +16,7 @@ use burn::prelude::*;
 use super::weights::Weights;
 use crate::device::{cpu_cnn, cpu_kernels, gpu_kernels, gpu_train};
 use crate::memory::Footprint;
-use crate::model::{ModelKind, ModelSpec, Net, flat};
+use crate::model::{ModelKind, ModelSpec, Net};
 
 /// What runs a model's steps and evaluations.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,8 +38,13 @@ pub struct EngineChoice {
     pub note: Option<String>,
     /// Whether evaluation summarizes logits on the device (`eval_summary`, any wgpu model).
     pub summary_on_device: bool,
-    /// Whether stripe images are drawn on the device (`stripe_synth`).
-    pub stripes_on_device: bool,
+}
+
+impl EngineChoice {
+    /// Whether stripe images are drawn on the device (`stripe_synth`): with the kernels.
+    pub fn stripes_on_device(&self) -> bool {
+        matches!(self.engine, Engine::GpuKernels(_))
+    }
 }
 
 impl Engine {
@@ -78,7 +83,6 @@ impl Engine {
             (Engine::Layers, None)
         };
         EngineChoice {
-            stripes_on_device: matches!(engine, Engine::GpuKernels(_)),
             summary_on_device: wgpu_kernels,
             engine,
             note,
@@ -94,13 +98,11 @@ impl Engine {
         }
     }
 
-    /// Logits of `images`: by the kernels (without autodiff), the fused operation (with or
-    /// without), or the layers.
+    /// Logits of `images` through the fused operation (with or without autodiff), or the
+    /// layers. The wgpu kernels do not come through here: they take the flat parameters once
+    /// per step or evaluation ([`Weights`], `evaluate`).
     pub fn forward(&self, net: &Net, images: Tensor<4>) -> Tensor<2> {
         match (self, net) {
-            (Engine::GpuKernels(model), _) if !images.device().is_autodiff() => {
-                gpu_train::logits(*model, images, flat::to_flat(net), net.classes())
-            }
             (Engine::CpuFused, Net::Cnn(cnn)) => {
                 match cpu_cnn::cnn_features(images.clone(), &cnn.convs()) {
                     Some(features) => cnn.classifier.forward(features),

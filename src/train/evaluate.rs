@@ -206,7 +206,7 @@ fn run_batches(
     let feed = data::Feed {
         shuffle_seed: None,
         augment: None,
-        stripes_on_device: settings.engine.stripes_on_device,
+        stripes_on_device: settings.engine.stripes_on_device(),
     };
     let mut pending = Pending::default();
     for batch in data::loader(dataset, settings.batch_size, feed, device).iter() {

@@ -57,7 +57,7 @@ impl Learner {
         let feed = data::Feed {
             shuffle_seed: Some(settings.shuffle_seed),
             augment: settings.augment.then_some(settings.shuffle_seed),
-            stripes_on_device: choice.stripes_on_device,
+            stripes_on_device: choice.stripes_on_device(),
         };
         Ok(Learner {
             weights,

@@ -346,14 +346,27 @@ pub fn train_and_test(
         memory,
         ctx,
     )?;
+    let test = test_kept(&trained, &splits.test, classes, keep_logits, memory, ctx)?;
+    Ok((trained, test))
+}
+
+/// Tests the kept model of `trained` on `test`, on the engine it trained on, starting at the
+/// batch size its training ended at.
+pub fn test_kept(
+    trained: &Trained,
+    test: &ImageDataset,
+    classes: usize,
+    keep_logits: bool,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<Evaluation> {
     let on_test = EvalSettings {
         classes,
         engine: &trained.engine,
         batch_size: trained.final_batch,
         keep_logits,
     };
-    let test = evaluate(&trained.best, &splits.test, &on_test, memory, ctx)?;
-    Ok((trained, test))
+    evaluate(&trained.best, test, &on_test, memory, ctx)
 }
 
 /// The console line for a change of batch size.

@@ -17,7 +17,7 @@ pub struct Candidate {
 }
 
 /// Rounds to 4 decimals, as the evidence files show the figures: models equal there tie.
-fn round4(x: f64) -> f64 {
+pub fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 

@@ -196,7 +196,12 @@ impl TaskLaunch<'_> {
         });
         let end = match status {
             Err(_) => TaskEnd::Failed,
-            Ok(status) if status.code() == Some(130) || status.code().is_none() => {
+            // Ended by our Ctrl-C (exit 130, or the signal itself after a second one); a
+            // task killed by anything else (the kernel's out-of-memory killer) failed.
+            Ok(status)
+                if status.code() == Some(130)
+                    || (status.code().is_none() && crate::interrupt::requested()) =>
+            {
                 TaskEnd::Interrupted
             }
             Ok(status) if status.success() => match task::read_state(self.dir, plan, index) {
