@@ -85,8 +85,9 @@ pub enum SweepCommand {
 #[derive(Args, Debug)]
 pub struct SweepPlanArgs {
     /// The sweep's TOML: the keys of --config, any value a list to sweep over (lr_cnn =
-    /// [0.003, 0.01], seed = [1, 2]); split and models sweep as lists of lists. Relative data
-    /// folders are read from the file's folder.
+    /// [0.003, 0.01], seed = [1, 2]); split, models and cnn_widths sweep as lists of lists
+    /// (cnn_widths = [[8, 16], [16, 32, 64]]). Relative data folders are read from the
+    /// file's folder.
     #[arg(long)]
     pub config: PathBuf,
 
@@ -169,8 +170,8 @@ pub struct RunArgs {
 
     /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
-    /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, backend). Flags given on
-    /// the command line win. A pack's outputs/config.json repeats its run.
+    /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, color,
+    /// cnn_widths, backend). Flags given on the command line win. A pack's outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
 
@@ -229,7 +230,7 @@ pub struct TrainArgs {
     pub image_size: usize,
 
     /// Train on an image folder instead of the stripes: one subfolder per class, PNG, JPEG or
-    /// BMP inside; converted to grayscale and resized (bilinear) to --image-size.
+    /// BMP inside; read as --color says and resized (bilinear) to --image-size.
     #[arg(long)]
     pub data: Option<PathBuf>,
 
@@ -364,6 +365,15 @@ pub struct BenchArgs {
     /// Height and width of the images, in pixels.
     #[arg(long, default_value_t = Settings::default().image_size)]
     pub image_size: usize,
+
+    /// Channels of the synthetic images: gray (one) or rgb (three: the stripes tinted per
+    /// channel). auto is gray here, as bench draws its own images.
+    #[arg(long, value_enum, default_value_t = Color::Gray)]
+    pub color: Color,
+
+    /// The CNN's shape, as for the workshop run: one width per block, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
+    pub cnn_widths: Vec<usize>,
 
     /// Timed steps per batch size.
     #[arg(long, default_value_t = 50)]

@@ -253,14 +253,10 @@ impl Settings {
         }
         let widths =
             crate::model::CnnWidths::new(&self.cnn_widths).map_err(TrainerError::bad_input)?;
-        if self.models.contains(&ModelKind::Cnn) && self.image_size < widths.min_image_size() {
-            return Err(TrainerError::bad_input(format!(
-                "--cnn-widths {} has {} blocks, whose max-pools need --image-size of at least {}, got {}",
-                widths.dashed().replace('-', ","),
-                widths.blocks(),
-                widths.min_image_size(),
-                self.image_size
-            )));
+        if self.models.contains(&ModelKind::Cnn) {
+            widths
+                .check_image_size(self.image_size)
+                .map_err(TrainerError::bad_input)?;
         }
         if self.data.is_none() && self.color == Color::Rgb {
             return Err(TrainerError::bad_input(

@@ -8,15 +8,17 @@ use std::path::Path;
 
 use common::*;
 
-const COLUMNS: [&str; 16] = [
+const COLUMNS: [&str; 18] = [
     "backend",
     "device",
     "model",
     "batch_size",
     "image_size",
+    "channels",
     "steps",
     "status",
     "samples_per_sec",
+    "gflop_per_sec",
     "median_step_ms",
     "p10_step_ms",
     "p90_step_ms",
@@ -70,13 +72,16 @@ fn a_tiny_sweep_on_the_cpu_backends_writes_every_file() {
     bench(&out, "cpu,ndarray").run_ok();
     let rows = check(&out, 8);
     for row in rows {
-        assert_eq!(row[6], "ok", "{row:?}");
-        let rate: f64 = row[7].parse().unwrap();
+        assert_eq!(row[7], "ok", "{row:?}");
+        let rate: f64 = row[8].parse().unwrap();
         assert!(rate > 0.0, "{row:?}");
-        let median: f64 = row[8].parse().unwrap();
-        let (p10, p90): (f64, f64) = (row[9].parse().unwrap(), row[10].parse().unwrap());
+        let gflops: f64 = row[9].parse().unwrap();
+        assert!(gflops > 0.0, "{row:?}");
+        let median: f64 = row[10].parse().unwrap();
+        let (p10, p90): (f64, f64) = (row[11].parse().unwrap(), row[12].parse().unwrap());
         assert!(p10 <= median && median <= p90, "{row:?}");
-        assert_eq!(row[12], "", "the CPU backends launch no kernels: {row:?}");
+        assert_eq!(row[14], "", "the CPU backends launch no kernels: {row:?}");
+        assert_eq!(row[5], "1", "the stripes are one channel: {row:?}");
     }
 }
 
@@ -104,11 +109,11 @@ fn a_batch_that_does_not_fit_is_recorded_and_the_sweep_goes_on() {
     let rows = check(&out, 6);
     for model in ["cnn", "baseline"] {
         let of: Vec<_> = rows.iter().filter(|r| r[2] == model).collect();
-        assert_eq!(of[0][6], "ok");
-        assert_eq!(of[1][6], "does not fit");
-        assert!(of[1][15].contains("can't allocate"), "{:?}", of[1]);
-        assert_eq!(of[2][6], "does not fit");
-        assert!(of[2][7].is_empty());
+        assert_eq!(of[0][7], "ok");
+        assert_eq!(of[1][7], "does not fit");
+        assert!(of[1][17].contains("can't allocate"), "{:?}", of[1]);
+        assert_eq!(of[2][7], "does not fit");
+        assert!(of[2][8].is_empty());
     }
 }
 
@@ -122,13 +127,67 @@ fn a_tiny_sweep_on_wgpu() {
     bench(&out, "wgpu").run_ok();
     let rows = check(&out, 4);
     assert!(
-        rows.iter().all(|r| r[0] == "wgpu" && r[6] == "ok"),
+        rows.iter().all(|r| r[0] == "wgpu" && r[7] == "ok"),
         "{rows:?}"
     );
     // Both models train in two kernels per step (src/device/gpu_train.rs): at most 10 is the
     // issue's bound, the layers launched 84 for the Tiny CNN.
     for row in &rows {
-        let launches: usize = row[12].parse().unwrap();
+        let launches: usize = row[14].parse().unwrap();
         assert!((1..=10).contains(&launches), "launches per step: {row:?}");
+    }
+}
+
+/// A 3-channel CNN of three blocks: each backend measures it (wgpu in its kernels, at most
+/// three launches a step), the rows name the shape and their GFLOP/s follow from samples/s.
+#[test]
+fn an_rgb_family_cnn_on_every_backend() {
+    let dir = temp();
+    let out = dir.path().join("bench");
+    let backends = if wgpu_available("an_rgb_family_cnn_on_every_backend") {
+        "cpu,ndarray,wgpu"
+    } else {
+        "cpu,ndarray"
+    };
+    trainer()
+        .subcommand("bench")
+        .quiet()
+        .backend(backends)
+        .args([
+            "--color",
+            "rgb",
+            "--cnn-widths",
+            "4,6,8",
+            "--image-size",
+            "9",
+            "--batch-sizes",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ])
+        .out(&out)
+        .run_ok();
+    let rows = check(&out, backends.split(',').count());
+    // Forward FLOPs of one 3x9x9 image: 9x9, 4x4 and 2x2 convolutions, then the linear layer.
+    let forward = 2 * 9 * (3 * 4 * 81 + 4 * 6 * 16 + 6 * 8 * 4) + 2 * 8 * 3;
+    for row in &rows {
+        assert_eq!(
+            (row[2].as_str(), row[5].as_str(), row[7].as_str()),
+            ("cnn-4-6-8", "3", "ok"),
+            "{row:?}"
+        );
+        let rate: f64 = row[8].parse().unwrap();
+        let gflops: f64 = row[9].parse().unwrap();
+        let expected = rate * 3.0 * forward as f64 / 1e9;
+        assert!(
+            (gflops - expected).abs() <= 0.006 + 1e-3 * expected,
+            "{row:?}"
+        );
+        if row[0] == "wgpu" {
+            let launches: usize = row[14].parse().unwrap();
+            assert!((1..=3).contains(&launches), "launches per step: {row:?}");
+        }
     }
 }

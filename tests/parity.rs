@@ -95,3 +95,50 @@ fn cpu_and_wgpu_agree() {
     assert_eq!(json["passed"], true);
     assert_eq!(json["backends"][1]["device"]["backend"], "wgpu");
 }
+
+/// The shape: a 3-channel, 3-block CNN on a colour folder agrees on cpu (fused op),
+/// ndarray (layers) and wgpu (the family kernels, where lavapipe or a GPU is there).
+#[test]
+fn a_three_channel_three_block_cnn_agrees_on_every_backend() {
+    let dir = temp();
+    let data = hue_folder(dir.path(), 12, 13);
+    let backends = if wgpu_available("a_three_channel_three_block_cnn_agrees_on_every_backend") {
+        "cpu,ndarray,wgpu"
+    } else {
+        "cpu,ndarray"
+    };
+    let out = dir.path().join("parity");
+    parity(&out)
+        .data(&data)
+        .args([
+            "--backends",
+            backends,
+            "--color",
+            "rgb",
+            "--image-size",
+            "13",
+        ])
+        .args([
+            "--cnn-widths",
+            "6,9,5",
+            "--models",
+            "cnn",
+            "--epochs-cnn",
+            "3",
+        ])
+        .run_ok();
+    let json = report(&out);
+    assert_eq!(json["passed"], true, "{json}");
+    let comparisons = json["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), backends.split(',').count() - 1);
+    for c in comparisons {
+        assert_eq!(c["model"], "CNN 6-9-5", "{c}");
+        assert_eq!(c["engines"][0], "fused CPU operation", "{c}");
+        let expected = if c["other"] == "wgpu" {
+            "wgpu kernels"
+        } else {
+            "layers"
+        };
+        assert_eq!(c["engines"][1], expected, "{c}");
+    }
+}

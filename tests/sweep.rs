@@ -400,6 +400,39 @@ fn failed_and_missing_tasks_are_listed_and_the_others_still_run() {
     );
 }
 
+/// `cnn_widths` sweeps as a list of width lists: one task per shape, each pack and the
+/// leaderboard naming its CNN.
+#[test]
+fn a_sweep_over_cnn_shapes_runs_one_task_per_shape() {
+    let root = temp();
+    let toml = "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 10\nepochs_cnn = 1\ncnn_widths = [[8, 16], [4, 6, 8]]\n";
+    sweep_plan(root.path(), toml, "shapes").run_ok();
+    let dir = root.path().join("shapes");
+    let plan: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["tasks"].as_array().unwrap().len(), 2, "{plan}");
+    sweep("run", &dir).args(["--local", "--quiet"]).run_ok();
+    sweep("collect", &dir).run_ok();
+    let (header, rows) = read_csv(&dir.join("leaderboard.csv"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    let mut shapes: Vec<&str> = rows.iter().map(|r| r[col("cnn_widths")].as_str()).collect();
+    shapes.sort();
+    assert_eq!(shapes.len(), 2, "{header:?} {rows:?}");
+    assert_ne!(shapes[0], shapes[1]);
+    let models: Vec<&str> = rows.iter().map(|r| r[col("model")].as_str()).collect();
+    assert!(
+        models.contains(&"cnn-4-6-8") && models.contains(&"cnn"),
+        "{rows:?}"
+    );
+    let png = fs::read(dir.join("sweep_cnn_widths.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
 /// Bad input: one line, exit 2, nothing written or removed.
 #[test]
 fn bad_sweeps_are_refused_with_one_line() {

@@ -10,14 +10,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::config::MAX_GRAD_NORM;
+use crate::config::{Color, MAX_GRAD_NORM};
 use crate::console::Console;
 use crate::data::{self, ImageBatch};
 use crate::device::launches::LaunchCount;
 use crate::device::{self, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{self, MemoryPolicy};
-use crate::model::{ModelKind, ModelSpec, Net};
+use crate::model::{CnnWidths, ModelKind, ModelSpec, Net};
 use crate::pack::evidence::utc_timestamp;
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
@@ -31,11 +31,30 @@ pub struct BenchConfig {
     pub models: Vec<ModelKind>,
     pub batch_sizes: Vec<usize>,
     pub image_size: usize,
+    /// Input channels of the synthetic images: 1 (the stripes) or 3 (the stripes tinted
+    /// per channel).
+    pub channels: usize,
+    /// The CNN's widths (the workshop's Tiny CNN by default).
+    pub cnn_widths: CnnWidths,
     pub steps: usize,
     pub warmup: usize,
     pub out: PathBuf,
     pub memory_limit_bytes: Option<u64>,
     pub command: String,
+}
+
+/// The synthetic data's classes (the three stripe orientations).
+const CLASSES: usize = 3;
+
+impl BenchConfig {
+    /// The measured shape of `kind`.
+    pub fn spec(&self, kind: ModelKind) -> ModelSpec {
+        ModelSpec {
+            kind,
+            channels: self.channels,
+            widths: self.cnn_widths,
+        }
+    }
 }
 
 /// Whether a batch size was measured.
@@ -70,9 +89,13 @@ pub struct BenchRow {
     pub model: String,
     pub batch_size: usize,
     pub image_size: usize,
+    pub channels: usize,
     pub steps: usize,
     pub status: RowStatus,
     pub samples_per_sec: Option<f64>,
+    /// Floating-point work done per second: samples/s times three forward passes' FLOPs
+    /// ([`ModelSpec::forward_flops`]), in GFLOP/s.
+    pub gflop_per_sec: Option<f64>,
     pub median_step_ms: Option<f64>,
     pub p10_step_ms: Option<f64>,
     pub p90_step_ms: Option<f64>,
@@ -198,6 +221,12 @@ fn validate(config: &BenchConfig) -> Result<()> {
     if config.steps == 0 {
         return Err(TrainerError::bad_input("--steps must be at least 1"));
     }
+    if config.models.contains(&ModelKind::Cnn) {
+        config
+            .cnn_widths
+            .check_image_size(config.image_size)
+            .map_err(TrainerError::bad_input)?;
+    }
     crate::data::DataConfig::stripes(0, 5, config.image_size).validate()
 }
 
@@ -232,12 +261,14 @@ fn empty_row(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceI
     BenchRow {
         backend: info.backend.as_str().to_string(),
         device: info.device_name.clone(),
-        model: kind.slug().to_string(),
+        model: config.spec(kind).slug(),
         batch_size: batch,
         image_size: config.image_size,
+        channels: config.channels,
         steps: config.steps,
         status: RowStatus::DoesNotFit,
         samples_per_sec: None,
+        gflop_per_sec: None,
         median_step_ms: None,
         p10_step_ms: None,
         p90_step_ms: None,
@@ -256,32 +287,40 @@ fn skipped(config: &BenchConfig, kind: ModelKind, batch: usize, info: &DeviceInf
     row
 }
 
-/// A batch of `batch` stripe images (cycling through the classes) on `device`.
-/// On wgpu the batch is drawn on the device by shaders/stripe_synth.wgsl; elsewhere it is
+/// A batch of `batch` stripe images (cycling through the classes) on `device`, each
+/// channel the stripe image dimmed by a quarter more than the one before. On wgpu a
+/// one-channel batch is drawn on the device by shaders/stripe_synth.wgsl; otherwise it is
 /// generated on the host and uploaded.
 fn synthetic_batch(
     batch: usize,
     image_size: usize,
+    channels: usize,
     on_device: bool,
     device: &Device,
 ) -> ImageBatch {
+    let on_device = on_device && channels == 1;
+    let tinted = |gray: Vec<f32>| -> Vec<f32> {
+        (0..channels)
+            .flat_map(|c| gray.iter().map(move |v| v * (1.0 - 0.25 * c as f32)))
+            .collect()
+    };
     let samples = (0..batch)
         .map(|i| data::Sample {
             image: if on_device {
                 Vec::new()
             } else {
-                data::stripe_image(42, i % 3, i / 3, image_size)
+                tinted(data::stripe_image(42, i % CLASSES, i / CLASSES, image_size))
             },
-            label: i % 3,
+            label: i % CLASSES,
             sample_id: String::new(),
             recipe: Some(data::Recipe {
                 seed: 42,
-                class: (i % 3) as u32,
-                index: (i / 3) as u32,
+                class: (i % CLASSES) as u32,
+                index: (i / CLASSES) as u32,
             }),
         })
         .collect();
-    let mut batcher = data::ImageBatcher::plain(image_size, 1);
+    let mut batcher = data::ImageBatcher::plain(image_size, channels);
     batcher.stripes_on_device = on_device;
     burn::data::dataloader::batcher::Batcher::batch(&batcher, samples, device)
 }
@@ -297,9 +336,9 @@ pub fn measure(
 ) -> Result<BenchRow> {
     let mut row = empty_row(config, kind, batch, info);
     let mut policy = MemoryPolicy::new(config.memory_limit_bytes, true)?;
-    let spec = ModelSpec::from(kind);
-    let choice = Engine::choose(device, spec, 3, config.image_size);
-    let footprint = choice.engine.footprint(spec, config.image_size, 3);
+    let spec = config.spec(kind);
+    let choice = Engine::choose(device, spec, CLASSES, config.image_size);
+    let footprint = choice.engine.footprint(spec, config.image_size, CLASSES);
     if policy.preflight(&spec.display_name(), true, batch, &footprint, info)? < batch {
         row.note = preflight_note(&policy.events[0]);
         return Ok(row);
@@ -309,11 +348,12 @@ pub fn measure(
         return Ok(row);
     }
     memory::reset_peak_rss();
-    let net = Net::init(spec, config.image_size, 3, 42, device);
+    let net = Net::init(spec, config.image_size, CLASSES, 42, device);
     let mut weights = choice.engine.weights(net, device);
     let batch_data = synthetic_batch(
         batch,
         config.image_size,
+        config.channels,
         choice.stripes_on_device(),
         &weights.batch_device(device),
     );
@@ -377,6 +417,10 @@ pub fn measure(
         return Ok(row);
     }
     fill_times(&mut row, &mut times, first_step_ms);
+    let step_flops = 3 * spec.forward_flops(config.image_size, CLASSES);
+    row.gflop_per_sec = row
+        .samples_per_sec
+        .map(|rate| rate * step_flops as f64 / 1e9);
     row.peak_host_rss_bytes = memory::peak_rss_bytes();
     row.device_memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
     row.launches_per_step = launches.filter(|_| info.backend == BackendName::Wgpu);
@@ -429,9 +473,11 @@ fn write(report: &BenchReport) -> Result<()> {
         "model",
         "batch_size",
         "image_size",
+        "channels",
         "steps",
         "status",
         "samples_per_sec",
+        "gflop_per_sec",
         "median_step_ms",
         "p10_step_ms",
         "p90_step_ms",
@@ -449,9 +495,11 @@ fn write(report: &BenchReport) -> Result<()> {
             r.model.clone(),
             r.batch_size.to_string(),
             r.image_size.to_string(),
+            r.channels.to_string(),
             r.steps.to_string(),
             r.status.as_str().to_string(),
             opt(r.samples_per_sec.map(|v| format!("{v:.1}"))),
+            opt(r.gflop_per_sec.map(|v| format!("{v:.2}"))),
             opt(r.median_step_ms.map(|v| format!("{v:.4}"))),
             opt(r.p10_step_ms.map(|v| format!("{v:.4}"))),
             opt(r.p90_step_ms.map(|v| format!("{v:.4}"))),
@@ -503,12 +551,14 @@ fn best_rows(report: &BenchReport) -> Vec<&BenchRow> {
 fn charts(report: &BenchReport) -> Vec<LineChart> {
     let best = best_rows(report);
     let mut charts = Vec::new();
-    for kind in &report.config.models {
-        let model = kind.slug();
+    for &kind in &report.config.models {
+        let spec = report.config.spec(kind);
+        let model = spec.slug();
         let mut chart = LineChart::new(
             &format!(
-                "{}: training throughput against batch size ({}x{} images)",
-                kind.display_name(),
+                "{}: training throughput against batch size ({}x{}x{} images)",
+                spec.display_name(),
+                report.config.channels,
                 report.config.image_size,
                 report.config.image_size
             ),
@@ -574,6 +624,9 @@ fn markdown(report: &BenchReport) -> String {
                 r.samples_per_sec
                     .map(|v| format!("{v:.0}"))
                     .unwrap_or_default(),
+                r.gflop_per_sec
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_default(),
                 ms(r.median_step_ms),
                 ms(r.p10_step_ms),
                 ms(r.p90_step_ms),
@@ -597,6 +650,7 @@ fn markdown(report: &BenchReport) -> String {
             "model",
             "batch",
             "samples/s",
+            "GFLOP/s",
             "median ms",
             "p10 ms",
             "p90 ms",
@@ -643,6 +697,12 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         }
         backends.push(name);
     }
+    let color = match args.color {
+        // The bench draws its own images: gray unless rgb is asked for.
+        Color::Auto | Color::Gray => Color::Gray,
+        Color::Rgb => Color::Rgb,
+    };
+    let cnn_widths = CnnWidths::new(&args.cnn_widths).map_err(TrainerError::bad_input)?;
     let models = match args.model.as_str() {
         "baseline" => vec![ModelKind::Baseline],
         "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
@@ -666,6 +726,8 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         models,
         batch_sizes,
         image_size: args.image_size,
+        channels: if color == Color::Rgb { 3 } else { 1 },
+        cnn_widths,
         steps: args.steps,
         warmup: args.warmup,
         out: args.out,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::CompareArgs;
 use crate::console::{say, warn};
 use crate::error::{Result, TrainerError};
+use crate::model::ModelSpec;
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{MARKER, OutputLock, write_atomic};
 
@@ -309,12 +310,16 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Comparison> {
 fn overlay_charts(a: &Pack, b: &Pack) -> Vec<LineChart> {
     let mut charts = Vec::new();
     for (model, curve_a) in &a.curves {
+        let model_b = in_b(b, model);
         let mut chart = LineChart::new(
-            &format!("{model}: run A (solid) vs run B (dashed)"),
+            &format!(
+                "{}: run A (solid) vs run B (dashed)",
+                pair_name(model, &model_b)
+            ),
             "epoch",
             "loss",
         );
-        let curve_b = b.curves.iter().find(|(m, _)| m == model).map(|(_, c)| c);
+        let curve_b = b.curves.iter().find(|(m, _)| *m == model_b).map(|(_, c)| c);
         for (run, curve, dashed) in [("A", Some(curve_a), false), ("B", curve_b, true)] {
             let Some(curve) = curve else { continue };
             for (what, colour, pick) in [
@@ -340,6 +345,30 @@ fn overlay_charts(a: &Pack, b: &Pack) -> Vec<LineChart> {
         charts.push(chart);
     }
     charts
+}
+
+/// The name in run B of run A's `model`: the same name, or B's CNN when both runs trained a
+/// CNN of different widths (`--cnn-widths` changed, "Tiny CNN" -> "CNN 12-24").
+fn in_b(b: &Pack, model: &str) -> String {
+    let cnn = |name: &str| ModelSpec::is_cnn_name(name);
+    if b.curves.iter().any(|(m, _)| m == model) || !cnn(model) {
+        return model.to_string();
+    }
+    b.curves
+        .iter()
+        .map(|(m, _)| m)
+        .find(|m| cnn(m))
+        .cloned()
+        .unwrap_or_else(|| model.to_string())
+}
+
+/// "Tiny CNN", or "Tiny CNN -> CNN 12-24" when run B's counterpart has another name.
+fn pair_name(model: &str, model_b: &str) -> String {
+    if model == model_b {
+        model.to_string()
+    } else {
+        format!("{model} -> {model_b}")
+    }
 }
 
 fn best_of<'a>(pack: &'a Pack, model: &str) -> Option<&'a ModelResult> {
@@ -376,7 +405,8 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
     let models: Vec<String> = a.curves.iter().map(|(m, _)| m.clone()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for model in &models {
-        for (run, pack) in [("A", a), ("B", b)] {
+        let model_b = in_b(b, model);
+        for (run, pack, model) in [("A", a, model), ("B", b, &model_b)] {
             let curve = pack.curves.iter().find(|(m, _)| m == model).map(|(_, c)| c);
             let mut row = vec![model.clone(), run.to_string()];
             match (curve, best_of(pack, model)) {
@@ -416,15 +446,22 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
     let gaps: Vec<String> = models
         .iter()
         .filter_map(|model| {
-            let gap = |p: &Pack| {
-                p.curves.iter().find(|(m, _)| m == model).and_then(|(_, c)| {
-                    c.last().map(|e| e.val_loss - e.train_loss)
-                })
+            let model_b = in_b(b, model);
+            let gap = |p: &Pack, model: &str| {
+                p.curves
+                    .iter()
+                    .find(|(m, _)| m == model)
+                    .and_then(|(_, c)| c.last().map(|e| e.val_loss - e.train_loss))
             };
-            match (gap(a), gap(b)) {
+            match (gap(a, model), gap(b, &model_b)) {
                 (Some(ga), Some(gb)) => Some(format!(
-                    "{model}: val loss minus train loss at the last epoch {ga:.4} (A) vs {gb:.4} (B){}",
-                    if gb > ga + 0.05 { ", a wider gap in B: watch for overfitting" } else { "" }
+                    "{}: val loss minus train loss at the last epoch {ga:.4} (A) vs {gb:.4} (B){}",
+                    pair_name(model, &model_b),
+                    if gb > ga + 0.05 {
+                        ", a wider gap in B: watch for overfitting"
+                    } else {
+                        ""
+                    }
                 )),
                 _ => None,
             }
@@ -446,11 +483,16 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
 
     let _ = writeln!(out, "\n## Timing\n");
     for ta in &a.timing {
-        if let Some(tb) = b.timing.iter().find(|t| t.model == ta.model) {
+        let model_b = in_b(b, &ta.model);
+        if let Some(tb) = b.timing.iter().find(|t| t.model == model_b) {
             let _ = writeln!(
                 out,
                 "- {}: {:.3} s training at {:.0} samples/s (A) vs {:.3} s at {:.0} samples/s (B)",
-                ta.model, ta.seconds, ta.samples_per_sec, tb.seconds, tb.samples_per_sec
+                pair_name(&ta.model, &model_b),
+                ta.seconds,
+                ta.samples_per_sec,
+                tb.seconds,
+                tb.samples_per_sec
             );
         }
     }
@@ -480,8 +522,10 @@ fn decide(a: &Pack, b: &Pack, differences: &[Difference]) -> Decision {
             .and_then(|(_, c)| c.last().map(|e| e.val_loss))
     };
     for model in &models {
-        if let (Some(ba), Some(bb)) = (best_of(a, model), best_of(b, model)) {
+        let model_b = in_b(b, model);
+        if let (Some(ba), Some(bb)) = (best_of(a, model), best_of(b, &model_b)) {
             let delta = bb.best_val_acc - ba.best_val_acc;
+            let model = pair_name(model, &model_b);
             evidence.push(format!(
                 "{model} best val acc {:.4} -> {:.4}",
                 ba.best_val_acc, bb.best_val_acc
@@ -490,7 +534,8 @@ fn decide(a: &Pack, b: &Pack, differences: &[Difference]) -> Decision {
                 better += 1;
             } else if delta < -one_sample / 2.0 {
                 worse += 1;
-            } else if let (Some(la), Some(lb)) = (last_val_loss(a, model), last_val_loss(b, model))
+            } else if let (Some(la), Some(lb)) =
+                (last_val_loss(a, &ba.model), last_val_loss(b, &model_b))
             {
                 // Same accuracy: the validation loss at the end decides, if it moved by 10%.
                 evidence.push(format!("{model} last val loss {la:.4} -> {lb:.4}"));

@@ -16,7 +16,7 @@ use crate::data;
 use crate::device::{self, BackendChoice, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
-use crate::model::{self, ModelKind, Net};
+use crate::model::{self, ModelKind, ModelSpec, Net};
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
 use crate::train::{self, Context, TrainSettings};
@@ -57,6 +57,8 @@ struct Side {
     test_accuracy: f64,
     train_seconds: f64,
     train_samples: usize,
+    /// What ran the model's steps ([`crate::train::engine::Engine::name`]).
+    engine: &'static str,
 }
 
 /// The comparison of one model between the reference backend and another.
@@ -80,6 +82,8 @@ pub struct ModelComparison {
     pub best_epoch: (usize, usize),
     pub test_accuracy: (f64, f64),
     pub train_samples_per_sec: (f64, f64),
+    /// What ran the steps on each side: the wgpu kernels, the fused CPU op or burn's layers.
+    pub engines: (String, String),
     pub passed: bool,
     /// Why not, in one line.
     pub failure: Option<String>,
@@ -104,7 +108,7 @@ pub struct ParityReport {
     pub comparisons: Vec<ModelComparison>,
     /// Step losses per backend and model, for the overlay.
     #[serde(skip)]
-    losses: Vec<(String, ModelKind, Vec<f32>)>,
+    losses: Vec<(String, ModelSpec, Vec<f32>)>,
 }
 
 /// `trainer parity`: the backends, tolerances and the hidden `--perturb-init` hook from the
@@ -167,7 +171,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         .map(|&name| device::open_named(name))
         .collect::<Result<Vec<_>>>()?;
 
-    let mut sides: Vec<Vec<(ModelKind, Side)>> = Vec::new();
+    let mut sides: Vec<Vec<(ModelSpec, Side)>> = Vec::new();
     let mut summaries = Vec::new();
     for (name, open) in config.backends.iter().zip(&opened) {
         console.info(&format!("parity: training on {}", open.info.summary()));
@@ -181,8 +185,10 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         let mut per_model = Vec::new();
         for &kind in &settings.models {
             let (epochs, lr) = settings.schedule(kind);
+            // The shape the workshop run would train: the data's channels, --cnn-widths.
+            let spec = settings.spec(kind, splits.train.channels);
             let mut net = Net::init(
-                kind,
+                spec,
                 splits.image_size,
                 splits.classes.len(),
                 settings.seed,
@@ -202,7 +208,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
                     reason,
                 })?;
             per_model.push((
-                kind,
+                spec,
                 Side {
                     steps_per_epoch: splits.train.len().div_ceil(trained.final_batch),
                     step_losses: trained.step_losses,
@@ -218,6 +224,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
                     test_accuracy: test.accuracy,
                     train_seconds: trained.history.iter().map(|e| e.train_seconds).sum(),
                     train_samples: trained.history.iter().map(|e| e.train_samples).sum(),
+                    engine: trained.engine.engine.name(),
                 },
             ));
         }
@@ -318,7 +325,7 @@ fn rel_diff(a: f64, b: f64) -> f64 {
 }
 
 fn compare(
-    kind: ModelKind,
+    kind: ModelSpec,
     reference_name: BackendName,
     other_name: BackendName,
     reference: &Side,
@@ -422,6 +429,7 @@ fn compare(
         best_epoch: (reference.best_epoch, other.best_epoch),
         test_accuracy: (reference.test_accuracy, other.test_accuracy),
         train_samples_per_sec: (rate(reference), rate(other)),
+        engines: (reference.engine.to_string(), other.engine.to_string()),
         passed: failure.is_none(),
         failure,
     }
@@ -451,7 +459,11 @@ fn overlay(report: &ParityReport) -> Vec<LineChart> {
         .map(|b| b.backend.clone())
         .unwrap_or_default();
     for (backend, kind, values) in &report.losses {
-        let colour = if *kind == ModelKind::Baseline { 0 } else { 1 };
+        let colour = if kind.kind == ModelKind::Baseline {
+            0
+        } else {
+            1
+        };
         losses.series.push(Series {
             label: format!("{} on {backend}", kind.display_name()),
             points: values
@@ -520,6 +532,7 @@ fn markdown(report: &ParityReport) -> String {
                     "{:.0} / {:.0}",
                     c.train_samples_per_sec.0, c.train_samples_per_sec.1
                 ),
+                format!("{} / {}", c.engines.0, c.engines.1),
             ]
         })
         .collect();
@@ -538,6 +551,7 @@ fn markdown(report: &ParityReport) -> String {
             "best epoch",
             "test acc",
             "train samples/s",
+            "engine",
         ],
         &rows,
     );

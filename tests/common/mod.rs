@@ -392,3 +392,44 @@ pub fn flat_gradients(net: &trainer::model::Net, grads: &burn::optim::GradientsP
     let flat = trainer::model::flat::to_flat(&net.clone().map(&mut ToGrads(grads)));
     flat.into_data().try_to_vec::<f32>().expect("f32 values")
 }
+
+/// Writes a colour folder of `size`-pixel PNGs whose three classes differ only in hue at
+/// equal luminance: a blue, an orange or a grey disc on grey noise. Grey images cannot tell
+/// the classes apart; RGB ones can.
+pub fn hue_folder(root: &Path, per_class: usize, size: u32) -> PathBuf {
+    let data = root.join("hues");
+    // Green chosen so that 0.2126 R + 0.7152 G + 0.0722 B is 128 for each colour.
+    let equal_luma = |r: f64, b: f64| [r, (128.0 - 0.2126 * r - 0.0722 * b) / 0.7152, b];
+    let classes = [
+        ("blue", equal_luma(40.0, 250.0)),
+        ("grey", [128.0; 3]),
+        ("orange", equal_luma(250.0, 20.0)),
+    ];
+    let mut rng = Lcg(3);
+    for (name, colour) in classes {
+        let folder = data.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..per_class {
+            let margin = size as usize / 4;
+            let centre = (
+                margin + rng.below(size as usize - 2 * margin),
+                margin + rng.below(size as usize - 2 * margin),
+            );
+            let radius = (size as usize / 6 + rng.below(3)).pow(2);
+            let mut image = image::RgbImage::new(size, size);
+            for (x, y, pixel) in image.enumerate_pixels_mut() {
+                let noise = rng.below(51) as f64 - 25.0;
+                let distance =
+                    (x as usize).abs_diff(centre.0).pow(2) + (y as usize).abs_diff(centre.1).pow(2);
+                let rgb = if distance <= radius {
+                    colour.map(|c| c + noise / 3.0)
+                } else {
+                    [128.0 + noise; 3]
+                };
+                *pixel = image::Rgb(rgb.map(|c| c.round().clamp(0.0, 255.0) as u8));
+            }
+            image.save(folder.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+    data
+}

@@ -18,7 +18,7 @@ pub const PLAN_FILE: &str = "plan.json";
 /// The largest grid planned without `--max-runs`, and the most runs `--max-runs` may ask for.
 pub const MAX_RUNS: usize = 10_000;
 /// Settings whose one value is already a list: a sweep over them is a list of lists.
-const LIST_VALUED: [&str; 2] = ["split", "models"];
+const LIST_VALUED: [&str; 3] = ["split", "models", "cnn_widths"];
 const FORMAT: u32 = 1;
 
 /// How the launchers start the tasks.
