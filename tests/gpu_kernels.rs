@@ -495,3 +495,53 @@ fn divergence_is_reported_at_the_same_step_with_and_without_the_kernels() {
     assert!(with.contains("diverged at epoch 1 step"), "{with}");
     assert_eq!(with, comparison("without", false));
 }
+
+/// A shape the kernels cannot take (more classes than their 256) trains on burn's layers:
+/// one line on the console says so and why, and run_info.json names the engine and the
+/// reason, model by model.
+#[test]
+fn a_shape_the_kernels_do_not_take_runs_on_the_layers_and_says_so() {
+    if !common::wgpu_available("a_shape_the_kernels_do_not_take_runs_on_the_layers_and_says_so") {
+        return;
+    }
+    let dir = common::temp();
+    let data = dir.path().join("many");
+    for class in 0..257 {
+        let folder = data.join(format!("c{class:03}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..3u8 {
+            // Distinct bytes per file: a copy would be skipped as the same image.
+            let mut pixels: Vec<u8> = (0..25u32).map(|p| (p * 13) as u8 ^ (i * 85)).collect();
+            pixels[0] = (class % 256) as u8;
+            pixels[1] = (class / 256) as u8;
+            image::GrayImage::from_raw(5, 5, pixels)
+                .unwrap()
+                .save(folder.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let out = dir.path().join("pack");
+    let output = common::trainer()
+        .wgpu()
+        .quick()
+        .data(&data)
+        .args(["--image-size", "5", "--models", "baseline"])
+        .out(&out)
+        .run_ok();
+    let console = format!("{}{}", common::stdout(&output), common::stderr(&output));
+    let notes: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("at most 256 classes"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{console}");
+    assert!(notes[0].contains("layers"), "{console}");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("outputs/run_info.json")).unwrap())
+            .unwrap();
+    let model = &info["models"][0];
+    assert_eq!(model["engine"], "layers", "{info}");
+    assert!(
+        model["engine_note"].as_str().unwrap().contains("257"),
+        "{info}"
+    );
+}

@@ -1,10 +1,12 @@
 //! Real image folders: one subfolder per class (sorted names are the classes), PNG, JPEG or
 //! BMP files inside (any depth), grayscale or colour.
 //!
-//! Each image becomes one grayscale channel (luminance in [0, 1]), resized to
+//! Each image becomes one luminance channel or three (red, green, blue) as `--color` says
+//! (`auto`: RGB when a training image has colour), values in [0, 1], resized to
 //! `image_size` x `image_size` with bilinear (triangle) resampling, stretching when the
 //! aspect ratio differs. The split is stratified and seeded, so every class appears in every
-//! part; the normalization (mean and standard deviation) comes from the training part only.
+//! part; the normalization (mean and standard deviation per channel) comes from the training
+//! part only.
 //!
 //! The walk never follows a link to a folder (a loop, or another class's files under this
 //! class's name), reads each file once however many paths lead to it, and records every file
