@@ -12,8 +12,9 @@ use crate::device::BackendChoice;
 use crate::memory;
 use crate::model::ModelKind;
 
-/// Trains the workshop's Flatten+Linear baseline and Tiny CNN on stripe images and writes an
-/// evidence pack that shows the training was healthy.
+/// Trains the workshop's Flatten+Linear baseline and Tiny CNN (or a CNN of --cnn-widths) on
+/// stripe images or an image folder (grey or colour) and writes an evidence pack that shows
+/// the training was healthy.
 ///
 /// With no subcommand, runs the whole workshop. Exit codes: 0 success, 1 a failed run or
 /// verdict, 2 bad input or a backend that cannot start, 3 the pack was written but a model
@@ -39,7 +40,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_gpu_kernels: bool,
 
-    /// On the CPU backend, do not use the fused Tiny CNN operation of src/device/cpu_kernels.rs: run
+    /// On the CPU backend, do not use the fused CNN operation of src/device/cpu_kernels.rs: run
     /// burn-flex's conv, ReLU and pooling layers one by one instead. For comparison; the
     /// results agree to float rounding, several times slower (figures in the README's
     /// Measurements).
@@ -209,7 +210,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Settings::default().epochs_baseline)]
     pub epochs_baseline: usize,
 
-    /// Epochs of the Tiny CNN.
+    /// Epochs of the CNN (the Tiny CNN or the --cnn-widths shape).
     #[arg(long, default_value_t = Settings::default().epochs_cnn)]
     pub epochs_cnn: usize,
 
@@ -217,7 +218,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Settings::default().lr_baseline, allow_negative_numbers = true)]
     pub lr_baseline: f64,
 
-    /// Adam learning rate of the Tiny CNN.
+    /// Adam learning rate of the CNN.
     #[arg(long, default_value_t = Settings::default().lr_cnn, allow_negative_numbers = true)]
     pub lr_cnn: f64,
 

@@ -73,7 +73,7 @@ pub struct Report {
     pub peak_device_bytes: Option<u64>,
     /// Whether the WGSL kernels of shaders/ were used.
     pub gpu_kernels: bool,
-    /// The instruction set of the fused Tiny CNN operation on the CPU backend, if it was used.
+    /// The instruction set of the fused CNN operation on the CPU backend, if it was used.
     pub cpu_kernels: Option<&'static str>,
 }
 

@@ -120,7 +120,7 @@ pub struct BenchReport {
     pub trainer_version: &'static str,
     pub burn_version: &'static str,
     pub rustc_version: &'static str,
-    /// The instruction set of the fused Tiny CNN operation (src/device/cpu_kernels.rs) where the cpu
+    /// The instruction set of the fused CNN operation (src/device/cpu_kernels.rs) where the cpu
     /// backend ran with it; null otherwise.
     pub cpu_kernels: Option<&'static str>,
 }
@@ -603,7 +603,7 @@ fn markdown(report: &BenchReport) -> String {
     if let Some(isa) = report.cpu_kernels {
         let _ = writeln!(
             out,
-            "- cpu: the Tiny CNN's convolutions, ReLUs and pooling run as one fused operation (src/device/cpu_kernels.rs, {isa}); `--no-cpu-kernels` runs burn-flex's layers instead"
+            "- cpu: the CNN's convolutions, ReLUs and pooling run as one fused operation (src/device/cpu_kernels.rs, {isa}); `--no-cpu-kernels` runs burn-flex's layers instead"
         );
     }
     let _ = writeln!(

@@ -29,7 +29,7 @@ use crate::rng;
 pub enum ModelKind {
     /// The Flatten + Linear baseline.
     Baseline,
-    /// The Tiny CNN.
+    /// The CNN: the Tiny CNN, or the shape --cnn-widths gives.
     Cnn,
 }
 

@@ -350,7 +350,7 @@ struct RunInfo<'a> {
     backend_choice: Option<&'a str>,
     /// Whether the WGSL kernels of shaders/ drew the images and summarized evaluation.
     gpu_kernels: bool,
-    /// The vector instruction set of the fused Tiny CNN operation on the CPU backend
+    /// The vector instruction set of the fused CNN operation on the CPU backend
     /// (src/device/cpu_kernels.rs), or null when the layers ran one by one.
     cpu_kernels: Option<&'static str>,
     /// The effective settings (also outputs/config.json).
