@@ -28,8 +28,9 @@
 // Layout:  G workgroups (x + y * 65535); workgroup g takes samples g, g + G, ...; workgroup
 //          size {{ workgroup_size }}; classes at most MAX_CLASSES, widths at most MAX_WIDTH.
 //          Every loop bound and branch before a barrier comes from the uniform `dims`, so the
-//          whole workgroup reaches every barrier. Invocations take output values (four
-//          channels of one pixel in a vec4 where it can) or weights.
+//          whole workgroup reaches every barrier. Invocations take pixels (four channels
+//          at a time in a vec4) or weights; the convolutions' weights are read at addresses
+//          that depend on loop counters only, the same in every invocation at once.
 // Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
 //          maximum and ReLU passes gradient where its output is above 0, as burn's do.
 
@@ -117,40 +118,48 @@ fn load_image(t: u32, n: u32, base: u32) {
     storageBarrier();
 }
 
-// out[p][o] = relu(bias[o] + sum over taps and i of input[p + tap][i] * w[o][i][tap]): one
-// pixel and four output channels an invocation, neighbouring invocations on neighbouring
-// pixels of the same channels (so the weights they read are the same).
+// Where the weights of outputs o0 .. o0 + 3 lie from output o0's: `step` apart, the last
+// live one repeated past `live` (those lanes are computed and dropped), so a group's four
+// loads are unconditional.
+fn spread(live: u32, step: u32) -> vec4<u32> {
+    return vec4<u32>(0u, min(1u, live - 1u), min(2u, live - 1u), min(3u, live - 1u)) * step;
+}
+
+// Four parameters at `at` plus each of `offsets`.
+fn params_at(at: u32, offsets: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(
+        params[at + offsets.x],
+        params[at + offsets.y],
+        params[at + offsets.z],
+        params[at + offsets.w]
+    );
+}
+
+// out[p][o] = relu(bias[o] + sum over taps and i of input[p + tap][i] * w[o][i][tap]): an
+// invocation per pixel, four output channels at a time. A weight's address depends on loop
+// counters only, so every invocation reads the same weight at once (one load in lavapipe's
+// SIMD, a broadcast on a GPU); only the activations differ between invocations.
 fn conv_forward(t: u32, k: BlockDims, base: u32) {
-    let groups = (k.outputs + 3u) / 4u;
     let iw = k.w + 2u;
     let pixels = k.h * k.w;
-    for (var e = t; e < pixels * groups; e = e + WG) {
-        let pixel = e % pixels;
-        let o0 = (e / pixels) * 4u;
+    for (var pixel = t; pixel < pixels; pixel = pixel + WG) {
         let y = pixel / k.w;
         let x = pixel % k.w;
-        var acc = vec4<f32>(0.0);
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            if (o0 + j < k.outputs) {
-                acc[j] = params[k.bias + o0 + j];
-            }
-        }
-        for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-            let at = base + k.input + ((y + tap / 3u) * iw + x + tap % 3u) * k.inputs;
-            for (var i = 0u; i < k.inputs; i = i + 1u) {
-                let v = scratch[at + i];
-                var wv = vec4<f32>(0.0);
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    if (o0 + j < k.outputs) {
-                        wv[j] = weight(k, o0 + j, i, tap);
-                    }
+        let window = base + k.input + (y * iw + x) * k.inputs;
+        let out = base + k.output + pixel * k.outputs;
+        for (var o0 = 0u; o0 < k.outputs; o0 = o0 + 4u) {
+            let live = min(4u, k.outputs - o0);
+            let step = spread(live, k.inputs * 9u);
+            var acc = params_at(k.bias + o0, spread(live, 1u));
+            for (var tap = 0u; tap < 9u; tap = tap + 1u) {
+                let at = window + ((tap / 3u) * iw + tap % 3u) * k.inputs;
+                let w0 = k.weight + o0 * k.inputs * 9u + tap;
+                for (var i = 0u; i < k.inputs; i = i + 1u) {
+                    acc = acc + scratch[at + i] * params_at(w0 + i * 9u, step);
                 }
-                acc = acc + v * wv;
             }
-        }
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            if (o0 + j < k.outputs) {
-                scratch[base + k.output + pixel * k.outputs + o0 + j] = max(acc[j], 0.0);
+            for (var j = 0u; j < live; j = j + 1u) {
+                scratch[out + o0 + j] = max(acc[j], 0.0);
             }
         }
     }
@@ -239,29 +248,42 @@ fn average_backward(t: u32, last: BlockDims, base: u32) {
     }
 }
 
-// Block `k`'s weight and bias gradients: an invocation per (output, input) pair sums its nine
-// taps over the pixels, w[o][i][tap] += sum input[p + tap][i] * dout[p][o] (each value by its
-// one invocation, pixels in order); then an invocation per output its bias.
+// Block `k`'s weight and bias gradients: an invocation per (input, four outputs) sums the
+// nine taps of each over the pixels, w[o][i][tap] += sum input[p + tap][i] * dout[p][o]
+// (each value by its one invocation, pixels in order); then an invocation per output its
+// bias.
 fn weight_backward(t: u32, k: BlockDims, base: u32, g: u32, first: bool) {
     let iw = k.w + 2u;
-    for (var j = t; j < k.outputs * k.inputs; j = j + WG) {
-        let o = j / k.inputs;
+    let groups = (k.outputs + 3u) / 4u;
+    for (var j = t; j < groups * k.inputs; j = j + WG) {
+        let o0 = (j / k.inputs) * 4u;
         let i = j % k.inputs;
-        var s: array<f32, 9>;
+        let live = min(4u, k.outputs - o0);
+        let outs = spread(live, 1u);
+        var s: array<vec4<f32>, 9>;
         for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-            s[tap] = 0.0;
+            s[tap] = vec4<f32>(0.0);
         }
         for (var y = 0u; y < k.h; y = y + 1u) {
             for (var x = 0u; x < k.w; x = x + 1u) {
-                let d = scratch[base + k.dout + ((y + 1u) * iw + x + 1u) * k.outputs + o];
+                let da = base + k.dout + ((y + 1u) * iw + x + 1u) * k.outputs + o0;
+                let d = vec4<f32>(
+                    scratch[da + outs.x],
+                    scratch[da + outs.y],
+                    scratch[da + outs.z],
+                    scratch[da + outs.w]
+                );
                 let at = base + k.input + (y * iw + x) * k.inputs + i;
                 for (var tap = 0u; tap < 9u; tap = tap + 1u) {
                     s[tap] = s[tap] + scratch[at + ((tap / 3u) * iw + tap % 3u) * k.inputs] * d;
                 }
             }
         }
-        for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-            put(g + k.weight + j * 9u + tap, s[tap], first);
+        for (var q = 0u; q < live; q = q + 1u) {
+            let row = g + k.weight + ((o0 + q) * k.inputs + i) * 9u;
+            for (var tap = 0u; tap < 9u; tap = tap + 1u) {
+                put(row + tap, s[tap][q], first);
+            }
         }
     }
     for (var o = t; o < k.outputs; o = o + WG) {
@@ -276,23 +298,32 @@ fn weight_backward(t: u32, k: BlockDims, base: u32, g: u32, first: bool) {
 }
 
 // Block `k`'s input gradient: the transposed, flipped convolution of its output's gradient,
-// din[p][i] = sum over taps and o of dout[p + tap][o] * w[o][i][8 - tap].
+// din[p][i] = sum over taps and o of dout[p + tap][o] * w[o][i][8 - tap]: an invocation per
+// pixel, four input channels at a time, the weights read at addresses that depend on loop
+// counters only (as in conv_forward).
 fn input_backward(t: u32, k: BlockDims, base: u32) {
     let iw = k.w + 2u;
     let pixels = k.h * k.w;
-    for (var e = t; e < pixels * k.inputs; e = e + WG) {
-        let i = e / pixels;
-        let pixel = e % pixels;
+    for (var pixel = t; pixel < pixels; pixel = pixel + WG) {
         let y = pixel / k.w;
         let x = pixel % k.w;
-        var s = 0.0;
-        for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-            let at = base + k.dout + ((y + tap / 3u) * iw + x + tap % 3u) * k.outputs;
-            for (var o = 0u; o < k.outputs; o = o + 1u) {
-                s = s + scratch[at + o] * weight(k, o, i, 8u - tap);
+        let window = base + k.dout + (y * iw + x) * k.outputs;
+        let out = base + k.din + pixel * k.inputs;
+        for (var i0 = 0u; i0 < k.inputs; i0 = i0 + 4u) {
+            let live = min(4u, k.inputs - i0);
+            let step = spread(live, 9u);
+            var s = vec4<f32>(0.0);
+            for (var tap = 0u; tap < 9u; tap = tap + 1u) {
+                let at = window + ((tap / 3u) * iw + tap % 3u) * k.outputs;
+                let w0 = k.weight + i0 * 9u + 8u - tap;
+                for (var o = 0u; o < k.outputs; o = o + 1u) {
+                    s = s + scratch[at + o] * params_at(w0 + o * k.inputs * 9u, step);
+                }
+            }
+            for (var j = 0u; j < live; j = j + 1u) {
+                scratch[out + i0 + j] = s[j];
             }
         }
-        scratch[base + k.din + pixel * k.inputs + i] = s;
     }
 }
 
