@@ -277,8 +277,8 @@ pub struct TrainArgs {
 
     /// The CNN's shape: one width per block, comma-separated (1 to 4 blocks, widths 1 to
     /// 128). Each block is a 3x3 convolution (padding 1) and a ReLU, with a 2x2 max-pool
-    /// between blocks, then a global average pool and a linear layer. The default 8,16 is the
-    /// workshop's Tiny CNN.
+    /// between blocks, then a global average pool and a linear layer; --image-size must be at
+    /// least 2 to the power (blocks - 1). The default 8,16 is the workshop's Tiny CNN.
     #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
     pub cnn_widths: Vec<usize>,
 }
@@ -368,8 +368,8 @@ pub struct BenchArgs {
     pub image_size: usize,
 
     /// Channels of the synthetic images: gray (one) or rgb (three: the stripes tinted per
-    /// channel). auto is gray here, as bench draws its own images.
-    #[arg(long, value_enum, default_value_t = Color::Gray)]
+    /// channel). auto is taken as gray here: bench draws its own images.
+    #[arg(long, value_enum, default_value_t = Color::Gray, hide_possible_values = true)]
     pub color: Color,
 
     /// The CNN's shape, as for the workshop run: one width per block, comma-separated.
@@ -470,7 +470,7 @@ fn parse_width(text: &str) -> Result<usize, String> {
         Ok(w) if (1..=max).contains(&w) => Ok(w),
         Ok(w) => Err(format!("a width is 1 to {max}, got {w}")),
         Err(_) if text.trim().is_empty() => {
-            Err("an empty width (two commas in a row?); give one number per block".into())
+            Err("an empty width (a comma with no number on one side?); give one number per block, such as 16,32,64".into())
         }
         Err(_) => Err(format!("a width is a whole number from 1 to {max}")),
     }

@@ -266,6 +266,19 @@ impl Settings {
         Ok(())
     }
 
+    /// Settings given that change nothing in this run: `cnn_widths` when no CNN is trained,
+    /// `color` on the stripe images. One line each, for a warning.
+    pub fn without_effect(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.models.contains(&ModelKind::Cnn) && self.cnn_widths != default_cnn_widths() {
+            notes.push("--cnn-widths has no effect: --models does not train the CNN".to_string());
+        }
+        if self.data.is_none() && self.color == Color::Gray {
+            notes.push("--color gray has no effect: the stripe images are gray".to_string());
+        }
+        notes
+    }
+
     /// The settings as the pack records them (outputs/config.json).
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).map_err(|e| TrainerError::Serialize(e.to_string()))
@@ -280,6 +293,24 @@ pub struct ConfigFile {
     pub values: serde_json::Map<String, serde_json::Value>,
     text: String,
     json: bool,
+}
+
+/// The list a key that takes one was probably meant to be: `"8,16"` -> `key = [8, 16]`,
+/// `"cnn"` -> `key = ["cnn"]`; an example for anything else.
+fn list_hint(key: &str, value: &serde_json::Value) -> String {
+    let serde_json::Value::String(text) = value else {
+        return format!(" (a list, such as {key} = [...])");
+    };
+    let items: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.parse::<f64>() {
+            Ok(_) => item.to_string(),
+            Err(_) => format!("\"{item}\""),
+        })
+        .collect();
+    format!(" (a list: {key} = [{}])", items.join(", "))
 }
 
 impl ConfigFile {
@@ -369,7 +400,7 @@ impl ConfigFile {
             if let Err(e) = serde_json::from_value::<Settings>(serde_json::Value::Object(one)) {
                 let message = crate::error::first_line(&e.to_string());
                 let hint = if message.contains("expected a sequence") {
-                    format!(" (a list: {key} = [{value}])")
+                    list_hint(key, value)
                 } else {
                     String::new()
                 };

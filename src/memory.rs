@@ -116,8 +116,13 @@ impl MemoryPolicy {
                 )
             };
             if size == 1 {
+                let narrower = if ModelSpec::is_cnn_name(model) {
+                    ", narrow --cnn-widths"
+                } else {
+                    ""
+                };
                 return Err(TrainerError::OutOfMemory(format!(
-                    "{model}: even a batch of 1 needs about {} and the budget is {} ({reason}); lower --image-size or raise --memory-limit",
+                    "{model}: even a batch of 1 needs about {} and the budget is {} ({reason}); lower --image-size{narrower} or raise --memory-limit",
                     format_bytes(requested),
                     limit.map(format_bytes).unwrap_or_else(|| "unknown".into())
                 )));

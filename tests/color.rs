@@ -169,6 +169,26 @@ fn a_family_cnn_is_named_everywhere_and_reloads() {
     );
     let config = json(&out.join("outputs/config.json"));
     assert_eq!(config["cnn_widths"], serde_json::json!([5, 7, 9]));
+    // Widths without the CNN change nothing, and the run says so.
+    let baseline = trainer()
+        .cpu()
+        .quick()
+        .data(&data)
+        .args([
+            "--image-size",
+            "16",
+            "--cnn-widths",
+            "5,7,9",
+            "--models",
+            "baseline",
+        ])
+        .out(dir.path().join("baseline"))
+        .run_ok();
+    assert!(
+        stderr(&baseline).contains("--cnn-widths has no effect"),
+        "{}",
+        stderr(&baseline)
+    );
     let meta = json(&out.join("checkpoints/best_model.json"));
     if meta["model_kind"] == "cnn" {
         assert_eq!(meta["model_name"], "CNN 5-7-9");
@@ -236,6 +256,18 @@ fn bad_shapes_and_colours_are_refused_in_one_line_with_nothing_written() {
         assert!(err.contains(expected), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
     }
+    // A config's widths as one string: the hint is the list to write instead.
+    let config = dir.path().join("widths.toml");
+    fs::write(&config, "cnn_widths = \"8,16\"\n").unwrap();
+    let output = trainer()
+        .config(&config)
+        .args(["--out", out_text])
+        .run_fail(2);
+    assert!(
+        stderr(&output).contains("line 1") && stderr(&output).contains("cnn_widths = [8, 16]"),
+        "{}",
+        stderr(&output)
+    );
     // bench and parity refuse the same shapes.
     for command in ["bench", "parity"] {
         let output = trainer()

@@ -129,6 +129,7 @@ fn a_three_channel_three_block_cnn_agrees_on_every_backend() {
         .run_ok();
     let json = report(&out);
     assert_eq!(json["passed"], true, "{json}");
+    assert_eq!(json["color"]["channels"], 3, "{json}");
     let comparisons = json["comparisons"].as_array().unwrap();
     assert_eq!(comparisons.len(), backends.split(',').count() - 1);
     for c in comparisons {

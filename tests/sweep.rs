@@ -431,6 +431,30 @@ fn a_sweep_over_cnn_shapes_runs_one_task_per_shape() {
     );
     let png = fs::read(dir.join("sweep_cnn_widths.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    // A bad value is named with its key and line; an axis that changes no task is refused.
+    let bad = sweep_plan(
+        root.path(),
+        "models = [\"cnn\"]\ncolor = [\"gray\", \"purple\"]\n",
+        "purple",
+    )
+    .run_fail(2);
+    assert!(
+        stderr(&bad).contains("line 2: 'color' = \"purple\""),
+        "{}",
+        stderr(&bad)
+    );
+    let idle = sweep_plan(
+        root.path(),
+        "models = [\"baseline\"]\ncnn_widths = [[8, 16], [4, 8]]\n",
+        "idle",
+    )
+    .run_fail(2);
+    assert!(
+        stderr(&idle).contains("'cnn_widths' varies but changes no task"),
+        "{}",
+        stderr(&idle)
+    );
+    assert!(!root.path().join("idle").exists());
 }
 
 /// Bad input: one line, exit 2, nothing written or removed.

@@ -708,6 +708,9 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
         _ => vec![ModelKind::Cnn],
     };
+    if !models.contains(&ModelKind::Cnn) && !cnn_widths.is_tiny() {
+        console.warn("--cnn-widths has no effect: --model baseline measures no CNN");
+    }
     // Measured smallest first: once a batch does not fit, the larger ones are skipped.
     let mut batch_sizes = args.batch_sizes.clone();
     batch_sizes.sort_unstable();

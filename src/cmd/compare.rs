@@ -52,6 +52,8 @@ struct Pack {
     confusion: Vec<Vec<String>>,
     timing: Vec<Timing>,
     val_samples: f64,
+    /// The channels the images were read with (run_info.json; older packs do not say).
+    channels: Option<u64>,
 }
 
 /// A setting that differs between the two runs.
@@ -140,6 +142,10 @@ fn read_pack(path: &Path) -> Result<Pack> {
     )
     .map_err(|e| bad(path, format!("outputs/metrics_summary.json: {e}")))?;
     let val_samples = summary["val_samples"].as_f64().unwrap_or(1.0).max(1.0);
+    let channels = fs::read_to_string(path.join("outputs/run_info.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|info| info["color"]["channels"].as_u64());
 
     Ok(Pack {
         path: path.to_path_buf(),
@@ -150,6 +156,7 @@ fn read_pack(path: &Path) -> Result<Pack> {
         confusion,
         timing,
         val_samples,
+        channels,
     })
 }
 
@@ -237,6 +244,17 @@ fn read_timing(path: &Path) -> Result<Vec<Timing>> {
     Ok(timing)
 }
 
+/// A setting of `pack` as text; `color = auto` with what it chose ("auto (rgb)").
+fn shown_setting(key: &str, pack: &Pack) -> String {
+    let text = show(pack.settings.get(key));
+    match (key, pack.channels) {
+        ("color", Some(channels)) if text == "auto" => {
+            format!("auto ({})", if channels == 1 { "gray" } else { "rgb" })
+        }
+        _ => text,
+    }
+}
+
 fn show(value: Option<&serde_json::Value>) -> String {
     match value {
         None => "(not set)".to_string(),
@@ -278,8 +296,8 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Comparison> {
         .filter(|k| a.settings.get(*k) != b.settings.get(*k))
         .map(|k| Difference {
             key: k.clone(),
-            a: show(a.settings.get(k)),
-            b: show(b.settings.get(k)),
+            a: shown_setting(k, &a),
+            b: shown_setting(k, &b),
         })
         .collect();
 
@@ -610,6 +628,7 @@ mod tests {
             confusion: Vec::new(),
             timing: Vec::new(),
             val_samples: 84.0,
+            channels: None,
         }
     }
 

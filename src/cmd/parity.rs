@@ -105,6 +105,8 @@ pub struct ParityReport {
     pub command: String,
     pub tolerances: Tolerances,
     pub backends: Vec<BackendSummary>,
+    /// The images' channels and why (`--color`).
+    pub color: data::folder::ColorChoice,
     pub comparisons: Vec<ModelComparison>,
     /// Step losses per backend and model, for the overlay.
     #[serde(skip)]
@@ -164,6 +166,9 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     let _lock = OutputLock::acquire(&config.out)?;
     let settings = &config.settings;
     let splits = data::load_splits(&settings.data_config())?;
+    if settings.data.is_some() {
+        console.info(&format!("parity: images: {}", splits.color.describe()));
+    }
     // Open every backend first: one that cannot start fails the command before any work.
     let opened = config
         .backends
@@ -278,6 +283,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         command: config.command.clone(),
         tolerances: config.tolerances.clone(),
         backends: summaries,
+        color: splits.color.clone(),
         comparisons,
         losses,
     };
@@ -555,6 +561,7 @@ fn markdown(report: &ParityReport) -> String {
         ],
         &rows,
     );
+    let _ = writeln!(out, "\nImages: {}.", report.color.describe());
     let _ = writeln!(out, "\n## Backends\n");
     for b in &report.backends {
         let _ = writeln!(

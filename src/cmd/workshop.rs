@@ -77,6 +77,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     if let Some(note) = &opened.choice_note {
         console.info(note);
     }
+    for note in settings.without_effect() {
+        console.warn(&note);
+    }
     console.info(&opened.info.summary());
 
     let splits = data::load_splits(&settings.data_config())?;
@@ -84,14 +87,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         console.warn(&format!("skipped '{file}': {reason}"));
     }
     if settings.data.is_some() {
-        console.info(&format!(
-            "images: {}: {}",
-            match splits.color.channels {
-                1 => "gray (1 channel)",
-                _ => "rgb (3 channels)",
-            },
-            splits.color.why
-        ));
+        console.info(&format!("images: {}", splits.color.describe()));
     }
     let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
     let ctx = Context {

@@ -375,6 +375,16 @@ pub struct ColorChoice {
 }
 
 impl ColorChoice {
+    /// "rgb (3 channels): 48 of 72 training images have colour (--color auto)", for the
+    /// console and reports.
+    pub fn describe(&self) -> String {
+        let channels = match self.channels {
+            1 => "gray (1 channel)",
+            _ => "rgb (3 channels)",
+        };
+        format!("{channels}: {}", self.why)
+    }
+
     /// The stripe images: one channel.
     pub fn stripes() -> ColorChoice {
         ColorChoice {
@@ -387,8 +397,14 @@ impl ColorChoice {
 /// The channels `color` asks for; under `auto`, rgb when any training image has colour.
 fn choose_color(color: Color, train: &[FoundFile]) -> Result<ColorChoice> {
     let (channels, why) = match color {
-        Color::Gray => (1, "asked for with --color gray".to_string()),
-        Color::Rgb => (3, "asked for with --color rgb".to_string()),
+        Color::Gray => (
+            1,
+            "asked for (--color gray, or color = \"gray\" in a config)".to_string(),
+        ),
+        Color::Rgb => (
+            3,
+            "asked for (--color rgb, or color = \"rgb\" in a config)".to_string(),
+        ),
         Color::Auto => {
             let mut coloured = 0;
             for file in train {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::checksum::checksum;
 use crate::cmd::sweep::{launchers, task};
@@ -152,7 +152,7 @@ pub fn plan(config: &PlanConfig) -> Result<Plan> {
     let dir = std::path::absolute(&config.out)
         .map_err(|e| TrainerError::io("resolving", &config.out, e))?;
     check_counts(config)?;
-    let file = config::ConfigFile::read(&config.config)?.values;
+    let file = config::ConfigFile::read(&config.config)?;
     let base_dir = config
         .config
         .parent()
@@ -189,11 +189,12 @@ pub fn plan(config: &PlanConfig) -> Result<Plan> {
         }
         tasks.push(Task { index, settings });
     }
-    let varying = axes
+    let varying: Vec<String> = axes
         .iter()
         .filter(|a| a.values.len() > 1)
         .map(|a| a.key.clone())
         .collect();
+    refuse_idle_axes(&varying, &tasks).map_err(named)?;
     let mut plan = Plan {
         format: FORMAT,
         checksum: String::new(),
@@ -233,7 +234,7 @@ fn check_counts(config: &PlanConfig) -> Result<()> {
 
 /// The file's settings as axes, in key order; a setting the file leaves out is not an axis.
 fn axes(
-    file: Map<String, Value>,
+    file: config::ConfigFile,
     defaults: &Settings,
     base_dir: &Path,
     backend: Option<BackendChoice>,
@@ -241,7 +242,8 @@ fn axes(
     let known =
         serde_json::to_value(defaults).map_err(|e| TrainerError::Serialize(e.to_string()))?;
     let mut axes = Vec::new();
-    for (key, value) in file {
+    let lines: Vec<Option<usize>> = file.values.keys().map(|k| file.line_of(k)).collect();
+    for ((key, value), line) in file.values.into_iter().zip(lines) {
         if known.get(&key).is_none() {
             let names: Vec<&str> = known
                 .as_object()
@@ -288,6 +290,7 @@ fn axes(
                 }
             }
         }
+        check_each(&known, &key, &values, line)?;
         axes.push(Axis { key, values });
     }
     if let Some(choice) = backend {
@@ -331,6 +334,48 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A swept key that changes no task (`cnn_widths` where no task trains the CNN, `color`
+/// where every task trains on the stripes) would only repeat the same runs: refused.
+fn refuse_idle_axes(varying: &[String], tasks: &[Task]) -> Result<()> {
+    for key in varying {
+        let idle = match key.as_str() {
+            "cnn_widths" => !tasks
+                .iter()
+                .any(|t| t.settings.models.contains(&crate::model::ModelKind::Cnn)),
+            "color" => tasks.iter().all(|t| t.settings.data.is_none()),
+            _ => false,
+        };
+        if idle {
+            return Err(TrainerError::bad_input(format!(
+                "sweep config: '{key}' varies but changes no task ({}): the tasks would only repeat each other",
+                if key == "color" {
+                    "every task trains on the gray stripe images"
+                } else {
+                    "no task trains the CNN"
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each value of a swept key on its own against the settings, so that a bad one is named
+/// with its key and line rather than found later in a task.
+fn check_each(known: &Value, key: &str, values: &[Value], line: Option<usize>) -> Result<()> {
+    for value in values {
+        let mut one = known.clone();
+        one[key] = value.clone();
+        if let Err(e) = serde_json::from_value::<Settings>(one) {
+            return Err(TrainerError::bad_input(format!(
+                "sweep config:{} '{key}' = {value}: {}",
+                line.map(|l| format!(" line {l}:")).unwrap_or_default(),
+                crate::error::first_line(&e.to_string())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The settings at one grid point (mixed radix, the last axis fastest), checked.
