@@ -28,9 +28,9 @@
 // Layout:  G workgroups (x + y * 65535); workgroup g takes samples g, g + G, ...; workgroup
 //          size {{ workgroup_size }}; classes at most MAX_CLASSES, widths at most MAX_WIDTH.
 //          Every loop bound and branch before a barrier comes from the uniform `dims`, so the
-//          whole workgroup reaches every barrier. Invocations take pixels (four channels
-//          at a time in a vec4) or weights; the convolutions' weights are read at addresses
-//          that depend on loop counters only, the same in every invocation at once.
+//          whole workgroup reaches every barrier. Invocations take pixels (sixteen channels
+//          at a time in four vec4s) or weights; the convolutions' weights are read at
+//          addresses that depend on loop counters only, the same in every invocation at once.
 // Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
 //          maximum and ReLU passes gradient where its output is above 0, as burn's do.
 
@@ -118,11 +118,22 @@ fn load_image(t: u32, n: u32, base: u32) {
     storageBarrier();
 }
 
-// Where the weights of outputs o0 .. o0 + 3 lie from output o0's: `step` apart, the last
-// live one repeated past `live` (those lanes are computed and dropped), so a group's four
-// loads are unconditional.
+// Where the weights of outputs o0 + 4 v .. o0 + 4 v + 3 lie from output o0's: `step` apart,
+// the last live one repeated past `live` (those lanes are computed and dropped), so every
+// load is unconditional.
+fn spread_from(v: u32, live: u32, step: u32) -> vec4<u32> {
+    let last = live - 1u;
+    let first = 4u * v;
+    return vec4<u32>(
+        min(first, last),
+        min(first + 1u, last),
+        min(first + 2u, last),
+        min(first + 3u, last)
+    ) * step;
+}
+
 fn spread(live: u32, step: u32) -> vec4<u32> {
-    return vec4<u32>(0u, min(1u, live - 1u), min(2u, live - 1u), min(3u, live - 1u)) * step;
+    return spread_from(0u, live, step);
 }
 
 // Four parameters at `at` plus each of `offsets`.
@@ -136,30 +147,49 @@ fn params_at(at: u32, offsets: vec4<u32>) -> vec4<f32> {
 }
 
 // out[p][o] = relu(bias[o] + sum over taps and i of input[p + tap][i] * w[o][i][tap]): an
-// invocation per pixel, four output channels at a time. A weight's address depends on loop
-// counters only, so every invocation reads the same weight at once (one load in lavapipe's
-// SIMD, a broadcast on a GPU); only the activations differ between invocations.
+// invocation per pixel, sixteen output channels at a time, so each activation read serves
+// sixteen products. A weight's address depends on loop counters only, so every invocation
+// reads the same weight at once (one load in lavapipe's SIMD, a broadcast on a GPU); only
+// the activations differ between invocations.
 fn conv_forward(t: u32, k: BlockDims, base: u32) {
     let iw = k.w + 2u;
     let pixels = k.h * k.w;
     for (var pixel = t; pixel < pixels; pixel = pixel + WG) {
-        let y = pixel / k.w;
-        let x = pixel % k.w;
-        let window = base + k.input + (y * iw + x) * k.inputs;
+        let window = base + k.input + ((pixel / k.w) * iw + pixel % k.w) * k.inputs;
         let out = base + k.output + pixel * k.outputs;
-        for (var o0 = 0u; o0 < k.outputs; o0 = o0 + 4u) {
-            let live = min(4u, k.outputs - o0);
-            let step = spread(live, k.inputs * 9u);
-            var acc = params_at(k.bias + o0, spread(live, 1u));
+        for (var o0 = 0u; o0 < k.outputs; o0 = o0 + 16u) {
+            let live = min(16u, k.outputs - o0);
+            let stride = k.inputs * 9u;
+            let s0 = spread_from(0u, live, stride);
+            let s1 = spread_from(1u, live, stride);
+            let s2 = spread_from(2u, live, stride);
+            let s3 = spread_from(3u, live, stride);
+            var a0 = params_at(k.bias + o0, spread_from(0u, live, 1u));
+            var a1 = params_at(k.bias + o0, spread_from(1u, live, 1u));
+            var a2 = params_at(k.bias + o0, spread_from(2u, live, 1u));
+            var a3 = params_at(k.bias + o0, spread_from(3u, live, 1u));
             for (var tap = 0u; tap < 9u; tap = tap + 1u) {
                 let at = window + ((tap / 3u) * iw + tap % 3u) * k.inputs;
-                let w0 = k.weight + o0 * k.inputs * 9u + tap;
+                let w0 = k.weight + o0 * stride + tap;
                 for (var i = 0u; i < k.inputs; i = i + 1u) {
-                    acc = acc + scratch[at + i] * params_at(w0 + i * 9u, step);
+                    let v = scratch[at + i];
+                    let wi = w0 + i * 9u;
+                    a0 = a0 + v * params_at(wi, s0);
+                    a1 = a1 + v * params_at(wi, s1);
+                    a2 = a2 + v * params_at(wi, s2);
+                    a3 = a3 + v * params_at(wi, s3);
                 }
             }
             for (var j = 0u; j < live; j = j + 1u) {
-                scratch[out + o0 + j] = max(acc[j], 0.0);
+                var a = a3;
+                if (j < 4u) {
+                    a = a0;
+                } else if (j < 8u) {
+                    a = a1;
+                } else if (j < 12u) {
+                    a = a2;
+                }
+                scratch[out + o0 + j] = max(a[j % 4u], 0.0);
             }
         }
     }
@@ -299,29 +329,47 @@ fn weight_backward(t: u32, k: BlockDims, base: u32, g: u32, first: bool) {
 
 // Block `k`'s input gradient: the transposed, flipped convolution of its output's gradient,
 // din[p][i] = sum over taps and o of dout[p + tap][o] * w[o][i][8 - tap]: an invocation per
-// pixel, four input channels at a time, the weights read at addresses that depend on loop
+// pixel, sixteen input channels at a time, the weights read at addresses that depend on loop
 // counters only (as in conv_forward).
 fn input_backward(t: u32, k: BlockDims, base: u32) {
     let iw = k.w + 2u;
     let pixels = k.h * k.w;
+    let stride = k.inputs * 9u;
     for (var pixel = t; pixel < pixels; pixel = pixel + WG) {
-        let y = pixel / k.w;
-        let x = pixel % k.w;
-        let window = base + k.dout + (y * iw + x) * k.outputs;
+        let window = base + k.dout + ((pixel / k.w) * iw + pixel % k.w) * k.outputs;
         let out = base + k.din + pixel * k.inputs;
-        for (var i0 = 0u; i0 < k.inputs; i0 = i0 + 4u) {
-            let live = min(4u, k.inputs - i0);
-            let step = spread(live, 9u);
-            var s = vec4<f32>(0.0);
+        for (var i0 = 0u; i0 < k.inputs; i0 = i0 + 16u) {
+            let live = min(16u, k.inputs - i0);
+            let s0 = spread_from(0u, live, 9u);
+            let s1 = spread_from(1u, live, 9u);
+            let s2 = spread_from(2u, live, 9u);
+            let s3 = spread_from(3u, live, 9u);
+            var a0 = vec4<f32>(0.0);
+            var a1 = vec4<f32>(0.0);
+            var a2 = vec4<f32>(0.0);
+            var a3 = vec4<f32>(0.0);
             for (var tap = 0u; tap < 9u; tap = tap + 1u) {
                 let at = window + ((tap / 3u) * iw + tap % 3u) * k.outputs;
                 let w0 = k.weight + i0 * 9u + 8u - tap;
                 for (var o = 0u; o < k.outputs; o = o + 1u) {
-                    s = s + scratch[at + o] * params_at(w0 + o * k.inputs * 9u, step);
+                    let d = scratch[at + o];
+                    let wo = w0 + o * stride;
+                    a0 = a0 + d * params_at(wo, s0);
+                    a1 = a1 + d * params_at(wo, s1);
+                    a2 = a2 + d * params_at(wo, s2);
+                    a3 = a3 + d * params_at(wo, s3);
                 }
             }
             for (var j = 0u; j < live; j = j + 1u) {
-                scratch[out + i0 + j] = s[j];
+                var a = a3;
+                if (j < 4u) {
+                    a = a0;
+                } else if (j < 8u) {
+                    a = a1;
+                } else if (j < 12u) {
+                    a = a2;
+                }
+                scratch[out + i0 + j] = a[j % 4u];
             }
         }
     }
