@@ -417,17 +417,29 @@ pub fn measure(
         return Ok(row);
     }
     fill_times(&mut row, &mut times, first_step_ms);
-    let step_flops = 3 * spec.forward_flops(config.image_size, CLASSES);
+    fill_resources(&mut row, spec, config.image_size, launches, device);
+    row.kernels = weights.is_fused();
+    drop(weights);
+    device.memory_cleanup();
+    Ok(row)
+}
+
+/// The row's work rate and what it held: GFLOP/s from samples/s, peak host memory, the
+/// device's memory pool and (on wgpu) the launches of one step.
+fn fill_resources(
+    row: &mut BenchRow,
+    spec: ModelSpec,
+    image_size: usize,
+    launches: Option<usize>,
+    device: &Device,
+) {
+    let step_flops = 3 * spec.forward_flops(image_size, CLASSES);
     row.gflop_per_sec = row
         .samples_per_sec
         .map(|rate| rate * step_flops as f64 / 1e9);
     row.peak_host_rss_bytes = memory::peak_rss_bytes();
     row.device_memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
-    row.launches_per_step = launches.filter(|_| info.backend == BackendName::Wgpu);
-    row.kernels = weights.is_fused();
-    drop(weights);
-    device.memory_cleanup();
-    Ok(row)
+    row.launches_per_step = launches.filter(|_| row.backend == BackendName::Wgpu.as_str());
 }
 
 /// The row's figures from its timed steps (`times`, seconds) and its first step.

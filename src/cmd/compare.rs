@@ -419,7 +419,43 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
         }
     }
 
-    let _ = writeln!(out, "## Training and validation\n");
+    out += &training_section(a, b);
+    let _ = writeln!(out, "\n## Confusion matrices (best model of each run)\n");
+    let _ = writeln!(out, "- A ({}): {}", a.best_model, flatten(&a.confusion));
+    let _ = writeln!(out, "- B ({}): {}", b.best_model, flatten(&b.confusion));
+    if a.confusion != b.confusion {
+        let _ = writeln!(out, "- The matrices differ.");
+    } else {
+        let _ = writeln!(out, "- The matrices are the same.");
+    }
+
+    let _ = writeln!(out, "\n## Timing\n");
+    for ta in &a.timing {
+        let model_b = in_b(b, &ta.model);
+        if let Some(tb) = b.timing.iter().find(|t| t.model == model_b) {
+            let _ = writeln!(
+                out,
+                "- {}: {:.3} s training at {:.0} samples/s (A) vs {:.3} s at {:.0} samples/s (B)",
+                pair_name(&ta.model, &model_b),
+                ta.seconds,
+                ta.samples_per_sec,
+                tb.seconds,
+                tb.samples_per_sec
+            );
+        }
+    }
+
+    let decision = decide(a, b, differences);
+    let _ = writeln!(out, "\n## Suggested next step\n");
+    let _ = writeln!(out, "{}.\n", decision.suggestion);
+    let _ = writeln!(out, "Evidence: {}.", decision.evidence.join("; "));
+    (out, decision.suggestion)
+}
+
+/// "Training and validation": each model of A beside its counterpart in B, and the gap
+/// between validation and training loss at the last epoch.
+fn training_section(a: &Pack, b: &Pack) -> String {
+    let mut out = String::from("## Training and validation\n\n");
     let models: Vec<String> = a.curves.iter().map(|(m, _)| m.clone()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for model in &models {
@@ -490,36 +526,7 @@ fn notes(a: &Pack, b: &Pack, differences: &[Difference]) -> (String, String) {
         let _ = writeln!(out, "- {gap}");
     }
 
-    let _ = writeln!(out, "\n## Confusion matrices (best model of each run)\n");
-    let _ = writeln!(out, "- A ({}): {}", a.best_model, flatten(&a.confusion));
-    let _ = writeln!(out, "- B ({}): {}", b.best_model, flatten(&b.confusion));
-    if a.confusion != b.confusion {
-        let _ = writeln!(out, "- The matrices differ.");
-    } else {
-        let _ = writeln!(out, "- The matrices are the same.");
-    }
-
-    let _ = writeln!(out, "\n## Timing\n");
-    for ta in &a.timing {
-        let model_b = in_b(b, &ta.model);
-        if let Some(tb) = b.timing.iter().find(|t| t.model == model_b) {
-            let _ = writeln!(
-                out,
-                "- {}: {:.3} s training at {:.0} samples/s (A) vs {:.3} s at {:.0} samples/s (B)",
-                pair_name(&ta.model, &model_b),
-                ta.seconds,
-                ta.samples_per_sec,
-                tb.seconds,
-                tb.samples_per_sec
-            );
-        }
-    }
-
-    let decision = decide(a, b, differences);
-    let _ = writeln!(out, "\n## Suggested next step\n");
-    let _ = writeln!(out, "{}.\n", decision.suggestion);
-    let _ = writeln!(out, "Evidence: {}.", decision.evidence.join("; "));
-    (out, decision.suggestion)
+    out
 }
 
 /// The suggestion from two runs, without I/O: it rests on the validation set only (the test

@@ -189,49 +189,14 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         let mut memory = MemoryPolicy::new(None, true)?;
         let mut per_model = Vec::new();
         for &kind in &settings.models {
-            let (epochs, lr) = settings.schedule(kind);
-            // The shape the workshop run would train: the data's channels, --cnn-widths.
-            let spec = settings.spec(kind, splits.train.channels);
-            let mut net = Net::init(
-                spec,
-                splits.image_size,
-                splits.classes.len(),
-                settings.seed,
-                &open.device,
-            );
-            if let Some((target, epsilon)) = config.perturb
-                && target == *name
-            {
-                net = model::perturb_first_parameter(net, epsilon);
-            }
-            let train_settings = TrainSettings::new(settings, epochs, lr);
-            let (trained, test) =
-                train::train_and_test(net, &splits, &train_settings, true, &mut memory, &ctx)?;
-            let params =
-                model::parameters(&trained.last).map_err(|reason| TrainerError::Device {
-                    backend: name.as_str().to_string(),
-                    reason,
-                })?;
-            per_model.push((
-                spec,
-                Side {
-                    steps_per_epoch: splits.train.len().div_ceil(trained.final_batch),
-                    step_losses: trained.step_losses,
-                    params,
-                    logits: test.logits,
-                    predictions: test
-                        .predictions
-                        .iter()
-                        .map(|p| (p.sample_id.clone(), p.predicted))
-                        .collect(),
-                    best_val_acc: trained.best_val_acc,
-                    best_epoch: trained.best_epoch,
-                    test_accuracy: test.accuracy,
-                    train_seconds: trained.history.iter().map(|e| e.train_seconds).sum(),
-                    train_samples: trained.history.iter().map(|e| e.train_samples).sum(),
-                    engine: trained.engine.engine.name(),
-                },
-            ));
+            per_model.push(train_side(
+                &config,
+                &splits,
+                kind,
+                *name,
+                &mut memory,
+                &ctx,
+            )?);
         }
         summaries.push(BackendSummary {
             backend: name.as_str().to_string(),
@@ -295,6 +260,58 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         )));
     }
     Ok(report)
+}
+
+/// Trains and tests one model on one backend from the shared start (perturbed on the
+/// backend the test hook names), and keeps what the comparison needs.
+fn train_side(
+    config: &ParityConfig,
+    splits: &data::Splits,
+    kind: ModelKind,
+    name: BackendName,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<(ModelSpec, Side)> {
+    let settings = &config.settings;
+    let (epochs, lr) = settings.schedule(kind);
+    // The shape the workshop run would train: the data's channels, --cnn-widths.
+    let spec = settings.spec(kind, splits.train.channels);
+    let mut net = Net::init(
+        spec,
+        splits.image_size,
+        splits.classes.len(),
+        settings.seed,
+        ctx.device,
+    );
+    if let Some((target, epsilon)) = config.perturb
+        && target == name
+    {
+        net = model::perturb_first_parameter(net, epsilon);
+    }
+    let train_settings = TrainSettings::new(settings, epochs, lr);
+    let (trained, test) = train::train_and_test(net, splits, &train_settings, true, memory, ctx)?;
+    let params = model::parameters(&trained.last).map_err(|reason| TrainerError::Device {
+        backend: name.as_str().to_string(),
+        reason,
+    })?;
+    let side = Side {
+        steps_per_epoch: splits.train.len().div_ceil(trained.final_batch),
+        step_losses: trained.step_losses,
+        params,
+        logits: test.logits,
+        predictions: test
+            .predictions
+            .iter()
+            .map(|p| (p.sample_id.clone(), p.predicted))
+            .collect(),
+        best_val_acc: trained.best_val_acc,
+        best_epoch: trained.best_epoch,
+        test_accuracy: test.accuracy,
+        train_seconds: trained.history.iter().map(|e| e.train_seconds).sum(),
+        train_samples: trained.history.iter().map(|e| e.train_samples).sum(),
+        engine: trained.engine.engine.name(),
+    };
+    Ok((spec, side))
 }
 
 fn validate(config: &ParityConfig) -> Result<()> {
@@ -386,39 +403,7 @@ fn compare(
     let prediction_agreement = 1.0 - disagreeing_samples.len() as f64 / total as f64;
     let rate = |s: &Side| s.train_samples as f64 / s.train_seconds.max(1e-9);
 
-    let pair = format!(
-        "{}: {} vs {}",
-        kind.display_name(),
-        reference_name.as_str(),
-        other_name.as_str()
-    );
-    let failure = if reference.step_losses.len() != other.step_losses.len() {
-        Some(format!(
-            "{pair}: different numbers of steps ({} vs {})",
-            reference.step_losses.len(),
-            other.step_losses.len()
-        ))
-    } else if !(first_epoch_loss_max_rel_diff <= tolerances.loss_rtol) {
-        let (epoch, step) = first_divergent_step.unwrap_or((1, 1));
-        Some(format!(
-            "{pair}: step losses part at epoch {epoch} step {step} (first-epoch max relative difference {first_epoch_loss_max_rel_diff:.2e} > {:.0e})",
-            tolerances.loss_rtol
-        ))
-    } else if !(logits_max_abs_diff <= tolerances.logits_atol) {
-        Some(format!(
-            "{pair}: test logits differ by up to {logits_max_abs_diff:.2e} (> {:.0e})",
-            tolerances.logits_atol
-        ))
-    } else if prediction_agreement < tolerances.min_agreement {
-        Some(format!(
-            "{pair}: predictions agree on {:.1}% of test samples (< {:.1}%)",
-            prediction_agreement * 100.0,
-            tolerances.min_agreement * 100.0
-        ))
-    } else {
-        None
-    };
-    ModelComparison {
+    let mut comparison = ModelComparison {
         model: kind.display_name().to_string(),
         reference: reference_name.as_str().to_string(),
         other: other_name.as_str().to_string(),
@@ -436,8 +421,46 @@ fn compare(
         test_accuracy: (reference.test_accuracy, other.test_accuracy),
         train_samples_per_sec: (rate(reference), rate(other)),
         engines: (reference.engine.to_string(), other.engine.to_string()),
-        passed: failure.is_none(),
-        failure,
+        passed: false,
+        failure: None,
+    };
+    let step_counts = (reference.step_losses.len(), other.step_losses.len());
+    comparison.failure = failure(&comparison, step_counts, tolerances);
+    comparison.passed = comparison.failure.is_none();
+    comparison
+}
+
+/// Why a comparison fails, in one line, checked in order: step counts, first-epoch losses,
+/// test logits, predictions; none when it passes.
+fn failure(
+    c: &ModelComparison,
+    (reference_steps, other_steps): (usize, usize),
+    tolerances: &Tolerances,
+) -> Option<String> {
+    let pair = format!("{}: {} vs {}", c.model, c.reference, c.other);
+    if reference_steps != other_steps {
+        Some(format!(
+            "{pair}: different numbers of steps ({reference_steps} vs {other_steps})"
+        ))
+    } else if !(c.first_epoch_loss_max_rel_diff <= tolerances.loss_rtol) {
+        let (epoch, step) = c.first_divergent_step.unwrap_or((1, 1));
+        Some(format!(
+            "{pair}: step losses part at epoch {epoch} step {step} (first-epoch max relative difference {:.2e} > {:.0e})",
+            c.first_epoch_loss_max_rel_diff, tolerances.loss_rtol
+        ))
+    } else if !(c.logits_max_abs_diff <= tolerances.logits_atol) {
+        Some(format!(
+            "{pair}: test logits differ by up to {:.2e} (> {:.0e})",
+            c.logits_max_abs_diff, tolerances.logits_atol
+        ))
+    } else if c.prediction_agreement < tolerances.min_agreement {
+        Some(format!(
+            "{pair}: predictions agree on {:.1}% of test samples (< {:.1}%)",
+            c.prediction_agreement * 100.0,
+            tolerances.min_agreement * 100.0
+        ))
+    } else {
+        None
     }
 }
 
