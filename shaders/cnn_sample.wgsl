@@ -136,6 +136,19 @@ fn spread(live: u32, step: u32) -> vec4<u32> {
     return spread_from(0u, live, step);
 }
 
+// Value j (0 .. 15) of four vec4s taken as one run of sixteen.
+fn lane(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, j: u32) -> f32 {
+    var a = a3;
+    if (j < 4u) {
+        a = a0;
+    } else if (j < 8u) {
+        a = a1;
+    } else if (j < 12u) {
+        a = a2;
+    }
+    return a[j % 4u];
+}
+
 // Four parameters at `at` plus each of `offsets`.
 fn params_at(at: u32, offsets: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(
@@ -181,15 +194,7 @@ fn conv_forward(t: u32, k: BlockDims, base: u32) {
                 }
             }
             for (var j = 0u; j < live; j = j + 1u) {
-                var a = a3;
-                if (j < 4u) {
-                    a = a0;
-                } else if (j < 8u) {
-                    a = a1;
-                } else if (j < 12u) {
-                    a = a2;
-                }
-                scratch[out + o0 + j] = max(a[j % 4u], 0.0);
+                scratch[out + o0 + j] = max(lane(a0, a1, a2, a3, j), 0.0);
             }
         }
     }
@@ -361,15 +366,7 @@ fn input_backward(t: u32, k: BlockDims, base: u32) {
                 }
             }
             for (var j = 0u; j < live; j = j + 1u) {
-                var a = a3;
-                if (j < 4u) {
-                    a = a0;
-                } else if (j < 8u) {
-                    a = a1;
-                } else if (j < 12u) {
-                    a = a2;
-                }
-                scratch[out + i0 + j] = a[j % 4u];
+                scratch[out + i0 + j] = lane(a0, a1, a2, a3, j);
             }
         }
     }
