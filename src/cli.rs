@@ -40,6 +40,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_gpu_kernels: bool,
 
+    /// The wgpu adapter to run on, by its index in `trainer devices` (default: the best
+    /// one: discrete, integrated, virtual, then software). With --backend auto, picks wgpu on
+    /// that adapter. Also TRAINER_DEVICE=N; run_info.json records the index.
+    #[arg(long, global = true, value_name = "N")]
+    pub device: Option<usize>,
+
     /// On the CPU backend, do not use the fused CNN operation of src/device/cpu_kernels.rs: run
     /// burn-flex's conv, ReLU and pooling layers one by one instead. For comparison; the
     /// results agree to float rounding, several times slower (figures in the README's
@@ -140,6 +146,12 @@ pub struct SweepRunArgs {
     /// With --local: tasks at once [default: the cores divided by the plan's cpus per task].
     #[arg(long, requires = "local")]
     pub jobs: Option<usize>,
+
+    /// With --local: the wgpu adapters to spread the tasks over, by index in `trainer
+    /// devices` (0,1): each of the --jobs workers keeps one, so no two tasks share an adapter
+    /// while --jobs is at most the number listed (past that they share, round-robin).
+    #[arg(long, requires = "local", value_delimiter = ',', value_name = "N,...")]
+    pub devices: Vec<usize>,
 
     /// Print only the results.
     #[arg(long)]

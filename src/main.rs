@@ -38,6 +38,10 @@ fn run() -> ExitCode {
     if cli.no_cpu_kernels {
         trainer::device::cpu_kernels::set_enabled(false);
     }
+    if let Err(e) = trainer::device::choose_adapter(cli.device) {
+        eprintln!("trainer: error: {e}");
+        return ExitCode::from(e.exit_code() as u8);
+    }
     trainer::interrupt::install();
     match dispatch(cli, &matches) {
         Ok(code) => code,

@@ -280,3 +280,23 @@ fn a_class_named_in_chinese_or_japanese_is_drawn_with_every_glyph() {
         assert_eq!(&fs::read(pack.join(png)).unwrap()[1..4], b"PNG");
     }
 }
+
+/// `--device N` picks a wgpu adapter by its index in `trainer devices`; one that does not
+/// exist, or a TRAINER_DEVICE that is not a number, is one line listing the adapters.
+#[test]
+fn a_device_that_does_not_exist_is_refused_with_the_list() {
+    let dir = temp();
+    let out = dir.path().join("never");
+    let err = one_line(&["--device", "99", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("--device 99 does not exist"), "{err}");
+    assert!(!out.exists());
+    let output = trainer()
+        .subcommand("devices")
+        .env("TRAINER_DEVICE", "first")
+        .run_fail(2);
+    assert!(
+        stderr(&output).contains("TRAINER_DEVICE='first' is not an adapter index"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -548,3 +548,57 @@ fn bad_sweeps_are_refused_with_one_line() {
     sweep_plan(root.path(), "seed = [1, 2]\n", "busy").run_ok();
     assert!(!lock.exists(), "the lock is released");
 }
+
+/// `--local --devices 0` gives every task the listed adapter (lavapipe is one adapter) and
+/// the global switches reach the tasks: each task's run_info.json records the adapter and
+/// `--no-gpu-kernels`, and the leaderboard names the adapter. A device that does not exist
+/// is refused in one line before any task runs.
+#[test]
+fn local_tasks_get_the_listed_device_and_the_global_switches() {
+    if !wgpu_available("local_tasks_get_the_listed_device_and_the_global_switches") {
+        return;
+    }
+    let root = temp();
+    let toml = "backend = \"wgpu\"\nmodels = [\"baseline\"]\nsamples_per_class = 10\nimage_size = 8\nepochs_baseline = 1\nseed = [1, 2]\n";
+    sweep_plan(root.path(), toml, "devices").run_ok();
+    let dir = root.path().join("devices");
+    let missing = trainer()
+        .subcommand("sweep run")
+        .arg(&dir)
+        .args(["--local", "--devices", "0,7"])
+        .run_fail(2);
+    assert!(
+        stderr(&missing).contains("--devices 7 does not exist") && stderr(&missing).contains("0 "),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(!dir.join("state").join("0000.json").exists());
+    trainer()
+        .subcommand("sweep run")
+        .arg(&dir)
+        .args([
+            "--local",
+            "--quiet",
+            "--devices",
+            "0",
+            "--jobs",
+            "2",
+            "--no-gpu-kernels",
+        ])
+        .run_ok();
+    for task in ["0000", "0001"] {
+        let info: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(dir.join("runs").join(task).join("outputs/run_info.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(info["device"]["adapter_index"], 0, "{info}");
+        assert_eq!(info["device"]["adapter_chosen_by_flag"], true, "{info}");
+        assert_eq!(info["gpu_kernels"], false, "{info}");
+    }
+    sweep("collect", &dir).run_ok();
+    let (header, rows) = read_csv(&dir.join("leaderboard.csv"));
+    let device = header.iter().position(|h| h == "device").unwrap();
+    for row in &rows {
+        assert!(row[device].ends_with("(wgpu adapter 0)"), "{row:?}");
+    }
+}

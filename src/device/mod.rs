@@ -89,9 +89,24 @@ pub struct DeviceInfo {
     /// wgpu only: where tuned and compiled kernels are kept, and whether that was warm.
     #[serde(default)]
     pub kernel_cache: Option<kernel_cache::KernelCache>,
+    /// wgpu only: the adapter's index in `trainer devices`, and whether `--device` (or
+    /// `TRAINER_DEVICE`) picked it.
+    #[serde(default)]
+    pub adapter_index: Option<usize>,
+    #[serde(default)]
+    pub adapter_chosen_by_flag: bool,
 }
 
 impl DeviceInfo {
+    /// The device's name, with the adapter's index on wgpu ("NVIDIA H100 (wgpu adapter 1)"),
+    /// so that two identical GPUs are told apart (a sweep's state and leaderboard).
+    pub fn label(&self) -> String {
+        match self.adapter_index {
+            Some(index) => format!("{} (wgpu adapter {index})", self.device_name),
+            None => self.device_name.clone(),
+        }
+    }
+
     /// One line for the console: backend and device.
     pub fn summary(&self) -> String {
         match self.backend {
@@ -129,6 +144,14 @@ pub fn open(choice: BackendChoice) -> Result<OpenBackend> {
         BackendChoice::Cpu => Ok(open_cpu(BackendName::Cpu)),
         BackendChoice::Ndarray => Ok(open_cpu(BackendName::Ndarray)),
         BackendChoice::Wgpu => open_wgpu(),
+        BackendChoice::Auto if chosen_adapter().is_some() => {
+            let mut open = open_wgpu()?;
+            open.choice_note = Some(format!(
+                "auto: chose wgpu, adapter {} picked by --device",
+                chosen_adapter().unwrap_or(0)
+            ));
+            Ok(open)
+        }
         BackendChoice::Auto => {
             let adapters = wgpu_adapters();
             match adapters.iter().map(|a| &a.info).find(|a| !is_software(a)) {
@@ -190,6 +213,8 @@ fn open_cpu(name: BackendName) -> OpenBackend {
             threads: Some(threads),
             software: false,
             kernel_cache: None,
+            adapter_index: None,
+            adapter_chosen_by_flag: false,
         },
         choice_note: None,
     }
@@ -254,6 +279,71 @@ fn type_rank(device_type: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// The adapter `--device` (or `TRAINER_DEVICE`) asked for, set once at start-up.
+static CHOSEN_ADAPTER: OnceLock<Option<usize>> = OnceLock::new();
+
+/// Picks the wgpu adapter by its index in `trainer devices` for the rest of the process
+/// (`--device N`; without the flag, `TRAINER_DEVICE`). An index that does not exist, or a
+/// variable that is not a number, is one line naming the adapters there are (exit 2).
+pub fn choose_adapter(flag: Option<usize>) -> Result<()> {
+    let index = match flag {
+        Some(index) => Some(index),
+        None => match std::env::var("TRAINER_DEVICE") {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().parse().map_err(|_| {
+                TrainerError::bad_input(format!(
+                    "TRAINER_DEVICE='{text}' is not an adapter index; {}",
+                    adapter_list()
+                ))
+            })?),
+            _ => None,
+        },
+    };
+    if let Some(index) = index {
+        check_adapter(index, "--device")?;
+    }
+    let _ = CHOSEN_ADAPTER.set(index);
+    Ok(())
+}
+
+/// Whether wgpu adapter `index` exists: one line naming the adapters there are otherwise
+/// (`flag` says who asked).
+pub fn check_adapter(index: usize, flag: &str) -> Result<()> {
+    if index < wgpu_adapters().len() {
+        return Ok(());
+    }
+    Err(TrainerError::bad_input(format!(
+        "{flag} {index} does not exist; {}",
+        adapter_list()
+    )))
+}
+
+/// The adapter `--device` picked, if any.
+pub fn chosen_adapter() -> Option<usize> {
+    CHOSEN_ADAPTER.get().copied().flatten()
+}
+
+/// "the wgpu adapters are: 0 llvmpipe (Cpu, Vulkan), 1 ..." for messages.
+fn adapter_list() -> String {
+    let adapters = wgpu_adapters();
+    if adapters.is_empty() {
+        return "this machine has no wgpu adapter".to_string();
+    }
+    let names: Vec<String> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!(
+                "{i} {} ({:?}, {:?})",
+                a.info.name, a.info.device_type, a.info.backend
+            )
+        })
+        .collect();
+    format!(
+        "the wgpu adapters are: {} (trainer devices)",
+        names.join(", ")
+    )
+}
+
 /// The wgpu backend, once opened in this process.
 static OPENED_WGPU: OnceLock<std::result::Result<OpenBackend, String>> = OnceLock::new();
 
@@ -282,9 +372,13 @@ fn open_wgpu() -> Result<OpenBackend> {
 fn start_wgpu() -> std::result::Result<OpenBackend, String> {
     let cache = kernel_cache::configure();
     let adapters = wgpu_adapters();
-    let position = (0..adapters.len())
-        .min_by_key(|&i| type_rank(adapters[i].info.device_type))
-        .ok_or_else(|| "no wgpu adapter found (no Vulkan, Metal or DX12 driver)".to_string())?;
+    let chosen = chosen_adapter();
+    let position = match chosen {
+        Some(index) => index,
+        None => (0..adapters.len())
+            .min_by_key(|&i| type_rank(adapters[i].info.device_type))
+            .ok_or_else(|| "no wgpu adapter found (no Vulkan, Metal or DX12 driver)".to_string())?,
+    };
     let best = &adapters[position].info;
     let limits = &adapters[position].limits;
     // burn counts adapters per type: DiscreteGpu(n) is the n-th discrete adapter.
@@ -328,6 +422,8 @@ fn start_wgpu() -> std::result::Result<OpenBackend, String> {
             threads: None,
             software: is_software(best),
             kernel_cache: Some(cache),
+            adapter_index: Some(position),
+            adapter_chosen_by_flag: chosen.is_some(),
         },
         choice_note: None,
     })
@@ -366,23 +462,29 @@ pub fn describe_all() -> Vec<String> {
                 .to_string(),
         );
     }
-    for adapter in adapters {
+    for (index, adapter) in adapters.iter().enumerate() {
         let a = &adapter.info;
         lines.push(format!(
-            "wgpu: {} ({:?}, {:?}, driver {} {}){}",
+            "wgpu {index}: {} ({:?}, {:?}, driver {} {}; largest buffer {}){}",
             a.name,
             a.device_type,
             a.backend,
             a.driver,
             a.driver_info,
+            gib(adapter.limits.max_buffer_size),
             if is_software(a) {
-                " [software: used by --backend wgpu, never by auto]"
+                " [software: used by --backend wgpu or --device, never by auto alone]"
             } else {
                 ""
             }
         ));
     }
     lines
+}
+
+/// Bytes in GiB with one decimal ("2.0 GiB"), for the adapter list.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Gives the Vulkan loader's window-system libraries a runtime folder when the environment

@@ -243,7 +243,7 @@ pub fn wgpu_available(test: &str) -> bool {
     let has = output.status.success()
         && stdout(&output)
             .lines()
-            .any(|l| l.starts_with("wgpu:") && !l.contains("unavailable"));
+            .any(|l| l.starts_with("wgpu ") && !l.contains("unavailable"));
     if !has {
         if std::env::var("TRAINER_REQUIRE_WGPU").as_deref() == Ok("1") {
             panic!("{test}: no wgpu adapter, and TRAINER_REQUIRE_WGPU=1 requires one");

@@ -60,7 +60,13 @@ impl TaskEnd {
 /// Runs every unfinished task of the plan, `jobs` at a time. An interrupt is passed on to
 /// the running tasks, which stop after their step; the sweep waits for them and reports them
 /// as interrupted (exit 130).
-pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Result<LocalSummary> {
+pub fn run_all(
+    dir: &Path,
+    plan: &Plan,
+    jobs: usize,
+    devices: &[usize],
+    console: &Console,
+) -> Result<LocalSummary> {
     if jobs == 0 {
         return Err(TrainerError::bad_input("--jobs must be at least 1"));
     }
@@ -91,8 +97,11 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
             .unwrap_or_else(|_| plan.launch.cpus_per_task.to_string()),
     };
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(pending.len()) {
-            scope.spawn(|| {
+        for worker in 0..jobs.min(pending.len()) {
+            // Each worker keeps one adapter for all its tasks.
+            let device = (!devices.is_empty()).then(|| devices[worker % devices.len()]);
+            let (launch, next, summary, pending, bar) = (&launch, &next, &summary, &pending, &bar);
+            scope.spawn(move || {
                 loop {
                     let slot = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&index) = pending.get(slot) else {
@@ -101,7 +110,7 @@ pub fn run_all(dir: &Path, plan: &Plan, jobs: usize, console: &Console) -> Resul
                     if crate::interrupt::requested() {
                         break;
                     }
-                    let (end, log) = launch.run(plan, index);
+                    let (end, log) = launch.run(plan, index, device);
                     if let Ok(mut s) = summary.lock() {
                         match end {
                             TaskEnd::Finished => s.ran += 1,
@@ -150,7 +159,7 @@ impl TaskLaunch<'_> {
     /// Runs task `index` as its own `trainer sweep run DIR --task-index I` process (its own
     /// process group, its output in `logs/task-NNNN.log`), passing interrupts on, and says
     /// how it ended.
-    fn run(&self, plan: &Plan, index: usize) -> (TaskEnd, PathBuf) {
+    fn run(&self, plan: &Plan, index: usize, device: Option<usize>) -> (TaskEnd, PathBuf) {
         let log = self.dir.join("logs").join(format!("task-{index:04}.log"));
         let status = std::fs::File::create(&log).and_then(|out| {
             let err = out.try_clone()?;
@@ -163,12 +172,15 @@ impl TaskLaunch<'_> {
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err);
-            // The global switches reach the tasks (the GPU one travels in the environment).
+            // The global switches reach the tasks, in the environment.
             if !crate::device::cpu_kernels::enabled() {
                 command.env("TRAINER_CPU_KERNELS", "off");
             }
             if !crate::device::gpu_kernels::enabled() {
                 command.env("TRAINER_GPU_KERNELS", "off");
+            }
+            if let Some(adapter) = device.or_else(crate::device::chosen_adapter) {
+                command.env("TRAINER_DEVICE", adapter.to_string());
             }
             #[cfg(unix)]
             {

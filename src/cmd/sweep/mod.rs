@@ -82,7 +82,10 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
         let jobs = args
             .jobs
             .unwrap_or((cores / plan.launch.cpus_per_task).max(1));
-        let summary = local::run_all(&args.dir, &plan, jobs, &console)?;
+        for &index in &args.devices {
+            crate::device::check_adapter(index, "--devices")?;
+        }
+        let summary = local::run_all(&args.dir, &plan, jobs, &args.devices, &console)?;
         console.result(
             &(format!(
                 "sweep: ran {}, {} finished earlier, {} failed, {} interrupted, {} busy elsewhere",

@@ -165,7 +165,7 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
                 Status::Done
             };
             state.backend = Some(report.device.backend.as_str().to_string());
-            state.device = Some(report.device.device_name.clone());
+            state.device = Some(report.device.label());
             state.result = Some(chosen(&report, task.settings.monitor));
         }
         // Not an outcome: the task stays unfinished and is redone by the next run.
