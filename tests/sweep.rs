@@ -598,7 +598,9 @@ fn local_tasks_get_the_listed_device_and_the_global_switches() {
     sweep("collect", &dir).run_ok();
     let (header, rows) = read_csv(&dir.join("leaderboard.csv"));
     let device = header.iter().position(|h| h == "device").unwrap();
+    let host = header.iter().position(|h| h == "host").unwrap();
     for row in &rows {
         assert!(row[device].ends_with("(wgpu adapter 0)"), "{row:?}");
+        assert!(!row[host].is_empty(), "{row:?}");
     }
 }

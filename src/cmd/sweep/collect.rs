@@ -100,7 +100,7 @@ fn rank_key(row: &Row, by_loss: bool) -> (u8, f64, f64, usize) {
     }
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "status",
     "model",
     "val_acc",
@@ -110,6 +110,7 @@ const COLUMNS: [&str; 10] = [
     "wall_seconds",
     "backend",
     "device",
+    "host",
     "error",
 ];
 
@@ -139,6 +140,7 @@ fn csv_rows(plan: &Plan, rows: &[Row]) -> Vec<Vec<String>> {
                 .unwrap_or_default(),
             s.and_then(|s| s.backend.clone()).unwrap_or_default(),
             s.and_then(|s| s.device.clone()).unwrap_or_default(),
+            s.map(|s| s.host.clone()).unwrap_or_default(),
             s.and_then(|s| s.error.clone()).unwrap_or_default(),
         ]);
         out.push(line);
