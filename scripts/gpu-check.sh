@@ -3,8 +3,8 @@
 # on wgpu cold (empty kernel cache) and warm, with the training kernels and with burn's layers
 # (--no-gpu-kernels), on auto (which must pick the GPU) and on cpu; parity cpu vs wgpu;
 # `trainer bench --backend wgpu` at batch 32, 256, 1024 and 4096 (with launches per step),
-# kernels and layers; and the PyTorch peer on CUDA, eager and with torch.compile, at the same
-# batch sizes.
+# kernels and layers; the same for a 3-channel 16-32-64 CNN at 32x32 (the CNN family); and the
+# PyTorch peer on CUDA, eager and with torch.compile, at the same batch sizes and shapes.
 # Usage: OUT=gpu_out TRAINER=target/release/trainer PEER=../shared/peers/torch_throughput.py \
 #        scripts/gpu-check.sh
 set -u
@@ -45,6 +45,9 @@ timed() {
   timed "$BIN" --backend cpu --out "$work/cpu" --quiet
   step "parity cpu,wgpu"
   timed "$BIN" parity --backends cpu,wgpu --out "$work/parity" --quiet
+  step "parity cpu,wgpu, a 3-channel 3-block CNN on the hue folder (scripts/hue-check.py)"
+  python3 scripts/hue-check.py make "$work/hues" 20
+  timed "$BIN" parity --backends cpu,wgpu --data "$work/hues" --image-size 24 --cnn-widths 8,12,16 --out "$work/parity-family" --quiet
   step "trainer bench --backend wgpu, Tiny CNN, 16x16, batch $BATCHES"
   timed "$BIN" bench --backend wgpu --model cnn --batch-sizes "$BATCHES" --steps 50 --out "$work/bench" --quiet
   cat "$work/bench/bench/throughput.csv"
@@ -54,6 +57,15 @@ timed() {
   step "trainer bench --backend wgpu, Flatten baseline, batch $BATCHES"
   timed "$BIN" bench --backend wgpu --model baseline --batch-sizes "$BATCHES" --steps 50 --out "$work/bench-baseline" --quiet
   cat "$work/bench-baseline/bench/throughput.csv"
+  step "the CNN family: 3 channels, 16-32-64, 32x32, kernels then layers, batch $BATCHES"
+  FAMILY=(--color rgb --cnn-widths 16,32,64 --image-size 32 --batch-sizes "$BATCHES" --steps 20)
+  timed "$BIN" bench --backend wgpu "${FAMILY[@]}" --out "$work/bench-family" --quiet
+  cat "$work/bench-family/bench/throughput.csv"
+  timed "$BIN" bench --backend wgpu --no-gpu-kernels "${FAMILY[@]}" --out "$work/bench-family-layers" --quiet
+  cat "$work/bench-family-layers/bench/throughput.csv"
+  step "PyTorch CUDA eager and compiled, the same family CNN, batch $BATCHES"
+  timed python3 "$PEER" --device cuda --in-channels 3 --widths 16,32,64 --image-size 32 --batch-sizes "$BATCHES" --steps 20 | tee "$OUT/torch_cuda_family_eager.csv"
+  timed timeout 300 python3 "$PEER" --device cuda --compile --in-channels 3 --widths 16,32,64 --image-size 32 --batch-sizes "$BATCHES" --steps 20 | tee "$OUT/torch_cuda_family_compile.csv"
   step "PyTorch CUDA eager, Tiny CNN, 16x16, batch $BATCHES"
   timed python3 "$PEER" --device cuda --batch-sizes "$BATCHES" --steps 50 | tee "$OUT/torch_cuda_eager.csv"
   step "PyTorch CUDA torch.compile, Tiny CNN, 16x16, batch $BATCHES"
@@ -61,7 +73,10 @@ timed() {
 } 2>&1 | tee "$OUT/log.txt"
 cp "$work/warm/outputs/run_info.json" "$OUT/workshop_run_info.json" 2>/dev/null
 cp "$work/parity/parity/parity_report.md" "$OUT/parity_report.md" 2>/dev/null
+cp "$work/parity-family/parity/parity_report.md" "$OUT/parity_family_report.md" 2>/dev/null
 cp "$work/bench/bench/throughput.csv" "$OUT/throughput.csv" 2>/dev/null
 cp "$work/bench/bench/README.md" "$OUT/bench_README.md" 2>/dev/null
 cp "$work/bench-layers/bench/throughput.csv" "$OUT/throughput_layers.csv" 2>/dev/null
 cp "$work/bench-baseline/bench/throughput.csv" "$OUT/throughput_baseline.csv" 2>/dev/null
+cp "$work/bench-family/bench/throughput.csv" "$OUT/throughput_family.csv" 2>/dev/null
+cp "$work/bench-family-layers/bench/throughput.csv" "$OUT/throughput_family_layers.csv" 2>/dev/null
