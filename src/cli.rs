@@ -293,6 +293,14 @@ pub struct TrainArgs {
     /// least 2 to the power (blocks - 1). The default 8,16 is the workshop's Tiny CNN.
     #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
     pub cnn_widths: Vec<usize>,
+
+    /// The workshop's "overfit a tiny batch" check: train each model on the first N batches
+    /// of the training part only, for 100 steps, and report whether its training loss fell
+    /// below 0.05 (exit 0 when every model did, 1 when one did not; the verdict is in
+    /// reports/debug_checklist.md). A model that cannot overfit a batch has a bug, a wrong
+    /// learning rate or wrong labels.
+    #[arg(long, value_name = "N")]
+    pub overfit_batches: Option<usize>,
 }
 
 impl TrainArgs {
@@ -317,6 +325,7 @@ impl TrainArgs {
             select_by: self.select_by,
             color: self.color,
             cnn_widths: self.cnn_widths.clone(),
+            overfit_batches: self.overfit_batches,
         }
     }
 }

@@ -15,6 +15,11 @@ use crate::model::ModelKind;
 /// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
 pub const MAX_GRAD_NORM: f32 = 2.0;
 
+/// `--overfit-batches`: the steps each model trains on its few batches ...
+pub const OVERFIT_STEPS: usize = 100;
+/// ... and the training loss below which it counts as having overfit them.
+pub const OVERFIT_LOSS: f64 = 0.05;
+
 /// Adam's epsilon (PyTorch's default; the workshop's optimizer).
 pub const ADAM_EPSILON: f32 = 1e-8;
 
@@ -127,6 +132,11 @@ pub struct Settings {
     /// The CNN's widths, one per block (the workshop's Tiny CNN is 8, 16).
     #[serde(default = "default_cnn_widths")]
     pub cnn_widths: Vec<usize>,
+    /// The workshop's "overfit a tiny batch" check: train each model on the first N batches
+    /// of the training part for [`OVERFIT_STEPS`] steps and say whether its training loss
+    /// fell below [`OVERFIT_LOSS`].
+    #[serde(default)]
+    pub overfit_batches: Option<usize>,
 }
 
 /// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
@@ -152,6 +162,7 @@ impl Default for Settings {
             select_by: Selection::Val,
             color: Color::Auto,
             cnn_widths: default_cnn_widths(),
+            overfit_batches: None,
         }
     }
 }
@@ -186,10 +197,22 @@ impl Settings {
 
     /// Epochs and learning rate of one model.
     pub fn schedule(&self, kind: ModelKind) -> (usize, f64) {
-        match kind {
+        let (epochs, lr) = match kind {
             ModelKind::Baseline => (self.epochs_baseline, self.lr_baseline),
             ModelKind::Cnn => (self.epochs_cnn, self.lr_cnn),
+        };
+        match self.overfit_batches {
+            // An epoch is the N batches: the step budget decides the epochs.
+            Some(batches) => (OVERFIT_STEPS.div_ceil(batches.max(1)), lr),
+            None => (epochs, lr),
         }
+    }
+
+    /// The training samples `--overfit-batches` keeps (the first N batches of a training
+    /// part of `train_len`), or none without the flag.
+    pub fn overfit_samples(&self, train_len: usize) -> Option<usize> {
+        self.overfit_batches
+            .map(|batches| (batches * self.batch_size).min(train_len))
     }
 
     /// Checks every value before any work starts.
@@ -250,6 +273,11 @@ impl Settings {
         }
         if self.patience == Some(0) {
             return Err(TrainerError::bad_input("--patience must be at least 1"));
+        }
+        if self.overfit_batches == Some(0) {
+            return Err(TrainerError::bad_input(
+                "--overfit-batches must be at least 1",
+            ));
         }
         let widths =
             crate::model::CnnWidths::new(&self.cnn_widths).map_err(TrainerError::bad_input)?;

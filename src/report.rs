@@ -77,7 +77,38 @@ pub struct Report {
     pub cpu_kernels: Option<&'static str>,
 }
 
+/// What `--overfit-batches` found for one model.
+#[derive(Clone, Debug)]
+pub struct OverfitVerdict {
+    pub model: String,
+    /// Steps trained on the few batches.
+    pub steps: usize,
+    /// Training loss of the last epoch.
+    pub final_loss: f64,
+    pub passed: bool,
+}
+
 impl Report {
+    /// Each model's overfit verdict, when the run was `--overfit-batches`.
+    pub fn overfit_verdicts(&self) -> Option<Vec<OverfitVerdict>> {
+        self.config.settings.overfit_batches?;
+        Some(
+            self.models
+                .iter()
+                .map(|m| {
+                    let final_loss = m.trained.history.last().map_or(f64::NAN, |e| e.train_loss);
+                    OverfitVerdict {
+                        model: m.spec.display_name(),
+                        steps: m.trained.step_losses.len(),
+                        final_loss,
+                        passed: final_loss < crate::config::OVERFIT_LOSS
+                            && m.trained.divergence.is_none(),
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Whether a model's training diverged.
     pub fn diverged(&self) -> bool {
         self.models.iter().any(|m| m.trained.divergence.is_some())

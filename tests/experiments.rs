@@ -329,3 +329,66 @@ fn compare_names_the_changed_value_and_warns_about_two() {
         .run_fail(2);
     assert_eq!(stderr(&output).lines().count(), 1);
 }
+
+/// `--overfit-batches 1`, the workshop's "overfit a tiny batch": on the stripes both models
+/// drive their training loss near zero (exit 0); at a learning rate of 1e-7 they cannot
+/// (exit 1, the pack still written with the verdict in its checklist); 0 batches is refused.
+#[test]
+fn the_overfit_check_passes_on_the_stripes_and_fails_without_a_learning_rate() {
+    let dir = temp();
+    let out = dir.path().join("overfit");
+    let output = trainer()
+        .cpu()
+        .quiet()
+        .args(["--overfit-batches", "1"])
+        .out(&out)
+        .run_ok();
+    let text = stdout(&output);
+    for model in ["Flatten baseline", "Tiny CNN"] {
+        assert!(
+            text.contains(&format!("overfit_check: {model}: passed")),
+            "{text}"
+        );
+    }
+    assert_eq!(console_value(&text, "train_samples").as_deref(), Some("32"));
+    let (header, log) = read_csv(&out.join("outputs/training_log.csv"));
+    let loss = header.iter().position(|h| h == "train_loss").unwrap();
+    let last: f64 = log.last().unwrap()[loss].parse().unwrap();
+    assert!(last < 0.05, "{last}");
+    let checklist = std::fs::read_to_string(out.join("reports/debug_checklist.md")).unwrap();
+    assert!(checklist.contains("Tiny CNN: **passed**"), "{checklist}");
+
+    let stuck = dir.path().join("stuck");
+    let output = trainer()
+        .cpu()
+        .quiet()
+        .args([
+            "--overfit-batches",
+            "1",
+            "--lr-cnn",
+            "1e-7",
+            "--lr-baseline",
+            "1e-7",
+        ])
+        .out(&stuck)
+        .run_fail(1);
+    assert!(
+        stderr(&output).contains("overfit check failed"),
+        "{}",
+        stderr(&output)
+    );
+    let checklist = std::fs::read_to_string(stuck.join("reports/debug_checklist.md")).unwrap();
+    assert!(checklist.contains("Tiny CNN: **failed**"), "{checklist}");
+
+    let never = dir.path().join("never");
+    let output = trainer()
+        .args(["--overfit-batches", "0"])
+        .out(&never)
+        .run_fail(2);
+    assert!(
+        stderr(&output).contains("at least 1"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!never.exists());
+}

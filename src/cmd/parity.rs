@@ -165,7 +165,11 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     pack::check_target(&config.out, pack::PackKind::Parity)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let settings = &config.settings;
-    let splits = data::load_splits(&settings.data_config())?;
+    let mut splits = data::load_splits(&settings.data_config())?;
+    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
+        // As the workshop run: the first N batches only.
+        splits.train.samples.truncate(keep);
+    }
     if settings.data.is_some() {
         console.info(&format!("parity: images: {}", splits.color.describe()));
     }

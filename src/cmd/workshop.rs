@@ -45,6 +45,26 @@ pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
     for line in console_summary(&report) {
         console.result(&line);
     }
+    if let Some(verdicts) = report.overfit_verdicts() {
+        for v in &verdicts {
+            console.result(&format!(
+                "overfit_check: {}: {} (train loss {:.4} after {} steps)",
+                v.model,
+                if v.passed { "passed" } else { "FAILED" },
+                v.final_loss,
+                v.steps
+            ));
+        }
+        if let Some(failed) = verdicts.iter().find(|v| !v.passed) {
+            return Err(TrainerError::VerdictFailed(format!(
+                "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {}); lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
+                failed.model,
+                failed.final_loss,
+                failed.steps,
+                crate::config::OVERFIT_LOSS
+            )));
+        }
+    }
     if report.diverged() {
         return Ok(ExitCode::from(EXIT_DIVERGED));
     }
@@ -82,7 +102,16 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     }
     console.info(&opened.info.summary());
 
-    let splits = data::load_splits(&settings.data_config())?;
+    let mut splits = data::load_splits(&settings.data_config())?;
+    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
+        // The overfit check: the first N batches of the training part, nothing else.
+        splits.train.samples.truncate(keep);
+        console.info(&format!(
+            "overfit check: {keep} training samples, {} epochs a model; it passes when the training loss falls below {}",
+            settings.schedule(crate::model::ModelKind::Cnn).0,
+            crate::config::OVERFIT_LOSS
+        ));
+    }
     for (file, reason) in &splits.skipped {
         console.warn(&format!("skipped '{file}': {reason}"));
     }

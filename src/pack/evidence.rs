@@ -766,12 +766,13 @@ pub fn debug_checklist_md(report: &Report) -> String {
     let mut out = String::from("# Debug Checklist\n\n");
     let items = [
         format!(
-            "**Shape mismatch** (`Expected 4D input`, wrong logits shape): read `reports/shape_trace.md` first; images must be `(batch, 1, {s}, {s})` and labels `(batch,)`. `--image-size` below {min} is refused because the stripe recipe and the CNN's pooling need room.",
+            "**Shape mismatch** (`Expected 4D input`, wrong logits shape): read `reports/shape_trace.md` first; images must be `(batch, {channels}, {s}, {s})` and labels `(batch,)`. `--image-size` below {min} is refused because the stripe recipe and the CNN's pooling need room.",
             s = c.settings.image_size,
+            channels = report.color.channels,
             min = crate::data::MIN_IMAGE_SIZE
         ),
         format!(
-            "**Loss not falling**: compare the first and last `train_loss` per model in `outputs/training_log.csv` and look at `curves/loss_curve.png`. Lower the learning rate first (`--lr-baseline`, now {}; `--lr-cnn`, now {}), then check labels: `outputs/confusion_matrix.csv` shows whether one class swallows the others. Try overfitting a tiny set (`--samples-per-class 5 --epochs-cnn 50`).",
+            "**Loss not falling**: compare the first and last `train_loss` per model in `outputs/training_log.csv` and look at `curves/loss_curve.png`. Lower the learning rate first (`--lr-baseline`, now {}; `--lr-cnn`, now {}), then check labels: `outputs/confusion_matrix.csv` shows whether one class swallows the others. Try overfitting a tiny set: `--overfit-batches 1` trains each model on one batch and says whether its loss falls near zero.",
             c.settings.lr_baseline, c.settings.lr_cnn
         ),
         "**Training improves but validation does not (overfitting)**: compare `train_acc` with `val_acc` and `train_loss` with `val_loss` per epoch in `outputs/training_log.csv` and `curves/accuracy_curve.png`. The best epoch is restored (`best_epoch` in `outputs/model_comparison.csv`); more data (`--samples-per-class`) or fewer epochs help.".to_string(),
@@ -789,6 +790,25 @@ pub fn debug_checklist_md(report: &Report) -> String {
     ];
     for item in items {
         let _ = writeln!(out, "- {item}");
+    }
+    if let Some(verdicts) = report.overfit_verdicts() {
+        let _ = writeln!(
+            out,
+            "\n## Overfit check (`--overfit-batches {}`)\n\nEach model trained on the first {} training samples only; a model that can learn anything drives its training loss below {} there.\n",
+            c.settings.overfit_batches.unwrap_or(0),
+            report.split_sizes[0],
+            crate::config::OVERFIT_LOSS
+        );
+        for v in verdicts {
+            let _ = writeln!(
+                out,
+                "- {}: **{}**, training loss {:.4} after {} steps",
+                v.model,
+                if v.passed { "passed" } else { "failed" },
+                v.final_loss,
+                v.steps
+            );
+        }
     }
     out
 }

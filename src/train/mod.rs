@@ -69,7 +69,10 @@ impl TrainSettings {
             max_grad_norm: MAX_GRAD_NORM,
             shuffle_seed: settings.seed,
             monitor: settings.monitor,
-            patience: settings.patience,
+            // The overfit check trains its whole step budget.
+            patience: settings
+                .patience
+                .filter(|_| settings.overfit_batches.is_none()),
             augment: settings.augment,
         }
     }
