@@ -165,14 +165,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     pack::check_target(&config.out, pack::PackKind::Parity)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let settings = &config.settings;
-    let mut splits = data::load_splits(&settings.data_config())?;
-    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
-        // As the workshop run: the first N batches only.
-        splits.train.samples.truncate(keep);
-    }
-    if settings.data.is_some() {
-        console.info(&format!("parity: images: {}", splits.color.describe()));
-    }
+    let splits = load(settings, console)?;
     // Open every backend first: one that cannot start fails the command before any work.
     let opened = config
         .backends
@@ -224,18 +217,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         }
     }
     let passed = comparisons.iter().all(|c| c.passed);
-    let verdict = if passed {
-        format!(
-            "PASS: {} agree within the tolerances",
-            names(&config.backends)
-        )
-    } else {
-        let first = comparisons
-            .iter()
-            .find_map(|c| c.failure.clone())
-            .unwrap_or_default();
-        format!("FAIL: {first}")
-    };
+    let verdict = verdict(&config.backends, &comparisons);
     let losses = config
         .backends
         .iter()
@@ -264,6 +246,27 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         )));
     }
     Ok(report)
+}
+
+/// "PASS: cpu and wgpu agree within the tolerances", or "FAIL: " and the first failure.
+fn verdict(backends: &[BackendName], comparisons: &[ModelComparison]) -> String {
+    match comparisons.iter().find_map(|c| c.failure.clone()) {
+        None => format!("PASS: {} agree within the tolerances", names(backends)),
+        Some(first) => format!("FAIL: {first}"),
+    }
+}
+
+/// The data as the workshop run would train on it: the folder's colour said on the console,
+/// and only the first N batches under `--overfit-batches`.
+fn load(settings: &Settings, console: &Console) -> Result<data::Splits> {
+    let mut splits = data::load_splits(&settings.data_config())?;
+    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
+        splits.train.samples.truncate(keep);
+    }
+    if settings.data.is_some() {
+        console.info(&format!("parity: images: {}", splits.color.describe()));
+    }
+    Ok(splits)
 }
 
 /// Trains and tests one model on one backend from the shared start (perturbed on the
