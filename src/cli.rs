@@ -184,7 +184,7 @@ pub struct RunArgs {
     /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
     /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, color,
-    /// cnn_widths, backend). Flags given on the command line win. A pack's outputs/config.json repeats its run.
+    /// cnn_widths, overfit_batches, backend). Flags given on the command line win. A pack's outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
 
@@ -294,11 +294,11 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
     pub cnn_widths: Vec<usize>,
 
-    /// The workshop's "overfit a tiny batch" check: train each model on the first N batches
-    /// of the training part only, for 100 steps, and report whether its training loss fell
-    /// below 0.05 (exit 0 when every model did, 1 when one did not; the verdict is in
-    /// reports/debug_checklist.md). A model that cannot overfit a batch has a bug, a wrong
-    /// learning rate or wrong labels.
+    /// The workshop's "overfit a tiny batch" check (the workshop run and sweeps; parity
+    /// refuses it): train each model on the first N batches of the training part only, for at
+    /// least 100 steps, and report whether its training loss fell below 0.05 (exit 0 when
+    /// every model did, 1 when one did not; the verdict is in reports/debug_checklist.md). A
+    /// model that cannot overfit a batch has a bug, a wrong learning rate or wrong labels.
     #[arg(long, value_name = "N")]
     pub overfit_batches: Option<usize>,
 }

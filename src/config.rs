@@ -304,6 +304,21 @@ impl Settings {
         if self.data.is_none() && self.color == Color::Gray {
             notes.push("--color gray has no effect: the stripe images are gray".to_string());
         }
+        if self.overfit_batches.is_some() {
+            if self.patience.is_some() {
+                notes.push(
+                    "--patience has no effect with --overfit-batches: the check trains its whole step budget"
+                        .to_string(),
+                );
+            }
+            if self.augment {
+                notes.push(
+                    "--augment with --overfit-batches: the batch changes every step, so the check is harder than the workshop's (fixed images)"
+                        .to_string(),
+                );
+            }
+        }
+
         notes
     }
 

@@ -39,8 +39,12 @@ fn run() -> ExitCode {
         trainer::device::cpu_kernels::set_enabled(false);
     }
     if let Err(e) = trainer::device::choose_adapter(cli.device) {
-        eprintln!("trainer: error: {e}");
-        return ExitCode::from(e.exit_code() as u8);
+        // `trainer devices` still lists the adapters a bad index should name.
+        if !matches!(cli.command, Some(Command::Devices)) {
+            eprintln!("trainer: error: {e}");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+        eprintln!("trainer: warning: {e}");
     }
     trainer::interrupt::install();
     match dispatch(cli, &matches) {

@@ -85,6 +85,7 @@ pub struct OverfitVerdict {
     pub steps: usize,
     /// Training loss of the last epoch.
     pub final_loss: f64,
+    pub diverged: bool,
     pub passed: bool,
 }
 
@@ -101,12 +102,31 @@ impl Report {
                         model: m.spec.display_name(),
                         steps: m.trained.step_losses.len(),
                         final_loss,
+                        diverged: m.trained.divergence.is_some(),
                         passed: final_loss < crate::config::OVERFIT_LOSS
                             && m.trained.divergence.is_none(),
                     }
                 })
                 .collect(),
         )
+    }
+
+    /// The first model that failed the overfit check, as one line; none when every model
+    /// passed or the run was not a check.
+    pub fn overfit_failure(&self) -> Option<String> {
+        let failed = self.overfit_verdicts()?.into_iter().find(|v| !v.passed)?;
+        Some(format!(
+            "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {}){}; lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
+            failed.model,
+            failed.final_loss,
+            failed.steps,
+            crate::config::OVERFIT_LOSS,
+            if failed.diverged {
+                ", and diverged"
+            } else {
+                ""
+            }
+        ))
     }
 
     /// Whether a model's training diverged.

@@ -380,6 +380,35 @@ fn the_overfit_check_passes_on_the_stripes_and_fails_without_a_learning_rate() {
     let checklist = std::fs::read_to_string(stuck.join("reports/debug_checklist.md")).unwrap();
     assert!(checklist.contains("Tiny CNN: **failed**"), "{checklist}");
 
+    // More batches than there are: all of them, said once, and the budget stays whole.
+    let all = dir.path().join("all");
+    let output = trainer()
+        .cpu()
+        .args(["--overfit-batches", "1000", "--models", "baseline"])
+        .out(&all)
+        .run_ok();
+    assert!(
+        stderr(&output).contains("the check uses 8"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("after 104 steps"),
+        "{}",
+        stdout(&output)
+    );
+    // parity compares backends on the whole training part: it refuses the check.
+    let output = trainer()
+        .subcommand("parity")
+        .args(["--backends", "cpu,ndarray", "--overfit-batches", "1"])
+        .out(dir.path().join("parity"))
+        .run_fail(2);
+    assert!(
+        stderr(&output).contains("--overfit-batches"),
+        "{}",
+        stderr(&output)
+    );
+
     let never = dir.path().join("never");
     let output = trainer()
         .args(["--overfit-batches", "0"])

@@ -604,3 +604,29 @@ fn local_tasks_get_the_listed_device_and_the_global_switches() {
         assert!(!row[host].is_empty(), "{row:?}");
     }
 }
+
+/// A sweep of overfit checks: the task whose check fails (a learning rate of 1e-7) is a
+/// failed task with the verdict as its error; the other is done.
+#[test]
+fn a_failed_overfit_check_fails_its_task() {
+    let root = temp();
+    let toml = "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 20\noverfit_batches = 1\nlr_cnn = [1e-7, 0.006]\n";
+    sweep_plan(root.path(), toml, "overfit").run_ok();
+    let dir = root.path().join("overfit");
+    sweep("run", &dir).args(["--local", "--quiet"]).run_fail(1);
+    let (header, rows) = {
+        sweep("collect", &dir).run_fail(1);
+        read_csv(&dir.join("leaderboard.csv"))
+    };
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let failed: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r[col("status")] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{rows:?}");
+    assert_eq!(failed[0][col("lr_cnn")], "1e-7", "{rows:?}");
+    assert!(
+        failed[0][col("error")].contains("overfit check failed"),
+        "{rows:?}"
+    );
+}

@@ -256,13 +256,9 @@ fn verdict(backends: &[BackendName], comparisons: &[ModelComparison]) -> String 
     }
 }
 
-/// The data as the workshop run would train on it: the folder's colour said on the console,
-/// and only the first N batches under `--overfit-batches`.
+/// The data as the workshop run would train on it, the folder's colour said on the console.
 fn load(settings: &Settings, console: &Console) -> Result<data::Splits> {
-    let mut splits = data::load_splits(&settings.data_config())?;
-    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
-        splits.train.samples.truncate(keep);
-    }
+    let splits = data::load_splits(&settings.data_config())?;
     if settings.data.is_some() {
         console.info(&format!("parity: images: {}", splits.color.describe()));
     }
@@ -323,6 +319,11 @@ fn train_side(
 
 fn validate(config: &ParityConfig) -> Result<()> {
     config.settings.validate()?;
+    if config.settings.overfit_batches.is_some() {
+        return Err(TrainerError::bad_input(
+            "--overfit-batches is a check of one run (trainer --overfit-batches N); parity compares backends and takes the full training part",
+        ));
+    }
     let t = &config.tolerances;
     if !(t.loss_rtol >= 0.0 && t.logits_atol >= 0.0 && (0.0..=1.0).contains(&t.min_agreement)) {
         return Err(TrainerError::bad_input(

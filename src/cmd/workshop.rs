@@ -48,22 +48,18 @@ pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
     if let Some(verdicts) = report.overfit_verdicts() {
         for v in &verdicts {
             console.result(&format!(
-                "overfit_check: {}: {} (train loss {:.4} after {} steps)",
+                "overfit_check: {}: {} (train loss {:.4} after {} steps{})",
                 v.model,
                 if v.passed { "passed" } else { "FAILED" },
                 v.final_loss,
-                v.steps
+                v.steps,
+                if v.diverged { ", diverged" } else { "" }
             ));
         }
-        if let Some(failed) = verdicts.iter().find(|v| !v.passed) {
-            return Err(TrainerError::VerdictFailed(format!(
-                "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {}); lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
-                failed.model,
-                failed.final_loss,
-                failed.steps,
-                crate::config::OVERFIT_LOSS
-            )));
-        }
+    }
+    // A failed check is the run's verdict (exit 1), before a divergence's exit 3.
+    if let Some(failure) = report.overfit_failure() {
+        return Err(TrainerError::VerdictFailed(failure));
     }
     if report.diverged() {
         return Ok(ExitCode::from(EXIT_DIVERGED));
@@ -100,24 +96,16 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     for note in settings.without_effect() {
         console.warn(&note);
     }
-    console.info(&opened.info.summary());
-
-    let mut splits = data::load_splits(&settings.data_config())?;
-    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
-        // The overfit check: the first N batches of the training part, nothing else.
-        splits.train.samples.truncate(keep);
-        console.info(&format!(
-            "overfit check: {keep} training samples, {} epochs a model; it passes when the training loss falls below {}",
-            settings.schedule(crate::model::ModelKind::Cnn).0,
-            crate::config::OVERFIT_LOSS
+    if device::chosen_adapter().is_some() && opened.info.backend != device::BackendName::Wgpu {
+        console.warn(&format!(
+            "--device picks a wgpu adapter; the {} backend does not use one",
+            opened.info.backend.as_str()
         ));
     }
-    for (file, reason) in &splits.skipped {
-        console.warn(&format!("skipped '{file}': {reason}"));
-    }
-    if settings.data.is_some() {
-        console.info(&format!("images: {}", splits.color.describe()));
-    }
+    console.info(&opened.info.summary());
+
+    let splits = load_data(&mut config.settings, console)?;
+    let settings = config.settings.clone();
     let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
     let ctx = Context {
         device: &opened.device,
@@ -171,6 +159,53 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         console.info(&note);
     }
     Ok(report)
+}
+
+/// The run's data: the split, its skipped files and colour said on the console, and under
+/// `--overfit-batches` only the first batches (the settings then record what ran).
+fn load_data(settings: &mut Settings, console: &Console) -> Result<Splits> {
+    let mut splits = data::load_splits(&settings.data_config())?;
+    if let Some(asked) = settings.overfit_batches {
+        let settings = overfit_settings(settings, &mut splits, asked, console);
+        let batches = settings.overfit_batches.unwrap_or(asked);
+        let epochs = settings.schedule(crate::model::ModelKind::Cnn).0;
+        console.info(&format!(
+            "overfit check: {} training samples in {batches} batch(es), {epochs} epochs of them ({} steps) a model; it passes when the training loss falls below {}",
+            splits.train.len(),
+            epochs * batches,
+            crate::config::OVERFIT_LOSS
+        ));
+    }
+    for (file, reason) in &splits.skipped {
+        console.warn(&format!("skipped '{file}': {reason}"));
+    }
+    if settings.data.is_some() {
+        console.info(&format!("images: {}", splits.color.describe()));
+    }
+    Ok(splits)
+}
+
+/// The overfit check's data: the first N batches of the training part. Asking for more
+/// batches than there are uses all of them (the settings record what ran), so the step budget
+/// stays whole. Returns the settings the run now has.
+fn overfit_settings<'a>(
+    settings: &'a mut Settings,
+    splits: &mut Splits,
+    asked: usize,
+    console: &Console,
+) -> &'a Settings {
+    let have = splits.train.len().div_ceil(settings.batch_size).max(1);
+    if asked > have {
+        console.warn(&format!(
+            "--overfit-batches {asked}: the training part has {have} batch(es) of {}; the check uses {have}",
+            settings.batch_size
+        ));
+        settings.overfit_batches = Some(have);
+    }
+    if let Some(keep) = settings.overfit_samples(splits.train.len()) {
+        splits.train.samples.truncate(keep);
+    }
+    settings
 }
 
 /// One model, trained and not yet tested.

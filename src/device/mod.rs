@@ -289,16 +289,20 @@ pub fn choose_adapter(flag: Option<usize>) -> Result<()> {
     let index = match flag {
         Some(index) => Some(index),
         None => match std::env::var("TRAINER_DEVICE") {
-            Ok(text) if !text.trim().is_empty() => Some(text.trim().parse().map_err(|_| {
-                TrainerError::bad_input(format!(
-                    "TRAINER_DEVICE='{text}' is not an adapter index; {}",
-                    adapter_list()
-                ))
-            })?),
+            Ok(text) if !text.trim().is_empty() => {
+                let index = text.trim().parse().map_err(|_| {
+                    TrainerError::bad_input(format!(
+                        "TRAINER_DEVICE='{text}' is not an adapter index; {}",
+                        adapter_list()
+                    ))
+                })?;
+                check_adapter(index, "TRAINER_DEVICE=")?;
+                Some(index)
+            }
             _ => None,
         },
     };
-    if let Some(index) = index {
+    if let (Some(index), Some(_)) = (index, flag) {
         check_adapter(index, "--device")?;
     }
     let _ = CHOSEN_ADAPTER.set(index);
@@ -311,8 +315,13 @@ pub fn check_adapter(index: usize, flag: &str) -> Result<()> {
     if index < wgpu_adapters().len() {
         return Ok(());
     }
+    let named = if flag.ends_with('=') {
+        format!("{flag}{index}")
+    } else {
+        format!("{flag} {index}")
+    };
     Err(TrainerError::bad_input(format!(
-        "{flag} {index} does not exist; {}",
+        "{named} does not exist; {}",
         adapter_list()
     )))
 }

@@ -856,6 +856,21 @@ fn readme_results(out: &mut String, report: &Report) {
     let c = &report.config;
     let best = report.best();
     let _ = writeln!(out, "## Results\n");
+    if let Some(verdicts) = report.overfit_verdicts() {
+        let each: Vec<String> = verdicts
+            .iter()
+            .map(|v| {
+                let verdict = if v.passed { "passed" } else { "failed" };
+                format!("{} {verdict} (train loss {:.4})", v.model, v.final_loss)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "- **This run is the overfit check** (`--overfit-batches`): each model trained on the first {} training samples only, so the figures below are not a model to keep. {}.",
+            report.split_sizes[0],
+            each.join("; ")
+        );
+    }
     let _ = writeln!(
         out,
         "- Best model: {}, chosen by {} (`--select-by {}`).",

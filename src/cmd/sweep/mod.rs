@@ -76,62 +76,14 @@ fn plan_main(args: SweepPlanArgs) -> Result<()> {
 /// Runs every unfinished task here (`--local`), or the one task of this worker.
 fn run_main(args: SweepRunArgs) -> Result<()> {
     let console = Console::new(args.quiet);
+    if !args.devices.is_empty() && !args.local {
+        return Err(TrainerError::bad_input(
+            "--devices spreads a --local sweep over adapters; for one task give --device N",
+        ));
+    }
     let plan = Plan::read(&args.dir)?;
     if args.local {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let jobs = args
-            .jobs
-            .unwrap_or((cores / plan.launch.cpus_per_task).max(1));
-        for &index in &args.devices {
-            crate::device::check_adapter(index, "--devices")?;
-        }
-        let summary = local::run_all(&args.dir, &plan, jobs, &args.devices, &console)?;
-        console.result(
-            &(format!(
-                "sweep: ran {}, {} finished earlier, {} failed, {} interrupted, {} busy elsewhere",
-                summary.ran,
-                summary.skipped,
-                summary.failed.len(),
-                summary.interrupted.len(),
-                summary.busy.len()
-            ) + &match summary.not_started {
-                0 => String::new(),
-                n => format!(", {n} not started"),
-            }),
-        );
-        if !summary.busy.is_empty() {
-            console.warn(&format!(
-                "{} task(s) held by another worker ({}) are not finished here; `trainer sweep collect` lists them as missing until that worker finishes them",
-                summary.busy.len(),
-                summary
-                    .busy
-                    .iter()
-                    .map(|i| format!("{i:04}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if crate::interrupt::requested() {
-            return Err(TrainerError::InterruptedKept(format!(
-                "the sweep stopped: {} task(s) interrupted and {} not started are unfinished ({}), every finished one kept; `trainer sweep run {} --local` resumes",
-                summary.interrupted.len(),
-                summary.not_started,
-                summary
-                    .interrupted
-                    .iter()
-                    .map(|i| format!("{i:04}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                args.dir.display()
-            )));
-        }
-        if let Some((index, log)) = summary.failed.first() {
-            return Err(TrainerError::VerdictFailed(format!(
-                "{} tasks failed (task {index:04}: see {log})",
-                summary.failed.len()
-            )));
-        }
-        return Ok(());
+        return run_local(&args, &plan, &console);
     }
     let index = task_index(args.task_index)?;
     let task = plan.task(index)?;
@@ -166,6 +118,72 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
                 r.map_or(0.0, |r| r.val_acc)
             ));
         }
+    }
+    Ok(())
+}
+
+/// `sweep run --local`: every unfinished task here, `--jobs` at a time over `--devices`,
+/// and one line of what happened.
+fn run_local(args: &SweepRunArgs, plan: &Plan, console: &Console) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = args
+        .jobs
+        .unwrap_or((cores / plan.launch.cpus_per_task).max(1));
+    for &index in &args.devices {
+        crate::device::check_adapter(index, "--devices")?;
+    }
+    if plan.tasks.iter().all(|t| {
+        t.settings.backend == crate::device::BackendChoice::Cpu
+            || t.settings.backend == crate::device::BackendChoice::Ndarray
+    }) && !args.devices.is_empty()
+    {
+        console.warn("--devices has no effect: every task of this plan runs on a CPU backend");
+    }
+    let summary = local::run_all(&args.dir, plan, jobs, &args.devices, console)?;
+    console.result(
+        &(format!(
+            "sweep: ran {}, {} finished earlier, {} failed, {} interrupted, {} busy elsewhere",
+            summary.ran,
+            summary.skipped,
+            summary.failed.len(),
+            summary.interrupted.len(),
+            summary.busy.len()
+        ) + &match summary.not_started {
+            0 => String::new(),
+            n => format!(", {n} not started"),
+        }),
+    );
+    if !summary.busy.is_empty() {
+        console.warn(&format!(
+            "{} task(s) held by another worker ({}) are not finished here; `trainer sweep collect` lists them as missing until that worker finishes them",
+            summary.busy.len(),
+            summary
+                .busy
+                .iter()
+                .map(|i| format!("{i:04}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if crate::interrupt::requested() {
+        return Err(TrainerError::InterruptedKept(format!(
+            "the sweep stopped: {} task(s) interrupted and {} not started are unfinished ({}), every finished one kept; `trainer sweep run {} --local` resumes",
+            summary.interrupted.len(),
+            summary.not_started,
+            summary
+                .interrupted
+                .iter()
+                .map(|i| format!("{i:04}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.dir.display()
+        )));
+    }
+    if let Some((index, log)) = summary.failed.first() {
+        return Err(TrainerError::VerdictFailed(format!(
+            "{} tasks failed (task {index:04}: see {log})",
+            summary.failed.len()
+        )));
     }
     Ok(())
 }

@@ -159,7 +159,11 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
     };
     match outcome {
         Ok(report) => {
-            state.status = if report.diverged() {
+            // A failed overfit check fails the task, as it fails a run (exit 1).
+            state.error = report.overfit_failure();
+            state.status = if state.error.is_some() {
+                Status::Failed
+            } else if report.diverged() {
                 Status::Diverged
             } else {
                 Status::Done
