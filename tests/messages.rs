@@ -291,7 +291,7 @@ fn a_device_that_does_not_exist_is_refused_with_the_list() {
     assert!(err.contains("--device 99 does not exist"), "{err}");
     assert!(!out.exists());
     let output = trainer()
-        .subcommand("devices")
+        .out(&out)
         .env("TRAINER_DEVICE", "first")
         .run_fail(2);
     assert!(
@@ -299,4 +299,12 @@ fn a_device_that_does_not_exist_is_refused_with_the_list() {
         "{}",
         stderr(&output)
     );
+    assert!(!out.exists());
+    // `trainer devices` still lists the adapters, with the same line as a warning.
+    let output = trainer()
+        .subcommand("devices")
+        .env("TRAINER_DEVICE", "first")
+        .run_ok();
+    assert!(stderr(&output).contains("warning"), "{}", stderr(&output));
+    assert!(stdout(&output).contains("cpu:"), "{}", stdout(&output));
 }
