@@ -417,6 +417,7 @@ pub fn measure(
         return Ok(row);
     }
     fill_times(&mut row, &mut times, first_step_ms);
+    let launches = launches.filter(|_| info.backend == BackendName::Wgpu);
     fill_resources(&mut row, spec, config.image_size, launches, device);
     row.kernels = weights.is_fused();
     drop(weights);
@@ -425,7 +426,7 @@ pub fn measure(
 }
 
 /// The row's work rate and what it held: GFLOP/s from samples/s, peak host memory, the
-/// device's memory pool and (on wgpu) the launches of one step.
+/// device's memory pool and the launches of one step (counted on wgpu only).
 fn fill_resources(
     row: &mut BenchRow,
     spec: ModelSpec,
@@ -439,7 +440,7 @@ fn fill_resources(
         .map(|rate| rate * step_flops as f64 / 1e9);
     row.peak_host_rss_bytes = memory::peak_rss_bytes();
     row.device_memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved);
-    row.launches_per_step = launches.filter(|_| row.backend == BackendName::Wgpu.as_str());
+    row.launches_per_step = launches;
 }
 
 /// The row's figures from its timed steps (`times`, seconds) and its first step.

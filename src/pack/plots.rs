@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -169,21 +170,7 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         .build_cartesian_2d(x_min..x_max, (y_min - y_pad)..(y_max + y_pad))
         .map_err(|e| err(&e))?;
     let log2_x = chart.log2_x;
-    let x_formatter = move |x: &f64| {
-        if !categories.is_empty() {
-            let i = x.round();
-            match categories.get(i as usize) {
-                Some(name) if (x - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
-                _ => String::new(),
-            }
-        } else if log2_x {
-            format!("{}", 2f64.powf(*x).round())
-        } else if (x - x.round()).abs() < 1e-9 {
-            format!("{}", x.round())
-        } else {
-            format!("{x:.2}")
-        }
-    };
+    let x_formatter = move |x: &f64| x_label(*x, &categories, log2_x);
     let tiny = (y_max - y_min).abs() < 1e-2 && y_max.abs() < 1e-2;
     let y_formatter = move |y: &f64| {
         if tiny { format!("{y:.1e}") } else { human(*y) }
@@ -221,29 +208,7 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         });
     }
     for ((x, y), text) in &chart.marks {
-        use plotters::style::text_anchor::{HPos, Pos, VPos};
-        let at = (transform(*x), *y);
-        ctx.draw_series(std::iter::once(Circle::new(at, 7, RED.stroke_width(3))))
-            .map_err(|e| err(&e))?;
-        // Labels in the right half of the chart are written leftwards, so they stay inside.
-        let right_half = at.0 > (x_min + x_max) / 2.0;
-        let anchor = Pos::new(
-            if right_half { HPos::Right } else { HPos::Left },
-            VPos::Bottom,
-        );
-        let label = if right_half {
-            format!("{text}  ")
-        } else {
-            format!("  {text}")
-        };
-        ctx.draw_series(std::iter::once(Text::new(
-            label,
-            at,
-            TextStyle::from((FAMILY, 16).into_font())
-                .color(&RED)
-                .pos(anchor),
-        )))
-        .map_err(|e| err(&e))?;
+        draw_mark(&mut ctx, (transform(*x), *y), text, (x_min + x_max) / 2.0)?;
     }
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -256,6 +221,54 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         })
         .draw()
         .map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The x axis' label at `x`: the category there (categorical charts), the batch size (log2
+/// charts), a whole number, or two decimals.
+fn x_label(x: f64, categories: &[String], log2_x: bool) -> String {
+    if !categories.is_empty() {
+        let i = x.round();
+        match categories.get(i as usize) {
+            Some(name) if (x - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
+            _ => String::new(),
+        }
+    } else if log2_x {
+        format!("{}", 2f64.powf(x).round())
+    } else if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round())
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+type Ctx<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A red circle at `at` and its label; a label right of `x_mid` is written leftwards, so it
+/// stays inside the chart.
+fn draw_mark(ctx: &mut Ctx, at: (f64, f64), text: &str, x_mid: f64) -> DrawResult<()> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    ctx.draw_series(std::iter::once(Circle::new(at, 7, RED.stroke_width(3))))
+        .map_err(|e| err(&e))?;
+    let right_half = at.0 > x_mid;
+    let anchor = Pos::new(
+        if right_half { HPos::Right } else { HPos::Left },
+        VPos::Bottom,
+    );
+    let label = if right_half {
+        format!("{text}  ")
+    } else {
+        format!("  {text}")
+    };
+    ctx.draw_series(std::iter::once(Text::new(
+        label,
+        at,
+        TextStyle::from((FAMILY, 16).into_font())
+            .color(&RED)
+            .pos(anchor),
+    )))
+    .map_err(|e| err(&e))?;
     Ok(())
 }
 
