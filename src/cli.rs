@@ -65,6 +65,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// List the backends and wgpu adapters this machine offers.
     Devices,
+    /// Write a checkpoint's model as ONNX (raw pixels to logits) or as safetensors under
+    /// PyTorch's names, for any pack (older ones included).
+    Export(ExportArgs),
     /// Train on several backends from identical starting points and compare (exit 1 when
     /// they disagree beyond the tolerances).
     Parity(ParityArgs),
@@ -445,6 +448,26 @@ pub struct PredictArgs {
     /// Image files (PNG, JPEG, BMP); preprocessed as the checkpoint says.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The checkpoint: checkpoints/best_model.json (or .bpk, or the pack folder).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+
+    /// onnx: the whole model, normalization inside, raw pixels in [0, 1] to logits;
+    /// safetensors: the weights under the PyTorch nn.Sequential's names.
+    #[arg(long, value_enum)]
+    pub format: crate::export::ExportFormat,
+
+    /// The file to write (its folder is created).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -24,6 +24,7 @@ pub mod console;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod interrupt;
 pub mod memory;
 pub mod model;

@@ -113,6 +113,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Some(Command::Predict(args)) => cmd::inference::predict(args),
         Some(Command::Compare(args)) => cmd::compare::main(args),
         Some(Command::Devices) => cmd::devices::main(),
+        Some(Command::Export(args)) => cmd::export::main(args),
         Some(Command::Parity(args)) => cmd::parity::main(args),
         Some(Command::Bench(args)) => cmd::bench::main(args),
         Some(Command::Sweep(command)) => cmd::sweep::main(command),

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod compare;
 pub mod devices;
+pub mod export;
 pub mod inference;
 pub mod parity;
 pub mod sweep;

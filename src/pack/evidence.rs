@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{Monitor, Selection};
 use crate::error::{Result, TrainerError};
+use crate::export;
 use crate::memory::format_bytes;
 use crate::model::checkpoint;
 use crate::pack::Staging;
@@ -18,7 +19,7 @@ use crate::report::{ModelRun, Report, round4};
 use crate::train::Prediction;
 
 /// The evidence files, relative to the pack folder, in the order the README lists them.
-pub const FILES: [&str; 18] = [
+pub const FILES: [&str; 20] = [
     "README.md",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
@@ -35,6 +36,8 @@ pub const FILES: [&str; 18] = [
     "curves/review_grid.png",
     "checkpoints/best_model.bpk",
     "checkpoints/best_model.json",
+    "checkpoints/best_model.safetensors",
+    "checkpoints/best_model.onnx",
     "reports/shape_trace.md",
     "reports/debug_checklist.md",
 ];
@@ -74,16 +77,9 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
         &accuracy_chart(report),
     )?;
     draw_review_grid(staging, report)?;
-    plots::draw_confusion(
-        &staging.path("curves/confusion_matrix.png")?,
-        &format!(
-            "Confusion matrix: {} on the test set",
-            best.spec.display_name()
-        ),
-        &report.classes,
-        &counts,
-    )?;
+    draw_confusion_of(&staging.path("curves/confusion_matrix.png")?, report, best)?;
     write_checkpoint(staging, report)?;
+    super::board::write_runs(staging, report)?;
     staging.write("reports/shape_trace.md", shape_trace_md(report))?;
     staging.write("reports/debug_checklist.md", debug_checklist_md(report))?;
     staging.write("README.md", readme_md(report))?;
@@ -549,12 +545,33 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     staging.write(
         &format!("checkpoints/{}", checkpoint::META_FILE),
         description,
-    )
+    )?;
+    let facts = export::ModelFacts {
+        spec: best.spec,
+        image_size: report.config.settings.image_size,
+        classes: &report.classes,
+        normalization: &report.normalization,
+        test_accuracy: round4(best.test.accuracy),
+    };
+    let exports = export::encode_all(&best.trained.best, &facts)?;
+    staging.write(
+        &format!("checkpoints/{}", export::SAFETENSORS_FILE),
+        exports.safetensors,
+    )?;
+    staging.write(&format!("checkpoints/{}", export::ONNX_FILE), exports.onnx)
 }
 
 /// curves/review_grid.png: the review samples as images, captioned.
 fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
-    let best = report.best();
+    draw_review_grid_of(
+        &staging.path("curves/review_grid.png")?,
+        report,
+        report.best(),
+    )
+}
+
+/// The review grid of one model's test predictions, drawn into `path`.
+pub fn draw_review_grid_of(path: &std::path::Path, report: &Report, best: &ModelRun) -> Result<()> {
     let rows = review_rows(&best.test.predictions);
     let images: std::collections::HashMap<&str, &[f32]> = report
         .test_set
@@ -595,7 +612,25 @@ fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
             best.spec.display_name()
         ),
     };
-    plots::draw_image_grid(&staging.path("curves/review_grid.png")?, &title, &cells)
+    plots::draw_image_grid(path, &title, &cells)
+}
+
+/// The confusion matrix of one model's test predictions, drawn into `path`.
+pub fn draw_confusion_of(path: &std::path::Path, report: &Report, run: &ModelRun) -> Result<()> {
+    let counts = run
+        .test
+        .confusion
+        .clone()
+        .unwrap_or_else(|| confusion_counts(&run.test.predictions, report.classes.len()));
+    plots::draw_confusion(
+        path,
+        &format!(
+            "Confusion matrix: {} on the test set",
+            run.spec.display_name()
+        ),
+        &report.classes,
+        &counts,
+    )
 }
 
 fn short_id(id: &str) -> String {

@@ -3,8 +3,10 @@
 //! if it carries the marker of an earlier trainer run; a lock file beside it keeps two runs
 //! from writing the same pack at once.
 
+pub mod board;
 pub mod evidence;
 pub mod plots;
+pub mod tensorboard;
 
 use std::fs;
 use std::path::{Path, PathBuf};

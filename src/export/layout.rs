@@ -1,0 +1,142 @@
+//! The PyTorch `nn.Sequential` equivalent to a model: its layers in order, so that the
+//! safetensors export names each parameter by the index PyTorch gives it and the ONNX graph
+//! and the Python snippet follow the same layers.
+//!
+//! The CNN family is, per block, `Conv2d(in, width, 3, padding=1)` and `ReLU`, with a
+//! `MaxPool2d(2)` between blocks, then `AdaptiveAvgPool2d(1)`, `Flatten()` and
+//! `Linear(last, classes)`: the Tiny CNN's parameters are `0.*`, `3.*` and `7.*`. The
+//! baseline is `Flatten()` then `Linear(channels x pixels, classes)`: `1.*`.
+
+use crate::model::{ModelKind, ModelSpec};
+
+/// One layer of the Sequential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// A 3x3 convolution with padding 1: the `block`-th of the model (0-based).
+    Conv {
+        block: usize,
+        inputs: usize,
+        outputs: usize,
+    },
+    Relu,
+    /// A 2x2 max-pool with stride 2.
+    MaxPool,
+    /// Global average pool to 1x1.
+    AvgPool,
+    Flatten,
+    Linear {
+        inputs: usize,
+        outputs: usize,
+    },
+}
+
+impl Layer {
+    /// The PyTorch constructor, as Python text.
+    pub fn python(&self) -> String {
+        match self {
+            Layer::Conv {
+                inputs, outputs, ..
+            } => {
+                format!("nn.Conv2d({inputs}, {outputs}, 3, padding=1)")
+            }
+            Layer::Relu => "nn.ReLU()".into(),
+            Layer::MaxPool => "nn.MaxPool2d(2)".into(),
+            Layer::AvgPool => "nn.AdaptiveAvgPool2d(1)".into(),
+            Layer::Flatten => "nn.Flatten()".into(),
+            Layer::Linear { inputs, outputs } => format!("nn.Linear({inputs}, {outputs})"),
+        }
+    }
+
+    /// The burn module (a field of the model) whose parameters this layer holds.
+    pub fn burn_module(&self) -> Option<&'static str> {
+        const CONVS: [&str; 4] = ["conv1", "conv2", "conv3", "conv4"];
+        match self {
+            Layer::Conv { block, .. } => CONVS.get(*block).copied(),
+            Layer::Linear { .. } => Some("classifier"),
+            _ => None,
+        }
+    }
+}
+
+/// The layers of the model `spec` for images of `image_size` squared and `classes` outputs.
+pub fn sequential(spec: &ModelSpec, image_size: usize, classes: usize) -> Vec<Layer> {
+    match spec.kind {
+        ModelKind::Baseline => vec![
+            Layer::Flatten,
+            Layer::Linear {
+                inputs: spec.channels * image_size * image_size,
+                outputs: classes,
+            },
+        ],
+        ModelKind::Cnn => {
+            let mut layers = Vec::new();
+            let mut inputs = spec.channels;
+            for (block, width) in spec.widths.get().into_iter().enumerate() {
+                if block > 0 {
+                    layers.push(Layer::MaxPool);
+                }
+                layers.push(Layer::Conv {
+                    block,
+                    inputs,
+                    outputs: width,
+                });
+                layers.push(Layer::Relu);
+                inputs = width;
+            }
+            layers.extend([
+                Layer::AvgPool,
+                Layer::Flatten,
+                Layer::Linear {
+                    inputs,
+                    outputs: classes,
+                },
+            ]);
+            layers
+        }
+    }
+}
+
+/// `(burn module, PyTorch index)` for every layer with parameters: `("conv1", 0)`, ...
+/// The baseline's linear is burn's `linear`.
+pub fn parameter_owners(spec: &ModelSpec, layers: &[Layer]) -> Vec<(&'static str, usize)> {
+    layers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, layer)| {
+            let module = match (spec.kind, layer) {
+                (ModelKind::Baseline, Layer::Linear { .. }) => Some("linear"),
+                _ => layer.burn_module(),
+            };
+            module.map(|m| (m, index))
+        })
+        .collect()
+}
+
+/// The Python that builds the Sequential (`nn` is `torch.nn`).
+pub fn python_sequential(layers: &[Layer]) -> String {
+    let body: Vec<String> = layers
+        .iter()
+        .map(|l| format!("    {},", l.python()))
+        .collect();
+    format!("nn.Sequential(\n{}\n)", body.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_cnn_parameters_sit_where_the_workshop_puts_them() {
+        let spec = ModelSpec::from(ModelKind::Cnn);
+        let layers = sequential(&spec, 16, 4);
+        assert_eq!(layers.len(), 8);
+        assert_eq!(
+            parameter_owners(&spec, &layers),
+            vec![("conv1", 0), ("conv2", 3), ("classifier", 7)]
+        );
+        let baseline = ModelSpec::from(ModelKind::Baseline);
+        let layers = sequential(&baseline, 16, 4);
+        assert_eq!(parameter_owners(&baseline, &layers), vec![("linear", 1)]);
+        assert!(python_sequential(&layers).contains("nn.Linear(256, 4)"));
+    }
+}
