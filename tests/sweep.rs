@@ -265,6 +265,16 @@ fn a_grid_runs_locally_and_through_slurm_into_the_same_leaderboard() {
             dir.join(format!("runs/{i:04}/outputs/metrics_summary.json"))
                 .is_file()
         );
+        // Each task writes its own TensorBoard runs: `tensorboard --logdir DIR/runs`.
+        let board = dir.join(format!("runs/{i:04}/tensorboard/cnn"));
+        let events: Vec<_> = fs::read_dir(&board).unwrap().flatten().collect();
+        assert_eq!(events.len(), 1, "{}", board.display());
+        assert!(
+            events[0]
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        );
     }
     // Rerunning finds every task finished.
     let again = sweep("run", &dir).arg("--local").run_ok();

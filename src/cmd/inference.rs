@@ -189,6 +189,9 @@ pub struct FilePrediction {
     pub confidence: f32,
     /// Probability of each class, in the checkpoint's class order.
     pub probabilities: Vec<(String, f32)>,
+    /// The model's raw outputs, in the checkpoint's class order (what the ONNX export and
+    /// the PyTorch Sequential give for the same image).
+    pub logits: Vec<f32>,
 }
 
 /// Classifies image files with the model of a checkpoint, preprocessing them as the
@@ -318,6 +321,7 @@ fn classify(
                     .cloned()
                     .zip(exp.iter().map(|e| e / total))
                     .collect(),
+                logits: logits.to_vec(),
             }
         })
         .collect();

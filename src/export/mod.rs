@@ -8,6 +8,7 @@ pub mod layout;
 pub mod onnx;
 mod onnx_proto;
 pub mod safetensors;
+pub mod snippets;
 
 use burn::prelude::*;
 
@@ -45,6 +46,13 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// The normalization with lists even for one channel (PyTorch code reads one shape).
+#[derive(serde::Serialize)]
+struct PerChannelLists<'a> {
+    mean: &'a [f32],
+    std: &'a [f32],
+}
+
 impl<'a> ModelFacts<'a> {
     /// The facts a checkpoint's description records.
     pub fn from_meta(meta: &'a CheckpointMeta) -> std::result::Result<ModelFacts<'a>, String> {
@@ -79,10 +87,10 @@ impl<'a> ModelFacts<'a> {
             ("cnn_widths", json(&widths)),
             (
                 "normalization",
-                json(&serde_json::json!({
-                    "mean": self.normalization.mean.0,
-                    "std": self.normalization.std.0,
-                })),
+                json(&PerChannelLists {
+                    mean: &self.normalization.mean.0,
+                    std: &self.normalization.std.0,
+                }),
             ),
             (
                 "input",

@@ -29,5 +29,30 @@ pub fn encode(net: &Net, facts: &ModelFacts) -> Result<Vec<u8>> {
         store = store.metadata(key, value);
     }
     net.save_into(&mut store).map_err(failed)?;
-    store.get_bytes().map_err(failed)
+    canonical(store.get_bytes().map_err(failed)?)
+}
+
+/// The same file with its JSON header's keys sorted: the safetensors crate writes the
+/// metadata from a hash map, in a different order each run, and a rerun (or `trainer export`
+/// of the same checkpoint) must give the same bytes. The header stays padded with spaces to
+/// a multiple of 8 bytes, as the crate writes it; the tensors' offsets are relative to the
+/// data, so they do not change.
+fn canonical(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let size = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| failed("no header"))? as usize;
+    let header = bytes
+        .get(8..8 + size)
+        .ok_or_else(|| failed("short header"))?;
+    // serde_json's map is a BTreeMap: serializing sorts every object's keys.
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(failed)?;
+    let mut text = serde_json::to_vec(&value).map_err(failed)?;
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + size..]);
+    Ok(out)
 }

@@ -525,6 +525,18 @@ fn curve_chart(
     chart
 }
 
+/// What the exports say of the best model.
+fn best_facts(report: &Report) -> export::ModelFacts<'_> {
+    let best = report.best();
+    export::ModelFacts {
+        spec: best.spec,
+        image_size: report.config.settings.image_size,
+        classes: &report.classes,
+        normalization: &report.normalization,
+        test_accuracy: round4(best.test.accuracy),
+    }
+}
+
 fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     let best = report.best();
     let data = report.config.settings.data_config();
@@ -546,14 +558,7 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
         &format!("checkpoints/{}", checkpoint::META_FILE),
         description,
     )?;
-    let facts = export::ModelFacts {
-        spec: best.spec,
-        image_size: report.config.settings.image_size,
-        classes: &report.classes,
-        normalization: &report.normalization,
-        test_accuracy: round4(best.test.accuracy),
-    };
-    let exports = export::encode_all(&best.trained.best, &facts)?;
+    let exports = export::encode_all(&best.trained.best, &best_facts(report))?;
     staging.write(
         &format!("checkpoints/{}", export::SAFETENSORS_FILE),
         exports.safetensors,
@@ -1141,6 +1146,19 @@ fn readme_memory(out: &mut String, report: &Report) {
     }
 }
 
+/// "Using the model elsewhere": PyTorch, onnxruntime, TensorBoard.
+fn readme_elsewhere(out: &mut String, report: &Report) {
+    let facts = best_facts(report);
+    let pack = report.config.out.display().to_string();
+    let _ = writeln!(out, "## Using the model elsewhere\n");
+    let _ = writeln!(
+        out,
+        "{}\nThe curves of every model, and the confusion matrix and review grid, open in TensorBoard: `tensorboard --logdir {pack}/{}`.\n",
+        export::snippets::markdown(&facts, &format!("{pack}/checkpoints")),
+        super::board::FOLDER
+    );
+}
+
 /// The evidence files, the limitations and the next steps.
 fn readme_files_limits_next(out: &mut String, report: &Report) {
     let c = &report.config;
@@ -1148,11 +1166,21 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
     for file in FILES.iter().filter(|f| **f != "README.md") {
         let _ = writeln!(out, "- {file}");
     }
+    for run in &report.models {
+        let _ = writeln!(
+            out,
+            "- {}/{}/ (TensorBoard run of the {})",
+            super::board::FOLDER,
+            run.spec.slug(),
+            run.spec.display_name()
+        );
+    }
     let _ = writeln!(
         out,
         "\nThe checkpoint is burn's burnpack format (`checkpoints/best_model.bpk`), described by `checkpoints/best_model.json` (model, classes, image size, data recipe, checksum). Reload it with:\n\n```bash\ntrainer evaluate --checkpoint {}/checkpoints/best_model.json\n```\n",
         c.out.display()
     );
+    readme_elsewhere(out, report);
     let _ = writeln!(out, "## Limitations\n");
     let _ = writeln!(
         out,
