@@ -8,7 +8,8 @@
 // workgroup's row. A kernel fills logit[0 .. C) with one sample's logits, then calls, from
 // uniform control flow, loss_and_gradient: sample_loss (the loss and correct prediction of
 // sample n into stats[2n], stats[2n+1]) and, when training, loss_gradient (dlogit = (softmax -
-// one-hot) / N, the gradient of the batch-mean loss). The prediction is the first maximum, as
+// one-hot) / N, the gradient of the batch-mean loss; with label smoothing e the one-hot is
+// (1 - e) one-hot + e / C, as PyTorch's CrossEntropyLoss). The prediction is the first maximum, as
 // burn's argmax.
 
 @group(0) @binding(0) var<storage, read_write> images: array<f32>;
@@ -35,7 +36,8 @@ struct SampleDims {
     channels: u32,
     blocks: u32,
     classifier: u32,
-    unused: u32,
+    // The training loss's label smoothing, an f32's bits (0: none).
+    smoothing: u32,
     block: array<BlockDims, 4>,
 }
 
@@ -76,15 +78,32 @@ fn sample_loss(t: u32, n: u32, c_total: u32, label: u32) {
             total = total + exp(logit[c] - top);
         }
         lse = top + log(total);
-        stats[2u * n] = lse - logit[label];
+        let smoothing = bitcast<f32>(dims.smoothing);
+        if (smoothing == 0.0) {
+            stats[2u * n] = lse - logit[label];
+        } else {
+            // PyTorch's: (1 - e) * (lse - z_label) + e * (lse - mean z).
+            var sum = 0.0;
+            for (var c = 0u; c < c_total; c = c + 1u) {
+                sum = sum + logit[c];
+            }
+            stats[2u * n] = (1.0 - smoothing) * (lse - logit[label]) + smoothing * (lse - sum / f32(c_total));
+        }
         stats[2u * n + 1u] = select(0.0, 1.0, best == label);
     }
     workgroupBarrier();
 }
 
 fn loss_gradient(t: u32, n_total: u32, c_total: u32, label: u32) {
+    let smoothing = bitcast<f32>(dims.smoothing);
     for (var c = t; c < c_total; c = c + WG) {
-        dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
+        if (smoothing == 0.0) {
+            dlogit[c] = (exp(logit[c] - lse) - select(0.0, 1.0, c == label)) / f32(n_total);
+        } else {
+            // The smoothed target: 1 - e + e / C for the label, e / C for the others.
+            let wanted = select(0.0, 1.0 - smoothing, c == label) + smoothing / f32(c_total);
+            dlogit[c] = (exp(logit[c] - lse) - wanted) / f32(n_total);
+        }
     }
     workgroupBarrier();
 }

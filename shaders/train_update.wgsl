@@ -1,14 +1,20 @@
 // train_update: the optimizer in one kernel. Sums the per-sample gradients over the batch,
-// takes their global L2 norm, clips them to it and applies Adam to every parameter at once;
-// also sums the batch's loss and correct predictions.
+// takes their global L2 norm, clips them to it and applies the optimizer (Adam, AdamW or SGD
+// with momentum, as burn's) to every parameter at once; also sums the batch's loss and
+// correct predictions. The optimizer and its numbers are the step's inputs: one compiled
+// kernel serves every recipe and every rate of a schedule.
 //
 // Inputs:  grads   array<f32>, N * P per-sample gradients (tiny_cnn_sample's output).
-//          state   array<f32>, 3 P + 1: a model's flat parameters, Adam's first moments, second moments, and a
-//                  flag that is 1.0 once a step diverged (the state then stays as it is).
+//          state   array<f32>, 3 P + 1: a model's flat parameters, Adam's first moments (SGD's
+//                  velocity), second moments, and a flag that is 1.0 once a step diverged
+//                  (the state then stays as it is).
 //          samples array<f32>: loss and correct of sample n at 2n and 2n + 1.
 //          args    UpdateArgs: G, P, mode (0 Adam step, 1 gradients only), N; then lr,
 //                  sqrt(1 - beta2^t) / (1 - beta1^t), epsilon * sqrt(1 - beta2^t), beta1,
-//                  1 - beta1, beta2, 1 - beta2, max norm, divergence norm. A storage buffer,
+//                  1 - beta1, beta2, 1 - beta2, max norm, divergence norm; the optimizer
+//                  (0 Adam, 1 AdamW, 2 SGD), AdamW's 1 - lr * decay or SGD's L2 term, SGD's
+//                  momentum, Nesterov (1) or not (0), AdamW's 1 - beta1^t, 1 - beta2^t and
+//                  epsilon, and the label smoothing (the sample kernel's). A storage buffer,
 //                  not a uniform: no barrier here depends on it (the trees' bounds are
 //                  constants), and lavapipe ran this kernel 60x slower reading a uniform
 //                  (0.19 ms against 12 ms a step at batch 32, cubecl's profiling log).
@@ -43,6 +49,14 @@ struct UpdateArgs {
     one_minus_beta_2: f32,
     max_norm: f32,
     diverged_norm: f32,
+    kind: f32,
+    decay: f32,
+    momentum: f32,
+    nesterov: f32,
+    correction_1: f32,
+    correction_2: f32,
+    epsilon_w: f32,
+    smoothing: f32,
 }
 
 const WG: u32 = {{ workgroup_size }}u;
@@ -113,7 +127,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
         return;
     }
 
-    // Clip and Adam; a state that already diverged is carried over unchanged.
+    // Clip and the optimizer; a state that already diverged is carried over unchanged.
     let coefficient = min(args.max_norm * (1.0 / (norm + 1e-6)), 1.0);
     for (var p = t; p < p_total; p = p + WG) {
         let param = state[p];
@@ -123,12 +137,33 @@ fn main(@builtin(local_invocation_index) t: u32) {
             next[p] = param;
             next[p_total + p] = m;
             next[2u * p_total + p] = v;
+        } else if (args.kind == 2.0) {
+            // SGD as burn's Sgd: the L2 term, then momentum without dampening (the velocity
+            // starts at 0, so the first step's is the gradient), then Nesterov's look-ahead.
+            var d = next[p] * coefficient;
+            if (args.decay > 0.0) {
+                d = param * args.decay + d;
+            }
+            var velocity = m;
+            if (args.momentum > 0.0) {
+                velocity = d + m * args.momentum;
+                d = select(velocity, velocity * args.momentum + d, args.nesterov == 1.0);
+            }
+            next[p] = param - d * args.lr;
+            next[p_total + p] = velocity;
+            next[2u * p_total + p] = v;
         } else {
             let g = next[p] * coefficient;
             let m1 = m * args.beta_1 + g * args.one_minus_beta_1;
             let v1 = v * args.beta_2 + (g * g) * args.one_minus_beta_2;
-            let update = (m1 * args.combined) / (sqrt(v1) + args.epsilon);
-            next[p] = param - update * args.lr;
+            if (args.kind == 1.0) {
+                // AdamW as burn's: the decayed parameter, less the bias-corrected step.
+                let update = (m1 / args.correction_1) / (sqrt(v1 / args.correction_2) + args.epsilon_w);
+                next[p] = param * args.decay - update * args.lr;
+            } else {
+                let update = (m1 * args.combined) / (sqrt(v1) + args.epsilon);
+                next[p] = param - update * args.lr;
+            }
             next[p_total + p] = m1;
             next[2u * p_total + p] = v1;
         }

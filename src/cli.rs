@@ -304,6 +304,42 @@ pub struct TrainArgs {
     /// model that cannot overfit a batch has a bug, a wrong learning rate or wrong labels.
     #[arg(long, value_name = "N")]
     pub overfit_batches: Option<usize>,
+
+    /// The optimizer: adam (the workshop's), adamw (Adam with decoupled weight decay) or sgd
+    /// (with --momentum, --nesterov; --weight-decay as an L2 term).
+    #[arg(long, value_enum, default_value_t = Settings::default().optimizer)]
+    pub optimizer: crate::recipe::Optimizer,
+
+    /// Weight decay: AdamW's decoupled decay (w -= lr * decay * w each step) or SGD's L2 term;
+    /// at least 0 (Adam takes none).
+    #[arg(long, default_value_t = Settings::default().weight_decay, allow_negative_numbers = true)]
+    pub weight_decay: f64,
+
+    /// SGD's momentum, in [0, 1) (PyTorch's: no dampening).
+    #[arg(long, default_value_t = Settings::default().momentum, allow_negative_numbers = true)]
+    pub momentum: f64,
+
+    /// SGD's Nesterov momentum (needs --optimizer sgd and a --momentum above 0).
+    #[arg(long)]
+    pub nesterov: bool,
+
+    /// How the learning rate moves, per step: constant, cosine (to 0), onecycle (PyTorch's
+    /// OneCycleLR: from rate/25 up to the rate, then down) or step (/10 at half and at three
+    /// quarters of the run). The rate of each epoch's last step is training_log.csv's `lr`,
+    /// and curves/lr_schedule.png draws every step's.
+    #[arg(long, value_enum, default_value_t = Settings::default().schedule)]
+    pub schedule: crate::recipe::Schedule,
+
+    /// Epochs of linear warm-up from rate/steps up to the rate (for onecycle: the length of
+    /// its rising phase, 30% of the run by default); shorter than the run.
+    #[arg(long, default_value_t = Settings::default().warmup_epochs, allow_negative_numbers = true)]
+    pub warmup_epochs: f64,
+
+    /// Label smoothing of the training loss, in [0, 1), as PyTorch's
+    /// CrossEntropyLoss(label_smoothing=...) defines it (validation and test losses stay plain
+    /// cross-entropy).
+    #[arg(long, default_value_t = Settings::default().label_smoothing, allow_negative_numbers = true)]
+    pub label_smoothing: f64,
 }
 
 impl TrainArgs {
@@ -329,6 +365,13 @@ impl TrainArgs {
             color: self.color,
             cnn_widths: self.cnn_widths.clone(),
             overfit_batches: self.overfit_batches,
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            label_smoothing: self.label_smoothing,
         }
     }
 }

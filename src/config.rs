@@ -11,6 +11,7 @@ use crate::data::DataConfig;
 use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
 use crate::model::ModelKind;
+pub use crate::recipe::{Optimizer, Recipe, Schedule};
 
 /// Gradients are clipped to this global L2 norm (the workshop's `max_norm=2.0`).
 pub const MAX_GRAD_NORM: f32 = 2.0;
@@ -137,6 +138,27 @@ pub struct Settings {
     /// fell below [`OVERFIT_LOSS`].
     #[serde(default)]
     pub overfit_batches: Option<usize>,
+    /// The optimizer: adam (the workshop's), adamw or sgd.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// AdamW's decoupled weight decay, or SGD's L2 term; 0 for none.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// SGD's momentum, in [0, 1).
+    #[serde(default)]
+    pub momentum: f64,
+    /// SGD's Nesterov momentum.
+    #[serde(default)]
+    pub nesterov: bool,
+    /// How the learning rate moves over the run, per step.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up (one-cycle: of its rising phase).
+    #[serde(default)]
+    pub warmup_epochs: f64,
+    /// Label smoothing of the training loss, as PyTorch's CrossEntropyLoss defines it.
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 /// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
@@ -163,6 +185,13 @@ impl Default for Settings {
             color: Color::Auto,
             cnn_widths: default_cnn_widths(),
             overfit_batches: None,
+            optimizer: Optimizer::Adam,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            nesterov: false,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -215,9 +244,81 @@ impl Settings {
             .map(|batches| (batches * self.batch_size).min(train_len))
     }
 
+    /// The optimizer, schedule and smoothing of these settings.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            label_smoothing: self.label_smoothing,
+        }
+    }
+
+    /// The recipe's values: one line naming the first that is out of range.
+    fn validate_recipe(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainerError::bad_input(m));
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay must be a finite number of at least 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.weight_decay > 0.0 && self.optimizer == Optimizer::Adam {
+            return bad(
+                "--weight-decay needs --optimizer adamw (decoupled decay) or sgd (an L2 term); Adam keeps the workshop's recipe".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
+        }
+        if self.momentum > 0.0 && self.optimizer != Optimizer::Sgd {
+            return bad(format!(
+                "--momentum is SGD's: add --optimizer sgd (--optimizer {} has its own moments)",
+                self.optimizer.as_str()
+            ));
+        }
+        if self.nesterov && (self.optimizer != Optimizer::Sgd || self.momentum == 0.0) {
+            return bad("--nesterov needs --optimizer sgd and a --momentum above 0".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return bad(format!(
+                "--warmup-epochs must be a finite number of at least 0, got {}",
+                self.warmup_epochs
+            ));
+        }
+        for kind in [ModelKind::Baseline, ModelKind::Cnn] {
+            let epochs = self.schedule(kind).0 as f64;
+            if self.models.contains(&kind)
+                && self.warmup_epochs >= epochs
+                && self.warmup_epochs > 0.0
+            {
+                return bad(format!(
+                    "--warmup-epochs {} is not shorter than the {} run of {} epoch(s)",
+                    self.warmup_epochs,
+                    kind.slug(),
+                    epochs
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every value before any work starts.
     pub fn validate(&self) -> Result<()> {
         self.data_config().validate()?;
+        self.validate_recipe()?;
         if self.batch_size == 0 {
             return Err(TrainerError::bad_input("--batch-size must be at least 1"));
         }

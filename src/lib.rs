@@ -13,7 +13,8 @@
 //!   folders.
 //! - [`device`]: choosing and describing the backend, and the hand-written CPU and GPU
 //!   kernels.
-//! - Shared by all: [`config`] (settings and every constant), [`console`], [`error`],
+//! - Shared by all: [`config`] (settings and every constant), [`recipe`] (optimizer,
+//!   schedule, label smoothing), [`console`], [`error`],
 //!   [`interrupt`], [`rng`], [`checksum`].
 
 pub mod checksum;
@@ -29,6 +30,7 @@ pub mod interrupt;
 pub mod memory;
 pub mod model;
 pub mod pack;
+pub mod recipe;
 pub mod report;
 pub mod rng;
 pub mod train;

@@ -349,7 +349,9 @@ pub fn measure(
     }
     memory::reset_peak_rss();
     let net = Net::init(spec, config.image_size, CLASSES, 42, device);
-    let mut weights = choice.engine.weights(net, device);
+    let mut weights = choice
+        .engine
+        .weights(net, device, &crate::recipe::Recipe::default());
     let batch_data = synthetic_batch(
         batch,
         config.image_size,
@@ -366,6 +368,7 @@ pub fn measure(
         monitor: crate::config::Monitor::ValAcc,
         patience: None,
         augment: false,
+        recipe: crate::recipe::Recipe::default(),
     };
     let mut times = Vec::with_capacity(config.steps);
     let mut first_step_ms = 0.0;
@@ -384,7 +387,7 @@ pub fn measure(
         let started = Instant::now();
         // One read per step, as the peer's `loss.item()`: the step has run when it returns.
         match weights
-            .step(&batch_data, &settings)
+            .step(&batch_data, &settings, settings.lr)
             .and_then(|done| weights.read_norm(done))
         {
             Ok(_) => {}

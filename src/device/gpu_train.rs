@@ -31,6 +31,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, Shape};
 
 use super::gpu_kernels::{kernel, kernel_sized, uniform};
+use crate::recipe::Optimizer;
 
 /// The most classes the kernels handle (their workgroup arrays); more take the layer path.
 pub const MAX_CLASSES: usize = 256;
@@ -79,7 +80,7 @@ pub trait TrainKernels: Backend {
     /// `hyper` holds lr, Adam's two bias corrections and the norms (see the update shader),
     /// passed in a small storage buffer; with `gradients_only`, the next state's first P values
     /// are the summed gradients instead.
-    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; 9], _classes: &u32, _arch: &[u32; 6], _gradients_only: &bool| (
+    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; 17], _classes: &u32, _arch: &[u32; 6], _gradients_only: &bool| (
         state.clone(),
         TensorSpec::new(Shape::new([4]), state.dtype),
     ))]
@@ -87,7 +88,7 @@ pub trait TrainKernels: Backend {
         images: FloatTensor<Self>,
         labels: IntTensor<Self>,
         state: FloatTensor<Self>,
-        hyper: [f32; 9],
+        hyper: [f32; 17],
         classes: u32,
         arch: [u32; 6],
         gradients_only: bool,
@@ -359,14 +360,15 @@ impl Layout {
         }
     }
 
-    /// The uniform `SampleDims` of a launch: the sizes, then [`MAX_BLOCKS`] blocks.
-    fn uniform(&self, sizes: [usize; 8], channels: usize) -> Vec<u32> {
+    /// The uniform `SampleDims` of a launch: the sizes, the label smoothing's bits, then
+    /// [`MAX_BLOCKS`] blocks.
+    fn uniform(&self, sizes: [usize; 8], channels: usize, smoothing: f32) -> Vec<u32> {
         let mut values: Vec<u32> = sizes.iter().map(|v| *v as u32).collect();
         values.extend([
             channels as u32,
             self.blocks.len() as u32,
             self.classifier as u32,
-            0,
+            smoothing.to_bits(),
         ]);
         for b in 0..MAX_BLOCKS {
             let k = self.blocks.get(b).copied().unwrap_or_default();
@@ -426,6 +428,8 @@ pub fn evaluate(
 #[derive(Clone, Copy, Debug)]
 pub struct StepHyper {
     pub lr: f64,
+    /// The optimizer's kind, decay and momentum, and the label smoothing.
+    pub recipe: crate::recipe::Recipe,
     /// Adam's step number, from 1.
     pub time: usize,
     pub beta_1: f32,
@@ -436,11 +440,22 @@ pub struct StepHyper {
 }
 
 impl StepHyper {
-    /// The nine numbers the update kernel reads, computed as burn's Adam computes them.
-    fn values(&self) -> [f32; 9] {
+    /// The numbers the update kernel reads ([`HYPER`] of them), computed as burn's optimizers
+    /// compute them: lr, Adam's two bias corrections and betas, the norms, then the
+    /// optimizer (0 Adam, 1 AdamW, 2 SGD), AdamW's factor 1 - lr * decay or SGD's L2 term,
+    /// SGD's momentum, Nesterov (0 or 1), AdamW's 1 - beta1^t, 1 - beta2^t and epsilon, and
+    /// the label smoothing (read by the sample kernel).
+    fn values(&self) -> [f32; HYPER] {
         let time = self.time as i32;
         let correction2 = (1.0 - self.beta_2.powi(time)).sqrt();
         let combined = correction2 / (1.0 - self.beta_1.powi(time));
+        let r = &self.recipe;
+        let (kind, decay) = match r.optimizer {
+            Optimizer::Adam => (0.0, 0.0),
+            // burn's AdamW: w * (1 - lr * decay), the factor computed in f64.
+            Optimizer::Adamw => (1.0, (1.0 - self.lr * r.weight_decay) as f32),
+            Optimizer::Sgd => (2.0, r.weight_decay as f32),
+        };
         [
             self.lr as f32,
             combined,
@@ -451,9 +466,21 @@ impl StepHyper {
             1.0 - self.beta_2,
             self.max_norm,
             self.diverged_norm,
+            kind,
+            decay,
+            r.momentum as f32,
+            if r.nesterov { 1.0 } else { 0.0 },
+            // AdamW's bias corrections and epsilon, as burn's AdamW applies them.
+            1.0 - self.beta_1.powi(time),
+            1.0 - self.beta_2.powi(time),
+            self.epsilon,
+            r.label_smoothing as f32,
         ]
     }
 }
+
+/// How many numbers [`StepHyper::values`] gives the update kernel.
+pub const HYPER: usize = 17;
 
 /// One step: (next state, stats [mean loss, correct, norm, diverged flag]).
 pub fn step(
@@ -502,14 +529,15 @@ struct Samples {
     params: usize,
 }
 
-/// Launches the model's sample kernel in `mode` (0 logits, 1 with losses, 2 with gradients).
+/// Launches the model's sample kernel in `mode` (0 logits, 1 with losses, 2 with gradients),
+/// with the training loss's label smoothing (0 for none).
 fn launch_samples(
     images: &CubeTensor,
     labels: Option<&CubeTensor>,
     params: &CubeTensor,
     classes: usize,
     model: Model,
-    mode: u32,
+    (mode, smoothing): (u32, f32),
 ) -> Samples {
     let shape = images.meta.shape();
     let (n, channels, h, w) = (shape[0], shape[1], shape[2], shape[3]);
@@ -568,6 +596,7 @@ fn launch_samples(
             slots,
         ],
         channels,
+        smoothing,
     );
     client.launch(
         kernel_sized(source.0, source.1, SAMPLE_WORKGROUP),
@@ -603,7 +632,7 @@ impl TrainKernels for CubeBackend {
         let images = into_contiguous(images);
         let params = into_contiguous(params);
         let model = Model::from_arch(arch);
-        launch_samples(&images, None, &params, classes as usize, model, 0).logits
+        launch_samples(&images, None, &params, classes as usize, model, (0, 0.0)).logits
     }
 
     fn model_eval(
@@ -617,7 +646,14 @@ impl TrainKernels for CubeBackend {
         let labels = into_contiguous(labels);
         let params = into_contiguous(params);
         let model = Model::from_arch(arch);
-        let samples = launch_samples(&images, Some(&labels), &params, classes as usize, model, 1);
+        let samples = launch_samples(
+            &images,
+            Some(&labels),
+            &params,
+            classes as usize,
+            model,
+            (1, 0.0),
+        );
         (samples.logits, samples.stats)
     }
 
@@ -625,7 +661,7 @@ impl TrainKernels for CubeBackend {
         images: CubeTensor,
         labels: CubeTensor,
         state: CubeTensor,
-        hyper: [f32; 9],
+        hyper: [f32; HYPER],
         classes: u32,
         arch: [u32; 6],
         gradients_only: bool,
@@ -635,7 +671,16 @@ impl TrainKernels for CubeBackend {
         let state = into_contiguous(state);
         let model = Model::from_arch(arch);
         let n = images.meta.shape()[0];
-        let samples = launch_samples(&images, Some(&labels), &state, classes as usize, model, 2);
+        // The label smoothing goes to the sample kernel, which computes the loss.
+        let smoothing = hyper[HYPER - 1];
+        let samples = launch_samples(
+            &images,
+            Some(&labels),
+            &state,
+            classes as usize,
+            model,
+            (2, smoothing),
+        );
         let p = samples.params;
         let client = state.client.clone();
         let next = CubeTensor::new_contiguous(

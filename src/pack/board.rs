@@ -1,6 +1,6 @@
 //! The pack's `tensorboard/` folder: one TensorBoard run per model (`tensorboard/baseline/`,
 //! `tensorboard/cnn/`, ...), each one event file with the epoch's training and validation
-//! loss and accuracy and training samples/s, and the model's confusion matrix and review
+//! loss and accuracy, training samples/s and learning rate (its last step's), and the model's confusion matrix and review
 //! grid as images. `tensorboard --logdir PACK/tensorboard` shows one pack;
 //! `tensorboard --logdir SWEEP/runs` compares a sweep's tasks.
 
@@ -14,12 +14,13 @@ use crate::report::{ModelRun, Report};
 pub const FOLDER: &str = "tensorboard";
 
 /// The scalar tags, one value per epoch (step = epoch).
-pub const SCALARS: [&str; 5] = [
+pub const SCALARS: [&str; 6] = [
     "loss/train",
     "loss/validation",
     "accuracy/train",
     "accuracy/validation",
     "throughput/train_samples_per_sec",
+    "learning_rate",
 ];
 
 /// Writes every model's run.
@@ -50,6 +51,7 @@ fn run_events(report: &Report, run: &ModelRun) -> Result<Vec<u8>> {
             epoch.train_acc,
             epoch.val_acc,
             throughput,
+            epoch.lr,
         ];
         for (tag, value) in SCALARS.iter().zip(values) {
             events.scalar(tag, step, value);

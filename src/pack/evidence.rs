@@ -19,7 +19,7 @@ use crate::report::{ModelRun, Report, round4};
 use crate::train::Prediction;
 
 /// The evidence files, relative to the pack folder, in the order the README lists them.
-pub const FILES: [&str; 20] = [
+pub const FILES: [&str; 21] = [
     "README.md",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
@@ -32,6 +32,7 @@ pub const FILES: [&str; 20] = [
     "outputs/config.json",
     "curves/loss_curve.png",
     "curves/accuracy_curve.png",
+    "curves/lr_schedule.png",
     "curves/confusion_matrix.png",
     "curves/review_grid.png",
     "checkpoints/best_model.bpk",
@@ -76,6 +77,7 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
         &staging.path("curves/accuracy_curve.png")?,
         &accuracy_chart(report),
     )?;
+    plots::draw_line_chart(&staging.path("curves/lr_schedule.png")?, &lr_chart(report))?;
     draw_review_grid(staging, report)?;
     draw_confusion_of(&staging.path("curves/confusion_matrix.png")?, report, best)?;
     write_checkpoint(staging, report)?;
@@ -139,6 +141,12 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
         "val_loss",
         "val_acc",
     ]);
+    // The rate is a column when it moves (a schedule or a warm-up); the workshop's recipe
+    // keeps the workshop's columns.
+    let moving_rate = report.config.settings.recipe().moves_rate();
+    if moving_rate {
+        header.push("lr".to_string());
+    }
     if early_stopping {
         header.push("note".to_string());
     }
@@ -154,6 +162,10 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
                 py_float(e.val_loss),
                 py_float(e.val_acc),
             ];
+            if moving_rate {
+                // Every digit: a rate of 0.00004 is not 0.0.
+                r.push(format!("{:?}", e.lr));
+            }
             if early_stopping {
                 let mut notes = Vec::new();
                 if e.epoch == run.trained.best_epoch {
@@ -474,6 +486,37 @@ pub fn memory_events_csv(report: &Report) -> Result<String> {
         ]);
     }
     csv_text(rows)
+}
+
+/// curves/lr_schedule.png: every step's learning rate, by epoch.
+fn lr_chart(report: &Report) -> LineChart {
+    let recipe = report.config.settings.recipe();
+    let title = format!(
+        "Learning rate per step ({}, {}{})",
+        recipe.optimizer.as_str(),
+        recipe.schedule.as_str(),
+        match recipe.warmup_epochs {
+            w if w > 0.0 => format!(", {w} warm-up epoch(s)"),
+            _ => String::new(),
+        }
+    );
+    let mut chart = LineChart::new(&title, "epoch", "learning rate");
+    for (i, run) in report.models.iter().enumerate() {
+        let lrs = &run.trained.step_lrs;
+        let epochs = run.trained.history.len().max(1) as f64;
+        let per_step = epochs / lrs.len().max(1) as f64;
+        chart.series.push(Series {
+            label: run.spec.display_name(),
+            points: lrs
+                .iter()
+                .enumerate()
+                .map(|(step, lr)| (step as f64 * per_step, *lr))
+                .collect(),
+            dashed: false,
+            colour: i,
+        });
+    }
+    chart
 }
 
 fn loss_chart(report: &Report) -> LineChart {

@@ -76,6 +76,7 @@ mod tests {
             train_seconds: 0.0,
             val_seconds: 0.0,
             train_samples: 0,
+            lr: 0.0,
         }
     }
 

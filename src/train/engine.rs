@@ -114,8 +114,13 @@ impl Engine {
     }
 
     /// `net` (without autodiff) ready to train on `device` with this engine.
-    pub(crate) fn weights(&self, net: Net, device: &Device) -> Weights {
-        Weights::new(net, self.clone(), device)
+    pub(crate) fn weights(
+        &self,
+        net: Net,
+        device: &Device,
+        recipe: &crate::recipe::Recipe,
+    ) -> Weights {
+        Weights::new(net, self.clone(), device, recipe)
     }
 
     /// The memory one step (or one evaluation batch) of this engine needs.

@@ -24,6 +24,8 @@ pub(super) struct Learner {
     name: String,
     footprint: Footprint,
     loader: Arc<dyn DataLoader<ImageBatch>>,
+    /// Training samples an epoch, for the schedule's position.
+    train_len: usize,
 }
 
 /// An epoch's steps, not yet read back from the device.
@@ -32,6 +34,8 @@ pub(super) struct EpochSteps {
     pub values: Vec<StepValues>,
     /// Samples of each step.
     pub sizes: Vec<usize>,
+    /// The learning rate of each step.
+    pub lrs: Vec<f64>,
     /// Set when a step's gradient norm was not finite or too large (the epoch ends there).
     pub divergence: Option<Divergence>,
 }
@@ -52,7 +56,7 @@ impl Learner {
         let name = spec.display_name();
         let footprint = choice.engine.footprint(spec, train.image_size, classes);
         let batch_size = preflight(memory, &name, true, settings.batch_size, &footprint, ctx)?;
-        let weights = choice.engine.weights(net, ctx.device);
+        let weights = choice.engine.weights(net, ctx.device, &settings.recipe);
         let device = weights.batch_device(ctx.device);
         let feed = data::Feed {
             shuffle_seed: Some(settings.shuffle_seed),
@@ -65,6 +69,7 @@ impl Learner {
             name,
             footprint,
             loader: data::loader(train, batch_size, feed, &device),
+            train_len: train.len(),
         })
     }
 
@@ -91,9 +96,11 @@ impl Learner {
                 } else {
                     batch.narrow(start, len)
                 };
+                let done: usize = steps.sizes.iter().sum::<usize>() + start;
+                let lr = settings.lr_at(epoch, done, self.train_len);
                 let attempt = match memory.injected_failure(len) {
                     Some(reason) => Err(StepFailure::Allocation(reason)),
-                    None => self.weights.step(&part, settings),
+                    None => self.weights.step(&part, settings, lr),
                 };
                 match attempt {
                     Ok(step) => {
@@ -108,6 +115,7 @@ impl Learner {
                         }
                         steps.values.push(step.values);
                         steps.sizes.push(len);
+                        steps.lrs.push(lr);
                         start += len;
                         let message = format!(
                             "{name} epoch {epoch}/{} batch {}",

@@ -57,6 +57,8 @@ pub struct TrainSettings {
     pub patience: Option<usize>,
     /// Augment the training batches.
     pub augment: bool,
+    /// Optimizer, schedule and label smoothing.
+    pub recipe: crate::recipe::Recipe,
 }
 
 impl TrainSettings {
@@ -74,7 +76,19 @@ impl TrainSettings {
                 .patience
                 .filter(|_| settings.overfit_batches.is_none()),
             augment: settings.augment,
+            recipe: settings.recipe(),
         }
+    }
+
+    /// The rate of the step that starts `done` samples into epoch `epoch` (from 1) of
+    /// `train_len` samples: the schedule counts steps of the requested batch size, so a
+    /// halved batch keeps its pace.
+    pub fn lr_at(&self, epoch: usize, done: usize, train_len: usize) -> f64 {
+        let batch = self.batch_size.max(1) as f64;
+        let per_epoch = (train_len.max(1) as f64 / batch).ceil();
+        let step = (epoch.saturating_sub(1)) as f64 * per_epoch + done as f64 / batch;
+        self.recipe
+            .lr_at(self.lr, step, self.epochs as f64 * per_epoch, per_epoch)
     }
 }
 
@@ -91,6 +105,8 @@ pub struct EpochStats {
     pub train_seconds: f64,
     pub val_seconds: f64,
     pub train_samples: usize,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
 }
 
 impl EpochStats {
@@ -145,6 +161,8 @@ pub struct Trained {
     pub best_epoch: usize,
     /// The loss of every training step, in order.
     pub step_losses: Vec<f32>,
+    /// The learning rate of every training step, in order.
+    pub step_lrs: Vec<f64>,
     pub requested_batch: usize,
     pub final_batch: usize,
     pub divergence: Option<Divergence>,
@@ -180,7 +198,7 @@ pub fn train_model(
     let mut learner = Learner::new(net, train, classes, &choice, settings, memory, ctx)?;
     let start = learner.weights.model();
     let mut best = BestTracker::new(settings.monitor, settings.patience, settings.epochs, start);
-    let (mut history, mut step_losses) = (Vec::new(), Vec::new());
+    let (mut history, mut step_losses, mut step_lrs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut divergence, mut stopped_early) = (None, None);
 
     ctx.progress
@@ -199,6 +217,8 @@ pub fn train_model(
         let (losses, correct) = (read.losses, read.correct);
         let train_loss = weighted_mean(&losses, &steps.sizes);
         step_losses.extend_from_slice(&losses);
+        steps.lrs.truncate(losses.len());
+        step_lrs.extend_from_slice(&steps.lrs);
 
         // Divergence stops this model at the step it happened (its best epoch is kept).
         if let Some(d) = steps
@@ -230,6 +250,7 @@ pub fn train_model(
             train_seconds,
             val_seconds: val_started.elapsed().as_secs_f64(),
             train_samples,
+            lr: steps.lrs.last().copied().unwrap_or(settings.lr),
         };
 
         ctx.progress
@@ -253,6 +274,7 @@ pub fn train_model(
         best_epoch: best.epoch,
         stopped_early,
         step_losses,
+        step_lrs,
         requested_batch: settings.batch_size,
         final_batch: learner.batch_size,
         divergence,

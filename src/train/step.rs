@@ -56,6 +56,7 @@ pub(crate) fn train_step(
     batch: &ImageBatch,
     loss_fn: &burn::nn::loss::CrossEntropyLoss,
     settings: &TrainSettings,
+    lr: f64,
     engine: &super::engine::Engine,
 ) -> std::result::Result<Step, StepFailure> {
     let logits = engine.forward(net, batch.images.clone());
@@ -69,7 +70,7 @@ pub(crate) fn train_step(
     let mut grads = GradientsParams::from_grads(loss.backward(), net);
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
     let mut optim = optim.clone();
-    let updated = optim.step(settings.lr, net.clone(), grads);
+    let updated = optim.step(lr, net.clone(), grads);
     let norm = norm
         .try_into_scalar::<f32>()
         .map_err(|e| StepFailure::classify(e.to_string()))?;

@@ -3,7 +3,9 @@
 //! ([`crate::device::gpu_train`]). The loop does not see the difference.
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 
 use super::engine::Engine;
@@ -12,6 +14,7 @@ use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use crate::data::ImageBatch;
 use crate::device::gpu_train;
 use crate::model::{Net, flat};
+use crate::recipe::{Optimizer, Recipe};
 
 /// The model being trained and its optimizer.
 pub(crate) enum Weights {
@@ -30,8 +33,9 @@ pub(crate) enum Weights {
         /// The model the parameters belong to (ids, shapes), without autodiff.
         template: Net,
         state: Tensor<1>,
-        /// Adam steps taken.
+        /// Steps taken (Adam's bias corrections count them).
         time: usize,
+        recipe: Recipe,
         /// The largest batch a step has completed with (proven to fit).
         proven: usize,
     },
@@ -56,24 +60,26 @@ pub(crate) struct StepDone {
 impl Weights {
     /// `net` (without autodiff) ready to train on `device` with `engine`: in the kernels'
     /// state for the wgpu kernels, as modules with a fresh Adam otherwise.
-    pub(crate) fn new(net: Net, engine: Engine, device: &Device) -> Weights {
+    pub(crate) fn new(net: Net, engine: Engine, device: &Device, recipe: &Recipe) -> Weights {
         match engine {
             Engine::GpuKernels(model) => Weights::Fused {
                 model,
                 state: initial_state(&net),
                 template: net,
                 time: 0,
+                recipe: *recipe,
                 proven: 0,
             },
             engine => Weights::Layers {
                 engine,
                 net: net.to_device(&device.clone().autodiff()).train(),
-                optim: AdamConfig::new()
-                    .with_beta_1(ADAM_BETA_1)
-                    .with_beta_2(ADAM_BETA_2)
-                    .with_epsilon(ADAM_EPSILON)
-                    .init(),
-                loss_fn: CrossEntropyLossConfig::new().init(&device.clone().autodiff()),
+                optim: optimizer(recipe),
+                loss_fn: CrossEntropyLossConfig::new()
+                    // None, not Some(0): the workshop's loss stays the plain one, bit for bit.
+                    .with_smoothing(
+                        (recipe.label_smoothing > 0.0).then_some(recipe.label_smoothing as f32),
+                    )
+                    .init(&device.clone().autodiff()),
             },
         }
     }
@@ -118,6 +124,7 @@ impl Weights {
         &mut self,
         batch: &ImageBatch,
         settings: &TrainSettings,
+        lr: f64,
     ) -> Result<StepDone, StepFailure> {
         match self {
             Weights::Layers {
@@ -126,7 +133,7 @@ impl Weights {
                 loss_fn,
                 engine,
             } => {
-                let step = train_step(net, optim, batch, loss_fn, settings, engine)?;
+                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine)?;
                 *net = step.net;
                 *optim = step.optim;
                 Ok(StepDone {
@@ -142,6 +149,7 @@ impl Weights {
                 template,
                 state,
                 time,
+                recipe,
                 proven,
             } => {
                 let dims = batch.images.dims();
@@ -154,7 +162,8 @@ impl Weights {
                 )
                 .map_err(StepFailure::from)?;
                 let hyper = gpu_train::StepHyper {
-                    lr: settings.lr,
+                    lr,
+                    recipe: *recipe,
                     time: *time + 1,
                     beta_1: ADAM_BETA_1,
                     beta_2: ADAM_BETA_2,
@@ -184,6 +193,36 @@ impl Weights {
                 })
             }
         }
+    }
+}
+
+/// burn's optimizer for the recipe, with PyTorch's defaults where burn's differ (AdamW's
+/// epsilon, SGD's dampening).
+fn optimizer(recipe: &Recipe) -> ModuleOptimizer {
+    match recipe.optimizer {
+        Optimizer::Adam => AdamConfig::new()
+            .with_beta_1(ADAM_BETA_1)
+            .with_beta_2(ADAM_BETA_2)
+            .with_epsilon(ADAM_EPSILON)
+            .init(),
+        Optimizer::Adamw => AdamWConfig::new()
+            .with_beta_1(ADAM_BETA_1)
+            .with_beta_2(ADAM_BETA_2)
+            .with_epsilon(ADAM_EPSILON)
+            .with_weight_decay(recipe.weight_decay as f32)
+            .init(),
+        Optimizer::Sgd => SgdConfig::new()
+            .with_weight_decay(
+                (recipe.weight_decay > 0.0)
+                    .then(|| WeightDecayConfig::new(recipe.weight_decay as f32)),
+            )
+            .with_momentum((recipe.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(recipe.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(recipe.nesterov)
+            }))
+            .init(),
     }
 }
 
