@@ -73,6 +73,10 @@ pub enum Command {
     Parity(ParityArgs),
     /// Measure training throughput against batch size.
     Bench(BenchArgs),
+    /// The learning-rate range test: from a fresh model, a rate rising exponentially a step
+    /// until the loss diverges; writes lr_find.csv and lr_find.png and ends with the flag to
+    /// use (for example --lr-cnn 0.0042).
+    LrFind(LrFindArgs),
     /// Many runs: plan a grid of settings, run its tasks (Slurm job array, Kubernetes Indexed
     /// Job, or this machine), collect one leaderboard.
     #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
@@ -491,6 +495,44 @@ pub struct PredictArgs {
     /// Image files (PNG, JPEG, BMP); preprocessed as the checkpoint says.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+}
+
+/// `trainer lr-find`.
+#[derive(Args, Debug)]
+pub struct LrFindArgs {
+    /// Where to compute (as for the workshop run).
+    #[arg(long, value_enum, default_value_t = Settings::default().backend)]
+    pub backend: BackendChoice,
+
+    /// The model to test: cnn (the --cnn-widths family) or baseline.
+    #[arg(long, value_enum, default_value = "cnn")]
+    pub model: ModelKind,
+
+    /// Folder for lr_find.csv, lr_find.png and README.md (an earlier lr-find there is
+    /// replaced; another command's pack is refused).
+    #[arg(long, default_value = "lr_find_run")]
+    pub out: PathBuf,
+
+    /// The rate of the first step.
+    #[arg(long, default_value_t = 1e-7)]
+    pub start_lr: f64,
+
+    /// The rate of the last step.
+    #[arg(long, default_value_t = 10.0)]
+    pub end_lr: f64,
+
+    /// Steps from --start-lr to --end-lr (the test stops earlier when the loss diverges).
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+
+    /// The data, batch size, seed, model shape and optimizer as for the workshop run (the
+    /// epochs, rates and schedule are the test's own).
+    #[command(flatten)]
+    pub train: TrainArgs,
+
+    /// Print only the results.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

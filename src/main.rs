@@ -116,6 +116,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Some(Command::Export(args)) => cmd::export::main(args),
         Some(Command::Parity(args)) => cmd::parity::main(args),
         Some(Command::Bench(args)) => cmd::bench::main(args),
+        Some(Command::LrFind(args)) => cmd::lr_find::main(args),
         Some(Command::Sweep(command)) => cmd::sweep::main(command),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -208,6 +208,42 @@ fn export_refuses_bad_input_and_writes_nothing() {
     let good = file(&pack, "checkpoints/best_model.json");
     one_line(&export(&good).run_fail(2), "--force");
     assert_eq!(fs::read_to_string(&out).unwrap(), "keep me");
+    // The checkpoint's own files are never the output, --force or not.
+    for own in ["best_model.bpk", "best_model.json"] {
+        let path = file(&pack, &format!("checkpoints/{own}"));
+        let before = fs::read(&path).unwrap();
+        let refused = trainer()
+            .subcommand("export")
+            .checkpoint(&pack)
+            .args(["--format", "onnx", "--force", "--out"])
+            .arg(&path)
+            .run_fail(2);
+        one_line(&refused, "would destroy it");
+        assert!(fs::read(&path).unwrap() == before, "{own} kept");
+    }
+    // Neither a pipe nor a path under a file.
+    let fifo = root.path().join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let refused = trainer()
+        .subcommand("export")
+        .checkpoint(&good)
+        .args(["--format", "onnx", "--force", "--out"])
+        .arg(&fifo)
+        .run_fail(2);
+    one_line(&refused, "not a regular file");
+    let under = trainer()
+        .subcommand("export")
+        .checkpoint(&good)
+        .args(["--format", "onnx", "--out"])
+        .arg(out.join("x.onnx"))
+        .run_fail(2);
+    one_line(&under, "is a file, not a folder");
     export(&good).arg("--force").run_ok();
     assert!(
         fs::read(&out).unwrap() == fs::read(file(&pack, "checkpoints/best_model.onnx")).unwrap()

@@ -16,6 +16,20 @@ pub fn main(args: ExportArgs) -> Result<()> {
     check_out(&args.out, args.force)?;
     let opened = device::open(BackendChoice::Cpu)?;
     let (net, meta) = checkpoint::load(&args.checkpoint, &opened.device)?;
+    let description = checkpoint::meta_path(&args.checkpoint);
+    let params = description
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&meta.params_file);
+    for own in [&description, &params] {
+        if same_file(&args.out, own) {
+            return Err(TrainerError::bad_input(format!(
+                "--out '{}' is the checkpoint's own '{}': writing there would destroy it; choose another file",
+                args.out.display(),
+                own.display()
+            )));
+        }
+    }
     let facts = ModelFacts::from_meta(&meta).map_err(|reason| TrainerError::Checkpoint {
         path: args.checkpoint.clone(),
         reason,
@@ -40,8 +54,8 @@ pub fn main(args: ExportArgs) -> Result<()> {
         meta.classes.len(),
         match args.format {
             ExportFormat::Safetensors => format!(
-                "; the Sequential is in the file's metadata (torch_sequential), normalization {}",
-                serde_json::to_string(&meta.normalization).unwrap_or_default()
+                "; the Sequential is in the file's metadata (torch_sequential), normalization mean {:?} std {:?}",
+                meta.normalization.mean.0, meta.normalization.std.0
             ),
             ExportFormat::Onnx => String::new(),
         }
@@ -49,21 +63,46 @@ pub fn main(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// An existing file is replaced only with --force; a folder never.
+/// Whether `a` and `b` are one file (the same inode: also through links and `..`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// An existing regular file is replaced only with --force; a folder, a device or a pipe
+/// never; a path under a file is refused.
 fn check_out(out: &Path, force: bool) -> Result<()> {
     if out.is_dir() {
+        let shown = out.display().to_string();
         return Err(TrainerError::bad_input(format!(
-            "--out '{}' is a folder: give the file to write (for example {}/{})",
-            out.display(),
-            out.display(),
+            "--out '{shown}' is a folder: give the file to write (for example {}/{})",
+            shown.trim_end_matches('/'),
             export::ONNX_FILE
         )));
     }
-    if out.exists() && !force {
+    if let Some(file) = out
+        .ancestors()
+        .skip(1)
+        .find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())
+    {
         return Err(TrainerError::bad_input(format!(
-            "--out '{}' exists: add --force to replace it",
-            out.display()
+            "--out '{}': '{}' is a file, not a folder",
+            out.display(),
+            file.display()
         )));
     }
-    Ok(())
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_file() => Err(TrainerError::bad_input(format!(
+            "--out '{}' exists and is not a regular file (a device or a pipe): it is never replaced",
+            out.display()
+        ))),
+        Ok(_) if !force => Err(TrainerError::bad_input(format!(
+            "--out '{}' exists: add --force to replace it",
+            out.display()
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod devices;
 pub mod export;
 pub mod inference;
+pub mod lr_find;
 pub mod parity;
 pub mod sweep;
 pub mod workshop;

@@ -23,7 +23,8 @@ is the whole model, normalization inside, from raw pixels in [0, 1] of shape (N,
 ```python\nimport torch\nfrom torch import nn\nfrom safetensors.torch import load_file\n\n\
 model = {sequential}\nmodel.load_state_dict(load_file(\"{checkpoints}/{SAFETENSORS_FILE}\"))\n\
 model.eval()\nmean = torch.tensor({mean}).view(1, {c}, 1, 1)\nstd = torch.tensor({std}).view(1, {c}, 1, 1)\n\
-# images: a float tensor (N, {c}, {size}, {size}) of pixels in [0, 1]\n\
+# images: a float tensor (N, {c}, {size}, {size}) of pixels in [0, 1], already {size}x{size}\n\
+# (trainer resizes other sizes with a triangle filter; another resize differs slightly)\n\
 with torch.no_grad():\n    logits = model((images - mean) / std)\n```\n\n\
 ```python\nimport numpy as np\nimport onnxruntime as ort\n\n\
 session = ort.InferenceSession(\"{checkpoints}/{ONNX_FILE}\")\n\

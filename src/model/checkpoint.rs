@@ -186,7 +186,9 @@ fn description_checksum(meta: &CheckpointMeta) -> Result<String> {
 
 /// Where the checkpoint's description is, for a path naming the `.json`, the `.bpk`, the
 /// `checkpoints/` folder or the pack folder.
-fn meta_path(path: &Path) -> PathBuf {
+/// The description file a `--checkpoint` path means (the `.json` itself, its `.bpk`, or a
+/// pack folder).
+pub fn meta_path(path: &Path) -> PathBuf {
     if path.is_dir() {
         let inside = path.join(META_FILE);
         if inside.exists() {
@@ -208,8 +210,13 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
         path: path.to_path_buf(),
         reason,
     };
-    let text = fs::read_to_string(&meta_file)
-        .map_err(|e| fail(format!("cannot read '{}': {e}", meta_file.display())))?;
+    let text = fs::read_to_string(&meta_file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => fail(format!(
+            "'{}' is not a checkpoint description (JSON text): give checkpoints/{META_FILE}",
+            meta_file.display()
+        )),
+        _ => fail(format!("cannot read '{}': {e}", meta_file.display())),
+    })?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| fail(format!("'{}' is not valid JSON: {e}", meta_file.display())))?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_TAG) {
@@ -266,8 +273,12 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
     }
     let folder = meta_file.parent().unwrap_or(Path::new("."));
     let params_file = folder.join(&meta.params_file);
-    let bytes = fs::read(&params_file)
-        .map_err(|e| fail(format!("cannot read '{}': {e}", params_file.display())))?;
+    let bytes = fs::read(&params_file).map_err(|e| {
+        fail(format!(
+            "cannot read '{}', the parameter file its description names: {e}",
+            params_file.display()
+        ))
+    })?;
     if bytes.len() as u64 != meta.params_bytes {
         return Err(fail(format!(
             "'{}' has {} bytes, the description says {} (truncated or replaced)",

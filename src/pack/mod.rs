@@ -24,6 +24,7 @@ pub enum PackKind {
     Workshop,
     Bench,
     Parity,
+    LrFind,
 }
 
 impl PackKind {
@@ -32,6 +33,7 @@ impl PackKind {
             PackKind::Workshop => "workshop",
             PackKind::Bench => "bench",
             PackKind::Parity => "parity",
+            PackKind::LrFind => "lr-find",
         }
     }
 
@@ -41,13 +43,19 @@ impl PackKind {
             PackKind::Workshop => "trainer",
             PackKind::Bench => "trainer bench",
             PackKind::Parity => "trainer parity",
+            PackKind::LrFind => "trainer lr-find",
         }
     }
 
     fn parse(text: &str) -> Option<PackKind> {
-        [PackKind::Workshop, PackKind::Bench, PackKind::Parity]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            PackKind::Workshop,
+            PackKind::Bench,
+            PackKind::Parity,
+            PackKind::LrFind,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 
@@ -530,7 +538,11 @@ pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents).map_err(|e| TrainerError::io("writing", &tmp, e))?;
+    // Errors name the file asked for, not the temporary.
+    std::fs::write(&tmp, contents).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        TrainerError::io("writing", path, e)
+    })?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         TrainerError::io("writing", path, e)

@@ -14,6 +14,7 @@ mod best;
 pub mod engine;
 mod evaluate;
 mod learner;
+pub mod lr_range;
 pub mod select;
 mod step;
 mod weights;
@@ -281,6 +282,20 @@ pub fn train_model(
         spec,
         engine: choice,
     })
+}
+
+/// The learning-rate range test of `net` on `train` ([`lr_range`]), on the engine the
+/// training would use.
+pub fn find_lr(
+    net: Net,
+    train: &ImageDataset,
+    classes: usize,
+    settings: &TrainSettings,
+    range: &lr_range::LrRange,
+    ctx: &Context,
+) -> Result<lr_range::LrFound> {
+    let (_, choice) = choose_engine(&net, train, train, classes, ctx)?;
+    lr_range::run(net, train, &choice, settings, range, ctx)
 }
 
 /// Checks the labels and chooses the engine of `net` (saying so when a faster one of the

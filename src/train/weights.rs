@@ -107,6 +107,17 @@ impl Weights {
         }
     }
 
+    /// The mean loss of a completed step, read from the device now (a sync).
+    pub fn read_loss(&self, done: &StepDone) -> Result<f32, StepFailure> {
+        match &done.values {
+            StepValues::Fused(stats) => Ok(read_stats(stats.clone())?[0]),
+            StepValues::Layers { loss, .. } => loss
+                .clone()
+                .try_into_scalar::<f32>()
+                .map_err(|e| StepFailure::classify(e.to_string())),
+        }
+    }
+
     /// The gradient norm of a completed step, read from the device now if it was not yet.
     pub fn read_norm(&self, done: StepDone) -> Result<f32, StepFailure> {
         match (done.norm, done.values) {
