@@ -191,7 +191,9 @@ pub struct RunArgs {
     /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
     /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, color,
-    /// cnn_widths, overfit_batches, backend). Flags given on the command line win. A pack's outputs/config.json repeats its run.
+    /// cnn_widths, overfit_batches, optimizer, weight_decay, momentum, nesterov, schedule,
+    /// warmup_epochs, label_smoothing, backend). Flags given on the command line win. A pack's
+    /// outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
 

@@ -45,7 +45,8 @@ pub enum Schedule {
     /// One cycle (PyTorch's OneCycleLR, cosine, without momentum cycling): from rate/25 up to
     /// the rate over the warm-up (30% of the run by default), then down to rate/250000.
     Onecycle,
-    /// The rate divided by 10 at half and again at three quarters of the run (MultiStepLR).
+    /// The rate divided by 10 at half and again at three quarters of the run, in steps
+    /// rounded down (MultiStepLR).
     Step,
 }
 
@@ -144,7 +145,7 @@ impl Recipe {
             Schedule::Step => {
                 let drops = STEP_MILESTONES
                     .iter()
-                    .filter(|m| step >= (*m * total).round())
+                    .filter(|m| step >= (*m * total).floor())
                     .count();
                 lr * STEP_GAMMA.powi(drops as i32)
             }

@@ -124,6 +124,37 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
     }
 }
 
+/// Every optimizer, schedule, the warm-up and label smoothing against PyTorch's, from the
+/// same initial weights, one full-batch step an epoch: each epoch's training loss within
+/// 1e-4 relative, on the CPU path and (where there is an adapter) the wgpu kernels.
+#[test]
+fn recipes_give_pytorchs_losses() {
+    let Some(python) = python("recipes_give_pytorchs_losses") else {
+        return;
+    };
+    let mut backends = vec!["cpu"];
+    if common::wgpu_available("recipes_give_pytorchs_losses (wgpu)") {
+        backends.push("wgpu");
+    }
+    for backend in backends {
+        let root = temp();
+        let said = run_python(
+            &python,
+            &[
+                "recipes",
+                env!("CARGO_BIN_EXE_trainer"),
+                root.path().to_str().unwrap(),
+                backend,
+            ],
+        );
+        assert_eq!(
+            said.matches("interop: recipe ").count(),
+            9,
+            "{backend}: {said}"
+        );
+    }
+}
+
 /// A quick workshop pack (stripes, both models).
 fn pack(dir: &Path) -> PathBuf {
     let pack = dir.join("pack");

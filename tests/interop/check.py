@@ -3,6 +3,7 @@
 
     check.py make DIR CHANNELS PER_CLASS SIZE   # a folder of 3 classes of PNGs (1 or 3 channels)
     check.py check TRAINER PACK                 # PyTorch, onnxruntime and TensorBoard on PACK
+    check.py recipes TRAINER DIR [BACKEND]      # trainer's recipes against PyTorch's, same start
 
 `check` reads the pack's test split from checkpoints/best_model.json, asks `TRAINER predict
 --json` for trainer's logits on those files, and checks that
@@ -11,6 +12,13 @@
 - onnxruntime, fed the raw pixels, gives the same predictions (and logits within 1e-4);
 - TensorBoard's EventAccumulator finds every scalar of every model's run, equal to
   outputs/training_log.csv, and the two images.
+`recipes` trains the CNN on a folder it makes in DIR with one full-batch step an epoch (so
+the batch order cannot differ), for each recipe (optimizers, schedules, warm-up, label
+smoothing), and checks that PyTorch with the same recipe (torch.optim.AdamW, SGD(momentum,
+nesterov), CosineAnnealingLR, OneCycleLR(cycle_momentum=False), MultiStepLR, a linear
+warm-up, CrossEntropyLoss(label_smoothing)), from the same initial weights (a run at lr
+1e-30, exported), gives every epoch's training loss within 1e-4 relative (trainer's losses
+read at full precision from its TensorBoard run).
 Prints one line per check; exits 1 with the reason on the first failure.
 """
 import csv
@@ -197,10 +205,114 @@ def check(trainer, pack):
     check_tensorboard(pack)
 
 
+RECIPES = [
+    ("adam", []),
+    ("adamw", ["--optimizer", "adamw", "--weight-decay", "0.05"]),
+    ("sgd", ["--optimizer", "sgd", "--lr-cnn", "0.05"]),
+    ("sgd-nesterov", ["--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.001", "--lr-cnn", "0.05"]),
+    ("cosine", ["--schedule", "cosine"]),
+    ("onecycle", ["--schedule", "onecycle"]),
+    ("step", ["--schedule", "step"]),
+    ("warmup", ["--warmup-epochs", "2"]),
+    ("smoothing", ["--label-smoothing", "0.1"]),
+]
+EPOCHS = 6
+
+
+def train_pack(trainer, data, pack, args, epochs=EPOCHS, backend="cpu"):
+    cmd = [trainer, "--backend", backend, "--quiet", "--data", data, "--out", pack, "--models", "cnn",
+           "--image-size", "16", "--epochs-cnn", str(epochs), "--batch-size", "54", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode not in (0, 3):
+        fail(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
+
+
+def flag(args, name, default):
+    return type(default)(args[args.index(name) + 1]) if name in args else default
+
+
+def torch_losses(pack0, data, args):
+    """PyTorch's training loss of each epoch (one full-batch step each) under the recipe."""
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from torch import nn
+
+    path = os.path.join(pack0, "checkpoints", "best_model.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    model = eval(metadata["torch_sequential"], {"nn": nn})
+    model.load_state_dict(load_file(path))
+    meta = json.load(open(os.path.join(pack0, "checkpoints", "best_model.json")))
+    files = [f["file"] for f in meta["data_manifest"]["files"] if f["part"] == "train"]
+    images = torch.from_numpy(np.stack([read_png(os.path.join(data, f)) for f in files]))
+    labels = torch.tensor([meta["classes"].index(f.split("/")[0]) for f in files])
+    norm = json.loads(metadata["normalization"])
+    c = len(norm["mean"])
+    x = (images - torch.tensor(norm["mean"]).view(1, c, 1, 1)) / torch.tensor(norm["std"]).view(1, c, 1, 1)
+    lr = flag(args, "--lr-cnn", 0.006)
+    wd = flag(args, "--weight-decay", 0.0)
+    optimizer = {
+        "adam": lambda: torch.optim.Adam(model.parameters(), lr=lr),
+        "adamw": lambda: torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd),
+        "sgd": lambda: torch.optim.SGD(model.parameters(), lr=lr, momentum=flag(args, "--momentum", 0.0),
+                                       nesterov="--nesterov" in args, weight_decay=wd),
+    }[flag(args, "--optimizer", "adam")]()
+    schedule = flag(args, "--schedule", "constant")
+    warmup = flag(args, "--warmup-epochs", 0.0)
+    scheduler = {
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS),
+        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=EPOCHS,
+                                                                cycle_momentum=False),
+        "step": lambda: torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[int(0.5 * EPOCHS), int(0.75 * EPOCHS)], gamma=0.1),
+        "constant": lambda: torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0),
+    }[schedule]()
+    criterion = nn.CrossEntropyLoss(label_smoothing=flag(args, "--label-smoothing", 0.0))
+    losses = []
+    for _ in range(EPOCHS):
+        optimizer.zero_grad()
+        loss = criterion(model(x), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return losses
+
+
+def trainer_losses(pack):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(pack, "tensorboard", "cnn"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.value for e in events.Scalars("loss/train")]
+
+
+def recipes(trainer, workdir, backend="cpu"):
+    data = os.path.join(workdir, "data")
+    make(data, 1, 30, 16)
+    pack0 = os.path.join(workdir, "start")
+    train_pack(trainer, data, pack0, ["--lr-cnn", "1e-30"], epochs=1)
+    for name, args in RECIPES:
+        pack = os.path.join(workdir, name)
+        train_pack(trainer, data, pack, args, backend=backend)
+        mine, theirs = trainer_losses(pack), torch_losses(pack0, data, args)
+        gaps = [abs(a - b) / abs(b) for a, b in zip(mine, theirs)]
+        if len(mine) != EPOCHS or max(gaps) > 1e-4:
+            fail(f"recipe {name}: trainer {mine} against PyTorch {theirs}")
+        print(f"interop: recipe {name} ({backend}): {EPOCHS} epochs' training loss within {max(gaps):.1e} relative of PyTorch's "
+              f"(first {mine[0]:.6f}, last {mine[-1]:.6f})")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["make"] and len(sys.argv) == 6:
         make(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif sys.argv[1:2] == ["check"] and len(sys.argv) == 4:
         check(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["recipes"] and len(sys.argv) in (4, 5):
+        recipes(*sys.argv[2:])
     else:
         sys.exit(__doc__)
