@@ -235,11 +235,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Settings::default().epochs_cnn)]
     pub epochs_cnn: usize,
 
-    /// Adam learning rate of the baseline.
+    /// Learning rate of the baseline (the schedule's peak; see --schedule).
     #[arg(long, default_value_t = Settings::default().lr_baseline, allow_negative_numbers = true)]
     pub lr_baseline: f64,
 
-    /// Adam learning rate of the CNN.
+    /// Learning rate of the CNN (the schedule's peak; see --schedule).
     #[arg(long, default_value_t = Settings::default().lr_cnn, allow_negative_numbers = true)]
     pub lr_cnn: f64,
 
@@ -523,12 +523,14 @@ pub struct LrFindArgs {
     #[arg(long, default_value_t = 10.0)]
     pub end_lr: f64,
 
-    /// Steps from --start-lr to --end-lr (the test stops earlier when the loss diverges).
+    /// Steps from --start-lr to --end-lr, 10 to 100000 (the test stops earlier when the loss
+    /// diverges).
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
 
-    /// The data, batch size, seed, model shape and optimizer as for the workshop run (the
-    /// epochs, rates and schedule are the test's own).
+    /// The data, batch size, seed, colour, model shape and optimizer as for the workshop run
+    /// (the epochs, rates, schedule and checks are the test's own: those flags are ignored,
+    /// with a warning).
     #[command(flatten)]
     pub train: TrainArgs,
 

@@ -562,22 +562,40 @@ impl ConfigFile {
     /// Checks the file's settings as a run would (ranges, duplicates), on their own: a bad
     /// value is named with its file and line even when a flag overrides it.
     pub fn check_values(&self) -> Result<()> {
-        let serde_json::Value::Object(mut base) = serde_json::to_value(Settings::default())
-            .map_err(|e| TrainerError::Serialize(e.to_string()))?
+        self.settings_over(&Settings::default(), &|_| false)
+            .map(|_| ())
+    }
+
+    /// The settings `base` with this file's keys over it (except those `explicit` says the
+    /// command line gave), checked together: a file's `weight_decay` with `--optimizer adamw`
+    /// on the command line is fine. A problem names the file's line when a key of the file
+    /// caused it.
+    fn settings_over(&self, base: &Settings, explicit: &dyn Fn(&str) -> bool) -> Result<Settings> {
+        let serde_json::Value::Object(mut merged) =
+            serde_json::to_value(base).map_err(|e| TrainerError::Serialize(e.to_string()))?
         else {
             return Err(TrainerError::Serialize("settings are not a table".into()));
         };
         for (key, value) in &self.values {
-            base.insert(key.clone(), value.clone());
+            if !explicit(key) {
+                merged.insert(key.clone(), value.clone());
+            }
         }
-        let settings: Settings = serde_json::from_value(serde_json::Value::Object(base))
-            .map_err(|e| TrainerError::bad_input(e.to_string()))?;
+        let settings: Settings = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| {
+                TrainerError::bad_input(format!(
+                    "--config '{}': {}",
+                    self.path.display(),
+                    crate::error::first_line(&e.to_string())
+                ))
+            })?;
         settings.validate().map_err(|e| {
             // The check names the flag (`--epochs-cnn`); the file sets its key.
             let message = e.to_string();
             let key = self
                 .values
                 .keys()
+                .filter(|k| !explicit(k))
                 .find(|k| message.contains(&format!("--{}", k.replace('_', "-"))))
                 .cloned();
             match key {
@@ -591,7 +609,8 @@ impl ConfigFile {
                     self.path.display()
                 )),
             }
-        })
+        })?;
+        Ok(settings)
     }
 }
 
@@ -631,22 +650,5 @@ pub fn merge(
         return Ok(flags.clone());
     };
     file.check_keys(&Settings::default())?;
-    file.check_values()?;
-    let serde_json::Value::Object(mut merged) =
-        serde_json::to_value(flags).map_err(|e| TrainerError::bad_input(e.to_string()))?
-    else {
-        return Err(TrainerError::bad_input("settings are not a table"));
-    };
-    for (key, value) in &file.values {
-        if !explicit(key) {
-            merged.insert(key.clone(), value.clone());
-        }
-    }
-    serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| {
-        TrainerError::bad_input(format!(
-            "--config '{}': {}",
-            file.path.display(),
-            crate::error::first_line(&e.to_string())
-        ))
-    })
+    file.settings_over(flags, &explicit)
 }

@@ -109,6 +109,34 @@ impl Recipe {
         *self == Recipe::default()
     }
 
+    /// The recipe in words, for run_info.json and the pack's README: "AdamW (beta1 0.9, beta2
+    /// 0.999, eps 1e-8, decoupled weight decay 0.01); cosine schedule, 1 warm-up epoch(s);
+    /// label smoothing 0.1".
+    pub fn describe(&self, betas: (f32, f32), epsilon: f32) -> String {
+        let adam = format!("beta1 {}, beta2 {}, eps {epsilon:e}", betas.0, betas.1);
+        let optimizer = match self.optimizer {
+            Optimizer::Adam => format!("Adam ({adam})"),
+            Optimizer::Adamw => format!(
+                "AdamW ({adam}, decoupled weight decay {})",
+                self.weight_decay
+            ),
+            Optimizer::Sgd => format!(
+                "SGD (momentum {}{}, L2 weight decay {})",
+                self.momentum,
+                if self.nesterov { ", Nesterov" } else { "" },
+                self.weight_decay
+            ),
+        };
+        let mut text = format!("{optimizer}; {} rate", self.schedule.as_str());
+        if self.warmup_epochs > 0.0 {
+            text.push_str(&format!(", {} warm-up epoch(s)", self.warmup_epochs));
+        }
+        if self.label_smoothing > 0.0 {
+            text.push_str(&format!("; label smoothing {}", self.label_smoothing));
+        }
+        text
+    }
+
     /// Whether the rate changes during a run (a schedule other than constant, or a warm-up).
     pub fn moves_rate(&self) -> bool {
         self.schedule != Schedule::Constant || self.warmup_epochs > 0.0
@@ -136,7 +164,8 @@ impl Recipe {
                     annealing_cos(lr, last, ((step - rise_end) / (end - rise_end)).min(1.0))
                 }
             }
-            _ if step < warmup => lr * (step + 1.0) / warmup,
+            // Capped: a warm-up of a fraction of a step must not push the rate past `lr`.
+            _ if step < warmup => lr * ((step + 1.0) / warmup).min(1.0),
             Schedule::Constant => lr,
             Schedule::Cosine => {
                 let span = (total - warmup).max(1.0);
@@ -173,6 +202,9 @@ mod tests {
         assert_eq!(at(&constant, 0.0), 0.1);
         assert_eq!(at(&constant, 39.0), 0.1);
         // Warm-up: (step + 1) / warm-up steps of the rate.
+        // A warm-up shorter than a step never exceeds the rate.
+        let tiny = recipe(Schedule::Constant, 1e-9);
+        assert_eq!(at(&tiny, 0.0), 0.1);
         let warm = recipe(Schedule::Constant, 1.0);
         assert!((at(&warm, 0.0) - 0.025).abs() < 1e-12);
         assert!((at(&warm, 3.0) - 0.1).abs() < 1e-12);

@@ -145,42 +145,67 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
 /// baseline and the CNN family (1 and 3 channels, 1 to 4 blocks, odd widths), even, odd and
 /// non-square images, batches that are and are not multiples of the workgroup, batches
 /// larger than the kernels' 512 workgroups, and more classes than the workshop's three.
+/// Some cases again with label smoothing 0.1: the sample kernels' smoothed loss and its
+/// gradient against burn's `CrossEntropyLossConfig::with_smoothing`.
 #[test]
 fn training_kernels_match_the_layers() {
-    use trainer::device::gpu_train::{self, StepHyper};
-    use trainer::model::{Net, flat};
-
     let Some(device) = wgpu_device("training_kernels_match_the_layers") else {
         return;
     };
-    // (model, height, width, classes, batch)
+    // (model, height, width, classes, batch, also with label smoothing 0.1)
     let cases = [
-        (cnn(1, &[8, 16]), 16, 16, 3, 32),
-        (cnn(1, &[8, 16]), 7, 7, 3, 5),
-        (cnn(1, &[8, 16]), 5, 5, 4, 3),
-        (cnn(1, &[8, 16]), 12, 9, 3, 37),
-        (cnn(1, &[8, 16]), 33, 20, 10, 2),
+        (cnn(1, &[8, 16]), 16, 16, 3, 32, true),
+        (cnn(1, &[8, 16]), 7, 7, 3, 5, false),
+        (cnn(1, &[8, 16]), 5, 5, 4, 3, false),
+        (cnn(1, &[8, 16]), 12, 9, 3, 37, false),
+        (cnn(1, &[8, 16]), 33, 20, 10, 2, true),
         // More samples than workgroups (512): each workgroup sums several.
-        (cnn(1, &[8, 16]), 6, 6, 3, 1100),
-        (cnn(3, &[16, 32, 64]), 16, 16, 3, 6),
-        (cnn(3, &[7, 5]), 9, 11, 4, 5),
-        (cnn(1, &[3]), 6, 6, 3, 4),
-        (cnn(3, &[4, 6, 8, 10]), 17, 16, 5, 3),
-        (baseline(1), 6, 6, 3, 700),
-        (baseline(1), 16, 16, 3, 32),
-        (baseline(1), 7, 7, 5, 9),
-        (baseline(3), 8, 8, 3, 7),
+        (cnn(1, &[8, 16]), 6, 6, 3, 1100, false),
+        (cnn(3, &[16, 32, 64]), 16, 16, 3, 6, true),
+        (cnn(3, &[7, 5]), 9, 11, 4, 5, false),
+        (cnn(1, &[3]), 6, 6, 3, 4, false),
+        (cnn(3, &[4, 6, 8, 10]), 17, 16, 5, 3, false),
+        (baseline(1), 6, 6, 3, 700, false),
+        (baseline(1), 16, 16, 3, 32, true),
+        (baseline(1), 7, 7, 5, 9, true),
+        (baseline(3), 8, 8, 3, 7, false),
     ];
     let mut rng = common::Lcg(11);
-    for (spec, h, w, classes, n) in cases {
-        let kind = spec;
+    for (spec, h, w, classes, n, smoothed) in cases {
         let case = format!(
             "{} ({} channels) {h}x{w}, {classes} classes, batch {n}",
             spec.display_name(),
             spec.channels
         );
+        let batch = KernelBatch::draw(&mut rng, spec, (h, w), classes, n, &device);
+        batch.check_logits(&case);
+        batch.check_gradients(0.0, &case);
+        if smoothed {
+            batch.check_gradients(0.1, &format!("{case}, label smoothing 0.1"));
+        }
+    }
+}
+
+/// A model and a batch of random images and labels for the training kernels.
+struct KernelBatch {
+    spec: trainer::model::ModelSpec,
+    net: trainer::model::Net,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    classes: usize,
+}
+
+impl KernelBatch {
+    fn draw(
+        rng: &mut common::Lcg,
+        spec: trainer::model::ModelSpec,
+        (h, w): (usize, usize),
+        classes: usize,
+        n: usize,
+        device: &Device,
+    ) -> KernelBatch {
         // The baseline is built for square images (its input is c * h * h values).
-        let net = Net::init(spec, h, classes, 7, &device);
+        let net = trainer::model::Net::init(spec, h, classes, 7, device);
         let c = spec.channels;
         let pixels: Vec<f32> = (0..n * c * h * w)
             .map(|_| (rng.next() % 2001) as f32 / 1000.0 - 1.0)
@@ -188,54 +213,62 @@ fn training_kernels_match_the_layers() {
         let labels: Vec<i64> = (0..n)
             .map(|_| (rng.next() % classes as u64) as i64)
             .collect();
-        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, c, h, w]), &device);
-        let labels_t = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
-        let params = flat::to_flat(&net);
-
-        // Forward: logits.
-        let kernel = gpu_train::logits(
-            kernel_model(kind.into()),
-            images.clone(),
-            params.clone(),
+        KernelBatch {
+            spec,
+            net,
+            images: Tensor::<4>::from_data(TensorData::new(pixels, [n, c, h, w]), device),
+            labels: Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device),
             classes,
+        }
+    }
+
+    /// Forward: the kernels' logits against the layers'.
+    fn check_logits(&self, case: &str) {
+        use trainer::device::gpu_train;
+        let kernel = gpu_train::logits(
+            kernel_model(self.spec),
+            self.images.clone(),
+            trainer::model::flat::to_flat(&self.net),
+            self.classes,
         );
-        let layers = net.forward_traced(images.clone(), &mut |_, _| {});
+        let layers = self.net.forward_traced(self.images.clone(), &mut |_, _| {});
         assert_close(
             &values(kernel),
             &values(layers),
             1e-5,
             &format!("{case}: logits"),
         );
+    }
 
-        // Backward: the reference gradients from autodiff, in the flat order.
-        let (loss_value, reference) = layer_gradients(&net, &images, &labels_t);
-        let segments = flat::segments(&net);
-
+    /// Backward: the kernels' gradients-only step (loss, norm, summed gradients) with label
+    /// smoothing `smoothing` (0 for none) against burn's loss and autodiff.
+    fn check_gradients(&self, smoothing: f64, case: &str) {
+        use trainer::device::gpu_train;
+        use trainer::model::flat;
+        let reference_smoothing = (smoothing > 0.0).then_some(smoothing as f32);
+        let (loss_value, reference) =
+            layer_gradients(&self.net, &self.images, &self.labels, reference_smoothing);
+        let params = flat::to_flat(&self.net);
         let p = params.dims()[0];
+        let device = params.device();
         let state = Tensor::cat(vec![params, Tensor::zeros([2 * p + 1], &device)], 0);
-        let hyper = StepHyper {
-            lr: 0.01,
-            time: 1,
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-8,
-            max_norm: 2.0,
-            diverged_norm: 1e6,
+        let recipe = trainer::recipe::Recipe {
+            label_smoothing: smoothing,
+            ..trainer::recipe::Recipe::default()
         };
         let (next, stats) = gpu_train::step(
-            kernel_model(kind.into()),
-            images,
-            labels_t,
+            kernel_model(self.spec),
+            self.images.clone(),
+            self.labels.clone(),
             state,
-            &hyper,
-            classes,
+            &step_hyper(0.01, 1, recipe),
+            self.classes,
             true,
         );
-        let kernel_grads = values(next.narrow(0, 0, p));
         assert_close_per_tensor(
-            &kernel_grads,
+            &values(next.narrow(0, 0, p)),
             &reference,
-            &segments,
+            &flat::segments(&self.net),
             1e-5,
             &format!("{case}: gradients"),
         );
@@ -255,6 +288,25 @@ fn training_kernels_match_the_layers() {
             "{case}: norm {} against {norm}",
             stats[2]
         );
+    }
+}
+
+/// The kernels' step numbers: `lr` at step `time` of `recipe`, Adam's betas and epsilon
+/// (the workshop's), clipping at a global norm of 2.
+fn step_hyper(
+    lr: f64,
+    time: usize,
+    recipe: trainer::recipe::Recipe,
+) -> trainer::device::gpu_train::StepHyper {
+    trainer::device::gpu_train::StepHyper {
+        lr,
+        recipe,
+        time,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+        max_norm: 2.0,
+        diverged_norm: 1e6,
     }
 }
 
@@ -310,11 +362,13 @@ fn assert_close_per_tensor(
 }
 
 /// The loss and the flat gradient (the kernels' order) of `net`'s mean cross-entropy on a
-/// batch, from burn's layers and autodiff on the batch's device.
+/// batch, with burn's label smoothing `smoothing` (None: the plain loss), from burn's layers
+/// and autodiff on the batch's device.
 fn layer_gradients(
     net: &trainer::model::Net,
     images: &Tensor<4>,
     labels: &Tensor<1, Int>,
+    smoothing: Option<f32>,
 ) -> (f32, Vec<f32>) {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
@@ -323,6 +377,7 @@ fn layer_gradients(
     let train_net = net.clone().to_device(&train_device).train();
     let logits = train_net.forward_traced(images.clone().autodiff(), &mut |_, _| {});
     let loss = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
         .init(&train_device)
         .forward(logits, labels.clone().autodiff());
     let loss_value = values(loss.clone().inner())[0];
@@ -331,22 +386,133 @@ fn layer_gradients(
     (loss_value, gradient)
 }
 
+/// The rates of the three steps of the update tests, one per step: a schedule's rates are
+/// the kernel's inputs step by step. Adam's and AdamW's.
+const ADAM_RATES: [f64; 3] = [0.001, 0.0007, 0.0003];
+/// SGD's: its step is the rate times the clipped gradient (a norm of 2 over every
+/// parameter), so at Adam's rates the parameters would move by less than the tolerance.
+const SGD_RATES: [f64; 3] = [0.1, 0.07, 0.03];
+
 /// The update kernel on its own: three steps whose gradient norm is above the clipping
 /// threshold of 2, against burn's own Adam (`burn::optim::Adam`, the optimizer of the layer
 /// path) fed the layers' gradients clipped as the layer path clips them. After the third
 /// step the parameters and both moments agree, tensor by tensor.
 #[test]
 fn the_update_kernel_clips_and_applies_adam_as_burn_does() {
-    use burn::optim::{AdamConfig, Optimizer};
-    use trainer::device::gpu_train::{self, StepHyper};
-    use trainer::model::{ModelKind, Net, flat};
-
     let Some(device) = wgpu_device("the_update_kernel_clips_and_applies_adam_as_burn_does") else {
         return;
     };
+    check_update(&device, trainer::recipe::Recipe::default(), "Adam");
+}
+
+/// The same for the recipes' other optimizers, each against burn's as the layer path
+/// configures it (`optimizer()` in src/train/weights.rs): AdamW's decoupled decay, and SGD
+/// plain, with momentum (no dampening) and with Nesterov momentum and L2 decay. SGD keeps
+/// its velocity where Adam keeps its first moments and leaves the second third at zero.
+#[test]
+fn the_update_kernel_applies_adamw_and_sgd_as_burn_does() {
+    use trainer::recipe::{Optimizer, Recipe};
+    let Some(device) = wgpu_device("the_update_kernel_applies_adamw_and_sgd_as_burn_does") else {
+        return;
+    };
+    let adamw = Recipe {
+        optimizer: Optimizer::Adamw,
+        weight_decay: 0.01,
+        ..Recipe::default()
+    };
+    let sgd = Recipe {
+        optimizer: Optimizer::Sgd,
+        ..Recipe::default()
+    };
+    let momentum = Recipe {
+        momentum: 0.9,
+        ..sgd
+    };
+    let nesterov = Recipe {
+        nesterov: true,
+        weight_decay: 1e-3,
+        ..momentum
+    };
+    check_update(&device, adamw, "AdamW, decay 0.01");
+    // At 0.01 the decay moves a parameter by 2e-5 of itself over the three steps, under the
+    // tolerance; at 0.5 by 1e-3, so a decay the kernel got wrong shows.
+    let strong = Recipe {
+        weight_decay: 0.5,
+        ..adamw
+    };
+    check_update(&device, strong, "AdamW, decay 0.5");
+    check_update(&device, sgd, "SGD");
+    check_update(&device, momentum, "SGD, momentum 0.9");
+    check_update(&device, nesterov, "SGD, Nesterov momentum 0.9, decay 1e-3");
+}
+
+/// Three steps of the update kernel with `recipe` against burn's optimizer for it, on a CNN
+/// and a baseline whose gradient norm stays above 2 (every step clips): the norms step by
+/// step, then after the third step the parameters and the state's two moment slots, tensor
+/// by tensor, and no divergence.
+fn check_update(device: &Device, recipe: trainer::recipe::Recipe, what: &str) {
+    use trainer::model::{ModelKind, flat};
     let mut rng = common::Lcg(21);
     for (kind, size, classes, n) in [(ModelKind::Cnn, 8, 3, 24), (ModelKind::Baseline, 6, 4, 20)] {
-        let net = Net::init(kind, size, classes, 13, &device);
+        let case = UpdateCase::draw(&mut rng, kind, size, classes, n, device);
+        let what = format!("{what}, {kind:?}");
+        let (state, norms) = case.kernel_steps(recipe);
+        let expected = case.burn_steps(recipe);
+        for (step, (norm, reference)) in norms.iter().zip(&expected.norms).enumerate() {
+            assert!(
+                (norm - reference).abs() <= 1e-4 * reference,
+                "{what} step {}: norm {norm} against {reference}",
+                step + 1
+            );
+            assert!(*reference > 2.0, "{what}: every step clips ({norms:?})");
+        }
+        let p = expected.params.len();
+        let segments = flat::segments(&case.net);
+        for (name, at, expected) in [
+            ("parameters", 0, &expected.params),
+            ("first moments (SGD's velocity)", p, &expected.first),
+            ("second moments", 2 * p, &expected.second),
+        ] {
+            assert_close_per_tensor(
+                &state[at..at + p],
+                expected,
+                &segments,
+                1e-4,
+                &format!("{what} step 3: {name}"),
+            );
+        }
+        assert_eq!(state[3 * p], 0.0, "{what}: not diverged");
+    }
+}
+
+/// A model and a batch for the update tests: large pixels make large gradients.
+struct UpdateCase {
+    kind: trainer::model::ModelKind,
+    net: trainer::model::Net,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    classes: usize,
+}
+
+/// burn's optimizer after three steps: the parameters, its first and second moments (SGD:
+/// the velocity, zeros without momentum, and zeros) and the norm of each step's gradient.
+struct Reference {
+    params: Vec<f32>,
+    first: Vec<f32>,
+    second: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+impl UpdateCase {
+    fn draw(
+        rng: &mut common::Lcg,
+        kind: trainer::model::ModelKind,
+        size: usize,
+        classes: usize,
+        n: usize,
+        device: &Device,
+    ) -> UpdateCase {
+        let net = trainer::model::Net::init(kind, size, classes, 13, device);
         // Large pixels make large gradients: the norm stays above 2, so every step clips.
         let pixels: Vec<f32> = (0..n * size * size)
             .map(|_| (rng.next() % 2001) as f32 / 30.0 - 33.3)
@@ -354,24 +520,107 @@ fn the_update_kernel_clips_and_applies_adam_as_burn_does() {
         let labels: Vec<i64> = (0..n)
             .map(|_| (rng.next() % classes as u64) as i64)
             .collect();
-        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, size, size]), &device);
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
-        let (lr, max_norm) = (0.001, 2.0f32);
-        let adam = AdamConfig::new()
-            .with_beta_1(0.9)
-            .with_beta_2(0.999)
-            .with_epsilon(1e-8)
-            .build();
+        UpdateCase {
+            kind,
+            net,
+            images: Tensor::<4>::from_data(TensorData::new(pixels, [n, 1, size, size]), device),
+            labels: Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device),
+            classes,
+        }
+    }
 
-        let mut params = flat::to_flat(&net);
+    /// The kernels' three steps from a fresh state: the state after them and each step's norm.
+    fn kernel_steps(&self, recipe: trainer::recipe::Recipe) -> (Vec<f32>, Vec<f32>) {
+        use trainer::device::gpu_train;
+        let params = trainer::model::flat::to_flat(&self.net);
         let p = params.dims()[0];
-        let mut adam_state = None;
-        let mut state = Tensor::cat(vec![params.clone(), Tensor::zeros([2 * p + 1], &device)], 0);
+        let zeros = Tensor::zeros([2 * p + 1], &params.device());
+        let mut state = Tensor::cat(vec![params, zeros], 0);
         let mut norms = Vec::new();
-        for time in 1..=3 {
-            // burn's Adam on the layers' gradient, clipped by the global norm.
-            let (_, gradient) =
-                layer_gradients(&flat::from_flat(&net, params.clone()), &images, &labels);
+        for (step, lr) in rates(&recipe).into_iter().enumerate() {
+            let (next, stats) = gpu_train::step(
+                kernel_model(self.kind.into()),
+                self.images.clone(),
+                self.labels.clone(),
+                state,
+                &step_hyper(lr, step + 1, recipe),
+                self.classes,
+                false,
+            );
+            state = next;
+            norms.push(values(stats)[2]);
+        }
+        (values(state), norms)
+    }
+
+    /// burn's optimizer for `recipe`, configured as the layer path configures it.
+    fn burn_steps(&self, recipe: trainer::recipe::Recipe) -> Reference {
+        use burn::optim::decay::WeightDecayConfig;
+        use burn::optim::momentum::MomentumConfig;
+        use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
+        use trainer::recipe::Optimizer;
+        let rates = rates(&recipe);
+        let adam =
+            |(params, state, norms): (Tensor<1>, burn::optim::AdaptiveMomentumState<1>, _)| {
+                assert_eq!(state.time, 3);
+                Reference {
+                    params: values(params),
+                    first: values(state.moment_1),
+                    second: values(state.moment_2),
+                    norms,
+                }
+            };
+        match recipe.optimizer {
+            Optimizer::Adam => {
+                let optim = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999);
+                let (params, state, norms) = self.steps(&optim.with_epsilon(1e-8).build(), rates);
+                adam((params, state.momentum, norms))
+            }
+            Optimizer::Adamw => {
+                let optim = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999);
+                let optim = optim.with_weight_decay(recipe.weight_decay as f32);
+                let (params, state, norms) = self.steps(&optim.with_epsilon(1e-8).build(), rates);
+                adam((params, state.momentum, norms))
+            }
+            Optimizer::Sgd => {
+                let momentum = MomentumConfig::new()
+                    .with_momentum(recipe.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(recipe.nesterov);
+                let optim = SgdConfig::new()
+                    .with_weight_decay(
+                        (recipe.weight_decay > 0.0)
+                            .then(|| WeightDecayConfig::new(recipe.weight_decay as f32)),
+                    )
+                    .with_momentum((recipe.momentum > 0.0).then_some(momentum));
+                let (params, state, norms) = self.steps(&optim.build(), rates);
+                let p = params.dims()[0];
+                Reference {
+                    params: values(params),
+                    first: sgd_velocity(&state, recipe.momentum > 0.0, p),
+                    second: vec![0.0; p],
+                    norms,
+                }
+            }
+        }
+    }
+
+    /// `optim`'s three steps at `rates` on the layers' gradients, clipped by their global norm
+    /// as the layer path clips them: the parameters, the state and each step's norm.
+    fn steps<O: burn::optim::Optimizer>(
+        &self,
+        optim: &O,
+        rates: [f64; 3],
+    ) -> (Tensor<1>, O::State<1>, Vec<f32>) {
+        use trainer::model::flat;
+        let max_norm = 2.0f32;
+        let mut params = flat::to_flat(&self.net);
+        let (p, device) = (params.dims()[0], params.device());
+        let mut state = None;
+        let mut norms = Vec::new();
+        for lr in rates {
+            let net = flat::from_flat(&self.net, params.clone());
+            let (_, gradient) = layer_gradients(&net, &self.images, &self.labels, None);
             let norm = gradient
                 .iter()
                 .map(|g| (*g as f64).powi(2))
@@ -380,59 +629,40 @@ fn the_update_kernel_clips_and_applies_adam_as_burn_does() {
             let coefficient = (max_norm / (norm + 1e-6)).min(1.0);
             let gradient = Tensor::<1>::from_data(TensorData::new(gradient, [p]), &device)
                 .mul_scalar(coefficient);
-            let (next, next_state) = adam.step(lr, params, gradient, adam_state);
-            (params, adam_state) = (next, next_state);
-
-            // The kernels' step from their own state.
-            let hyper = StepHyper {
-                lr,
-                time,
-                beta_1: 0.9,
-                beta_2: 0.999,
-                epsilon: 1e-8,
-                max_norm,
-                diverged_norm: 1e6,
-            };
-            let (next, stats) = gpu_train::step(
-                kernel_model(kind.into()),
-                images.clone(),
-                labels.clone(),
-                state,
-                &hyper,
-                classes,
-                false,
-            );
-            state = next;
-            let stats = values(stats);
-            assert!(
-                (stats[2] - norm).abs() <= 1e-4 * norm,
-                "{kind:?} step {time}: norm {} against {norm}",
-                stats[2]
-            );
+            (params, state) = optim.step(lr, params, gradient, state);
             norms.push(norm);
         }
-        assert!(
-            norms.iter().all(|n| *n > max_norm),
-            "{kind:?}: every step clips ({norms:?})"
-        );
-        let moments = adam_state.expect("Adam's state").momentum;
-        assert_eq!(moments.time, 3);
-        let segments = flat::segments(&net);
-        let state = values(state);
-        for (name, at, expected) in [
-            ("parameters", 0, values(params)),
-            ("first moments", p, values(moments.moment_1)),
-            ("second moments", 2 * p, values(moments.moment_2)),
-        ] {
-            assert_close_per_tensor(
-                &state[at..at + p],
-                &expected,
-                &segments,
-                1e-4,
-                &format!("{kind:?} step 3: {name}"),
-            );
-        }
-        assert_eq!(state[3 * p], 0.0, "{kind:?}: not diverged");
+        (params, state.expect("the optimizer's state"), norms)
+    }
+}
+
+/// The step rates for `recipe`'s optimizer.
+fn rates(recipe: &trainer::recipe::Recipe) -> [f64; 3] {
+    match recipe.optimizer {
+        trainer::recipe::Optimizer::Sgd => SGD_RATES,
+        _ => ADAM_RATES,
+    }
+}
+
+/// SGD's velocity (zeros without momentum). `MomentumState`'s `velocity` field is private,
+/// so it is read as burn records it, through the state's public `RecordState` flattening.
+fn sgd_velocity(state: &burn::optim::SgdState<1>, momentum: bool, p: usize) -> Vec<f32> {
+    use burn::optim::{RecordState, StateSink};
+    let mut sink = StateSink::default();
+    state.state_flatten("sgd", &mut sink);
+    let names: Vec<&String> = sink.tensors.iter().map(|(name, _)| name).collect();
+    let velocity = sink
+        .tensors
+        .iter()
+        .find(|(name, _)| name.ends_with("velocity"));
+    assert_eq!(
+        velocity.is_some(),
+        momentum,
+        "SGD's recorded state {names:?}: a velocity exactly with momentum"
+    );
+    match velocity {
+        Some((_, data)) => data.try_to_vec::<f32>().expect("f32 velocity"),
+        None => vec![0.0; p],
     }
 }
 

@@ -44,12 +44,77 @@ pub fn flag_value(lr: f64) -> String {
     format!("{lr:.digits$}")
 }
 
+/// The workshop flags that mean nothing to the test, reset to their defaults: one warning
+/// each for those given.
+fn ignored(settings: &mut Settings, model: ModelKind) -> Vec<String> {
+    let defaults = Settings::default();
+    let mut notes = Vec::new();
+    let mut reset = |given: bool, what: &str| {
+        if given {
+            notes.push(format!("lr-find ignores {what}"));
+        }
+    };
+    reset(
+        settings.models != defaults.models,
+        "--models (it tests --model)",
+    );
+    reset(
+        settings.epochs_baseline != defaults.epochs_baseline
+            || settings.epochs_cnn != defaults.epochs_cnn,
+        "--epochs-baseline/--epochs-cnn (it runs --steps)",
+    );
+    reset(
+        settings.lr_baseline != defaults.lr_baseline || settings.lr_cnn != defaults.lr_cnn,
+        "--lr-baseline/--lr-cnn (it sweeps --start-lr to --end-lr)",
+    );
+    reset(
+        settings.schedule != defaults.schedule || settings.warmup_epochs != defaults.warmup_epochs,
+        "--schedule/--warmup-epochs (the range is its schedule)",
+    );
+    reset(
+        settings.patience.is_some() || settings.overfit_batches.is_some(),
+        "--patience/--overfit-batches",
+    );
+    settings.models = vec![model];
+    settings.epochs_baseline = defaults.epochs_baseline;
+    settings.epochs_cnn = defaults.epochs_cnn;
+    settings.schedule = defaults.schedule;
+    settings.warmup_epochs = defaults.warmup_epochs;
+    settings.patience = None;
+    settings.overfit_batches = None;
+    notes
+}
+
+/// The recipe flags the run was given, to repeat after the rate (the rate is for them).
+fn recipe_flags(settings: &Settings) -> String {
+    let d = Settings::default();
+    let mut flags = String::new();
+    if settings.optimizer != d.optimizer {
+        let _ = write!(flags, " --optimizer {}", settings.optimizer.as_str());
+    }
+    if settings.weight_decay != d.weight_decay {
+        let _ = write!(flags, " --weight-decay {}", settings.weight_decay);
+    }
+    if settings.momentum != d.momentum {
+        let _ = write!(flags, " --momentum {}", settings.momentum);
+    }
+    if settings.nesterov {
+        flags.push_str(" --nesterov");
+    }
+    if settings.label_smoothing != d.label_smoothing {
+        let _ = write!(flags, " --label-smoothing {}", settings.label_smoothing);
+    }
+    flags
+}
+
 /// Runs the test and writes its folder; the last line printed is the flag to use.
 pub fn main(args: LrFindArgs) -> Result<()> {
     let console = Console::new(args.quiet);
     let range = check_range(&args)?;
     let mut settings: Settings = args.train.settings(args.backend);
-    settings.models = vec![args.model];
+    for note in ignored(&mut settings, args.model) {
+        console.warn(&note);
+    }
     if let Some(folder) = &settings.data {
         settings.data = Some(
             std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
@@ -83,12 +148,15 @@ pub fn main(args: LrFindArgs) -> Result<()> {
         &range,
         &ctx,
     )?;
-    write(&args, &spec.display_name(), &found)?;
-    report(&args, &console, &found)
+    let kept = write(&args, &spec.display_name(), &found)?;
+    if let Some(note) = pack::kept_note(&kept) {
+        console.info(&note);
+    }
+    report(&args, &console, &found, &recipe_flags(&settings))
 }
 
 /// The console: what ran, where it stopped, the suggestion, and last the flag.
-fn report(args: &LrFindArgs, console: &Console, found: &LrFound) -> Result<()> {
+fn report(args: &LrFindArgs, console: &Console, found: &LrFound, recipe: &str) -> Result<()> {
     let lowest = found
         .points
         .iter()
@@ -122,12 +190,12 @@ fn report(args: &LrFindArgs, console: &Console, found: &LrFound) -> Result<()> {
         ModelKind::Cnn => "--lr-cnn",
         ModelKind::Baseline => "--lr-baseline",
     };
-    console.result(&format!("{flag} {}", flag_value(lr)));
+    console.result(&format!("{flag} {}{recipe}", flag_value(lr)));
     Ok(())
 }
 
 /// lr_find.csv (step, lr, loss, smoothed_loss), lr_find.png, README.md.
-fn write(args: &LrFindArgs, model: &str, found: &LrFound) -> Result<()> {
+fn write(args: &LrFindArgs, model: &str, found: &LrFound) -> Result<Vec<String>> {
     let staging = Staging::begin(&args.out, PackKind::LrFind)?;
     let mut rows = vec![
         ["step", "lr", "loss", "smoothed_loss"]
@@ -172,7 +240,7 @@ fn write(args: &LrFindArgs, model: &str, found: &LrFound) -> Result<()> {
         let _ = writeln!(readme, "\nStopped: {why}.");
     }
     staging.write("README.md", readme)?;
-    staging.commit().map(|_| ())
+    staging.commit()
 }
 
 /// The loss and the smoothed loss against log10(lr), the suggestion marked.
@@ -182,11 +250,17 @@ fn chart(model: &str, found: &LrFound) -> LineChart {
         "log10(learning rate)",
         "training loss",
     );
+    // The divergence's last steps would set the axis and flatten the curve that matters:
+    // losses above twice the first smoothed one are left out of the plot (not the CSV).
+    let ceiling = found
+        .points
+        .first()
+        .map_or(f64::INFINITY, |p| 2.0 * p.smoothed);
     let at = |f: fn(&train::lr_range::LrPoint) -> f64| {
         found
             .points
             .iter()
-            .filter(|p| f(p).is_finite())
+            .filter(|p| f(p).is_finite() && f(p) <= ceiling)
             .map(|p| (p.lr.log10(), f(p)))
             .collect::<Vec<_>>()
     };

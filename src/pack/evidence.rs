@@ -368,7 +368,7 @@ struct RunInfo<'a> {
     /// The channels the images were read with, and why (`--color`).
     color: &'a crate::data::folder::ColorChoice,
     max_grad_norm: f32,
-    optimizer: &'static str,
+    optimizer: String,
     memory_limit_bytes: Option<u64>,
     memory_preflight: bool,
     memory_events: usize,
@@ -419,7 +419,10 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         skipped_files: report.skipped.len(),
         color: &report.color,
         max_grad_norm: crate::config::MAX_GRAD_NORM,
-        optimizer: "Adam (beta1 0.9, beta2 0.999, eps 1e-8)",
+        optimizer: c.settings.recipe().describe(
+            (crate::config::ADAM_BETA_1, crate::config::ADAM_BETA_2),
+            crate::config::ADAM_EPSILON,
+        ),
         memory_limit_bytes: c.memory_limit_bytes,
         memory_preflight: c.memory_preflight,
         memory_events: report.memory_events.len(),
@@ -1141,6 +1144,16 @@ fn readme_failures(out: &mut String, report: &Report) {
 /// Which epoch each model kept, and why its training ended.
 fn readme_training(out: &mut String, report: &Report) {
     let _ = writeln!(out, "## Training\n");
+    let recipe = report.config.settings.recipe();
+    let _ = writeln!(
+        out,
+        "Recipe: {}; gradients clipped to a global L2 norm of {}.\n",
+        recipe.describe(
+            (crate::config::ADAM_BETA_1, crate::config::ADAM_BETA_2),
+            crate::config::ADAM_EPSILON
+        ),
+        crate::config::MAX_GRAD_NORM
+    );
     for run in &report.models {
         let why = match (&run.trained.divergence, &run.trained.stopped_early) {
             (Some(d), _) => format!(
