@@ -165,6 +165,7 @@ pub struct Settings {
 /// sweep's TOML leaves out. The one place these defaults are written.
 impl Default for Settings {
     fn default() -> Settings {
+        let recipe = Recipe::default();
         Settings {
             backend: BackendChoice::Auto,
             seed: 42,
@@ -185,13 +186,14 @@ impl Default for Settings {
             color: Color::Auto,
             cnn_widths: default_cnn_widths(),
             overfit_batches: None,
-            optimizer: Optimizer::Adam,
-            weight_decay: 0.0,
-            momentum: 0.0,
-            nesterov: false,
-            schedule: Schedule::Constant,
-            warmup_epochs: 0.0,
-            label_smoothing: 0.0,
+            // The recipe's defaults are written once, in recipe.rs.
+            optimizer: recipe.optimizer,
+            weight_decay: recipe.weight_decay,
+            momentum: recipe.momentum,
+            nesterov: recipe.nesterov,
+            schedule: recipe.schedule,
+            warmup_epochs: recipe.warmup_epochs,
+            label_smoothing: recipe.label_smoothing,
         }
     }
 }
