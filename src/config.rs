@@ -487,6 +487,12 @@ impl ConfigFile {
         } else {
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| bad(toml_reason(&e, &text)))?;
+            // JSON has no nan or inf: say so, rather than a later "null" the file never had.
+            if let Some(key) = table.iter().find_map(|(k, v)| not_finite(k, v)) {
+                return Err(bad(format!(
+                    "'{key}' is nan or inf: every number must be finite"
+                )));
+            }
             serde_json::to_value(table).map_err(|e| bad(e.to_string()))?
         };
         match value {
@@ -613,6 +619,18 @@ impl ConfigFile {
             }
         })?;
         Ok(settings)
+    }
+}
+
+/// The key (`key` or `key[i]`) of a float that is nan or inf, anywhere in `value`.
+fn not_finite(key: &str, value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => Some(key.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| not_finite(&format!("{key}[{i}]"), v)),
+        _ => None,
     }
 }
 

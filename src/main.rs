@@ -39,8 +39,12 @@ fn run() -> ExitCode {
         trainer::device::cpu_kernels::set_enabled(false);
     }
     if let Err(e) = trainer::device::choose_adapter(cli.device) {
-        // `trainer devices` still lists the adapters a bad index should name.
-        if !matches!(cli.command, Some(Command::Devices)) {
+        // `trainer devices` still lists the adapters a bad index should name; `export` uses
+        // no device.
+        if !matches!(
+            cli.command,
+            Some(Command::Devices) | Some(Command::Export(_))
+        ) {
             eprintln!("trainer: error: {e}");
             return ExitCode::from(e.exit_code() as u8);
         }
