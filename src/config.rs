@@ -670,5 +670,9 @@ pub fn merge(
         return Ok(flags.clone());
     };
     file.check_keys(&Settings::default())?;
+    // Every value of the file is checked, even one a flag overrides, against the flags'
+    // values of the keys it leaves out (a file's weight_decay with --optimizer adamw is
+    // fine); then the flags given win.
+    file.settings_over(flags, &|_| false)?;
     file.settings_over(flags, &explicit)
 }

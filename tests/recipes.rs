@@ -44,6 +44,44 @@ fn bad_recipe_values_are_refused_with_one_line_and_nothing_written() {
     }
 }
 
+/// A config file's keys are checked with the flags' values of the keys it leaves out: its
+/// weight_decay with --optimizer adamw on the command line is fine; its bad value is still
+/// refused when a flag overrides it.
+#[test]
+fn a_config_files_recipe_is_checked_with_the_flags() {
+    let dir = temp();
+    let file = dir.path().join("decay.toml");
+    fs::write(
+        &file,
+        "weight_decay = 0.01\nepochs_baseline = 1\nepochs_cnn = 1\n",
+    )
+    .unwrap();
+    let pack = dir.path().join("pack");
+    trainer()
+        .cpu()
+        .quiet()
+        .out(&pack)
+        .config(&file)
+        .args(["--optimizer", "adamw"])
+        .run_ok();
+    let config: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(common::file(&pack, "outputs/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["optimizer"], "adamw");
+    assert_eq!(config["weight_decay"], 0.01);
+    let bad = dir.path().join("bad.toml");
+    fs::write(&bad, "label_smoothing = 1.5\n").unwrap();
+    let output = trainer()
+        .cpu()
+        .quiet()
+        .out(dir.path().join("never"))
+        .config(&bad)
+        .args(["--label-smoothing", "0.1"])
+        .run_fail(2);
+    assert!(stderr(&output).contains("line 1"), "{}", stderr(&output));
+}
+
 #[test]
 fn a_schedule_is_in_the_log_the_plot_and_the_config() {
     let dir = temp();
