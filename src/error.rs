@@ -117,14 +117,16 @@ pub fn first_line(message: &str) -> String {
 /// "An error happened during execution / Caused by: ... / Caused by: can't allocate buffer":
 /// the last line that follows a "Caused by:" header, else the first line.
 pub fn root_cause(message: &str) -> String {
-    let mut cause = None;
+    let mut cause: Option<String> = None;
     let mut after_header = false;
+    let mut detail_open = false;
     for line in message.lines().map(str::trim) {
         if line.is_empty() {
             continue;
         }
         if line.starts_with("Caused by:") {
             after_header = true;
+            detail_open = false;
             let rest = line.trim_start_matches("Caused by:").trim();
             if !rest.is_empty() {
                 cause = Some(rest.to_string());
@@ -138,11 +140,23 @@ pub fn root_cause(message: &str) -> String {
             || line.starts_with("stack backtrace")
         {
             after_header = false;
+            detail_open = false;
             continue;
         }
         if after_header {
             cause = Some(line.to_string());
             after_header = false;
+            detail_open = true;
+        } else if detail_open {
+            // The cause's detail (a shader compiler's "parsing error: ..." under wgpu's
+            // "In Device::create_shader_module"), not its source excerpt.
+            if !line.starts_with(['┌', '│', '^', '=']) {
+                if let Some(c) = cause.as_mut() {
+                    c.push_str(": ");
+                    c.push_str(line);
+                }
+            }
+            detail_open = false;
         }
     }
     cause.unwrap_or_else(|| first_line(message))
@@ -151,6 +165,15 @@ pub fn root_cause(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_cause_keeps_a_shader_errors_detail() {
+        let message = "An error happened during execution\nCaused by:\n  A launch error happened\nCaused by:\n  WGSL compilation failed for kernel `main`: Validation Error\n\nCaused by:\n  In Device::create_shader_module, label = 'main'\n    \nShader 'main' parsing error: name `target` is a reserved keyword\n   \u{250c}\u{2500} wgsl:72:9\n   \u{2502}\n\n\nBacktrace:\nNo backtrace available";
+        assert_eq!(
+            root_cause(message),
+            "In Device::create_shader_module, label = 'main': Shader 'main' parsing error: name `target` is a reserved keyword"
+        );
+    }
 
     #[test]
     fn root_cause_finds_the_deepest_reason() {
