@@ -273,7 +273,8 @@ impl Settings {
                 "--weight-decay needs --optimizer adamw (decoupled decay) or sgd (an L2 term); Adam keeps the workshop's recipe".into(),
             );
         }
-        if !(0.0..1.0).contains(&self.momentum) {
+        // In [0, 1) as the kernels see it too (f32: 0.99999999 is 1.0 there).
+        if !(0.0..1.0).contains(&self.momentum) || self.momentum as f32 >= 1.0 {
             return bad(format!(
                 "--momentum must be in [0, 1), got {}",
                 self.momentum
@@ -288,7 +289,7 @@ impl Settings {
         if self.nesterov && (self.optimizer != Optimizer::Sgd || self.momentum == 0.0) {
             return bad("--nesterov needs --optimizer sgd and a --momentum above 0".into());
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
+        if !(0.0..1.0).contains(&self.label_smoothing) || self.label_smoothing as f32 >= 1.0 {
             return bad(format!(
                 "--label-smoothing must be in [0, 1), got {}",
                 self.label_smoothing
