@@ -49,29 +49,29 @@ pub fn flag_value(lr: f64) -> String {
 fn ignored(settings: &mut Settings, model: ModelKind) -> Vec<String> {
     let defaults = Settings::default();
     let mut notes = Vec::new();
-    let mut reset = |given: bool, what: &str| {
+    let mut warn_if = |given: bool, what: &str| {
         if given {
             notes.push(format!("lr-find ignores {what}"));
         }
     };
-    reset(
+    warn_if(
         settings.models != defaults.models,
         "--models (it tests --model)",
     );
-    reset(
+    warn_if(
         settings.epochs_baseline != defaults.epochs_baseline
             || settings.epochs_cnn != defaults.epochs_cnn,
         "--epochs-baseline/--epochs-cnn (it runs --steps)",
     );
-    reset(
+    warn_if(
         settings.lr_baseline != defaults.lr_baseline || settings.lr_cnn != defaults.lr_cnn,
         "--lr-baseline/--lr-cnn (it sweeps --start-lr to --end-lr)",
     );
-    reset(
+    warn_if(
         settings.schedule != defaults.schedule || settings.warmup_epochs != defaults.warmup_epochs,
         "--schedule/--warmup-epochs (the range is its schedule)",
     );
-    reset(
+    warn_if(
         settings.patience.is_some() || settings.overfit_batches.is_some(),
         "--patience/--overfit-batches",
     );

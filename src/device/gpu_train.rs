@@ -80,7 +80,7 @@ pub trait TrainKernels: Backend {
     /// `hyper` holds lr, Adam's two bias corrections and the norms (see the update shader),
     /// passed in a small storage buffer; with `gradients_only`, the next state's first P values
     /// are the summed gradients instead.
-    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; 17], _classes: &u32, _arch: &[u32; 6], _gradients_only: &bool| (
+    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; HYPER], _classes: &u32, _arch: &[u32; 6], _gradients_only: &bool| (
         state.clone(),
         TensorSpec::new(Shape::new([4]), state.dtype),
     ))]
@@ -88,7 +88,7 @@ pub trait TrainKernels: Backend {
         images: FloatTensor<Self>,
         labels: IntTensor<Self>,
         state: FloatTensor<Self>,
-        hyper: [f32; 17],
+        hyper: [f32; HYPER],
         classes: u32,
         arch: [u32; 6],
         gradients_only: bool,

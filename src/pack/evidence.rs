@@ -51,14 +51,9 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
         model_comparison_csv(report)?,
     )?;
     let best = report.best();
-    let counts = best
-        .test
-        .confusion
-        .clone()
-        .unwrap_or_else(|| confusion_counts(&best.test.predictions, report.classes.len()));
     staging.write(
         "outputs/confusion_matrix.csv",
-        confusion_csv(&report.classes, &counts)?,
+        confusion_csv(&report.classes, &confusion_of(report, best))?,
     )?;
     staging.write(
         "outputs/error_samples.csv",
@@ -666,13 +661,18 @@ pub fn draw_review_grid_of(path: &std::path::Path, report: &Report, best: &Model
     plots::draw_image_grid(path, &title, &cells)
 }
 
-/// The confusion matrix of one model's test predictions, drawn into `path`.
-pub fn draw_confusion_of(path: &std::path::Path, report: &Report, run: &ModelRun) -> Result<()> {
-    let counts = run
-        .test
+/// One model's confusion counts on the test part: as the device computed them, else from its
+/// predictions.
+fn confusion_of(report: &Report, run: &ModelRun) -> Vec<Vec<usize>> {
+    run.test
         .confusion
         .clone()
-        .unwrap_or_else(|| confusion_counts(&run.test.predictions, report.classes.len()));
+        .unwrap_or_else(|| confusion_counts(&run.test.predictions, report.classes.len()))
+}
+
+/// The confusion matrix of one model's test predictions, drawn into `path`.
+pub fn draw_confusion_of(path: &std::path::Path, report: &Report, run: &ModelRun) -> Result<()> {
+    let counts = confusion_of(report, run);
     plots::draw_confusion(
         path,
         &format!(

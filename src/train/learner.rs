@@ -83,6 +83,8 @@ impl Learner {
     ) -> Result<EpochSteps> {
         let name = self.name.clone();
         let mut steps = EpochSteps::default();
+        // Samples of the completed batches this epoch (the schedule's position).
+        let mut trained = 0;
         for batch in self.loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
             let mut start = 0;
@@ -96,8 +98,7 @@ impl Learner {
                 } else {
                     batch.narrow(start, len)
                 };
-                let done: usize = steps.sizes.iter().sum::<usize>() + start;
-                let lr = settings.lr_at(epoch, done, self.train_len);
+                let lr = settings.lr_at(epoch, trained + start, self.train_len);
                 let attempt = match memory.injected_failure(len) {
                     Some(reason) => Err(StepFailure::Allocation(reason)),
                     None => self.weights.step(&part, settings, lr),
@@ -137,6 +138,7 @@ impl Learner {
                     }
                 }
             }
+            trained += batch.len();
         }
         Ok(steps)
     }

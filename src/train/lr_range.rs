@@ -4,9 +4,9 @@
 //! loss falls fastest against log(lr) (fastai's "steepest" point).
 
 use super::engine::EngineChoice;
-use super::{Context, StepFailure, TrainSettings};
+use super::{Context, StepFailure, TrainSettings, device_error};
 use crate::data::{self, ImageDataset};
-use crate::error::{Result, TrainerError, root_cause};
+use crate::error::{Result, TrainerError};
 use crate::interrupt;
 use crate::model::Net;
 
@@ -77,14 +77,9 @@ pub fn run(
             }
             let i = points.len();
             let lr = rate(range, i);
-            let fail = |f: StepFailure| {
-                let reason = match f {
-                    StepFailure::Allocation(r) | StepFailure::Other(r) => r,
-                };
-                TrainerError::Device {
-                    backend: ctx.device_info.backend.as_str().to_string(),
-                    reason: root_cause(&reason),
-                }
+            // No halving here: a step that fails ends the test, as the loop's reads do.
+            let fail = |f: StepFailure| match f {
+                StepFailure::Allocation(r) | StepFailure::Other(r) => device_error(ctx, &r),
             };
             let done = weights.step(&batch, settings, lr).map_err(fail)?;
             let loss = weights.read_loss(&done).map_err(fail)? as f64;
