@@ -23,6 +23,8 @@ pub fn warn(line: &str) {
 pub trait Progress {
     fn start(&self, model: &str, total_samples: u64);
     fn advance(&self, samples: u64, message: &str);
+    /// Work already counted is done again (an epoch redone after an out-of-memory).
+    fn rewind(&self, _samples: u64) {}
     fn note(&self, line: &str);
     /// A model finished an epoch (`line` says which and how it went).
     fn epoch(&self, _line: &str) {}
@@ -108,6 +110,14 @@ impl Progress for Console {
         {
             bar.inc(samples);
             bar.set_message(message.to_string());
+        }
+    }
+
+    fn rewind(&self, samples: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.set_position(bar.position().saturating_sub(samples));
         }
     }
 

@@ -19,7 +19,44 @@ fn main() -> ExitCode {
     install_panic_hook();
     // A panic anywhere (a bug) has printed its one line from the hook; it ends the run with
     // the documented code instead of Rust's 101.
-    std::panic::catch_unwind(run).unwrap_or(ExitCode::from(EXIT_INTERNAL))
+    std::panic::catch_unwind(run).unwrap_or_else(|payload| unwound(payload.as_ref()))
+}
+
+/// The exit of a run that a panic ended. One that cubecl's device thread handed on (which
+/// Rust's hook does not see again) gets its line here: a device error wgpu reported is a
+/// failed run (exit 1), as is anything after an out-of-memory the device did not get over;
+/// the rest are bugs.
+fn unwound(payload: &(dyn std::any::Any + Send)) -> ExitCode {
+    use trainer::device::faults;
+    let device_error = payload.is::<faults::CountedFault>();
+    if device_error || faults::last_out_of_memory().is_some() {
+        let reason = match (faults::pending(), faults::last_out_of_memory()) {
+            (_, Some(oom)) => format!(
+                "the wgpu device ran out of memory and did not recover ({}); try a smaller --batch-size",
+                oom.reason()
+            ),
+            (Some(fault), None) => format!("the wgpu device failed: {}", fault.reason()),
+            (None, None) => "the wgpu device failed".to_string(),
+        };
+        eprintln!("trainer: error: {reason}");
+        return ExitCode::from(1);
+    }
+    if !PRINTED.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "trainer: internal error: {} (this is a bug)",
+            first_line(&panic_message(payload))
+        );
+    }
+    ExitCode::from(EXIT_INTERNAL)
+}
+
+/// A panic payload's text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 fn run() -> ExitCode {
@@ -146,22 +183,26 @@ fn inject_panic() {
 /// A panic is a bug, on any thread: its details (message, place, thread, backtrace) are
 /// appended to `trainer-panic-<pid>.txt` in the temporary folder, and one line says what
 /// failed and where the details are. cubecl's device threads (named `DS...`) catch their
-/// panics and report them as errors, so theirs are only written to the file.
+/// panics and report them as errors, so theirs are only written to the file; the device
+/// errors that [`trainer::device::faults`] counts are not bugs and are not written at all.
 /// `RUST_BACKTRACE` set keeps Rust's own report.
+/// Whether a panic's line has been printed (one line, for the first).
+static PRINTED: AtomicBool = AtomicBool::new(false);
+
 fn install_panic_hook() {
-    if std::env::var_os("RUST_BACKTRACE").is_some() {
-        return;
-    }
-    static PRINTED: AtomicBool = AtomicBool::new(false);
-    std::panic::set_hook(Box::new(|info| {
+    let rust_report = std::panic::take_hook();
+    let keep_rust_report = std::env::var_os("RUST_BACKTRACE").is_some();
+    std::panic::set_hook(Box::new(move |info| {
+        // A device error the training counts and recovers from (out of memory), not a bug.
+        if info.payload().is::<trainer::device::faults::CountedFault>() {
+            return;
+        }
+        if keep_rust_report {
+            return rust_report(info);
+        }
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_string());
+        let message = panic_message(info.payload());
         let place = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))

@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 
+use crate::device::address_cap::AddressCap;
 use crate::device::{BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
 use crate::model::{ModelKind, ModelSpec};
@@ -41,6 +42,8 @@ pub struct MemoryPolicy {
     pub preflight: bool,
     /// The fault-injection hook ([`FAIL_ALLOC_ABOVE_ENV`]).
     pub fail_above: Option<usize>,
+    /// The hook that caps the address space mid-epoch ([`AddressCap`]).
+    pub cap: Option<AddressCap>,
     pub events: Vec<MemoryEvent>,
 }
 
@@ -59,6 +62,7 @@ impl MemoryPolicy {
             limit_bytes,
             preflight,
             fail_above,
+            cap: AddressCap::from_env()?,
             events: Vec::new(),
         })
     }

@@ -193,3 +193,87 @@ fn the_wgpu_kernels_halve_a_batch_whose_scratch_does_not_fit() {
         "no halving recorded for the Tiny CNN: {events:?}"
     );
 }
+
+/// Whether the wgpu adapter is a software one (lavapipe), whose device memory is the
+/// process's own: capping the address space then starves the device, as another process
+/// filling a GPU does. On a hardware adapter the test says why it does not apply.
+fn software_adapter(test: &str) -> bool {
+    trainer::device::prepare_environment();
+    let software = trainer::device::open_named(trainer::device::BackendName::Wgpu)
+        .map(|open| open.info.software)
+        .unwrap_or(false);
+    if !software {
+        eprintln!(
+            "{test}: not applicable: the adapter's memory is not the process's (not lavapipe)"
+        );
+    }
+    software
+}
+
+/// A genuine out-of-memory inside the wgpu kernels in the middle of an epoch: before each
+/// model's third step, TRAINER_CAP_MEMORY_AT releases the device's cached memory and caps the
+/// process's address space 100 MiB above what it maps; the Tiny CNN's steps at 64x64 and
+/// batch 512 need 110 MB, so lavapipe's next buffer fails to allocate and wgpu reports "Out
+/// of Memory" on cubecl's device thread. The epoch goes back to its start, is trained again
+/// at 256, and the run finishes with every sample trained once an epoch.
+#[test]
+fn a_real_out_of_memory_inside_the_kernels_halves_and_goes_on() {
+    let test = "a_real_out_of_memory_inside_the_kernels_halves_and_goes_on";
+    if !wgpu_available(test) || !software_adapter(test) {
+        return;
+    }
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = trainer()
+        .wgpu()
+        .args(["--no-memory-preflight", "--image-size", "64"])
+        .args(["--batch-size", "512", "--samples-per-class", "1000"])
+        .epochs(1, 2)
+        .env("TRAINER_CAP_MEMORY_AT", "3:100")
+        .out(&pack)
+        .run_ok();
+    let console = stdout(&output);
+    assert!(console.contains("capped the address space"), "{console}");
+
+    let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
+    assert_eq!(events.len(), 1, "one halving, the Tiny CNN's: {events:?}");
+    let event = &events[0];
+    assert_eq!(event[..3], ["Tiny CNN", "train", "1"], "{event:?}");
+    assert_eq!(event[4..6], ["512", "256"], "{event:?}");
+    assert!(event[6].contains("Out of Memory"), "{event:?}");
+    assert!(
+        event[6].contains("trained again from its start"),
+        "{event:?}"
+    );
+
+    let (_, timing) = read_csv(&pack.join("outputs/epoch_timing.csv"));
+    assert_eq!(timing.len(), 3, "{timing:?}");
+    for row in &timing {
+        assert_eq!(
+            row[6], "1800",
+            "every sample trained once an epoch: {row:?}"
+        );
+    }
+    for row in timing.iter().filter(|r| r[0] == "Tiny CNN") {
+        assert_eq!(row[2], "256", "{row:?}");
+    }
+    let (_, log) = read_csv(&pack.join("outputs/training_log.csv"));
+    assert_eq!(log.len(), 3, "{log:?}");
+    let readme = std::fs::read_to_string(pack.join("README.md")).unwrap();
+    assert!(readme.contains("halved 1 time(s)"), "{readme}");
+}
+
+#[test]
+fn a_malformed_memory_cap_is_refused() {
+    for value in ["3", "0:100", "x:1", "3:-1"] {
+        let output = short(&temp().path().join("pack"))
+            .env("TRAINER_CAP_MEMORY_AT", value)
+            .run_fail(2);
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{value}: {err}");
+        assert!(
+            err.contains("TRAINER_CAP_MEMORY_AT must be STEP:MIB"),
+            "{value}: {err}"
+        );
+    }
+}

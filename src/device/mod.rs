@@ -3,8 +3,10 @@
 //! This is the only place where the backends differ. Everything else runs on the `Device`
 //! this module returns.
 
+pub mod address_cap;
 pub mod cpu_cnn;
 pub mod cpu_kernels;
+pub mod faults;
 pub mod gpu_kernels;
 pub mod gpu_train;
 pub mod kernel_cache;
@@ -407,11 +409,12 @@ fn start_wgpu() -> std::result::Result<OpenBackend, String> {
         wgpu::Backend::Dx12 => WgpuBackend::Dx12,
         _ => WgpuBackend::Vulkan,
     };
-    let device = Device::wgpu_options()
+    let (device, setup) = Device::wgpu_options()
         .device_kind(kind)
         .graphics_api(api)
-        .init()
+        .init_with_setup()
         .map_err(|e| crate::error::root_cause(&e.to_string()))?;
+    faults::watch(&setup.device);
     Ok(OpenBackend {
         device,
         info: DeviceInfo {

@@ -9,7 +9,7 @@ use burn::tensor::activation::softmax;
 use super::engine::{Engine, EngineChoice};
 use super::{Context, StepFailure, device_error, halve, preflight};
 use crate::data::{self, ImageDataset};
-use crate::device::gpu_train;
+use crate::device::{faults, gpu_train};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{MemoryEvent, MemoryPolicy};
 use crate::model::{Net, flat};
@@ -73,9 +73,10 @@ pub fn evaluate(
             batch_size,
             ..*settings
         };
+        let mark = faults::mark();
         let failure = match memory.injected_failure(batch_size) {
             Some(reason) => reason,
-            None => match evaluate_once(&net, dataset, &attempt, &device) {
+            None => match faulted(evaluate_once(&net, dataset, &attempt, &device), mark) {
                 Ok(mut evaluation) => {
                     evaluation.batch_size = batch_size;
                     return Ok(evaluation);
@@ -106,6 +107,27 @@ pub fn evaluate(
             budget_bytes: memory.budget(ctx.device_info),
         };
         batch_size = halve(memory, event, ctx);
+    }
+}
+
+/// An evaluation's outcome as the device's own error reports ([`faults`]) have it: any error
+/// the device reported while it ran makes it a failure whatever its read returned (an
+/// out-of-memory one an allocation failure, to redo at half the batch).
+fn faulted<T>(
+    outcome: std::result::Result<T, StepFailure>,
+    mark: faults::Mark,
+) -> std::result::Result<T, StepFailure> {
+    match faults::since(mark) {
+        None => outcome,
+        Some(fault) => {
+            faults::clear();
+            let reason = fault.reason();
+            if fault.out_of_memory {
+                Err(StepFailure::Allocation(reason))
+            } else {
+                Err(StepFailure::Other(reason))
+            }
+        }
     }
 }
 

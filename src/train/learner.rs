@@ -1,15 +1,24 @@
 //! One epoch of steps over the training data, with the memory policy's halving retry: a step
 //! that cannot allocate is dropped (it changed nothing), the batch is halved and the same
 //! samples are redone, so every sample of the epoch is trained on exactly once.
+//!
+//! An out-of-memory that the device reports on its own thread ([`faults`]: a buffer wgpu could
+//! not allocate inside a queued step) is known only at the next read, when steps after it have
+//! been queued on what it never made. Then nothing the epoch did is kept: the weights go back
+//! to the epoch's start (a snapshot taken when it started, the kernels' state on the host),
+//! what the attempt made is dropped and the device's cached memory released, the batch is
+//! halved and the whole epoch is trained again, so every sample is still trained on once.
 
 use std::sync::Arc;
 
 use super::engine::EngineChoice;
 use super::weights::{StepValues, Weights};
 use super::{
-    Context, DIVERGED_GRAD_NORM, Divergence, StepFailure, TrainSettings, halve, preflight,
+    Context, DIVERGED_GRAD_NORM, Divergence, EpochRead, StepFailure, TrainSettings, halve,
+    preflight, read_epoch,
 };
 use crate::data::{self, ImageBatch, ImageDataset};
+use crate::device::faults;
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy};
@@ -26,6 +35,31 @@ pub(super) struct Learner {
     loader: Arc<dyn DataLoader<ImageBatch>>,
     /// Training samples an epoch, for the schedule's position.
     train_len: usize,
+    /// The current attempt at an epoch: the device's error count at its start, and the
+    /// samples and steps it has done (to rewind the progress bar and name the step).
+    attempt: Attempt,
+    /// Whether `TRAINER_CAP_MEMORY_AT` has capped the address space for this model.
+    capped: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Attempt {
+    mark: faults::Mark,
+    samples: usize,
+    steps: usize,
+    /// Steps whose results were read with no device error reported: a fault came after.
+    verified: usize,
+}
+
+impl Attempt {
+    fn start() -> Attempt {
+        Attempt {
+            mark: faults::mark(),
+            samples: 0,
+            steps: 0,
+            verified: 0,
+        }
+    }
 }
 
 /// An epoch's steps, not yet read back from the device.
@@ -56,7 +90,9 @@ impl Learner {
         let name = spec.display_name();
         let footprint = choice.engine.footprint(spec, train.image_size, classes);
         let batch_size = preflight(memory, &name, true, settings.batch_size, &footprint, ctx)?;
+        let mark = faults::mark();
         let weights = choice.engine.weights(net, ctx.device, &settings.recipe);
+        check_made(&name, mark, ctx)?;
         let device = weights.batch_device(ctx.device);
         let feed = data::Feed {
             shuffle_seed: Some(settings.shuffle_seed),
@@ -70,11 +106,62 @@ impl Learner {
             footprint,
             loader: data::loader(train, batch_size, feed, &device),
             train_len: train.len(),
+            attempt: Attempt::start(),
+            capped: false,
         })
     }
 
+    /// One epoch, trained and read back. When the device reported an out-of-memory inside
+    /// its work meanwhile, the weights go back to the epoch's start and the epoch is trained
+    /// again at half the batch (see the module's note); any other error it reported ends
+    /// the run with the device's own words.
+    pub fn train_epoch(
+        &mut self,
+        epoch: usize,
+        settings: &TrainSettings,
+        memory: &mut MemoryPolicy,
+        ctx: &Context,
+    ) -> Result<(EpochSteps, EpochRead)> {
+        loop {
+            self.attempt = Attempt::start();
+            let start = self.weights.snapshot().map_err(|failure| match failure {
+                StepFailure::Allocation(reason) | StepFailure::Other(reason) => {
+                    super::device_error(ctx, &reason)
+                }
+            })?;
+            let outcome = self
+                .run_epoch(epoch, settings, memory, ctx)
+                .and_then(|mut steps| {
+                    let read = read_epoch(std::mem::take(&mut steps.values), epoch, ctx)?;
+                    Ok((steps, read))
+                });
+            let fault = match faults::since(self.attempt.mark) {
+                None => return outcome,
+                Some(_) if matches!(outcome, Err(TrainerError::Interrupted)) => return outcome,
+                Some(fault) => fault,
+            };
+            faults::clear();
+            if !fault.out_of_memory {
+                return Err(TrainerError::Device {
+                    backend: ctx.device_info.backend.as_str().to_string(),
+                    reason: fault.reason(),
+                });
+            }
+            // Drop all the attempt made before the halving releases the device's memory.
+            drop(outcome);
+            self.weights = start.restore();
+            ctx.progress.rewind(self.attempt.samples as u64);
+            let reason = format!(
+                "{}; epoch {epoch} trained again from its start",
+                fault.reason()
+            );
+            // The first step whose results were not read back clean is where it failed.
+            self.halve(&reason, epoch, self.attempt.verified + 1, memory, ctx)?;
+        }
+    }
+
     /// One pass over the training data, adopting each step that completes.
-    pub fn run_epoch(
+    fn run_epoch(
         &mut self,
         epoch: usize,
         settings: &TrainSettings,
@@ -98,6 +185,9 @@ impl Learner {
                 } else {
                     batch.narrow(start, len)
                 };
+                if epoch == 1 && memory.cap.is_some_and(|c| c.step == self.attempt.steps + 1) {
+                    self.cap_memory(memory, ctx)?;
+                }
                 let lr = settings.lr_at(epoch, trained + start, self.train_len);
                 let attempt = match memory.injected_failure(len) {
                     Some(reason) => Err(StepFailure::Allocation(reason)),
@@ -118,6 +208,11 @@ impl Learner {
                         steps.sizes.push(len);
                         steps.lrs.push(lr);
                         start += len;
+                        self.attempt.samples += len;
+                        self.attempt.steps += 1;
+                        if step.norm.is_some() && faults::since(self.attempt.mark).is_none() {
+                            self.attempt.verified = self.attempt.steps;
+                        }
                         let message = format!(
                             "{name} epoch {epoch}/{} batch {}",
                             settings.epochs, self.batch_size
@@ -126,6 +221,12 @@ impl Learner {
                         if steps.divergence.is_some() {
                             return Ok(steps);
                         }
+                    }
+                    // An out-of-memory the device reported: the epoch is redone (train_epoch).
+                    Err(StepFailure::Allocation(reason))
+                        if faults::since(self.attempt.mark).is_some() =>
+                    {
+                        return Err(TrainerError::OutOfMemory(reason));
                     }
                     Err(StepFailure::Allocation(reason)) => {
                         self.halve(&reason, epoch, steps.values.len() + 1, memory, ctx)?
@@ -141,6 +242,21 @@ impl Learner {
             trained += batch.len();
         }
         Ok(steps)
+    }
+
+    /// Applies the address-space cap of `TRAINER_CAP_MEMORY_AT` (once a model), saying so.
+    fn cap_memory(&mut self, memory: &MemoryPolicy, ctx: &Context) -> Result<()> {
+        if let Some(cap) = memory.cap.filter(|_| !self.capped) {
+            self.capped = true;
+            let limit = cap.apply(ctx.device)?;
+            ctx.progress.note(&format!(
+                "memory: {} capped the address space at {} MiB before step {}",
+                crate::device::address_cap::CAP_MEMORY_AT_ENV,
+                limit >> 20,
+                cap.step
+            ));
+        }
+        Ok(())
     }
 
     /// Halves the batch after a step at `step` could not allocate; at batch 1 there is no
@@ -173,5 +289,23 @@ impl Learner {
         };
         self.batch_size = halve(memory, event, ctx);
         Ok(())
+    }
+}
+
+/// Waits for the model's weights to be made on the device, so that an epoch can go back to
+/// them: a device error meanwhile (their memory could not be had) ends the run.
+fn check_made(name: &str, mark: faults::Mark, ctx: &Context) -> Result<()> {
+    let synced = ctx.device.sync();
+    match (faults::since(mark), synced) {
+        (None, Ok(())) => Ok(()),
+        (Some(fault), _) if fault.out_of_memory => Err(TrainerError::OutOfMemory(format!(
+            "{name}: the model's weights do not fit in the device's memory ({})",
+            fault.reason()
+        ))),
+        (Some(fault), _) => Err(TrainerError::Device {
+            backend: ctx.device_info.backend.as_str().to_string(),
+            reason: fault.reason(),
+        }),
+        (None, Err(e)) => Err(super::device_error(ctx, &e.to_string())),
     }
 }

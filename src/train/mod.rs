@@ -207,11 +207,9 @@ pub fn train_model(
     for epoch in 1..=settings.epochs {
         // Train: every sample once; a step that does not fit is redone at half the batch.
         let started = Instant::now();
-        let mut steps = learner.run_epoch(epoch, settings, memory, ctx)?;
-
         // Read back, once per epoch: every step's loss, the correct predictions and (from the
         // kernels) the step where the gradient norm diverged.
-        let read = read_epoch(std::mem::take(&mut steps.values), epoch, ctx)?;
+        let (mut steps, read) = learner.train_epoch(epoch, settings, memory, ctx)?;
         steps.sizes.truncate(read.losses.len());
         let train_samples: usize = steps.sizes.iter().sum();
         let train_seconds = started.elapsed().as_secs_f64();
@@ -424,7 +422,7 @@ pub fn halving_line(event: &MemoryEvent) -> String {
 }
 
 /// An epoch's values, read back.
-struct EpochRead {
+pub(crate) struct EpochRead {
     /// Every step's loss, up to and with the step that diverged.
     losses: Vec<f32>,
     /// Correct predictions over those steps.
@@ -435,7 +433,11 @@ struct EpochRead {
 }
 
 /// Reads an epoch's step values in one transaction.
-fn read_epoch(values: Vec<StepValues>, epoch: usize, ctx: &Context) -> Result<EpochRead> {
+pub(crate) fn read_epoch(
+    values: Vec<StepValues>,
+    epoch: usize,
+    ctx: &Context,
+) -> Result<EpochRead> {
     let mut read = EpochRead {
         losses: Vec::new(),
         correct: 0,

@@ -16,7 +16,9 @@ use crate::device::gpu_train;
 use crate::model::{Net, flat};
 use crate::recipe::{Optimizer, Recipe};
 
-/// The model being trained and its optimizer.
+/// The model being trained and its optimizer. A clone shares its tensors (a snapshot to go
+/// back to: steps make new tensors, they never write into these).
+#[derive(Clone)]
 pub(crate) enum Weights {
     /// burn modules and burn's Adam, on the autodiff device.
     Layers {
@@ -204,6 +206,45 @@ impl Weights {
                 })
             }
         }
+    }
+}
+
+/// The weights as they were at an epoch's start, to go back to after an out-of-memory inside
+/// the device's work. The kernels' state is copied to the host: cubecl cannot tell which
+/// buffers of a WGSL kernel it reads and which it writes, so a launch that failed marks every
+/// buffer it was given as never written, the state it read included.
+pub(crate) struct Snapshot {
+    weights: Weights,
+    host_state: Option<TensorData>,
+}
+
+impl Weights {
+    /// A snapshot of the weights now (for the kernels, a read of their state: a sync).
+    pub fn snapshot(&self) -> Result<Snapshot, StepFailure> {
+        let host_state = match self {
+            Weights::Fused { state, .. } => Some(
+                state
+                    .clone()
+                    .try_into_data()
+                    .map_err(|e| StepFailure::classify(e.to_string()))?,
+            ),
+            Weights::Layers { .. } => None,
+        };
+        Ok(Snapshot {
+            weights: self.clone(),
+            host_state,
+        })
+    }
+}
+
+impl Snapshot {
+    /// The weights of the snapshot, the kernels' state in a new buffer.
+    pub fn restore(self) -> Weights {
+        let mut weights = self.weights;
+        if let (Weights::Fused { state, .. }, Some(data)) = (&mut weights, self.host_state) {
+            *state = Tensor::from_data(data, &state.device());
+        }
+        weights
     }
 }
 

@@ -112,11 +112,13 @@ impl Trainer {
         self
     }
 
-    /// The process to start (for a test that spawns it); `TRAINER_FAIL_ALLOC_ABOVE` of the
-    /// test's own environment is never passed on.
+    /// The process to start (for a test that spawns it); the memory hooks
+    /// (`TRAINER_FAIL_ALLOC_ABOVE`, `TRAINER_CAP_MEMORY_AT`) of the test's own environment are
+    /// never passed on.
     pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trainer"));
         command.env_remove("TRAINER_FAIL_ALLOC_ABOVE");
+        command.env_remove("TRAINER_CAP_MEMORY_AT");
         command.args(&self.subcommand).args(&self.args);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
