@@ -234,6 +234,11 @@ fn a_real_out_of_memory_inside_the_kernels_halves_and_goes_on() {
         .run_ok();
     let console = stdout(&output);
     assert!(console.contains("capped the address space"), "{console}");
+    let info = std::fs::read_to_string(pack.join("outputs/run_info.json")).unwrap();
+    assert!(
+        info.contains("TRAINER_CAP_MEMORY_AT=3:100 trainer "),
+        "the recorded command reruns the same: {info}"
+    );
 
     let (_, events) = read_csv(&pack.join("outputs/memory_events.csv"));
     assert_eq!(events.len(), 1, "one halving, the Tiny CNN's: {events:?}");
@@ -242,7 +247,7 @@ fn a_real_out_of_memory_inside_the_kernels_halves_and_goes_on() {
     assert_eq!(event[4..6], ["512", "256"], "{event:?}");
     assert!(event[6].contains("Out of Memory"), "{event:?}");
     assert!(
-        event[6].contains("trained again from its start"),
+        event[6].contains("redoing epoch 1 from its start"),
         "{event:?}"
     );
 
@@ -265,12 +270,14 @@ fn a_real_out_of_memory_inside_the_kernels_halves_and_goes_on() {
 
 #[test]
 fn a_malformed_memory_cap_is_refused() {
-    for value in ["3", "0:100", "x:1", "3:-1"] {
+    for value in ["3", "0:100", "3:0", "x:1", "3:-1"] {
         let output = short(&temp().path().join("pack"))
             .env("TRAINER_CAP_MEMORY_AT", value)
             .run_fail(2);
         let err = stderr(&output);
         assert_eq!(err.lines().count(), 1, "{value}: {err}");
+        let note = stdout(&output);
+        assert!(!note.contains("capped"), "{value}: {note}");
         assert!(
             err.contains("TRAINER_CAP_MEMORY_AT must be STEP:MIB"),
             "{value}: {err}"

@@ -16,18 +16,36 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-/// The command line as typed, quoted where needed (recorded in the run's files).
+/// Environment variables that change what a run does, put before the command when set.
+const RUN_ENVIRONMENT: [&str; 3] = [
+    crate::memory::FAIL_ALLOC_ABOVE_ENV,
+    crate::device::address_cap::CAP_MEMORY_AT_ENV,
+    "TRAINER_DEVICE",
+];
+
+/// The command line as typed, quoted where needed, after the variables of
+/// [`RUN_ENVIRONMENT`] that are set (recorded in the run's files, so that it reruns the same).
 pub fn command_line() -> String {
-    std::env::args()
-        .enumerate()
-        .map(|(i, a)| {
-            let a = if i == 0 { "trainer".to_string() } else { a };
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
-                shell_quote(&a)
-            } else {
-                a
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let environment = RUN_ENVIRONMENT.iter().filter_map(|name| {
+        std::env::var(name)
+            .ok()
+            .map(|value| format!("{name}={}", quoted(value)))
+    });
+    let words = std::env::args().enumerate().map(|(i, a)| {
+        if i == 0 {
+            "trainer".to_string()
+        } else {
+            quoted(a)
+        }
+    });
+    environment.chain(words).collect::<Vec<_>>().join(" ")
+}
+
+/// A word as a shell reads it back: quoted when it is empty or holds a special character.
+fn quoted(word: String) -> String {
+    if word.is_empty() || word.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+        shell_quote(&word)
+    } else {
+        word
+    }
 }

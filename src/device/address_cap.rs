@@ -4,7 +4,9 @@
 //! maps then plus MIB MiB. On lavapipe, whose device memory is the process's own, the next
 //! step's buffers then fail to allocate inside the driver, as they do on a GPU another
 //! process has filled: wgpu's genuine "Out of Memory", not an injected one (compare
-//! `TRAINER_FAIL_ALLOC_ABOVE`, which fails steps before they run). Linux only.
+//! `TRAINER_FAIL_ALLOC_ABOVE`, which fails steps before they run). Linux only, and on wgpu
+//! only: the CPU backends' own threads and buffers would fail instead. The cap stays for the
+//! rest of the run, so a later model may run out before its own STEP.
 
 use burn::tensor::Device;
 
@@ -30,13 +32,13 @@ impl AddressCap {
         };
         let bad = || {
             TrainerError::bad_input(format!(
-                "{CAP_MEMORY_AT_ENV} must be STEP:MIB (two whole numbers, STEP from 1), got '{text}'"
+                "{CAP_MEMORY_AT_ENV} must be STEP:MIB (two whole numbers from 1), got '{text}'"
             ))
         };
         let (step, mib) = text.trim().split_once(':').ok_or_else(bad)?;
         let step: usize = step.trim().parse().map_err(|_| bad())?;
         let extra_mib: u64 = mib.trim().parse().map_err(|_| bad())?;
-        if step == 0 || !cfg!(target_os = "linux") {
+        if step == 0 || extra_mib == 0 || !cfg!(target_os = "linux") {
             return Err(bad());
         }
         Ok(Some(AddressCap { step, extra_mib }))

@@ -135,6 +135,9 @@ impl Learner {
                     let read = read_epoch(std::mem::take(&mut steps.values), epoch, ctx)?;
                     Ok((steps, read))
                 });
+            if epoch == 1 && outcome.is_ok() {
+                self.note_cap_not_reached(memory, ctx);
+            }
             let fault = match faults::since(self.attempt.mark) {
                 None => return outcome,
                 Some(_) if matches!(outcome, Err(TrainerError::Interrupted)) => return outcome,
@@ -151,10 +154,7 @@ impl Learner {
             drop(outcome);
             self.weights = start.restore();
             ctx.progress.rewind(self.attempt.samples as u64);
-            let reason = format!(
-                "{}; epoch {epoch} trained again from its start",
-                fault.reason()
-            );
+            let reason = format!("{}; redoing epoch {epoch} from its start", fault.reason());
             // The first step whose results were not read back clean is where it failed.
             self.halve(&reason, epoch, self.attempt.verified + 1, memory, ctx)?;
         }
@@ -244,10 +244,19 @@ impl Learner {
         Ok(steps)
     }
 
-    /// Applies the address-space cap of `TRAINER_CAP_MEMORY_AT` (once a model), saying so.
+    /// Applies the address-space cap of `TRAINER_CAP_MEMORY_AT` (once a model, on wgpu),
+    /// saying so.
     fn cap_memory(&mut self, memory: &MemoryPolicy, ctx: &Context) -> Result<()> {
         if let Some(cap) = memory.cap.filter(|_| !self.capped) {
             self.capped = true;
+            if !crate::device::is_wgpu(ctx.device) {
+                ctx.progress.note(&format!(
+                    "memory: {} not applied: it starves wgpu's device memory on lavapipe, and this run is on {}",
+                    crate::device::address_cap::CAP_MEMORY_AT_ENV,
+                    ctx.device_info.backend.as_str()
+                ));
+                return Ok(());
+            }
             let limit = cap.apply(ctx.device)?;
             ctx.progress.note(&format!(
                 "memory: {} capped the address space at {} MiB before step {}",
@@ -257,6 +266,20 @@ impl Learner {
             ));
         }
         Ok(())
+    }
+
+    /// Says so when `TRAINER_CAP_MEMORY_AT` names a step the first epoch does not have.
+    fn note_cap_not_reached(&mut self, memory: &MemoryPolicy, ctx: &Context) {
+        if let Some(cap) = memory.cap.filter(|_| !self.capped) {
+            self.capped = true;
+            ctx.progress.note(&format!(
+                "memory: {} not applied: {}'s first epoch has {} step(s), not {}",
+                crate::device::address_cap::CAP_MEMORY_AT_ENV,
+                self.name,
+                self.attempt.steps,
+                cap.step
+            ));
+        }
     }
 
     /// Halves the batch after a step at `step` could not allocate; at batch 1 there is no
