@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use crate::cli::LrFindArgs;
 use crate::config::Settings;
 use crate::console::Console;
-use crate::data;
 use crate::device;
 use crate::error::{Result, TrainerError};
 use crate::model::{ModelKind, Net};
@@ -125,7 +124,7 @@ pub fn main(args: LrFindArgs) -> Result<()> {
     let _lock = OutputLock::acquire(&args.out)?;
     let opened = device::open(settings.backend)?;
     console.info(&opened.info.summary());
-    let splits = data::load_splits(&settings.data_config())?;
+    let splits = crate::cmd::load_data(&settings, &console, "lr-find: ")?;
     let spec = settings.spec(args.model, splits.train.channels);
     let net = Net::init(
         spec,

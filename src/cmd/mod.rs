@@ -49,3 +49,20 @@ fn quoted(word: String) -> String {
         word
     }
 }
+
+/// The run's data, loaded as the workshop run trains on it: each skipped file a warning and,
+/// for an image folder, one line saying its colour (`who` names the command, "parity: ").
+pub fn load_data(
+    settings: &crate::config::Settings,
+    console: &crate::console::Console,
+    who: &str,
+) -> crate::error::Result<crate::data::Splits> {
+    let splits = crate::data::load_splits(&settings.data_config())?;
+    for (file, reason) in &splits.skipped {
+        console.warn(&format!("{who}skipped '{file}': {reason}"));
+    }
+    if settings.data.is_some() {
+        console.info(&format!("{who}images: {}", splits.color.describe()));
+    }
+    Ok(splits)
+}

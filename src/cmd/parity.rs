@@ -165,7 +165,7 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     pack::check_target(&config.out, pack::PackKind::Parity)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let settings = &config.settings;
-    let splits = load(settings, console)?;
+    let splits = crate::cmd::load_data(settings, console, "parity: ")?;
     // Open every backend first: one that cannot start fails the command before any work.
     let opened = config
         .backends
@@ -254,15 +254,6 @@ fn verdict(backends: &[BackendName], comparisons: &[ModelComparison]) -> String 
         None => format!("PASS: {} agree within the tolerances", names(backends)),
         Some(first) => format!("FAIL: {first}"),
     }
-}
-
-/// The data as the workshop run would train on it, the folder's colour said on the console.
-fn load(settings: &Settings, console: &Console) -> Result<data::Splits> {
-    let splits = data::load_splits(&settings.data_config())?;
-    if settings.data.is_some() {
-        console.info(&format!("parity: images: {}", splits.color.describe()));
-    }
-    Ok(splits)
 }
 
 /// Trains and tests one model on one backend from the shared start (perturbed on the

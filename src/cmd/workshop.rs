@@ -164,7 +164,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
 /// The run's data: the split, its skipped files and colour said on the console, and under
 /// `--overfit-batches` only the first batches (the settings then record what ran).
 fn load_data(settings: &mut Settings, console: &Console) -> Result<Splits> {
-    let mut splits = data::load_splits(&settings.data_config())?;
+    let mut splits = crate::cmd::load_data(settings, console, "")?;
     if let Some(asked) = settings.overfit_batches {
         let settings = overfit_settings(settings, &mut splits, asked, console);
         let batches = settings.overfit_batches.unwrap_or(asked);
@@ -175,12 +175,6 @@ fn load_data(settings: &mut Settings, console: &Console) -> Result<Splits> {
             epochs * batches,
             crate::config::OVERFIT_LOSS
         ));
-    }
-    for (file, reason) in &splits.skipped {
-        console.warn(&format!("skipped '{file}': {reason}"));
-    }
-    if settings.data.is_some() {
-        console.info(&format!("images: {}", splits.color.describe()));
     }
     Ok(splits)
 }
