@@ -20,8 +20,7 @@ use burn::tensor::wgpu::wgpu;
 
 /// Errors reported so far in this process.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
-/// The first error since the count was last read by [`since`], and whether it was an
-/// out-of-memory.
+/// The first error since the last [`clear`] (what [`since`] names).
 static FIRST: Mutex<Option<Fault>> = Mutex::new(None);
 /// The last out-of-memory of the process, never cleared (for the message of a run it ended).
 static LAST_OUT_OF_MEMORY: Mutex<Option<Fault>> = Mutex::new(None);
