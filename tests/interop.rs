@@ -191,13 +191,14 @@ fn export_refuses_bad_input_and_writes_nothing() {
     let root = temp();
     let pack = pack(root.path());
     let out = root.path().join("model.onnx");
-    let export = |checkpoint: &Path| {
+    let export_to = |checkpoint: &Path, to: &Path| {
         trainer()
             .subcommand("export")
             .checkpoint(checkpoint)
             .args(["--format", "onnx", "--out"])
-            .arg(&out)
+            .arg(to)
     };
+    let export = |checkpoint: &Path| export_to(checkpoint, &out);
     let one_line = |output: &std::process::Output, needle: &str| {
         let err = stderr(output);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -243,12 +244,7 @@ fn export_refuses_bad_input_and_writes_nothing() {
     for own in ["best_model.bpk", "best_model.json"] {
         let path = file(&pack, &format!("checkpoints/{own}"));
         let before = fs::read(&path).unwrap();
-        let refused = trainer()
-            .subcommand("export")
-            .checkpoint(&pack)
-            .args(["--format", "onnx", "--force", "--out"])
-            .arg(&path)
-            .run_fail(2);
+        let refused = export_to(&pack, &path).arg("--force").run_fail(2);
         one_line(&refused, "would destroy it");
         assert!(fs::read(&path).unwrap() == before, "{own} kept");
     }
@@ -261,19 +257,9 @@ fn export_refuses_bad_input_and_writes_nothing() {
             .unwrap()
             .success()
     );
-    let refused = trainer()
-        .subcommand("export")
-        .checkpoint(&good)
-        .args(["--format", "onnx", "--force", "--out"])
-        .arg(&fifo)
-        .run_fail(2);
+    let refused = export_to(&good, &fifo).arg("--force").run_fail(2);
     one_line(&refused, "not a regular file");
-    let under = trainer()
-        .subcommand("export")
-        .checkpoint(&good)
-        .args(["--format", "onnx", "--out"])
-        .arg(out.join("x.onnx"))
-        .run_fail(2);
+    let under = export_to(&good, &out.join("x.onnx")).run_fail(2);
     one_line(&under, "is a file, not a folder");
     export(&good).arg("--force").run_ok();
     assert!(

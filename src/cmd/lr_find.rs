@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::console::Console;
 use crate::device;
 use crate::error::{Result, TrainerError};
-use crate::model::{ModelKind, Net};
+use crate::model::ModelKind;
 use crate::pack::evidence::csv_text;
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, PackKind, Staging};
@@ -125,14 +125,8 @@ pub fn main(args: LrFindArgs) -> Result<()> {
     let opened = device::open(settings.backend)?;
     console.info(&opened.info.summary());
     let splits = crate::cmd::load_data(&settings, &console, "lr-find: ")?;
+    let net = crate::cmd::init_net(&settings, args.model, &splits, &opened.device);
     let spec = settings.spec(args.model, splits.train.channels);
-    let net = Net::init(
-        spec,
-        splits.image_size,
-        splits.classes.len(),
-        settings.seed,
-        &opened.device,
-    );
     let ctx = Context {
         device: &opened.device,
         device_info: &opened.info,

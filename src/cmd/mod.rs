@@ -66,3 +66,20 @@ pub fn load_data(
     }
     Ok(splits)
 }
+
+/// A fresh model of `kind` for `splits`, from the run's seed: the data's channels, image size
+/// and classes, `--cnn-widths`; every command starts from the same weights.
+pub fn init_net(
+    settings: &crate::config::Settings,
+    kind: crate::model::ModelKind,
+    splits: &crate::data::Splits,
+    device: &burn::tensor::Device,
+) -> crate::model::Net {
+    crate::model::Net::init(
+        settings.spec(kind, splits.train.channels),
+        splits.image_size,
+        splits.classes.len(),
+        settings.seed,
+        device,
+    )
+}

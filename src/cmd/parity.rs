@@ -16,7 +16,7 @@ use crate::data;
 use crate::device::{self, BackendChoice, BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError};
 use crate::memory::MemoryPolicy;
-use crate::model::{self, ModelKind, ModelSpec, Net};
+use crate::model::{self, ModelKind, ModelSpec};
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
 use crate::train::{self, Context, TrainSettings};
@@ -269,14 +269,8 @@ fn train_side(
     let settings = &config.settings;
     let (epochs, lr) = settings.schedule(kind);
     // The shape the workshop run would train: the data's channels, --cnn-widths.
+    let mut net = crate::cmd::init_net(settings, kind, splits, ctx.device);
     let spec = settings.spec(kind, splits.train.channels);
-    let mut net = Net::init(
-        spec,
-        splits.image_size,
-        splits.classes.len(),
-        settings.seed,
-        ctx.device,
-    );
     if let Some((target, epsilon)) = config.perturb
         && target == name
     {

@@ -16,7 +16,7 @@ use crate::data::{self, Splits};
 use crate::device;
 use crate::error::{EXIT_DIVERGED, Result, TrainerError};
 use crate::memory::{self, MemoryPolicy};
-use crate::model::{ModelKind, Net};
+use crate::model::ModelKind;
 use crate::pack::evidence;
 use crate::pack::{self, OutputLock, Staging};
 use crate::report::{ModelRun, Report, RunConfig, ShapeTrace, round4};
@@ -231,14 +231,8 @@ fn train_models(
     for &kind in &settings.models {
         let (epochs, lr) = settings.schedule(kind);
         let train_settings = TrainSettings::new(settings, epochs, lr);
+        let net = crate::cmd::init_net(settings, kind, splits, &opened.device);
         let spec = settings.spec(kind, splits.train.channels);
-        let net = Net::init(
-            spec,
-            splits.image_size,
-            splits.classes.len(),
-            settings.seed,
-            &opened.device,
-        );
         let classes = splits.classes.len();
         let trained = train::train_model(
             net,
@@ -344,14 +338,8 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
     shapes.images = batch.images.dims().to_vec();
     shapes.labels = batch.labels.dims().to_vec();
     for &kind in &settings.models {
+        let net = crate::cmd::init_net(settings, kind, splits, device);
         let spec = settings.spec(kind, splits.train.channels);
-        let net = Net::init(
-            spec,
-            splits.image_size,
-            splits.classes.len(),
-            settings.seed,
-            device,
-        );
         let mut layers = Vec::new();
         let logits = net.forward_traced(batch.images.clone(), &mut |layer, shape| {
             layers.push((spec, layer.to_string(), shape));
