@@ -28,9 +28,18 @@
 // Layout:  G workgroups (x + y * 65535); workgroup g takes samples g, g + G, ...; workgroup
 //          size {{ workgroup_size }}; classes at most MAX_CLASSES, widths at most MAX_WIDTH.
 //          Every loop bound and branch before a barrier comes from the uniform `dims`, so the
-//          whole workgroup reaches every barrier. Invocations take pixels (sixteen channels
-//          at a time in four vec4s) or weights; the convolutions' weights are read at
-//          addresses that depend on loop counters only, the same in every invocation at once.
+//          whole workgroup reaches every barrier.
+// Lanes:   the three convolution phases are matrix products in which one operand is the
+//          same for every invocation (a weight, or an output gradient) and the other differs
+//          (an activation). Lane l (0 .. 7) of each subgroup loads the shared operand of
+//          channel c0 + l and c0 + 8 + l, and subgroupBroadcast hands the sixteen values to
+//          every lane, so one load serves eight channels. (In lavapipe a load whose address is
+//          not a compile-time constant costs one scalar load per lane whatever the address,
+//          so a weight read by every lane at once cost eight loads; this made the phases 2.5 to
+//          4 times faster there.) It needs subgroups of at least 8 lanes
+//          (src/device/gpu_train.rs checks the adapter) and every lane of a subgroup active
+//          at a broadcast: those loops step the whole workgroup together, a lane past the end
+//          repeats the last pixel or tap and writes nothing.
 // Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
 //          maximum and ReLU passes gradient where its output is above 0, as burn's do.
 
@@ -43,20 +52,18 @@ var<workgroup> feat: array<f32, MAX_WIDTH>;
 var<workgroup> dfeat: array<f32, MAX_WIDTH>;
 {{ sample_common }}
 
-// Weight w[o][i][tap] of block `k`.
-fn weight(k: BlockDims, o: u32, i: u32, tap: u32) -> f32 {
-    return params[k.weight + (o * k.inputs + i) * 9u + tap];
-}
-
 // Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
 fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     // The previous sample of this workgroup is done with the scratch and shared values.
     storageBarrier();
     workgroupBarrier();
     let base = slot * dims.stride;
+    // This invocation's lane in its subgroup modulo 8 (every lane is active here, so the
+    // count of lanes below it is its index).
+    let lane = subgroupExclusiveAdd(1u) % 8u;
     load_image(t, n, base);
     for (var b = 0u; b < dims.blocks; b = b + 1u) {
-        conv_forward(t, dims.block[b], base);
+        conv_forward(t, lane, dims.block[b], base);
         storageBarrier();
         if (dims.block[b].pool != 0u) {
             pool_forward(t, dims.block[b], dims.block[b + 1u], base);
@@ -76,11 +83,11 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
     for (var r = 0u; r < dims.blocks; r = r + 1u) {
         let b = dims.blocks - 1u - r;
         let k = dims.block[b];
-        weight_backward(t, k, base, g, first);
+        weight_backward(t, lane, k, base, g, first);
         if (b == 0u) {
             break;
         }
-        input_backward(t, k, base);
+        input_backward(t, lane, k, base);
         storageBarrier();
         pool_backward(t, dims.block[b - 1u], k, base);
     }
@@ -118,83 +125,83 @@ fn load_image(t: u32, n: u32, base: u32) {
     storageBarrier();
 }
 
-// Where the weights of outputs o0 + 4 v .. o0 + 4 v + 3 lie from output o0's: `step` apart,
-// the last live one repeated past `live` (those lanes are computed and dropped), so every
-// load is unconditional.
-fn spread_from(v: u32, live: u32, step: u32) -> vec4<u32> {
-    let last = live - 1u;
-    let first = 4u * v;
-    return vec4<u32>(
-        min(first, last),
-        min(first + 1u, last),
-        min(first + 2u, last),
-        min(first + 3u, last)
-    ) * step;
+// The values of `x` in lanes 0 .. 3 (lanes 4 .. 7 for `high`) of this subgroup.
+fn lanes4(x: f32, high: bool) -> vec4<f32> {
+    if (high) {
+        return vec4<f32>(
+            subgroupBroadcast(x, 4u),
+            subgroupBroadcast(x, 5u),
+            subgroupBroadcast(x, 6u),
+            subgroupBroadcast(x, 7u)
+        );
+    }
+    return vec4<f32>(
+        subgroupBroadcast(x, 0u),
+        subgroupBroadcast(x, 1u),
+        subgroupBroadcast(x, 2u),
+        subgroupBroadcast(x, 3u)
+    );
 }
 
-fn spread(live: u32, step: u32) -> vec4<u32> {
-    return spread_from(0u, live, step);
+// Sixteen channels' accumulators, c0 .. c0 + 15 in four vec4s.
+struct Sixteen {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    a2: vec4<f32>,
+    a3: vec4<f32>,
 }
 
-// Value j (0 .. 15) of four vec4s taken as one run of sixteen.
-fn lane(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, j: u32) -> f32 {
-    var a = a3;
+// acc + v * (the sixteen shared values of channels c0 .. c0 + 15, which lanes 0 .. 7 hold as
+// `low` for c0 + lane and `high` for c0 + 8 + lane).
+fn fma16(acc: Sixteen, v: f32, low: f32, high: f32) -> Sixteen {
+    return Sixteen(
+        acc.a0 + v * lanes4(low, false),
+        acc.a1 + v * lanes4(low, true),
+        acc.a2 + v * lanes4(high, false),
+        acc.a3 + v * lanes4(high, true)
+    );
+}
+
+// Value j (0 .. 15) of sixteen accumulators.
+fn pick(acc: Sixteen, j: u32) -> f32 {
+    var a = acc.a3;
     if (j < 4u) {
-        a = a0;
+        a = acc.a0;
     } else if (j < 8u) {
-        a = a1;
+        a = acc.a1;
     } else if (j < 12u) {
-        a = a2;
+        a = acc.a2;
     }
     return a[j % 4u];
 }
 
-// Four parameters at `at` plus each of `offsets`.
-fn params_at(at: u32, offsets: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(
-        params[at + offsets.x],
-        params[at + offsets.y],
-        params[at + offsets.z],
-        params[at + offsets.w]
-    );
-}
-
 // out[p][o] = relu(bias[o] + sum over taps and i of input[p + tap][i] * w[o][i][tap]): an
 // invocation per pixel, sixteen output channels at a time, so each activation read serves
-// sixteen products. A weight's address depends on loop counters only, so every invocation
-// reads the same weight at once (one load in lavapipe's SIMD, a broadcast on a GPU); only
-// the activations differ between invocations.
-fn conv_forward(t: u32, k: BlockDims, base: u32) {
+// sixteen products; the weights come two loads a step through the lanes (see Lanes).
+fn conv_forward(t: u32, lane: u32, k: BlockDims, base: u32) {
     let iw = k.w + 2u;
     let pixels = k.h * k.w;
-    for (var pixel = t; pixel < pixels; pixel = pixel + WG) {
+    let stride = k.inputs * 9u;
+    for (var p0 = 0u; p0 < pixels; p0 = p0 + WG) {
+        let pixel = min(p0 + t, pixels - 1u);
         let window = base + k.input + ((pixel / k.w) * iw + pixel % k.w) * k.inputs;
         let out = base + k.output + pixel * k.outputs;
         for (var o0 = 0u; o0 < k.outputs; o0 = o0 + 16u) {
-            let live = min(16u, k.outputs - o0);
-            let stride = k.inputs * 9u;
-            let s0 = spread_from(0u, live, stride);
-            let s1 = spread_from(1u, live, stride);
-            let s2 = spread_from(2u, live, stride);
-            let s3 = spread_from(3u, live, stride);
-            var a0 = params_at(k.bias + o0, spread_from(0u, live, 1u));
-            var a1 = params_at(k.bias + o0, spread_from(1u, live, 1u));
-            var a2 = params_at(k.bias + o0, spread_from(2u, live, 1u));
-            var a3 = params_at(k.bias + o0, spread_from(3u, live, 1u));
+            let low = min(o0 + lane, k.outputs - 1u);
+            let high = min(o0 + 8u + lane, k.outputs - 1u);
+            var acc = fma16(Sixteen(), 1.0, params[k.bias + low], params[k.bias + high]);
             for (var tap = 0u; tap < 9u; tap = tap + 1u) {
                 let at = window + ((tap / 3u) * iw + tap % 3u) * k.inputs;
-                let w0 = k.weight + o0 * stride + tap;
+                let wl = k.weight + low * stride + tap;
+                let wh = k.weight + high * stride + tap;
                 for (var i = 0u; i < k.inputs; i = i + 1u) {
-                    let v = scratch[at + i];
-                    let wi = w0 + i * 9u;
-                    a0 = a0 + v * params_at(wi, s0);
-                    a1 = a1 + v * params_at(wi, s1);
-                    a2 = a2 + v * params_at(wi, s2);
-                    a3 = a3 + v * params_at(wi, s3);
+                    acc = fma16(acc, scratch[at + i], params[wl + i * 9u], params[wh + i * 9u]);
                 }
             }
-            for (var j = 0u; j < live; j = j + 1u) {
-                scratch[out + o0 + j] = max(lane(a0, a1, a2, a3, j), 0.0);
+            if (p0 + t < pixels) {
+                for (var j = 0u; j < min(16u, k.outputs - o0); j = j + 1u) {
+                    scratch[out + o0 + j] = max(pick(acc, j), 0.0);
+                }
             }
         }
     }
@@ -283,41 +290,41 @@ fn average_backward(t: u32, last: BlockDims, base: u32) {
     }
 }
 
-// Block `k`'s weight and bias gradients: an invocation per (input, four outputs) sums the
-// nine taps of each over the pixels, w[o][i][tap] += sum input[p + tap][i] * dout[p][o]
-// (each value by its one invocation, pixels in order); then an invocation per output its
-// bias.
-fn weight_backward(t: u32, k: BlockDims, base: u32, g: u32, first: bool) {
+// Block `k`'s weight and bias gradients, w[o][i][tap] += sum over pixels p of
+// input[p + tap][i] * dout[p][o]: an invocation per (i, tap), sixteen outputs at a time, each
+// summing its pixels in order; the output gradients come through the lanes (see Lanes). A
+// subgroup with no (i, tap) left skips the pass whole. Then an invocation per output its bias.
+fn weight_backward(t: u32, lane: u32, k: BlockDims, base: u32, g: u32, first: bool) {
     let iw = k.w + 2u;
-    let groups = (k.outputs + 3u) / 4u;
-    for (var j = t; j < groups * k.inputs; j = j + WG) {
-        let o0 = (j / k.inputs) * 4u;
-        let i = j % k.inputs;
-        let live = min(4u, k.outputs - o0);
-        let outs = spread(live, 1u);
-        var s: array<vec4<f32>, 9>;
-        for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-            s[tap] = vec4<f32>(0.0);
-        }
-        for (var y = 0u; y < k.h; y = y + 1u) {
-            for (var x = 0u; x < k.w; x = x + 1u) {
-                let da = base + k.dout + ((y + 1u) * iw + x + 1u) * k.outputs + o0;
-                let d = vec4<f32>(
-                    scratch[da + outs.x],
-                    scratch[da + outs.y],
-                    scratch[da + outs.z],
-                    scratch[da + outs.w]
-                );
-                let at = base + k.input + (y * iw + x) * k.inputs + i;
-                for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-                    s[tap] = s[tap] + scratch[at + ((tap / 3u) * iw + tap % 3u) * k.inputs] * d;
+    let taps = k.inputs * 9u;
+    // Output gradients have a zero border: pixel (y, x) is at (y + 1, x + 1).
+    let inside = base + k.dout + (iw + 1u) * k.outputs;
+    for (var o0 = 0u; o0 < k.outputs; o0 = o0 + 16u) {
+        let low = inside + min(o0 + lane, k.outputs - 1u);
+        let high = inside + min(o0 + 8u + lane, k.outputs - 1u);
+        for (var j0 = 0u; j0 < taps; j0 = j0 + WG) {
+            if (!subgroupAny(j0 + t < taps)) {
+                continue;
+            }
+            let j = min(j0 + t, taps - 1u);
+            let tap = j % 9u;
+            let at = base + k.input + ((tap / 3u) * iw + tap % 3u) * k.inputs + j / 9u;
+            var acc = Sixteen();
+            for (var y = 0u; y < k.h; y = y + 1u) {
+                for (var x = 0u; x < k.w; x = x + 1u) {
+                    let q = y * iw + x;
+                    acc = fma16(
+                        acc,
+                        scratch[at + q * k.inputs],
+                        scratch[low + q * k.outputs],
+                        scratch[high + q * k.outputs]
+                    );
                 }
             }
-        }
-        for (var q = 0u; q < live; q = q + 1u) {
-            let row = g + k.weight + ((o0 + q) * k.inputs + i) * 9u;
-            for (var tap = 0u; tap < 9u; tap = tap + 1u) {
-                put(row + tap, s[tap][q], first);
+            if (j0 + t < taps) {
+                for (var q = 0u; q < min(16u, k.outputs - o0); q = q + 1u) {
+                    put(g + k.weight + (o0 + q) * taps + j, pick(acc, q), first);
+                }
             }
         }
     }
@@ -325,7 +332,7 @@ fn weight_backward(t: u32, k: BlockDims, base: u32, g: u32, first: bool) {
         var s = 0.0;
         for (var y = 0u; y < k.h; y = y + 1u) {
             for (var x = 0u; x < k.w; x = x + 1u) {
-                s = s + scratch[base + k.dout + ((y + 1u) * iw + x + 1u) * k.outputs + o];
+                s = s + scratch[inside + (y * iw + x) * k.outputs + o];
             }
         }
         put(g + k.bias + o, s, first);
@@ -334,39 +341,31 @@ fn weight_backward(t: u32, k: BlockDims, base: u32, g: u32, first: bool) {
 
 // Block `k`'s input gradient: the transposed, flipped convolution of its output's gradient,
 // din[p][i] = sum over taps and o of dout[p + tap][o] * w[o][i][8 - tap]: an invocation per
-// pixel, sixteen input channels at a time, the weights read at addresses that depend on loop
-// counters only (as in conv_forward).
-fn input_backward(t: u32, k: BlockDims, base: u32) {
+// pixel, sixteen input channels at a time, the weights through the lanes (as conv_forward).
+fn input_backward(t: u32, lane: u32, k: BlockDims, base: u32) {
     let iw = k.w + 2u;
     let pixels = k.h * k.w;
     let stride = k.inputs * 9u;
-    for (var pixel = t; pixel < pixels; pixel = pixel + WG) {
+    for (var p0 = 0u; p0 < pixels; p0 = p0 + WG) {
+        let pixel = min(p0 + t, pixels - 1u);
         let window = base + k.dout + ((pixel / k.w) * iw + pixel % k.w) * k.outputs;
         let out = base + k.din + pixel * k.inputs;
         for (var i0 = 0u; i0 < k.inputs; i0 = i0 + 16u) {
-            let live = min(16u, k.inputs - i0);
-            let s0 = spread_from(0u, live, 9u);
-            let s1 = spread_from(1u, live, 9u);
-            let s2 = spread_from(2u, live, 9u);
-            let s3 = spread_from(3u, live, 9u);
-            var a0 = vec4<f32>(0.0);
-            var a1 = vec4<f32>(0.0);
-            var a2 = vec4<f32>(0.0);
-            var a3 = vec4<f32>(0.0);
+            let low = k.weight + min(i0 + lane, k.inputs - 1u) * 9u;
+            let high = k.weight + min(i0 + 8u + lane, k.inputs - 1u) * 9u;
+            var acc = Sixteen();
             for (var tap = 0u; tap < 9u; tap = tap + 1u) {
                 let at = window + ((tap / 3u) * iw + tap % 3u) * k.outputs;
-                let w0 = k.weight + i0 * 9u + 8u - tap;
+                let flipped = 8u - tap;
                 for (var o = 0u; o < k.outputs; o = o + 1u) {
-                    let d = scratch[at + o];
-                    let wo = w0 + o * stride;
-                    a0 = a0 + d * params_at(wo, s0);
-                    a1 = a1 + d * params_at(wo, s1);
-                    a2 = a2 + d * params_at(wo, s2);
-                    a3 = a3 + d * params_at(wo, s3);
+                    let wo = o * stride + flipped;
+                    acc = fma16(acc, scratch[at + o], params[low + wo], params[high + wo]);
                 }
             }
-            for (var j = 0u; j < live; j = j + 1u) {
-                scratch[out + i0 + j] = lane(a0, a1, a2, a3, j);
+            if (p0 + t < pixels) {
+                for (var j = 0u; j < min(16u, k.inputs - i0); j = j + 1u) {
+                    scratch[out + i0 + j] = pick(acc, j);
+                }
             }
         }
     }

@@ -165,6 +165,9 @@ fn training_kernels_match_the_layers() {
         (cnn(3, &[7, 5]), 9, 11, 4, 5, false),
         (cnn(1, &[3]), 6, 6, 3, 4, false),
         (cnn(3, &[4, 6, 8, 10]), 17, 16, 5, 3, false),
+        // Widths past one group of sixteen channels and not a multiple of it; 180 (input,
+        // tap) pairs in block 2, past the workgroup's 64 and not a multiple of it.
+        (cnn(3, &[20, 33]), 9, 7, 3, 4, true),
         (baseline(1), 6, 6, 3, 700, false),
         (baseline(1), 16, 16, 3, 32, true),
         (baseline(1), 7, 7, 5, 9, true),

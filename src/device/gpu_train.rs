@@ -41,6 +41,9 @@ pub const MAX_WIDTH: usize = 128;
 pub const MAX_BLOCKS: usize = 4;
 /// Invocations per sample.
 const SAMPLE_WORKGROUP: u32 = 64;
+/// The fewest subgroup lanes the CNN family's kernel works with: its lanes 0 .. 7 each load
+/// one channel's shared operand and broadcast it (shaders/cnn_sample.wgsl, "Lanes").
+const SUBGROUP_LANES: u32 = 8;
 /// Most workgroups of a sample kernel: each takes every G-th sample and keeps one row of
 /// gradients and one sample's scratch, so the update kernel sums at most this many rows and
 /// memory stops growing with the batch past it. 512 fills a large GPU several times over.
@@ -97,7 +100,8 @@ pub trait TrainKernels: Backend {
 
 /// Whether the kernels take `model` with `classes` classes on `channels` x `size` x `size`
 /// images, or why not: at most [`MAX_CLASSES`] classes, CNN blocks at most [`MAX_WIDTH`]
-/// wide, and one sample's scratch within the adapter's largest binding.
+/// wide, subgroups of at least [`SUBGROUP_LANES`] lanes for the CNN family's kernel, and one
+/// sample's scratch within the adapter's largest binding.
 pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> Result<(), String> {
     if !(1..=MAX_CLASSES).contains(&classes) {
         return Err(format!(
@@ -110,6 +114,22 @@ pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> R
         return Err(format!(
             "the wgpu CNN kernel takes blocks at most {MAX_WIDTH} wide"
         ));
+    }
+    if matches!(model, Model::Cnn(_)) && !is_tiny(model, channels) {
+        match super::wgpu_subgroup_lanes() {
+            Some(lanes) if lanes >= SUBGROUP_LANES => {}
+            Some(lanes) => {
+                return Err(format!(
+                    "the wgpu CNN kernel needs subgroups of at least {SUBGROUP_LANES} lanes, this adapter's have {lanes}"
+                ));
+            }
+            None => {
+                return Err(
+                    "the wgpu CNN kernel needs subgroup operations, which this adapter does not offer"
+                        .to_string(),
+                );
+            }
+        }
     }
     let layout = Layout::of(model, channels, size, size, classes);
     let one = (layout.scratch.max(layout.params) * 4) as u64;

@@ -97,6 +97,10 @@ pub struct DeviceInfo {
     pub adapter_index: Option<usize>,
     #[serde(default)]
     pub adapter_chosen_by_flag: bool,
+    /// wgpu only: the fewest lanes a subgroup has on the adapter, when the device offers
+    /// subgroup operations (the CNN family's kernel needs 8; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subgroup_lanes: Option<u32>,
 }
 
 impl DeviceInfo {
@@ -217,6 +221,7 @@ fn open_cpu(name: BackendName) -> OpenBackend {
             kernel_cache: None,
             adapter_index: None,
             adapter_chosen_by_flag: false,
+            subgroup_lanes: None,
         },
         choice_note: None,
     }
@@ -371,6 +376,15 @@ pub fn wgpu_binding_limit() -> Option<u64> {
     }
 }
 
+/// The fewest lanes a subgroup has on the wgpu device this process opened, when it offers
+/// subgroup operations.
+pub fn wgpu_subgroup_lanes() -> Option<u32> {
+    match OPENED_WGPU.get() {
+        Some(Ok(open)) => open.info.subgroup_lanes,
+        _ => None,
+    }
+}
+
 fn open_wgpu() -> Result<OpenBackend> {
     let opened = OPENED_WGPU.get_or_init(|| start_wgpu().map_err(|e| e.to_string()));
     opened.clone().map_err(|reason| TrainerError::BackendUnavailable {
@@ -436,6 +450,11 @@ fn start_wgpu() -> std::result::Result<OpenBackend, String> {
             kernel_cache: Some(cache),
             adapter_index: Some(position),
             adapter_chosen_by_flag: chosen.is_some(),
+            subgroup_lanes: setup
+                .device
+                .features()
+                .contains(wgpu::Features::SUBGROUP)
+                .then_some(best.subgroup_min_size),
         },
         choice_note: None,
     })
