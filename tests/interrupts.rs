@@ -145,6 +145,13 @@ fn bench_stops_within_a_step_and_writes_the_rows_it_measured() {
     let status = header.iter().position(|h| h == "status").unwrap();
     assert_eq!(rows.len(), 1, "the row cut short: {rows:?}");
     assert_eq!(rows[0][status], "interrupted");
+    // The row's steps are the steps it timed, as its note says.
+    let steps = header.iter().position(|h| h == "steps").unwrap();
+    let note = header.iter().position(|h| h == "note").unwrap();
+    assert!(
+        rows[0][note].starts_with(&format!("interrupted after {} of 1000000", rows[0][steps])),
+        "{rows:?}"
+    );
     let readme = fs::read_to_string(out.join("bench/README.md")).unwrap();
     assert!(readme.contains("interrupted"), "{readme}");
 }

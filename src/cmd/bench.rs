@@ -234,16 +234,17 @@ fn validate(config: &BenchConfig) -> Result<()> {
 pub fn describe(row: &BenchRow) -> String {
     match row.samples_per_sec {
         Some(rate) => format!(
-            "{} {} batch {}: {:.0} samples/s (median step {:.3} ms, first step {:.1} ms){}",
+            "{} {} batch {}: {} samples/s (median step {:.3} ms, first step {:.1} ms){}",
             row.backend,
             row.model,
             row.batch_size,
-            rate,
+            samples_per_sec(rate),
             row.median_step_ms.unwrap_or(0.0),
             row.first_step_ms.unwrap_or(0.0),
-            match row.status {
-                RowStatus::Interrupted => format!(" [{}]", row.note),
-                _ => String::new(),
+            if row.note.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", row.note)
             }
         ),
         None => format!(
@@ -254,6 +255,17 @@ pub fn describe(row: &BenchRow) -> String {
             row.status.as_str(),
             row.note
         ),
+    }
+}
+
+/// A rate for people: whole samples/s from 100 up, three significant digits below (a slow
+/// row is not "0 samples/s").
+fn samples_per_sec(rate: f64) -> String {
+    match rate {
+        r if r >= 100.0 => format!("{r:.0}"),
+        r if r >= 10.0 => format!("{r:.1}"),
+        r if r >= 1.0 => format!("{r:.2}"),
+        r => format!("{r:.3}"),
     }
 }
 
@@ -338,6 +350,8 @@ pub fn measure(
     let mut policy = MemoryPolicy::new(config.memory_limit_bytes, true)?;
     let spec = config.spec(kind);
     let choice = Engine::choose(device, spec, CLASSES, config.image_size);
+    // A model the device's kernels do not take runs on the layers: the row says why.
+    let engine_note = choice.note.clone().unwrap_or_default();
     let footprint = choice.engine.footprint(spec, config.image_size, CLASSES);
     if policy.preflight(&spec.display_name(), true, batch, &footprint, info)? < batch {
         row.note = preflight_note(&policy.events[0]);
@@ -381,6 +395,8 @@ pub fn measure(
                 times.len(),
                 config.steps
             );
+            // The figures are of the steps timed.
+            row.steps = times.len();
             break;
         }
         let counting = (step == 1 + config.warmup).then(LaunchCount::start);
@@ -420,6 +436,13 @@ pub fn measure(
         return Ok(row);
     }
     fill_times(&mut row, &mut times, first_step_ms);
+    if !engine_note.is_empty() {
+        row.note = if row.note.is_empty() {
+            engine_note
+        } else {
+            format!("{}; {engine_note}", row.note)
+        };
+    }
     let launches = launches.filter(|_| info.backend == BackendName::Wgpu);
     fill_resources(&mut row, spec, config.image_size, launches, device);
     row.kernels = weights.is_fused();
@@ -637,9 +660,7 @@ fn markdown(report: &BenchReport) -> String {
                 r.backend.clone(),
                 r.model.clone(),
                 r.batch_size.to_string(),
-                r.samples_per_sec
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or_default(),
+                r.samples_per_sec.map(samples_per_sec).unwrap_or_default(),
                 r.gflop_per_sec
                     .map(|v| format!("{v:.1}"))
                     .unwrap_or_default(),
@@ -653,8 +674,10 @@ fn markdown(report: &BenchReport) -> String {
                 bytes(r.peak_host_rss_bytes),
                 bytes(r.device_memory_bytes),
                 match r.status {
-                    RowStatus::Ok => r.status.as_str().to_string(),
-                    RowStatus::DoesNotFit => format!("{}: {}", r.status.as_str(), r.note),
+                    RowStatus::Ok if r.note.is_empty() => r.status.as_str().to_string(),
+                    RowStatus::Ok | RowStatus::DoesNotFit => {
+                        format!("{}: {}", r.status.as_str(), r.note)
+                    }
                     RowStatus::Interrupted => r.note.clone(),
                 },
             ]
@@ -682,11 +705,11 @@ fn markdown(report: &BenchReport) -> String {
     for b in best_rows(report) {
         let _ = writeln!(
             out,
-            "- {} / {}: batch {} ({:.0} samples/s)",
+            "- {} / {}: batch {} ({} samples/s)",
             b.backend,
             b.model,
             b.batch_size,
-            b.samples_per_sec.unwrap_or(0.0)
+            samples_per_sec(b.samples_per_sec.unwrap_or(0.0))
         );
     }
     out
@@ -763,4 +786,50 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
             .to_string(),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_rate_keeps_three_digits() {
+        assert_eq!(samples_per_sec(6550.4), "6550");
+        assert_eq!(samples_per_sec(69.44), "69.4");
+        assert_eq!(samples_per_sec(1.234), "1.23");
+        assert_eq!(samples_per_sec(0.1634), "0.163");
+    }
+
+    #[test]
+    fn a_row_on_the_layers_says_why_on_the_console() {
+        let mut row = BenchRow {
+            backend: "wgpu".into(),
+            device: "lavapipe".into(),
+            model: "cnn-128".into(),
+            batch_size: 1,
+            image_size: 512,
+            channels: 1,
+            steps: 1,
+            status: RowStatus::Ok,
+            samples_per_sec: Some(0.16),
+            gflop_per_sec: None,
+            median_step_ms: Some(6117.0),
+            p10_step_ms: None,
+            p90_step_ms: None,
+            first_step_ms: Some(82292.2),
+            launches_per_step: None,
+            kernels: false,
+            peak_host_rss_bytes: None,
+            device_memory_bytes: None,
+            note: String::new(),
+        };
+        assert!(!describe(&row).contains('['));
+        row.note = "CNN 128: too big; burn's layers run it".into();
+        let line = describe(&row);
+        assert!(line.contains("0.160 samples/s"), "{line}");
+        assert!(
+            line.ends_with("[CNN 128: too big; burn's layers run it]"),
+            "{line}"
+        );
+    }
 }

@@ -145,10 +145,7 @@ impl Learner {
             };
             faults::clear();
             if !fault.out_of_memory {
-                return Err(TrainerError::Device {
-                    backend: ctx.device_info.backend.as_str().to_string(),
-                    reason: fault.reason(),
-                });
+                return Err(super::device_failure(ctx, fault.reason()));
             }
             // Drop all the attempt made before the halving releases the device's memory.
             drop(outcome);
@@ -232,10 +229,7 @@ impl Learner {
                         self.halve(&reason, epoch, steps.values.len() + 1, memory, ctx)?
                     }
                     Err(StepFailure::Other(reason)) => {
-                        return Err(TrainerError::Device {
-                            backend: ctx.device_info.backend.as_str().to_string(),
-                            reason: root_cause(&reason),
-                        });
+                        return Err(super::device_failure(ctx, root_cause(&reason)));
                     }
                 }
             }
@@ -325,10 +319,7 @@ fn check_made(name: &str, mark: faults::Mark, ctx: &Context) -> Result<()> {
             "{name}: the model's weights do not fit in the device's memory ({})",
             fault.reason()
         ))),
-        (Some(fault), _) => Err(TrainerError::Device {
-            backend: ctx.device_info.backend.as_str().to_string(),
-            reason: fault.reason(),
-        }),
+        (Some(fault), _) => Err(super::device_failure(ctx, fault.reason())),
         (None, Err(e)) => Err(super::device_error(ctx, &e.to_string())),
     }
 }

@@ -499,9 +499,14 @@ pub(crate) fn device_error(ctx: &Context, message: &str) -> TrainerError {
             root_cause(message)
         ))
     } else {
-        TrainerError::Device {
-            backend: ctx.device_info.backend.as_str().to_string(),
-            reason: root_cause(message),
-        }
+        device_failure(ctx, root_cause(message))
+    }
+}
+
+/// The run's device failed, for `reason` (one line).
+pub(crate) fn device_failure(ctx: &Context, reason: String) -> TrainerError {
+    TrainerError::Device {
+        backend: ctx.device_info.backend.as_str().to_string(),
+        reason,
     }
 }
