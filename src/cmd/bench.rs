@@ -22,7 +22,7 @@ use crate::pack::evidence::utc_timestamp;
 use crate::pack::plots::{self, LineChart, Series};
 use crate::pack::{self, OutputLock, Staging};
 use crate::train::engine::Engine;
-use crate::train::{StepFailure, TrainSettings};
+use crate::train::{StepFailure, TrainSettings, Weights};
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -384,51 +384,15 @@ pub fn measure(
         augment: false,
         recipe: crate::recipe::Recipe::default(),
     };
-    let mut times = Vec::with_capacity(config.steps);
-    let mut first_step_ms = 0.0;
-    let mut launches = None;
-    for step in 0..1 + config.warmup + config.steps {
-        if crate::interrupt::requested() {
-            row.status = RowStatus::Interrupted;
-            row.note = format!(
-                "interrupted after {} of {} timed steps",
-                times.len(),
-                config.steps
-            );
-            // The figures are of the steps timed.
-            row.steps = times.len();
-            break;
-        }
-        let counting = (step == 1 + config.warmup).then(LaunchCount::start);
-        let started = Instant::now();
-        // One read per step, as the peer's `loss.item()`: the step has run when it returns.
-        match weights
-            .step(&batch_data, &settings, settings.lr)
-            .and_then(|done| weights.read_norm(done))
-        {
-            Ok(_) => {}
-            Err(StepFailure::Allocation(reason)) => {
-                row.note = root_cause(&reason);
-                device.memory_cleanup();
-                return Ok(row);
-            }
-            Err(StepFailure::Other(reason)) => {
-                return Err(TrainerError::Device {
-                    backend: info.backend.as_str().to_string(),
-                    reason: root_cause(&reason),
-                });
-            }
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        if let Some(counting) = counting {
-            launches = Some(counting.finish());
-        }
-        if step == 0 {
-            first_step_ms = seconds * 1e3;
-        } else if step > config.warmup {
-            times.push(seconds);
-        }
-    }
+    let Some(Timing {
+        mut times,
+        first_step_ms,
+        launches,
+    }) = time_steps(config, &mut weights, &batch_data, &settings, &mut row)?
+    else {
+        device.memory_cleanup();
+        return Ok(row);
+    };
     if times.is_empty() {
         // Interrupted before a timed step: no figure to give.
         drop(weights);
@@ -449,6 +413,73 @@ pub fn measure(
     drop(weights);
     device.memory_cleanup();
     Ok(row)
+}
+
+/// What a row's steps gave: each timed step's seconds, the first step's milliseconds and the
+/// launches of the first timed step.
+struct Timing {
+    times: Vec<f64>,
+    first_step_ms: f64,
+    launches: Option<usize>,
+}
+
+/// Runs the first step, the warm-up and the timed steps, one read each. Ctrl-C stops it
+/// between steps (the row marked interrupted, its steps those timed); a step that cannot
+/// allocate gives `None`, the row noted.
+fn time_steps(
+    config: &BenchConfig,
+    weights: &mut Weights,
+    batch_data: &ImageBatch,
+    settings: &TrainSettings,
+    row: &mut BenchRow,
+) -> Result<Option<Timing>> {
+    let mut timing = Timing {
+        times: Vec::with_capacity(config.steps),
+        first_step_ms: 0.0,
+        launches: None,
+    };
+    for step in 0..1 + config.warmup + config.steps {
+        if crate::interrupt::requested() {
+            row.status = RowStatus::Interrupted;
+            row.note = format!(
+                "interrupted after {} of {} timed steps",
+                timing.times.len(),
+                config.steps
+            );
+            // The figures are of the steps timed.
+            row.steps = timing.times.len();
+            break;
+        }
+        let counting = (step == 1 + config.warmup).then(LaunchCount::start);
+        let started = Instant::now();
+        // One read per step, as the peer's `loss.item()`: the step has run when it returns.
+        match weights
+            .step(batch_data, settings, settings.lr)
+            .and_then(|done| weights.read_norm(done))
+        {
+            Ok(_) => {}
+            Err(StepFailure::Allocation(reason)) => {
+                row.note = root_cause(&reason);
+                return Ok(None);
+            }
+            Err(StepFailure::Other(reason)) => {
+                return Err(TrainerError::Device {
+                    backend: row.backend.clone(),
+                    reason: root_cause(&reason),
+                });
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(counting) = counting {
+            timing.launches = Some(counting.finish());
+        }
+        if step == 0 {
+            timing.first_step_ms = seconds * 1e3;
+        } else if step > config.warmup {
+            timing.times.push(seconds);
+        }
+    }
+    Ok(Some(timing))
 }
 
 /// The row's work rate and what it held: GFLOP/s from samples/s, peak host memory, the

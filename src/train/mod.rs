@@ -28,6 +28,7 @@ pub use best::BestTracker;
 pub use evaluate::{EvalSettings, Evaluation, Prediction, evaluate};
 pub(crate) use step::{StepFailure, train_step};
 pub(crate) use weights::StepValues;
+pub(crate) use weights::Weights;
 
 use learner::Learner;
 
