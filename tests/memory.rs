@@ -212,7 +212,7 @@ fn software_adapter(test: &str) -> bool {
 
 /// A genuine out-of-memory inside the wgpu kernels in the middle of an epoch: before each
 /// model's third step, TRAINER_CAP_MEMORY_AT releases the device's cached memory and caps the
-/// process's address space 100 MiB above what it maps; the Tiny CNN's steps at 64x64 and
+/// process's address space 60 MiB above what it maps; the Tiny CNN's steps at 64x64 and
 /// batch 512 need 110 MB, so lavapipe's next buffer fails to allocate and wgpu reports "Out
 /// of Memory" on cubecl's device thread. The epoch goes back to its start, is trained again
 /// at 256, and the run finishes with every sample trained once an epoch.
@@ -229,14 +229,14 @@ fn a_real_out_of_memory_inside_the_kernels_halves_and_goes_on() {
         .args(["--no-memory-preflight", "--image-size", "64"])
         .args(["--batch-size", "512", "--samples-per-class", "1000"])
         .epochs(1, 2)
-        .env("TRAINER_CAP_MEMORY_AT", "3:100")
+        .env("TRAINER_CAP_MEMORY_AT", "3:60")
         .out(&pack)
         .run_ok();
     let console = stdout(&output);
     assert!(console.contains("capped the address space"), "{console}");
     let info = std::fs::read_to_string(pack.join("outputs/run_info.json")).unwrap();
     assert!(
-        info.contains("TRAINER_CAP_MEMORY_AT=3:100 trainer "),
+        info.contains("TRAINER_CAP_MEMORY_AT=3:60 trainer "),
         "the recorded command reruns the same: {info}"
     );
 

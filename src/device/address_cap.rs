@@ -59,6 +59,18 @@ impl AddressCap {
     }
 }
 
+/// The address-space limit the process had before the first cap (to lift it again).
+static BEFORE: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+
+/// Lifts the cap: the limit goes back to what it was before the first one. Each model's cap
+/// is its own, set at its own step.
+pub fn lift() {
+    let before = BEFORE.lock().map(|b| *b).unwrap_or(None);
+    if let Some(bytes) = before {
+        let _ = set_limit(bytes);
+    }
+}
+
 /// What the process maps now (`VmSize`), in bytes.
 fn mapped_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -76,6 +88,9 @@ fn set_limit(bytes: u64) -> Result<()> {
     // SAFETY: plain system calls on a local struct.
     let ok = unsafe {
         libc::getrlimit(libc::RLIMIT_AS, &mut limit) == 0 && {
+            if let Ok(mut before) = BEFORE.lock() {
+                before.get_or_insert(limit.rlim_cur);
+            }
             limit.rlim_cur = bytes.min(limit.rlim_max);
             libc::setrlimit(libc::RLIMIT_AS, &limit) == 0
         }

@@ -376,6 +376,11 @@ pub fn wgpu_binding_limit() -> Option<u64> {
     }
 }
 
+/// Whether the wgpu device this process opened is a software rasterizer (lavapipe).
+pub fn wgpu_is_software() -> bool {
+    matches!(OPENED_WGPU.get(), Some(Ok(open)) if open.info.software)
+}
+
 /// The fewest lanes a subgroup has on the wgpu device this process opened, when it offers
 /// subgroup operations.
 pub fn wgpu_subgroup_lanes() -> Option<u32> {

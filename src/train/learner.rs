@@ -74,6 +74,15 @@ pub(super) struct EpochSteps {
     pub divergence: Option<Divergence>,
 }
 
+impl Drop for Learner {
+    /// A model's `TRAINER_CAP_MEMORY_AT` cap ends with its training.
+    fn drop(&mut self) {
+        if self.capped {
+            crate::device::address_cap::lift();
+        }
+    }
+}
+
 impl Learner {
     /// `net` ready to train on `choice`'s engine with a fresh Adam, at the batch size the
     /// memory policy allows for that engine.

@@ -40,6 +40,10 @@ pub(crate) enum Weights {
         recipe: Recipe,
         /// The largest batch a step has completed with (proven to fit).
         proven: usize,
+        /// Whether every step is read before the next is queued: on a software adapter
+        /// (lavapipe), where a step takes long enough that the read costs little, and steps
+        /// queued ahead would make Ctrl-C and a device fault wait for all of them.
+        paced: bool,
     },
 }
 
@@ -71,6 +75,7 @@ impl Weights {
                 time: 0,
                 recipe: *recipe,
                 proven: 0,
+                paced: crate::device::wgpu_is_software(),
             },
             engine => Weights::Layers {
                 engine,
@@ -164,6 +169,7 @@ impl Weights {
                 time,
                 recipe,
                 proven,
+                paced,
             } => {
                 let dims = batch.images.dims();
                 gpu_train::check_fits(
@@ -194,9 +200,9 @@ impl Weights {
                     false,
                 );
                 let mut norm = None;
-                if batch.len() > *proven {
+                if batch.len() > *proven || *paced {
                     norm = Some(read_stats(stats.clone())?[2]);
-                    *proven = batch.len();
+                    *proven = (*proven).max(batch.len());
                 }
                 *state = next;
                 *time += 1;
