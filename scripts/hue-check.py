@@ -64,6 +64,7 @@ def make(root, per_class):
                     else:
                         pixels += [max(0, min(255, 128 + noise))] * 3
             write_png(os.path.join(root, name, f"{i:03}.png"), pixels)
+    print(f"{root}: {per_class} images of {SIZE}x{SIZE} in each of {', '.join(colours)}")
 
 
 def train(root):
