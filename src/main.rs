@@ -89,7 +89,16 @@ fn run() -> ExitCode {
     }
     trainer::interrupt::install();
     match dispatch(cli, &matches) {
-        Ok(code) => code,
+        Ok(code) => {
+            if trainer::interrupt::requested() {
+                // The Ctrl-C came after the last point it could stop at: what was asked
+                // finished, and its results stand.
+                eprintln!(
+                    "trainer: the interrupt came as the command finished: its results are complete"
+                );
+            }
+            code
+        }
         Err(e) => {
             eprintln!("trainer: error: {e}");
             ExitCode::from(e.exit_code() as u8)

@@ -284,3 +284,26 @@ fn a_malformed_memory_cap_is_refused() {
         );
     }
 }
+
+/// Off wgpu the memory hook does not apply, whether or not its STEP would be reached: one
+/// line saying so for the run, not one per model, and not "the epoch is too short".
+#[test]
+fn the_memory_cap_says_once_that_it_does_not_apply_on_the_cpu() {
+    let output = trainer()
+        .epochs(1, 1)
+        .cpu()
+        .args(["--samples-per-class", "20"])
+        .env("TRAINER_CAP_MEMORY_AT", "3:60")
+        .out(&temp().path().join("pack"))
+        .run_ok();
+    let console = stdout(&output);
+    let notes: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("TRAINER_CAP_MEMORY_AT"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{console}");
+    assert!(
+        notes[0].contains("not applied") && notes[0].contains("this run is on cpu"),
+        "{console}"
+    );
+}

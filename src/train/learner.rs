@@ -74,6 +74,9 @@ pub(super) struct EpochSteps {
     pub divergence: Option<Divergence>,
 }
 
+/// Whether the run has said that `TRAINER_CAP_MEMORY_AT` does not apply off wgpu.
+static CPU_NOTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Drop for Learner {
     /// A model's `TRAINER_CAP_MEMORY_AT` cap ends with its training.
     fn drop(&mut self) {
@@ -253,6 +256,10 @@ impl Learner {
         if let Some(cap) = memory.cap.filter(|_| !self.capped) {
             self.capped = true;
             if !crate::device::is_wgpu(ctx.device) {
+                // Once a run: it is the same for every model.
+                if CPU_NOTE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return Ok(());
+                }
                 ctx.progress.note(&format!(
                     "memory: {} not applied: it starves wgpu's device memory on lavapipe, and this run is on {}",
                     crate::device::address_cap::CAP_MEMORY_AT_ENV,
@@ -273,6 +280,11 @@ impl Learner {
 
     /// Says so when `TRAINER_CAP_MEMORY_AT` names a step the first epoch does not have.
     fn note_cap_not_reached(&mut self, memory: &MemoryPolicy, ctx: &Context) {
+        if !crate::device::is_wgpu(ctx.device) {
+            // Not reached, but it would not apply here at all: say that instead.
+            let _ = self.cap_memory(memory, ctx);
+            return;
+        }
         if let Some(cap) = memory.cap.filter(|_| !self.capped) {
             self.capped = true;
             ctx.progress.note(&format!(
