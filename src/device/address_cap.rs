@@ -5,8 +5,8 @@
 //! step's buffers then fail to allocate inside the driver, as they do on a GPU another
 //! process has filled: wgpu's genuine "Out of Memory", not an injected one (compare
 //! `TRAINER_FAIL_ALLOC_ABOVE`, which fails steps before they run). Linux only, and on wgpu
-//! only: the CPU backends' own threads and buffers would fail instead. The cap stays for the
-//! rest of the run, so a later model may run out before its own STEP.
+//! only: the CPU backends' own threads and buffers would fail instead. Each model's cap ends
+//! with its training ([`lift`]), so the next model is capped at its own STEP.
 
 use burn::tensor::Device;
 

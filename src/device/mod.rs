@@ -368,26 +368,28 @@ pub fn is_wgpu(device: &Device) -> bool {
     matches!(OPENED_WGPU.get(), Some(Ok(open)) if open.device == *device)
 }
 
-/// The largest storage buffer one binding may hold on the wgpu device this process opened.
-pub fn wgpu_binding_limit() -> Option<u64> {
+/// What the wgpu device this process opened is, once it is open.
+fn opened_wgpu() -> Option<&'static DeviceInfo> {
     match OPENED_WGPU.get() {
-        Some(Ok(open)) => open.info.max_storage_buffer_binding_bytes,
+        Some(Ok(open)) => Some(&open.info),
         _ => None,
     }
 }
 
+/// The largest storage buffer one binding may hold on the wgpu device this process opened.
+pub fn wgpu_binding_limit() -> Option<u64> {
+    opened_wgpu().and_then(|info| info.max_storage_buffer_binding_bytes)
+}
+
 /// Whether the wgpu device this process opened is a software rasterizer (lavapipe).
 pub fn wgpu_is_software() -> bool {
-    matches!(OPENED_WGPU.get(), Some(Ok(open)) if open.info.software)
+    opened_wgpu().is_some_and(|info| info.software)
 }
 
 /// The fewest lanes a subgroup has on the wgpu device this process opened, when it offers
 /// subgroup operations.
 pub fn wgpu_subgroup_lanes() -> Option<u32> {
-    match OPENED_WGPU.get() {
-        Some(Ok(open)) => open.info.subgroup_lanes,
-        _ => None,
-    }
+    opened_wgpu().and_then(|info| info.subgroup_lanes)
 }
 
 fn open_wgpu() -> Result<OpenBackend> {

@@ -74,8 +74,22 @@ pub(super) struct EpochSteps {
     pub divergence: Option<Divergence>,
 }
 
-/// Whether the run has said that `TRAINER_CAP_MEMORY_AT` does not apply off wgpu.
-static CPU_NOTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Off wgpu `TRAINER_CAP_MEMORY_AT` does not apply (it would starve the CPU backends' own
+/// threads and buffers): the policy's cap is dropped, said once for the policy (one run, or
+/// one backend of parity), whether or not its step would be reached. True off wgpu.
+fn drop_cap_off_wgpu(memory: &mut MemoryPolicy, ctx: &Context) -> bool {
+    if crate::device::is_wgpu(ctx.device) {
+        return false;
+    }
+    if memory.cap.take().is_some() {
+        ctx.progress.note(&format!(
+            "memory: {} not applied: it starves wgpu's device memory on lavapipe, and this run is on {}",
+            crate::device::address_cap::CAP_MEMORY_AT_ENV,
+            ctx.device_info.backend.as_str()
+        ));
+    }
+    true
+}
 
 impl Drop for Learner {
     /// A model's `TRAINER_CAP_MEMORY_AT` cap ends with its training.
@@ -252,21 +266,12 @@ impl Learner {
 
     /// Applies the address-space cap of `TRAINER_CAP_MEMORY_AT` (once a model, on wgpu),
     /// saying so.
-    fn cap_memory(&mut self, memory: &MemoryPolicy, ctx: &Context) -> Result<()> {
+    fn cap_memory(&mut self, memory: &mut MemoryPolicy, ctx: &Context) -> Result<()> {
+        if drop_cap_off_wgpu(memory, ctx) {
+            return Ok(());
+        }
         if let Some(cap) = memory.cap.filter(|_| !self.capped) {
             self.capped = true;
-            if !crate::device::is_wgpu(ctx.device) {
-                // Once a run: it is the same for every model.
-                if CPU_NOTE.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    return Ok(());
-                }
-                ctx.progress.note(&format!(
-                    "memory: {} not applied: it starves wgpu's device memory on lavapipe, and this run is on {}",
-                    crate::device::address_cap::CAP_MEMORY_AT_ENV,
-                    ctx.device_info.backend.as_str()
-                ));
-                return Ok(());
-            }
             let limit = cap.apply(ctx.device)?;
             ctx.progress.note(&format!(
                 "memory: {} capped the address space at {} MiB before step {}",
@@ -279,10 +284,8 @@ impl Learner {
     }
 
     /// Says so when `TRAINER_CAP_MEMORY_AT` names a step the first epoch does not have.
-    fn note_cap_not_reached(&mut self, memory: &MemoryPolicy, ctx: &Context) {
-        if !crate::device::is_wgpu(ctx.device) {
-            // Not reached, but it would not apply here at all: say that instead.
-            let _ = self.cap_memory(memory, ctx);
+    fn note_cap_not_reached(&mut self, memory: &mut MemoryPolicy, ctx: &Context) {
+        if drop_cap_off_wgpu(memory, ctx) {
             return;
         }
         if let Some(cap) = memory.cap.filter(|_| !self.capped) {
