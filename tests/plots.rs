@@ -81,9 +81,21 @@ fn every_plot_reads_at_ten_long_class_names_and_thirty_epochs() {
     let loss = curves("loss", |e, val| {
         2.3 / e.sqrt() + if val { 0.1 } else { 0.0 }
     });
-    check(&at("loss_curve.png"), || {
+    let boxes = check(&at("loss_curve.png"), || {
         plots::draw_line_chart(&at("loss_curve.png"), &loss)
     });
+    // Everything plotters draws itself is recorded too: title, axis names, ticks, legend.
+    for text in [
+        "Training and validation loss",
+        "epoch",
+        "30",
+        "Tiny CNN val_loss",
+    ] {
+        assert!(
+            boxes.iter().any(|b| b.text == text),
+            "{text} not recorded: {boxes:?}"
+        );
+    }
     // Accuracy climbs into the upper right corner, where a legend on the plot sat.
     let accuracy = curves("accuracy", |e, val| {
         0.99 - 0.8 / e - if val { 0.02 } else { 0.0 }
@@ -227,4 +239,25 @@ fn every_plot_reads_at_ten_long_class_names_and_thirty_epochs() {
             .unwrap();
         }
     }
+}
+
+#[test]
+fn the_check_sees_text_drawn_over_other_text() {
+    let dir = temp();
+    let path = dir.path().join("clash.png");
+    let mut chart = LineChart::new("clash", "x", "y");
+    chart.series.push(Series {
+        label: "line".into(),
+        points: vec![(0.0, 0.0), (1.0, 1.0)],
+        dashed: false,
+        colour: 0,
+    });
+    chart.marks.push(((0.2, 0.5), "first mark".into()));
+    chart.marks.push(((0.21, 0.5), "second mark".into()));
+    let (result, boxes) = record_text(|| plots::draw_line_chart(&path, &chart));
+    result.unwrap();
+    assert_eq!(
+        overlapping(&boxes),
+        [("  first mark".to_string(), "  second mark".to_string())]
+    );
 }
