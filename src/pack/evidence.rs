@@ -1186,18 +1186,18 @@ fn readme_failures(out: &mut String, report: &Report) {
         out,
         "\nThe review samples are in `outputs/error_samples.csv` and, as pictures, in `curves/review_grid.png`.\n"
     );
-    let _ = writeln!(
-        out,
-        "Possible label issues: {}; they are listed highest loss first in `outputs/label_issues.csv` (part, label, predicted class and its probability, loss), and the first {} are pictured in `curves/top_losses.png`. A high-loss image is mislabelled, ambiguous, or a kind the model has not learnt: look at it before trusting its label.\n",
-        match report.label_issues.len() {
-            0 => "the kept model agrees with every training and validation label".to_string(),
-            n => format!(
-                "{n} training or validation image(s) the kept model puts in another class than their label (at most {})",
-                crate::config::LABEL_ISSUES
-            ),
-        },
-        crate::config::TOP_LOSS_PICTURES
-    );
+    let _ = match report.label_issues.len() {
+        0 => writeln!(
+            out,
+            "Possible label issues: none; the kept model agrees with every training and validation label (`outputs/label_issues.csv` has only its header, `curves/top_losses.png` says so).\n"
+        ),
+        n => writeln!(
+            out,
+            "Possible label issues: {n} training or validation image(s) the kept model puts in another class than their label (at most {}), highest loss first in `outputs/label_issues.csv` (part, label, predicted class and its probability, loss); the first {} are pictured in `curves/top_losses.png`. A high-loss image is mislabelled, ambiguous, or a kind the model has not learnt: look at it before trusting its label.\n",
+            crate::config::LABEL_ISSUES,
+            crate::config::TOP_LOSS_PICTURES
+        ),
+    };
 }
 
 /// Which epoch each model kept, and why its training ended.

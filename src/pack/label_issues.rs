@@ -74,7 +74,7 @@ pub fn draw_top_losses(
         "Top losses: the kept model agrees with every training and validation label".to_string()
     } else {
         format!(
-            "Top losses: {} training/validation images the kept model puts in another class",
+            "Top losses: {} training/validation image(s) the kept model puts in another class",
             cells.len()
         )
     };
