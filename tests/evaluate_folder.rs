@@ -141,6 +141,17 @@ fn other_classes_are_refused_naming_both_lists_and_other_sizes_are_converted_in_
     assert!(err.contains("diagonal, horizontal, vertical"), "{err}");
     assert!(!out.exists(), "nothing written");
 
+    // Unreadable images stop it before anything is written, counted and named.
+    let broken = labelled_folder(dir.path(), 2, 16, false);
+    fs::write(broken.join("vertical/zz_broken.png"), "not a picture").unwrap();
+    let output = evaluate(&checkpoint).data(&broken).out(&out).run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("1 image(s) cannot be read") && err.contains("zz_broken.png"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+
     // 32x32 colour files for a 16x16 grey checkpoint.
     let big = labelled_folder(dir.path(), 3, 32, true);
     let output = evaluate(&checkpoint)
