@@ -494,7 +494,14 @@ pub struct PredictArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Image files (PNG, JPEG, BMP); preprocessed as the checkpoint says.
+    /// Also write every prediction to this CSV file: path, predicted, confidence, and the
+    /// top 3 classes with their probabilities (rounded down to 4 decimals).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Image files (PNG, JPEG, BMP) and folders (every image file under them); preprocessed
+    /// as the checkpoint says. Folders of class subfolders named as the checkpoint's classes
+    /// also get the accuracy.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }
@@ -573,10 +580,19 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_size: u64,
 
-    /// The image folder the checkpoint was trained on, when it has moved since (its files
-    /// are still checked against the checkpoint's list).
+    /// A labelled folder to score (class subfolders named as the checkpoint's classes; a
+    /// folder with train/ and test/ is scored on its test/): accuracy, per-class precision,
+    /// recall and F1, confusion matrix and review grid, written to --out. The folder the
+    /// checkpoint was trained on (moved or not, unchanged) gives its recorded test set again.
     #[arg(long)]
     pub data: Option<PathBuf>,
+
+    /// Folder for the evaluation pack (README.md, outputs/per_class_metrics.csv, confusion
+    /// matrix CSV and PNG, error samples, review grid); with --data it defaults to
+    /// evaluation_run (an earlier evaluation there is replaced; another command's pack is
+    /// refused).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 
     /// Print only the results.
     #[arg(long)]

@@ -30,6 +30,21 @@ pub const ADAM_BETA_1: f32 = 0.9;
 /// Adam's decay of the second moment (PyTorch's and burn's default).
 pub const ADAM_BETA_2: f32 = 0.999;
 
+/// Label-issue evidence: the training and validation images listed in
+/// `outputs/label_issues.csv` (highest loss first) ...
+pub const LABEL_ISSUES: usize = 50;
+/// ... and how many of them `curves/top_losses.png` shows as pictures.
+pub const TOP_LOSS_PICTURES: usize = 16;
+
+/// `trainer evaluate --data`: the output folder when `--out` is not given.
+pub const EVALUATION_OUT: &str = "evaluation_run";
+
+/// `trainer predict`: images decoded and classified at a time (memory stays bounded on big
+/// folders) ...
+pub const PREDICT_BATCH: usize = 256;
+/// ... and the classes each prediction lists with their probabilities.
+pub const PREDICT_TOP: usize = 3;
+
 /// What decides the best epoch and early stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

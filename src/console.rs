@@ -78,6 +78,15 @@ impl Console {
         self.with_bar_suspended(|| warn(line));
     }
 
+    /// An error line on stderr (`trainer: error: ...`) for one item of many, when the run
+    /// goes on with the others: always printed.
+    pub fn error(&self, line: &str) {
+        self.with_bar_suspended(|| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "trainer: error: {line}");
+        });
+    }
+
     fn with_bar_suspended(&self, f: impl FnOnce()) {
         let bar = self.bar.lock().ok().and_then(|b| b.clone());
         match bar {

@@ -7,8 +7,10 @@
 //!   compare, devices, sweep): flags in, configuration built, run, result printed.
 //! - [`pack`]: the evidence pack's writers (CSV, JSON, Markdown, plots) and the output
 //!   folder's safety (staging, marker, lock, atomic writes); [`report`] is what they read.
-//! - [`train`]: the one training loop, evaluation and the best epoch; [`memory`] decides
-//!   batch sizes.
+//! - [`train`]: the one training loop, evaluation, the best epoch, per-class metrics and
+//!   label issues; [`memory`] decides batch sizes.
+//! - [`inference`]: a checkpoint alone scored on its recorded test set or on a labelled
+//!   folder, and images classified in batches (`evaluate`, `predict`).
 //! - [`model`]: the two networks and their checkpoints; [`data`]: stripe images and image
 //!   folders.
 //! - [`device`]: choosing and describing the backend, and the hand-written CPU and GPU
@@ -26,6 +28,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod export;
+pub mod inference;
 pub mod interrupt;
 pub mod memory;
 pub mod model;

@@ -65,6 +65,9 @@ pub struct Report {
     /// Indices into `models`, best first (test accuracy, then best val accuracy).
     pub ranking: Vec<usize>,
     pub shapes: ShapeTrace,
+    /// The training and validation images the best model most confidently puts in another
+    /// class than their label, highest loss first.
+    pub label_issues: Vec<crate::train::label_issues::LabelIssue>,
     pub memory_events: Vec<MemoryEvent>,
     pub started_unix: u64,
     pub wall_seconds: f64,

@@ -636,7 +636,6 @@ fn charts(report: &BenchReport) -> Vec<LineChart> {
             "samples per second",
         );
         chart.log2_x = true;
-        chart.legend_lower_right = true;
         for (i, backend) in report.config.backends.iter().enumerate() {
             chart.series.push(Series {
                 label: format!("{} / {model}", backend.as_str()),

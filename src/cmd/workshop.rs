@@ -116,6 +116,13 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
 
     let trained = train_models(&settings, &splits, &opened, &mut memory, &ctx, console)?;
     let (models, ranking) = test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
+    let label_issues = train::label_issues::find(
+        &models[ranking[0]].trained,
+        [(data::Part::Train, &splits.train), (data::Part::Val, &splits.val)],
+        splits.classes.len(),
+        &mut memory,
+        &ctx,
+    )?;
     let gpu_kernels = models.iter().any(|m| m.trained.engine.summary_on_device);
     let cpu_kernels = models
         .iter()
@@ -137,6 +144,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         models,
         ranking,
         shapes,
+        label_issues,
         memory_events: memory.events.clone(),
         started_unix,
         wall_seconds: 0.0,

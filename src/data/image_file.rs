@@ -24,9 +24,14 @@ pub fn read_image(path: &Path, size: usize, channels: usize) -> Result<Vec<f32>,
 /// Decodes an image file's bytes as `channels` (1 or 3) x `size` x `size` values in [0, 1].
 pub fn decode_image(bytes: &[u8], size: usize, channels: usize) -> Result<Vec<f32>, String> {
     let decoded = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+    Ok(convert(&decoded, size, channels))
+}
+
+/// A decoded image as `channels` (1 or 3) x `size` x `size` values in [0, 1].
+pub fn convert(decoded: &image::DynamicImage, size: usize, channels: usize) -> Vec<f32> {
     let resized = decoded.resize_exact(size as u32, size as u32, FilterType::Triangle);
     if channels == 1 {
-        return Ok(resized.to_luma32f().into_raw());
+        return resized.to_luma32f().into_raw();
     }
     // Interleaved RGB to one plane a channel.
     let rgb = resized.to_rgb32f().into_raw();
@@ -37,7 +42,7 @@ pub fn decode_image(bytes: &[u8], size: usize, channels: usize) -> Result<Vec<f3
             out[c * plane + i] = *v;
         }
     }
-    Ok(out)
+    out
 }
 
 /// Whether an image file has colour: a colour type with colour, and a pixel whose channels

@@ -19,12 +19,13 @@ use crate::report::{ModelRun, Report, round4};
 use crate::train::Prediction;
 
 /// The evidence files, relative to the pack folder, in the order the README lists them.
-pub const FILES: [&str; 21] = [
+pub const FILES: [&str; 23] = [
     "README.md",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
     "outputs/confusion_matrix.csv",
     "outputs/error_samples.csv",
+    "outputs/label_issues.csv",
     "outputs/metrics_summary.json",
     "outputs/run_info.json",
     "outputs/epoch_timing.csv",
@@ -35,6 +36,7 @@ pub const FILES: [&str; 21] = [
     "curves/lr_schedule.png",
     "curves/confusion_matrix.png",
     "curves/review_grid.png",
+    "curves/top_losses.png",
     "checkpoints/best_model.bpk",
     "checkpoints/best_model.json",
     "checkpoints/best_model.safetensors",
@@ -74,6 +76,7 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
     )?;
     plots::draw_line_chart(&staging.path("curves/lr_schedule.png")?, &lr_chart(report))?;
     draw_review_grid(staging, report)?;
+    write_label_issues(staging, report)?;
     draw_confusion_of(&staging.path("curves/confusion_matrix.png")?, report, best)?;
     write_checkpoint(staging, report)?;
     super::board::write_runs(staging, report)?;
@@ -226,14 +229,7 @@ pub fn model_comparison_csv(report: &Report) -> Result<String> {
     csv_text(rows)
 }
 
-/// Counts[actual][predicted].
-pub fn confusion_counts(predictions: &[Prediction], classes: usize) -> Vec<Vec<usize>> {
-    let mut counts = vec![vec![0; classes]; classes];
-    for p in predictions {
-        counts[p.actual][p.predicted] += 1;
-    }
-    counts
-}
+pub use crate::train::metrics::confusion_counts;
 
 /// outputs/confusion_matrix.csv: `actual/predicted` then one column per class.
 pub fn confusion_csv(classes: &[String], counts: &[Vec<usize>]) -> Result<String> {
@@ -607,6 +603,27 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     staging.write(&format!("checkpoints/{}", export::ONNX_FILE), exports.onnx)
 }
 
+/// outputs/label_issues.csv and curves/top_losses.png: the training and validation images
+/// the kept model most confidently puts in another class.
+fn write_label_issues(staging: &Staging, report: &Report) -> Result<()> {
+    use super::label_issues::{Pictures, draw_top_losses, label_issues_csv};
+    staging.write(
+        "outputs/label_issues.csv",
+        label_issues_csv(&report.label_issues, &report.classes)?,
+    )?;
+    let pictures = Pictures {
+        size: report.test_set.image_size,
+        channels: report.test_set.channels,
+        normalization: &report.normalization,
+    };
+    draw_top_losses(
+        &staging.path("curves/top_losses.png")?,
+        &report.label_issues,
+        &report.classes,
+        &pictures,
+    )
+}
+
 /// curves/review_grid.png: the review samples as images, captioned.
 fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
     draw_review_grid_of(
@@ -618,44 +635,73 @@ fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
 
 /// The review grid of one model's test predictions, drawn into `path`.
 pub fn draw_review_grid_of(path: &std::path::Path, report: &Report, best: &ModelRun) -> Result<()> {
-    let rows = review_rows(&best.test.predictions);
-    let images: std::collections::HashMap<&str, &[f32]> = report
-        .test_set
+    let review = Review {
+        model: best.spec.display_name(),
+        part: "test",
+        predictions: &best.test.predictions,
+        images: &report.test_set,
+        normalization: &report.normalization,
+        classes: &report.classes,
+    };
+    draw_review_grid_from(path, &review)
+}
+
+/// What a review grid shows: one model's predictions on one set of images.
+pub struct Review<'a> {
+    pub model: String,
+    /// The set, as the title names it ("test").
+    pub part: &'a str,
+    pub predictions: &'a [Prediction],
+    pub images: &'a crate::data::ImageDataset,
+    pub normalization: &'a crate::data::Normalization,
+    pub classes: &'a [String],
+}
+
+/// An image as a grid shows it: gray as the model saw it (each picture is scaled to its own
+/// range), colour as it was read (normalization undone).
+pub fn grid_pixels<'a>(
+    pixels: &'a [f32],
+    channels: usize,
+    normalization: &crate::data::Normalization,
+) -> std::borrow::Cow<'a, [f32]> {
+    match channels {
+        1 => std::borrow::Cow::Borrowed(pixels),
+        _ => std::borrow::Cow::Owned(normalization.undo(pixels)),
+    }
+}
+
+/// The review samples of `review` as images, captioned, drawn into `path`.
+pub fn draw_review_grid_from(path: &std::path::Path, review: &Review) -> Result<()> {
+    let rows = review_rows(review.predictions);
+    let images: std::collections::HashMap<&str, &[f32]> = review
+        .images
         .samples
         .iter()
         .map(|s| (s.sample_id.as_str(), s.image.as_slice()))
         .collect();
+    let (classes, set) = (review.classes, review.images);
     let cells: Vec<plots::GridCell> = rows
         .iter()
         .filter_map(|(p, _)| {
-            images
-                .get(p.sample_id.as_str())
-                .map(|pixels| plots::GridCell {
-                    // Colour is drawn as it was read (normalization undone); gray as before.
-                    pixels: match report.test_set.channels {
-                        1 => std::borrow::Cow::Borrowed(*pixels),
-                        _ => std::borrow::Cow::Owned(report.normalization.undo(pixels)),
-                    },
-                    size: report.test_set.image_size,
-                    channels: report.test_set.channels,
-                    caption: vec![
-                        format!("actual: {}", report.classes[p.actual]),
-                        format!(
-                            "predicted: {} ({:.2})",
-                            report.classes[p.predicted], p.confidence
-                        ),
-                        short_id(&p.sample_id),
-                    ],
-                })
+            images.get(p.sample_id.as_str()).map(|pixels| plots::GridCell {
+                pixels: grid_pixels(pixels, set.channels, review.normalization),
+                size: set.image_size,
+                channels: set.channels,
+                caption: vec![
+                    format!("actual: {}", classes[p.actual]),
+                    format!("predicted: {} ({:.2})", classes[p.predicted], p.confidence),
+                    short_id(&p.sample_id),
+                ],
+            })
         })
         .collect();
     let title = match rows.first() {
         Some((_, reason)) if *reason == "wrong prediction" => {
-            format!("{}: wrong test predictions", best.spec.display_name())
+            format!("{}: wrong {} predictions", review.model, review.part)
         }
         _ => format!(
-            "{}: lowest-confidence correct test predictions",
-            best.spec.display_name()
+            "{}: lowest-confidence correct {} predictions",
+            review.model, review.part
         ),
     };
     plots::draw_image_grid(path, &title, &cells)
@@ -684,7 +730,8 @@ pub fn draw_confusion_of(path: &std::path::Path, report: &Report, run: &ModelRun
     )
 }
 
-fn short_id(id: &str) -> String {
+/// A sample id short enough for a caption: its last 21 characters after "...".
+pub fn short_id(id: &str) -> String {
     let chars: Vec<char> = id.chars().collect();
     if chars.len() <= 24 {
         id.to_string()
@@ -1139,6 +1186,18 @@ fn readme_failures(out: &mut String, report: &Report) {
         out,
         "\nThe review samples are in `outputs/error_samples.csv` and, as pictures, in `curves/review_grid.png`.\n"
     );
+    let _ = match report.label_issues.len() {
+        0 => writeln!(
+            out,
+            "Possible label issues: none; the kept model agrees with every training and validation label (`outputs/label_issues.csv` has only its header, `curves/top_losses.png` says so).\n"
+        ),
+        n => writeln!(
+            out,
+            "Possible label issues: {n} training or validation image(s) the kept model puts in another class than their label (at most {}), highest loss first in `outputs/label_issues.csv` (part, label, predicted class and its probability, loss); the first {} are pictured in `curves/top_losses.png`. A high-loss image is mislabelled, ambiguous, or a kind the model has not learnt: look at it before trusting its label.\n",
+            crate::config::LABEL_ISSUES,
+            crate::config::TOP_LOSS_PICTURES
+        ),
+    };
 }
 
 /// Which epoch each model kept, and why its training ended.

@@ -4,7 +4,10 @@
 //! from writing the same pack at once.
 
 pub mod board;
+pub mod canvas;
+pub mod evaluation;
 pub mod evidence;
+pub mod label_issues;
 pub mod plots;
 pub mod tensorboard;
 
@@ -25,6 +28,7 @@ pub enum PackKind {
     Bench,
     Parity,
     LrFind,
+    Evaluation,
 }
 
 impl PackKind {
@@ -34,6 +38,7 @@ impl PackKind {
             PackKind::Bench => "bench",
             PackKind::Parity => "parity",
             PackKind::LrFind => "lr-find",
+            PackKind::Evaluation => "evaluation",
         }
     }
 
@@ -44,6 +49,7 @@ impl PackKind {
             PackKind::Bench => "trainer bench",
             PackKind::Parity => "trainer parity",
             PackKind::LrFind => "trainer lr-find",
+            PackKind::Evaluation => "trainer evaluate",
         }
     }
 
@@ -53,6 +59,7 @@ impl PackKind {
             PackKind::Bench,
             PackKind::Parity,
             PackKind::LrFind,
+            PackKind::Evaluation,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)

@@ -13,8 +13,10 @@
 mod best;
 pub mod engine;
 mod evaluate;
+pub mod label_issues;
 mod learner;
 pub mod lr_range;
+pub mod metrics;
 pub mod select;
 mod step;
 mod weights;
