@@ -15,6 +15,7 @@ use burn::prelude::*;
 
 pub mod folder;
 pub mod image_file;
+pub mod layout;
 pub mod manifest;
 pub mod split;
 
