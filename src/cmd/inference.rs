@@ -216,7 +216,7 @@ pub fn predict_files(
             Ok(mut image) => {
                 meta.normalization.apply(&mut image);
                 samples.push(data::Sample {
-                    image,
+                    image: image.into(),
                     label: 0, // unknown: the loss of this evaluation means nothing
                     sample_id: file.display().to_string(),
                     recipe: None,

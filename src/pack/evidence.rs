@@ -67,6 +67,12 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
     staging.write("outputs/epoch_timing.csv", epoch_timing_csv(report)?)?;
     staging.write("outputs/memory_events.csv", memory_events_csv(report)?)?;
     staging.write("outputs/config.json", report.config.settings.to_json()?)?;
+    if report.config.settings.data.is_some() {
+        staging.write(
+            "outputs/data_issues.csv",
+            csv_text(crate::data::issues::rows(&report.data_issues))?,
+        )?;
+    }
     plots::draw_line_chart(&staging.path("curves/loss_curve.png")?, &loss_chart(report))?;
     plots::draw_line_chart(
         &staging.path("curves/accuracy_curve.png")?,
@@ -362,6 +368,10 @@ struct RunInfo<'a> {
     skipped_files: usize,
     /// The channels the images were read with, and why (`--color`).
     color: &'a crate::data::folder::ColorChoice,
+    /// An image folder's layout, where each part came from and its size, what was decoded.
+    data_folder: Option<&'a crate::data::load::FolderSummary>,
+    /// Files of an image folder left out or merged (rows of outputs/data_issues.csv).
+    data_issues: usize,
     max_grad_norm: f32,
     optimizer: String,
     memory_limit_bytes: Option<u64>,
@@ -413,6 +423,8 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         normalization: report.normalization.clone(),
         skipped_files: report.skipped.len(),
         color: &report.color,
+        data_folder: report.data_folder.as_ref(),
+        data_issues: report.data_issues.len(),
         max_grad_norm: crate::config::MAX_GRAD_NORM,
         optimizer: c.settings.recipe().describe(
             (crate::config::ADAM_BETA_1, crate::config::ADAM_BETA_2),
@@ -623,7 +635,7 @@ pub fn draw_review_grid_of(path: &std::path::Path, report: &Report, best: &Model
         .test_set
         .samples
         .iter()
-        .map(|s| (s.sample_id.as_str(), s.image.as_slice()))
+        .map(|s| (s.sample_id.as_str(), &s.image[..]))
         .collect();
     let cells: Vec<plots::GridCell> = rows
         .iter()
@@ -1005,6 +1017,24 @@ fn readme_results(out: &mut String, report: &Report) {
         c.settings.seed,
         report.classes.join(", ")
     );
+    if let Some(folder) = &report.data_folder {
+        let _ = writeln!(out, "- Layout: {}.", folder.layout);
+        for origin in &folder.origins {
+            let _ = writeln!(
+                out,
+                "  - {}: {} images from {}.",
+                origin.part.as_str(),
+                origin.images,
+                origin.from
+            );
+        }
+        let _ = writeln!(
+            out,
+            "- Decoded: {}. Files left out or merged (copies, unreadable files): {}, each a row of `outputs/data_issues.csv`.",
+            folder.decoded,
+            report.data_issues.len()
+        );
+    }
     let _ = writeln!(
         out,
         "- Preprocessing: {}.",
