@@ -78,7 +78,8 @@ def dirty_up(paths, rng, root):
         with open(path, "rb") as src, open(base + " (1)" + ext, "wb") as dst:
             dst.write(src.read())
     for path in pyrng.sample(paths, n):
-        other = pyrng.choice(CLASSES)
+        own = os.path.basename(os.path.dirname(path))
+        other = pyrng.choice([c for c in CLASSES if c != own])
         with open(path, "rb") as src:
             data = src.read()
         with open(os.path.join(root, other, "copied-" + os.path.basename(path)), "wb") as dst:

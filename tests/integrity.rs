@@ -128,9 +128,10 @@ fn hidden_entries_copies_hard_links_and_packs_are_never_read_as_data() {
     );
     let (_, rows) = read_csv(&pack.join("outputs/data_issues.csv"));
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0][0], "diagonal/diagonal_006.png");
+    // The original name is kept (the shorter path), the copy listed.
+    assert_eq!(rows[0][0], "diagonal/copy of diagonal_006.png");
     assert_eq!(rows[0][1], "duplicate");
-    assert!(rows[0][2].contains("'diagonal/copy of diagonal_006.png', which is kept"));
+    assert!(rows[0][2].contains("'diagonal/diagonal_006.png', which is kept"));
     assert_eq!(
         checkpoint_meta(&pack)["data_manifest"]["files"]
             .as_array()

@@ -127,12 +127,19 @@ fn conflict(
     Ok(())
 }
 
-/// Copies of one class: the one in the latest split (the first path among equals) is kept.
+/// Copies of one class: the one in the latest split is kept; among equals the shortest path
+/// (`photo.png` over `photo (1).png`), then the first.
 fn merge(files: &[Member], group: &[usize], keep: &mut [bool], issues: &mut Vec<DataIssue>) {
     let kept = group
         .iter()
         .copied()
-        .max_by(|&a, &b| files[a].rank.cmp(&files[b].rank).then(b.cmp(&a)))
+        .max_by(|&a, &b| {
+            let (x, y) = (&files[a], &files[b]);
+            x.rank
+                .cmp(&y.rank)
+                .then(y.id.len().cmp(&x.id.len()))
+                .then(b.cmp(&a))
+        })
         .unwrap_or(group[0]);
     for &j in group.iter().filter(|&&j| j != kept) {
         keep[j] = false;

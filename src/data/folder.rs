@@ -70,7 +70,8 @@ fn id_of(path: &Path, root: &Path) -> String {
 /// What an entry is, without following a link except to say what it points at.
 enum Entry {
     Folder,
-    File,
+    /// A file, reached through a link to it or not, and what identifies the file itself.
+    File { link: bool, identity: FileIdentity },
     LinkToFolder,
     Broken,
     /// A name starting with a dot: editor and notebook copies (`.ipynb_checkpoints`), macOS
@@ -83,7 +84,7 @@ enum Entry {
 /// Why an entry that is not read is skipped, as the skipped list says it.
 fn skip_reason(entry: &Entry) -> Option<&'static str> {
     match entry {
-        Entry::Folder | Entry::File => None,
+        Entry::Folder | Entry::File { .. } => None,
         Entry::LinkToFolder => Some(FOLDER_LINK),
         Entry::Broken => Some("a broken link or an unreadable entry"),
         Entry::Hidden => {
@@ -93,6 +94,7 @@ fn skip_reason(entry: &Entry) -> Option<&'static str> {
     }
 }
 
+/// What `path` is, with one look at it (two for a link).
 fn entry_kind(path: &Path) -> Entry {
     if path
         .file_name()
@@ -100,17 +102,22 @@ fn entry_kind(path: &Path) -> Entry {
     {
         return Entry::Hidden;
     }
-    if path.join(PACK_MARKER).is_file() {
-        return Entry::Pack;
-    }
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => match fs::metadata(path) {
             Ok(target) if target.is_dir() => Entry::LinkToFolder,
-            Ok(_) => Entry::File,
+            Ok(target) => Entry::File {
+                link: true,
+                identity: file_identity(&target, path),
+            },
             Err(_) => Entry::Broken,
         },
+        // Only a folder can be a pack: files cost no second look.
+        Ok(m) if m.is_dir() && path.join(PACK_MARKER).is_file() => Entry::Pack,
         Ok(m) if m.is_dir() => Entry::Folder,
-        Ok(_) => Entry::File,
+        Ok(m) => Entry::File {
+            link: false,
+            identity: file_identity(&m, path),
+        },
         Err(_) => Entry::Broken,
     }
 }
@@ -125,10 +132,12 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// A file the walk found: its path and whether it was reached through a link to it.
+/// A file the walk found: its path, whether it was reached through a link to it, and what
+/// identifies the file itself.
 struct Candidate {
     path: PathBuf,
     link: bool,
+    identity: FileIdentity,
 }
 
 /// Every file under `dir` (links to files included, links to folders skipped), sorted.
@@ -141,8 +150,9 @@ fn files_under(
     for path in sorted_entries(dir)? {
         match entry_kind(&path) {
             Entry::Folder => files_under(&path, root, out, skipped)?,
-            Entry::File => out.push(Candidate {
-                link: fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()),
+            Entry::File { link, identity } => out.push(Candidate {
+                link,
+                identity,
                 path,
             }),
             other => skipped.push((
@@ -161,7 +171,7 @@ fn class_folders(root: &Path, skipped: &mut Vec<(String, String)>) -> Result<Vec
     for path in sorted_entries(root)? {
         match entry_kind(&path) {
             Entry::Folder => class_dirs.push(path),
-            Entry::File => {
+            Entry::File { .. } => {
                 skipped.push((id_of(&path, root), "not inside a class folder".to_string()))
             }
             other => skipped.push((
@@ -177,19 +187,26 @@ fn class_folders(root: &Path, skipped: &mut Vec<(String, String)>) -> Result<Vec
 /// alike), the canonical path elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum FileIdentity {
+    #[cfg_attr(not(unix), allow(dead_code))]
     Inode(u64, u64),
+    #[cfg_attr(unix, allow(dead_code))]
     Path(PathBuf),
 }
 
-fn file_identity(path: &Path) -> FileIdentity {
+/// The identity of the file at `path`, whose metadata (of the file itself, not of a link to
+/// it) is `m`.
+fn file_identity(m: &fs::Metadata, path: &Path) -> FileIdentity {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        if let Ok(m) = fs::metadata(path) {
-            return FileIdentity::Inode(m.dev(), m.ino());
-        }
+        let _ = path;
+        FileIdentity::Inode(m.dev(), m.ino())
     }
-    FileIdentity::Path(fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        FileIdentity::Path(fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    }
 }
 
 /// Walks an image folder of class folders: its classes, and every image file once, with ids
@@ -237,7 +254,7 @@ pub fn list_classes(dir: &Path, ids_from: &Path) -> Result<Listing> {
                 ));
                 continue;
             }
-            let identity = file_identity(&candidate.path);
+            let identity = candidate.identity.clone();
             found.push((label, candidate, identity));
         }
     }

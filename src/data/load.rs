@@ -42,6 +42,8 @@ pub struct SplitOrigin {
 /// from, and the modes and sizes decoded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FolderSummary {
+    /// Whether the folder came split (train/ and test/).
+    pub pre_split: bool,
     pub layout: String,
     pub origins: Vec<SplitOrigin>,
     /// "60000 images read: 60000 rgb 8-bit; 0 resized to 32x32".
@@ -105,6 +107,7 @@ pub fn folder_splits(config: &DataConfig, progress: &dyn Progress) -> Result<Spl
     let parts = assign_parts(&kept, &classes, config, &layout)?;
     let origins = origins(&layout, &parts, config);
     let summary = FolderSummary {
+        pre_split: layout.is_pre_split(),
         layout: layout.describe(),
         origins,
         decoded: decode::summary(kept.iter().map(|i| &i.decoded), config.image_size),

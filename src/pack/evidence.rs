@@ -1007,14 +1007,21 @@ fn readme_results(out: &mut String, report: &Report) {
         ),
         None => format!("stripe images, {} per class", c.settings.samples_per_class),
     };
+    let split = match &report.data_folder {
+        Some(folder) if folder.pre_split => {
+            format!("the folder's own splits, seed {}", c.settings.seed)
+        }
+        _ => format!(
+            "split {:?} within each class, seed {}",
+            c.settings.split, c.settings.seed
+        ),
+    };
     let _ = writeln!(
         out,
-        "- Data: {source}; {} train / {} val / {} test samples (split {:?} within each class, seed {}); classes {}.",
+        "- Data: {source}; {} train / {} val / {} test samples ({split}); classes {}.",
         report.split_sizes[0],
         report.split_sizes[1],
         report.split_sizes[2],
-        c.settings.split,
-        c.settings.seed,
         report.classes.join(", ")
     );
     if let Some(folder) = &report.data_folder {
