@@ -1024,24 +1024,7 @@ fn readme_results(out: &mut String, report: &Report) {
         report.split_sizes[2],
         report.classes.join(", ")
     );
-    if let Some(folder) = &report.data_folder {
-        let _ = writeln!(out, "- Layout: {}.", folder.layout);
-        for origin in &folder.origins {
-            let _ = writeln!(
-                out,
-                "  - {}: {} images from {}.",
-                origin.part.as_str(),
-                origin.images,
-                origin.from
-            );
-        }
-        let _ = writeln!(
-            out,
-            "- Decoded: {}. Files left out or merged (copies, unreadable files): {}, each a row of `outputs/data_issues.csv`.",
-            folder.decoded,
-            report.data_issues.len()
-        );
-    }
+    readme_folder(out, report);
     let _ = writeln!(
         out,
         "- Preprocessing: {}.",
@@ -1055,6 +1038,30 @@ fn readme_results(out: &mut String, report: &Report) {
         } else {
             "none"
         }
+    );
+}
+
+/// An image folder's layout, where each part came from and its size, what was decoded, and
+/// how many files were left out or merged.
+fn readme_folder(out: &mut String, report: &Report) {
+    let Some(folder) = &report.data_folder else {
+        return;
+    };
+    let _ = writeln!(out, "- Layout: {}.", folder.layout);
+    for origin in &folder.origins {
+        let _ = writeln!(
+            out,
+            "  - {}: {} images from {}.",
+            origin.part.as_str(),
+            origin.images,
+            origin.from
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- Decoded: {}. Files left out or merged (copies, unreadable files): {}, each a row of `outputs/data_issues.csv`.",
+        folder.decoded,
+        report.data_issues.len()
     );
 }
 
