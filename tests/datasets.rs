@@ -302,3 +302,46 @@ fn images_of_mixed_sizes_and_modes_are_converted() {
     assert!(out.contains("2 resized to 12x12"), "{out}");
     assert!(out.contains("rgb (3 channels)"), "{out}");
 }
+
+#[test]
+fn a_sweep_over_a_pre_split_folder_draws_each_val_fraction() {
+    let dir = temp();
+    let data = pre_split(dir.path(), 8, 2);
+    let toml = format!(
+        "backend = \"cpu\"\nmodels = [\"baseline\"]\nepochs_baseline = 1\nimage_size = 12\ndata = {:?}\nval_fraction = [0.25, 0.5]\n",
+        data.display().to_string()
+    );
+    sweep_plan(dir.path(), &toml, "grid").run_ok();
+    let grid = dir.path().join("grid");
+    trainer()
+        .subcommand("sweep run")
+        .arg(&grid)
+        .args(["--local", "--jobs", "1"])
+        .run_ok();
+    let mut vals: Vec<u64> = fs::read_dir(grid.join("runs"))
+        .unwrap()
+        .map(|run| {
+            let info: serde_json::Value = serde_json::from_str(
+                &fs::read_to_string(run.unwrap().path().join("outputs/run_info.json")).unwrap(),
+            )
+            .unwrap();
+            info["data_folder"]["origins"][1]["images"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    vals.sort();
+    // 8 training images a class: 2 (25%) or 4 (50%) of each of 3 classes.
+    assert_eq!(vals, [6, 12]);
+    // --split in a sweep over a pre-split folder: the task fails, its log saying why.
+    let toml = toml.replace("val_fraction = [0.25, 0.5]", "split = [0.5, 0.25, 0.25]");
+    sweep_plan(dir.path(), &toml, "bad").run_ok();
+    let output = trainer()
+        .subcommand("sweep run")
+        .arg(dir.path().join("bad"))
+        .args(["--local", "--jobs", "1"])
+        .run();
+    assert!(!output.status.success());
+    let log = fs::read_to_string(dir.path().join("bad/logs/task-0000.log")).unwrap();
+    assert!(log.contains("is already split"), "{log}");
+}
