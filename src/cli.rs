@@ -244,7 +244,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Settings::default().lr_cnn, allow_negative_numbers = true)]
     pub lr_cnn: f64,
 
-    /// Images generated per class (split 60/20/20 into train/val/test).
+    /// Stripe images generated per class (split 60/20/20 into train/val/test); with --data,
+    /// use --max-per-class (this flag is refused there).
     #[arg(long, default_value_t = Settings::default().samples_per_class)]
     pub samples_per_class: usize,
 
