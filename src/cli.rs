@@ -192,7 +192,8 @@ pub struct RunArgs {
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
     /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, color,
     /// cnn_widths, overfit_batches, optimizer, weight_decay, momentum, nesterov, schedule,
-    /// warmup_epochs, label_smoothing, backend). Flags given on the command line win. A pack's
+    /// warmup_epochs, label_smoothing, val_fraction, max_per_class, strict_data,
+    /// skip_bad_images, backend). Flags given on the command line win. A pack's
     /// outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -243,7 +244,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Settings::default().lr_cnn, allow_negative_numbers = true)]
     pub lr_cnn: f64,
 
-    /// Images generated per class (split 60/20/20 into train/val/test).
+    /// Stripe images generated per class (split 60/20/20 into train/val/test); with --data,
+    /// use --max-per-class (this flag is refused there).
     #[arg(long, default_value_t = Settings::default().samples_per_class)]
     pub samples_per_class: usize,
 
@@ -260,6 +262,26 @@ pub struct TrainArgs {
     /// per class (stratified) for an image folder.
     #[arg(long, default_value = default_split(), value_parser = parse_split)]
     pub split: [f64; 3],
+
+    /// A pre-split --data folder (train/ and test/ inside) without a val/ folder: the share
+    /// of train/ drawn as validation, per class, with --seed (--split is refused there).
+    #[arg(long, default_value_t = Settings::default().val_fraction)]
+    pub val_fraction: f64,
+
+    /// A --data folder: at most N images of each class from each folder, drawn with --seed,
+    /// for a quick run on a big folder (--samples-per-class is the stripes').
+    #[arg(long, value_name = "N")]
+    pub max_per_class: Option<usize>,
+
+    /// A --data folder: refuse byte-identical images in two classes (by default they are left
+    /// out of training and evaluation and listed in outputs/data_issues.csv).
+    #[arg(long)]
+    pub strict_data: bool,
+
+    /// A --data folder: train on the images that can be read and list the others in
+    /// outputs/data_issues.csv (by default an unreadable image stops the run, naming it).
+    #[arg(long)]
+    pub skip_bad_images: bool,
 
     /// Which models to train, comma-separated, in order.
     #[arg(
@@ -378,6 +400,10 @@ impl TrainArgs {
             schedule: self.schedule,
             warmup_epochs: self.warmup_epochs,
             label_smoothing: self.label_smoothing,
+            val_fraction: self.val_fraction,
+            max_per_class: self.max_per_class,
+            strict_data: self.strict_data,
+            skip_bad_images: self.skip_bad_images,
         }
     }
 }

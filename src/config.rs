@@ -24,6 +24,14 @@ pub const OVERFIT_LOSS: f64 = 0.05;
 /// Adam's epsilon (PyTorch's default; the workshop's optimizer).
 pub const ADAM_EPSILON: f32 = 1e-8;
 
+/// A pre-split folder without a val folder: the share of train drawn as validation
+/// (`--val-fraction`).
+pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
+
+fn default_val_fraction() -> f64 {
+    DEFAULT_VAL_FRACTION
+}
+
 /// Adam's decay of the first moment (PyTorch's and burn's default).
 pub const ADAM_BETA_1: f32 = 0.9;
 
@@ -174,6 +182,22 @@ pub struct Settings {
     /// Label smoothing of the training loss, as PyTorch's CrossEntropyLoss defines it.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// A pre-split folder (train/ and test/) without a val folder: the share of train drawn
+    /// as validation, stratified and seeded.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// An image folder: at most this many images of each class from each folder (a quick
+    /// run on a big folder), drawn with the seed.
+    #[serde(default)]
+    pub max_per_class: Option<usize>,
+    /// Refuse an image folder whose byte-identical copies carry different labels (by
+    /// default they are left out and listed in outputs/data_issues.csv).
+    #[serde(default)]
+    pub strict_data: bool,
+    /// Train on the readable images of a folder and list the others in
+    /// outputs/data_issues.csv (by default an unreadable image stops the run).
+    #[serde(default)]
+    pub skip_bad_images: bool,
 }
 
 /// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
@@ -209,6 +233,10 @@ impl Default for Settings {
             schedule: recipe.schedule,
             warmup_epochs: recipe.warmup_epochs,
             label_smoothing: recipe.label_smoothing,
+            val_fraction: DEFAULT_VAL_FRACTION,
+            max_per_class: None,
+            strict_data: false,
+            skip_bad_images: false,
         }
     }
 }
@@ -229,6 +257,10 @@ impl Settings {
                 Color::Gray
             },
             split_rule: crate::data::SplitRule::Stratified,
+            val_fraction: self.val_fraction,
+            max_per_class: self.max_per_class,
+            strict_data: self.strict_data,
+            skip_bad_images: self.skip_bad_images,
         }
     }
 
@@ -405,10 +437,49 @@ impl Settings {
                 .check_image_size(self.image_size)
                 .map_err(TrainerError::bad_input)?;
         }
+        self.validate_folder_flags()?;
         if self.data.is_none() && self.color == Color::Rgb {
             return Err(TrainerError::bad_input(
                 "--color rgb needs an image folder (--data): the stripe images are grayscale",
             ));
+        }
+        Ok(())
+    }
+
+    /// The image folder's flags: `--samples-per-class` is the stripes' (a folder takes
+    /// `--max-per-class`), and the folder's own flags need a folder.
+    fn validate_folder_flags(&self) -> Result<()> {
+        let defaults = Settings::default();
+        if self.data.is_some() && self.samples_per_class != defaults.samples_per_class {
+            return Err(TrainerError::bad_input(format!(
+                "--samples-per-class {} applies to the stripe images only; with --data use --max-per-class {} to take at most that many images of each class",
+                self.samples_per_class, self.samples_per_class
+            )));
+        }
+        if self.max_per_class == Some(0) {
+            return Err(TrainerError::bad_input(
+                "--max-per-class must be at least 1",
+            ));
+        }
+        if !(self.val_fraction.is_finite() && self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return Err(TrainerError::bad_input(format!(
+                "--val-fraction must be between 0 and 1 (exclusive), got {}",
+                self.val_fraction
+            )));
+        }
+        if self.data.is_none() {
+            for (given, flag) in [
+                (self.max_per_class.is_some(), "--max-per-class"),
+                (self.strict_data, "--strict-data"),
+                (self.skip_bad_images, "--skip-bad-images"),
+                (self.val_fraction != defaults.val_fraction, "--val-fraction"),
+            ] {
+                if given {
+                    return Err(TrainerError::bad_input(format!(
+                        "{flag} applies to an image folder (--data); the stripe images have none"
+                    )));
+                }
+            }
         }
         Ok(())
     }

@@ -61,6 +61,10 @@ pub struct Report {
     pub manifest: Option<data::DataManifest>,
     /// The channels the images were read with, and why.
     pub color: data::folder::ColorChoice,
+    /// Every file of an image folder left out or merged (outputs/data_issues.csv).
+    pub data_issues: Vec<data::issues::DataIssue>,
+    /// An image folder's layout, where each part came from, what was decoded.
+    pub data_folder: Option<data::load::FolderSummary>,
     pub models: Vec<ModelRun>,
     /// Indices into `models`, best first (test accuracy, then best val accuracy).
     pub ranking: Vec<usize>,

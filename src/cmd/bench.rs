@@ -319,9 +319,9 @@ fn synthetic_batch(
     let samples = (0..batch)
         .map(|i| data::Sample {
             image: if on_device {
-                Vec::new()
+                Vec::new().into()
             } else {
-                tinted(data::stripe_image(42, i % CLASSES, i / CLASSES, image_size))
+                tinted(data::stripe_image(42, i % CLASSES, i / CLASSES, image_size)).into()
             },
             label: i % CLASSES,
             sample_id: String::new(),
@@ -332,8 +332,10 @@ fn synthetic_batch(
             }),
         })
         .collect();
-    let mut batcher = data::ImageBatcher::plain(image_size, channels);
-    batcher.stripes_on_device = on_device;
+    let batcher = crate::train::feed::DeviceBatcher {
+        inner: data::ImageBatcher::plain(image_size, channels),
+        stripes_on_device: on_device,
+    };
     burn::data::dataloader::batcher::Batcher::batch(&batcher, samples, device)
 }
 

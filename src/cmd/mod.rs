@@ -57,9 +57,29 @@ pub fn load_data(
     console: &crate::console::Console,
     who: &str,
 ) -> crate::error::Result<crate::data::Splits> {
-    let splits = crate::data::load_splits(&settings.data_config())?;
+    let started = std::time::Instant::now();
+    let splits = crate::data::load_splits_with(&settings.data_config(), console)?;
+    let load_seconds = started.elapsed().as_secs_f64();
     for (file, reason) in &splits.skipped {
         console.warn(&format!("{who}skipped '{file}': {reason}"));
+    }
+    if let Some(folder) = &splits.folder {
+        console.info(&format!("{who}data: {}", folder.layout));
+        for origin in &folder.origins {
+            console.info(&format!(
+                "{who}  {}: {} images from {}",
+                origin.part.as_str(),
+                origin.images,
+                origin.from
+            ));
+        }
+        console.info(&format!(
+            "{who}{} (loaded in {load_seconds:.2} s)",
+            folder.decoded
+        ));
+    }
+    if let Some(line) = crate::data::issues::summary(&splits.issues) {
+        console.warn(&format!("{who}{line}"));
     }
     if settings.data.is_some() {
         console.info(&format!("{who}images: {}", splits.color.describe()));

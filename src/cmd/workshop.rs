@@ -141,6 +141,8 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         skipped: splits.skipped.clone(),
         manifest: splits.manifest.clone(),
         color: splits.color.clone(),
+        data_issues: splits.issues.clone(),
+        data_folder: splits.folder.clone(),
         models,
         ranking,
         shapes,

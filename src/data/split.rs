@@ -43,6 +43,15 @@ pub enum Part {
 impl Part {
     pub const ALL: [Part; 3] = [Part::Train, Part::Val, Part::Test];
 
+    /// "train", "val" or "test".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Val => "val",
+            Part::Test => "test",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Part::Train => 0,

@@ -101,7 +101,7 @@ pub fn labelled_set(
                 meta.normalization.apply(&mut image);
                 let id = input.path.strip_prefix(&folder).unwrap_or(input.path.as_path());
                 samples.push(Sample {
-                    image,
+                    image: image.into(),
                     label,
                     sample_id: id.to_string_lossy().replace('\\', "/"),
                     recipe: None,

@@ -131,18 +131,23 @@ pub fn read(
     conversions: &mut Conversions,
 ) -> std::result::Result<Vec<f32>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let decoded = image::load_from_memory(&bytes).map_err(|e| e.to_string())?;
-    let (width, height) = (decoded.width(), decoded.height());
-    if (width as usize, height as usize) != (size, size) {
+    // Decoded as training decodes (8-bit planes, the same resize and luminance).
+    let decoded = crate::data::decode::decode(&bytes, size)?;
+    if decoded.resized {
         conversions.resized += 1;
-        conversions.sizes.insert((width, height));
+        conversions.sizes.insert(decoded.original);
     }
-    let has = if decoded.color().has_color() { 3 } else { 1 };
+    let has = decoded.pixels.planes;
     if has != channels {
         conversions.converted += 1;
         conversions.channels.insert(has);
     }
-    Ok(crate::data::image_file::convert(&decoded, size, channels))
+    Ok(decoded
+        .pixels
+        .into_channels(channels)
+        .into_iter()
+        .map(|v| v as f32 / 255.0)
+        .collect())
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ fn predict_batch(
             Ok(mut image) => {
                 meta.normalization.apply(&mut image);
                 samples.push(Sample {
-                    image,
+                    image: image.into(),
                     label: 0, // unknown: the loss of this evaluation means nothing
                     sample_id: file,
                     recipe: None,

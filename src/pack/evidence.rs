@@ -69,6 +69,12 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
     staging.write("outputs/epoch_timing.csv", epoch_timing_csv(report)?)?;
     staging.write("outputs/memory_events.csv", memory_events_csv(report)?)?;
     staging.write("outputs/config.json", report.config.settings.to_json()?)?;
+    if report.config.settings.data.is_some() {
+        staging.write(
+            "outputs/data_issues.csv",
+            csv_text(crate::data::issues::rows(&report.data_issues))?,
+        )?;
+    }
     plots::draw_line_chart(&staging.path("curves/loss_curve.png")?, &loss_chart(report))?;
     plots::draw_line_chart(
         &staging.path("curves/accuracy_curve.png")?,
@@ -358,6 +364,10 @@ struct RunInfo<'a> {
     skipped_files: usize,
     /// The channels the images were read with, and why (`--color`).
     color: &'a crate::data::folder::ColorChoice,
+    /// An image folder's layout, where each part came from and its size, what was decoded.
+    data_folder: Option<&'a crate::data::load::FolderSummary>,
+    /// Files of an image folder left out or merged (rows of outputs/data_issues.csv).
+    data_issues: usize,
     max_grad_norm: f32,
     optimizer: String,
     memory_limit_bytes: Option<u64>,
@@ -409,6 +419,8 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         normalization: report.normalization.clone(),
         skipped_files: report.skipped.len(),
         color: &report.color,
+        data_folder: report.data_folder.as_ref(),
+        data_issues: report.data_issues.len(),
         max_grad_norm: crate::config::MAX_GRAD_NORM,
         optimizer: c.settings.recipe().describe(
             (crate::config::ADAM_BETA_1, crate::config::ADAM_BETA_2),
@@ -677,7 +689,7 @@ pub fn draw_review_grid_from(path: &std::path::Path, review: &Review) -> Result<
         .images
         .samples
         .iter()
-        .map(|s| (s.sample_id.as_str(), s.image.as_slice()))
+        .map(|s| (s.sample_id.as_str(), &s.image[..]))
         .collect();
     let (classes, set) = (review.classes, review.images);
     let cells: Vec<plots::GridCell> = rows
@@ -1042,16 +1054,24 @@ fn readme_results(out: &mut String, report: &Report) {
         ),
         None => format!("stripe images, {} per class", c.settings.samples_per_class),
     };
+    let split = match &report.data_folder {
+        Some(folder) if folder.pre_split => {
+            format!("the folder's own splits, seed {}", c.settings.seed)
+        }
+        _ => format!(
+            "split {:?} within each class, seed {}",
+            c.settings.split, c.settings.seed
+        ),
+    };
     let _ = writeln!(
         out,
-        "- Data: {source}; {} train / {} val / {} test samples (split {:?} within each class, seed {}); classes {}.",
+        "- Data: {source}; {} train / {} val / {} test samples ({split}); classes {}.",
         report.split_sizes[0],
         report.split_sizes[1],
         report.split_sizes[2],
-        c.settings.split,
-        c.settings.seed,
         report.classes.join(", ")
     );
+    readme_folder(out, report);
     let _ = writeln!(
         out,
         "- Preprocessing: {}.",
@@ -1065,6 +1085,30 @@ fn readme_results(out: &mut String, report: &Report) {
         } else {
             "none"
         }
+    );
+}
+
+/// An image folder's layout, where each part came from and its size, what was decoded, and
+/// how many files were left out or merged.
+fn readme_folder(out: &mut String, report: &Report) {
+    let Some(folder) = &report.data_folder else {
+        return;
+    };
+    let _ = writeln!(out, "- Layout: {}.", folder.layout);
+    for origin in &folder.origins {
+        let _ = writeln!(
+            out,
+            "  - {}: {} images from {}.",
+            origin.part.as_str(),
+            origin.images,
+            origin.from
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- Decoded: {}. Files left out or merged (copies, unreadable files): {}, each a row of `outputs/data_issues.csv`.",
+        folder.decoded,
+        report.data_issues.len()
     );
 }
 

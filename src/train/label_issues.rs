@@ -75,7 +75,7 @@ pub fn disagreements(
                 predicted: p.predicted,
                 probability: probabilities.get(p.predicted).copied().unwrap_or(0.0),
                 loss: -(of_label.max(f32::MIN_POSITIVE) as f64).ln(),
-                image: sample.image.clone(),
+                image: sample.image.to_vec(),
             }
         })
         .collect()
@@ -101,7 +101,7 @@ mod tests {
 
     fn sample(id: &str, label: usize) -> crate::data::Sample {
         crate::data::Sample {
-            image: vec![0.5; 4],
+            image: vec![0.5; 4].into(),
             label,
             sample_id: id.to_string(),
             recipe: None,

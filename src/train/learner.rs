@@ -17,7 +17,7 @@ use super::{
     Context, DIVERGED_GRAD_NORM, Divergence, EpochRead, StepFailure, TrainSettings, halve,
     preflight, read_epoch,
 };
-use crate::data::{self, ImageBatch, ImageDataset};
+use crate::data::{ImageBatch, ImageDataset};
 use crate::device::faults;
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
@@ -120,7 +120,7 @@ impl Learner {
         let weights = choice.engine.weights(net, ctx.device, &settings.recipe);
         check_made(&name, mark, ctx)?;
         let device = weights.batch_device(ctx.device);
-        let feed = data::Feed {
+        let feed = crate::train::feed::Feed {
             shuffle_seed: Some(settings.shuffle_seed),
             augment: settings.augment.then_some(settings.shuffle_seed),
             stripes_on_device: choice.stripes_on_device(),
@@ -130,7 +130,7 @@ impl Learner {
             batch_size,
             name,
             footprint,
-            loader: data::loader(train, batch_size, feed, &device),
+            loader: crate::train::feed::loader(train, batch_size, feed, &device),
             train_len: train.len(),
             attempt: Attempt::start(),
             capped: false,

@@ -5,7 +5,7 @@
 
 use super::engine::EngineChoice;
 use super::{Context, StepFailure, TrainSettings, device_error};
-use crate::data::{self, ImageDataset};
+use crate::data::ImageDataset;
 use crate::error::{Result, TrainerError};
 use crate::interrupt;
 use crate::model::Net;
@@ -59,13 +59,13 @@ pub fn run(
     ctx: &Context,
 ) -> Result<LrFound> {
     let mut weights = choice.engine.weights(net, ctx.device, &settings.recipe);
-    let feed = data::Feed {
+    let feed = crate::train::feed::Feed {
         shuffle_seed: Some(settings.shuffle_seed),
         augment: settings.augment.then_some(settings.shuffle_seed),
         stripes_on_device: choice.stripes_on_device(),
     };
     let device = weights.batch_device(ctx.device);
-    let loader = data::loader(train, settings.batch_size, feed, &device);
+    let loader = crate::train::feed::loader(train, settings.batch_size, feed, &device);
     let (mut points, mut average, mut best) = (Vec::new(), 0.0, f64::INFINITY);
     let mut stopped = None;
     ctx.progress.start("lr-find", range.steps as u64);

@@ -13,6 +13,7 @@
 mod best;
 pub mod engine;
 mod evaluate;
+pub mod feed;
 pub mod label_issues;
 mod learner;
 pub mod lr_range;
