@@ -33,6 +33,8 @@ pub mod pack;
 pub mod recipe;
 pub mod report;
 pub mod rng;
+pub mod shell;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Result, TrainerError};

@@ -11,10 +11,7 @@ pub mod parity;
 pub mod sweep;
 pub mod workshop;
 
-/// Quotes a word for a POSIX shell (`'...'`, a `'` inside as `'\''`).
-pub fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
+pub use crate::shell::shell_quote;
 
 /// Environment variables that change what a run does, put before the command when set.
 const RUN_ENVIRONMENT: [&str; 3] = [
@@ -29,25 +26,16 @@ pub fn command_line() -> String {
     let environment = RUN_ENVIRONMENT.iter().filter_map(|name| {
         std::env::var(name)
             .ok()
-            .map(|value| format!("{name}={}", quoted(value)))
+            .map(|value| format!("{name}={}", crate::shell::quoted(value)))
     });
     let words = std::env::args().enumerate().map(|(i, a)| {
         if i == 0 {
             "trainer".to_string()
         } else {
-            quoted(a)
+            crate::shell::quoted(a)
         }
     });
     environment.chain(words).collect::<Vec<_>>().join(" ")
-}
-
-/// A word as a shell reads it back: quoted when it is empty or holds a special character.
-fn quoted(word: String) -> String {
-    if word.is_empty() || word.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
-        shell_quote(&word)
-    } else {
-        word
-    }
 }
 
 /// The run's data, loaded as the workshop run trains on it: each skipped file a warning and,

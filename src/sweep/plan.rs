@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::checksum::checksum;
-use crate::cmd::sweep::{launchers, task};
 use crate::config::{self, Settings};
 use crate::device::BackendChoice;
 use crate::error::{Result, TrainerError};
 use crate::pack::{OutputLock, write_atomic};
+use crate::sweep::{launchers, task};
 
 /// The plan's file name inside a sweep folder.
 pub const PLAN_FILE: &str = "plan.json";

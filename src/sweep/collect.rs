@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::cmd::sweep::plan::Plan;
-use crate::cmd::sweep::task::{self, Status, TaskResult, TaskState};
 use crate::config::Monitor;
 use crate::error::{Result, TrainerError};
 use crate::pack::evidence::{csv_text, markdown_table, py_float};
 use crate::pack::plots::{LineChart, Series, draw_line_chart};
 use crate::pack::write_atomic;
+use crate::sweep::plan::Plan;
+use crate::sweep::task::{self, Status, TaskResult, TaskState};
 
 /// One task's line of the leaderboard.
 #[derive(Clone, Debug)]

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cmd::sweep::plan::Plan;
-use crate::cmd::sweep::task;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
+use crate::sweep::plan::Plan;
+use crate::sweep::task;
 
 /// What a local sweep did.
 #[derive(Debug, Default)]
