@@ -63,16 +63,7 @@ pub fn collect(dir: &Path) -> Result<Leaderboard> {
             state: task::read_state(dir, &plan, t.index),
         })
         .collect();
-    let by_loss = rows
-        .iter()
-        .filter_map(|r| r.result())
-        .all(|r| r.monitor == Monitor::ValLoss)
-        && rows.iter().any(|r| r.result().is_some());
-    rows.sort_by(|a, b| {
-        rank_key(a, by_loss)
-            .partial_cmp(&rank_key(b, by_loss))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    rank(&mut rows);
     let failed = rows.iter().filter(|r| r.failed()).count();
     let missing = rows.iter().filter(|r| r.state.is_none()).count();
     let mut files = vec![dir.join("leaderboard.csv"), dir.join("leaderboard.md")];
@@ -86,6 +77,20 @@ pub fn collect(dir: &Path) -> Result<Leaderboard> {
         missing,
         files,
     })
+}
+
+/// Sorts the rows best first, by [`rank_key`].
+fn rank(rows: &mut [Row]) {
+    let by_loss = rows
+        .iter()
+        .filter_map(|r| r.result())
+        .all(|r| r.monitor == Monitor::ValLoss)
+        && rows.iter().any(|r| r.result().is_some());
+    rows.sort_by(|a, b| {
+        rank_key(a, by_loss)
+            .partial_cmp(&rank_key(b, by_loss))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
 }
 
 /// Finished tasks by their kept epoch's validation accuracy (higher first), then its
@@ -382,4 +387,95 @@ pub fn verdict(board: &Leaderboard) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Task `index` with seed `seed`: finished with these figures, failed, or missing (None).
+    fn row(index: usize, seed: &str, figures: Option<(f64, f64, Monitor)>, failed: bool) -> Row {
+        let state = (figures.is_some() || failed).then(|| TaskState {
+            index,
+            plan_checksum: "x".into(),
+            status: if failed { Status::Failed } else { Status::Done },
+            error: failed.then(|| "it broke".to_string()),
+            result: figures.map(|(val_acc, val_loss, monitor)| TaskResult {
+                model: "tiny-cnn".into(),
+                val_acc,
+                val_loss,
+                best_epoch: 1,
+                test_acc: 0.5,
+                monitor,
+            }),
+            wall_seconds: 1.0,
+            host: "here".into(),
+            backend: None,
+            device: None,
+        });
+        Row {
+            index,
+            values: vec![
+                ("lr_cnn".into(), "0.1".into()),
+                ("seed".into(), seed.into()),
+            ],
+            state,
+        }
+    }
+
+    fn order(rows: &mut [Row]) -> Vec<usize> {
+        rank(rows);
+        rows.iter().map(|r| r.index).collect()
+    }
+
+    #[test]
+    fn the_leaderboard_ranks_by_validation_then_failed_then_missing() {
+        let acc = Monitor::ValAcc;
+        let mut rows = vec![
+            row(0, "1", None, false),
+            row(1, "1", Some((0.90, 0.30, acc)), false),
+            row(2, "1", None, true),
+            row(3, "1", Some((0.95, 0.40, acc)), false),
+            row(4, "1", Some((0.90, 0.20, acc)), false),
+        ];
+        // Accuracy first, the loss breaks the tie; failed, then missing, last.
+        assert_eq!(order(&mut rows), [3, 4, 1, 2, 0]);
+        // Every task monitored val_loss: the loss ranks first.
+        let loss = Monitor::ValLoss;
+        let mut rows = vec![
+            row(0, "1", Some((0.95, 0.40, loss)), false),
+            row(1, "1", Some((0.90, 0.20, loss)), false),
+        ];
+        assert_eq!(order(&mut rows), [1, 0]);
+    }
+
+    #[test]
+    fn seeds_of_one_setting_are_aggregated_as_mean_and_sample_spread() {
+        let (mean, std) = mean_std(&[0.8, 0.9, 1.0]);
+        assert!((mean - 0.9).abs() < 1e-12 && (std - 0.1).abs() < 1e-12);
+        assert_eq!(mean_std(&[0.7]), (0.7, 0.0));
+        assert_eq!(pm(&[0.8, 0.9, 1.0]), "0.9000 ± 0.1000");
+        let rows = [
+            row(0, "1", Some((0.8, 0.3, Monitor::ValAcc)), false),
+            row(1, "2", Some((1.0, 0.3, Monitor::ValAcc)), false),
+            row(2, "3", None, true),
+        ];
+        let groups = by_setting(&rows);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].0, "lr_cnn=0.1");
+        assert_eq!(groups[0].1.len(), 2);
+    }
+
+    #[test]
+    fn failed_or_missing_tasks_fail_the_collect() {
+        let board = |failed, missing| Leaderboard {
+            rows: Vec::new(),
+            failed,
+            missing,
+            files: Vec::new(),
+        };
+        assert!(verdict(&board(0, 0)).is_ok());
+        let e = verdict(&board(1, 2)).unwrap_err().to_string();
+        assert!(e.contains("1 of 0 tasks failed and 2 are missing"), "{e}");
+    }
 }

@@ -459,3 +459,58 @@ fn write(dir: &Path, plan: &Plan) -> Result<()> {
     write_atomic(&dir.join(launchers::K8S_FILE), launchers::kubernetes(plan))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn axis(key: &str, values: Vec<Value>) -> Axis {
+        Axis {
+            key: key.into(),
+            values,
+        }
+    }
+
+    #[test]
+    fn grid_points_are_mixed_radix_with_the_last_axis_fastest() {
+        let axes = [
+            axis("lr_cnn", vec![0.1.into(), 0.2.into()]),
+            axis("seed", vec![1.into(), 2.into(), 3.into()]),
+        ];
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let at = |point| {
+            let s = settings_at(&axes, point, &defaults, point).unwrap();
+            (s.lr_cnn, s.seed)
+        };
+        assert_eq!(at(0), (0.1, 1));
+        assert_eq!(at(1), (0.1, 2));
+        assert_eq!(at(3), (0.2, 1));
+        assert_eq!(at(5), (0.2, 3));
+        // A value the settings refuse names its task and the values that made it.
+        let bad = [axis("lr_cnn", vec![0.1.into(), (-1.0).into()])];
+        let e = settings_at(&bad, 1, &defaults, 1).unwrap_err().to_string();
+        assert!(e.contains("task 1 (lr_cnn=-1.0)"), "{e}");
+    }
+
+    #[test]
+    fn a_subset_is_drawn_by_its_seed_and_a_huge_grid_needs_one() {
+        assert_eq!(choose(Some(4), None, 0).unwrap(), [0, 1, 2, 3]);
+        assert_eq!(choose(Some(4), Some(10), 0).unwrap(), [0, 1, 2, 3]);
+        let drawn = choose(Some(1000), Some(5), 7).unwrap();
+        assert_eq!(drawn.len(), 5);
+        assert!(drawn.windows(2).all(|w| w[0] < w[1]) && drawn[4] < 1000);
+        assert_eq!(choose(Some(1000), Some(5), 7).unwrap(), drawn);
+        assert_ne!(choose(Some(1000), Some(5), 8).unwrap(), drawn);
+        let e = choose(Some(MAX_RUNS + 1), None, 0).unwrap_err().to_string();
+        assert!(e.contains("give --max-runs N"), "{e}");
+        assert!(choose(None, Some(3), 0).unwrap().len() == 3);
+    }
+
+    #[test]
+    fn values_read_as_short_text() {
+        assert_eq!(value_text(&serde_json::json!("cpu")), "cpu");
+        assert_eq!(value_text(&serde_json::json!(0.003)), "0.003");
+        assert_eq!(value_text(&serde_json::json!([8, 16])), "8,16");
+        assert_eq!(value_text(&Value::Null), "none");
+    }
+}
