@@ -200,11 +200,8 @@ impl TaskLaunch<'_> {
                     });
                 }
             }
-            let mut child = command.spawn()?;
-            crate::interrupt::register_child(child.id());
-            let status = child.wait();
-            crate::interrupt::unregister_child(child.id());
-            status
+            // Forgotten by the interrupt handler before it is reaped (see run_child).
+            crate::interrupt::run_child(command.spawn()?)
         });
         let end = match status {
             Err(_) => TaskEnd::Failed,
