@@ -36,6 +36,7 @@ pub fn main(args: ParityArgs) -> Result<()> {
         tolerances: Tolerances {
             loss_rtol: args.loss_rtol,
             logits_atol: args.logits_atol,
+            param_atol: args.param_atol,
             min_agreement: args.min_agreement,
         },
         perturb,

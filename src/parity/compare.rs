@@ -125,7 +125,7 @@ pub fn compare(
 }
 
 /// Why a comparison fails, in one line, checked in order: step counts, first-epoch losses,
-/// test logits, predictions; none when it passes.
+/// final parameters, test logits, predictions; none when it passes.
 fn failure(
     c: &ModelComparison,
     (reference_steps, other_steps): (usize, usize),
@@ -141,6 +141,15 @@ fn failure(
         Some(format!(
             "{pair}: step losses part at epoch {epoch} step {step} (first-epoch max relative difference {:.2e} > {:.0e})",
             c.first_epoch_loss_max_rel_diff, tolerances.loss_rtol
+        ))
+    } else if let Some((path, diff)) = c
+        .param_max_abs_diff
+        .iter()
+        .find(|(_, diff)| !(*diff <= tolerances.param_atol))
+    {
+        Some(format!(
+            "{pair}: final parameters differ by up to {diff:.2e} in `{path}` (> {:.0e})",
+            tolerances.param_atol
         ))
     } else if !(c.logits_max_abs_diff <= tolerances.logits_atol) {
         Some(format!(
@@ -184,6 +193,7 @@ mod tests {
         Tolerances {
             loss_rtol: 1e-4,
             logits_atol: 1e-3,
+            param_atol: 1e-3,
             min_agreement: 0.99,
         }
     }
@@ -225,6 +235,17 @@ mod tests {
         let failure = verdict_on(&other).failure.unwrap();
         assert!(
             failure.contains("different numbers of steps (4 vs 3)"),
+            "{failure}"
+        );
+
+        // The final parameters, with everything else the same.
+        let mut other = side();
+        other.params[0].2[1] += 0.01;
+        let c = verdict_on(&other);
+        assert!(!c.passed, "{c:?}");
+        let failure = c.failure.unwrap();
+        assert!(
+            failure.contains("final parameters differ by up to 1.00e-2 in `w`"),
             "{failure}"
         );
 

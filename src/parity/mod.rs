@@ -28,6 +28,8 @@ pub struct Tolerances {
     pub loss_rtol: f64,
     /// Largest absolute difference of a test logit.
     pub logits_atol: f64,
+    /// Largest absolute difference of a parameter after the last step.
+    pub param_atol: f64,
     /// Smallest share of test samples whose predictions agree.
     pub min_agreement: f64,
 }
@@ -149,7 +151,11 @@ fn validate(config: &ParityConfig) -> Result<()> {
         ));
     }
     let t = &config.tolerances;
-    if !(t.loss_rtol >= 0.0 && t.logits_atol >= 0.0 && (0.0..=1.0).contains(&t.min_agreement)) {
+    if !(t.loss_rtol >= 0.0
+        && t.logits_atol >= 0.0
+        && t.param_atol >= 0.0
+        && (0.0..=1.0).contains(&t.min_agreement))
+    {
         return Err(TrainerError::bad_input(
             "tolerances must be non-negative and --min-agreement between 0 and 1",
         ));

@@ -78,8 +78,9 @@ fn markdown(report: &ParityReport) -> String {
     let t = &report.tolerances;
     let _ = writeln!(
         out,
-        "Tolerances: first-epoch step losses within {:.0e} relative, test logits within {:.0e} absolute, predictions agree on at least {:.0}% of the test set.\n",
+        "Tolerances: first-epoch step losses within {:.0e} relative, final parameters within {:.0e} absolute, test logits within {:.0e} absolute, predictions agree on at least {:.0}% of the test set.\n",
         t.loss_rtol,
+        t.param_atol,
         t.logits_atol,
         t.min_agreement * 100.0
     );
@@ -153,7 +154,7 @@ fn markdown(report: &ParityReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n## How to read this\n\nBoth backends start from the same parameters (drawn on the host from the seed) and see the same batches in the same order, so any difference comes from float arithmetic. It is tiny at first and can grow as training goes on; the verdict rests on the first epoch's step losses, the test logits and the test predictions. `loss_overlay.png` draws the step losses of each backend over each other, and their difference below."
+        "\n## How to read this\n\nBoth backends start from the same parameters (drawn on the host from the seed) and see the same batches in the same order, so any difference comes from float arithmetic. It is tiny at first and can grow as training goes on; the verdict rests on the first epoch's step losses, the final parameters, the test logits and the test predictions. `loss_overlay.png` draws the step losses of each backend over each other, and their difference below."
     );
     out
 }
