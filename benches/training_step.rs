@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use trainer::cmd::bench::{BenchConfig, describe, measure};
+use trainer::bench::{BenchConfig, describe, measure};
 use trainer::data::{DataConfig, stripe_splits};
 use trainer::device::{self, BackendName};
 use trainer::model::ModelKind;

@@ -430,6 +430,10 @@ pub struct ParityArgs {
     #[arg(long, default_value_t = 1e-3)]
     pub logits_atol: f64,
 
+    /// Largest absolute difference allowed between final parameters.
+    #[arg(long, default_value_t = 1e-3)]
+    pub param_atol: f64,
+
     /// Smallest share of test samples whose predictions must agree.
     #[arg(long, default_value_t = 0.99)]
     pub min_agreement: f64,

@@ -72,6 +72,48 @@ pub fn unregister_child(pid: u32) {
     }
 }
 
+/// Waits for `child` to end, passing interrupts on to it meanwhile. It is forgotten before it
+/// is reaped: until then its PID stays its own (a zombie's), so an interrupt passed on can
+/// never reach another process that the PID was given to once it was free.
+pub fn run_child(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    register_child(child.id());
+    let exited = wait_exited(child.id());
+    unregister_child(child.id());
+    exited?;
+    child.wait()
+}
+
+/// Waits until the child `pid` has exited, without reaping it.
+#[cfg(unix)]
+fn wait_exited(pid: u32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: waitid(2) on a child of this process that nothing has reaped, writing into
+        // a zeroed siginfo_t it owns; WNOWAIT leaves the child to be reaped by `Child::wait`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let done = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// No interrupts are passed on here ([`send`] does nothing): `Child::wait` does the waiting.
+#[cfg(not(unix))]
+fn wait_exited(_pid: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
 enum Signal {
     Interrupt,
     Kill,
@@ -129,5 +171,63 @@ fn remove_registered() {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+
+    /// Whether `pid` is still a child of this process that nothing has reaped (running or a
+    /// zombie): only then is its PID safe to signal.
+    fn unreaped(pid: u32) -> bool {
+        // SAFETY: as in `wait_exited`; WNOHANG returns at once.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let options = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+        (unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, options) }) == 0
+    }
+
+    /// While children come and go through `run_child`, a watcher holding the registry's lock
+    /// (as the forwarder does when it signals) checks that every PID in it is unreaped. Reaping
+    /// before forgetting fails this: the waiting thread reaps, then blocks on the lock the
+    /// watcher holds, and the watcher sees a reaped PID still registered.
+    #[test]
+    fn no_registered_child_is_ever_reaped() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reaped = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok(children) = CHILDREN.lock() {
+                        // Hold the lock a while, as a forwarder signalling many children
+                        // would, then look at what is registered.
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        reaped.extend(children.iter().copied().filter(|&pid| !unreaped(pid)));
+                    }
+                    // Let the registering and waiting threads in.
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                reaped
+            })
+        };
+        for _ in 0..200 {
+            let child = Command::new("true")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawning true");
+            let pid = child.id();
+            let status = run_child(child).expect("waiting for true");
+            assert!(status.success());
+            assert!(
+                !CHILDREN.lock().unwrap().contains(&pid),
+                "{pid} still registered"
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        let reaped = watcher.join().expect("the watcher thread");
+        assert!(reaped.is_empty(), "reaped yet registered: {reaped:?}");
     }
 }

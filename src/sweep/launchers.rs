@@ -2,8 +2,8 @@
 //! starts `trainer sweep run DIR` once per task; the task reads its index from the scheduler
 //! (`SLURM_ARRAY_TASK_ID`, `JOB_COMPLETION_INDEX`).
 
-use crate::cmd::shell_quote;
-use crate::cmd::sweep::plan::Plan;
+use crate::shell::shell_quote;
+use crate::sweep::plan::Plan;
 
 pub const SLURM_FILE: &str = "slurm.sbatch";
 pub const K8S_FILE: &str = "k8s-job.yaml";

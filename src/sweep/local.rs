@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cmd::sweep::plan::Plan;
-use crate::cmd::sweep::task;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
+use crate::sweep::plan::Plan;
+use crate::sweep::task;
 
 /// What a local sweep did.
 #[derive(Debug, Default)]
@@ -200,11 +200,8 @@ impl TaskLaunch<'_> {
                     });
                 }
             }
-            let mut child = command.spawn()?;
-            crate::interrupt::register_child(child.id());
-            let status = child.wait();
-            crate::interrupt::unregister_child(child.id());
-            status
+            // Forgotten by the interrupt handler before it is reaped (see run_child).
+            crate::interrupt::run_child(command.spawn()?)
         });
         let end = match status {
             Err(_) => TaskEnd::Failed,
