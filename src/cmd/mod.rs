@@ -58,6 +58,19 @@ pub fn load_data(
     who: &str,
 ) -> crate::error::Result<crate::data::Splits> {
     let splits = crate::data::load_splits(&settings.data_config())?;
+    // An empty part would train on nothing (NaN losses) or test on nothing.
+    if let Some((name, _)) = [
+        ("training", &splits.train),
+        ("validation", &splits.val),
+        ("test", &splits.test),
+    ]
+    .into_iter()
+    .find(|(_, part)| part.samples.is_empty())
+    {
+        return Err(crate::error::TrainerError::bad_input(format!(
+            "{who}the {name} part is empty: use more images per class or another --split"
+        )));
+    }
     for (file, reason) in &splits.skipped {
         console.warn(&format!("{who}skipped '{file}': {reason}"));
     }
@@ -74,12 +87,12 @@ pub fn init_net(
     kind: crate::model::ModelKind,
     splits: &crate::data::Splits,
     device: &burn::tensor::Device,
-) -> crate::model::Net {
-    crate::model::Net::init(
-        settings.spec(kind, splits.train.channels),
+) -> crate::error::Result<crate::model::Net> {
+    Ok(crate::model::Net::init(
+        settings.spec(kind, splits.train.channels)?,
         splits.image_size,
         splits.classes.len(),
         settings.seed,
         device,
-    )
+    ))
 }

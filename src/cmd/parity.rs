@@ -163,6 +163,9 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     }
     validate(&config)?;
     pack::check_target(&config.out, pack::PackKind::Parity)?;
+    if let Some(folder) = &config.settings.data {
+        pack::check_outside(&config.out, folder)?;
+    }
     let _lock = OutputLock::acquire(&config.out)?;
     let settings = &config.settings;
     let splits = crate::cmd::load_data(settings, console, "parity: ")?;
@@ -269,8 +272,8 @@ fn train_side(
     let settings = &config.settings;
     let (epochs, lr) = settings.schedule(kind);
     // The shape the workshop run would train: the data's channels, --cnn-widths.
-    let mut net = crate::cmd::init_net(settings, kind, splits, ctx.device);
-    let spec = settings.spec(kind, splits.train.channels);
+    let mut net = crate::cmd::init_net(settings, kind, splits, ctx.device)?;
+    let spec = settings.spec(kind, splits.train.channels)?;
     if let Some((target, epsilon)) = config.perturb
         && target == name
     {

@@ -391,6 +391,11 @@ fn settings_at(axes: &[Axis], point: usize, defaults: &Value, index: usize) -> R
         }
         json[axis.key.as_str()] = value;
     }
+    if let (Value::Object(values), false) =
+        (&mut json, axes.iter().any(|a| a.key == "weight_decay"))
+    {
+        config::fill_weight_decay(values);
+    }
     chosen.reverse();
     let what = if chosen.is_empty() {
         format!("task {index}")
