@@ -20,7 +20,8 @@ warm-up, CrossEntropyLoss(label_smoothing)), from the same initial weights (a ru
 1e-30, exported), gives every epoch's training loss within RECIPE_RTOL (5e-6) relative
 (trainer's losses read at full precision from its TensorBoard run; measured: at most 5.4e-7).
 One-cycle runs twice: with PyTorch's 30% rising phase (over by the second of the 6 steps)
-and with --warmup-epochs 3 (pct_start 0.5), whose steps 1 and 2 are on the rising cosine.
+and with --warmup-epochs 4 (pct_start 4/6), whose steps 1 and 2 are on the rising cosine
+(a third and two thirds of the way up, where a linear rise would differ).
 Prints one line per check; exits 1 with the reason on the first failure.
 """
 import csv
@@ -214,7 +215,7 @@ RECIPES = [
     ("sgd-nesterov", ["--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.001", "--lr-cnn", "0.05"]),
     ("cosine", ["--schedule", "cosine"]),
     ("onecycle", ["--schedule", "onecycle"]),
-    ("onecycle-rising", ["--schedule", "onecycle", "--warmup-epochs", "3"]),
+    ("onecycle-rising", ["--schedule", "onecycle", "--warmup-epochs", "4"]),
     ("step", ["--schedule", "step"]),
     ("warmup", ["--warmup-epochs", "2"]),
     ("smoothing", ["--label-smoothing", "0.1"]),
