@@ -11,6 +11,7 @@ use trainer::model::ModelKind;
 
 use burn::prelude::*;
 
+#[cfg(not(target_os = "macos"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,6 +22,8 @@ fn main() {
         models: vec![ModelKind::Cnn],
         batch_sizes: vec![32, 256],
         image_size: 16,
+        channels: 1,
+        cnn_widths: trainer::model::CnnWidths::default(),
         steps: 50,
         warmup: 5,
         out: "unused".into(),

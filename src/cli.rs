@@ -275,13 +275,23 @@ pub struct TrainArgs {
 
     /// A --data folder: refuse byte-identical images in two classes (by default they are left
     /// out of training and evaluation and listed in outputs/data_issues.csv).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_strict_data")]
     pub strict_data: bool,
+
+    /// Duplicates listed, not refused, whatever --config says (the last of --strict-data and
+    /// --no-strict-data wins).
+    #[arg(long, overrides_with = "strict_data")]
+    pub no_strict_data: bool,
 
     /// A --data folder: train on the images that can be read and list the others in
     /// outputs/data_issues.csv (by default an unreadable image stops the run, naming it).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_skip_bad_images")]
     pub skip_bad_images: bool,
+
+    /// An unreadable image stops the run, whatever --config says (the last of
+    /// --skip-bad-images and --no-skip-bad-images wins).
+    #[arg(long, overrides_with = "skip_bad_images")]
+    pub no_skip_bad_images: bool,
 
     /// Which models to train, comma-separated, in order.
     #[arg(
@@ -294,8 +304,12 @@ pub struct TrainArgs {
 
     /// Augment the training part (shifts of one pixel, light noise; never flips or rotations,
     /// which would turn one stripe class into another).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_augment")]
     pub augment: bool,
+
+    /// No augmentation, whatever --config says (the last of --augment and --no-augment wins).
+    #[arg(long, overrides_with = "augment")]
+    pub no_augment: bool,
 
     /// Early stopping: stop a model after this many epochs without improvement of --monitor.
     #[arg(long)]
@@ -327,7 +341,8 @@ pub struct TrainArgs {
 
     /// The workshop's "overfit a tiny batch" check (the workshop run and sweeps; parity
     /// refuses it): train each model on the first N batches of the training part only, for at
-    /// least 100 steps, and report whether its training loss fell below 0.05 (exit 0 when
+    /// least 100 steps, and report whether its training loss fell below 0.05 (0.05 above the
+    /// lowest loss --label-smoothing allows: the smoothed target's entropy) (exit 0 when
     /// every model did, 1 when one did not; the verdict is in reports/debug_checklist.md). A
     /// model that cannot overfit a batch has a bug, a wrong learning rate or wrong labels.
     #[arg(long, value_name = "N")]
@@ -339,17 +354,23 @@ pub struct TrainArgs {
     pub optimizer: crate::recipe::Optimizer,
 
     /// Weight decay: AdamW's decoupled decay (w -= lr * decay * w each step) or SGD's L2 term;
-    /// at least 0 (Adam takes none).
-    #[arg(long, default_value_t = Settings::default().weight_decay, allow_negative_numbers = true)]
-    pub weight_decay: f64,
+    /// at least 0 (Adam takes none). Not given: 0.01 for adamw (PyTorch's AdamW default), 0
+    /// for sgd.
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
 
     /// SGD's momentum, in [0, 1) (PyTorch's: no dampening).
     #[arg(long, default_value_t = Settings::default().momentum, allow_negative_numbers = true)]
     pub momentum: f64,
 
     /// SGD's Nesterov momentum (needs --optimizer sgd and a --momentum above 0).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_nesterov")]
     pub nesterov: bool,
+
+    /// No Nesterov momentum, whatever --config says (the last of --nesterov and
+    /// --no-nesterov wins).
+    #[arg(long, overrides_with = "nesterov")]
+    pub no_nesterov: bool,
 
     /// How the learning rate moves, per step: constant, cosine (to 0), onecycle (PyTorch's
     /// OneCycleLR: from rate/25 up to the rate, then down) or step (/10 at half and at three
@@ -368,6 +389,18 @@ pub struct TrainArgs {
     /// cross-entropy).
     #[arg(long, default_value_t = Settings::default().label_smoothing, allow_negative_numbers = true)]
     pub label_smoothing: f64,
+}
+
+/// Whether the command line gave the setting `key` (a config key: `augment`, `lr_cnn`),
+/// either way for a switch (`--augment` or `--no-augment`): flags given win over `--config`.
+pub fn given_on_command_line(matches: &clap::ArgMatches, key: &str) -> bool {
+    use clap::parser::ValueSource;
+    let given = |id: &str| {
+        matches
+            .try_get_raw(id)
+            .is_ok_and(|_| matches.value_source(id) == Some(ValueSource::CommandLine))
+    };
+    given(key) || given(&format!("no_{key}"))
 }
 
 impl TrainArgs {
@@ -394,7 +427,9 @@ impl TrainArgs {
             cnn_widths: self.cnn_widths.clone(),
             overfit_batches: self.overfit_batches,
             optimizer: self.optimizer,
-            weight_decay: self.weight_decay,
+            weight_decay: self
+                .weight_decay
+                .unwrap_or(self.optimizer.default_weight_decay()),
             momentum: self.momentum,
             nesterov: self.nesterov,
             schedule: self.schedule,

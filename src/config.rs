@@ -18,8 +18,17 @@ pub const MAX_GRAD_NORM: f32 = 2.0;
 
 /// `--overfit-batches`: the steps each model trains on its few batches ...
 pub const OVERFIT_STEPS: usize = 100;
-/// ... and the training loss below which it counts as having overfit them.
+/// ... and the training loss below which it counts as having overfit them: this much above
+/// the lowest loss the run's label smoothing allows (see [`overfit_threshold`]).
 pub const OVERFIT_LOSS: f64 = 0.05;
+
+/// The training loss the overfit check asks for: [`OVERFIT_LOSS`] above the floor that label
+/// smoothing puts under the training loss (0.05 without smoothing; with
+/// `--label-smoothing 0.1` over 3 classes 0.2911 + 0.05), so a model that fits its batch
+/// passes whatever the smoothing.
+pub fn overfit_threshold(label_smoothing: f64, classes: usize) -> f64 {
+    crate::recipe::smoothed_loss_floor(label_smoothing, classes) + OVERFIT_LOSS
+}
 
 /// Adam's epsilon (PyTorch's default; the workshop's optimizer).
 pub const ADAM_EPSILON: f32 = 1e-8;
@@ -264,13 +273,15 @@ impl Settings {
         }
     }
 
-    /// The shape of model `kind` on images of `channels` channels.
-    pub fn spec(&self, kind: ModelKind, channels: usize) -> crate::model::ModelSpec {
-        crate::model::ModelSpec {
+    /// The shape of model `kind` on images of `channels` channels; widths that are not a
+    /// shape of the family are refused (exit 2), never replaced by the Tiny CNN's.
+    pub fn spec(&self, kind: ModelKind, channels: usize) -> Result<crate::model::ModelSpec> {
+        Ok(crate::model::ModelSpec {
             kind,
             channels,
-            widths: crate::model::CnnWidths::new(&self.cnn_widths).unwrap_or_default(),
-        }
+            widths: crate::model::CnnWidths::new(&self.cnn_widths)
+                .map_err(TrainerError::bad_input)?,
+        })
     }
 
     /// Epochs and learning rate of one model.
@@ -676,6 +687,9 @@ impl ConfigFile {
                 merged.insert(key.clone(), value.clone());
             }
         }
+        if !explicit("weight_decay") && !self.values.contains_key("weight_decay") {
+            fill_weight_decay(&mut merged);
+        }
         let settings: Settings = serde_json::from_value(serde_json::Value::Object(merged))
             .map_err(|e| {
                 TrainerError::bad_input(format!(
@@ -707,6 +721,20 @@ impl ConfigFile {
         })?;
         Ok(settings)
     }
+}
+
+/// Sets `weight_decay` of settings (as JSON) whose decay nobody gave to their optimizer's
+/// default (`optimizer = "adamw"` alone decays by PyTorch's 0.01, as `--optimizer adamw`
+/// does). A sweep calls it for tasks of a file without `weight_decay`.
+pub fn fill_weight_decay(values: &mut serde_json::Map<String, serde_json::Value>) {
+    let optimizer = values
+        .get("optimizer")
+        .and_then(|v| serde_json::from_value::<Optimizer>(v.clone()).ok())
+        .unwrap_or_default();
+    values.insert(
+        "weight_decay".into(),
+        serde_json::json!(optimizer.default_weight_decay()),
+    );
 }
 
 /// The key (`key` or `key[i]`) of a float that is nan or inf, anywhere in `value`.
@@ -762,4 +790,49 @@ pub fn merge(
     // fine); then the flags given win.
     file.settings_over(flags, &|_| false)?;
     file.settings_over(flags, &explicit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Widths that are no shape of the family (a width of 0, five blocks, 1000 channels) are
+    /// an error, not the Tiny CNN in their place: a caller that did not validate first would
+    /// have trained and recorded another model than the one asked for.
+    #[test]
+    fn bad_widths_are_refused_not_replaced_by_the_tiny_cnns() {
+        for widths in [vec![0], vec![8, 16, 32, 64, 128], vec![1000], vec![]] {
+            let settings = Settings {
+                cnn_widths: widths.clone(),
+                ..Settings::default()
+            };
+            let spec = settings.spec(ModelKind::Cnn, 1);
+            assert!(spec.is_err(), "{widths:?} gave {spec:?}");
+        }
+        let spec = Settings::default().spec(ModelKind::Cnn, 3).unwrap();
+        assert_eq!(spec.widths, crate::model::CnnWidths::tiny());
+        assert_eq!(spec.channels, 3);
+    }
+
+    /// A file's `optimizer = "adamw"` without `weight_decay` decays by PyTorch's 0.01, as
+    /// `--optimizer adamw` does; a decay the file gives is kept.
+    #[test]
+    fn a_files_adamw_without_a_decay_gets_pytorchs_default() {
+        let file = |text: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "trainer-config-test-{}-{}.toml",
+                std::process::id(),
+                text.len()
+            ));
+            std::fs::write(&path, text).unwrap();
+            let file = ConfigFile::read(&path).unwrap();
+            let _ = std::fs::remove_file(&path);
+            file
+        };
+        let merged = |text: &str| merge(&Settings::default(), Some(&file(text)), |_| false);
+        assert_eq!(merged("optimizer = \"adamw\"\n").unwrap().weight_decay, 0.01);
+        let given = merged("optimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
+        assert_eq!(given.weight_decay, 0.0);
+        assert_eq!(merged("optimizer = \"sgd\"\n").unwrap().weight_decay, 0.0);
+    }
 }

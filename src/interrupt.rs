@@ -131,7 +131,16 @@ fn send(pid: u32, signal: Signal) {
             libc::kill(pid as libc::pid_t, signal);
         }
     }
-    #[cfg(not(unix))]
+    // Windows has no signals to send: the console's Ctrl-C already reaches every child
+    // that shares it, so an interrupt needs nothing more; a kill ends the child's process
+    // tree with taskkill.
+    #[cfg(windows)]
+    if let Signal::Kill = signal {
+        let _ = std::process::Command::new("taskkill")
+            .args(["/PID", &pid.to_string(), "/T", "/F"])
+            .output();
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = (pid, signal);
 }
 

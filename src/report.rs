@@ -110,7 +110,7 @@ impl Report {
                         steps: m.trained.step_losses.len(),
                         final_loss,
                         diverged: m.trained.divergence.is_some(),
-                        passed: final_loss < crate::config::OVERFIT_LOSS
+                        passed: final_loss < self.overfit_threshold()
                             && m.trained.divergence.is_none(),
                     }
                 })
@@ -118,16 +118,21 @@ impl Report {
         )
     }
 
+    /// The training loss the overfit check asks for on this run's classes and smoothing.
+    pub fn overfit_threshold(&self) -> f64 {
+        crate::config::overfit_threshold(self.config.settings.label_smoothing, self.classes.len())
+    }
+
     /// The first model that failed the overfit check, as one line; none when every model
     /// passed or the run was not a check.
     pub fn overfit_failure(&self) -> Option<String> {
         let failed = self.overfit_verdicts()?.into_iter().find(|v| !v.passed)?;
         Some(format!(
-            "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {}){}; lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
+            "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {:.4}){}; lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
             failed.model,
             failed.final_loss,
             failed.steps,
-            crate::config::OVERFIT_LOSS,
+            self.overfit_threshold(),
             if failed.diverged {
                 ", and diverged"
             } else {

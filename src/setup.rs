@@ -13,6 +13,19 @@ pub fn load_data(settings: &Settings, console: &Console, who: &str) -> Result<Sp
     let started = std::time::Instant::now();
     let splits = data::load_splits_with(&settings.data_config(), console)?;
     let load_seconds = started.elapsed().as_secs_f64();
+    // An empty part would train on nothing (NaN losses) or test on nothing.
+    if let Some((name, _)) = [
+        ("training", &splits.train),
+        ("validation", &splits.val),
+        ("test", &splits.test),
+    ]
+    .into_iter()
+    .find(|(_, part)| part.samples.is_empty())
+    {
+        return Err(crate::error::TrainerError::bad_input(format!(
+            "{who}the {name} part is empty: use more images per class or another --split"
+        )));
+    }
     for (file, reason) in &splits.skipped {
         console.warn(&format!("{who}skipped '{file}': {reason}"));
     }
@@ -47,12 +60,12 @@ pub fn init_net(
     kind: ModelKind,
     splits: &Splits,
     device: &burn::tensor::Device,
-) -> Net {
-    Net::init(
-        settings.spec(kind, splits.train.channels),
+) -> Result<Net> {
+    Ok(Net::init(
+        settings.spec(kind, splits.train.channels)?,
         splits.image_size,
         splits.classes.len(),
         settings.seed,
         device,
-    )
+    ))
 }

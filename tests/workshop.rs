@@ -10,8 +10,10 @@ use common::*;
 
 /// Files that two runs with the same settings write byte for byte the same (the checkpoint
 /// too: parameter ids come from the parameter's position, not from burn's random ids).
-const DETERMINISTIC: [&str; 8] = [
+const DETERMINISTIC: [&str; 10] = [
     "checkpoints/best_model.bpk",
+    "checkpoints/best_model.onnx",
+    "checkpoints/best_model.safetensors",
     "checkpoints/best_model.json",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",

@@ -90,12 +90,15 @@ pub fn main(args: LrFindArgs) -> Result<()> {
     }
     settings.validate()?;
     pack::check_target(&args.out, PackKind::LrFind)?;
+    if let Some(folder) = &settings.data {
+        pack::check_outside(&args.out, folder)?;
+    }
     let _lock = OutputLock::acquire(&args.out)?;
     let opened = device::open(settings.backend)?;
     console.info(&opened.info.summary());
     let splits = crate::setup::load_data(&settings, &console, "lr-find: ")?;
-    let net = crate::setup::init_net(&settings, args.model, &splits, &opened.device);
-    let spec = settings.spec(args.model, splits.train.channels);
+    let net = crate::setup::init_net(&settings, args.model, &splits, &opened.device)?;
+    let spec = settings.spec(args.model, splits.train.channels)?;
     let ctx = Context {
         device: &opened.device,
         device_info: &opened.info,

@@ -6,7 +6,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::prelude::*;
 use clap::ArgMatches;
-use clap::parser::ValueSource;
 
 use crate::cli::RunArgs;
 use crate::cmd::command_line;
@@ -30,7 +29,7 @@ pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
     let settings = match &args.config {
         None => flags,
         Some(path) => config::merge(&flags, Some(&config::ConfigFile::read(path)?), |key| {
-            matches.value_source(key) == Some(ValueSource::CommandLine)
+            crate::cli::given_on_command_line(matches, key)
         })?,
     };
     let config = RunConfig {
@@ -112,7 +111,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         device_info: &opened.info,
         progress: console,
     };
-    let shapes = trace_shapes(&splits, &settings);
+    let shapes = trace_shapes(&splits, &settings)?;
 
     let trained = train_models(&settings, &splits, &opened, &mut memory, &ctx, console)?;
     let (models, ranking) = test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
@@ -180,10 +179,10 @@ fn load_data(settings: &mut Settings, console: &Console) -> Result<Splits> {
         let batches = settings.overfit_batches.unwrap_or(asked);
         let epochs = settings.schedule(crate::model::ModelKind::Cnn).0;
         console.info(&format!(
-            "overfit check: {} training samples in {batches} batch(es), {epochs} epochs of them ({} steps) a model; it passes when the training loss falls below {}",
+            "overfit check: {} training samples in {batches} batch(es), {epochs} epochs of them ({} steps) a model; it passes when the training loss falls below {:.4}",
             splits.train.len(),
             epochs * batches,
-            crate::config::OVERFIT_LOSS
+            config::overfit_threshold(settings.label_smoothing, splits.classes.len())
         ));
     }
     Ok(splits)
@@ -241,8 +240,8 @@ fn train_models(
     for &kind in &settings.models {
         let (epochs, lr) = settings.schedule(kind);
         let train_settings = TrainSettings::new(settings, epochs, lr);
-        let net = crate::cmd::init_net(settings, kind, splits, &opened.device);
-        let spec = settings.spec(kind, splits.train.channels);
+        let net = crate::cmd::init_net(settings, kind, splits, &opened.device)?;
+        let spec = settings.spec(kind, splits.train.channels)?;
         let classes = splits.classes.len();
         let trained = train::train_model(
             net,
@@ -260,7 +259,7 @@ fn train_models(
             };
             console.warn(&format!(
                 "{} diverged ({}) at epoch {} step {}: its training stopped there and {kept}; see 'Divergence' in reports/debug_checklist.md",
-                kind.display_name(),
+                spec.display_name(),
                 d.what,
                 d.epoch,
                 d.step
@@ -330,7 +329,7 @@ fn test_and_rank(
 /// Runs one batch through the (untrained) models, layer by layer, to record the real shapes.
 /// Shapes do not depend on the backend, so this runs on the CPU: on wgpu the layers would be
 /// the only operations that cubecl autotunes, and a cold first run would pay for that.
-fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
+fn trace_shapes(splits: &Splits, settings: &Settings) -> Result<ShapeTrace> {
     let device = &Device::flex();
     let mut shapes = ShapeTrace::default();
     let first = splits
@@ -348,8 +347,8 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
     shapes.images = batch.images.dims().to_vec();
     shapes.labels = batch.labels.dims().to_vec();
     for &kind in &settings.models {
-        let net = crate::cmd::init_net(settings, kind, splits, device);
-        let spec = settings.spec(kind, splits.train.channels);
+        let net = crate::cmd::init_net(settings, kind, splits, device)?;
+        let spec = settings.spec(kind, splits.train.channels)?;
         let mut layers = Vec::new();
         let logits = net.forward_traced(batch.images.clone(), &mut |layer, shape| {
             layers.push((spec, layer.to_string(), shape));
@@ -357,7 +356,7 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
         shapes.logits.push((spec, logits.dims().to_vec()));
         shapes.layers.extend(layers);
     }
-    shapes
+    Ok(shapes)
 }
 
 /// The seed's console summary: STEP 1/2/3 with the same keys, then the evidence paths.

@@ -508,21 +508,25 @@ fn lr_chart(report: &Report) -> LineChart {
     );
     let mut chart = LineChart::new(&title, "epoch", "learning rate");
     for (i, run) in report.models.iter().enumerate() {
-        let lrs = &run.trained.step_lrs;
-        let epochs = run.trained.history.len().max(1) as f64;
-        let per_step = epochs / lrs.len().max(1) as f64;
         chart.series.push(Series {
             label: run.spec.display_name(),
-            points: lrs
-                .iter()
-                .enumerate()
-                .map(|(step, lr)| (step as f64 * per_step, *lr))
-                .collect(),
+            points: lr_points(&run.trained),
             dashed: false,
             colour: i,
         });
     }
     chart
+}
+
+/// Every step's rate at the point of the run where the step started (in epochs): after a
+/// halved batch the steps are twice as dense, so the curve keeps its shape in epochs.
+pub fn lr_points(trained: &crate::train::Trained) -> Vec<(f64, f64)> {
+    trained
+        .step_epochs
+        .iter()
+        .zip(&trained.step_lrs)
+        .map(|(&at, &lr)| (at, lr))
+        .collect()
 }
 
 fn loss_chart(report: &Report) -> LineChart {
@@ -939,9 +943,10 @@ pub fn debug_checklist_md(report: &Report) -> String {
     if let Some(verdicts) = report.overfit_verdicts() {
         let _ = writeln!(
             out,
-            "\n## Overfit check (`--overfit-batches {}`)\n\nEach model trained on the first {} training samples only; a model that can learn anything drives its training loss below {} there.\n",
+            "\n## Overfit check (`--overfit-batches {}`)\n\nEach model trained on the first {} training samples only; a model that can learn anything drives its training loss below {:.4} there ({} above the lowest its label smoothing allows).\n",
             c.settings.overfit_batches.unwrap_or(0),
             report.split_sizes[0],
+            report.overfit_threshold(),
             crate::config::OVERFIT_LOSS
         );
         for v in verdicts {

@@ -81,6 +81,9 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     }
     validate(&config)?;
     pack::check_target(&config.out, pack::PackKind::Parity)?;
+    if let Some(folder) = &config.settings.data {
+        pack::check_outside(&config.out, folder)?;
+    }
     let _lock = OutputLock::acquire(&config.out)?;
     let splits = crate::setup::load_data(&config.settings, console, "parity: ")?;
     // Open every backend first: one that cannot start fails the command before any work.

@@ -80,8 +80,8 @@ fn train_side(
     let settings = &config.settings;
     let (epochs, lr) = settings.schedule(kind);
     // The shape the workshop run would train: the data's channels, --cnn-widths.
-    let mut net = crate::setup::init_net(settings, kind, splits, ctx.device);
-    let spec = settings.spec(kind, splits.train.channels);
+    let mut net = crate::setup::init_net(settings, kind, splits, ctx.device)?;
+    let spec = settings.spec(kind, splits.train.channels)?;
     if let Some((target, epsilon)) = config.perturb
         && target == name
     {

@@ -194,6 +194,11 @@ pub fn settings_at(
         }
         json[axis.key.as_str()] = value;
     }
+    if let (Value::Object(values), false) =
+        (&mut json, axes.iter().any(|a| a.key == "weight_decay"))
+    {
+        config::fill_weight_decay(values);
+    }
     chosen.reverse();
     let what = if chosen.is_empty() {
         format!("task {index}")

@@ -74,6 +74,22 @@ pub(super) struct EpochSteps {
     pub divergence: Option<Divergence>,
 }
 
+impl EpochSteps {
+    /// Where each step of epoch `epoch` (from 1) started, in epochs of `train_len` samples:
+    /// 2.5 is half way through epoch 3. Steps of a halved batch are twice as close.
+    pub fn starts(&self, epoch: usize, train_len: usize) -> Vec<f64> {
+        let mut done = 0;
+        self.sizes
+            .iter()
+            .map(|&size| {
+                let at = (epoch - 1) as f64 + done as f64 / train_len.max(1) as f64;
+                done += size;
+                at
+            })
+            .collect()
+    }
+}
+
 /// Off wgpu `TRAINER_CAP_MEMORY_AT` does not apply (it would starve the CPU backends' own
 /// threads and buffers): the policy's cap is dropped, said once for the policy (one run, or
 /// one backend of parity), whether or not its step would be reached. True off wgpu.
@@ -345,5 +361,27 @@ fn check_made(name: &str, mark: faults::Mark, ctx: &Context) -> Result<()> {
         ))),
         (Some(fault), _) => Err(super::device_failure(ctx, fault.reason())),
         (None, Err(e)) => Err(super::device_error(ctx, &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EpochSteps;
+
+    /// lr_schedule.png places each step where it started: an epoch of 100 samples halved
+    /// from 32 to 16 after its second step has its later steps 0.16 apart, not spread evenly
+    /// over the epoch as if every step had the batch the run started with.
+    #[test]
+    fn steps_start_where_their_samples_start() {
+        let steps = EpochSteps {
+            sizes: vec![32, 32, 16, 16, 4],
+            ..EpochSteps::default()
+        };
+        let starts = steps.starts(3, 100);
+        let expected = [2.0, 2.32, 2.64, 2.8, 2.96];
+        assert_eq!(starts.len(), expected.len());
+        for (got, want) in starts.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{starts:?}");
+        }
     }
 }

@@ -70,6 +70,8 @@ pub fn run(
     let mut stopped = None;
     ctx.progress.start("lr-find", range.steps as u64);
     'epochs: loop {
+        // An epoch without a batch (an empty training part) would loop here for ever.
+        let before = points.len();
         for batch in loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
             if interrupt::requested() {
@@ -104,6 +106,11 @@ pub fn run(
             if points.len() == range.steps {
                 break 'epochs;
             }
+        }
+        if points.len() == before {
+            return Err(TrainerError::bad_input(
+                "the training part has no batch to train on: check --data and --split",
+            ));
         }
     }
     ctx.progress.finish();

@@ -168,6 +168,9 @@ pub struct Trained {
     pub step_losses: Vec<f32>,
     /// The learning rate of every training step, in order.
     pub step_lrs: Vec<f64>,
+    /// Where each of those steps started, in epochs (2.5: half way through epoch 3): the
+    /// steps of a halved batch are twice as many and half as far apart.
+    pub step_epochs: Vec<f64>,
     pub requested_batch: usize,
     pub final_batch: usize,
     pub divergence: Option<Divergence>,
@@ -205,6 +208,7 @@ pub fn train_model(
     let mut best = BestTracker::new(settings.monitor, settings.patience, settings.epochs, start);
     let (mut history, mut step_losses, mut step_lrs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut divergence, mut stopped_early) = (None, None);
+    let mut step_epochs = Vec::new();
 
     ctx.progress
         .start(&spec.display_name(), (settings.epochs * train.len()) as u64);
@@ -222,6 +226,7 @@ pub fn train_model(
         step_losses.extend_from_slice(&losses);
         steps.lrs.truncate(losses.len());
         step_lrs.extend_from_slice(&steps.lrs);
+        step_epochs.extend(steps.starts(epoch, train.len()));
 
         // Divergence stops this model at the step it happened (its best epoch is kept).
         if let Some(d) = steps
@@ -278,6 +283,7 @@ pub fn train_model(
         stopped_early,
         step_losses,
         step_lrs,
+        step_epochs,
         requested_batch: settings.batch_size,
         final_batch: learner.batch_size,
         divergence,
