@@ -1,5 +1,6 @@
 //! The console: result lines on stdout, a progress bar on stderr (only when stderr is a
-//! terminal), nothing but results with `--quiet`.
+//! terminal: a file or a pipe gets the lines and no redraws), the lines above the bar,
+//! nothing but warnings and results with `--quiet`.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -126,12 +127,9 @@ impl Progress for Console {
     }
 
     fn epoch(&self, line: &str) {
-        // With a progress bar the bar shows it; without one (output to a file or a pipe),
-        // one line an epoch says the run goes on.
-        let has_bar = self.bar.lock().ok().is_some_and(|b| b.is_some());
-        if !has_bar {
-            self.info(line);
-        }
+        // Above the progress bar on a terminal (the bar is redrawn below it), one line an
+        // epoch in a file or a pipe (where there is no bar); not with --quiet.
+        self.info(line);
     }
 
     fn finish(&self) {

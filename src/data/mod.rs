@@ -643,8 +643,27 @@ pub fn loader(
     feed: Feed,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
+    loader_counted(
+        dataset,
+        batch_size,
+        feed,
+        device,
+        Arc::new(AtomicU64::new(0)),
+    )
+}
+
+/// [`loader`], its augmentation counting samples in `augmented` (which a resumed run sets to
+/// where the stopped run was, so the same samples get the same numbers).
+pub fn loader_counted(
+    dataset: &ImageDataset,
+    batch_size: usize,
+    feed: Feed,
+    device: &Device,
+    augmented: Arc<AtomicU64>,
+) -> Arc<dyn DataLoader<ImageBatch>> {
     let mut batcher = ImageBatcher::plain(dataset.image_size, dataset.channels);
     batcher.augment = feed.augment;
+    batcher.augmented = augmented;
     batcher.stripes_on_device = feed.stripes_on_device;
     let mut builder = DataLoaderBuilder::new(batcher)
         .batch_size(batch_size)

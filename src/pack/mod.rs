@@ -6,6 +6,7 @@
 pub mod board;
 pub mod evidence;
 pub mod plots;
+pub mod run_state;
 pub mod tensorboard;
 
 use std::fs;
@@ -475,6 +476,27 @@ fn collect_files(dir: &Path, root: &Path, out: &mut Vec<String>) {
             out.push(relative.to_string_lossy().replace('\\', "/"));
         }
     }
+}
+
+/// The files of the pack in `pack` (as its marker lists them, with the marker), one line
+/// per folder: `outputs/: config.json, metrics_summary.json, ...`.
+pub fn listing(pack: &Path) -> Vec<String> {
+    let mut files = read_marker(pack).files.unwrap_or_default();
+    files.push(MARKER.to_string());
+    files.sort();
+    files.dedup();
+    let mut folders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in files {
+        let (folder, name) = match file.rsplit_once('/') {
+            Some((folder, name)) => (format!("{folder}/"), name.to_string()),
+            None => ("./".to_string(), file),
+        };
+        folders.entry(folder).or_default().push(name);
+    }
+    folders
+        .into_iter()
+        .map(|(folder, names)| format!("  {folder} {}", names.join(", ")))
+        .collect()
 }
 
 /// The console line for files kept from an earlier pack, if any (at most ten named).

@@ -144,6 +144,10 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
         memory_preflight: true,
         quiet: true,
         command: format!("trainer sweep run {} --task-index {index}", dir.display()),
+        // A task killed or requeued after an epoch goes on from its last epoch.
+        resume: crate::pack::run_state::RunState::resumable(&run_dir(dir, index)),
+        init_from: None,
+        freeze_features: false,
     };
     let outcome = workshop::run(config, console);
     let mut state = TaskState {
@@ -158,6 +162,8 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
         device: None,
     };
     match outcome {
+        // Stopped by an interrupt: unfinished, its state kept for the next run to resume.
+        Ok(report) if report.stopped.is_some() => return Err(TrainerError::Interrupted),
         Ok(report) => {
             // A failed overfit check fails the task, as it fails a run (exit 1).
             state.error = report.overfit_failure();
