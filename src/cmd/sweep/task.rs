@@ -163,7 +163,12 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
     };
     match outcome {
         // Stopped by an interrupt: unfinished, its state kept for the next run to resume.
-        Ok(report) if report.stopped.is_some() => return Err(TrainerError::Interrupted),
+        Ok(report) if report.stopped.is_some() => {
+            return Err(TrainerError::InterruptedKept(format!(
+                "{}: the task's pack and state are kept, and its next run goes on from there",
+                report.stopped.unwrap_or_default()
+            )));
+        }
         Ok(report) => {
             // A failed overfit check fails the task, as it fails a run (exit 1).
             state.error = report.overfit_failure();
