@@ -4,6 +4,7 @@
 //! the progress bar's start and end. The console decides where the lines go.
 
 use super::{Context, EpochStats};
+use crate::console::{clock, significant};
 
 /// Formats and prints one model's epochs; knows how many epochs the run has after this model
 /// so that the time left covers them too.
@@ -75,58 +76,9 @@ pub fn line(model: &str, epochs: usize, s: &EpochStats, left_seconds: f64, best:
     )
 }
 
-/// `x` with 3 significant digits: 0.00600, 6.00, 512, 28.1k, 1.23M.
-pub fn significant(x: f64) -> String {
-    if !x.is_finite() {
-        return format!("{x}");
-    }
-    if x.abs() >= 1e6 {
-        return format!("{}M", significant(x / 1e6));
-    }
-    if x.abs() >= 999.5 {
-        return format!("{}k", significant(x / 1e3));
-    }
-    if x == 0.0 {
-        return "0".to_string();
-    }
-    if x.abs() < 1e-4 {
-        return format!("{x:.2e}");
-    }
-    let digits = x.abs().log10().floor() as i32;
-    let decimals = (2 - digits).max(0) as usize;
-    format!("{x:.decimals$}")
-}
-
-/// Seconds as `m:ss` or `h:mm:ss`.
-pub fn clock(seconds: f64) -> String {
-    let total = seconds.max(0.0).round() as u64;
-    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
-    match h {
-        0 => format!("{m}:{s:02}"),
-        _ => format!("{h}:{m:02}:{s:02}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn three_significant_digits() {
-        assert_eq!(significant(28080.1222), "28.1k");
-        assert_eq!(significant(1234.5), "1.23k");
-        assert_eq!(significant(512.4), "512");
-        assert_eq!(significant(51.24), "51.2");
-        assert_eq!(significant(0.006), "0.00600");
-        assert_eq!(significant(2_500_000.0), "2.50M");
-        assert_eq!(significant(0.0), "0");
-    }
-
-    #[test]
-    fn clocks() {
-        assert_eq!(clock(42.4), "0:42");
-        assert_eq!(clock(3725.0), "1:02:05");
-    }
 
     #[test]
     fn a_line_says_everything_and_marks_the_best() {
