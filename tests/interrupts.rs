@@ -169,7 +169,14 @@ fn bench_stops_within_a_step_and_writes_the_rows_it_measured() {
 fn start_after_first_epoch(pack: &Path) -> std::process::Child {
     let child = trainer()
         .cpu()
-        .args(["--models", "cnn", "--samples-per-class", "2000", "--epochs-cnn", "10000"])
+        .args([
+            "--models",
+            "cnn",
+            "--samples-per-class",
+            "2000",
+            "--epochs-cnn",
+            "10000",
+        ])
         .out(pack)
         .spawn();
     wait_for(
@@ -187,7 +194,12 @@ fn stopped_epoch(pack: &Path) -> usize {
     let text = value["incomplete"].as_str().unwrap().to_string();
     assert!(text.starts_with("stopped at epoch "), "{text}");
     assert!(text.contains(" of 10000 (Tiny CNN)"), "{text}");
-    text["stopped at epoch ".len()..].split(' ').next().unwrap().parse().unwrap()
+    text["stopped at epoch ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -203,7 +215,11 @@ fn ctrl_c_in_the_middle_of_a_run_keeps_the_epochs_finished() {
     assert!(stdout(&output).contains(&format!("incomplete: stopped at epoch {epoch} of 10000")));
     let (_, rows) = read_csv(&pack.join("outputs/training_log.csv"));
     assert_eq!(rows.len(), epoch - 1, "epochs 1..{}", epoch - 1);
-    assert!(fs::read_to_string(pack.join("README.md")).unwrap().contains("**Incomplete: stopped at epoch"));
+    assert!(
+        fs::read_to_string(pack.join("README.md"))
+            .unwrap()
+            .contains("**Incomplete: stopped at epoch")
+    );
 }
 
 #[test]
@@ -218,8 +234,15 @@ fn sigterm_keeps_the_epochs_finished_and_exits_143() {
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
-    assert!(stderr(&output).contains("SIGTERM: stopped at epoch"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("SIGTERM: stopped at epoch"),
+        "{}",
+        stderr(&output)
+    );
     let epoch = stopped_epoch(&pack);
     let state = fs::read_to_string(pack.join("checkpoints/last.json")).unwrap();
-    assert!(state.contains(&format!("stopped at epoch {epoch} of 10000")), "{state}");
+    assert!(
+        state.contains(&format!("stopped at epoch {epoch} of 10000")),
+        "{state}"
+    );
 }

@@ -246,7 +246,10 @@ fn a_second_run_into_the_same_folder_refuses_while_the_first_runs() {
     // The epochs it finished, if any, are kept as a pack marked incomplete; nothing else.
     if pack.exists() {
         let summary = fs::read_to_string(pack.join("outputs/metrics_summary.json")).unwrap();
-        assert!(summary.contains("\"incomplete\": \"stopped at epoch"), "{summary}");
+        assert!(
+            summary.contains("\"incomplete\": \"stopped at epoch"),
+            "{summary}"
+        );
     }
     assert_eq!(leftovers(dir.path(), &["pack"]), Vec::<String>::new());
     // Once the first is gone, the folder is free again.

@@ -661,7 +661,11 @@ fn a_task_slurm_requeues_goes_on_from_its_last_epoch() {
         .arg(dir.join("slurm.sbatch"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let run = dir.join("runs/0000");
     wait_for(
@@ -676,7 +680,10 @@ fn a_task_slurm_requeues_goes_on_from_its_last_epoch() {
     assert!(requeue.success());
     let started = Instant::now();
     while !dir.join("state/0000.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(600), "job {id} did not finish");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "job {id} did not finish"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let log = fs::read_dir(dir.join("logs"))
@@ -684,7 +691,10 @@ fn a_task_slurm_requeues_goes_on_from_its_last_epoch() {
         .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
         .collect::<String>();
     // Slurm starts the requeued task's log afresh: it says where it went on from.
-    assert!(log.contains("resuming ") && log.contains(" epoch(s) trained"), "{log}");
+    assert!(
+        log.contains("resuming ") && log.contains(" epoch(s) trained"),
+        "{log}"
+    );
     let info = fs::read_to_string(run.join("outputs/run_info.json")).unwrap();
     assert!(info.contains("\"resumed\": true"), "{info}");
     let (_, rows) = read_csv(&run.join("outputs/training_log.csv"));
