@@ -426,3 +426,15 @@ fn a_stop_before_the_first_epoch_leaves_the_earlier_pack_whole() {
         .run_fail(130);
     assert_eq!(fs::read(pack.join("checkpoints/last.bin")).unwrap(), before);
 }
+
+#[test]
+fn a_fine_tuning_run_resumed_ends_bit_identical() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let checkpoint = checkpoint.to_str().unwrap();
+    // Stopped in the baseline: the CNN, not yet started, must still start from the checkpoint.
+    let tune = ["--init-from", checkpoint, "--freeze-features"];
+    stopped_and_resumed_match(&tune, "baseline:2", &[]);
+}

@@ -163,6 +163,18 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         progress: console,
     };
     let mut state = run_state(&config, &splits, &mut memory, console)?;
+    // A resumed run starts the models it had not started as it would have (--init-from and
+    // --freeze-features are the run's own).
+    config.freeze_features |= state.freeze_features();
+    state.set_freeze_features(config.freeze_features);
+    if config.init_from.is_none() {
+        config.init_from = state.init_from().map(|i| i.path.clone().into());
+    }
+    if let Some(path) = &config.init_from {
+        // Checked before any training, and recorded for a resumed run.
+        let (_, meta) = init_from::read(path, &opened.device)?;
+        state.set_init_from(Some(init_from::described(path, &meta)));
+    }
     let shapes = trace_shapes(&splits, &settings);
 
     let mut trained = train_models(

@@ -48,13 +48,7 @@ pub fn start_from(
             i = image_size,
         )));
     }
-    let from = InitFrom {
-        path: std::path::absolute(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-            .to_string(),
-        params_checksum: meta.params_checksum.clone(),
-    };
+    let from = described(path, meta);
     let classes = fresh.classes();
     if loaded.classes() == classes {
         return Ok(Started {
@@ -81,6 +75,18 @@ pub fn start_from(
         note: Some(note),
         from,
     })
+}
+
+/// The checkpoint at `path`, as the run records it: its absolute path and its parameters'
+/// checksum.
+pub fn described(path: &Path, meta: &CheckpointMeta) -> InitFrom {
+    InitFrom {
+        path: std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string(),
+        params_checksum: meta.params_checksum.clone(),
+    }
 }
 
 /// Whether a run's model of `kind` starts from a checkpoint of `meta`'s kind.

@@ -144,6 +144,9 @@ struct Header {
     /// The checkpoint the run started from (`--init-from`), if any, and its checksum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     init_from: Option<InitFrom>,
+    /// Whether only the last layer trains (`--freeze-features`).
+    #[serde(default)]
+    freeze_features: bool,
     memory_events: Vec<SavedEvent>,
     models: Vec<ModelState>,
     blobs: Vec<BlobRef>,
@@ -169,6 +172,7 @@ impl RunState {
                     .map_err(|e| TrainerError::Serialize(e.to_string()))?,
                 data,
                 init_from: None,
+                freeze_features: false,
                 memory_events: Vec::new(),
                 models: Vec::new(),
                 blobs: Vec::new(),
@@ -200,6 +204,15 @@ impl RunState {
 
     pub fn init_from(&self) -> Option<&InitFrom> {
         self.header.init_from.as_ref()
+    }
+
+    /// Whether the run trains only the last layer (kept for `--resume`).
+    pub fn freeze_features(&self) -> bool {
+        self.header.freeze_features
+    }
+
+    pub fn set_freeze_features(&mut self, freeze: bool) {
+        self.header.freeze_features = freeze;
     }
 
     /// The state of the model called `name`, if it trained at least an epoch.
@@ -331,6 +344,7 @@ impl RunState {
                     checksum: String::new(),
                 },
                 init_from: None,
+                freeze_features: false,
                 memory_events: Vec::new(),
                 models: Vec::new(),
                 blobs: Vec::new(),
