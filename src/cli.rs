@@ -207,9 +207,27 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_memory_preflight: bool,
 
-    /// Print only the results: no progress bar, no notes.
+    /// Print only warnings and the results: no progress bar, no epoch lines, no notes.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Continue the run that was stopped (Ctrl-C, SIGTERM) or crashed in RUN_DIR (its --out)
+    /// from its last finished epoch, with its own settings: flags given must match them.
+    /// Ends bit-identical to the same run uninterrupted on --backend cpu. Command line only
+    /// (no config key).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+
+    /// Start training from a checkpoint's weights (a pack's checkpoints/best_model.json):
+    /// fine-tuning. The model's shape must be the checkpoint's; another class count
+    /// re-initialises the last layer. Command line only (no config key).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init_from: Option<PathBuf>,
+
+    /// With --init-from: train only the last layer (the head), keeping the features the
+    /// checkpoint learned. Command line only (no config key).
+    #[arg(long, requires = "init_from")]
+    pub freeze_features: bool,
 }
 
 /// The data and hyperparameters shared by the workshop run and parity. Their defaults are

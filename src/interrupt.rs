@@ -1,5 +1,6 @@
 //! Interrupts: the first Ctrl-C (or SIGTERM) asks the run to stop at the next step; the
-//! second exits at once. Whatever was being written is cleaned up first.
+//! second exits at once. Whatever was being written is cleaned up first. The exit code says
+//! which: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (as a scheduler sends it).
 //!
 //! Child processes (a local sweep's tasks) run in their own process group, so a terminal's
 //! Ctrl-C reaches only this process, which passes each interrupt on to them: the first asks
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Set when the interrupt was a SIGTERM.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
 /// Folders to remove if the process has to exit at once (staging folders, lock files).
 static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Child processes the interrupts are passed on to.
@@ -30,9 +33,69 @@ pub fn install() {
             wait_for_children(std::time::Duration::from_secs(5));
             remove_registered();
             eprintln!("trainer: second interrupt, exiting now");
-            std::process::exit(130);
+            std::process::exit(exit_code());
         }
     });
+    on_sigterm();
+}
+
+/// SIGTERM is noted, then handled as Ctrl-C is (the handler above, raised as SIGINT), so
+/// that the exit code can say which it was.
+fn on_sigterm() {
+    #[cfg(unix)]
+    {
+        extern "C" fn noted(_: libc::c_int) {
+            TERMINATED.store(true, Ordering::SeqCst);
+            // SAFETY: raise(3) is async-signal-safe.
+            unsafe {
+                libc::raise(libc::SIGINT);
+            }
+        }
+        // SAFETY: installs a handler that only stores an atomic and raises a signal.
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                noted as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+/// The exit code of an interrupted run: 143 after a SIGTERM, 130 after Ctrl-C.
+pub fn exit_code() -> i32 {
+    if TERMINATED.load(Ordering::SeqCst) {
+        143
+    } else {
+        130
+    }
+}
+
+/// What stopped the run, in words.
+pub fn signal_name() -> &'static str {
+    if TERMINATED.load(Ordering::SeqCst) {
+        "SIGTERM"
+    } else {
+        "Ctrl-C"
+    }
+}
+
+/// The run stopped where the interrupt asked and goes on to keep what it finished (test the
+/// kept epochs, write the pack): later steps no longer stop at the interrupt, and a second
+/// one still exits at once.
+pub fn acknowledge() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}
+
+/// For tests: `TRAINER_INTERRUPT_AT=MODEL:EPOCH` (MODEL a slug: baseline, cnn, cnn-16-32)
+/// acts as a Ctrl-C that arrives as that model's epoch EPOCH starts.
+pub const INTERRUPT_AT_ENV: &str = "TRAINER_INTERRUPT_AT";
+
+/// Requests a stop when [`INTERRUPT_AT_ENV`] names this model's epoch.
+pub fn inject(model_slug: &str, epoch: usize) {
+    if std::env::var(INTERRUPT_AT_ENV).is_ok_and(|at| at == format!("{model_slug}:{epoch}")) {
+        COUNT.fetch_add(1, Ordering::SeqCst);
+        REQUESTED.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Whether the user asked the run to stop.

@@ -22,6 +22,12 @@ pub struct RunConfig {
     pub quiet: bool,
     /// The command line, as the pack's README repeats it.
     pub command: String,
+    /// Go on from the run state `out` holds (`--resume`).
+    pub resume: bool,
+    /// Start from this checkpoint's weights (`--init-from`), training only the head with
+    /// `freeze_features`.
+    pub init_from: Option<PathBuf>,
+    pub freeze_features: bool,
 }
 
 /// One model's training and test results.
@@ -82,6 +88,10 @@ pub struct Report {
     pub gpu_kernels: bool,
     /// The instruction set of the fused CNN operation on the CPU backend, if it was used.
     pub cpu_kernels: Option<&'static str>,
+    /// Set when an interrupt stopped the run: "stopped at epoch 4 of 10 (CNN)".
+    pub stopped: Option<String>,
+    /// The checkpoint the run started from (`--init-from`).
+    pub init_from: Option<crate::model::checkpoint::InitFrom>,
 }
 
 /// What `--overfit-batches` found for one model.

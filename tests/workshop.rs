@@ -275,15 +275,25 @@ fn an_interrupted_run_leaves_the_earlier_pack_whole() {
     interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("interrupted"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(
-        fs::read(pack.join("outputs/training_log.csv")).unwrap(),
-        before
-    );
+    // Before its first epoch finished it keeps nothing new and the earlier pack stays whole;
+    // after, the new pack holds the epochs finished, marked incomplete.
+    let summary = fs::read_to_string(pack.join("outputs/metrics_summary.json")).unwrap();
+    if summary.contains("\"incomplete\"") {
+        assert!(stdout(&output).contains("incomplete: stopped at epoch"));
+        for file in trainer::pack::evidence::FILES {
+            assert!(pack.join(file).is_file(), "missing {file}");
+        }
+    } else {
+        assert!(
+            stderr(&output).contains("interrupted"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            fs::read(pack.join("outputs/training_log.csv")).unwrap(),
+            before
+        );
+    }
     let leftovers: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -107,6 +107,14 @@ impl CheckpointMeta {
     }
 }
 
+/// The checkpoint a run started from (`--init-from`), as its run_info records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InitFrom {
+    pub path: String,
+    /// The checksum of its parameter file.
+    pub params_checksum: String,
+}
+
 /// What a model was trained on, as its checkpoint records it.
 #[derive(Clone, Copy, Debug)]
 pub struct TrainedOn<'a> {

@@ -309,6 +309,9 @@ struct MetricsSummary<'a> {
     train_samples: usize,
     val_samples: usize,
     test_samples: usize,
+    /// Only in a pack an interrupt cut short: "stopped at epoch 4 of 10 (CNN)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<&'a str>,
 }
 
 /// outputs/metrics_summary.json, with the seed's keys in the seed's order.
@@ -321,6 +324,7 @@ pub fn metrics_summary_json(report: &Report) -> Result<String> {
         train_samples: report.split_sizes[0],
         val_samples: report.split_sizes[1],
         test_samples: report.split_sizes[2],
+        incomplete: report.stopped.as_deref(),
     };
     serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::Serialize(e.to_string()))
 }
@@ -376,6 +380,14 @@ struct RunInfo<'a> {
     peak_host_rss_bytes: Option<u64>,
     peak_device_memory_bytes: Option<u64>,
     models: Vec<ModelInfo>,
+    /// Set when an interrupt stopped the run ("stopped at epoch 4 of 10 (CNN)").
+    stopped: Option<&'a str>,
+    /// Whether the run went on from a stopped run's state (`--resume`).
+    resumed: bool,
+    /// The checkpoint the run started from (`--init-from`) and its parameters' checksum.
+    init_from: Option<&'a crate::model::checkpoint::InitFrom>,
+    /// Whether only the last layer trained (`--freeze-features`).
+    freeze_features: bool,
 }
 
 /// outputs/run_info.json: device, versions, hyperparameters, timing and memory.
@@ -432,6 +444,10 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         peak_host_rss_bytes: report.peak_rss_bytes,
         peak_device_memory_bytes: report.peak_device_bytes,
         models,
+        stopped: report.stopped.as_deref(),
+        resumed: c.resume,
+        init_from: report.init_from.as_ref(),
+        freeze_features: c.freeze_features,
     };
     serde_json::to_string_pretty(&info).map_err(|e| TrainerError::Serialize(e.to_string()))
 }
@@ -966,6 +982,13 @@ pub fn debug_checklist_md(report: &Report) -> String {
 /// The pack's README.md, section by section.
 pub fn readme_md(report: &Report) -> String {
     let mut out = String::from("# Deep learning workshop evidence pack\n\n");
+    if let Some(stopped) = &report.stopped {
+        let _ = writeln!(
+            out,
+            "**Incomplete: {stopped}.** The pack holds each model's best epoch before the interrupt; `trainer --resume {}` continues the run.\n",
+            report.config.out.display()
+        );
+    }
     readme_command_and_device(&mut out, report);
     readme_results(&mut out, report);
     readme_comparison(&mut out, report);
@@ -1330,6 +1353,10 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
     for file in FILES.iter().filter(|f| **f != "README.md") {
         let _ = writeln!(out, "- {file}");
     }
+    let _ = writeln!(
+        out,
+        "- checkpoints/last.bin, checkpoints/last.json (the run's state after its last epoch: weights, optimizer, schedule, shuffling, best epoch; `trainer --resume` goes on from it, `--init-from checkpoints/best_model.json` fine-tunes from the best model)"
+    );
     for run in &report.models {
         let _ = writeln!(
             out,

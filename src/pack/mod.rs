@@ -9,6 +9,7 @@ pub mod evaluation;
 pub mod evidence;
 pub mod label_issues;
 pub mod plots;
+pub mod run_state;
 pub mod tensorboard;
 
 use std::fs;
@@ -290,6 +291,9 @@ impl OutputLock {
                     use std::io::Write;
                     let _ = writeln!(file, "{}", std::process::id());
                     interrupt::register_cleanup(path.clone());
+                    // A killed run's earlier pack, moved aside, goes back before this run
+                    // writes anything into the target (its state after each epoch).
+                    remove_stale(&parent, &name);
                     return Ok(OutputLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -552,6 +556,27 @@ fn collect_files(dir: &Path, root: &Path, out: &mut Vec<String>) {
             out.push(relative.to_string_lossy().replace('\\', "/"));
         }
     }
+}
+
+/// The files of the pack in `pack` (as its marker lists them, with the marker), one line
+/// per folder: `outputs/: config.json, metrics_summary.json, ...`.
+pub fn listing(pack: &Path) -> Vec<String> {
+    let mut files = read_marker(pack).files.unwrap_or_default();
+    files.push(MARKER.to_string());
+    files.sort();
+    files.dedup();
+    let mut folders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in files {
+        let (folder, name) = match file.rsplit_once('/') {
+            Some((folder, name)) => (format!("{folder}/"), name.to_string()),
+            None => ("./".to_string(), file),
+        };
+        folders.entry(folder).or_default().push(name);
+    }
+    folders
+        .into_iter()
+        .map(|(folder, names)| format!("  {folder} {}", names.join(", ")))
+        .collect()
 }
 
 /// The console line for files kept from an earlier pack, if any (at most ten named).

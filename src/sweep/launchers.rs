@@ -23,8 +23,10 @@ pub fn slurm(plan: &Plan) -> String {
 # ({n} in all, at most {p} at once). Every node must see this folder and the trainer binary.
 #   submit:   sbatch {sbatch}
 #   results:  trainer sweep collect {dir_q}
-# A task that finished is skipped when resubmitted; one killed mid-run is redone from scratch.
+# A task that finished is skipped when resubmitted; one killed or preempted mid-run (Slurm
+# sends SIGTERM first) goes on from its last finished epoch when requeued or resubmitted.
 #SBATCH --job-name=trainer-sweep
+#SBATCH --requeue
 #SBATCH --array=0-{last}%{p}
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task={cpus}
@@ -132,7 +134,8 @@ spec:
   completionMode: Indexed
   completions: {n}
   parallelism: {p}
-  # A failed index is retried once; a finished task is skipped when a pod reruns it.
+  # A failed index is retried once; a finished task is skipped when a pod reruns it, and a
+  # pod evicted or preempted mid-run (SIGTERM first) goes on from its last finished epoch.
   backoffLimitPerIndex: 1
   template:
     metadata:

@@ -205,10 +205,11 @@ impl TaskLaunch<'_> {
         });
         let end = match status {
             Err(_) => TaskEnd::Failed,
-            // Ended by our Ctrl-C (exit 130, or the signal itself after a second one); a
-            // task killed by anything else (the kernel's out-of-memory killer) failed.
+            // Ended by our Ctrl-C (exit 130, 143 for a SIGTERM, or the signal itself after a
+            // second one): its run's state stays for the next run to resume; a task killed by
+            // anything else (the kernel's out-of-memory killer) failed.
             Ok(status)
-                if status.code() == Some(130)
+                if matches!(status.code(), Some(130 | 143))
                     || (status.code().is_none() && crate::interrupt::requested()) =>
             {
                 TaskEnd::Interrupted

@@ -150,6 +150,10 @@ pub fn run(
         memory_preflight: true,
         quiet: true,
         command: format!("trainer sweep run {} --task-index {index}", dir.display()),
+        // A task killed or requeued after an epoch goes on from its last epoch.
+        resume: crate::pack::run_state::RunState::resumable(&run_dir(dir, index)),
+        init_from: None,
+        freeze_features: false,
     };
     let outcome = run_pack(config, console);
     let mut state = TaskState {
@@ -164,6 +168,13 @@ pub fn run(
         device: None,
     };
     match outcome {
+        // Stopped by an interrupt: unfinished, its state kept for the next run to resume.
+        Ok(report) if report.stopped.is_some() => {
+            return Err(TrainerError::InterruptedKept(format!(
+                "{}: the task's pack and state are kept, and its next run goes on from there",
+                report.stopped.unwrap_or_default()
+            )));
+        }
         Ok(report) => {
             // A failed overfit check fails the task, as it fails a run (exit 1).
             state.error = report.overfit_failure();

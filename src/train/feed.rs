@@ -3,6 +3,7 @@
 //! device; this choice is the training layer's.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
@@ -78,8 +79,21 @@ pub fn loader(
     feed: Feed,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
+    loader_counted(dataset, batch_size, feed, device, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`loader`], its augmentation counting samples in `augmented` (which a resumed run sets to
+/// where the stopped run was, so the same samples get the same numbers).
+pub fn loader_counted(
+    dataset: &ImageDataset,
+    batch_size: usize,
+    feed: Feed,
+    device: &Device,
+    augmented: Arc<AtomicU64>,
+) -> Arc<dyn DataLoader<ImageBatch>> {
     let mut inner = ImageBatcher::plain(dataset.image_size, dataset.channels);
     inner.augment = feed.augment;
+    inner.augmented = augmented;
     let batcher = DeviceBatcher {
         inner,
         stripes_on_device: feed.stripes_on_device,

@@ -10,7 +10,9 @@
 //! halved and the whole epoch is trained again, so every sample is still trained on once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::checkpointer::ModelState;
 use super::engine::EngineChoice;
 use super::weights::{StepValues, Weights};
 use super::{
@@ -31,6 +33,8 @@ pub(super) struct Learner {
     pub batch_size: usize,
     /// The model's display name, for progress and memory events.
     name: String,
+    /// Its short name ([`interrupt::inject`] names it).
+    slug: String,
     footprint: Footprint,
     loader: Arc<dyn DataLoader<ImageBatch>>,
     /// Training samples an epoch, for the schedule's position.
@@ -40,6 +44,10 @@ pub(super) struct Learner {
     attempt: Attempt,
     /// Whether `TRAINER_CAP_MEMORY_AT` has capped the address space for this model.
     capped: bool,
+    /// Passes made over the loader: each draws the next shuffle (a resumed run replays them).
+    pub passes: usize,
+    /// Samples the loader has augmented (each draws the next numbers).
+    pub augmented: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Copy)]
@@ -141,16 +149,52 @@ impl Learner {
             augment: settings.augment.then_some(settings.shuffle_seed),
             stripes_on_device: choice.stripes_on_device(),
         };
+        let augmented = Arc::new(AtomicU64::new(0));
         Ok(Learner {
             weights,
             batch_size,
             name,
+            slug: spec.slug(),
             footprint,
-            loader: crate::train::feed::loader(train, batch_size, feed, &device),
+            loader: crate::train::feed::loader_counted(
+                train,
+                batch_size,
+                feed,
+                &device,
+                augmented.clone(),
+            ),
             train_len: train.len(),
             attempt: Attempt::start(),
             capped: false,
+            passes: 0,
+            augmented,
         })
+    }
+
+    /// The model's display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Samples augmented so far.
+    pub fn augmented_count(&self) -> u64 {
+        self.augmented.load(Ordering::SeqCst)
+    }
+
+    /// Where a stopped run was: its weights and optimizer state, batch size, the loader's
+    /// passes (replayed, so the next pass draws the same permutation) and the augmentation's
+    /// count.
+    pub fn restore(&mut self, state: &ModelState, ctx: &Context) -> Result<()> {
+        let blobs = &state.blobs;
+        self.weights
+            .load(state.weights_kind, &blobs.weights, &blobs.optim, ctx.device)?;
+        self.batch_size = state.batch_size;
+        while self.passes < state.loader_passes {
+            drop(self.loader.iter());
+            self.passes += 1;
+        }
+        self.augmented.store(state.augmented, Ordering::SeqCst);
+        Ok(())
     }
 
     /// One epoch, trained and read back. When the device reported an out-of-memory inside
@@ -164,6 +208,7 @@ impl Learner {
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<(EpochSteps, EpochRead)> {
+        interrupt::inject(&self.slug, epoch);
         loop {
             self.attempt = Attempt::start();
             let start = self.weights.snapshot().map_err(|failure| match failure {
@@ -211,6 +256,7 @@ impl Learner {
         let mut steps = EpochSteps::default();
         // Samples of the completed batches this epoch (the schedule's position).
         let mut trained = 0;
+        self.passes += 1;
         for batch in self.loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
             let mut start = 0;
