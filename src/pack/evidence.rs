@@ -522,7 +522,7 @@ fn lr_chart(report: &Report) -> LineChart {
             _ => String::new(),
         }
     );
-    let mut chart = LineChart::new(&title, "epoch", "learning rate");
+    let mut chart = LineChart::by_epoch(&title, "learning rate");
     for (i, run) in report.models.iter().enumerate() {
         chart.series.push(Series {
             label: run.spec.display_name(),
@@ -589,7 +589,7 @@ fn curve_chart(
             colour: i,
         });
     }
-    let mut chart = LineChart::new(title, "epoch", metric);
+    let mut chart = LineChart::by_epoch(title, metric);
     chart.series = series;
     chart
 }
