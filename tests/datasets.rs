@@ -144,6 +144,36 @@ fn a_pre_split_folder_refuses_different_classes_and_split() {
 }
 
 #[test]
+fn split_folders_without_train_and_test_are_refused_and_a_stray_folder_is_named() {
+    let dir = temp();
+    let data = dir.path().join("half");
+    class_folders(&data.join("val"), 3, 1);
+    class_folders(&data.join("test"), 3, 2);
+    let out = dir.path().join("pack");
+    let err = stderr(&run(&data, &out).run_fail(2));
+    assert!(err.contains("has val/ and test/ but no train/"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    fs::rename(data.join("val"), data.join("train")).unwrap();
+    fs::remove_dir_all(data.join("test")).unwrap();
+    let err = stderr(&run(&data, &out).run_fail(2));
+    assert!(err.contains("has train/ but no test/"), "{err}");
+    assert!(!out.exists());
+    // A folder beside train/ and test/ is named, not read.
+    class_folders(&data.join("test"), 3, 2);
+    class_folders(&data.join("extras"), 2, 3);
+    let output = trainer()
+        .cpu()
+        .data(&data)
+        .args(["--image-size", "12", "--models", "baseline"])
+        .epochs(1, 1)
+        .out(&out)
+        .run_ok();
+    let err = stderr(&output);
+    assert!(err.contains("'extras/'") && err.contains("not read"), "{err}");
+}
+
+#[test]
 fn copies_are_listed_left_out_across_classes_kept_once_within_and_never_in_two_splits() {
     let dir = temp();
     let data = pre_split(dir.path(), 10, 4);

@@ -74,7 +74,14 @@ pub fn folder_splits(config: &DataConfig, progress: &dyn Progress) -> Result<Spl
     check_flags(config, &layout)?;
     let listings = folder::walk(&layout)?;
     let classes = listings[0].classes.clone();
-    let skipped: Vec<(String, String)> = listings.iter().flat_map(|l| l.skipped.clone()).collect();
+    let mut skipped: Vec<(String, String)> =
+        listings.iter().flat_map(|l| l.skipped.clone()).collect();
+    for stray in layout::stray_folders(&layout)? {
+        skipped.push((
+            format!("{stray}/"),
+            "a folder beside the split folders is not read (a pre-split folder holds only train/, test/ and val/)".to_string(),
+        ));
+    }
     let val_given = matches!(layout, Layout::PreSplit { val: Some(_), .. });
     let found = found_files(listings, &layout, val_given);
     let found = max_per_class(found, config);
