@@ -174,6 +174,29 @@ fn split_folders_without_train_and_test_are_refused_and_a_stray_folder_is_named(
 }
 
 #[test]
+fn an_empty_class_in_a_split_folder_and_val_fraction_on_class_folders_are_refused() {
+    let dir = temp();
+    let data = pre_split(dir.path(), 6, 3);
+    let out = dir.path().join("pack");
+    for file in fs::read_dir(data.join("test/trouser")).unwrap() {
+        fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    let err = stderr(&run(&data, &out).run_fail(2));
+    assert!(err.contains("class 'trouser' has no image to use in test/"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    // --val-fraction draws from a pre-split folder's train/: a folder of classes refuses it.
+    let flat = dir.path().join("flat");
+    class_folders(&flat, 10, 1);
+    let err = stderr(&run(&flat, &out).args(["--val-fraction", "0.3"]).run_fail(2));
+    assert!(
+        err.contains("--val-fraction 0.3 cannot apply") && err.contains("pre-split"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn copies_are_listed_left_out_across_classes_kept_once_within_and_never_in_two_splits() {
     let dir = temp();
     let data = pre_split(dir.path(), 10, 4);

@@ -8,6 +8,7 @@
 //! (`auto`: RGB when a training image has colour), resized to `image_size` x `image_size`
 //! with bilinear (triangle) resampling, stretching when the aspect ratio differs.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -145,6 +146,17 @@ fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
             layout.describe()
         )));
     }
+    if !layout.is_pre_split() && config.val_fraction != crate::config::DEFAULT_VAL_FRACTION {
+        return Err(TrainerError::bad_input(format!(
+            "--val-fraction {} cannot apply: '{}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)",
+            config.val_fraction,
+            config
+                .folder
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )));
+    }
     let f = config.val_fraction;
     let drawn = matches!(layout, Layout::PreSplit { val: None, .. });
     if drawn && !(f.is_finite() && f > 0.0 && f < 1.0) {
@@ -279,9 +291,18 @@ fn assign_parts(
             check_per_class(&by, classes, minimum_per_class(config.split), &share)?;
             Ok(split::stratified(&by, config.split, config.seed))
         }
-        Layout::PreSplit { val, .. } => {
+        Layout::PreSplit {
+            train: train_dir,
+            val,
+            test: test_dir,
+        } => {
             let train = by_class(0);
-            let test: Vec<usize> = by_class(2).concat();
+            let test = by_class(2);
+            let given_val = val.as_ref().map(|dir| (by_class(1), dir));
+            let mut parts = vec![(&train, train_dir), (&test, test_dir)];
+            parts.extend(given_val.as_ref().map(|(by, dir)| (by, *dir)));
+            check_every_part(&parts, classes)?;
+            let test: Vec<usize> = test.concat();
             if val.is_some() {
                 return Ok([train.concat(), by_class(1).concat(), test]);
             }
@@ -295,6 +316,25 @@ fn assign_parts(
             Ok([train, val, test])
         }
     }
+}
+
+/// Every class has images in every given split folder (the README's promise), unless it
+/// has none in any: an empty class folder, or one whose images were all left out as copies.
+fn check_every_part(parts: &[(&Vec<Vec<usize>>, &PathBuf)], classes: &[String]) -> Result<()> {
+    for (label, class) in classes.iter().enumerate() {
+        let empty: Vec<String> = parts
+            .iter()
+            .filter(|(by, _)| by[label].is_empty())
+            .map(|(_, dir)| format!("{}/", dir.file_name().unwrap_or_default().to_string_lossy()))
+            .collect();
+        if !empty.is_empty() && empty.len() < parts.len() {
+            return Err(TrainerError::bad_input(format!(
+                "class '{class}' has no image to use in {} (its folder there is empty, or all its images there were left out as byte-identical copies); every class needs images in every split folder",
+                empty.join(" and ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every class has at least `minimum` images to split.
