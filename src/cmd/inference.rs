@@ -48,6 +48,13 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
                     read.folder.display()
                 ));
             }
+            if read.seen_in_training > 0 {
+                console.warn(&format!(
+                    "{} of {} images are byte-identical to the checkpoint's training/validation images: the accuracy overstates",
+                    read.seen_in_training,
+                    read.dataset.samples.len()
+                ));
+            }
             (read.origin, read.dataset, line)
         }
     };
