@@ -37,6 +37,10 @@ pub const ADAM_EPSILON: f32 = 1e-8;
 /// (`--val-fraction`).
 pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
 
+/// The longest reason shown for an image file that cannot be decoded (the image crate's
+/// messages can hold Debug text and raw bytes, thousands of characters long).
+pub const DECODE_REASON_CHARS: usize = 120;
+
 fn default_val_fraction() -> f64 {
     DEFAULT_VAL_FRACTION
 }
