@@ -61,15 +61,15 @@ fn mode(color: image::ColorType) -> &'static str {
     }
 }
 
-/// A decode error as one short printable line: the image crate's Debug text (`ChunkType {
-/// type: ...}`) and raw bytes cut off, at most [`DECODE_REASON_CHARS`] characters.
+/// A decode error as one short printable line: the image crate's Debug text (`ChunkType` and
+/// its fields) and raw bytes cut off, at most [`DECODE_REASON_CHARS`] characters.
 ///
 /// [`DECODE_REASON_CHARS`]: crate::config::DECODE_REASON_CHARS
 pub fn reason(error: &image::ImageError) -> String {
     let text = error.to_string();
-    let debug = text.find(['{', '[']);
-    // "Format error decoding Png: ChunkType { type: ... }": the words before the Debug text's
-    // name.
+    let debug = text.find(['\x7b', '\x5b']); // an opening brace or bracket
+    // "Format error decoding Png: ChunkType" and its fields: the words before the Debug
+    // text's name.
     let kept = match debug {
         Some(at) => text[..at].rsplit_once(':').map_or(&text[..at], |(words, _)| words),
         None => &text[..],
@@ -259,7 +259,7 @@ mod tests {
             };
             assert!(!why.is_empty() && why.len() <= 150, "{why}");
             assert!(why.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{why}");
-            assert!(!why.contains('{'), "{why}");
+            assert!(!why.contains('\x7b'), "{why}");
         }
     }
 }
