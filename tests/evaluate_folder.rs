@@ -229,6 +229,26 @@ fn predict_classifies_a_folder_into_a_csv_and_gives_the_accuracy_of_a_labelled_o
         assert_eq!(row[1], row[3], "the prediction is the top class");
     }
     assert!(fs::read_to_string(&csv).unwrap().contains("\r\n"));
+    // An existing --csv is replaced only with --force, and a missing folder is refused, both
+    // before any image is classified.
+    let predict = |csv: &Path| {
+        trainer()
+            .subcommand("predict")
+            .cpu()
+            .checkpoint(pack.join("checkpoints/best_model.json"))
+            .arg("--csv")
+            .arg(csv)
+            .arg(&folder)
+    };
+    let before = fs::read_to_string(&csv).unwrap();
+    let output = predict(&csv).run_fail(2);
+    assert!(stderr(&output).contains("exists; pass --force"), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty(), "nothing classified");
+    assert_eq!(fs::read_to_string(&csv).unwrap(), before);
+    predict(&csv).arg("--force").run_ok();
+    let output = predict(&dir.path().join("no-such-folder/p.csv")).run_fail(2);
+    assert!(stderr(&output).contains("does not exist"), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty(), "nothing classified");
 }
 
 #[test]
