@@ -323,6 +323,12 @@ fn max_per_class_takes_a_seeded_sample_and_samples_per_class_points_to_it() {
     let output = run(&data, &dir.path().join("c")).config(&config).run_ok();
     let [train, val, test] = sizes(&output);
     assert_eq!(train + val + test, 12);
+    // Too small a sample says so, rather than only "has 1 image(s) to split".
+    let output = run(&data, &dir.path().join("one"))
+        .args(["--max-per-class", "1"])
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("has 1 image(s) to split (--max-per-class 1 leaves too few)"), "{err}");
 }
 
 #[test]

@@ -288,7 +288,7 @@ fn assign_parts(
                 "--split {},{},{}",
                 config.split[0], config.split[1], config.split[2]
             );
-            check_per_class(&by, classes, minimum_per_class(config.split), &share)?;
+            check_per_class(&by, classes, minimum_per_class(config.split), &share, config.max_per_class)?;
             Ok(split::stratified(&by, config.split, config.seed))
         }
         Layout::PreSplit {
@@ -311,7 +311,7 @@ fn assign_parts(
                 .find(|&n| split_counts(n, shares)[..2].iter().all(|&c| c >= 1))
                 .unwrap_or(10_000);
             let share = format!("--val-fraction {}", config.val_fraction);
-            check_per_class(&train, classes, minimum, &share)?;
+            check_per_class(&train, classes, minimum, &share, config.max_per_class)?;
             let [train, val, _] = split::stratified(&train, shares, config.seed);
             Ok([train, val, test])
         }
@@ -343,11 +343,17 @@ fn check_per_class(
     classes: &[String],
     minimum: usize,
     share: &str,
+    max_per_class: Option<usize>,
 ) -> Result<()> {
     for (label, files) in by_class.iter().enumerate() {
         if files.len() < minimum {
+            let why = match max_per_class {
+                Some(n) if n < minimum => format!(" (--max-per-class {n} leaves too few)"),
+                _ if files.is_empty() => " (its folder is empty, or all its images were left out: unreadable, or byte-identical copies of images in other classes or splits)".to_string(),
+                _ => String::new(),
+            };
             return Err(TrainerError::bad_input(format!(
-                "class '{}' has {} image(s) to split; {share} needs at least {minimum} per class so that each part gets one",
+                "class '{}' has {} image(s) to split{why}; {share} needs at least {minimum} per class so that each part gets one",
                 classes[label],
                 files.len()
             )));
