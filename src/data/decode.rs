@@ -64,7 +64,7 @@ fn mode(color: image::ColorType) -> &'static str {
 /// A decode error as one short printable line: the image crate's Debug text (`ChunkType` and
 /// its fields) and raw bytes cut off, at most [`DECODE_REASON_CHARS`] characters.
 ///
-/// [`DECODE_REASON_CHARS`]: crate::config::DECODE_REASON_CHARS
+/// [`DECODE_REASON_CHARS`]: crate::data::DECODE_REASON_CHARS
 pub fn reason(error: &image::ImageError) -> String {
     let text = error.to_string();
     let debug = text.find(['\x7b', '\x5b']); // an opening brace or bracket
@@ -82,7 +82,7 @@ pub fn reason(error: &image::ImageError) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let line_was_cut = debug.is_some() || kept.len() != line.len();
-    let limit = crate::config::DECODE_REASON_CHARS;
+    let limit = crate::data::DECODE_REASON_CHARS;
     if line.len() > limit {
         line.truncate(limit);
     }

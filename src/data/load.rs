@@ -146,7 +146,7 @@ fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
             layout.describe()
         )));
     }
-    if !layout.is_pre_split() && config.val_fraction != crate::config::DEFAULT_VAL_FRACTION {
+    if !layout.is_pre_split() && config.val_fraction != crate::data::DEFAULT_VAL_FRACTION {
         return Err(TrainerError::bad_input(format!(
             "--val-fraction {} cannot apply: '{}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)",
             config.val_fraction,
