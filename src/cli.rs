@@ -582,6 +582,10 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
+    /// Replace the --csv file if it exists (checked before any image is classified).
+    #[arg(long)]
+    pub force: bool,
+
     /// Image files (PNG, JPEG, BMP) and folders (every image file under them); preprocessed
     /// as the checkpoint says. Folders of class subfolders named as the checkpoint's classes
     /// also get the accuracy.

@@ -35,7 +35,7 @@ pub const ADAM_EPSILON: f32 = 1e-8;
 
 /// A pre-split folder without a val folder: the share of train drawn as validation
 /// (`--val-fraction`).
-pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
+pub const DEFAULT_VAL_FRACTION: f64 = crate::data::DEFAULT_VAL_FRACTION;
 
 fn default_val_fraction() -> f64 {
     DEFAULT_VAL_FRACTION

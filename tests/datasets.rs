@@ -144,6 +144,59 @@ fn a_pre_split_folder_refuses_different_classes_and_split() {
 }
 
 #[test]
+fn split_folders_without_train_and_test_are_refused_and_a_stray_folder_is_named() {
+    let dir = temp();
+    let data = dir.path().join("half");
+    class_folders(&data.join("val"), 3, 1);
+    class_folders(&data.join("test"), 3, 2);
+    let out = dir.path().join("pack");
+    let err = stderr(&run(&data, &out).run_fail(2));
+    assert!(err.contains("has val/ and test/ but no train/"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    fs::rename(data.join("val"), data.join("train")).unwrap();
+    fs::remove_dir_all(data.join("test")).unwrap();
+    let err = stderr(&run(&data, &out).run_fail(2));
+    assert!(err.contains("has train/ but no test/"), "{err}");
+    assert!(!out.exists());
+    // A folder beside train/ and test/ is named, not read.
+    class_folders(&data.join("test"), 3, 2);
+    class_folders(&data.join("extras"), 2, 3);
+    let output = trainer()
+        .cpu()
+        .data(&data)
+        .args(["--image-size", "12", "--models", "baseline"])
+        .epochs(1, 1)
+        .out(&out)
+        .run_ok();
+    let err = stderr(&output);
+    assert!(err.contains("'extras/'") && err.contains("not read"), "{err}");
+}
+
+#[test]
+fn an_empty_class_in_a_split_folder_and_val_fraction_on_class_folders_are_refused() {
+    let dir = temp();
+    let data = pre_split(dir.path(), 6, 3);
+    let out = dir.path().join("pack");
+    for file in fs::read_dir(data.join("test/trouser")).unwrap() {
+        fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    let err = stderr(&run(&data, &out).run_fail(2));
+    assert!(err.contains("class 'trouser' has no image to use in test/"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    // --val-fraction draws from a pre-split folder's train/: a folder of classes refuses it.
+    let flat = dir.path().join("flat");
+    class_folders(&flat, 10, 1);
+    let err = stderr(&run(&flat, &out).args(["--val-fraction", "0.3"]).run_fail(2));
+    assert!(
+        err.contains("--val-fraction 0.3 cannot apply") && err.contains("pre-split"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn copies_are_listed_left_out_across_classes_kept_once_within_and_never_in_two_splits() {
     let dir = temp();
     let data = pre_split(dir.path(), 10, 4);
@@ -270,6 +323,12 @@ fn max_per_class_takes_a_seeded_sample_and_samples_per_class_points_to_it() {
     let output = run(&data, &dir.path().join("c")).config(&config).run_ok();
     let [train, val, test] = sizes(&output);
     assert_eq!(train + val + test, 12);
+    // Too small a sample says so, rather than only "has 1 image(s) to split".
+    let output = run(&data, &dir.path().join("one"))
+        .args(["--max-per-class", "1"])
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("has 1 image(s) to split (--max-per-class 1 leaves too few)"), "{err}");
 }
 
 #[test]

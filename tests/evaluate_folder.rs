@@ -66,8 +66,34 @@ fn number(cell: &str) -> f64 {
 #[test]
 fn a_labelled_folder_is_scored_per_class_and_agrees_with_its_confusion_matrix() {
     let dir = temp();
-    let (_, pack) = trained_pack(dir.path(), 0);
+    let (data, pack) = trained_pack(dir.path(), 0);
     let checkpoint = pack.join("checkpoints/best_model.json");
+    // A copy of the training folder less one file (not the recorded folder, so scored as a
+    // folder): its train and validation images are counted in a warning.
+    let copy = dir.path().join("copy");
+    for class in ["diagonal", "horizontal", "vertical"] {
+        fs::create_dir_all(copy.join(class)).unwrap();
+        for file in fs::read_dir(data.join(class)).unwrap() {
+            let file = file.unwrap();
+            fs::copy(file.path(), copy.join(class).join(file.file_name())).unwrap();
+        }
+    }
+    fs::remove_file(fs::read_dir(copy.join("diagonal")).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let output = evaluate(&checkpoint)
+        .data(&copy)
+        .out(dir.path().join("own"))
+        .run_ok();
+    let err = stderr(&output);
+    let line = err
+        .lines()
+        .find(|l| l.contains("byte-identical to the checkpoint's training/validation images"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let seen: usize = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    assert!(line.contains(&format!("{seen} of 41 images")), "{line}");
+    assert!((25..41).contains(&seen), "{line}");
     // Laid out as downloaded: train/ and test/; evaluate scores test/ only.
     let split = dir.path().join("downloaded");
     fs::create_dir_all(&split).unwrap();
@@ -83,6 +109,7 @@ fn a_labelled_folder_is_scored_per_class_and_agrees_with_its_confusion_matrix() 
     .unwrap();
     let out = dir.path().join("scored");
     let output = evaluate(&checkpoint).data(&split).out(&out).run_ok();
+    assert!(!stderr(&output).contains("byte-identical"));
     let console = stdout(&output);
     assert!(console.contains("samples: 15"), "{console}");
     let accuracy = number(&common::console_value(&console, "accuracy").unwrap());
@@ -209,6 +236,26 @@ fn predict_classifies_a_folder_into_a_csv_and_gives_the_accuracy_of_a_labelled_o
         }
     }
     assert!(fs::read_to_string(&csv).unwrap().contains("\r\n"));
+    // An existing --csv is replaced only with --force, and a missing folder is refused, both
+    // before any image is classified.
+    let predict = |csv: &Path| {
+        trainer()
+            .subcommand("predict")
+            .cpu()
+            .checkpoint(pack.join("checkpoints/best_model.json"))
+            .arg("--csv")
+            .arg(csv)
+            .arg(&folder)
+    };
+    let before = fs::read_to_string(&csv).unwrap();
+    let output = predict(&csv).run_fail(2);
+    assert!(stderr(&output).contains("exists; pass --force"), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty(), "nothing classified");
+    assert_eq!(fs::read_to_string(&csv).unwrap(), before);
+    predict(&csv).arg("--force").run_ok();
+    let output = predict(&dir.path().join("no-such-folder/p.csv")).run_fail(2);
+    assert!(stderr(&output).contains("does not exist"), "{}", stderr(&output));
+    assert!(stdout(&output).is_empty(), "nothing classified");
 }
 
 #[test]

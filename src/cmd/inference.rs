@@ -18,6 +18,16 @@ use crate::report::round4;
 /// `trainer evaluate`: the checkpoint's recorded test set scored again (a failed verdict when
 /// it differs from what the checkpoint recorded), or a labelled folder scored (`--data`).
 pub fn evaluate(args: EvaluateArgs) -> Result<()> {
+    evaluate_run(args).map_err(|e| {
+        without_pack(
+            e,
+            "stopped before finishing; nothing was written (an earlier evaluation folder, if any, is untouched)",
+        )
+    })
+}
+
+/// [`evaluate`], its interruption said by the caller.
+fn evaluate_run(args: EvaluateArgs) -> Result<()> {
     let console = Console::new(args.quiet);
     let out = args.out.clone();
     if let Some(out) = &out {
@@ -46,6 +56,13 @@ pub fn evaluate(args: EvaluateArgs) -> Result<()> {
                     "{} image file(s) outside the class folders of '{}' left out",
                     read.left_out,
                     read.folder.display()
+                ));
+            }
+            if read.seen_in_training > 0 {
+                console.warn(&format!(
+                    "{} of {} images are byte-identical to the checkpoint's training/validation images: the accuracy overstates",
+                    read.seen_in_training,
+                    read.dataset.samples.len()
                 ));
             }
             (read.origin, read.dataset, line)
@@ -139,19 +156,50 @@ fn print_folder(scored: &Scored, console: &Console) {
 /// the exit code says that some failed.
 pub fn predict(args: PredictArgs) -> Result<()> {
     let console = Console::new(args.json);
-    if let Some(csv) = &args.csv
-        && csv.is_dir()
-    {
-        return Err(TrainerError::bad_input(format!(
-            "--csv '{}' is a folder; give a file name",
-            csv.display()
-        )));
+    if let Some(csv) = &args.csv {
+        check_csv(csv, args.force)?;
     }
+    predict_checked(args, &console)
+        .map_err(|e| without_pack(e, "stopped before finishing; nothing was written"))
+}
+
+/// An interruption said without a training pack's words (`what`: what was and was not
+/// written).
+fn without_pack(error: TrainerError, what: &str) -> TrainerError {
+    match error {
+        TrainerError::Interrupted => TrainerError::InterruptedKept(what.to_string()),
+        other => other,
+    }
+}
+
+/// `--csv` names a file that can be written, checked before any work: not a folder, in a
+/// folder that exists, and not an existing file unless `--force`.
+fn check_csv(csv: &std::path::Path, force: bool) -> Result<()> {
+    let why = if csv.is_dir() {
+        "is a folder; give a file name"
+    } else if csv
+        .parent()
+        .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
+    {
+        "is in a folder that does not exist; create it first"
+    } else if csv.exists() && !force {
+        "exists; pass --force to replace it, or give another name"
+    } else {
+        return Ok(());
+    };
+    Err(TrainerError::bad_input(format!(
+        "--csv '{}' {why}",
+        csv.display()
+    )))
+}
+
+/// [`predict`] once its `--csv` is checked.
+fn predict_checked(args: PredictArgs, console: &Console) -> Result<()> {
     let loaded = inference::load(&args.checkpoint, args.backend)?;
     let found = inputs::gather(&args.images)?;
     let mut outcomes = Vec::new();
     let mut rows = vec![evaluation::predictions_header()];
-    let summary = predict::predict(&loaded, &found, &console, |outcome| {
+    let summary = predict::predict(&loaded, &found, console, |outcome| {
         if let FileOutcome::Predicted(p) = &outcome {
             rows.push(evaluation::prediction_row(p));
         }

@@ -64,10 +64,43 @@ fn mode(color: image::ColorType) -> &'static str {
     }
 }
 
+/// A decode error as one short printable line: the image crate's Debug text (`ChunkType` and
+/// its fields) and raw bytes cut off, at most [`DECODE_REASON_CHARS`] characters.
+///
+/// [`DECODE_REASON_CHARS`]: crate::data::DECODE_REASON_CHARS
+pub fn reason(error: &image::ImageError) -> String {
+    let text = error.to_string();
+    let debug = text.find(['\x7b', '\x5b']); // an opening brace or bracket
+    // "Format error decoding Png: ChunkType" and its fields: the words before the Debug
+    // text's name.
+    let kept = match debug {
+        Some(at) => text[..at].rsplit_once(':').map_or(&text[..at], |(words, _)| words),
+        None => &text[..],
+    };
+    let mut line = kept
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line_was_cut = debug.is_some() || kept.len() != line.len();
+    let limit = crate::data::DECODE_REASON_CHARS;
+    if line.len() > limit {
+        line.truncate(limit);
+    }
+    let line = line.trim_end_matches([' ', ':', ',', '(']).to_string();
+    match (line.is_empty(), line_was_cut) {
+        (true, _) => "not a valid image (corrupt or truncated)".to_string(),
+        (false, true) => format!("{line} (corrupt or truncated)"),
+        (false, false) => line,
+    }
+}
+
 /// Decodes one file's bytes: gray files as one plane, colour files as three (the run's
 /// channels are chosen later, from the training part, and [`Pixels::into_channels`] converts).
 pub fn decode(bytes: &[u8], size: usize) -> std::result::Result<Decoded, String> {
-    let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+    let image = image::load_from_memory(bytes).map_err(|e| reason(&e))?;
     let mode = mode(image.color());
     let channels = image.color().channel_count();
     let original = (image.width(), image.height());
@@ -217,5 +250,21 @@ mod tests {
         );
         assert_eq!(d.pixels.clone().into_channels(3), [255; 12]);
         assert!(decode(b"not an image", 2).is_err());
+    }
+
+    #[test]
+    fn a_corrupt_file_gets_a_short_printable_reason() {
+        let mut bytes = png(image::DynamicImage::ImageLuma8(image::GrayImage::new(4, 4)));
+        // The IHDR chunk's type replaced by raw bytes, as in a damaged download.
+        bytes[12..16].copy_from_slice(&[0xf9, 0x46, 0xfa, 0xa6]);
+        bytes.extend(std::iter::repeat_n(0xa6, 3000));
+        for bad in [bytes.as_slice(), &bytes[..20], b"not an image"] {
+            let Err(why) = decode(bad, 2) else {
+                panic!("decoded")
+            };
+            assert!(!why.is_empty() && why.len() <= 150, "{why}");
+            assert!(why.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{why}");
+            assert!(!why.contains('\x7b'), "{why}");
+        }
     }
 }

@@ -124,15 +124,54 @@ pub fn detect(root: &Path) -> Result<Layout> {
                 train.display()
             )));
         }
-        _ => {
+        (None, None) if val.is_none() => {
             return Ok(Layout::Flat {
                 root: root.to_path_buf(),
             });
         }
+        (train, test) => return Err(half_split(root, [&train, &val, &test])),
     };
     let layout = Layout::PreSplit { train, val, test };
     check_same_classes(&layout)?;
     Ok(layout)
+}
+
+/// The refusal of a folder with some split folders but not both train/ and test/: it is
+/// neither pre-split nor a folder of classes (a "test versus val" classifier otherwise).
+fn half_split(root: &Path, found: [&Option<PathBuf>; 3]) -> TrainerError {
+    let names = |want: bool| -> Vec<&str> {
+        ["train/", "val/", "test/"]
+            .into_iter()
+            .zip(found)
+            .filter(|(_, f)| f.is_some() == want)
+            .map(|(n, _)| n)
+            .filter(|n| want || *n != "val/")
+            .collect()
+    };
+    let present: Vec<String> = found
+        .iter()
+        .filter_map(|f| f.as_ref().map(|p| folder_name(p)))
+        .collect();
+    TrainerError::bad_input(format!(
+        "--data '{}' has {} but no {}: a pre-split folder needs train/ and test/ (val/ optional), each holding the class folders; a folder of class folders has no folder named like a split (train, training, val, valid, validation, test, testing)",
+        root.display(),
+        present.join(" and "),
+        names(false).join(" or ")
+    ))
+}
+
+/// The top-level folders of a pre-split folder that are not its splits (not hidden, not a
+/// link, not an evidence pack): never read, so each is named in a warning.
+pub fn stray_folders(layout: &Layout) -> Result<Vec<String>> {
+    let Layout::PreSplit { train, val, test } = layout else {
+        return Ok(Vec::new());
+    };
+    let root = train.parent().unwrap_or(train.as_path());
+    let splits = [Some(train), val.as_ref(), Some(test)];
+    Ok(class_names(root)?
+        .into_iter()
+        .filter(|n| !splits.iter().flatten().any(|s| s.ends_with(n)))
+        .collect())
 }
 
 /// Every split of a pre-split folder holds the same class folders.
@@ -228,5 +267,26 @@ mod tests {
         let err = detect(&root).unwrap_err().to_string();
         assert!(err.contains("test/ lacks b"), "{err}");
         assert!(err.contains("test/ has c"), "{err}");
+    }
+
+    #[test]
+    fn some_split_folders_without_train_and_test_are_refused() {
+        let root = folder("valtest", &["val/a", "val/b", "test/a", "test/b"]);
+        let err = detect(&root).unwrap_err().to_string();
+        assert!(err.contains("has val/ and test/ but no train/"), "{err}");
+        let root = folder("trainonly", &["train/a", "train/b"]);
+        let err = detect(&root).unwrap_err().to_string();
+        assert!(err.contains("has train/ but no test/"), "{err}");
+        assert!(err.contains("pre-split folder needs train/ and test/"), "{err}");
+        let root = folder("mixed", &["cat", "dog", "Testing"]);
+        let err = detect(&root).unwrap_err().to_string();
+        assert!(err.contains("has Testing/ but no train/"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_beside_the_splits_is_named() {
+        let root = folder("stray", &["train/a", "test/a", "extra/a", ".git"]);
+        let layout = detect(&root).unwrap();
+        assert_eq!(stray_folders(&layout).unwrap(), ["extra"]);
     }
 }

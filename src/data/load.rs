@@ -8,6 +8,7 @@
 //! (`auto`: RGB when a training image has colour), resized to `image_size` x `image_size`
 //! with bilinear (triangle) resampling, stretching when the aspect ratio differs.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -74,7 +75,14 @@ pub fn folder_splits(config: &DataConfig, progress: &dyn Progress) -> Result<Spl
     check_flags(config, &layout)?;
     let listings = folder::walk(&layout)?;
     let classes = listings[0].classes.clone();
-    let skipped: Vec<(String, String)> = listings.iter().flat_map(|l| l.skipped.clone()).collect();
+    let mut skipped: Vec<(String, String)> =
+        listings.iter().flat_map(|l| l.skipped.clone()).collect();
+    for stray in layout::stray_folders(&layout)? {
+        skipped.push((
+            format!("{stray}/"),
+            "a folder beside the split folders is not read (a pre-split folder holds only train/, test/ and val/)".to_string(),
+        ));
+    }
     let val_given = matches!(layout, Layout::PreSplit { val: Some(_), .. });
     let found = found_files(listings, &layout, val_given);
     let found = max_per_class(found, config);
@@ -136,6 +144,17 @@ fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
                 .unwrap_or(std::path::Path::new(""))
                 .display(),
             layout.describe()
+        )));
+    }
+    if !layout.is_pre_split() && config.val_fraction != crate::data::DEFAULT_VAL_FRACTION {
+        return Err(TrainerError::bad_input(format!(
+            "--val-fraction {} cannot apply: '{}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)",
+            config.val_fraction,
+            config
+                .folder
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
         )));
     }
     let f = config.val_fraction;
@@ -269,12 +288,21 @@ fn assign_parts(
                 "--split {},{},{}",
                 config.split[0], config.split[1], config.split[2]
             );
-            check_per_class(&by, classes, minimum_per_class(config.split), &share)?;
+            check_per_class(&by, classes, minimum_per_class(config.split), &share, config.max_per_class)?;
             Ok(split::stratified(&by, config.split, config.seed))
         }
-        Layout::PreSplit { val, .. } => {
+        Layout::PreSplit {
+            train: train_dir,
+            val,
+            test: test_dir,
+        } => {
             let train = by_class(0);
-            let test: Vec<usize> = by_class(2).concat();
+            let test = by_class(2);
+            let given_val = val.as_ref().map(|dir| (by_class(1), dir));
+            let mut parts = vec![(&train, train_dir), (&test, test_dir)];
+            parts.extend(given_val.as_ref().map(|(by, dir)| (by, *dir)));
+            check_every_part(&parts, classes)?;
+            let test: Vec<usize> = test.concat();
             if val.is_some() {
                 return Ok([train.concat(), by_class(1).concat(), test]);
             }
@@ -283,11 +311,30 @@ fn assign_parts(
                 .find(|&n| split_counts(n, shares)[..2].iter().all(|&c| c >= 1))
                 .unwrap_or(10_000);
             let share = format!("--val-fraction {}", config.val_fraction);
-            check_per_class(&train, classes, minimum, &share)?;
+            check_per_class(&train, classes, minimum, &share, config.max_per_class)?;
             let [train, val, _] = split::stratified(&train, shares, config.seed);
             Ok([train, val, test])
         }
     }
+}
+
+/// Every class has images in every given split folder (the README's promise), unless it
+/// has none in any: an empty class folder, or one whose images were all left out as copies.
+fn check_every_part(parts: &[(&Vec<Vec<usize>>, &PathBuf)], classes: &[String]) -> Result<()> {
+    for (label, class) in classes.iter().enumerate() {
+        let empty: Vec<String> = parts
+            .iter()
+            .filter(|(by, _)| by[label].is_empty())
+            .map(|(_, dir)| format!("{}/", dir.file_name().unwrap_or_default().to_string_lossy()))
+            .collect();
+        if !empty.is_empty() && empty.len() < parts.len() {
+            return Err(TrainerError::bad_input(format!(
+                "class '{class}' has no image to use in {} (its folder there is empty, or all its images there were left out as byte-identical copies); every class needs images in every split folder",
+                empty.join(" and ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every class has at least `minimum` images to split.
@@ -296,11 +343,17 @@ fn check_per_class(
     classes: &[String],
     minimum: usize,
     share: &str,
+    max_per_class: Option<usize>,
 ) -> Result<()> {
     for (label, files) in by_class.iter().enumerate() {
         if files.len() < minimum {
+            let why = match max_per_class {
+                Some(n) if n < minimum => format!(" (--max-per-class {n} leaves too few)"),
+                _ if files.is_empty() => " (its folder is empty, or all its images were left out: unreadable, or byte-identical copies of images in other classes or splits)".to_string(),
+                _ => String::new(),
+            };
             return Err(TrainerError::bad_input(format!(
-                "class '{}' has {} image(s) to split; {share} needs at least {minimum} per class so that each part gets one",
+                "class '{}' has {} image(s) to split{why}; {share} needs at least {minimum} per class so that each part gets one",
                 classes[label],
                 files.len()
             )));

@@ -123,6 +123,14 @@ impl Color {
 /// The workshop's split.
 pub const DEFAULT_SPLIT: [f64; 3] = [0.6, 0.2, 0.2];
 
+/// `--val-fraction`'s default: the share of a pre-split folder's train/ drawn as validation
+/// (the settings take their default from it).
+pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
+
+/// The longest reason shown for an image file that cannot be decoded (the image crate's
+/// messages can hold Debug text and raw bytes, thousands of characters long).
+pub const DECODE_REASON_CHARS: usize = 120;
+
 /// How pixels become model input: `(value - mean[c]) / std[c]` for each channel `c`, values
 /// in [0, 1]. One channel is written as the plain numbers it always was (`"mean": 0.4`),
 /// several as lists.

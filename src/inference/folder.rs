@@ -25,6 +25,9 @@ pub struct LabelledSet {
     pub conversions: Conversions,
     /// Image files outside every class subfolder, left out.
     pub left_out: usize,
+    /// Images byte-identical to one the checkpoint trained or validated on (its manifest's
+    /// checksums): they make the accuracy overstate.
+    pub seen_in_training: usize,
 }
 
 /// A scored set: the evaluation, its confusion counts and each class's scores.
@@ -79,6 +82,8 @@ pub fn labelled_set(
     check_classes(&folder, &data::layout::class_names(&folder)?, &meta.classes)?;
     let found = inputs::gather(std::slice::from_ref(&folder))?;
     let left_out = found.iter().filter(|i| i.folder_class.is_none()).count();
+    let seen = trained_checksums(meta);
+    let mut seen_in_training = 0;
     let mut conversions = Conversions::default();
     let (mut samples, mut unreadable) = (Vec::new(), Vec::new());
     progress.start("reading", found.len() as u64);
@@ -91,12 +96,15 @@ pub fn labelled_set(
         else {
             continue;
         };
-        match inputs::read(
-            &input.path,
-            meta.image_size,
-            meta.channels,
-            &mut conversions,
-        ) {
+        let read = std::fs::read(&input.path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                if seen.contains(&crate::checksum::checksum(&bytes)) {
+                    seen_in_training += 1;
+                }
+                inputs::read_bytes(&bytes, meta.image_size, meta.channels, &mut conversions)
+            });
+        match read {
             Ok(mut image) => {
                 meta.normalization.apply(&mut image);
                 let id = input.path.strip_prefix(&folder).unwrap_or(input.path.as_path());
@@ -129,7 +137,19 @@ pub fn labelled_set(
         dataset,
         conversions,
         left_out,
+        seen_in_training,
     })
+}
+
+/// The checksums of the files the checkpoint trained and validated on (none when it records
+/// no folder).
+fn trained_checksums(meta: &CheckpointMeta) -> std::collections::HashSet<String> {
+    meta.data_manifest
+        .iter()
+        .flat_map(|m| m.files.iter())
+        .filter(|f| f.part != data::split::Part::Test)
+        .map(|f| f.checksum.clone())
+        .collect()
 }
 
 fn refuse_unreadable(unreadable: &[String]) -> Result<()> {

@@ -147,8 +147,18 @@ pub fn read(
     conversions: &mut Conversions,
 ) -> std::result::Result<Vec<f32>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    read_bytes(&bytes, size, channels, conversions)
+}
+
+/// [`read`] on a file's bytes already read.
+pub fn read_bytes(
+    bytes: &[u8],
+    size: usize,
+    channels: usize,
+    conversions: &mut Conversions,
+) -> std::result::Result<Vec<f32>, String> {
     // Decoded as training decodes (8-bit planes, the same resize and luminance).
-    let decoded = crate::data::decode::decode(&bytes, size)?;
+    let decoded = crate::data::decode::decode(bytes, size)?;
     if decoded.resized {
         conversions.resized += 1;
         conversions.sizes.insert(decoded.original);
