@@ -36,6 +36,8 @@ pub struct BenchConfig {
     pub channels: usize,
     /// The CNN's widths (the workshop's Tiny CNN by default).
     pub cnn_widths: CnnWidths,
+    /// The CNN's head (the workshop's global average pool by default).
+    pub head: crate::model::Head,
     pub steps: usize,
     pub warmup: usize,
     pub out: PathBuf,
@@ -53,6 +55,7 @@ impl BenchConfig {
             kind,
             channels: self.channels,
             widths: self.cnn_widths,
+            head: self.head,
         }
     }
 }
@@ -773,6 +776,9 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         Color::Rgb => Color::Rgb,
     };
     let cnn_widths = CnnWidths::new(&args.cnn_widths).map_err(TrainerError::bad_input)?;
+    let head = crate::model::Head::new(args.head.head, args.head.hidden, args.head.dropout)
+        .and_then(|head| head.check(&cnn_widths, args.image_size).map(|()| head))
+        .map_err(TrainerError::bad_input)?;
     let models = match args.model.as_str() {
         "baseline" => vec![ModelKind::Baseline],
         "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
@@ -801,6 +807,7 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         image_size: args.image_size,
         channels: if color == Color::Rgb { 3 } else { 1 },
         cnn_widths,
+        head,
         steps: args.steps,
         warmup: args.warmup,
         out: args.out,

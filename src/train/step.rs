@@ -58,8 +58,9 @@ pub(crate) fn train_step(
     settings: &TrainSettings,
     lr: f64,
     engine: &super::engine::Engine,
+    dropout: u32,
 ) -> std::result::Result<Step, StepFailure> {
-    let logits = engine.forward(net, batch.images.clone());
+    let logits = engine.forward_train(net, batch.images.clone(), Some(dropout));
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
     let correct = logits
         .argmax(1)

@@ -27,6 +27,8 @@ pub(crate) enum Weights {
         loss_fn: CrossEntropyLoss,
         /// Its forward pass: the layers, or the fused CPU operation.
         engine: Engine,
+        /// Steps taken: with the seed, the key of each step's dropout masks.
+        steps: u32,
     },
     /// The model in the kernels' state `[parameters | moments 1 | moments 2 | flag]`.
     Fused {
@@ -79,6 +81,7 @@ impl Weights {
             },
             engine => Weights::Layers {
                 engine,
+                steps: 0,
                 net: net.to_device(&device.clone().autodiff()).train(),
                 optim: optimizer(recipe),
                 loss_fn: CrossEntropyLossConfig::new()
@@ -150,8 +153,11 @@ impl Weights {
                 optim,
                 loss_fn,
                 engine,
+                steps,
             } => {
-                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine)?;
+                let key = crate::rng::key(settings.shuffle_seed, crate::rng::stream::DROPOUT, *steps);
+                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine, key)?;
+                *steps += 1;
                 *net = step.net;
                 *optim = step.optim;
                 Ok(StepDone {

@@ -341,7 +341,7 @@ fn splitmix64(x: u64) -> u64 {
 fn refuse_idle_axes(varying: &[String], tasks: &[Task]) -> Result<()> {
     for key in varying {
         let idle = match key.as_str() {
-            "cnn_widths" => !tasks
+            "cnn_widths" | "head" | "hidden" | "dropout" => !tasks
                 .iter()
                 .any(|t| t.settings.models.contains(&crate::model::ModelKind::Cnn)),
             "color" => tasks.iter().all(|t| t.settings.data.is_none()),
