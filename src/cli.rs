@@ -298,7 +298,8 @@ pub struct TrainArgs {
 
     /// The CNN's shape: one width per block, comma-separated (1 to 4 blocks, widths 1 to
     /// 128). Each block is a 3x3 convolution (padding 1) and a ReLU, with a 2x2 max-pool
-    /// between blocks, then a global average pool and a linear layer; --image-size must be at
+    /// between blocks, then the head (--head: a global average pool and a linear layer by
+    /// default); --image-size must be at
     /// least 2 to the power (blocks - 1). The default 8,16 is the workshop's Tiny CNN.
     #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
     pub cnn_widths: Vec<usize>,
