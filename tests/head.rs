@@ -185,3 +185,52 @@ fn cpu_and_wgpu_agree_on_a_flatten_head() {
     assert_eq!(c["model"], "CNN 6-8 flatten-h12-d0.25", "{c}");
     assert_eq!(c["engines"][1], "layers", "{c}");
 }
+
+/// A sweep takes lists of the head's keys (one task per combination, each with its head);
+/// a head that varies where no task trains the CNN is refused, and a bad value is one line.
+#[test]
+fn sweeps_vary_the_head() {
+    let root = temp();
+    let toml = "backend = \"cpu\"\nmodels = [\"cnn\"]\nhead = [\"gap\", \"flatten\"]\nhidden = [0, 16]\ndropout = 0.25\n";
+    sweep_plan(root.path(), toml, "grid").run_ok();
+    let plan: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.path().join("grid/plan.json")).unwrap())
+            .unwrap();
+    let heads: Vec<(String, u64)> = plan["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let s = &t["settings"];
+            (
+                s["head"].as_str().unwrap().to_string(),
+                s["hidden"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(heads.len(), 4, "{plan}");
+    assert!(heads.contains(&("flatten".to_string(), 16)), "{heads:?}");
+    let idle = sweep_plan(
+        root.path(),
+        "models = [\"baseline\"]\nhidden = [0, 16]\n",
+        "idle",
+    )
+    .run_fail(2);
+    assert!(
+        stderr(&idle).contains("'hidden' varies but changes no task"),
+        "{}",
+        stderr(&idle)
+    );
+    let bad = sweep_plan(
+        root.path(),
+        "models = [\"cnn\"]\ndropout = [0.5, 1.0]\n",
+        "bad",
+    )
+    .run_fail(2);
+    assert!(
+        stderr(&bad).contains("--dropout must be in [0, 1)"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(stderr(&bad).trim().lines().count(), 1, "{}", stderr(&bad));
+}
