@@ -100,7 +100,6 @@ pub fn sequential(spec: &ModelSpec, image_size: usize, classes: usize) -> Vec<La
                 layers.push(Layer::Relu);
                 inputs = width;
             }
-            let _ = inputs;
             layers.extend(head(spec, image_size, classes));
             layers
         }

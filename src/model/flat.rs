@@ -27,7 +27,6 @@ pub fn len(spec: ModelSpec, pixels: usize, classes: usize) -> usize {
                 total += width * inputs * 9 + width;
                 inputs = width;
             }
-            let _ = inputs;
             let head = spec.head;
             let features = head.features(&spec.widths, pixels.isqrt());
             total
