@@ -4,13 +4,14 @@
 
 use std::time::Instant;
 
-use trainer::cmd::bench::{BenchConfig, describe, measure};
+use trainer::bench::{BenchConfig, describe, measure};
 use trainer::data::{DataConfig, stripe_splits};
 use trainer::device::{self, BackendName};
 use trainer::model::ModelKind;
 
 use burn::prelude::*;
 
+#[cfg(not(target_os = "macos"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,6 +22,9 @@ fn main() {
         models: vec![ModelKind::Cnn],
         batch_sizes: vec![32, 256],
         image_size: 16,
+        channels: 1,
+        cnn_widths: trainer::model::CnnWidths::default(),
+        head: trainer::model::Head::default(),
         steps: 50,
         warmup: 5,
         out: "unused".into(),

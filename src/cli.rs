@@ -192,7 +192,8 @@ pub struct RunArgs {
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
     /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, color,
     /// cnn_widths, overfit_batches, optimizer, weight_decay, momentum, nesterov, schedule,
-    /// warmup_epochs, label_smoothing, backend). Flags given on the command line win. A pack's
+    /// warmup_epochs, label_smoothing, val_fraction, max_per_class, strict_data,
+    /// skip_bad_images, backend). Flags given on the command line win. A pack's
     /// outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -206,9 +207,27 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_memory_preflight: bool,
 
-    /// Print only the results: no progress bar, no notes.
+    /// Print only warnings and the results: no progress bar, no epoch lines, no notes.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Continue the run that was stopped (Ctrl-C, SIGTERM) or crashed in RUN_DIR (its --out)
+    /// from its last finished epoch, with its own settings: flags given must match them.
+    /// Ends bit-identical to the same run uninterrupted on --backend cpu. Command line only
+    /// (no config key).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+
+    /// Start training from a checkpoint's weights (a pack's checkpoints/best_model.json):
+    /// fine-tuning. The model's shape must be the checkpoint's; another class count
+    /// re-initialises the last layer. Command line only (no config key).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub init_from: Option<PathBuf>,
+
+    /// With --init-from: train only the last layer (the head), keeping the features the
+    /// checkpoint learned. Command line only (no config key).
+    #[arg(long, requires = "init_from")]
+    pub freeze_features: bool,
 }
 
 /// The data and hyperparameters shared by the workshop run and parity. Their defaults are
@@ -243,7 +262,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = Settings::default().lr_cnn, allow_negative_numbers = true)]
     pub lr_cnn: f64,
 
-    /// Images generated per class (split 60/20/20 into train/val/test).
+    /// Stripe images generated per class (split 60/20/20 into train/val/test); with --data,
+    /// use --max-per-class (this flag is refused there).
     #[arg(long, default_value_t = Settings::default().samples_per_class)]
     pub samples_per_class: usize,
 
@@ -261,6 +281,36 @@ pub struct TrainArgs {
     #[arg(long, default_value = default_split(), value_parser = parse_split)]
     pub split: [f64; 3],
 
+    /// A pre-split --data folder (train/ and test/ inside) without a val/ folder: the share
+    /// of train/ drawn as validation, per class, with --seed (--split is refused there).
+    #[arg(long, default_value_t = Settings::default().val_fraction)]
+    pub val_fraction: f64,
+
+    /// A --data folder: at most N images of each class from each folder, drawn with --seed,
+    /// for a quick run on a big folder (--samples-per-class is the stripes').
+    #[arg(long, value_name = "N")]
+    pub max_per_class: Option<usize>,
+
+    /// A --data folder: refuse byte-identical images in two classes (by default they are left
+    /// out of training and evaluation and listed in outputs/data_issues.csv).
+    #[arg(long, overrides_with = "no_strict_data")]
+    pub strict_data: bool,
+
+    /// Duplicates listed, not refused, whatever --config says (the last of --strict-data and
+    /// --no-strict-data wins).
+    #[arg(long, overrides_with = "strict_data")]
+    pub no_strict_data: bool,
+
+    /// A --data folder: train on the images that can be read and list the others in
+    /// outputs/data_issues.csv (by default an unreadable image stops the run, naming it).
+    #[arg(long, overrides_with = "no_skip_bad_images")]
+    pub skip_bad_images: bool,
+
+    /// An unreadable image stops the run, whatever --config says (the last of
+    /// --skip-bad-images and --no-skip-bad-images wins).
+    #[arg(long, overrides_with = "skip_bad_images")]
+    pub no_skip_bad_images: bool,
+
     /// Which models to train, comma-separated, in order.
     #[arg(
         long,
@@ -272,8 +322,12 @@ pub struct TrainArgs {
 
     /// Augment the training part (shifts of one pixel, light noise; never flips or rotations,
     /// which would turn one stripe class into another).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_augment")]
     pub augment: bool,
+
+    /// No augmentation, whatever --config says (the last of --augment and --no-augment wins).
+    #[arg(long, overrides_with = "augment")]
+    pub no_augment: bool,
 
     /// Early stopping: stop a model after this many epochs without improvement of --monitor.
     #[arg(long)]
@@ -309,7 +363,8 @@ pub struct TrainArgs {
 
     /// The workshop's "overfit a tiny batch" check (the workshop run and sweeps; parity
     /// refuses it): train each model on the first N batches of the training part only, for at
-    /// least 100 steps, and report whether its training loss fell below 0.05 (exit 0 when
+    /// least 100 steps, and report whether its training loss fell below 0.05 (0.05 above the
+    /// lowest loss --label-smoothing allows: the smoothed target's entropy) (exit 0 when
     /// every model did, 1 when one did not; the verdict is in reports/debug_checklist.md). A
     /// model that cannot overfit a batch has a bug, a wrong learning rate or wrong labels.
     #[arg(long, value_name = "N")]
@@ -321,17 +376,23 @@ pub struct TrainArgs {
     pub optimizer: crate::recipe::Optimizer,
 
     /// Weight decay: AdamW's decoupled decay (w -= lr * decay * w each step) or SGD's L2 term;
-    /// at least 0 (Adam takes none).
-    #[arg(long, default_value_t = Settings::default().weight_decay, allow_negative_numbers = true)]
-    pub weight_decay: f64,
+    /// at least 0 (Adam takes none). Not given: 0.01 for adamw (PyTorch's AdamW default), 0
+    /// for sgd.
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
 
     /// SGD's momentum, in [0, 1) (PyTorch's: no dampening).
     #[arg(long, default_value_t = Settings::default().momentum, allow_negative_numbers = true)]
     pub momentum: f64,
 
     /// SGD's Nesterov momentum (needs --optimizer sgd and a --momentum above 0).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_nesterov")]
     pub nesterov: bool,
+
+    /// No Nesterov momentum, whatever --config says (the last of --nesterov and
+    /// --no-nesterov wins).
+    #[arg(long, overrides_with = "nesterov")]
+    pub no_nesterov: bool,
 
     /// How the learning rate moves, per step: constant, cosine (to 0), onecycle (PyTorch's
     /// OneCycleLR: from rate/25 up to the rate, then down) or step (/10 at half and at three
@@ -350,6 +411,18 @@ pub struct TrainArgs {
     /// cross-entropy).
     #[arg(long, default_value_t = Settings::default().label_smoothing, allow_negative_numbers = true)]
     pub label_smoothing: f64,
+}
+
+/// Whether the command line gave the setting `key` (a config key: `augment`, `lr_cnn`),
+/// either way for a switch (`--augment` or `--no-augment`): flags given win over `--config`.
+pub fn given_on_command_line(matches: &clap::ArgMatches, key: &str) -> bool {
+    use clap::parser::ValueSource;
+    let given = |id: &str| {
+        matches
+            .try_get_raw(id)
+            .is_ok_and(|_| matches.value_source(id) == Some(ValueSource::CommandLine))
+    };
+    given(key) || given(&format!("no_{key}"))
 }
 
 impl TrainArgs {
@@ -379,12 +452,18 @@ impl TrainArgs {
             dropout: self.head.dropout,
             overfit_batches: self.overfit_batches,
             optimizer: self.optimizer,
-            weight_decay: self.weight_decay,
+            weight_decay: self
+                .weight_decay
+                .unwrap_or(self.optimizer.default_weight_decay()),
             momentum: self.momentum,
             nesterov: self.nesterov,
             schedule: self.schedule,
             warmup_epochs: self.warmup_epochs,
             label_smoothing: self.label_smoothing,
+            val_fraction: self.val_fraction,
+            max_per_class: self.max_per_class,
+            strict_data: self.strict_data,
+            skip_bad_images: self.skip_bad_images,
         }
     }
 }
@@ -410,6 +489,10 @@ pub struct ParityArgs {
     /// Largest absolute difference allowed between test logits.
     #[arg(long, default_value_t = 1e-3)]
     pub logits_atol: f64,
+
+    /// Largest absolute difference allowed between final parameters.
+    #[arg(long, default_value_t = 1e-3)]
+    pub param_atol: f64,
 
     /// Smallest share of test samples whose predictions must agree.
     #[arg(long, default_value_t = 0.99)]
@@ -504,7 +587,14 @@ pub struct PredictArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Image files (PNG, JPEG, BMP); preprocessed as the checkpoint says.
+    /// Also write every prediction to this CSV file: path, predicted, confidence, and the
+    /// top 3 classes with their probabilities (rounded down to 4 decimals).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Image files (PNG, JPEG, BMP) and folders (every image file under them); preprocessed
+    /// as the checkpoint says. Folders of class subfolders named as the checkpoint's classes
+    /// also get the accuracy.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }
@@ -583,10 +673,19 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_size: u64,
 
-    /// The image folder the checkpoint was trained on, when it has moved since (its files
-    /// are still checked against the checkpoint's list).
+    /// A labelled folder to score (class subfolders named as the checkpoint's classes; a
+    /// folder with train/ and test/ is scored on its test/): accuracy, per-class precision,
+    /// recall and F1, confusion matrix and review grid, written to --out. The folder the
+    /// checkpoint was trained on (moved or not, unchanged) gives its recorded test set again.
     #[arg(long)]
     pub data: Option<PathBuf>,
+
+    /// Folder for the evaluation pack (README.md, outputs/per_class_metrics.csv, confusion
+    /// matrix CSV and PNG, error samples, review grid); with --data it defaults to
+    /// evaluation_run (an earlier evaluation there is replaced; another command's pack is
+    /// refused).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 
     /// Print only the results.
     #[arg(long)]

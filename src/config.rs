@@ -18,17 +18,49 @@ pub const MAX_GRAD_NORM: f32 = 2.0;
 
 /// `--overfit-batches`: the steps each model trains on its few batches ...
 pub const OVERFIT_STEPS: usize = 100;
-/// ... and the training loss below which it counts as having overfit them.
+/// ... and the training loss below which it counts as having overfit them: this much above
+/// the lowest loss the run's label smoothing allows (see [`overfit_threshold`]).
 pub const OVERFIT_LOSS: f64 = 0.05;
+
+/// The training loss the overfit check asks for: [`OVERFIT_LOSS`] above the floor that label
+/// smoothing puts under the training loss (0.05 without smoothing; with
+/// `--label-smoothing 0.1` over 3 classes 0.2911 + 0.05), so a model that fits its batch
+/// passes whatever the smoothing.
+pub fn overfit_threshold(label_smoothing: f64, classes: usize) -> f64 {
+    crate::recipe::smoothed_loss_floor(label_smoothing, classes) + OVERFIT_LOSS
+}
 
 /// Adam's epsilon (PyTorch's default; the workshop's optimizer).
 pub const ADAM_EPSILON: f32 = 1e-8;
+
+/// A pre-split folder without a val folder: the share of train drawn as validation
+/// (`--val-fraction`).
+pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
+
+fn default_val_fraction() -> f64 {
+    DEFAULT_VAL_FRACTION
+}
 
 /// Adam's decay of the first moment (PyTorch's and burn's default).
 pub const ADAM_BETA_1: f32 = 0.9;
 
 /// Adam's decay of the second moment (PyTorch's and burn's default).
 pub const ADAM_BETA_2: f32 = 0.999;
+
+/// Label-issue evidence: the training and validation images listed in
+/// `outputs/label_issues.csv` (highest loss first) ...
+pub const LABEL_ISSUES: usize = 50;
+/// ... and how many of them `curves/top_losses.png` shows as pictures.
+pub const TOP_LOSS_PICTURES: usize = 16;
+
+/// `trainer evaluate --data`: the output folder when `--out` is not given.
+pub const EVALUATION_OUT: &str = "evaluation_run";
+
+/// `trainer predict`: images decoded and classified at a time (memory stays bounded on big
+/// folders) ...
+pub const PREDICT_BATCH: usize = 256;
+/// ... and the classes each prediction lists with their probabilities.
+pub const PREDICT_TOP: usize = 3;
 
 /// What decides the best epoch and early stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -168,6 +200,22 @@ pub struct Settings {
     /// Label smoothing of the training loss, as PyTorch's CrossEntropyLoss defines it.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// A pre-split folder (train/ and test/) without a val folder: the share of train drawn
+    /// as validation, stratified and seeded.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// An image folder: at most this many images of each class from each folder (a quick
+    /// run on a big folder), drawn with the seed.
+    #[serde(default)]
+    pub max_per_class: Option<usize>,
+    /// Refuse an image folder whose byte-identical copies carry different labels (by
+    /// default they are left out and listed in outputs/data_issues.csv).
+    #[serde(default)]
+    pub strict_data: bool,
+    /// Train on the readable images of a folder and list the others in
+    /// outputs/data_issues.csv (by default an unreadable image stops the run).
+    #[serde(default)]
+    pub skip_bad_images: bool,
 }
 
 /// The workshop's settings: what `trainer` runs with no flags (the flags' defaults) and what a
@@ -206,6 +254,10 @@ impl Default for Settings {
             schedule: recipe.schedule,
             warmup_epochs: recipe.warmup_epochs,
             label_smoothing: recipe.label_smoothing,
+            val_fraction: DEFAULT_VAL_FRACTION,
+            max_per_class: None,
+            strict_data: false,
+            skip_bad_images: false,
         }
     }
 }
@@ -226,17 +278,23 @@ impl Settings {
                 Color::Gray
             },
             split_rule: crate::data::SplitRule::Stratified,
+            val_fraction: self.val_fraction,
+            max_per_class: self.max_per_class,
+            strict_data: self.strict_data,
+            skip_bad_images: self.skip_bad_images,
         }
     }
 
-    /// The shape of model `kind` on images of `channels` channels.
-    pub fn spec(&self, kind: ModelKind, channels: usize) -> crate::model::ModelSpec {
-        crate::model::ModelSpec {
+    /// The shape of model `kind` on images of `channels` channels; widths that are not a
+    /// shape of the family are refused (exit 2), never replaced by the Tiny CNN's.
+    pub fn spec(&self, kind: ModelKind, channels: usize) -> Result<crate::model::ModelSpec> {
+        Ok(crate::model::ModelSpec {
             kind,
             channels,
-            widths: crate::model::CnnWidths::new(&self.cnn_widths).unwrap_or_default(),
-            head: self.model_head().unwrap_or_default(),
-        }
+            widths: crate::model::CnnWidths::new(&self.cnn_widths)
+                .map_err(TrainerError::bad_input)?,
+            head: self.model_head().map_err(TrainerError::bad_input)?,
+        })
     }
 
     /// The CNN's head these settings give, or one line saying what is wrong.
@@ -411,10 +469,49 @@ impl Settings {
             head.check(&widths, self.image_size)
                 .map_err(TrainerError::bad_input)?;
         }
+        self.validate_folder_flags()?;
         if self.data.is_none() && self.color == Color::Rgb {
             return Err(TrainerError::bad_input(
                 "--color rgb needs an image folder (--data): the stripe images are grayscale",
             ));
+        }
+        Ok(())
+    }
+
+    /// The image folder's flags: `--samples-per-class` is the stripes' (a folder takes
+    /// `--max-per-class`), and the folder's own flags need a folder.
+    fn validate_folder_flags(&self) -> Result<()> {
+        let defaults = Settings::default();
+        if self.data.is_some() && self.samples_per_class != defaults.samples_per_class {
+            return Err(TrainerError::bad_input(format!(
+                "--samples-per-class {} applies to the stripe images only; with --data use --max-per-class {} to take at most that many images of each class",
+                self.samples_per_class, self.samples_per_class
+            )));
+        }
+        if self.max_per_class == Some(0) {
+            return Err(TrainerError::bad_input(
+                "--max-per-class must be at least 1",
+            ));
+        }
+        if !(self.val_fraction.is_finite() && self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return Err(TrainerError::bad_input(format!(
+                "--val-fraction must be between 0 and 1 (exclusive), got {}",
+                self.val_fraction
+            )));
+        }
+        if self.data.is_none() {
+            for (given, flag) in [
+                (self.max_per_class.is_some(), "--max-per-class"),
+                (self.strict_data, "--strict-data"),
+                (self.skip_bad_images, "--skip-bad-images"),
+                (self.val_fraction != defaults.val_fraction, "--val-fraction"),
+            ] {
+                if given {
+                    return Err(TrainerError::bad_input(format!(
+                        "{flag} applies to an image folder (--data); the stripe images have none"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -614,6 +711,9 @@ impl ConfigFile {
                 merged.insert(key.clone(), value.clone());
             }
         }
+        if !explicit("weight_decay") && !self.values.contains_key("weight_decay") {
+            fill_weight_decay(&mut merged);
+        }
         let settings: Settings = serde_json::from_value(serde_json::Value::Object(merged))
             .map_err(|e| {
                 TrainerError::bad_input(format!(
@@ -645,6 +745,20 @@ impl ConfigFile {
         })?;
         Ok(settings)
     }
+}
+
+/// Sets `weight_decay` of settings (as JSON) whose decay nobody gave to their optimizer's
+/// default (`optimizer = "adamw"` alone decays by PyTorch's 0.01, as `--optimizer adamw`
+/// does). A sweep calls it for tasks of a file without `weight_decay`.
+pub fn fill_weight_decay(values: &mut serde_json::Map<String, serde_json::Value>) {
+    let optimizer = values
+        .get("optimizer")
+        .and_then(|v| serde_json::from_value::<Optimizer>(v.clone()).ok())
+        .unwrap_or_default();
+    values.insert(
+        "weight_decay".into(),
+        serde_json::json!(optimizer.default_weight_decay()),
+    );
 }
 
 /// The key (`key` or `key[i]`) of a float that is nan or inf, anywhere in `value`.
@@ -700,4 +814,49 @@ pub fn merge(
     // fine); then the flags given win.
     file.settings_over(flags, &|_| false)?;
     file.settings_over(flags, &explicit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Widths that are no shape of the family (a width of 0, five blocks, 1000 channels) are
+    /// an error, not the Tiny CNN in their place: a caller that did not validate first would
+    /// have trained and recorded another model than the one asked for.
+    #[test]
+    fn bad_widths_are_refused_not_replaced_by_the_tiny_cnns() {
+        for widths in [vec![0], vec![8, 16, 32, 64, 128], vec![1000], vec![]] {
+            let settings = Settings {
+                cnn_widths: widths.clone(),
+                ..Settings::default()
+            };
+            let spec = settings.spec(ModelKind::Cnn, 1);
+            assert!(spec.is_err(), "{widths:?} gave {spec:?}");
+        }
+        let spec = Settings::default().spec(ModelKind::Cnn, 3).unwrap();
+        assert_eq!(spec.widths, crate::model::CnnWidths::tiny());
+        assert_eq!(spec.channels, 3);
+    }
+
+    /// A file's `optimizer = "adamw"` without `weight_decay` decays by PyTorch's 0.01, as
+    /// `--optimizer adamw` does; a decay the file gives is kept.
+    #[test]
+    fn a_files_adamw_without_a_decay_gets_pytorchs_default() {
+        let file = |text: &str| {
+            let path = std::env::temp_dir().join(format!(
+                "trainer-config-test-{}-{}.toml",
+                std::process::id(),
+                text.len()
+            ));
+            std::fs::write(&path, text).unwrap();
+            let file = ConfigFile::read(&path).unwrap();
+            let _ = std::fs::remove_file(&path);
+            file
+        };
+        let merged = |text: &str| merge(&Settings::default(), Some(&file(text)), |_| false);
+        assert_eq!(merged("optimizer = \"adamw\"\n").unwrap().weight_decay, 0.01);
+        let given = merged("optimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
+        assert_eq!(given.weight_decay, 0.0);
+        assert_eq!(merged("optimizer = \"sgd\"\n").unwrap().weight_decay, 0.0);
+    }
 }

@@ -73,14 +73,16 @@ pub enum TrainerError {
 
 impl TrainerError {
     /// The process exit code for this error: 2 for bad input or a backend that cannot start,
-    /// 130 for an interrupt, 1 for everything else (a run or a verdict that failed).
+    /// 130 for an interrupt (143 for SIGTERM), 1 for everything else (a run or a verdict that failed).
     pub fn exit_code(&self) -> i32 {
         match self {
             TrainerError::BadInput(_)
             | TrainerError::BackendUnavailable { .. }
             | TrainerError::ForeignOutput(_)
             | TrainerError::Checkpoint { .. } => 2,
-            TrainerError::Interrupted | TrainerError::InterruptedKept(_) => 130,
+            TrainerError::Interrupted | TrainerError::InterruptedKept(_) => {
+                crate::interrupt::exit_code()
+            }
             _ => 1,
         }
     }

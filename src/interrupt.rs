@@ -1,5 +1,6 @@
 //! Interrupts: the first Ctrl-C (or SIGTERM) asks the run to stop at the next step; the
-//! second exits at once. Whatever was being written is cleaned up first.
+//! second exits at once. Whatever was being written is cleaned up first. The exit code says
+//! which: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (as a scheduler sends it).
 //!
 //! Child processes (a local sweep's tasks) run in their own process group, so a terminal's
 //! Ctrl-C reaches only this process, which passes each interrupt on to them: the first asks
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Set when the interrupt was a SIGTERM.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
 /// Folders to remove if the process has to exit at once (staging folders, lock files).
 static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Child processes the interrupts are passed on to.
@@ -30,9 +33,69 @@ pub fn install() {
             wait_for_children(std::time::Duration::from_secs(5));
             remove_registered();
             eprintln!("trainer: second interrupt, exiting now");
-            std::process::exit(130);
+            std::process::exit(exit_code());
         }
     });
+    on_sigterm();
+}
+
+/// SIGTERM is noted, then handled as Ctrl-C is (the handler above, raised as SIGINT), so
+/// that the exit code can say which it was.
+fn on_sigterm() {
+    #[cfg(unix)]
+    {
+        extern "C" fn noted(_: libc::c_int) {
+            TERMINATED.store(true, Ordering::SeqCst);
+            // SAFETY: raise(3) is async-signal-safe.
+            unsafe {
+                libc::raise(libc::SIGINT);
+            }
+        }
+        // SAFETY: installs a handler that only stores an atomic and raises a signal.
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                noted as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+/// The exit code of an interrupted run: 143 after a SIGTERM, 130 after Ctrl-C.
+pub fn exit_code() -> i32 {
+    if TERMINATED.load(Ordering::SeqCst) {
+        143
+    } else {
+        130
+    }
+}
+
+/// What stopped the run, in words.
+pub fn signal_name() -> &'static str {
+    if TERMINATED.load(Ordering::SeqCst) {
+        "SIGTERM"
+    } else {
+        "Ctrl-C"
+    }
+}
+
+/// The run stopped where the interrupt asked and goes on to keep what it finished (test the
+/// kept epochs, write the pack): later steps no longer stop at the interrupt, and a second
+/// one still exits at once.
+pub fn acknowledge() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}
+
+/// For tests: `TRAINER_INTERRUPT_AT=MODEL:EPOCH` (MODEL a slug: baseline, cnn, cnn-16-32)
+/// acts as a Ctrl-C that arrives as that model's epoch EPOCH starts.
+pub const INTERRUPT_AT_ENV: &str = "TRAINER_INTERRUPT_AT";
+
+/// Requests a stop when [`INTERRUPT_AT_ENV`] names this model's epoch.
+pub fn inject(model_slug: &str, epoch: usize) {
+    if std::env::var(INTERRUPT_AT_ENV).is_ok_and(|at| at == format!("{model_slug}:{epoch}")) {
+        COUNT.fetch_add(1, Ordering::SeqCst);
+        REQUESTED.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Whether the user asked the run to stop.
@@ -72,6 +135,48 @@ pub fn unregister_child(pid: u32) {
     }
 }
 
+/// Waits for `child` to end, passing interrupts on to it meanwhile. It is forgotten before it
+/// is reaped: until then its PID stays its own (a zombie's), so an interrupt passed on can
+/// never reach another process that the PID was given to once it was free.
+pub fn run_child(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    register_child(child.id());
+    let exited = wait_exited(child.id());
+    unregister_child(child.id());
+    exited?;
+    child.wait()
+}
+
+/// Waits until the child `pid` has exited, without reaping it.
+#[cfg(unix)]
+fn wait_exited(pid: u32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: waitid(2) on a child of this process that nothing has reaped, writing into
+        // a zeroed siginfo_t it owns; WNOWAIT leaves the child to be reaped by `Child::wait`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let done = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// No interrupts are passed on here ([`send`] does nothing): `Child::wait` does the waiting.
+#[cfg(not(unix))]
+fn wait_exited(_pid: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
 enum Signal {
     Interrupt,
     Kill,
@@ -89,7 +194,16 @@ fn send(pid: u32, signal: Signal) {
             libc::kill(pid as libc::pid_t, signal);
         }
     }
-    #[cfg(not(unix))]
+    // Windows has no signals to send: the console's Ctrl-C already reaches every child
+    // that shares it, so an interrupt needs nothing more; a kill ends the child's process
+    // tree with taskkill.
+    #[cfg(windows)]
+    if let Signal::Kill = signal {
+        let _ = std::process::Command::new("taskkill")
+            .args(["/PID", &pid.to_string(), "/T", "/F"])
+            .output();
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = (pid, signal);
 }
 
@@ -129,5 +243,63 @@ fn remove_registered() {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+
+    /// Whether `pid` is still a child of this process that nothing has reaped (running or a
+    /// zombie): only then is its PID safe to signal.
+    fn unreaped(pid: u32) -> bool {
+        // SAFETY: as in `wait_exited`; WNOHANG returns at once.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let options = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+        (unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, options) }) == 0
+    }
+
+    /// While children come and go through `run_child`, a watcher holding the registry's lock
+    /// (as the forwarder does when it signals) checks that every PID in it is unreaped. Reaping
+    /// before forgetting fails this: the waiting thread reaps, then blocks on the lock the
+    /// watcher holds, and the watcher sees a reaped PID still registered.
+    #[test]
+    fn no_registered_child_is_ever_reaped() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reaped = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok(children) = CHILDREN.lock() {
+                        // Hold the lock a while, as a forwarder signalling many children
+                        // would, then look at what is registered.
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        reaped.extend(children.iter().copied().filter(|&pid| !unreaped(pid)));
+                    }
+                    // Let the registering and waiting threads in.
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                reaped
+            })
+        };
+        for _ in 0..200 {
+            let child = Command::new("true")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawning true");
+            let pid = child.id();
+            let status = run_child(child).expect("waiting for true");
+            assert!(status.success());
+            assert!(
+                !CHILDREN.lock().unwrap().contains(&pid),
+                "{pid} still registered"
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        let reaped = watcher.join().expect("the watcher thread");
+        assert!(reaped.is_empty(), "reaped yet registered: {reaped:?}");
     }
 }

@@ -12,6 +12,9 @@ use trainer::error::{EXIT_INTERNAL, Result, first_line};
 
 /// mimalloc keeps freed blocks for reuse: the training step allocates and frees the same
 /// large buffers every step, which glibc's malloc returns to the kernel and faults back in.
+/// Not on macOS (the system allocator there; mimalloc's C would need Apple's compiler to
+/// cross-check the crate, see Cargo.toml).
+#[cfg(not(target_os = "macos"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

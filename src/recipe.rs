@@ -21,7 +21,20 @@ pub enum Optimizer {
     Sgd,
 }
 
+/// AdamW's weight decay when none is given: PyTorch's default (`torch.optim.AdamW`'s
+/// `weight_decay=0.01`), so `--optimizer adamw` alone is AdamW, not Adam under another name.
+pub const ADAMW_WEIGHT_DECAY: f64 = 0.01;
+
 impl Optimizer {
+    /// The weight decay of this optimizer when none is given: AdamW's
+    /// [`ADAMW_WEIGHT_DECAY`], none for Adam and SGD (PyTorch's defaults).
+    pub fn default_weight_decay(self) -> f64 {
+        match self {
+            Optimizer::Adamw => ADAMW_WEIGHT_DECAY,
+            Optimizer::Adam | Optimizer::Sgd => 0.0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Optimizer::Adam => "adam",
@@ -96,6 +109,20 @@ impl Default for Recipe {
             label_smoothing: 0.0,
         }
     }
+}
+
+/// The lowest training loss label smoothing `epsilon` allows over `classes` classes: the
+/// entropy of the smoothed target (1 - epsilon + epsilon / C on the label, epsilon / C on
+/// each other class), which a perfect model's cross-entropy against it reaches and never
+/// passes. 0 without smoothing; 0.1 over 3 classes: 0.2911.
+pub fn smoothed_loss_floor(epsilon: f64, classes: usize) -> f64 {
+    if epsilon <= 0.0 || classes < 2 {
+        return 0.0;
+    }
+    let c = classes as f64;
+    let on = 1.0 - epsilon + epsilon / c;
+    let off = epsilon / c;
+    -(on * on.ln()) - (c - 1.0) * off * off.ln()
 }
 
 /// `end + (start - end) / 2 * (cos(pi * pct) + 1)`: PyTorch's cosine annealing.
@@ -194,6 +221,22 @@ mod tests {
         }
     }
 
+    /// The floor is where a model that puts its softmax exactly on the smoothed target
+    /// lands: PyTorch's `CrossEntropyLoss(label_smoothing=0.1)` of logits log(target) over
+    /// 3 classes gives 0.29114 (-(0.9333 ln 0.9333 + 2 * 0.0333 ln 0.0333)).
+    #[test]
+    fn the_smoothed_loss_floor_is_the_targets_entropy() {
+        assert_eq!(smoothed_loss_floor(0.0, 3), 0.0);
+        assert!(
+            (smoothed_loss_floor(0.1, 3) - 0.291_14).abs() < 1e-5,
+            "{}",
+            smoothed_loss_floor(0.1, 3)
+        );
+        // Uniform targets: ln C.
+        assert!((smoothed_loss_floor(1.0, 4) - 4f64.ln()).abs() < 1e-12);
+        assert!(smoothed_loss_floor(0.2, 3) > smoothed_loss_floor(0.1, 3));
+    }
+
     #[test]
     fn schedules_follow_pytorchs_formulas() {
         // 10 epochs of 4 steps, base 0.1.
@@ -209,10 +252,22 @@ mod tests {
         assert!((at(&warm, 0.0) - 0.025).abs() < 1e-12);
         assert!((at(&warm, 3.0) - 0.1).abs() < 1e-12);
         assert_eq!(at(&warm, 4.0), 0.1);
-        // Cosine: CosineAnnealingLR(T_max = 40): half way is half the rate.
+        // Cosine: CosineAnnealingLR(T_max = 40): half way is half the rate, as a linear decay
+        // would be too; a quarter of the way in it is 0.05 * (1 + cos(pi / 4)) = 0.0854
+        // (linear: 0.075), three quarters 0.0146 (linear: 0.025).
         let cosine = recipe(Schedule::Cosine, 0.0);
         assert!((at(&cosine, 20.0) - 0.05).abs() < 1e-12);
         assert!((at(&cosine, 0.0) - 0.1).abs() < 1e-12);
+        let quarter = 0.05 * (1.0 + (std::f64::consts::PI / 4.0).cos());
+        assert!(
+            (at(&cosine, 10.0) - quarter).abs() < 1e-12,
+            "{}",
+            at(&cosine, 10.0)
+        );
+        assert!((at(&cosine, 30.0) - (0.1 - quarter)).abs() < 1e-12);
+        // After a warm-up of 1 epoch (4 steps) the cosine spans the 36 steps left.
+        let warm_cosine = recipe(Schedule::Cosine, 1.0);
+        assert!((at(&warm_cosine, 13.0) - quarter).abs() < 1e-12);
         // Step: /10 at step 20 and again at 30.
         let step = recipe(Schedule::Step, 0.0);
         assert!((at(&step, 19.0) - 0.1).abs() < 1e-12);
@@ -224,5 +279,22 @@ mod tests {
         assert!((at(&one, 0.0) - 0.004).abs() < 1e-12);
         assert!((at(&one, 11.0) - 0.1).abs() < 1e-12);
         assert!((at(&one, 39.0) - 0.004 / 1e4).abs() < 1e-15);
+        // Its rising half is a cosine too: half way up (step 5.5) the mean of start and peak,
+        // a quarter of the way up 0.004 + 0.096 * (1 - cos(pi / 4)) / 2 (linear: 0.028).
+        assert!((at(&one, 5.5) - 0.052).abs() < 1e-12);
+        let rising = 0.004 + 0.096 * (1.0 - (std::f64::consts::PI / 4.0).cos()) / 2.0;
+        assert!(
+            (at(&one, 2.75) - rising).abs() < 1e-12,
+            "{}",
+            at(&one, 2.75)
+        );
+        // And so is its falling part: a quarter of the way down from step 11 to 39 (step 18).
+        let falling =
+            0.1 * 4e-6 + (0.1 - 0.1 * 4e-6) / 2.0 * (1.0 + (std::f64::consts::PI / 4.0).cos());
+        assert!(
+            (at(&one, 18.0) - falling).abs() < 1e-12,
+            "{}",
+            at(&one, 18.0)
+        );
     }
 }

@@ -22,6 +22,12 @@ pub struct RunConfig {
     pub quiet: bool,
     /// The command line, as the pack's README repeats it.
     pub command: String,
+    /// Go on from the run state `out` holds (`--resume`).
+    pub resume: bool,
+    /// Start from this checkpoint's weights (`--init-from`), training only the head with
+    /// `freeze_features`.
+    pub init_from: Option<PathBuf>,
+    pub freeze_features: bool,
 }
 
 /// One model's training and test results.
@@ -61,10 +67,17 @@ pub struct Report {
     pub manifest: Option<data::DataManifest>,
     /// The channels the images were read with, and why.
     pub color: data::folder::ColorChoice,
+    /// Every file of an image folder left out or merged (outputs/data_issues.csv).
+    pub data_issues: Vec<data::issues::DataIssue>,
+    /// An image folder's layout, where each part came from, what was decoded.
+    pub data_folder: Option<data::load::FolderSummary>,
     pub models: Vec<ModelRun>,
     /// Indices into `models`, best first (test accuracy, then best val accuracy).
     pub ranking: Vec<usize>,
     pub shapes: ShapeTrace,
+    /// The training and validation images the best model most confidently puts in another
+    /// class than their label, highest loss first.
+    pub label_issues: Vec<crate::train::label_issues::LabelIssue>,
     pub memory_events: Vec<MemoryEvent>,
     pub started_unix: u64,
     pub wall_seconds: f64,
@@ -75,6 +88,10 @@ pub struct Report {
     pub gpu_kernels: bool,
     /// The instruction set of the fused CNN operation on the CPU backend, if it was used.
     pub cpu_kernels: Option<&'static str>,
+    /// Set when an interrupt stopped the run: "stopped at epoch 4 of 10 (CNN)".
+    pub stopped: Option<String>,
+    /// The checkpoint the run started from (`--init-from`).
+    pub init_from: Option<crate::model::checkpoint::InitFrom>,
 }
 
 /// What `--overfit-batches` found for one model.
@@ -103,7 +120,7 @@ impl Report {
                         steps: m.trained.step_losses.len(),
                         final_loss,
                         diverged: m.trained.divergence.is_some(),
-                        passed: final_loss < crate::config::OVERFIT_LOSS
+                        passed: final_loss < self.overfit_threshold()
                             && m.trained.divergence.is_none(),
                     }
                 })
@@ -111,16 +128,21 @@ impl Report {
         )
     }
 
+    /// The training loss the overfit check asks for on this run's classes and smoothing.
+    pub fn overfit_threshold(&self) -> f64 {
+        crate::config::overfit_threshold(self.config.settings.label_smoothing, self.classes.len())
+    }
+
     /// The first model that failed the overfit check, as one line; none when every model
     /// passed or the run was not a check.
     pub fn overfit_failure(&self) -> Option<String> {
         let failed = self.overfit_verdicts()?.into_iter().find(|v| !v.passed)?;
         Some(format!(
-            "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {}){}; lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
+            "overfit check failed: {} ended at train loss {:.4} after {} steps (needs < {:.4}){}; lower or raise the learning rate, check the labels (reports/debug_checklist.md)",
             failed.model,
             failed.final_loss,
             failed.steps,
-            crate::config::OVERFIT_LOSS,
+            self.overfit_threshold(),
             if failed.diverged {
                 ", and diverged"
             } else {

@@ -57,6 +57,10 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         folder: Some(data.clone()),
         color: trainer::data::Color::Auto,
         split_rule: trainer::data::SplitRule::Stratified,
+        val_fraction: 0.2,
+        max_per_class: None,
+        strict_data: false,
+        skip_bad_images: false,
     };
     let splits = trainer::data::load_splits(&config).unwrap();
     for (part, expected) in [(&splits.train, 9), (&splits.val, 3), (&splits.test, 3)] {
@@ -87,7 +91,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         .train
         .samples
         .iter()
-        .flat_map(|s| s.image.clone())
+        .flat_map(|s| s.image.iter().copied().collect::<Vec<f32>>())
         .collect();
     let mean = train_pixels.iter().sum::<f32>() / train_pixels.len() as f32;
     assert!(

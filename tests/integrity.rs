@@ -64,18 +64,33 @@ fn links_to_folders_are_not_followed_and_each_file_is_read_once() {
     let tests = files.iter().filter(|f| f["part"] == "test").count();
     assert_eq!(tests, 9);
 
-    // One file under two classes cannot have one label: refused, nothing written.
+    // One file under two classes cannot have one label: left out and listed; --strict-data
+    // refuses it, writing nothing.
     symlink(
         data.join("vertical/vertical_004.png"),
         data.join("diagonal/stolen.png"),
     )
     .unwrap();
     let other = dir.path().join("other");
-    let output = folder_run(&data, &other).run_fail(2);
+    let output = folder_run(&data, &other).arg("--strict-data").run_fail(2);
     let err = stderr(&output);
-    assert!(err.contains("same file in two classes"), "{err}");
+    assert!(err.contains("in two classes"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!other.exists());
+    let output = folder_run(&data, &other).run_ok();
+    assert!(
+        stderr(&output).contains("2 conflicting_labels"),
+        "{}",
+        stderr(&output)
+    );
+    let (_, rows) = read_csv(&other.join("outputs/data_issues.csv"));
+    let listed: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(listed, ["diagonal/stolen.png", "vertical/vertical_004.png"]);
+    let files = checkpoint_meta(&other)["data_manifest"]["files"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(files, 44);
 }
 
 #[test]
@@ -108,11 +123,15 @@ fn hidden_entries_copies_hard_links_and_packs_are_never_read_as_data() {
         "{err}"
     );
     assert!(
-        err.contains(
-            "skipped 'diagonal/diagonal_006.png': a copy of 'diagonal/copy of diagonal_006.png'"
-        ),
+        err.contains("1 file(s) left out or merged (1 duplicate)"),
         "{err}"
     );
+    let (_, rows) = read_csv(&pack.join("outputs/data_issues.csv"));
+    assert_eq!(rows.len(), 1);
+    // The original name is kept (the shorter path), the copy listed.
+    assert_eq!(rows[0][0], "diagonal/copy of diagonal_006.png");
+    assert_eq!(rows[0][1], "duplicate");
+    assert!(rows[0][2].contains("'diagonal/diagonal_006.png', which is kept"));
     assert_eq!(
         checkpoint_meta(&pack)["data_manifest"]["files"]
             .as_array()
@@ -144,13 +163,16 @@ fn hidden_entries_copies_hard_links_and_packs_are_never_read_as_data() {
         Some("3")
     );
 
-    // The same bytes under two classes, by a hard link or by a copy: refused.
+    // The same bytes under two classes, by a hard link or by a copy: left out and listed,
+    // refused with --strict-data.
     fs::hard_link(
         data.join("vertical/vertical_007.png"),
         data.join("horizontal/linked.png"),
     )
     .unwrap();
-    let output = folder_run(&data, &dir.path().join("hard")).run_fail(2);
+    let output = folder_run(&data, &dir.path().join("hard"))
+        .arg("--strict-data")
+        .run_fail(2);
     assert!(
         stderr(&output).contains("in two classes"),
         "{}",
@@ -162,9 +184,18 @@ fn hidden_entries_copies_hard_links_and_packs_are_never_read_as_data() {
         data.join("horizontal/copied.png"),
     )
     .unwrap();
-    let output = folder_run(&data, &dir.path().join("copied")).run_fail(2);
+    let output = folder_run(&data, &dir.path().join("copied"))
+        .arg("--strict-data")
+        .run_fail(2);
     assert!(
         stderr(&output).contains("the same image (identical bytes) in two classes"),
+        "{}",
+        stderr(&output)
+    );
+    let copied = dir.path().join("copied");
+    let output = folder_run(&data, &copied).run_ok();
+    assert!(
+        stderr(&output).contains("2 conflicting_labels"),
         "{}",
         stderr(&output)
     );

@@ -86,8 +86,9 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
     let root = temp();
     let gray = folder(&python, root.path(), 1);
     let rgb = folder(&python, root.path(), 3);
-    let cases: [(&str, &Path, &[&str]); 4] = [
+    let cases: [(&str, &Path, &[&str]); 5] = [
         ("baseline", &gray, &["--models", "baseline"]),
+        ("rgb-baseline", &rgb, &["--models", "baseline"]),
         ("tiny", &gray, &["--models", "cnn"]),
         (
             "rgb-3-blocks",
@@ -137,7 +138,8 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
 
 /// Every optimizer, schedule, the warm-up and label smoothing against PyTorch's, from the
 /// same initial weights, one full-batch step an epoch: each epoch's training loss within
-/// 1e-4 relative, on the CPU path and (where there is an adapter) the wgpu kernels.
+/// 5e-6 relative (ten times the measured 5.4e-7), one-cycle also with a rising phase the
+/// steps reach, on the CPU path and (where there is an adapter) the wgpu kernels.
 #[test]
 fn recipes_give_pytorchs_losses() {
     let Some(python) = python("recipes_give_pytorchs_losses") else {
@@ -160,7 +162,7 @@ fn recipes_give_pytorchs_losses() {
         );
         assert_eq!(
             said.matches("interop: recipe ").count(),
-            9,
+            10,
             "{backend}: {said}"
         );
     }

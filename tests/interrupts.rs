@@ -1,5 +1,6 @@
-//! Ctrl-C on the commands that run long: a local sweep passes it on to its tasks, waits for
-//! them and leaves none behind; bench writes the rows it measured. Both exit 130.
+//! Ctrl-C and SIGTERM on the commands that run long: a local sweep passes it on to its tasks,
+//! waits for them and leaves none behind; bench writes the rows it measured (both exit 130);
+//! a workshop run keeps the epochs it finished (130 for Ctrl-C, 143 for SIGTERM).
 
 mod common;
 
@@ -70,11 +71,18 @@ fn a_local_sweep_passes_ctrl_c_to_its_tasks_and_leaves_none_behind() {
         "{out}"
     );
     assert!(out.contains("resumes"), "{out}");
-    // Unfinished: no state, no claim, no half pack; the next --local runs them again.
+    // Unfinished: no state, no claim, no half pack; the next --local runs them again, going
+    // on from the epochs a task finished (its run folder then holds a pack marked incomplete
+    // and the run's state), or from the start.
     for index in 0..3 {
         assert!(!dir.join(format!("state/{index:04}.json")).exists());
         assert!(!dir.join(format!("state/{index:04}.claim")).exists());
-        assert!(!dir.join(format!("runs/{index:04}")).exists());
+        let run = dir.join(format!("runs/{index:04}"));
+        if run.exists() {
+            let summary = fs::read_to_string(run.join("outputs/metrics_summary.json")).unwrap();
+            assert!(summary.contains("\"incomplete\""), "{summary}");
+            assert!(run.join("checkpoints/last.bin").is_file());
+        }
     }
 }
 
@@ -154,4 +162,87 @@ fn bench_stops_within_a_step_and_writes_the_rows_it_measured() {
     );
     let readme = fs::read_to_string(out.join("bench/README.md")).unwrap();
     assert!(readme.contains("interrupted"), "{readme}");
+}
+
+/// Starts a CNN run whose epochs are long enough to be interrupted in the middle, and waits
+/// until its first epoch is kept (its state file appears).
+fn start_after_first_epoch(pack: &Path) -> std::process::Child {
+    let child = trainer()
+        .cpu()
+        .args([
+            "--models",
+            "cnn",
+            "--samples-per-class",
+            "2000",
+            "--epochs-cnn",
+            "10000",
+        ])
+        .out(pack)
+        .spawn();
+    wait_for(
+        &pack.join("checkpoints/last.bin"),
+        Duration::from_secs(60),
+        "the first epoch's state",
+    );
+    child
+}
+
+/// The epoch a stopped pack says it stopped at.
+fn stopped_epoch(pack: &Path) -> usize {
+    let summary = fs::read_to_string(pack.join("outputs/metrics_summary.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let text = value["incomplete"].as_str().unwrap().to_string();
+    assert!(text.starts_with("stopped at epoch "), "{text}");
+    assert!(text.contains(" of 10000 (Tiny CNN)"), "{text}");
+    text["stopped at epoch ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_run_keeps_the_epochs_finished() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let child = start_after_first_epoch(&pack);
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let epoch = stopped_epoch(&pack);
+    assert!(epoch >= 2, "epoch 1 was kept before the interrupt");
+    assert!(stdout(&output).contains(&format!("incomplete: stopped at epoch {epoch} of 10000")));
+    let (_, rows) = read_csv(&pack.join("outputs/training_log.csv"));
+    assert_eq!(rows.len(), epoch - 1, "epochs 1..{}", epoch - 1);
+    assert!(
+        fs::read_to_string(pack.join("README.md"))
+            .unwrap()
+            .contains("**Incomplete: stopped at epoch")
+    );
+}
+
+#[test]
+fn sigterm_keeps_the_epochs_finished_and_exits_143() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let child = start_after_first_epoch(&pack);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("SIGTERM: stopped at epoch"),
+        "{}",
+        stderr(&output)
+    );
+    let epoch = stopped_epoch(&pack);
+    let state = fs::read_to_string(pack.join("checkpoints/last.json")).unwrap();
+    assert!(
+        state.contains(&format!("stopped at epoch {epoch} of 10000")),
+        "{state}"
+    );
 }

@@ -73,6 +73,30 @@ fn a_perturbed_start_fails_and_names_the_first_divergent_step() {
     );
 }
 
+/// The verdict reads the final parameters: with no room for rounding in them
+/// (`--param-atol 0`), backends whose losses, logits and predictions agree fail on them.
+#[test]
+fn final_parameters_beyond_their_tolerance_fail_the_verdict() {
+    let dir = temp();
+    let out = dir.path().join("parity");
+    let output = parity(&out)
+        .args(["--backends", "cpu,ndarray", "--param-atol", "0"])
+        .epochs(1, 1)
+        .run_fail(1);
+    let err = stderr(&output);
+    assert!(err.contains("final parameters differ by up to"), "{err}");
+    let json = report(&out);
+    assert_eq!(json["passed"], false);
+    assert_eq!(json["tolerances"]["param_atol"], 0.0);
+    for c in json["comparisons"].as_array().unwrap() {
+        assert!(
+            c["first_epoch_loss_max_rel_diff"].as_f64().unwrap() <= 1e-4,
+            "{c}"
+        );
+        assert!(c["logits_max_abs_diff"].as_f64().unwrap() <= 1e-3, "{c}");
+    }
+}
+
 #[test]
 fn parity_rejects_bad_backend_lists() {
     let dir = temp();

@@ -640,3 +640,63 @@ fn a_failed_overfit_check_fails_its_task() {
         "{rows:?}"
     );
 }
+
+/// A task Slurm requeues mid-run (as preemption does: SIGTERM, then the task again) goes on
+/// from its last finished epoch instead of starting over.
+#[test]
+fn a_task_slurm_requeues_goes_on_from_its_last_epoch() {
+    if !slurm_available() {
+        return;
+    }
+    let root = temp();
+    sweep_plan(
+        root.path(),
+        "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 2000\nepochs_cnn = 60\n",
+        "requeue",
+    )
+    .run_ok();
+    let dir = root.path().join("requeue");
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(dir.join("slurm.sbatch"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let run = dir.join("runs/0000");
+    wait_for(
+        &run.join("checkpoints/last.json"),
+        Duration::from_secs(300),
+        "the task's first epoch",
+    );
+    let requeue = Command::new("scontrol")
+        .args(["requeue", &format!("{id}_0")])
+        .status()
+        .unwrap();
+    assert!(requeue.success());
+    let started = Instant::now();
+    while !dir.join("state/0000.json").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "job {id} did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    // Slurm starts the requeued task's log afresh: it says where it went on from.
+    assert!(
+        log.contains("resuming ") && log.contains(" epoch(s) trained"),
+        "{log}"
+    );
+    let info = fs::read_to_string(run.join("outputs/run_info.json")).unwrap();
+    assert!(info.contains("\"resumed\": true"), "{info}");
+    let (_, rows) = read_csv(&run.join("outputs/training_log.csv"));
+    assert_eq!(rows.len(), 60);
+}

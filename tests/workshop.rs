@@ -10,13 +10,16 @@ use common::*;
 
 /// Files that two runs with the same settings write byte for byte the same (the checkpoint
 /// too: parameter ids come from the parameter's position, not from burn's random ids).
-const DETERMINISTIC: [&str; 7] = [
+const DETERMINISTIC: [&str; 10] = [
     "checkpoints/best_model.bpk",
+    "checkpoints/best_model.onnx",
+    "checkpoints/best_model.safetensors",
     "checkpoints/best_model.json",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
     "outputs/confusion_matrix.csv",
     "outputs/error_samples.csv",
+    "outputs/label_issues.csv",
     "outputs/metrics_summary.json",
 ];
 
@@ -272,15 +275,25 @@ fn an_interrupted_run_leaves_the_earlier_pack_whole() {
     interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("interrupted"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(
-        fs::read(pack.join("outputs/training_log.csv")).unwrap(),
-        before
-    );
+    // Before its first epoch finished it keeps nothing new and the earlier pack stays whole;
+    // after, the new pack holds the epochs finished, marked incomplete.
+    let summary = fs::read_to_string(pack.join("outputs/metrics_summary.json")).unwrap();
+    if summary.contains("\"incomplete\"") {
+        assert!(stdout(&output).contains("incomplete: stopped at epoch"));
+        for file in trainer::pack::evidence::FILES {
+            assert!(pack.join(file).is_file(), "missing {file}");
+        }
+    } else {
+        assert!(
+            stderr(&output).contains("interrupted"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            fs::read(pack.join("outputs/training_log.csv")).unwrap(),
+            before
+        );
+    }
     let leftovers: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

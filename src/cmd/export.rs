@@ -63,11 +63,20 @@ pub fn main(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether `a` and `b` are one file (the same inode: also through links and `..`).
+/// Whether `a` and `b` are one file: the same device and inode on Unix (also through links
+/// and `..`), the same canonical path elsewhere (links resolved).
 fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
 }

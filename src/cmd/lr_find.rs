@@ -2,17 +2,14 @@
 //! workshop's data or a folder, written as `lr_find.csv`, `lr_find.png` and a README, and
 //! ended by the flag to use (`--lr-cnn 0.0042`).
 
-use std::fmt::Write as _;
-
 use crate::cli::LrFindArgs;
 use crate::config::Settings;
 use crate::console::Console;
 use crate::device;
 use crate::error::{Result, TrainerError};
+use crate::lr_find::{self, flag_value, recipe_flags};
 use crate::model::ModelKind;
-use crate::pack::evidence::csv_text;
-use crate::pack::plots::{self, LineChart, Series};
-use crate::pack::{self, OutputLock, PackKind, Staging};
+use crate::pack::{self, OutputLock, PackKind};
 use crate::train::lr_range::{LrFound, LrRange};
 use crate::train::{self, Context, TrainSettings};
 
@@ -35,12 +32,6 @@ fn check_range(args: &LrFindArgs) -> Result<LrRange> {
         end,
         steps: args.steps,
     })
-}
-
-/// A rate as a flag's value: two significant digits, no exponent (0.0042, 0.35, 1.5).
-pub fn flag_value(lr: f64) -> String {
-    let digits = (1 - lr.log10().floor() as i32).max(0) as usize;
-    format!("{lr:.digits$}")
 }
 
 /// The workshop flags that mean nothing to the test, reset to their defaults: one warning
@@ -84,28 +75,6 @@ fn ignored(settings: &mut Settings, model: ModelKind) -> Vec<String> {
     notes
 }
 
-/// The recipe flags the run was given, to repeat after the rate (the rate is for them).
-fn recipe_flags(settings: &Settings) -> String {
-    let d = Settings::default();
-    let mut flags = String::new();
-    if settings.optimizer != d.optimizer {
-        let _ = write!(flags, " --optimizer {}", settings.optimizer.as_str());
-    }
-    if settings.weight_decay != d.weight_decay {
-        let _ = write!(flags, " --weight-decay {}", settings.weight_decay);
-    }
-    if settings.momentum != d.momentum {
-        let _ = write!(flags, " --momentum {}", settings.momentum);
-    }
-    if settings.nesterov {
-        flags.push_str(" --nesterov");
-    }
-    if settings.label_smoothing != d.label_smoothing {
-        let _ = write!(flags, " --label-smoothing {}", settings.label_smoothing);
-    }
-    flags
-}
-
 /// Runs the test and writes its folder; the last line printed is the flag to use.
 pub fn main(args: LrFindArgs) -> Result<()> {
     let console = Console::new(args.quiet);
@@ -121,12 +90,15 @@ pub fn main(args: LrFindArgs) -> Result<()> {
     }
     settings.validate()?;
     pack::check_target(&args.out, PackKind::LrFind)?;
+    if let Some(folder) = &settings.data {
+        pack::check_outside(&args.out, folder)?;
+    }
     let _lock = OutputLock::acquire(&args.out)?;
     let opened = device::open(settings.backend)?;
     console.info(&opened.info.summary());
-    let splits = crate::cmd::load_data(&settings, &console, "lr-find: ")?;
-    let net = crate::cmd::init_net(&settings, args.model, &splits, &opened.device);
-    let spec = settings.spec(args.model, splits.train.channels);
+    let splits = crate::setup::load_data(&settings, &console, "lr-find: ")?;
+    let net = crate::setup::init_net(&settings, args.model, &splits, &opened.device)?;
+    let spec = settings.spec(args.model, splits.train.channels)?;
     let ctx = Context {
         device: &opened.device,
         device_info: &opened.info,
@@ -141,7 +113,13 @@ pub fn main(args: LrFindArgs) -> Result<()> {
         &range,
         &ctx,
     )?;
-    let kept = write(&args, &spec.display_name(), &found)?;
+    let kept = lr_find::write(
+        &args.out,
+        &range,
+        &spec.display_name(),
+        &found,
+        &crate::cmd::command_line(),
+    )?;
     if let Some(note) = pack::kept_note(&kept) {
         console.info(&note);
     }
@@ -185,107 +163,4 @@ fn report(args: &LrFindArgs, console: &Console, found: &LrFound, recipe: &str) -
     };
     console.result(&format!("{flag} {}{recipe}", flag_value(lr)));
     Ok(())
-}
-
-/// lr_find.csv (step, lr, loss, smoothed_loss), lr_find.png, README.md.
-fn write(args: &LrFindArgs, model: &str, found: &LrFound) -> Result<Vec<String>> {
-    let staging = Staging::begin(&args.out, PackKind::LrFind)?;
-    let mut rows = vec![
-        ["step", "lr", "loss", "smoothed_loss"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    for p in &found.points {
-        rows.push(vec![
-            p.step.to_string(),
-            format!("{:?}", p.lr),
-            format!("{:?}", p.loss),
-            format!("{:?}", p.smoothed),
-        ]);
-    }
-    staging.write("lr_find.csv", csv_text(rows)?)?;
-    plots::draw_line_chart(&staging.path("lr_find.png")?, &chart(model, found))?;
-    let mut readme = format!(
-        "# Learning-rate range test: {model}\n\nCommand: `{}`\n\n",
-        crate::cmd::command_line()
-    );
-    let _ = writeln!(
-        readme,
-        "{} steps, one batch each, the rate rising exponentially from {:e} to {:e}; the loss is smoothed (exponential average {}, debiased) and the test stops when it exceeds {}x its lowest. `lr_find.csv` has every step; `lr_find.png` plots them against log10(lr).\n",
-        found.points.len(),
-        args.start_lr,
-        args.end_lr,
-        train::lr_range::SMOOTHING,
-        train::lr_range::DIVERGED_FACTOR
-    );
-    match found.suggestion {
-        Some((lr, step)) => {
-            let _ = writeln!(
-                readme,
-                "Suggested rate: {lr:.3e} (step {step}), where the loss (a centred moving average) falls fastest against log10(lr) (fastai's steepest point). A common alternative is a tenth of the rate at the lowest loss."
-            );
-        }
-        None => {
-            let _ = writeln!(readme, "Too few steps before divergence to suggest a rate.");
-        }
-    }
-    if let Some(why) = &found.stopped {
-        let _ = writeln!(readme, "\nStopped: {why}.");
-    }
-    staging.write("README.md", readme)?;
-    staging.commit()
-}
-
-/// The loss and the smoothed loss against log10(lr), the suggestion marked.
-fn chart(model: &str, found: &LrFound) -> LineChart {
-    let mut chart = LineChart::new(
-        &format!("Learning-rate range test: {model}"),
-        "log10(learning rate)",
-        "training loss",
-    );
-    // The divergence's last steps would set the axis and flatten the curve that matters:
-    // losses above twice the first smoothed one are left out of the plot (not the CSV).
-    let ceiling = found
-        .points
-        .first()
-        .map_or(f64::INFINITY, |p| 2.0 * p.smoothed);
-    let at = |f: fn(&train::lr_range::LrPoint) -> f64| {
-        found
-            .points
-            .iter()
-            .filter(|p| f(p).is_finite() && f(p) <= ceiling)
-            .map(|p| (p.lr.log10(), f(p)))
-            .collect::<Vec<_>>()
-    };
-    chart.series.push(Series {
-        label: "loss".into(),
-        points: at(|p| p.loss),
-        dashed: true,
-        colour: 0,
-    });
-    chart.series.push(Series {
-        label: "smoothed loss".into(),
-        points: at(|p| p.smoothed),
-        dashed: false,
-        colour: 1,
-    });
-    if let Some((lr, step)) = found.suggestion
-        && let Some(p) = found.points.get(step - 1)
-    {
-        chart
-            .marks
-            .push(((lr.log10(), p.smoothed), format!("suggested {lr:.2e}")));
-    }
-    chart
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn flag_values_have_two_significant_digits() {
-        assert_eq!(super::flag_value(0.004213), "0.0042");
-        assert_eq!(super::flag_value(0.0421), "0.042");
-        assert_eq!(super::flag_value(1.53), "1.5");
-        assert_eq!(super::flag_value(0.35), "0.35");
-    }
 }

@@ -1,12 +1,16 @@
 //! The workshop run: data, both models, test evaluation, and the evidence pack, in the
 //! order of the seed script. `trainer` with no subcommand runs this.
+//!
+//! After every epoch the run's state goes to `OUT/checkpoints/last.*` ([`RunState`]): an
+//! interrupt keeps the epochs finished (the pack is written from each model's best epoch
+//! so far and marked incomplete), and `--resume OUT` goes on from there.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::prelude::*;
 use clap::ArgMatches;
-use clap::parser::ValueSource;
 
 use crate::cli::RunArgs;
 use crate::cmd::command_line;
@@ -15,36 +19,116 @@ use crate::console::Console;
 use crate::data::{self, Splits};
 use crate::device;
 use crate::error::{EXIT_DIVERGED, Result, TrainerError};
+use crate::interrupt;
 use crate::memory::{self, MemoryPolicy};
-use crate::model::ModelKind;
+use crate::model::{ModelKind, init_from};
 use crate::pack::evidence;
+use crate::pack::run_state::{DataFingerprint, RunState, RunStatus, STATE_BIN, STATE_JSON};
 use crate::pack::{self, OutputLock, Staging};
 use crate::report::{ModelRun, Report, RunConfig, ShapeTrace, round4};
-use crate::train::{self, Context, TrainSettings, Trained, select};
+use crate::train::checkpointer::Checkpointer;
+use crate::train::logger::EpochLogger;
+use crate::train::{self, Context, Hooks, TrainSettings, Trained, select};
 
 /// `trainer` with no subcommand: the settings from the flags and `--config` (a flag given on
 /// the command line, as `matches` tells, wins over the file), the run, and its summary.
+/// `--resume` takes the stopped run's own settings.
 pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
     let console = Console::new(args.quiet);
     let flags = args.train.settings(args.backend);
-    let settings = match &args.config {
-        None => flags,
-        Some(path) => config::merge(&flags, Some(&config::ConfigFile::read(path)?), |key| {
-            matches.value_source(key) == Some(ValueSource::CommandLine)
-        })?,
+    let file = match &args.config {
+        None => None,
+        Some(path) => Some(config::ConfigFile::read(path)?),
     };
+    // A switch counts as given either way (`--augment` or `--no-augment`).
+    let on_command_line = |key: &str| crate::cli::given_on_command_line(matches, key);
+    let mut settings = config::merge(&flags, file.as_ref(), on_command_line)?;
+    let mut out = args.out;
+    if let Some(dir) = &args.resume {
+        let explicit = |key: &str| {
+            on_command_line(key) || file.as_ref().is_some_and(|f| f.values.contains_key(key))
+        };
+        let Some(theirs) = resumed_settings(dir, &out, &settings, explicit, &console)? else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        settings = theirs;
+        out = dir.clone();
+    }
     let config = RunConfig {
         settings,
-        out: args.out,
+        out,
         memory_limit_bytes: args.memory_limit,
         memory_preflight: !args.no_memory_preflight,
         quiet: args.quiet,
         command: command_line(),
+        resume: args.resume.is_some(),
+        init_from: args.init_from,
+        freeze_features: args.freeze_features,
     };
     let report = run(config, &console)?;
     for line in console_summary(&report) {
         console.result(&line);
     }
+    console.result(&format!("pack files in {}:", report.config.out.display()));
+    for line in pack::listing(&report.config.out) {
+        console.result(&line);
+    }
+    if let Some(stopped) = &report.stopped {
+        console.result(&format!(
+            "incomplete: {stopped}; `trainer --resume {}` continues the run",
+            report.config.out.display()
+        ));
+    }
+    print_verdicts(&report, &console);
+    // A failed check is the run's verdict (exit 1), before a divergence's exit 3.
+    if let Some(failure) = report.overfit_failure() {
+        return Err(TrainerError::VerdictFailed(failure));
+    }
+    if report.stopped.is_some() {
+        return Ok(ExitCode::from(interrupt::exit_code() as u8));
+    }
+    if report.diverged() {
+        return Ok(ExitCode::from(EXIT_DIVERGED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The settings of the run `--resume` names, checked against those asked (`explicit` says
+/// which were given); none when that run finished (said in one line: nothing to do).
+fn resumed_settings(
+    dir: &Path,
+    out: &Path,
+    asked: &Settings,
+    explicit: impl Fn(&str) -> bool,
+    console: &Console,
+) -> Result<Option<Settings>> {
+    if explicit("out") && std::path::absolute(out).ok() != std::path::absolute(dir).ok() {
+        return Err(TrainerError::bad_input(format!(
+            "--out '{}' with --resume '{}': a resumed run goes on in its own folder; drop --out",
+            out.display(),
+            dir.display()
+        )));
+    }
+    let state = RunState::read(dir)?;
+    if *state.status() == RunStatus::Finished {
+        console.result(&format!(
+            "{}: this run finished ({} epochs trained); there is nothing to resume and nothing was changed",
+            dir.display(),
+            state.epochs_done()
+        ));
+        return Ok(None);
+    }
+    let mut asked = asked.clone();
+    if let Some(folder) = &asked.data {
+        asked.data = Some(
+            std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
+        );
+    }
+    state.settings(&asked, explicit).map(Some)
+}
+
+/// The overfit check's verdicts, when it ran.
+fn print_verdicts(report: &Report, console: &Console) {
     if let Some(verdicts) = report.overfit_verdicts() {
         for v in &verdicts {
             console.result(&format!(
@@ -57,14 +141,6 @@ pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
             ));
         }
     }
-    // A failed check is the run's verdict (exit 1), before a divergence's exit 3.
-    if let Some(failure) = report.overfit_failure() {
-        return Err(TrainerError::VerdictFailed(failure));
-    }
-    if report.diverged() {
-        return Ok(ExitCode::from(EXIT_DIVERGED));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the workshop and writes the evidence pack into `config.out`.
@@ -74,21 +150,109 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut config = config;
-    // An absolute folder keeps outputs/config.json and the checkpoint usable from anywhere.
+    let mut config = prepare(config)?;
+    let _lock = OutputLock::acquire(&config.out)?;
+    let opened = open_device(&config.settings, console)?;
+
+    let splits = load_data(&mut config.settings, console)?;
+    let settings = config.settings.clone();
+    let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
+    let ctx = Context {
+        device: &opened.device,
+        device_info: &opened.info,
+        progress: console,
+    };
+    let mut state = run_state(&config, &splits, &mut memory, console)?;
+    // A resumed run starts the models it had not started as it would have (--init-from and
+    // --freeze-features are the run's own).
+    config.freeze_features |= state.freeze_features();
+    state.set_freeze_features(config.freeze_features);
+    if config.init_from.is_none() {
+        config.init_from = state.init_from().map(|i| i.path.clone().into());
+    }
+    if let Some(path) = &config.init_from {
+        // Checked before any training, and recorded for a resumed run.
+        let (_, meta) = init_from::read(path, &opened.device)?;
+        state.set_init_from(Some(init_from::described(path, &meta)));
+    }
+    let shapes = trace_shapes(&splits, &settings)?;
+
+    let mut trained = train_models(
+        &config,
+        &splits,
+        &opened,
+        &mut memory,
+        &ctx,
+        &mut state,
+        console,
+    )?;
+    let stopped = keep_finished(&mut trained, &mut state, console)?;
+    let (models, ranking) = test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
+    let label_issues = train::label_issues::find(
+        &models[ranking[0]].trained,
+        [(data::Part::Train, &splits.train), (data::Part::Val, &splits.val)],
+        splits.classes.len(),
+        &mut memory,
+        &ctx,
+    )?;
+    let gpu_kernels = models.iter().any(|m| m.trained.engine.summary_on_device);
+    let cpu_kernels = models
+        .iter()
+        .any(|m| m.trained.engine.engine == train::engine::Engine::CpuFused)
+        .then(crate::device::cpu_kernels::instruction_set);
+
+    let mut report = Report {
+        config,
+        device: opened.info.clone(),
+        choice_note: opened.choice_note.clone(),
+        classes: splits.classes.clone(),
+        split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
+        test_set: splits.test.clone(),
+        normalization: splits.normalization.clone(),
+        skipped: splits.skipped.clone(),
+        manifest: splits.manifest.clone(),
+        color: splits.color.clone(),
+        data_issues: splits.issues.clone(),
+        data_folder: splits.folder.clone(),
+        models,
+        ranking,
+        shapes,
+        label_issues,
+        memory_events: memory.events.clone(),
+        started_unix,
+        wall_seconds: 0.0,
+        peak_rss_bytes: None,
+        peak_device_bytes: trained.peak_device_bytes,
+        gpu_kernels,
+        cpu_kernels,
+        stopped,
+        init_from: state.init_from().cloned(),
+    };
+    // The wall time and peak memory cover everything up to writing the pack.
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    report.peak_rss_bytes = memory::peak_rss_bytes();
+    write_pack(&report, &mut state, console)?;
+    Ok(report)
+}
+
+/// The run's settings checked and its paths made absolute (an absolute folder keeps
+/// outputs/config.json and the checkpoint usable from anywhere); the output folder checked.
+fn prepare(mut config: RunConfig) -> Result<RunConfig> {
     if let Some(folder) = &config.settings.data {
         config.settings.data = Some(
             std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
         );
     }
-    let settings = config.settings.clone();
-    settings.validate()?;
+    config.settings.validate()?;
     pack::check_target(&config.out, pack::PackKind::Workshop)?;
-    if let Some(folder) = &settings.data {
+    if let Some(folder) = &config.settings.data {
         pack::check_outside(&config.out, folder)?;
     }
-    let _lock = OutputLock::acquire(&config.out)?;
+    Ok(config)
+}
 
+/// Opens the backend, saying what it is and the settings that have no effect on it.
+fn open_device(settings: &Settings, console: &Console) -> Result<device::OpenBackend> {
     let opened = device::open(settings.backend)?;
     if let Some(note) = &opened.choice_note {
         console.info(note);
@@ -103,62 +267,99 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         ));
     }
     console.info(&opened.info.summary());
+    Ok(opened)
+}
 
-    let splits = load_data(&mut config.settings, console)?;
-    let settings = config.settings.clone();
-    let mut memory = MemoryPolicy::new(config.memory_limit_bytes, config.memory_preflight)?;
-    let ctx = Context {
-        device: &opened.device,
-        device_info: &opened.info,
-        progress: console,
-    };
-    let shapes = trace_shapes(&splits, &settings);
+/// The run's state: a new one, or (with `--resume`) the one `out` holds, on the same data,
+/// with its memory events. A new run into a folder that holds a stopped run says that it
+/// starts over.
+fn run_state(
+    config: &RunConfig,
+    splits: &Splits,
+    memory: &mut MemoryPolicy,
+    console: &Console,
+) -> Result<RunState> {
+    let data = DataFingerprint::of(splits)?;
+    if config.resume {
+        let mut state = RunState::read(&config.out)?;
+        state.check_data(&data)?;
+        state.set_status(RunStatus::InProgress);
+        memory.events = state.events();
+        console.info(&format!(
+            "resuming {} after {} epoch(s) trained",
+            config.out.display(),
+            state.epochs_done()
+        ));
+        return Ok(state);
+    }
+    if let Ok(old) = RunState::read(&config.out)
+        && *old.status() != RunStatus::Finished
+    {
+        console.warn(&format!(
+            "'{}' holds a run stopped after {} epoch(s); this run starts over and replaces it (`--resume {}` would have continued it)",
+            config.out.display(),
+            old.epochs_done(),
+            config.out.display()
+        ));
+    }
+    RunState::new(&config.out, &config.settings, data)
+}
 
-    let trained = train_models(&settings, &splits, &opened, &mut memory, &ctx, console)?;
-    let (models, ranking) = test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
-    let gpu_kernels = models.iter().any(|m| m.trained.engine.summary_on_device);
-    let cpu_kernels = models
+/// After an interrupt: the models with a finished epoch are kept (their best epoch so far),
+/// the state is marked stopped, and the rest of the run (testing, the pack) goes on. Returns
+/// "stopped at epoch 4 of 10 (CNN)" then; an interrupt before any epoch finished keeps
+/// nothing.
+fn keep_finished(
+    trained: &mut TrainedModels,
+    state: &mut RunState,
+    console: &Console,
+) -> Result<Option<String>> {
+    let Some(cut) = trained
+        .models
         .iter()
-        .any(|m| m.trained.engine.engine == train::engine::Engine::CpuFused)
-        .then(crate::device::cpu_kernels::instruction_set);
-    let peak_device_bytes = trained.peak_device_bytes;
-
-    let mut report = Report {
-        config,
-        device: opened.info.clone(),
-        choice_note: opened.choice_note.clone(),
-        classes: splits.classes.clone(),
-        split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
-        test_set: splits.test.clone(),
-        normalization: splits.normalization.clone(),
-        skipped: splits.skipped.clone(),
-        manifest: splits.manifest.clone(),
-        color: splits.color.clone(),
-        models,
-        ranking,
-        shapes,
-        memory_events: memory.events.clone(),
-        started_unix,
-        wall_seconds: 0.0,
-        peak_rss_bytes: None,
-        peak_device_bytes,
-        gpu_kernels,
-        cpu_kernels,
+        .find(|m| m.trained.interrupted.is_some())
+    else {
+        return Ok(None);
     };
+    let epoch = cut.trained.interrupted.unwrap_or(0);
+    let stopped = format!(
+        "stopped at epoch {epoch} of {} ({})",
+        cut.epochs,
+        cut.spec.display_name()
+    );
+    trained.models.retain(|m| m.trained.best_epoch > 0);
+    if trained.models.is_empty() {
+        return Err(TrainerError::Interrupted);
+    }
+    interrupt::acknowledge();
+    state.set_status(RunStatus::Stopped(stopped.clone()));
+    state.write()?;
+    console.warn(&format!(
+        "{}: {stopped}; the pack is written from the epochs finished (each model's best so far) and marked incomplete",
+        interrupt::signal_name()
+    ));
+    Ok(Some(stopped))
+}
 
+/// Writes the pack (with the run's state, marked finished or stopped) into a staging
+/// folder and swaps it in place of `out`.
+fn write_pack(report: &Report, state: &mut RunState, console: &Console) -> Result<()> {
     let staging = Staging::begin(&report.config.out, pack::PackKind::Workshop)?;
-    // The wall time and peak memory cover everything up to writing the pack.
-    report.wall_seconds = started.elapsed().as_secs_f64();
-    report.peak_rss_bytes = memory::peak_rss_bytes();
-    evidence::write_pack(&staging, &report)?;
-    if crate::interrupt::requested() {
+    evidence::write_pack(&staging, report)?;
+    if report.stopped.is_none() {
+        state.set_status(RunStatus::Finished);
+    }
+    let (bin, json) = state.encode()?;
+    staging.write(STATE_BIN, bin)?;
+    staging.write(STATE_JSON, json)?;
+    if interrupt::requested() {
         return Err(TrainerError::Interrupted);
     }
     let kept = staging.commit()?;
     if let Some(note) = pack::kept_note(&kept) {
         console.info(&note);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The run's data: the split, its skipped files and colour said on the console, and under
@@ -170,10 +371,10 @@ fn load_data(settings: &mut Settings, console: &Console) -> Result<Splits> {
         let batches = settings.overfit_batches.unwrap_or(asked);
         let epochs = settings.schedule(crate::model::ModelKind::Cnn).0;
         console.info(&format!(
-            "overfit check: {} training samples in {batches} batch(es), {epochs} epochs of them ({} steps) a model; it passes when the training loss falls below {}",
+            "overfit check: {} training samples in {batches} batch(es), {epochs} epochs of them ({} steps) a model; it passes when the training loss falls below {:.4}",
             splits.train.len(),
             epochs * batches,
-            crate::config::OVERFIT_LOSS
+            config::overfit_threshold(settings.label_smoothing, splits.classes.len())
         ));
     }
     Ok(splits)
@@ -217,59 +418,135 @@ struct TrainedModels {
     peak_device_bytes: Option<u64>,
 }
 
-/// Trains every model of `settings.models` in order, saying when one diverged.
+/// Trains every model of `settings.models` in order, saying when one diverged; the state
+/// goes to `state` after every epoch, and a resumed run goes on from it. An interrupt ends
+/// the run after the model it stopped.
 fn train_models(
-    settings: &Settings,
+    config: &RunConfig,
     splits: &Splits,
     opened: &device::OpenBackend,
     memory: &mut MemoryPolicy,
     ctx: &Context,
+    state: &mut RunState,
     console: &Console,
 ) -> Result<TrainedModels> {
+    let settings = &config.settings;
     let mut models = Vec::new();
     let mut peak_device_bytes: Option<u64> = None;
-    for &kind in &settings.models {
+    for (i, &kind) in settings.models.iter().enumerate() {
         let (epochs, lr) = settings.schedule(kind);
         let train_settings = TrainSettings::new(settings, epochs, lr);
-        let net = crate::cmd::init_net(settings, kind, splits, &opened.device);
-        let spec = settings.spec(kind, splits.train.channels);
+        let net = initial_net(config, kind, splits, &opened.device, state, console)?;
+        let spec = settings.spec(kind, splits.train.channels)?;
+        let later = settings.models[i + 1..]
+            .iter()
+            .map(|k| settings.schedule(*k).0);
+        let hooks = Hooks {
+            logger: EpochLogger::new(later.sum()),
+            resume: state.model(&spec.display_name()),
+            checkpointer: Some(&mut *state as &mut dyn Checkpointer),
+            freeze_features: config.freeze_features,
+        };
+        let (train, val) = (&splits.train, &splits.val);
         let classes = splits.classes.len();
         let trained = train::train_model(
             net,
-            &splits.train,
-            &splits.val,
+            train,
+            val,
             classes,
             &train_settings,
             memory,
             ctx,
+            hooks,
         )?;
         if let Some(d) = &trained.divergence {
-            let kept = match trained.best_epoch {
-                0 => "no epoch finished, so the initial parameters are kept".to_string(),
-                e => format!("the best epoch so far ({e}) is kept"),
-            };
-            console.warn(&format!(
-                "{} diverged ({}) at epoch {} step {}: its training stopped there and {kept}; see 'Divergence' in reports/debug_checklist.md",
-                kind.display_name(),
-                d.what,
-                d.epoch,
-                d.step
-            ));
+            warn_diverged(&spec, d, trained.best_epoch, console);
         }
         if let Some(usage) = opened.device.memory_pool_usage() {
             peak_device_bytes = Some(peak_device_bytes.unwrap_or(0).max(usage.bytes_reserved));
         }
+        let interrupted = trained.interrupted.is_some();
         models.push(TrainedModel {
             spec,
             epochs,
             lr,
             trained,
         });
+        if interrupted {
+            break;
+        }
     }
     Ok(TrainedModels {
         models,
         peak_device_bytes,
     })
+}
+
+/// A model's starting weights: fresh from the seed, or (`--init-from`, for a model of the
+/// checkpoint's kind) the checkpoint's, which the run's state records.
+fn initial_net(
+    config: &RunConfig,
+    kind: ModelKind,
+    splits: &Splits,
+    device: &Device,
+    state: &mut RunState,
+    console: &Console,
+) -> Result<crate::model::Net> {
+    let fresh = crate::cmd::init_net(&config.settings, kind, splits, device)?;
+    let Some(path) = &config.init_from else {
+        return Ok(fresh);
+    };
+    let (loaded, meta) = init_from::read(path, device)?;
+    if !init_from::applies(&meta, kind) {
+        if !config.settings.models.contains(&meta.model_kind) {
+            return Err(TrainerError::bad_input(format!(
+                "--init-from '{}' is a {} checkpoint and this run trains no {}: choose --models {}",
+                path.display(),
+                meta.model_name,
+                meta.model_kind.display_name(),
+                meta.model_kind.slug()
+            )));
+        }
+        console.info(&format!(
+            "--init-from: {} starts fresh (the checkpoint is a {})",
+            kind.display_name(),
+            meta.model_name
+        ));
+        return Ok(fresh);
+    }
+    let channels = splits.train.channels;
+    let started = init_from::start_from(fresh, loaded, &meta, path, splits.image_size, channels)?;
+    if let Some(note) = &started.note {
+        console.info(note);
+    }
+    console.info(&format!(
+        "{} starts from {} (parameters {})",
+        kind.display_name(),
+        started.from.path,
+        started.from.params_checksum
+    ));
+    state.set_init_from(Some(started.from));
+    Ok(started.net)
+}
+
+/// The warning for a model whose training diverged.
+fn warn_diverged(
+    spec: &crate::model::ModelSpec,
+    d: &train::Divergence,
+    best_epoch: usize,
+    console: &Console,
+) {
+    let kept = match best_epoch {
+        0 => "no epoch finished, so the initial parameters are kept".to_string(),
+        e => format!("the best epoch so far ({e}) is kept"),
+    };
+    console.warn(&format!(
+        "{} diverged ({}) at epoch {} step {}: its training stopped there and {kept}; see 'Divergence' in reports/debug_checklist.md",
+        spec.display_name(),
+        d.what,
+        d.epoch,
+        d.step
+    ));
 }
 
 /// Chooses the best model and tests every model's kept epoch once: by validation (the
@@ -320,7 +597,7 @@ fn test_and_rank(
 /// Runs one batch through the (untrained) models, layer by layer, to record the real shapes.
 /// Shapes do not depend on the backend, so this runs on the CPU: on wgpu the layers would be
 /// the only operations that cubecl autotunes, and a cold first run would pay for that.
-fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
+fn trace_shapes(splits: &Splits, settings: &Settings) -> Result<ShapeTrace> {
     let device = &Device::flex();
     let mut shapes = ShapeTrace::default();
     let first = splits
@@ -338,8 +615,8 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
     shapes.images = batch.images.dims().to_vec();
     shapes.labels = batch.labels.dims().to_vec();
     for &kind in &settings.models {
-        let net = crate::cmd::init_net(settings, kind, splits, device);
-        let spec = settings.spec(kind, splits.train.channels);
+        let net = crate::cmd::init_net(settings, kind, splits, device)?;
+        let spec = settings.spec(kind, splits.train.channels)?;
         let mut layers = Vec::new();
         let logits = net.forward_traced(batch.images.clone(), &mut |layer, shape| {
             layers.push((spec, layer.to_string(), shape));
@@ -347,7 +624,7 @@ fn trace_shapes(splits: &Splits, settings: &Settings) -> ShapeTrace {
         shapes.logits.push((spec, logits.dims().to_vec()));
         shapes.layers.extend(layers);
     }
-    shapes
+    Ok(shapes)
 }
 
 /// The seed's console summary: STEP 1/2/3 with the same keys, then the evidence paths.

@@ -19,12 +19,25 @@ pub struct ManifestFile {
     pub checksum: String,
 }
 
+/// A file of the folder that the run left out (an unreadable file skipped, a copy merged or
+/// with conflicting labels): recorded so that the folder as it was still matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeftOutFile {
+    pub file: String,
+    /// FNV-1a 64-bit of the file's bytes, hex ("unreadable" when it could not be read).
+    pub checksum: String,
+}
+
 /// Every file a folder run read, sorted by path, and a digest of the whole list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataManifest {
-    /// FNV-1a 64-bit over every "part checksum file" line of `files`, hex.
+    /// FNV-1a 64-bit over every "part checksum file" line of `files` (then every
+    /// "left_out checksum file" line of `left_out`), hex.
     pub digest: String,
     pub files: Vec<ManifestFile>,
+    /// Files walked but not used, sorted by path (none in manifests written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOutFile>,
 }
 
 /// How a folder differs from the manifest of a run.
@@ -71,17 +84,27 @@ impl FolderChanges {
 
 impl DataManifest {
     /// The manifest of `files`, sorted by path.
-    pub fn new(mut files: Vec<ManifestFile>) -> DataManifest {
+    pub fn new(files: Vec<ManifestFile>) -> DataManifest {
+        DataManifest::with_left_out(files, Vec::new())
+    }
+
+    /// The manifest of `files` and of the files `left_out`, each sorted by path.
+    pub fn with_left_out(
+        mut files: Vec<ManifestFile>,
+        mut left_out: Vec<LeftOutFile>,
+    ) -> DataManifest {
         files.sort_by(|a, b| a.file.cmp(&b.file));
+        left_out.sort_by(|a, b| a.file.cmp(&b.file));
         DataManifest {
-            digest: digest(&files),
+            digest: digest(&files, &left_out),
             files,
+            left_out,
         }
     }
 
     /// Whether the digest still matches the list (an edited manifest does not).
     pub fn is_consistent(&self) -> bool {
-        digest(&self.files) == self.digest
+        digest(&self.files, &self.left_out) == self.digest
     }
 
     /// The files of one part, in path order.
@@ -99,8 +122,12 @@ impl DataManifest {
                 Some(_) => {}
             }
         }
-        let recorded: std::collections::HashSet<&str> =
-            self.files.iter().map(|f| f.file.as_str()).collect();
+        let recorded: std::collections::HashSet<&str> = self
+            .files
+            .iter()
+            .map(|f| f.file.as_str())
+            .chain(self.left_out.iter().map(|f| f.file.as_str()))
+            .collect();
         changes.added = now
             .keys()
             .filter(|k| !recorded.contains(k.as_str()))
@@ -110,7 +137,7 @@ impl DataManifest {
     }
 }
 
-fn digest(files: &[ManifestFile]) -> String {
+fn digest(files: &[ManifestFile], left_out: &[LeftOutFile]) -> String {
     let mut text = String::new();
     for f in files {
         let part = match f.part {
@@ -119,6 +146,9 @@ fn digest(files: &[ManifestFile]) -> String {
             Part::Test => "test",
         };
         text.push_str(&format!("{part} {} {}\n", f.checksum, f.file));
+    }
+    for f in left_out {
+        text.push_str(&format!("left_out {} {}\n", f.checksum, f.file));
     }
     checksum(text.as_bytes())
 }

@@ -9,14 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 
+pub mod decode;
+pub mod duplicates;
 pub mod folder;
 pub mod image_file;
+pub mod issues;
+pub mod layout;
+pub mod load;
 pub mod manifest;
 pub mod split;
+pub mod stats;
 
 pub use manifest::DataManifest;
 pub use split::{Part, SplitRule, split_counts};
@@ -55,6 +60,22 @@ pub struct DataConfig {
         skip_serializing_if = "SplitRule::is_legacy"
     )]
     pub split_rule: SplitRule,
+    /// A pre-split folder without a val folder: the share of train drawn as validation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub val_fraction: f64,
+    /// At most this many images of each class from each folder (a quick run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_class: Option<usize>,
+    /// Refuse byte-identical images in two classes instead of leaving them out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict_data: bool,
+    /// Train on the readable images and list the others, instead of refusing the folder.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad_images: bool,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Which channels an image folder is read with.
@@ -201,6 +222,11 @@ impl DataConfig {
             folder: None,
             color: Color::Gray,
             split_rule: SplitRule::Stratified,
+            // Folders' settings: the stripes use none of them.
+            val_fraction: 0.0,
+            max_per_class: None,
+            strict_data: false,
+            skip_bad_images: false,
         }
     }
 
@@ -249,8 +275,16 @@ impl DataConfig {
 
 /// Loads the data set the configuration names: the image folder, or the stripe images.
 pub fn load_splits(config: &DataConfig) -> Result<Splits> {
+    load_splits_with(config, &crate::console::Silent)
+}
+
+/// [`load_splits`], showing the reading of an image folder on `progress`.
+pub fn load_splits_with(
+    config: &DataConfig,
+    progress: &dyn crate::console::Progress,
+) -> Result<Splits> {
     match &config.folder {
-        Some(_) => folder::folder_splits(config),
+        Some(_) => load::folder_splits(config, progress),
         None => stripe_splits(config),
     }
 }
@@ -317,10 +351,12 @@ pub fn stripe_image(seed: u64, class: usize, index: usize, size: usize) -> Vec<f
     image
 }
 
-/// One sample: a single-channel image, its label and its id.
+/// One sample: an image (channels x size x size, channel-major, normalized), its label and
+/// its id. The pixels are shared: cloning a sample (as the data loader does for every batch)
+/// copies no pixel.
 #[derive(Clone, Debug)]
 pub struct Sample {
-    pub image: Vec<f32>,
+    pub image: Arc<[f32]>,
     pub label: usize,
     pub sample_id: String,
     /// For a stripe image: what makes it, so a wgpu device can draw it itself.
@@ -403,6 +439,10 @@ pub struct Splits {
     pub manifest: Option<DataManifest>,
     /// The channels the images were read with, and why.
     pub color: folder::ColorChoice,
+    /// Every file of an image folder left out or merged (`outputs/data_issues.csv`).
+    pub issues: Vec<issues::DataIssue>,
+    /// An image folder's layout, where each part came from, what was decoded.
+    pub folder: Option<load::FolderSummary>,
 }
 
 /// Generates the stripe data set and splits it: stratified by class (the workshop's
@@ -429,7 +469,7 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
                         return Err(TrainerError::Interrupted);
                     }
                     Ok(Sample {
-                        image: stripe_image(config.seed, label, index, config.image_size),
+                        image: stripe_image(config.seed, label, index, config.image_size).into(),
                         label,
                         sample_id: format!("{name}_{index:03}"),
                         recipe: Some(Recipe {
@@ -461,6 +501,8 @@ pub fn stripe_splits(config: &DataConfig) -> Result<Splits> {
         skipped: Vec::new(),
         manifest: None,
         color: folder::ColorChoice::stripes(),
+        issues: Vec::new(),
+        folder: None,
     })
 }
 
@@ -497,7 +539,9 @@ impl ImageBatch {
     }
 }
 
-/// Stacks samples into an [`ImageBatch`] on the device, augmenting them when asked.
+/// Stacks samples into an [`ImageBatch`] on the device, augmenting them when asked. (Whether
+/// stripe images are drawn on the device instead is the training layer's choice, see
+/// `train::feed`.)
 #[derive(Clone, Debug)]
 pub struct ImageBatcher {
     pub image_size: usize,
@@ -506,30 +550,18 @@ pub struct ImageBatcher {
     pub augment: Option<u64>,
     /// How many samples have been augmented: each gets its own random numbers, in order.
     pub augmented: Arc<AtomicU64>,
-    /// Whether stripe images are drawn on the device (the training engine says).
-    pub stripes_on_device: bool,
 }
 
 impl ImageBatcher {
-    /// A batcher without augmentation, drawing nothing on the device.
+    /// A batcher without augmentation.
     pub fn plain(image_size: usize, channels: usize) -> ImageBatcher {
         ImageBatcher {
             image_size,
             channels,
             augment: None,
             augmented: Arc::new(AtomicU64::new(0)),
-            stripes_on_device: false,
         }
     }
-}
-
-/// How a loader feeds a model: shuffled (with this seed) or in order, augmented or not,
-/// stripe images drawn on the device or uploaded.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Feed {
-    pub shuffle_seed: Option<u64>,
-    pub augment: Option<u64>,
-    pub stripes_on_device: bool,
 }
 
 /// A label-preserving augmentation: shift by up to one pixel in each direction (every channel
@@ -567,65 +599,19 @@ pub fn augment(image: &[f32], channels: usize, size: usize, seed: u64, number: u
     out
 }
 
-impl ImageBatcher {
-    /// The recipes of `items` when the device can draw them itself (stripe images of one seed,
-    /// no augmentation, a wgpu device with the kernels on).
-    fn device_recipes(&self, items: &[Sample]) -> Option<(u64, Vec<(u32, u32)>)> {
-        if self.augment.is_some()
-            || !self.stripes_on_device
-            || self.channels != 1
-            || !crate::device::gpu_kernels::indexable(items.len() * self.image_size.pow(2))
-        {
-            return None;
-        }
-        let seed = items.first()?.recipe?.seed;
-        let pairs = items
-            .iter()
-            .map(|item| {
-                item.recipe
-                    .filter(|r| r.seed == seed)
-                    .map(|r| (r.class, r.index))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some((seed, pairs))
-    }
-}
-
-impl Batcher<Sample, ImageBatch> for ImageBatcher {
-    fn batch(&self, items: Vec<Sample>, device: &Device) -> ImageBatch {
+impl ImageBatch {
+    /// A batch of `images` (made however the caller made them) with the labels and ids of
+    /// `items`.
+    pub fn of_items(images: Tensor<4>, items: Vec<Sample>, device: &Device) -> ImageBatch {
         let n = items.len();
-        let (s, c) = (self.image_size, self.channels);
-        let on_device = self.device_recipes(&items);
-        let mut pixels = Vec::with_capacity(n * c * s * s);
         let mut labels = Vec::with_capacity(n);
-        let mut sample_ids = Vec::with_capacity(n);
         let mut host_labels = Vec::with_capacity(n);
+        let mut sample_ids = Vec::with_capacity(n);
         for item in items {
-            match (self.augment, &on_device) {
-                (_, Some(_)) => {}
-                (Some(seed), None) => {
-                    let number = self.augmented.fetch_add(1, Ordering::SeqCst);
-                    pixels.extend(augment(&item.image, c, s, seed, number));
-                }
-                (None, None) => pixels.extend_from_slice(&item.image),
-            }
             labels.push(item.label as i64);
             host_labels.push(item.label);
             sample_ids.push(item.sample_id);
         }
-        let images = match on_device {
-            // Drawn by shaders/stripe_synth.wgsl: equal to the host's images, bit for bit.
-            Some((seed, recipes)) => {
-                let plain = device.clone().without_autodiff();
-                let images = crate::device::gpu_kernels::stripe_images(&recipes, seed, s, &plain);
-                if device.is_autodiff() {
-                    images.autodiff()
-                } else {
-                    images
-                }
-            }
-            None => Tensor::from_data(TensorData::new(pixels, [n, c, s, s]), device),
-        };
         ImageBatch {
             images,
             labels: Tensor::from_data(TensorData::new(labels, [n]), device),
@@ -635,24 +621,23 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
     }
 }
 
-/// A burn data loader over `dataset`: batches of `batch_size` on `device`, fed as `feed`
-/// says (reshuffled at each pass when it has a seed, in dataset order otherwise).
-pub fn loader(
-    dataset: &ImageDataset,
-    batch_size: usize,
-    feed: Feed,
-    device: &Device,
-) -> Arc<dyn DataLoader<ImageBatch>> {
-    let mut batcher = ImageBatcher::plain(dataset.image_size, dataset.channels);
-    batcher.augment = feed.augment;
-    batcher.stripes_on_device = feed.stripes_on_device;
-    let mut builder = DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .set_device(device.clone());
-    if let Some(seed) = feed.shuffle_seed {
-        builder = builder.shuffle(seed);
+impl Batcher<Sample, ImageBatch> for ImageBatcher {
+    fn batch(&self, items: Vec<Sample>, device: &Device) -> ImageBatch {
+        let n = items.len();
+        let (s, c) = (self.image_size, self.channels);
+        let mut pixels = Vec::with_capacity(n * c * s * s);
+        for item in &items {
+            match self.augment {
+                Some(seed) => {
+                    let number = self.augmented.fetch_add(1, Ordering::SeqCst);
+                    pixels.extend(augment(&item.image, c, s, seed, number));
+                }
+                None => pixels.extend_from_slice(&item.image),
+            }
+        }
+        let images = Tensor::from_data(TensorData::new(pixels, [n, c, s, s]), device);
+        ImageBatch::of_items(images, items, device)
     }
-    builder.build(dataset.clone())
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub enum Part {
 impl Part {
     pub const ALL: [Part; 3] = [Part::Train, Part::Val, Part::Test];
 
+    /// "train", "val" or "test".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Val => "val",
+            Part::Test => "test",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Part::Train => 0,
@@ -52,12 +61,25 @@ impl Part {
     }
 }
 
-/// Splits `total` items by `shares`: val and test are rounded, train takes the rest.
+/// Splits `total` items by `shares`: val and test are rounded, train takes the rest. From 3
+/// items on, every part gets at least one whatever the shares: a rounded val or test share
+/// that would leave a part empty (0.1,0.45,0.45 of 10 rounds to 5 + 5, no training item) is
+/// moved to the nearest count that does not. Where the rounding leaves every part an item,
+/// the counts are the rounding's, as they always were (so older checkpoints' splits rebuild).
 pub fn split_counts(total: usize, shares: [f64; 3]) -> [usize; 3] {
     let val = (total as f64 * shares[1]).round() as usize;
     let test = (total as f64 * shares[2]).round() as usize;
-    let train = total.saturating_sub(val + test);
-    [train, val.min(total), test.min(total - val.min(total))]
+    // A part with a share gets at least one item (a part without one, as the test part of a
+    // pre-split folder's train/, stays empty); train keeps at least one.
+    let (min_val, min_test) = (usize::from(shares[1] > 0.0), usize::from(shares[2] > 0.0));
+    if total < 1 + min_val + min_test {
+        let val = val.min(total);
+        let test = test.min(total - val);
+        return [total - val - test, val, test];
+    }
+    let val = val.clamp(min_val, total - 1 - min_test);
+    let test = test.clamp(min_test, total - 1 - val);
+    [total - val - test, val, test]
 }
 
 /// The sizes of the parts when each of `per_class` (items of each class) is split on its own.
@@ -130,9 +152,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_workshop_split_needs_three_items_per_class() {
+    fn every_split_needs_three_items_per_class() {
         assert_eq!(minimum_per_class([0.6, 0.2, 0.2]), 3);
-        assert!(minimum_per_class([0.8, 0.1, 0.1]) > 3);
+        assert_eq!(minimum_per_class([0.8, 0.1, 0.1]), 3);
+    }
+
+    /// The README's "every class appears in train, val and test" for any --split: from the
+    /// minimum on, every class size gives every part an item (before, 0.1,0.45,0.45 gave a
+    /// class of 10 no training image, and 0.2,0.4,0.4 a class of 4).
+    #[test]
+    fn every_part_gets_an_item_for_any_split_and_class_size() {
+        let steps: Vec<f64> = (1..100).map(|i| i as f64 / 100.0).collect();
+        for &val in &steps {
+            for &test in &steps {
+                let train = 1.0 - val - test;
+                if train <= 0.0 {
+                    continue;
+                }
+                let shares = [train, val, test];
+                let minimum = minimum_per_class(shares);
+                for n in minimum..300 {
+                    let counts = split_counts(n, shares);
+                    assert_eq!(counts.iter().sum::<usize>(), n, "{shares:?} of {n}");
+                    assert!(
+                        counts.iter().all(|&c| c >= 1),
+                        "{shares:?} of {n} gives {counts:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(split_counts(10, [0.1, 0.45, 0.45]), [1, 5, 4]);
+        assert_eq!(split_counts(4, [0.2, 0.4, 0.4]), [1, 2, 1]);
+    }
+
+    /// Where the rounding gave every part an item, the counts did not change (older
+    /// checkpoints rebuild their split from them).
+    #[test]
+    fn the_rounding_is_kept_where_it_left_no_part_empty() {
+        assert_eq!(split_counts(140, [0.6, 0.2, 0.2]), [84, 28, 28]);
+        assert_eq!(split_counts(37, [0.6, 0.2, 0.2]), [23, 7, 7]);
+        assert_eq!(split_counts(420, [0.7, 0.15, 0.15]), [294, 63, 63]);
     }
 
     #[test]
@@ -148,6 +207,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_part_without_a_share_stays_empty() {
+        // A pre-split folder's train/ is cut into train and validation only.
+        for total in 2..50 {
+            let [train, val, test] = split_counts(total, [0.8, 0.2, 0.0]);
+            assert_eq!(test, 0, "{total}");
+            assert!(val >= 1 && train >= 1, "{total}");
+        }
+        assert_eq!(split_counts(10, [0.8, 0.2, 0.0]), [8, 2, 0]);
     }
 
     #[test]

@@ -102,9 +102,25 @@ fn is_tiny_widths(widths: &[usize]) -> bool {
 
 impl CheckpointMeta {
     /// The model's shape as the description records it, or why its widths are out of range.
+    /// A normalization of another length than the channels (or a std that is not a positive
+    /// number) is refused here too: preprocessing would index past it.
     pub fn spec(&self) -> std::result::Result<ModelSpec, String> {
         let widths = CnnWidths::new(&self.cnn_widths)?;
         let head = Head::new(self.head, self.hidden, self.dropout)?;
+        let n = &self.normalization;
+        if n.mean.0.len() != self.channels || n.std.0.len() != self.channels {
+            return Err(format!(
+                "its normalization has {} mean(s) and {} std(s) for {} channel(s)",
+                n.mean.0.len(),
+                n.std.0.len(),
+                self.channels
+            ));
+        }
+        if !n.mean.0.iter().all(|m| m.is_finite())
+            || !n.std.0.iter().all(|s| s.is_finite() && *s > 0.0)
+        {
+            return Err("its normalization is not finite, or a std is not above 0".into());
+        }
         Ok(ModelSpec {
             kind: self.model_kind,
             channels: self.channels,
@@ -112,6 +128,14 @@ impl CheckpointMeta {
             head,
         })
     }
+}
+
+/// The checkpoint a run started from (`--init-from`), as its run_info records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InitFrom {
+    pub path: String,
+    /// The checksum of its parameter file.
+    pub params_checksum: String,
 }
 
 /// What a model was trained on, as its checkpoint records it.
@@ -203,7 +227,7 @@ pub fn preprocessing(data: &DataConfig, n: &Normalization) -> String {
 }
 
 /// The checksum of a description, computed with its own checksum field empty.
-fn description_checksum(meta: &CheckpointMeta) -> Result<String> {
+pub fn description_checksum(meta: &CheckpointMeta) -> Result<String> {
     let mut blank = meta.clone();
     blank.description_checksum = String::new();
     let text = serde_json::to_string(&blank).map_err(|e| TrainerError::Serialize(e.to_string()))?;

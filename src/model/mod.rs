@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod flat;
+pub mod init_from;
 pub mod spec;
 
 pub mod head;

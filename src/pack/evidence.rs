@@ -19,12 +19,13 @@ use crate::report::{ModelRun, Report, round4};
 use crate::train::Prediction;
 
 /// The evidence files, relative to the pack folder, in the order the README lists them.
-pub const FILES: [&str; 21] = [
+pub const FILES: [&str; 23] = [
     "README.md",
     "outputs/training_log.csv",
     "outputs/model_comparison.csv",
     "outputs/confusion_matrix.csv",
     "outputs/error_samples.csv",
+    "outputs/label_issues.csv",
     "outputs/metrics_summary.json",
     "outputs/run_info.json",
     "outputs/epoch_timing.csv",
@@ -35,6 +36,7 @@ pub const FILES: [&str; 21] = [
     "curves/lr_schedule.png",
     "curves/confusion_matrix.png",
     "curves/review_grid.png",
+    "curves/top_losses.png",
     "checkpoints/best_model.bpk",
     "checkpoints/best_model.json",
     "checkpoints/best_model.safetensors",
@@ -67,6 +69,12 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
     staging.write("outputs/epoch_timing.csv", epoch_timing_csv(report)?)?;
     staging.write("outputs/memory_events.csv", memory_events_csv(report)?)?;
     staging.write("outputs/config.json", report.config.settings.to_json()?)?;
+    if report.config.settings.data.is_some() {
+        staging.write(
+            "outputs/data_issues.csv",
+            csv_text(crate::data::issues::rows(&report.data_issues))?,
+        )?;
+    }
     plots::draw_line_chart(&staging.path("curves/loss_curve.png")?, &loss_chart(report))?;
     plots::draw_line_chart(
         &staging.path("curves/accuracy_curve.png")?,
@@ -74,6 +82,7 @@ pub fn write_pack(staging: &Staging, report: &Report) -> Result<()> {
     )?;
     plots::draw_line_chart(&staging.path("curves/lr_schedule.png")?, &lr_chart(report))?;
     draw_review_grid(staging, report)?;
+    write_label_issues(staging, report)?;
     draw_confusion_of(&staging.path("curves/confusion_matrix.png")?, report, best)?;
     write_checkpoint(staging, report)?;
     super::board::write_runs(staging, report)?;
@@ -226,14 +235,7 @@ pub fn model_comparison_csv(report: &Report) -> Result<String> {
     csv_text(rows)
 }
 
-/// Counts[actual][predicted].
-pub fn confusion_counts(predictions: &[Prediction], classes: usize) -> Vec<Vec<usize>> {
-    let mut counts = vec![vec![0; classes]; classes];
-    for p in predictions {
-        counts[p.actual][p.predicted] += 1;
-    }
-    counts
-}
+pub use crate::train::metrics::confusion_counts;
 
 /// outputs/confusion_matrix.csv: `actual/predicted` then one column per class.
 pub fn confusion_csv(classes: &[String], counts: &[Vec<usize>]) -> Result<String> {
@@ -307,6 +309,9 @@ struct MetricsSummary<'a> {
     train_samples: usize,
     val_samples: usize,
     test_samples: usize,
+    /// Only in a pack an interrupt cut short: "stopped at epoch 4 of 10 (CNN)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<&'a str>,
 }
 
 /// outputs/metrics_summary.json, with the seed's keys in the seed's order.
@@ -319,6 +324,7 @@ pub fn metrics_summary_json(report: &Report) -> Result<String> {
         train_samples: report.split_sizes[0],
         val_samples: report.split_sizes[1],
         test_samples: report.split_sizes[2],
+        incomplete: report.stopped.as_deref(),
     };
     serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::Serialize(e.to_string()))
 }
@@ -362,6 +368,10 @@ struct RunInfo<'a> {
     skipped_files: usize,
     /// The channels the images were read with, and why (`--color`).
     color: &'a crate::data::folder::ColorChoice,
+    /// An image folder's layout, where each part came from and its size, what was decoded.
+    data_folder: Option<&'a crate::data::load::FolderSummary>,
+    /// Files of an image folder left out or merged (rows of outputs/data_issues.csv).
+    data_issues: usize,
     max_grad_norm: f32,
     optimizer: String,
     memory_limit_bytes: Option<u64>,
@@ -370,6 +380,14 @@ struct RunInfo<'a> {
     peak_host_rss_bytes: Option<u64>,
     peak_device_memory_bytes: Option<u64>,
     models: Vec<ModelInfo>,
+    /// Set when an interrupt stopped the run ("stopped at epoch 4 of 10 (CNN)").
+    stopped: Option<&'a str>,
+    /// Whether the run went on from a stopped run's state (`--resume`).
+    resumed: bool,
+    /// The checkpoint the run started from (`--init-from`) and its parameters' checksum.
+    init_from: Option<&'a crate::model::checkpoint::InitFrom>,
+    /// Whether only the last layer trained (`--freeze-features`).
+    freeze_features: bool,
 }
 
 /// outputs/run_info.json: device, versions, hyperparameters, timing and memory.
@@ -413,6 +431,8 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         normalization: report.normalization.clone(),
         skipped_files: report.skipped.len(),
         color: &report.color,
+        data_folder: report.data_folder.as_ref(),
+        data_issues: report.data_issues.len(),
         max_grad_norm: crate::config::MAX_GRAD_NORM,
         optimizer: c.settings.recipe().describe(
             (crate::config::ADAM_BETA_1, crate::config::ADAM_BETA_2),
@@ -424,6 +444,10 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         peak_host_rss_bytes: report.peak_rss_bytes,
         peak_device_memory_bytes: report.peak_device_bytes,
         models,
+        stopped: report.stopped.as_deref(),
+        resumed: c.resume,
+        init_from: report.init_from.as_ref(),
+        freeze_features: c.freeze_features,
     };
     serde_json::to_string_pretty(&info).map_err(|e| TrainerError::Serialize(e.to_string()))
 }
@@ -500,21 +524,25 @@ fn lr_chart(report: &Report) -> LineChart {
     );
     let mut chart = LineChart::new(&title, "epoch", "learning rate");
     for (i, run) in report.models.iter().enumerate() {
-        let lrs = &run.trained.step_lrs;
-        let epochs = run.trained.history.len().max(1) as f64;
-        let per_step = epochs / lrs.len().max(1) as f64;
         chart.series.push(Series {
             label: run.spec.display_name(),
-            points: lrs
-                .iter()
-                .enumerate()
-                .map(|(step, lr)| (step as f64 * per_step, *lr))
-                .collect(),
+            points: lr_points(&run.trained),
             dashed: false,
             colour: i,
         });
     }
     chart
+}
+
+/// Every step's rate at the point of the run where the step started (in epochs): after a
+/// halved batch the steps are twice as dense, so the curve keeps its shape in epochs.
+pub fn lr_points(trained: &crate::train::Trained) -> Vec<(f64, f64)> {
+    trained
+        .step_epochs
+        .iter()
+        .zip(&trained.step_lrs)
+        .map(|(&at, &lr)| (at, lr))
+        .collect()
 }
 
 fn loss_chart(report: &Report) -> LineChart {
@@ -607,6 +635,27 @@ fn write_checkpoint(staging: &Staging, report: &Report) -> Result<()> {
     staging.write(&format!("checkpoints/{}", export::ONNX_FILE), exports.onnx)
 }
 
+/// outputs/label_issues.csv and curves/top_losses.png: the training and validation images
+/// the kept model most confidently puts in another class.
+fn write_label_issues(staging: &Staging, report: &Report) -> Result<()> {
+    use super::label_issues::{Pictures, draw_top_losses, label_issues_csv};
+    staging.write(
+        "outputs/label_issues.csv",
+        label_issues_csv(&report.label_issues, &report.classes)?,
+    )?;
+    let pictures = Pictures {
+        size: report.test_set.image_size,
+        channels: report.test_set.channels,
+        normalization: &report.normalization,
+    };
+    draw_top_losses(
+        &staging.path("curves/top_losses.png")?,
+        &report.label_issues,
+        &report.classes,
+        &pictures,
+    )
+}
+
 /// curves/review_grid.png: the review samples as images, captioned.
 fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
     draw_review_grid_of(
@@ -618,44 +667,73 @@ fn draw_review_grid(staging: &Staging, report: &Report) -> Result<()> {
 
 /// The review grid of one model's test predictions, drawn into `path`.
 pub fn draw_review_grid_of(path: &std::path::Path, report: &Report, best: &ModelRun) -> Result<()> {
-    let rows = review_rows(&best.test.predictions);
-    let images: std::collections::HashMap<&str, &[f32]> = report
-        .test_set
+    let review = Review {
+        model: best.spec.display_name(),
+        part: "test",
+        predictions: &best.test.predictions,
+        images: &report.test_set,
+        normalization: &report.normalization,
+        classes: &report.classes,
+    };
+    draw_review_grid_from(path, &review)
+}
+
+/// What a review grid shows: one model's predictions on one set of images.
+pub struct Review<'a> {
+    pub model: String,
+    /// The set, as the title names it ("test").
+    pub part: &'a str,
+    pub predictions: &'a [Prediction],
+    pub images: &'a crate::data::ImageDataset,
+    pub normalization: &'a crate::data::Normalization,
+    pub classes: &'a [String],
+}
+
+/// An image as a grid shows it: gray as the model saw it (each picture is scaled to its own
+/// range), colour as it was read (normalization undone).
+pub fn grid_pixels<'a>(
+    pixels: &'a [f32],
+    channels: usize,
+    normalization: &crate::data::Normalization,
+) -> std::borrow::Cow<'a, [f32]> {
+    match channels {
+        1 => std::borrow::Cow::Borrowed(pixels),
+        _ => std::borrow::Cow::Owned(normalization.undo(pixels)),
+    }
+}
+
+/// The review samples of `review` as images, captioned, drawn into `path`.
+pub fn draw_review_grid_from(path: &std::path::Path, review: &Review) -> Result<()> {
+    let rows = review_rows(review.predictions);
+    let images: std::collections::HashMap<&str, &[f32]> = review
+        .images
         .samples
         .iter()
-        .map(|s| (s.sample_id.as_str(), s.image.as_slice()))
+        .map(|s| (s.sample_id.as_str(), &s.image[..]))
         .collect();
+    let (classes, set) = (review.classes, review.images);
     let cells: Vec<plots::GridCell> = rows
         .iter()
         .filter_map(|(p, _)| {
-            images
-                .get(p.sample_id.as_str())
-                .map(|pixels| plots::GridCell {
-                    // Colour is drawn as it was read (normalization undone); gray as before.
-                    pixels: match report.test_set.channels {
-                        1 => std::borrow::Cow::Borrowed(*pixels),
-                        _ => std::borrow::Cow::Owned(report.normalization.undo(pixels)),
-                    },
-                    size: report.test_set.image_size,
-                    channels: report.test_set.channels,
-                    caption: vec![
-                        format!("actual: {}", report.classes[p.actual]),
-                        format!(
-                            "predicted: {} ({:.2})",
-                            report.classes[p.predicted], p.confidence
-                        ),
-                        short_id(&p.sample_id),
-                    ],
-                })
+            images.get(p.sample_id.as_str()).map(|pixels| plots::GridCell {
+                pixels: grid_pixels(pixels, set.channels, review.normalization),
+                size: set.image_size,
+                channels: set.channels,
+                caption: vec![
+                    format!("actual: {}", classes[p.actual]),
+                    format!("predicted: {} ({:.2})", classes[p.predicted], p.confidence),
+                    short_id(&p.sample_id),
+                ],
+            })
         })
         .collect();
     let title = match rows.first() {
         Some((_, reason)) if *reason == "wrong prediction" => {
-            format!("{}: wrong test predictions", best.spec.display_name())
+            format!("{}: wrong {} predictions", review.model, review.part)
         }
         _ => format!(
-            "{}: lowest-confidence correct test predictions",
-            best.spec.display_name()
+            "{}: lowest-confidence correct {} predictions",
+            review.model, review.part
         ),
     };
     plots::draw_image_grid(path, &title, &cells)
@@ -684,7 +762,8 @@ pub fn draw_confusion_of(path: &std::path::Path, report: &Report, run: &ModelRun
     )
 }
 
-fn short_id(id: &str) -> String {
+/// A sample id short enough for a caption: its last 21 characters after "...".
+pub fn short_id(id: &str) -> String {
     let chars: Vec<char> = id.chars().collect();
     if chars.len() <= 24 {
         id.to_string()
@@ -880,9 +959,10 @@ pub fn debug_checklist_md(report: &Report) -> String {
     if let Some(verdicts) = report.overfit_verdicts() {
         let _ = writeln!(
             out,
-            "\n## Overfit check (`--overfit-batches {}`)\n\nEach model trained on the first {} training samples only; a model that can learn anything drives its training loss below {} there.\n",
+            "\n## Overfit check (`--overfit-batches {}`)\n\nEach model trained on the first {} training samples only; a model that can learn anything drives its training loss below {:.4} there ({} above the lowest its label smoothing allows).\n",
             c.settings.overfit_batches.unwrap_or(0),
             report.split_sizes[0],
+            report.overfit_threshold(),
             crate::config::OVERFIT_LOSS
         );
         for v in verdicts {
@@ -902,6 +982,13 @@ pub fn debug_checklist_md(report: &Report) -> String {
 /// The pack's README.md, section by section.
 pub fn readme_md(report: &Report) -> String {
     let mut out = String::from("# Deep learning workshop evidence pack\n\n");
+    if let Some(stopped) = &report.stopped {
+        let _ = writeln!(
+            out,
+            "**Incomplete: {stopped}.** The pack holds each model's best epoch before the interrupt; `trainer --resume {}` continues the run.\n",
+            report.config.out.display()
+        );
+    }
     readme_command_and_device(&mut out, report);
     readme_results(&mut out, report);
     readme_comparison(&mut out, report);
@@ -995,16 +1082,24 @@ fn readme_results(out: &mut String, report: &Report) {
         ),
         None => format!("stripe images, {} per class", c.settings.samples_per_class),
     };
+    let split = match &report.data_folder {
+        Some(folder) if folder.pre_split => {
+            format!("the folder's own splits, seed {}", c.settings.seed)
+        }
+        _ => format!(
+            "split {:?} within each class, seed {}",
+            c.settings.split, c.settings.seed
+        ),
+    };
     let _ = writeln!(
         out,
-        "- Data: {source}; {} train / {} val / {} test samples (split {:?} within each class, seed {}); classes {}.",
+        "- Data: {source}; {} train / {} val / {} test samples ({split}); classes {}.",
         report.split_sizes[0],
         report.split_sizes[1],
         report.split_sizes[2],
-        c.settings.split,
-        c.settings.seed,
         report.classes.join(", ")
     );
+    readme_folder(out, report);
     let _ = writeln!(
         out,
         "- Preprocessing: {}.",
@@ -1018,6 +1113,30 @@ fn readme_results(out: &mut String, report: &Report) {
         } else {
             "none"
         }
+    );
+}
+
+/// An image folder's layout, where each part came from and its size, what was decoded, and
+/// how many files were left out or merged.
+fn readme_folder(out: &mut String, report: &Report) {
+    let Some(folder) = &report.data_folder else {
+        return;
+    };
+    let _ = writeln!(out, "- Layout: {}.", folder.layout);
+    for origin in &folder.origins {
+        let _ = writeln!(
+            out,
+            "  - {}: {} images from {}.",
+            origin.part.as_str(),
+            origin.images,
+            origin.from
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- Decoded: {}. Files left out or merged (copies, unreadable files): {}, each a row of `outputs/data_issues.csv`.",
+        folder.decoded,
+        report.data_issues.len()
     );
 }
 
@@ -1139,6 +1258,18 @@ fn readme_failures(out: &mut String, report: &Report) {
         out,
         "\nThe review samples are in `outputs/error_samples.csv` and, as pictures, in `curves/review_grid.png`.\n"
     );
+    let _ = match report.label_issues.len() {
+        0 => writeln!(
+            out,
+            "Possible label issues: none; the kept model agrees with every training and validation label (`outputs/label_issues.csv` has only its header, `curves/top_losses.png` says so).\n"
+        ),
+        n => writeln!(
+            out,
+            "Possible label issues: {n} training or validation image(s) the kept model puts in another class than their label (at most {}), highest loss first in `outputs/label_issues.csv` (part, label, predicted class and its probability, loss); the first {} are pictured in `curves/top_losses.png`. A high-loss image is mislabelled, ambiguous, or a kind the model has not learnt: look at it before trusting its label.\n",
+            crate::config::LABEL_ISSUES,
+            crate::config::TOP_LOSS_PICTURES
+        ),
+    };
 }
 
 /// Which epoch each model kept, and why its training ended.
@@ -1222,6 +1353,10 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
     for file in FILES.iter().filter(|f| **f != "README.md") {
         let _ = writeln!(out, "- {file}");
     }
+    let _ = writeln!(
+        out,
+        "- checkpoints/last.bin, checkpoints/last.json (the run's state after its last epoch: weights, optimizer, schedule, shuffling, best epoch; `trainer --resume` goes on from it, `--init-from checkpoints/best_model.json` fine-tunes from the best model)"
+    );
     for run in &report.models {
         let _ = writeln!(
             out,

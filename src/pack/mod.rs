@@ -4,8 +4,12 @@
 //! from writing the same pack at once.
 
 pub mod board;
+pub mod canvas;
+pub mod evaluation;
 pub mod evidence;
+pub mod label_issues;
 pub mod plots;
+pub mod run_state;
 pub mod tensorboard;
 
 use std::fs;
@@ -25,6 +29,7 @@ pub enum PackKind {
     Bench,
     Parity,
     LrFind,
+    Evaluation,
 }
 
 impl PackKind {
@@ -34,6 +39,7 @@ impl PackKind {
             PackKind::Bench => "bench",
             PackKind::Parity => "parity",
             PackKind::LrFind => "lr-find",
+            PackKind::Evaluation => "evaluation",
         }
     }
 
@@ -44,6 +50,7 @@ impl PackKind {
             PackKind::Bench => "trainer bench",
             PackKind::Parity => "trainer parity",
             PackKind::LrFind => "trainer lr-find",
+            PackKind::Evaluation => "trainer evaluate",
         }
     }
 
@@ -53,6 +60,7 @@ impl PackKind {
             PackKind::Bench,
             PackKind::Parity,
             PackKind::LrFind,
+            PackKind::Evaluation,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)
@@ -283,6 +291,9 @@ impl OutputLock {
                     use std::io::Write;
                     let _ = writeln!(file, "{}", std::process::id());
                     interrupt::register_cleanup(path.clone());
+                    // A killed run's earlier pack, moved aside, goes back before this run
+                    // writes anything into the target (its state after each epoch).
+                    remove_stale(&parent, &name);
                     return Ok(OutputLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -319,11 +330,32 @@ impl Drop for OutputLock {
     }
 }
 
-/// Whether a process with this id runs (Linux: /proc; elsewhere assumed alive).
+/// Whether a process with this id runs: /proc on Linux, kill(pid, 0) on the other Unixes
+/// (macOS), `tasklist` on Windows; assumed alive where none of them answers (a lock is then
+/// never taken over, nothing is removed).
 pub fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
+    #[cfg(target_os = "linux")]
+    {
         Path::new(&format!("/proc/{pid}")).exists()
-    } else {
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let answer = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        answer == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(windows)]
+    {
+        let filter = format!("PID eq {pid}");
+        std::process::Command::new("tasklist")
+            .args(["/FI", &filter, "/NH", "/FO", "CSV"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).contains(&format!("\"{pid}\"")))
+            .unwrap_or(true)
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = pid;
         true
     }
 }
@@ -381,8 +413,12 @@ impl Staging {
 
     /// Marks the pack as a trainer run (the marker names the command and lists every file
     /// it wrote) and swaps it in place of the target. What the user added to the earlier
-    /// pack (every file its marker does not list) is moved into the new one first; their
-    /// paths are returned. The earlier pack is removed only after the new one is in place.
+    /// pack (every file its marker does not list) is linked into the new one first (a hard
+    /// link, or a copy where the file system has none), never moved: until the swap each of
+    /// those files stays where the user put it, after it the new pack has it, so a failure or
+    /// a kill at any moment leaves every file of the user's in the target or in the earlier
+    /// pack moved aside (`.<name>.old-<pid>`, which the next run puts back). Their paths
+    /// are returned. The earlier pack is removed only after the new one is in place.
     pub fn commit(mut self) -> Result<Vec<String>> {
         let mut marker = format!(
             "written by trainer; a later `{}` may replace this folder, keeping the files you add to it\ncommand: {}\n",
@@ -395,6 +431,7 @@ impl Staging {
         for file in written {
             marker.push_str(&format!("file: {file}\n"));
         }
+        swap_step();
         self.write(MARKER, marker)?;
         check_target(&self.target, self.kind)?;
         let (parent, name) = parent_and_name(&self.target)?;
@@ -406,9 +443,11 @@ impl Staging {
             Vec::new()
         };
         if had_old {
+            swap_step();
             fs::rename(&self.target, &old)
                 .map_err(|e| TrainerError::io("moving the earlier pack aside", &self.target, e))?;
         }
+        swap_step();
         if let Err(e) = fs::rename(&self.dir, &self.target) {
             if had_old {
                 let _ = fs::rename(&old, &self.target);
@@ -422,16 +461,18 @@ impl Staging {
         self.committed = true;
         interrupt::unregister_cleanup(&self.dir);
         if had_old {
+            swap_step();
             fs::remove_dir_all(&old)
                 .map_err(|e| TrainerError::io("removing the earlier pack", &old, e))?;
         }
         Ok(kept)
     }
 
-    /// Moves every file of the earlier pack that trainer did not write (and the new pack
+    /// Links every file of the earlier pack that trainer did not write (and the new pack
     /// does not have) into the new pack, at the same place; returns their paths, sorted. The
-    /// earlier marker's list says what trainer wrote; a marker without one (an older pack)
-    /// leaves everything under trainer's top-level folders ([`OWNED`]) to be replaced.
+    /// originals stay where they are. The earlier marker's list says what trainer wrote; a
+    /// marker without one (an older pack) leaves everything under trainer's top-level folders
+    /// ([`OWNED`]) to be replaced.
     fn carry_over_user_files(&self) -> Result<Vec<String>> {
         let listed = read_marker(&self.target).files;
         let mut files = Vec::new();
@@ -451,12 +492,52 @@ impl Staging {
                     .map_err(|e| TrainerError::io("creating folder", folder, e))?;
             }
             let from = self.target.join(&relative);
-            fs::rename(&from, &into)
+            swap_step();
+            link_or_copy(&from, &into)
                 .map_err(|e| TrainerError::io("keeping your file", &from, e))?;
             kept.push(relative);
         }
         kept.sort();
         Ok(kept)
+    }
+}
+
+/// A second name for the file `from` at `into` (a hard link: no bytes copied, the original
+/// untouched); a copy where the file system cannot link. A symbolic link stays a link.
+fn link_or_copy(from: &Path, into: &Path) -> std::io::Result<()> {
+    let is_link = fs::symlink_metadata(from).is_ok_and(|m| m.file_type().is_symlink());
+    #[cfg(unix)]
+    if is_link {
+        return std::os::unix::fs::symlink(fs::read_link(from)?, into);
+    }
+    let _ = is_link;
+    match fs::hard_link(from, into) {
+        Ok(()) => Ok(()),
+        Err(_) => fs::copy(from, into).map(|_| ()),
+    }
+}
+
+/// `TRAINER_KILL_AT_SWAP_STEP=N` (for tests): the process kills itself (SIGKILL; elsewhere
+/// an abort) just before the Nth change to the file system of [`Staging::commit`]: each
+/// file of the user's linked, the earlier pack moved aside, the new one moved in, the
+/// earlier one removed. tests/claims.rs kills a rerun at every step and checks every file
+/// of the user's after each.
+fn swap_step() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static STEP: AtomicUsize = AtomicUsize::new(0);
+    let Some(at) = std::env::var("TRAINER_KILL_AT_SWAP_STEP")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if STEP.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        #[cfg(unix)]
+        // SAFETY: kill(2) on this process's own id; no memory is involved.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
     }
 }
 
@@ -475,6 +556,27 @@ fn collect_files(dir: &Path, root: &Path, out: &mut Vec<String>) {
             out.push(relative.to_string_lossy().replace('\\', "/"));
         }
     }
+}
+
+/// The files of the pack in `pack` (as its marker lists them, with the marker), one line
+/// per folder: `outputs/: config.json, metrics_summary.json, ...`.
+pub fn listing(pack: &Path) -> Vec<String> {
+    let mut files = read_marker(pack).files.unwrap_or_default();
+    files.push(MARKER.to_string());
+    files.sort();
+    files.dedup();
+    let mut folders: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for file in files {
+        let (folder, name) = match file.rsplit_once('/') {
+            Some((folder, name)) => (format!("{folder}/"), name.to_string()),
+            None => ("./".to_string(), file),
+        };
+        folders.entry(folder).or_default().push(name);
+    }
+    folders
+        .into_iter()
+        .map(|(folder, names)| format!("  {folder} {}", names.join(", ")))
+        .collect()
 }
 
 /// The console line for files kept from an earlier pack, if any (at most ten named).

@@ -1,14 +1,22 @@
 //! PNG plots with embedded fonts, so text renders on machines with no system fonts: DejaVu
 //! Sans, and for text it has no glyph for (a class named in Chinese, Japanese or Korean)
 //! WenQuanYi Micro Hei, which covers Latin and CJK alike.
+//!
+//! Laid out to stay readable at 10 classes with long names and 30 epochs: legends beside
+//! the plot, never on the data; tick labels with as many digits as their spacing needs;
+//! confusion-matrix column labels turned upright and every font fitted to its cell. All text
+//! is drawn on [`Canvas`], which can record each text's box (a test checks that none
+//! overlap).
 
 use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontStyle, FontTransform, register_font};
 
+use super::canvas::Canvas;
 use crate::error::{Result, TrainerError};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -56,6 +64,54 @@ pub fn every_glyph_drawn(text: &str) -> bool {
     })
 }
 
+/// The width in pixels of `text` drawn at `px` in the font [`family_for`] picks for it (the
+/// advance widths plotters lays it out with).
+pub fn text_width(text: &str, px: f64) -> i32 {
+    use ab_glyph::{Font, ScaleFont};
+    let bytes = if family_for(text) == FAMILY {
+        FONT
+    } else {
+        CJK_FONT
+    };
+    let Ok(font) = ab_glyph::FontRef::try_from_slice(bytes) else {
+        return (text.chars().count() as f64 * px * 0.6).ceil() as i32;
+    };
+    let scaled = font.as_scaled(px as f32);
+    let mut width = 0f32;
+    let mut previous = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        width += scaled.h_advance(id);
+        if let Some(p) = previous {
+            width += scaled.kern(p, id);
+        }
+        previous = Some(id);
+    }
+    width.ceil() as i32
+}
+
+/// The largest font size from `largest` down to `smallest` at which `text` fits in `width`
+/// pixels (`smallest` when none does).
+fn fitting_size(text: &str, width: i32, largest: u32, smallest: u32) -> u32 {
+    (smallest..=largest)
+        .rev()
+        .find(|&px| text_width(text, px as f64) <= width)
+        .unwrap_or(smallest)
+}
+
+/// `text` cut to fit `width` pixels at `px`, ending in "..." when cut.
+fn fit_text(text: &str, width: i32, px: f64) -> String {
+    if text_width(text, px) <= width {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    (1..chars.len())
+        .rev()
+        .map(|n| format!("{}...", chars[..n].iter().collect::<String>()))
+        .find(|t| text_width(t, px) <= width)
+        .unwrap_or_else(|| "...".to_string())
+}
+
 /// One line of a chart.
 #[derive(Clone, Debug)]
 pub struct Series {
@@ -77,8 +133,6 @@ pub struct LineChart {
     pub log2_x: bool,
     /// Points to mark with a circle and a label.
     pub marks: Vec<((f64, f64), String)>,
-    /// Put the legend in the lower right corner instead of the upper right.
-    pub legend_lower_right: bool,
     /// Names of x = 0, 1, 2, ...: when given, the x axis shows them instead of numbers.
     pub x_categories: Vec<String>,
 }
@@ -93,7 +147,6 @@ impl LineChart {
             series: Vec::new(),
             log2_x: false,
             marks: Vec::new(),
-            legend_lower_right: false,
             x_categories: Vec::new(),
         }
     }
@@ -120,26 +173,73 @@ pub fn draw_line_chart(path: &Path, chart: &LineChart) -> Result<()> {
     draw_stacked(path, std::slice::from_ref(chart))
 }
 
-/// Draws charts one above the other into one PNG file.
+/// The legend's font size and the widest a legend may be.
+const LEGEND_PX: f64 = 15.0;
+const LEGEND_MAX_WIDTH: i32 = 380;
+
+/// The width of the legend column beside a chart: its longest label, the line sample and
+/// margins (none without series).
+fn legend_width(chart: &LineChart) -> i32 {
+    chart
+        .series
+        .iter()
+        .map(|s| text_width(&s.label, LEGEND_PX) + 60)
+        .max()
+        .map_or(0, |w| w.clamp(120, LEGEND_MAX_WIDTH))
+}
+
+/// Draws charts one above the other into one PNG file, each with its legend beside it.
 pub fn draw_stacked(path: &Path, charts: &[LineChart]) -> Result<()> {
     ensure_font();
     let err = |e: &dyn std::fmt::Display| plot_error(path, e);
+    let legend = charts.iter().map(legend_width).max().unwrap_or(0);
     let height = 620 * charts.len().max(1) as u32;
-    let root = BitMapBackend::new(path, (1000, height)).into_drawing_area();
+    let root = Canvas::new(path, ((1000 + legend) as u32, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     for (area, chart) in root
         .split_evenly((charts.len().max(1), 1))
         .iter()
         .zip(charts)
     {
-        draw_on(area, chart).map_err(|e| err(&e))?;
+        let (plot, beside) = area.split_horizontally(1000);
+        draw_on(&plot, chart).map_err(|e| err(&e))?;
+        draw_legend(&beside, chart).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type Area<'a> = DrawingArea<Canvas<'a>, plotters::coord::Shift>;
 type DrawResult<T> = std::result::Result<T, String>;
+
+/// The legend in its own column: a line sample (dashed where the series is) and the label of
+/// each series, one a row, clear of the data.
+fn draw_legend(area: &Area, chart: &LineChart) -> DrawResult<()> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let width = area.dim_in_pixel().0 as i32;
+    for (i, series) in chart.series.iter().enumerate() {
+        let y = 70 + i as i32 * 26;
+        let style = colour(series.colour).stroke_width(2);
+        let segments: Vec<(i32, i32)> = if series.dashed {
+            vec![(4, 12), (18, 26)]
+        } else {
+            vec![(4, 26)]
+        };
+        for (a, b) in segments {
+            area.draw(&PathElement::new(vec![(a, y), (b, y)], style))
+                .map_err(|e| err(&e))?;
+        }
+        let text = fit_text(&series.label, width - 40, LEGEND_PX);
+        area.draw(&Text::new(
+            text,
+            (34, y),
+            TextStyle::from((family_for(&series.label), LEGEND_PX).into_font())
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(|e| err(&e))?;
+    }
+    Ok(())
+}
 
 fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
@@ -161,21 +261,22 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
     };
     let (y_min, y_max) = bounds(ys.filter(finite));
     let y_pad = (y_max - y_min) * 0.08;
+    let (y_lo, y_hi) = (y_min - y_pad, y_max + y_pad);
 
     let mut ctx = ChartBuilder::on(root)
-        .caption(&chart.title, (FAMILY, 26))
+        .caption(fit_text(&chart.title, 960, 26.0), (FAMILY, 26))
         .margin(16)
         .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_min..x_max, (y_min - y_pad)..(y_max + y_pad))
+        .y_label_area_size(90)
+        .build_cartesian_2d(x_min..x_max, y_lo..y_hi)
         .map_err(|e| err(&e))?;
     let log2_x = chart.log2_x;
-    let x_formatter = move |x: &f64| x_label(*x, &categories, log2_x);
-    let tiny = (y_max - y_min).abs() < 1e-2 && y_max.abs() < 1e-2;
-    let y_formatter = move |y: &f64| {
-        if tiny { format!("{y:.1e}") } else { human(*y) }
-    };
+    let x_step = tick_step(x_min, x_max, X_LABELS);
+    let x_formatter = move |x: &f64| x_label(*x, &categories, log2_x, x_step);
+    let y_formatter = tick_formatter(y_lo, y_hi, Y_LABELS);
     ctx.configure_mesh()
+        .x_labels(X_LABELS)
+        .y_labels(Y_LABELS)
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
         .label_style((FAMILY, 16))
@@ -193,61 +294,112 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .map(|p| (transform(p.0), p.1))
             .collect();
-        let legend_style = style;
-        let anno = if series.dashed {
+        if series.dashed {
             ctx.draw_series(DashedLineSeries::new(points, 8, 5, style))
-                .map_err(|e| err(&e))?
+                .map_err(|e| err(&e))?;
         } else {
             ctx.draw_series(LineSeries::new(points, style))
-                .map_err(|e| err(&e))?
-        };
-        let dashed = series.dashed;
-        anno.label(&series.label).legend(move |(x, y)| {
-            let end = if dashed { x + 10 } else { x + 24 };
-            PathElement::new(vec![(x, y), (end, y)], legend_style)
-        });
+                .map_err(|e| err(&e))?;
+        }
     }
     for ((x, y), text) in &chart.marks {
         draw_mark(&mut ctx, (transform(*x), *y), text, (x_min + x_max) / 2.0)?;
     }
-    ctx.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FAMILY, 16))
-        .position(if chart.legend_lower_right {
-            SeriesLabelPosition::LowerRight
-        } else {
-            SeriesLabelPosition::UpperRight
-        })
-        .draw()
-        .map_err(|e| err(&e))?;
     Ok(())
 }
 
-/// The x axis' label at `x`: the category there (categorical charts), the batch size (log2
-/// charts), a whole number, or two decimals.
-fn x_label(x: f64, categories: &[String], log2_x: bool) -> String {
+/// Tick labels asked of plotters on each axis (it draws at most this many).
+const X_LABELS: usize = 10;
+const Y_LABELS: usize = 8;
+
+/// The x axis' label at `x`: the category there (categorical charts), the batch size at
+/// whole powers of two (log2 charts; none between them, where a rounded size would repeat),
+/// or a number with as many decimals as the ticks' spacing `step` needs.
+fn x_label(x: f64, categories: &[String], log2_x: bool, step: f64) -> String {
+    let whole = (x - x.round()).abs() < 1e-6;
     if !categories.is_empty() {
         let i = x.round();
         match categories.get(i as usize) {
-            Some(name) if (x - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
+            Some(name) if whole && i >= 0.0 => name.clone(),
             _ => String::new(),
         }
     } else if log2_x {
-        format!("{}", 2f64.powf(x).round())
-    } else if (x - x.round()).abs() < 1e-9 {
-        format!("{}", x.round())
+        match whole {
+            true => format!("{}", 2f64.powf(x.round())),
+            false => String::new(),
+        }
     } else {
-        format!("{x:.2}")
+        fixed(x, decimals_for(step))
     }
 }
 
-type Ctx<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+/// The spacing of the ticks plotters puts on an axis from `lo` to `hi` when asked for at most
+/// `ticks` of them.
+fn tick_step(lo: f64, hi: f64, ticks: usize) -> f64 {
+    use plotters::coord::ranged1d::Ranged;
+    let points = RangedCoordf64::from(lo..hi).key_points(ticks);
+    let step = points
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(f64::INFINITY, f64::min);
+    if step.is_finite() && step > 0.0 {
+        step
+    } else {
+        (hi - lo).abs().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Decimals that tell apart numbers `step` apart.
+fn decimals_for(step: f64) -> usize {
+    if !(step.is_finite() && step > 0.0) {
+        return 2;
+    }
+    // A step of 0.25 needs two decimals, one of 0.5 one: the digits of the step itself.
+    (0..=12)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+        })
+        .unwrap_or(12) as usize
+}
+
+fn fixed(v: f64, decimals: usize) -> String {
+    if v.abs() < 1e-300 {
+        return "0".to_string();
+    }
+    format!("{v:.decimals$}")
+}
+
+/// A y-axis formatter for the range `lo..hi` with about `ticks` ticks: as many digits as the
+/// ticks' spacing needs (so no two ticks read the same), in thousands or millions for big
+/// values and in scientific notation for tiny ones.
+fn tick_formatter(lo: f64, hi: f64, ticks: usize) -> impl Fn(&f64) -> String {
+    let step = tick_step(lo, hi, ticks);
+    let largest = lo.abs().max(hi.abs());
+    move |v: &f64| {
+        let v = *v;
+        if largest >= 1e4 {
+            let (unit, suffix) = if largest >= 1e6 {
+                (1e6, "M")
+            } else {
+                (1e3, "k")
+            };
+            return format!("{}{suffix}", fixed(v / unit, decimals_for(step / unit)));
+        }
+        if largest < 1e-2 && largest > 0.0 {
+            let digits =
+                ((largest / step.max(f64::MIN_POSITIVE)).log10().ceil() as usize).clamp(1, 8);
+            return format!("{v:.digits$e}");
+        }
+        fixed(v, decimals_for(step))
+    }
+}
+
+type Ctx<'a, 'b> = ChartContext<'a, Canvas<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// A red circle at `at` and its label; a label right of `x_mid` is written leftwards, so it
 /// stays inside the chart.
 fn draw_mark(ctx: &mut Ctx, at: (f64, f64), text: &str, x_mid: f64) -> DrawResult<()> {
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
     let err = |e: &dyn std::fmt::Display| e.to_string();
     ctx.draw_series(std::iter::once(Circle::new(at, 7, RED.stroke_width(3))))
         .map_err(|e| err(&e))?;
@@ -272,102 +424,143 @@ fn draw_mark(ctx: &mut Ctx, at: (f64, f64), text: &str, x_mid: f64) -> DrawResul
     Ok(())
 }
 
+/// Where the parts of a confusion matrix go, from its class names: row labels right-aligned
+/// left of the matrix, column labels turned upright below it, each as wide as it needs.
+struct ConfusionLayout {
+    left: i32,
+    top: i32,
+    size: i32,
+    cell: i32,
+    /// Room below the matrix for the column labels.
+    column_labels: i32,
+    label_px: u32,
+    width: i32,
+    height: i32,
+}
+
+impl ConfusionLayout {
+    fn new(classes: &[String]) -> ConfusionLayout {
+        let n = classes.len().max(1) as i32;
+        let size = 540;
+        let cell = size / n;
+        // Names no taller than a cell's width (upright) or height (rows).
+        let label_px = ((cell as f64 * 0.6) as u32).clamp(9, 16);
+        let widest = classes
+            .iter()
+            .map(|c| text_width(c, label_px as f64))
+            .max()
+            .unwrap_or(0);
+        let left = 50 + widest + 14;
+        let column_labels = widest + 14;
+        ConfusionLayout {
+            left,
+            top: 80,
+            size,
+            cell,
+            column_labels,
+            label_px,
+            width: left + size + 40,
+            height: 80 + size + column_labels + 60,
+        }
+    }
+}
+
 /// A labelled heatmap of a square count matrix (rows: actual, columns: predicted), drawn
-/// cell by cell so that every label sits on its row or column.
+/// cell by cell so that every label sits on its row or column; counts are sized to fit
+/// their cells and column labels are turned upright.
 pub fn draw_confusion(
     path: &Path,
     title: &str,
     classes: &[String],
     counts: &[Vec<usize>],
 ) -> Result<()> {
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
     ensure_font();
     let err = |e: &dyn std::fmt::Display| plot_error(path, e);
-    let n = classes.len().max(1) as i32;
-    let (left, top, size) = (210, 80, 540);
-    let cell = size / n;
-    let root = BitMapBackend::new(path, (800, 760)).into_drawing_area();
+    let layout = ConfusionLayout::new(classes);
+    let (left, top, size, cell) = (layout.left, layout.top, layout.size, layout.cell);
+    let root = Canvas::new(path, (layout.width as u32, layout.height as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let centred = |px: u32| {
         TextStyle::from((FAMILY, px).into_font()).pos(Pos::new(HPos::Center, VPos::Center))
     };
+    let title_px = fitting_size(title, layout.width - 20, 24, 12);
     root.draw(&Text::new(
         title.to_string(),
-        (left + size / 2, 36),
-        centred(24),
+        (layout.width / 2, 36),
+        centred(title_px),
     ))
     .map_err(|e| err(&e))?;
-    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    draw_cells(&root, &layout, counts).map_err(|e| err(&e))?;
+    for (i, name) in classes.iter().enumerate() {
+        let middle = i as i32 * cell + cell / 2;
+        let font = || (family_for(name), layout.label_px).into_font();
+        root.draw(&Text::new(
+            name.clone(),
+            (left - 10, top + middle),
+            TextStyle::from(font()).pos(Pos::new(HPos::Right, VPos::Center)),
+        ))
+        .map_err(|e| err(&e))?;
+        // Upright, read from the bottom up, ending just below its column.
+        root.draw(&Text::new(
+            name.clone(),
+            (left + middle, top + size + 8),
+            TextStyle::from(font().transform(FontTransform::Rotate270))
+                .pos(Pos::new(HPos::Right, VPos::Center)),
+        ))
+        .map_err(|e| err(&e))?;
+    }
+    let below = top + size + layout.column_labels + 24;
+    root.draw(&Text::new(
+        "predicted",
+        (left + size / 2, below),
+        centred(18),
+    ))
+    .map_err(|e| err(&e))?;
+    root.draw(&Text::new(
+        "actual",
+        (22, top + size / 2),
+        TextStyle::from((FAMILY, 18).into_font().transform(FontTransform::Rotate270))
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    ))
+    .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The matrix's cells: each shaded by its count, the count written in a font that fits it.
+fn draw_cells(root: &Area, layout: &ConfusionLayout, counts: &[Vec<usize>]) -> DrawResult<()> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let (left, top, cell) = (layout.left, layout.top, layout.cell);
+    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1);
+    let count_px = fitting_size(&max.to_string(), cell - 8, 30, 8)
+        .min((cell as f64 * 0.6) as u32)
+        .max(8);
     for (row, values) in counts.iter().enumerate() {
         for (col, &count) in values.iter().enumerate() {
             let (x, y) = (left + col as i32 * cell, top + row as i32 * cell);
-            let shade = count as f64 / max;
+            let shade = count as f64 / max as f64;
             let fill = RGBColor(
                 (255.0 - 224.0 * shade) as u8,
                 (255.0 - 136.0 * shade) as u8,
                 (255.0 - 75.0 * shade) as u8,
             );
-            root.draw(&Rectangle::new(
-                [(x, y), (x + cell, y + cell)],
-                fill.filled(),
-            ))
-            .map_err(|e| err(&e))?;
-            root.draw(&Rectangle::new(
-                [(x, y), (x + cell, y + cell)],
-                BLACK.stroke_width(1),
-            ))
-            .map_err(|e| err(&e))?;
+            let corners = [(x, y), (x + cell, y + cell)];
+            root.draw(&Rectangle::new(corners, fill.filled()))
+                .map_err(|e| err(&e))?;
+            root.draw(&Rectangle::new(corners, BLACK.stroke_width(1)))
+                .map_err(|e| err(&e))?;
             let text = if shade > 0.6 { WHITE } else { BLACK };
             root.draw(&Text::new(
                 count.to_string(),
                 (x + cell / 2, y + cell / 2),
-                centred(30).color(&text),
+                TextStyle::from((FAMILY, count_px).into_font())
+                    .color(&text)
+                    .pos(Pos::new(HPos::Center, VPos::Center)),
             ))
             .map_err(|e| err(&e))?;
         }
     }
-    for (i, name) in classes.iter().enumerate() {
-        let middle = i as i32 * cell + cell / 2;
-        let family = family_for(name);
-        root.draw(&Text::new(
-            name.clone(),
-            (left - 10, top + middle),
-            TextStyle::from((family, 16).into_font()).pos(Pos::new(HPos::Right, VPos::Center)),
-        ))
-        .map_err(|e| err(&e))?;
-        root.draw(&Text::new(
-            name.clone(),
-            (left + middle, top + size + 18),
-            TextStyle::from((family, 16).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
-        ))
-        .map_err(|e| err(&e))?;
-    }
-    root.draw(&Text::new(
-        "predicted",
-        (left + size / 2, top + size + 52),
-        centred(18),
-    ))
-    .map_err(|e| err(&e))?;
-    root.draw(&Text::new("actual", (40, top + size / 2), centred(18)))
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
     Ok(())
-}
-
-/// A readable axis number: 12k, 3.5M, 0.250.
-fn human(y: f64) -> String {
-    let a = y.abs();
-    if a == 0.0 {
-        "0".to_string()
-    } else if a >= 1e6 {
-        format!("{:.1}M", y / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.0}k", y / 1e3)
-    } else if a >= 100.0 {
-        format!("{y:.0}")
-    } else {
-        format!("{y:.3}")
-    }
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -415,52 +608,38 @@ impl GridCell<'_> {
     }
 }
 
-/// Draws images in a grid, five per row, each scaled to its own value range, with captions.
+/// Draws images in a grid, five per row, each scaled to its own value range, with captions
+/// fitted to their column (a smaller font, then cut with "...", never into the next one).
 pub fn draw_image_grid(path: &Path, title: &str, cells: &[GridCell]) -> Result<()> {
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
     ensure_font();
     let err = |e: &dyn std::fmt::Display| plot_error(path, e);
     let per_row = 5usize;
     let rows = cells.len().div_ceil(per_row).max(1);
-    let (side, column, caption_height, margin, top) = (150i32, 230i32, 58i32, 20i32, 60i32);
+    let lines = cells.iter().map(|c| c.caption.len()).max().unwrap_or(0) as i32;
+    let (side, column, margin, top) = (150i32, 230i32, 20i32, 60i32);
+    let caption_height = (lines * 18 + 4).max(58);
     let width = per_row as i32 * column + margin;
     let height = top + rows as i32 * (side + caption_height + margin);
-    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
+    let root = Canvas::new(path, (width as u32, height as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let centred =
-        |px: u32| TextStyle::from((FAMILY, px).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
-    root.draw(&Text::new(title.to_string(), (width / 2, 18), centred(22)))
-        .map_err(|e| err(&e))?;
+    let title_px = fitting_size(title, width - 20, 22, 12);
+    root.draw(&Text::new(
+        title.to_string(),
+        (width / 2, 18),
+        TextStyle::from((FAMILY, title_px).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+    ))
+    .map_err(|e| err(&e))?;
     for (i, cell) in cells.iter().enumerate() {
         let x0 = margin + (i % per_row) as i32 * column + (column - margin - side) / 2;
         let y0 = top + (i / per_row) as i32 * (side + caption_height + margin);
-        let (lo, hi) = cell
-            .pixels
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
-                (a.min(*v), b.max(*v))
-            });
-        let range = (lo, (hi - lo).max(1e-6));
-        let n = cell.size.max(1) as i32;
-        for r in 0..n {
-            for c in 0..n {
-                let (xa, ya) = (x0 + c * side / n, y0 + r * side / n);
-                let (xb, yb) = (x0 + (c + 1) * side / n, y0 + (r + 1) * side / n);
-                let colour = cell.colour(r as usize, c as usize, range);
-                root.draw(&Rectangle::new([(xa, ya), (xb, yb)], colour.filled()))
-                    .map_err(|e| err(&e))?;
-            }
-        }
-        root.draw(&Rectangle::new(
-            [(x0, y0), (x0 + side, y0 + side)],
-            BLACK.stroke_width(1),
-        ))
-        .map_err(|e| err(&e))?;
+        draw_picture(&root, cell, (x0, y0), side).map_err(|e| err(&e))?;
+        let room = column - margin;
         for (line, text) in cell.caption.iter().enumerate() {
+            let px = fitting_size(text, room, 14, 11);
             root.draw(&Text::new(
-                text.clone(),
+                fit_text(text, room, px as f64),
                 (x0 + side / 2, y0 + side + 4 + line as i32 * 18),
-                TextStyle::from((family_for(text), 14).into_font())
+                TextStyle::from((family_for(text), px).into_font())
                     .pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(|e| err(&e))?;
@@ -468,4 +647,99 @@ pub fn draw_image_grid(path: &Path, title: &str, cells: &[GridCell]) -> Result<(
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// One picture of a grid, `side` pixels square at `(x0, y0)`, framed.
+fn draw_picture(root: &Area, cell: &GridCell, (x0, y0): (i32, i32), side: i32) -> DrawResult<()> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let (lo, hi) = cell
+        .pixels
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
+    let range = (lo, (hi - lo).max(1e-6));
+    let n = cell.size.max(1) as i32;
+    for r in 0..n {
+        for c in 0..n {
+            let (xa, ya) = (x0 + c * side / n, y0 + r * side / n);
+            let (xb, yb) = (x0 + (c + 1) * side / n, y0 + (r + 1) * side / n);
+            let colour = cell.colour(r as usize, c as usize, range);
+            root.draw(&Rectangle::new([(xa, ya), (xb, yb)], colour.filled()))
+                .map_err(|e| err(&e))?;
+        }
+    }
+    root.draw(&Rectangle::new(
+        [(x0, y0), (x0 + side, y0 + side)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plotters::coord::ranged1d::Ranged;
+
+    /// The labels plotters would write on an axis from `lo` to `hi`.
+    fn labels(lo: f64, hi: f64, ticks: usize, format: impl Fn(&f64) -> String) -> Vec<String> {
+        RangedCoordf64::from(lo..hi)
+            .key_points(ticks)
+            .iter()
+            .map(format)
+            .collect()
+    }
+
+    fn distinct(labels: &[String]) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        labels
+            .iter()
+            .all(|l| l.is_empty() || seen.insert(l.clone()))
+    }
+
+    #[test]
+    fn tick_labels_are_distinct_on_linear_log_and_tiny_axes() {
+        // A learning rate from 0.001 down to nearly 0 (cosine), a narrow band, big counts.
+        for (lo, hi) in [
+            (-0.00008, 0.00108),
+            (0.000_95, 0.001_05),
+            (0.0, 2.4),
+            (0.91, 0.99),
+            (0.02, 0.07),
+            (9_000.0, 51_000.0),
+            (1.2e6, 1.6e6),
+        ] {
+            let found = labels(lo, hi, Y_LABELS, tick_formatter(lo, hi, Y_LABELS));
+            assert!(distinct(&found), "{lo}..{hi}: {found:?}");
+        }
+        // Epochs 1..30, and batch sizes 8..512 on a log2 axis.
+        let step = tick_step(1.0, 30.0, X_LABELS);
+        let epochs = labels(1.0, 30.0, X_LABELS, |x| x_label(*x, &[], false, step));
+        assert!(distinct(&epochs), "{epochs:?}");
+        let (lo, hi) = (3.0, 9.0);
+        let step = tick_step(lo, hi, X_LABELS);
+        let sizes = labels(lo, hi, X_LABELS, |x| x_label(*x, &[], true, step));
+        assert!(distinct(&sizes), "{sizes:?}");
+        assert!(sizes.contains(&"64".to_string()), "{sizes:?}");
+    }
+
+    #[test]
+    fn decimals_follow_the_step() {
+        assert_eq!(decimals_for(0.25), 2);
+        assert_eq!(decimals_for(0.5), 1);
+        assert_eq!(decimals_for(5.0), 0);
+        assert_eq!(decimals_for(0.0002), 4);
+    }
+
+    #[test]
+    fn long_text_is_cut_to_fit() {
+        let text = "predicted: pullover-long-name-of-a-class (0.93)";
+        let cut = fit_text(text, 200, 14.0);
+        assert!(
+            text_width(&cut, 14.0) <= 200 && cut.ends_with("..."),
+            "{cut}"
+        );
+        assert_eq!(fit_text("ok", 200, 14.0), "ok");
+    }
 }

@@ -215,12 +215,22 @@ pub fn png_size(png: &[u8]) -> Option<(u32, u32, i32)> {
 mod tests {
     use super::*;
 
+    /// Published CRC-32C check values (the CRC catalogue's "123456789" -> 0xE3069283 and
+    /// RFC 3720 B.4's 32 zeros, 32 0xFF bytes and the bytes 0..31), each masked as TFRecord
+    /// does (rotate right by 15, add 0xa282ead8). The masked values were computed outside
+    /// this crate (a bitwise CRC-32C in Python), so a wrong polynomial, rotation or delta
+    /// fails here.
     #[test]
-    fn masked_crc_of_known_vector() {
-        let crc = crc32c::crc32c(b"123456789");
-        assert_eq!(crc, 0xE306_9283);
-        let rotated = (crc >> 15) | (crc << 17);
-        assert_eq!(masked_crc(b"123456789"), rotated.wrapping_add(0xa282_ead8));
+    fn masked_crc_of_published_check_values() {
+        let cases: [(&[u8], u32); 4] = [
+            (b"123456789", 0xC78A_B0E5),
+            (&[0u8; 32], 0x0FD7_FFFA),
+            (&[0xFFu8; 32], 0xF909_B029),
+            (&core::array::from_fn::<u8, 32, _>(|i| i as u8), 0x951F_7892),
+        ];
+        for (data, masked) in cases {
+            assert_eq!(masked_crc(data), masked, "{data:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The best epoch so far and early stopping: a pure tracker, tested without a device.
 
 use super::EpochStats;
+use super::checkpointer::BestState;
 use crate::config::Monitor;
 
 /// Keeps the model of the best epoch by the monitor (the first best wins) and says when
@@ -32,6 +33,38 @@ impl<M> BestTracker<M> {
             val_loss: f64::INFINITY,
             epoch: 0,
             model: start,
+        }
+    }
+
+    /// A tracker that goes on from a stopped run's best epoch (`model` is its model).
+    pub fn restored(
+        monitor: Monitor,
+        patience: Option<usize>,
+        epochs: usize,
+        saved: &BestState,
+        model: M,
+    ) -> Self {
+        BestTracker {
+            score: saved.score,
+            val_acc: saved.val_acc,
+            val_loss: saved.val_loss,
+            epoch: saved.epoch,
+            ..BestTracker::new(monitor, patience, epochs, model)
+        }
+    }
+
+    /// The epochs the run was asked for.
+    pub fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    /// What the run's state keeps of it (besides the model).
+    pub fn state(&self) -> BestState {
+        BestState {
+            epoch: self.epoch,
+            score: self.score,
+            val_acc: self.val_acc,
+            val_loss: self.val_loss,
         }
     }
 

@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 
 use super::engine::{Engine, EngineChoice};
 use super::{Context, StepFailure, device_error, halve, preflight};
-use crate::data::{self, ImageDataset};
+use crate::data::ImageDataset;
 use crate::device::{faults, gpu_train};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{MemoryEvent, MemoryPolicy};
@@ -225,13 +225,13 @@ fn run_batches(
         _ => None,
     };
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let feed = data::Feed {
+    let feed = crate::train::feed::Feed {
         shuffle_seed: None,
         augment: None,
         stripes_on_device: settings.engine.stripes_on_device(),
     };
     let mut pending = Pending::default();
-    for batch in data::loader(dataset, settings.batch_size, feed, device).iter() {
+    for batch in crate::train::feed::loader(dataset, settings.batch_size, feed, device).iter() {
         if crate::interrupt::requested() {
             return Err(StepFailure::Other("interrupted".into()));
         }

@@ -10,14 +10,16 @@
 //! halved and the whole epoch is trained again, so every sample is still trained on once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::checkpointer::ModelState;
 use super::engine::EngineChoice;
 use super::weights::{StepValues, Weights};
 use super::{
     Context, DIVERGED_GRAD_NORM, Divergence, EpochRead, StepFailure, TrainSettings, halve,
     preflight, read_epoch,
 };
-use crate::data::{self, ImageBatch, ImageDataset};
+use crate::data::{ImageBatch, ImageDataset};
 use crate::device::faults;
 use crate::error::{Result, TrainerError, root_cause};
 use crate::interrupt;
@@ -31,6 +33,8 @@ pub(super) struct Learner {
     pub batch_size: usize,
     /// The model's display name, for progress and memory events.
     name: String,
+    /// Its short name ([`interrupt::inject`] names it).
+    slug: String,
     footprint: Footprint,
     loader: Arc<dyn DataLoader<ImageBatch>>,
     /// Training samples an epoch, for the schedule's position.
@@ -40,6 +44,10 @@ pub(super) struct Learner {
     attempt: Attempt,
     /// Whether `TRAINER_CAP_MEMORY_AT` has capped the address space for this model.
     capped: bool,
+    /// Passes made over the loader: each draws the next shuffle (a resumed run replays them).
+    pub passes: usize,
+    /// Samples the loader has augmented (each draws the next numbers).
+    pub augmented: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Copy)]
@@ -72,6 +80,22 @@ pub(super) struct EpochSteps {
     pub lrs: Vec<f64>,
     /// Set when a step's gradient norm was not finite or too large (the epoch ends there).
     pub divergence: Option<Divergence>,
+}
+
+impl EpochSteps {
+    /// Where each step of epoch `epoch` (from 1) started, in epochs of `train_len` samples:
+    /// 2.5 is half way through epoch 3. Steps of a halved batch are twice as close.
+    pub fn starts(&self, epoch: usize, train_len: usize) -> Vec<f64> {
+        let mut done = 0;
+        self.sizes
+            .iter()
+            .map(|&size| {
+                let at = (epoch - 1) as f64 + done as f64 / train_len.max(1) as f64;
+                done += size;
+                at
+            })
+            .collect()
+    }
 }
 
 /// Off wgpu `TRAINER_CAP_MEMORY_AT` does not apply (it would starve the CPU backends' own
@@ -120,21 +144,58 @@ impl Learner {
         let weights = choice.engine.weights(net, ctx.device, &settings.recipe);
         check_made(&name, mark, ctx)?;
         let device = weights.batch_device(ctx.device);
-        let feed = data::Feed {
+        let feed = crate::train::feed::Feed {
             shuffle_seed: Some(settings.shuffle_seed),
             augment: settings.augment.then_some(settings.shuffle_seed),
             stripes_on_device: choice.stripes_on_device(),
         };
+        let augmented = Arc::new(AtomicU64::new(0));
         Ok(Learner {
             weights,
             batch_size,
             name,
+            slug: spec.slug(),
             footprint,
-            loader: data::loader(train, batch_size, feed, &device),
+            loader: crate::train::feed::loader_counted(
+                train,
+                batch_size,
+                feed,
+                &device,
+                augmented.clone(),
+            ),
             train_len: train.len(),
             attempt: Attempt::start(),
             capped: false,
+            passes: 0,
+            augmented,
         })
+    }
+
+    /// The model's display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Samples augmented so far.
+    pub fn augmented_count(&self) -> u64 {
+        self.augmented.load(Ordering::SeqCst)
+    }
+
+    /// Where a stopped run was: its weights and optimizer state, batch size, the loader's
+    /// passes (replayed, so the next pass draws the same permutation) and the augmentation's
+    /// count.
+    pub fn restore(&mut self, state: &ModelState, ctx: &Context) -> Result<()> {
+        let blobs = &state.blobs;
+        self.weights
+            .load(state.weights_kind, &blobs.weights, &blobs.optim, ctx.device)?;
+        self.weights.resume_dropout_steps(state.dropout_steps);
+        self.batch_size = state.batch_size;
+        while self.passes < state.loader_passes {
+            drop(self.loader.iter());
+            self.passes += 1;
+        }
+        self.augmented.store(state.augmented, Ordering::SeqCst);
+        Ok(())
     }
 
     /// One epoch, trained and read back. When the device reported an out-of-memory inside
@@ -148,6 +209,7 @@ impl Learner {
         memory: &mut MemoryPolicy,
         ctx: &Context,
     ) -> Result<(EpochSteps, EpochRead)> {
+        interrupt::inject(&self.slug, epoch);
         loop {
             self.attempt = Attempt::start();
             let start = self.weights.snapshot().map_err(|failure| match failure {
@@ -195,6 +257,7 @@ impl Learner {
         let mut steps = EpochSteps::default();
         // Samples of the completed batches this epoch (the schedule's position).
         let mut trained = 0;
+        self.passes += 1;
         for batch in self.loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
             let mut start = 0;
@@ -345,5 +408,27 @@ fn check_made(name: &str, mark: faults::Mark, ctx: &Context) -> Result<()> {
         ))),
         (Some(fault), _) => Err(super::device_failure(ctx, fault.reason())),
         (None, Err(e)) => Err(super::device_error(ctx, &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EpochSteps;
+
+    /// lr_schedule.png places each step where it started: an epoch of 100 samples halved
+    /// from 32 to 16 after its second step has its later steps 0.16 apart, not spread evenly
+    /// over the epoch as if every step had the batch the run started with.
+    #[test]
+    fn steps_start_where_their_samples_start() {
+        let steps = EpochSteps {
+            sizes: vec![32, 32, 16, 16, 4],
+            ..EpochSteps::default()
+        };
+        let starts = steps.starts(3, 100);
+        let expected = [2.0, 2.32, 2.64, 2.8, 2.96];
+        assert_eq!(starts.len(), expected.len());
+        for (got, want) in starts.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12, "{starts:?}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::engine::EngineChoice;
 use super::{Context, StepFailure, TrainSettings, device_error};
-use crate::data::{self, ImageDataset};
+use crate::data::ImageDataset;
 use crate::error::{Result, TrainerError};
 use crate::interrupt;
 use crate::model::Net;
@@ -59,17 +59,19 @@ pub fn run(
     ctx: &Context,
 ) -> Result<LrFound> {
     let mut weights = choice.engine.weights(net, ctx.device, &settings.recipe);
-    let feed = data::Feed {
+    let feed = crate::train::feed::Feed {
         shuffle_seed: Some(settings.shuffle_seed),
         augment: settings.augment.then_some(settings.shuffle_seed),
         stripes_on_device: choice.stripes_on_device(),
     };
     let device = weights.batch_device(ctx.device);
-    let loader = data::loader(train, settings.batch_size, feed, &device);
+    let loader = crate::train::feed::loader(train, settings.batch_size, feed, &device);
     let (mut points, mut average, mut best) = (Vec::new(), 0.0, f64::INFINITY);
     let mut stopped = None;
     ctx.progress.start("lr-find", range.steps as u64);
     'epochs: loop {
+        // An epoch without a batch (an empty training part) would loop here for ever.
+        let before = points.len();
         for batch in loader.clone().iter() {
             let batch = batch.map_err(|e| TrainerError::bad_input(format!("reading data: {e}")))?;
             if interrupt::requested() {
@@ -104,6 +106,11 @@ pub fn run(
             if points.len() == range.steps {
                 break 'epochs;
             }
+        }
+        if points.len() == before {
+            return Err(TrainerError::bad_input(
+                "the training part has no batch to train on: check --data and --split",
+            ));
         }
     }
     ctx.progress.finish();

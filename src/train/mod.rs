@@ -11,12 +11,18 @@
 //! [`DIVERGED_GRAD_NORM`], means training diverged: the model's training stops at that step.
 
 mod best;
+pub mod checkpointer;
 pub mod engine;
 mod evaluate;
+pub mod feed;
+pub mod label_issues;
 mod learner;
+pub mod logger;
 pub mod lr_range;
+pub mod metrics;
 pub mod select;
 mod step;
+mod tally;
 mod weights;
 
 use std::time::Instant;
@@ -26,11 +32,14 @@ use burn::tensor::Transaction;
 
 pub use best::BestTracker;
 pub use evaluate::{EvalSettings, Evaluation, Prediction, evaluate};
-pub(crate) use step::{StepFailure, train_step};
+pub(crate) use step::{StepFailure, StepTrains, train_step};
 pub(crate) use weights::StepValues;
 pub(crate) use weights::Weights;
 
+use checkpointer::{Checkpointer, ModelState};
 use learner::Learner;
+use logger::EpochLogger;
+use tally::{EpochTrain, Tally};
 
 use crate::config::{MAX_GRAD_NORM, Monitor, Settings};
 use crate::console::Progress;
@@ -94,36 +103,28 @@ impl TrainSettings {
     }
 }
 
-/// What one epoch did.
-#[derive(Clone, Debug)]
+/// What one epoch did (a run's state keeps it, every float exactly).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EpochStats {
     pub epoch: usize,
+    #[serde(with = "checkpointer::exact")]
     pub train_loss: f64,
+    #[serde(with = "checkpointer::exact")]
     pub train_acc: f64,
+    #[serde(with = "checkpointer::exact")]
     pub val_loss: f64,
+    #[serde(with = "checkpointer::exact")]
     pub val_acc: f64,
     /// The batch size at the end of the epoch.
     pub batch_size: usize,
+    #[serde(with = "checkpointer::exact")]
     pub train_seconds: f64,
+    #[serde(with = "checkpointer::exact")]
     pub val_seconds: f64,
     pub train_samples: usize,
     /// The learning rate of the epoch's last step.
+    #[serde(with = "checkpointer::exact")]
     pub lr: f64,
-}
-
-impl EpochStats {
-    /// One line for the console when there is no progress bar.
-    fn line(&self, model: &str, epochs: usize) -> String {
-        format!(
-            "{model} epoch {}/{epochs}: train_loss {:.4} train_acc {:.4} val_loss {:.4} val_acc {:.4} ({:.1} s)",
-            self.epoch,
-            self.train_loss,
-            self.train_acc,
-            self.val_loss,
-            self.val_acc,
-            self.train_seconds + self.val_seconds
-        )
-    }
 }
 
 /// Where training stopped because a value stopped being finite.
@@ -136,6 +137,18 @@ pub struct Divergence {
 }
 
 impl Divergence {
+    /// The words of a divergence a run's state recorded.
+    pub fn named(what: &str) -> &'static str {
+        [
+            "gradient norm above 1e6",
+            "gradient norm not finite",
+            "loss not finite",
+        ]
+        .into_iter()
+        .find(|w| *w == what)
+        .unwrap_or("diverged")
+    }
+
     /// What a gradient norm above [`DIVERGED_GRAD_NORM`] (or not a number) says.
     pub fn of_norm(norm: f32) -> &'static str {
         if norm.is_finite() {
@@ -165,11 +178,16 @@ pub struct Trained {
     pub step_losses: Vec<f32>,
     /// The learning rate of every training step, in order.
     pub step_lrs: Vec<f64>,
+    /// Where each of those steps started, in epochs (2.5: half way through epoch 3): the
+    /// steps of a halved batch are twice as many and half as far apart.
+    pub step_epochs: Vec<f64>,
     pub requested_batch: usize,
     pub final_batch: usize,
     pub divergence: Option<Divergence>,
     /// Why training ended before the last epoch (early stopping), if it did.
     pub stopped_early: Option<String>,
+    /// The epoch an interrupt stopped, if one did (the epochs before it are kept).
+    pub interrupted: Option<usize>,
     /// The model's shape.
     pub spec: crate::model::ModelSpec,
     /// Where it trained; its test evaluation runs there too.
@@ -183,8 +201,22 @@ pub struct Context<'a> {
     pub progress: &'a dyn Progress,
 }
 
+/// What the loop calls besides the learner, as in burn-train: the logger (one line an
+/// epoch, the progress bar), the checkpointer (the state after every epoch), and the state
+/// of a stopped run to go on from.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    pub logger: EpochLogger,
+    pub checkpointer: Option<&'a mut dyn Checkpointer>,
+    pub resume: Option<ModelState>,
+    /// Train only the last layer (`--freeze-features`).
+    pub freeze_features: bool,
+}
+
 /// Trains `net` on `train`, validating on `val` after every epoch; returns the best epoch's
-/// model (by validation accuracy; the first best wins).
+/// model (by the monitor; the first best wins). An interrupt ends it after the epochs
+/// finished so far (`interrupted` says which epoch it stopped).
+#[allow(clippy::too_many_arguments)]
 pub fn train_model(
     net: Net,
     train: &ImageDataset,
@@ -193,93 +225,124 @@ pub fn train_model(
     settings: &TrainSettings,
     memory: &mut MemoryPolicy,
     ctx: &Context,
+    hooks: Hooks,
 ) -> Result<Trained> {
-    // Setup: labels checked, the engine chosen once, the batch size that fits it, the
-    // loader, the model in training mode, Adam.
-    let (spec, choice) = choose_engine(&net, train, val, classes, ctx)?;
-    let mut learner = Learner::new(net, train, classes, &choice, settings, memory, ctx)?;
-    let start = learner.weights.model();
-    let mut best = BestTracker::new(settings.monitor, settings.patience, settings.epochs, start);
-    let (mut history, mut step_losses, mut step_lrs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut divergence, mut stopped_early) = (None, None);
-
-    ctx.progress
-        .start(&spec.display_name(), (settings.epochs * train.len()) as u64);
-    for epoch in 1..=settings.epochs {
+    // Setup: labels checked, the engine chosen once, the learner (the batch size that fits,
+    // the loader, the optimizer), put back where a stopped run was when resuming.
+    let (spec, choice) = choose_engine(&net, train, val, classes, hooks.freeze_features, ctx)?;
+    let (mut learner, mut tally) =
+        setup(net, train, classes, &choice, settings, &hooks, memory, ctx)?;
+    let Hooks {
+        mut logger,
+        mut checkpointer,
+        ..
+    } = hooks;
+    let name = spec.display_name();
+    logger.start(&name, settings.epochs, tally.epoch + 1, train.len(), ctx);
+    while tally.goes_on(settings.epochs) {
+        let epoch = tally.epoch + 1;
         // Train: every sample once; a step that does not fit is redone at half the batch.
+        // An interrupt stops here, keeping the epochs before this one.
         let started = Instant::now();
-        // Read back, once per epoch: every step's loss, the correct predictions and (from the
-        // kernels) the step where the gradient norm diverged.
-        let (mut steps, read) = learner.train_epoch(epoch, settings, memory, ctx)?;
-        steps.sizes.truncate(read.losses.len());
-        let train_samples: usize = steps.sizes.iter().sum();
-        let train_seconds = started.elapsed().as_secs_f64();
-        let (losses, correct) = (read.losses, read.correct);
-        let train_loss = weighted_mean(&losses, &steps.sizes);
-        step_losses.extend_from_slice(&losses);
-        steps.lrs.truncate(losses.len());
-        step_lrs.extend_from_slice(&steps.lrs);
-
-        // Divergence stops this model at the step it happened (its best epoch is kept).
-        if let Some(d) = steps
-            .divergence
-            .or(read.divergence)
-            .or_else(|| first_non_finite(&losses, epoch))
-        {
-            divergence = Some(d);
+        let (steps, read) = match learner.train_epoch(epoch, settings, memory, ctx) {
+            Err(TrainerError::Interrupted) => {
+                tally.interrupted = Some(epoch);
+                break;
+            }
+            done => done?,
+        };
+        // Read back once: the steps' losses and correct counts; a divergence stops this
+        // model at the step it happened (its best epoch is kept).
+        let Some(trained) = tally.record_steps(steps, read, epoch, train.len(), started) else {
             break;
-        }
+        };
 
         // Validate the epoch's model.
-        let val_started = Instant::now();
         let valid = learner.weights.model();
-        let on_val = EvalSettings {
-            classes,
-            engine: &choice,
-            batch_size: learner.batch_size,
-            keep_logits: false,
-        };
-        let eval = evaluate(&valid, val, &on_val, memory, ctx)?;
-        let stats = EpochStats {
+        let at = EpochAt {
             epoch,
-            train_loss,
-            train_acc: correct as f64 / train_samples as f64,
-            val_loss: eval.loss,
-            val_acc: eval.accuracy,
             batch_size: learner.batch_size,
-            train_seconds,
-            val_seconds: val_started.elapsed().as_secs_f64(),
-            train_samples,
-            lr: steps.lrs.last().copied().unwrap_or(settings.lr),
+            choice: &choice,
         };
+        let stats = validate(&valid, val, classes, trained, &at, settings, memory, ctx)?;
 
-        ctx.progress
-            .epoch(&stats.line(&spec.display_name(), settings.epochs));
-
-        // Keep the best epoch; stop early once it has not improved for `patience` epochs.
-        stopped_early = best.observe(&stats, valid);
-        history.push(stats);
-        if stopped_early.is_some() {
-            break;
+        // Keep the best epoch (early stopping after `patience` epochs without one), say the
+        // epoch's line, and checkpoint the whole state.
+        let best = tally.observe(stats, valid);
+        if let Some(stats) = tally.last() {
+            logger.epoch(&name, settings.epochs, stats, best, ctx);
         }
+        tally.checkpoint(&learner, &mut checkpointer, memory)?;
     }
-    ctx.progress.finish();
+    logger.finish(ctx);
+    // An ended model's state says so, for a resumed run not to train it again.
+    tally.end(&learner, &mut checkpointer, memory)?;
+    Ok(tally.into_trained(learner, spec, choice, settings))
+}
 
-    Ok(Trained {
-        last: learner.weights.model(),
-        best: best.model,
-        history,
-        best_val_acc: best.val_acc,
-        best_val_loss: best.val_loss,
-        best_epoch: best.epoch,
-        stopped_early,
-        step_losses,
-        step_lrs,
-        requested_batch: settings.batch_size,
-        final_batch: learner.batch_size,
-        divergence,
-        spec,
-        engine: choice,
+/// The learner of a model and its tally, from a stopped run's state when given: the memory
+/// events of that run stand (the setup's preflight already made them).
+#[allow(clippy::too_many_arguments)]
+fn setup(
+    net: Net,
+    train: &ImageDataset,
+    classes: usize,
+    choice: &engine::EngineChoice,
+    settings: &TrainSettings,
+    hooks: &Hooks,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<(Learner, Tally)> {
+    let events = memory.events.len();
+    let mut learner = Learner::new(net, train, classes, choice, settings, memory, ctx)?;
+    if hooks.resume.is_some() {
+        memory.events.truncate(events);
+    }
+    if hooks.freeze_features {
+        learner.weights.freeze_features();
+    }
+    let tally = Tally::start(&mut learner, settings, hooks.resume.clone(), ctx)?;
+    Ok((learner, tally))
+}
+
+/// Where an epoch's validation runs.
+struct EpochAt<'a> {
+    epoch: usize,
+    batch_size: usize,
+    choice: &'a engine::EngineChoice,
+}
+
+/// Validates an epoch's model and makes the epoch's stats.
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    valid: &Net,
+    val: &ImageDataset,
+    classes: usize,
+    trained: EpochTrain,
+    at: &EpochAt,
+    settings: &TrainSettings,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<EpochStats> {
+    let started = Instant::now();
+    let on_val = EvalSettings {
+        classes,
+        engine: at.choice,
+        batch_size: at.batch_size,
+        keep_logits: false,
+    };
+    let eval = evaluate(valid, val, &on_val, memory, ctx)?;
+    Ok(EpochStats {
+        epoch: at.epoch,
+        train_loss: trained.loss,
+        train_acc: trained.acc,
+        val_loss: eval.loss,
+        val_acc: eval.accuracy,
+        batch_size: at.batch_size,
+        train_seconds: trained.seconds,
+        val_seconds: started.elapsed().as_secs_f64(),
+        train_samples: trained.samples,
+        lr: trained.lr.unwrap_or(settings.lr),
     })
 }
 
@@ -293,7 +356,7 @@ pub fn find_lr(
     range: &lr_range::LrRange,
     ctx: &Context,
 ) -> Result<lr_range::LrFound> {
-    let (_, choice) = choose_engine(&net, train, train, classes, ctx)?;
+    let (_, choice) = choose_engine(&net, train, train, classes, false, ctx)?;
     lr_range::run(net, train, &choice, settings, range, ctx)
 }
 
@@ -304,12 +367,20 @@ fn choose_engine(
     train: &ImageDataset,
     val: &ImageDataset,
     classes: usize,
+    freeze_features: bool,
     ctx: &Context,
 ) -> Result<(crate::model::ModelSpec, engine::EngineChoice)> {
     train.check_labels(classes)?;
     val.check_labels(classes)?;
     let spec = net.spec(train.channels);
-    let choice = engine::Engine::choose(ctx.device, spec, classes, train.image_size);
+    let mut choice = engine::Engine::choose(ctx.device, spec, classes, train.image_size);
+    if freeze_features && matches!(choice.engine, engine::Engine::GpuKernels(_)) {
+        choice.engine = engine::Engine::Layers;
+        choice.note = Some(format!(
+            "{}: the wgpu kernels train every parameter and cannot freeze the features; burn's layers run it (same results, slower)",
+            spec.display_name()
+        ));
+    }
     if let Some(note) = &choice.note {
         ctx.progress.note(note);
     }
@@ -384,6 +455,7 @@ pub fn train_and_test(
         settings,
         memory,
         ctx,
+        Hooks::default(),
     )?;
     let test = test_kept(&trained, &splits.test, classes, keep_logits, memory, ctx)?;
     Ok((trained, test))

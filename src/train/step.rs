@@ -47,9 +47,19 @@ impl StepFailure {
     }
 }
 
+/// How a layer-path step trains, besides its batch and learning rate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepTrains {
+    /// The key of the step's dropout masks ([`crate::rng`]).
+    pub dropout: u32,
+    /// Only the head trains (`--freeze-features`): the blocks' gradients are dropped.
+    pub frozen: bool,
+}
+
 /// One training step. `net` and `optim` are not changed: the step returns the updated ones,
 /// so a failed attempt leaves the loop with the state from before it. The gradient norm is
 /// read back with a `try_` read (one sync per step), which surfaces allocation failures.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn train_step(
     net: &Net,
     optim: &ModuleOptimizer,
@@ -58,9 +68,9 @@ pub(crate) fn train_step(
     settings: &TrainSettings,
     lr: f64,
     engine: &super::engine::Engine,
-    dropout: u32,
+    trains: StepTrains,
 ) -> std::result::Result<Step, StepFailure> {
-    let logits = engine.forward_train(net, batch.images.clone(), Some(dropout));
+    let logits = engine.forward_train(net, batch.images.clone(), Some(trains.dropout));
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
     let correct = logits
         .argmax(1)
@@ -69,6 +79,9 @@ pub(crate) fn train_step(
         .int()
         .sum();
     let mut grads = GradientsParams::from_grads(loss.backward(), net);
+    if trains.frozen {
+        drop_feature_grads(net, &mut grads);
+    }
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
     let mut optim = optim.clone();
     let updated = optim.step(lr, net.clone(), grads);
@@ -82,6 +95,22 @@ pub(crate) fn train_step(
         correct: correct.inner(),
         norm,
     })
+}
+
+/// Drops the gradients of every parameter but the last layer's, so that the optimizer
+/// leaves them as they are (`--freeze-features`).
+fn drop_feature_grads(net: &Net, grads: &mut GradientsParams) {
+    struct Freeze<'a>(&'a mut GradientsParams);
+    impl ModuleVisitor for Freeze<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = self.0.remove::<D>(param.id);
+        }
+    }
+    if let Net::Cnn(cnn) = net {
+        for conv in cnn.convs() {
+            conv.visit(&mut Freeze(grads));
+        }
+    }
 }
 
 /// Scales all gradients together so that their global L2 norm is at most `max_norm`

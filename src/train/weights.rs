@@ -7,9 +7,12 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
 
+use super::checkpointer::{WeightsKind, f32_bytes, f32_values};
 use super::engine::Engine;
-use super::{DIVERGED_GRAD_NORM, StepFailure, TrainSettings, train_step};
+use super::{DIVERGED_GRAD_NORM, StepFailure, StepTrains, TrainSettings, train_step};
 use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use crate::data::ImageBatch;
 use crate::device::gpu_train;
@@ -29,6 +32,8 @@ pub(crate) enum Weights {
         engine: Engine,
         /// Steps taken: with the seed, the key of each step's dropout masks.
         steps: u32,
+        /// Only the last layer trains (`--freeze-features`).
+        frozen: bool,
     },
     /// The model in the kernels' state `[parameters | moments 1 | moments 2 | flag]`.
     Fused {
@@ -82,6 +87,7 @@ impl Weights {
             engine => Weights::Layers {
                 engine,
                 steps: 0,
+                frozen: false,
                 net: net.to_device(&device.clone().autodiff()).train(),
                 optim: optimizer(recipe),
                 loss_fn: CrossEntropyLossConfig::new()
@@ -91,6 +97,35 @@ impl Weights {
                     )
                     .init(&device.clone().autodiff()),
             },
+        }
+    }
+
+    /// From now on only the last layer trains; false (nothing changed) for the kernels'
+    /// state, which trains every parameter.
+    pub fn freeze_features(&mut self) -> bool {
+        match self {
+            Weights::Layers { frozen, .. } => {
+                *frozen = true;
+                true
+            }
+            Weights::Fused { .. } => false,
+        }
+    }
+
+    /// Steps the layer path has taken (with the seed, the key of the next step's dropout
+    /// masks); 0 for the kernels, which have no dropout.
+    pub fn dropout_steps(&self) -> u32 {
+        match self {
+            Weights::Layers { steps, .. } => *steps,
+            Weights::Fused { .. } => 0,
+        }
+    }
+
+    /// Goes on from `taken` steps (a resumed run), so the next step draws the masks an
+    /// unstopped run would.
+    pub fn resume_dropout_steps(&mut self, taken: u32) {
+        if let Weights::Layers { steps, .. } = self {
+            *steps = taken;
         }
     }
 
@@ -154,9 +189,15 @@ impl Weights {
                 loss_fn,
                 engine,
                 steps,
+                frozen,
             } => {
-                let key = crate::rng::key(settings.shuffle_seed, crate::rng::stream::DROPOUT, *steps);
-                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine, key)?;
+                let key =
+                    crate::rng::key(settings.shuffle_seed, crate::rng::stream::DROPOUT, *steps);
+                let trains = StepTrains {
+                    dropout: key,
+                    frozen: *frozen,
+                };
+                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine, trains)?;
                 *steps += 1;
                 *net = step.net;
                 *optim = step.optim;
@@ -288,6 +329,105 @@ fn optimizer(recipe: &Recipe) -> ModuleOptimizer {
             }))
             .init(),
     }
+}
+
+/// A checkpoint's failure to read or rebuild weights, in words.
+fn record_error(what: &str, e: impl std::fmt::Display) -> crate::error::TrainerError {
+    crate::error::TrainerError::Serialize(format!("{what}: {e}"))
+}
+
+impl Weights {
+    /// The weights and the optimizer state as bytes, for the run's state file (a read of the
+    /// device).
+    pub fn save(&self) -> crate::error::Result<(WeightsKind, Vec<u8>, Vec<u8>)> {
+        match self {
+            Weights::Layers { net, optim, .. } => {
+                let weights = net
+                    .clone()
+                    .into_record()
+                    .into_bytes()
+                    .map_err(|e| record_error("the model's weights", e))?;
+                let optim = optim
+                    .into_bytes()
+                    .map_err(|e| record_error("the optimizer's state", e))?;
+                Ok((WeightsKind::Layers, weights.to_vec(), optim.to_vec()))
+            }
+            Weights::Fused { state, time, .. } => {
+                let values = state
+                    .clone()
+                    .try_into_data()
+                    .map_err(|e| record_error("the kernels' state", e))?
+                    .try_to_vec_as::<f32>()
+                    .map_err(|e| record_error("the kernels' state", format!("{e:?}")))?;
+                Ok((
+                    WeightsKind::Fused { time: *time },
+                    f32_bytes(&values),
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+
+    /// Puts back weights and optimizer state [`Weights::save`] gave, on `device`.
+    pub fn load(
+        &mut self,
+        kind: WeightsKind,
+        weights: &[u8],
+        optim_bytes: &[u8],
+        device: &Device,
+    ) -> crate::error::Result<()> {
+        match (self, kind) {
+            (Weights::Layers { net, optim, .. }, WeightsKind::Layers) => {
+                let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec()))
+                    .map_err(|e| record_error("the model's weights", e))?;
+                let loaded = net
+                    .valid()
+                    .try_load_record(record)
+                    .map_err(|e| record_error("the model's weights", e))?;
+                *net = loaded.to_device(&device.clone().autodiff()).train();
+                *optim = optim
+                    .clone()
+                    .from_bytes(Bytes::from_bytes_vec(optim_bytes.to_vec()))
+                    .map_err(|e| record_error("the optimizer's state", e))?;
+                Ok(())
+            }
+            (Weights::Fused { state, time, .. }, WeightsKind::Fused { time: steps }) => {
+                let values = f32_values(weights);
+                if values.len() != state.dims()[0] {
+                    return Err(record_error(
+                        "the kernels' state",
+                        format!("{} values, the model has {}", values.len(), state.dims()[0]),
+                    ));
+                }
+                let len = values.len();
+                *state = Tensor::from_data(TensorData::new(values, [len]), &state.device());
+                *time = steps;
+                Ok(())
+            }
+            _ => Err(crate::error::TrainerError::bad_input(
+                "the run's state was written by another engine (layers or kernels) than this run chose; resume on the run's own backend",
+            )),
+        }
+    }
+}
+
+/// A model's parameters as a record's bytes (the best epoch's model in the run's state).
+pub(crate) fn net_bytes(net: &Net) -> crate::error::Result<Vec<u8>> {
+    Ok(net
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| record_error("the model's weights", e))?
+        .to_vec())
+}
+
+/// `template` with the parameters of a record's bytes ([`net_bytes`]).
+pub(crate) fn net_from_bytes(template: Net, bytes: &[u8]) -> crate::error::Result<Net> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| record_error("the model's weights", e))?;
+    template
+        .try_load_record(record)
+        .map_err(|e| record_error("the model's weights", e))
 }
 
 /// A step's [mean loss, correct, norm, flag], read back (a sync).

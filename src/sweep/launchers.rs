@@ -2,8 +2,8 @@
 //! starts `trainer sweep run DIR` once per task; the task reads its index from the scheduler
 //! (`SLURM_ARRAY_TASK_ID`, `JOB_COMPLETION_INDEX`).
 
-use crate::cmd::shell_quote;
-use crate::cmd::sweep::plan::Plan;
+use crate::shell::shell_quote;
+use crate::sweep::plan::Plan;
 
 pub const SLURM_FILE: &str = "slurm.sbatch";
 pub const K8S_FILE: &str = "k8s-job.yaml";
@@ -23,8 +23,10 @@ pub fn slurm(plan: &Plan) -> String {
 # ({n} in all, at most {p} at once). Every node must see this folder and the trainer binary.
 #   submit:   sbatch {sbatch}
 #   results:  trainer sweep collect {dir_q}
-# A task that finished is skipped when resubmitted; one killed mid-run is redone from scratch.
+# A task that finished is skipped when resubmitted; one killed or preempted mid-run (Slurm
+# sends SIGTERM first) goes on from its last finished epoch when requeued or resubmitted.
 #SBATCH --job-name=trainer-sweep
+#SBATCH --requeue
 #SBATCH --array=0-{last}%{p}
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task={cpus}
@@ -132,7 +134,8 @@ spec:
   completionMode: Indexed
   completions: {n}
   parallelism: {p}
-  # A failed index is retried once; a finished task is skipped when a pod reruns it.
+  # A failed index is retried once; a finished task is skipped when a pod reruns it, and a
+  # pod evicted or preempted mid-run (SIGTERM first) goes on from its last finished epoch.
   backoffLimitPerIndex: 1
   template:
     metadata:

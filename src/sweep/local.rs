@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cmd::sweep::plan::Plan;
-use crate::cmd::sweep::task;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
+use crate::sweep::plan::Plan;
+use crate::sweep::task;
 
 /// What a local sweep did.
 #[derive(Debug, Default)]
@@ -200,18 +200,16 @@ impl TaskLaunch<'_> {
                     });
                 }
             }
-            let mut child = command.spawn()?;
-            crate::interrupt::register_child(child.id());
-            let status = child.wait();
-            crate::interrupt::unregister_child(child.id());
-            status
+            // Forgotten by the interrupt handler before it is reaped (see run_child).
+            crate::interrupt::run_child(command.spawn()?)
         });
         let end = match status {
             Err(_) => TaskEnd::Failed,
-            // Ended by our Ctrl-C (exit 130, or the signal itself after a second one); a
-            // task killed by anything else (the kernel's out-of-memory killer) failed.
+            // Ended by our Ctrl-C (exit 130, 143 for a SIGTERM, or the signal itself after a
+            // second one): its run's state stays for the next run to resume; a task killed by
+            // anything else (the kernel's out-of-memory killer) failed.
             Ok(status)
-                if status.code() == Some(130)
+                if matches!(status.code(), Some(130 | 143))
                     || (status.code().is_none() && crate::interrupt::requested()) =>
             {
                 TaskEnd::Interrupted

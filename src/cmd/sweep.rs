@@ -1,20 +1,5 @@
-//! `trainer sweep`: many runs, one leaderboard. The engine is the scheduler people already
-//! have: [`plan`] turns a TOML grid into `plan.json` and launchers for Slurm and Kubernetes,
-//! [`task`] runs any one task by index into `runs/NNNN/` (idempotent, claimed so that two
-//! workers never write the same task), [`local`] runs them all on this machine, and
-//! [`collect`] ranks what finished by validation into `leaderboard.csv` / `.md` and plots.
-//!
-//! A sweep folder holds: `plan.json`, `slurm.sbatch`, `k8s-job.yaml`, `runs/NNNN/` (evidence
-//! packs), `state/NNNN.json` (one per finished task), `logs/`, and after `collect` the
-//! leaderboard files and `sweep_*.png`.
-
-pub mod collect;
-pub mod launchers;
-pub mod local;
-pub mod plan;
-pub mod task;
-
-pub use plan::{Plan, PlanConfig};
+//! `trainer sweep plan | run | collect`: the flags read, the sweep's library
+//! ([`crate::sweep`]) called, and what it did printed.
 
 use std::path::Path;
 
@@ -22,7 +7,8 @@ use crate::cli::{SweepCollectArgs, SweepCommand, SweepPlanArgs, SweepRunArgs};
 use crate::config::Settings;
 use crate::console::{Console, say};
 use crate::error::{Result, TrainerError};
-use task::{Outcome, Status};
+use crate::sweep::task::{self, Outcome, Status};
+use crate::sweep::{Plan, PlanConfig, collect, local, plan};
 
 /// `trainer sweep plan | run | collect`.
 pub fn main(command: SweepCommand) -> Result<()> {
@@ -94,7 +80,7 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     console.info(&format!("task {index:04}/{}: {what}", plan.tasks.len()));
-    match task::run(&args.dir, &plan, index, &console)? {
+    match task::run(&args.dir, &plan, index, &console, crate::cmd::workshop::run)? {
         Outcome::AlreadyFinished(state) => console.result(&format!(
             "task {index:04}: {} earlier, skipped",
             state.status.as_str()

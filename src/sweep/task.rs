@@ -11,13 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::sweep::plan::Plan;
-use crate::cmd::workshop;
 use crate::config::Monitor;
 use crate::console::Console;
 use crate::error::{Result, TrainerError};
 use crate::pack::write_atomic;
 use crate::report::{Report, RunConfig};
+use crate::sweep::plan::Plan;
 
 pub const RUNS_DIR: &str = "runs";
 pub const STATE_DIR: &str = "state";
@@ -124,8 +123,15 @@ pub fn any_started(dir: &Path) -> bool {
 }
 
 /// Runs task `index` unless it finished (done or diverged) or another worker holds it. A
-/// failed task is run again.
-pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<Outcome> {
+/// failed task is run again. `run_pack` is the workshop run (the command's), which writes
+/// the task's pack.
+pub fn run(
+    dir: &Path,
+    plan: &Plan,
+    index: usize,
+    console: &Console,
+    run_pack: impl FnOnce(RunConfig, &Console) -> Result<Report>,
+) -> Result<Outcome> {
     let task = plan.task(index)?;
     if let Some(state) = read_state(dir, plan, index)
         && state.status.is_finished()
@@ -144,8 +150,12 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
         memory_preflight: true,
         quiet: true,
         command: format!("trainer sweep run {} --task-index {index}", dir.display()),
+        // A task killed or requeued after an epoch goes on from its last epoch.
+        resume: crate::pack::run_state::RunState::resumable(&run_dir(dir, index)),
+        init_from: None,
+        freeze_features: false,
     };
-    let outcome = workshop::run(config, console);
+    let outcome = run_pack(config, console);
     let mut state = TaskState {
         index,
         plan_checksum: plan.checksum.clone(),
@@ -158,6 +168,13 @@ pub fn run(dir: &Path, plan: &Plan, index: usize, console: &Console) -> Result<O
         device: None,
     };
     match outcome {
+        // Stopped by an interrupt: unfinished, its state kept for the next run to resume.
+        Ok(report) if report.stopped.is_some() => {
+            return Err(TrainerError::InterruptedKept(format!(
+                "{}: the task's pack and state are kept, and its next run goes on from there",
+                report.stopped.unwrap_or_default()
+            )));
+        }
         Ok(report) => {
             // A failed overfit check fails the task, as it fails a run (exit 1).
             state.error = report.overfit_failure();

@@ -1,18 +1,14 @@
-//! `trainer sweep collect DIR`: one leaderboard from whatever finished. Ranked by validation
-//! only (the test set is for reporting the chosen model, never for choosing); seeds of one
-//! setting aggregated as mean and spread; one plot per swept setting; failed and missing
-//! tasks listed. Writes what it has, and says (exit 1) when tasks failed or are missing.
+//! The leaderboard's Markdown (ranked table, seeds aggregated, failed and missing tasks)
+//! and its plots, one per swept setting.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::cmd::sweep::plan::Plan;
-use crate::cmd::sweep::task::{self, Status, TaskResult, TaskState};
-use crate::config::Monitor;
-use crate::error::{Result, TrainerError};
-use crate::pack::evidence::{csv_text, markdown_table, py_float};
+use crate::error::Result;
+use crate::pack::evidence::markdown_table;
 use crate::pack::plots::{LineChart, Series, draw_line_chart};
-use crate::pack::write_atomic;
+use crate::sweep::plan::Plan;
+use crate::sweep::task::{Status, TaskResult, TaskState};
 
 /// One task's line of the leaderboard.
 #[derive(Clone, Debug)]
@@ -25,127 +21,20 @@ pub struct Row {
 }
 
 impl Row {
-    fn result(&self) -> Option<&TaskResult> {
+    pub fn result(&self) -> Option<&TaskResult> {
         self.state.as_ref().and_then(|s| s.result.as_ref())
     }
 
     /// The status as the files write it; "missing" while unfinished.
-    fn status(&self) -> &'static str {
+    pub fn status(&self) -> &'static str {
         self.state.as_ref().map_or("missing", |s| s.status.as_str())
     }
 
-    fn failed(&self) -> bool {
+    pub fn failed(&self) -> bool {
         self.state
             .as_ref()
             .is_some_and(|s| s.status == Status::Failed)
     }
-}
-
-/// What collect found.
-#[derive(Debug)]
-pub struct Leaderboard {
-    /// Finished tasks best first, then failed, then missing.
-    pub rows: Vec<Row>,
-    pub failed: usize,
-    pub missing: usize,
-    pub files: Vec<PathBuf>,
-}
-
-/// Reads every task's state, writes the leaderboard files and plots into `dir`.
-pub fn collect(dir: &Path) -> Result<Leaderboard> {
-    let plan = Plan::read(dir)?;
-    let mut rows: Vec<Row> = plan
-        .tasks
-        .iter()
-        .map(|t| Row {
-            index: t.index,
-            values: plan.varying_values(t),
-            state: task::read_state(dir, &plan, t.index),
-        })
-        .collect();
-    let by_loss = rows
-        .iter()
-        .filter_map(|r| r.result())
-        .all(|r| r.monitor == Monitor::ValLoss)
-        && rows.iter().any(|r| r.result().is_some());
-    rows.sort_by(|a, b| {
-        rank_key(a, by_loss)
-            .partial_cmp(&rank_key(b, by_loss))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    let failed = rows.iter().filter(|r| r.failed()).count();
-    let missing = rows.iter().filter(|r| r.state.is_none()).count();
-    let mut files = vec![dir.join("leaderboard.csv"), dir.join("leaderboard.md")];
-    write_atomic(&files[0], csv_text(csv_rows(&plan, &rows))?)?;
-    let plots = draw_plots(dir, &plan, &rows)?;
-    write_atomic(&files[1], markdown(&plan, &rows, &plots))?;
-    files.extend(plots);
-    Ok(Leaderboard {
-        rows,
-        failed,
-        missing,
-        files,
-    })
-}
-
-/// Finished tasks by their kept epoch's validation accuracy (higher first), then its
-/// validation loss (lower first), then index; by the loss first when every task monitored
-/// val_loss; failed, then missing, after them.
-fn rank_key(row: &Row, by_loss: bool) -> (u8, f64, f64, usize) {
-    match (row.result(), row.state.as_ref()) {
-        (Some(r), _) if by_loss => (0, r.val_loss, -r.val_acc, row.index),
-        (Some(r), _) => (0, -r.val_acc, r.val_loss, row.index),
-        (None, Some(_)) => (1, 0.0, 0.0, row.index),
-        (None, None) => (2, 0.0, 0.0, row.index),
-    }
-}
-
-const COLUMNS: [&str; 11] = [
-    "status",
-    "model",
-    "val_acc",
-    "val_loss",
-    "best_epoch",
-    "test_acc",
-    "wall_seconds",
-    "backend",
-    "device",
-    "host",
-    "error",
-];
-
-fn csv_rows(plan: &Plan, rows: &[Row]) -> Vec<Vec<String>> {
-    let mut header = vec!["rank".to_string(), "task".to_string()];
-    header.extend(plan.varying.iter().cloned());
-    header.extend(COLUMNS.iter().map(|c| c.to_string()));
-    let mut out = vec![header];
-    for (i, row) in rows.iter().enumerate() {
-        let rank = if row.result().is_some() {
-            (i + 1).to_string()
-        } else {
-            String::new()
-        };
-        let mut line = vec![rank, format!("{:04}", row.index)];
-        line.extend(row.values.iter().map(|(_, v)| v.clone()));
-        let r = row.result();
-        let s = row.state.as_ref();
-        line.extend([
-            row.status().to_string(),
-            r.map(|r| r.model.clone()).unwrap_or_default(),
-            r.map(|r| py_float(r.val_acc)).unwrap_or_default(),
-            r.map(|r| py_float(r.val_loss)).unwrap_or_default(),
-            r.map(|r| r.best_epoch.to_string()).unwrap_or_default(),
-            r.map(|r| py_float(r.test_acc)).unwrap_or_default(),
-            s.map(|s| format!("{:.2}", s.wall_seconds))
-                .unwrap_or_default(),
-            s.and_then(|s| s.backend.clone()).unwrap_or_default(),
-            s.and_then(|s| s.device.clone()).unwrap_or_default(),
-            s.map(|s| s.host.clone()).unwrap_or_default(),
-            s.and_then(|s| s.error.clone()).unwrap_or_default(),
-        ]);
-        out.push(line);
-    }
-    out
 }
 
 /// Mean and sample standard deviation.
@@ -189,7 +78,9 @@ fn by_setting(rows: &[Row]) -> Vec<(String, Vec<&TaskResult>)> {
     groups
 }
 
-fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
+/// `leaderboard.md`: the ranked table of `rows` (best first) and what did not finish; `plots`
+/// are linked.
+pub fn markdown(plan: &Plan, rows: &[Row], plots: &[PathBuf]) -> String {
     let finished = rows.iter().filter(|r| r.result().is_some()).count();
     let failed: Vec<&Row> = rows.iter().filter(|r| r.failed()).collect();
     let missing: Vec<&Row> = rows.iter().filter(|r| r.state.is_none()).collect();
@@ -300,7 +191,7 @@ fn settings_text(row: &Row) -> String {
 
 /// `sweep_<setting>.png`: each finished task's best validation accuracy (circles) and their
 /// mean (line) against the setting's values, spaced evenly.
-fn draw_plots(dir: &Path, plan: &Plan, rows: &[Row]) -> Result<Vec<PathBuf>> {
+pub fn draw_plots(dir: &Path, plan: &Plan, rows: &[Row]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for (column, key) in plan.varying.iter().enumerate() {
         let mut labels: Vec<String> = Vec::new();
@@ -371,15 +262,60 @@ fn draw_plots(dir: &Path, plan: &Plan, rows: &[Row]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The one-line verdict of a collect: an error (exit 1) when tasks failed or are missing.
-pub fn verdict(board: &Leaderboard) -> Result<()> {
-    if board.failed + board.missing > 0 {
-        return Err(TrainerError::VerdictFailed(format!(
-            "{} of {} tasks failed and {} are missing; the leaderboard shows what finished",
-            board.failed,
-            board.rows.len(),
-            board.missing
-        )));
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Monitor;
+
+    /// Task `index` with seed `seed`: finished with these figures, failed, or missing (None).
+    pub(crate) fn row(
+        index: usize,
+        seed: &str,
+        figures: Option<(f64, f64, Monitor)>,
+        failed: bool,
+    ) -> Row {
+        let state = (figures.is_some() || failed).then(|| TaskState {
+            index,
+            plan_checksum: "x".into(),
+            status: if failed { Status::Failed } else { Status::Done },
+            error: failed.then(|| "it broke".to_string()),
+            result: figures.map(|(val_acc, val_loss, monitor)| TaskResult {
+                model: "tiny-cnn".into(),
+                val_acc,
+                val_loss,
+                best_epoch: 1,
+                test_acc: 0.5,
+                monitor,
+            }),
+            wall_seconds: 1.0,
+            host: "here".into(),
+            backend: None,
+            device: None,
+        });
+        Row {
+            index,
+            values: vec![
+                ("lr_cnn".into(), "0.1".into()),
+                ("seed".into(), seed.into()),
+            ],
+            state,
+        }
     }
-    Ok(())
+
+    #[test]
+    fn seeds_of_one_setting_are_aggregated_as_mean_and_sample_spread() {
+        let (mean, std) = mean_std(&[0.8, 0.9, 1.0]);
+        assert!((mean - 0.9).abs() < 1e-12 && (std - 0.1).abs() < 1e-12);
+        assert_eq!(mean_std(&[0.7]), (0.7, 0.0));
+        assert_eq!(pm(&[0.8, 0.9, 1.0]), "0.9000 ± 0.1000");
+        let rows = [
+            row(0, "1", Some((0.8, 0.3, Monitor::ValAcc)), false),
+            row(1, "2", Some((1.0, 0.3, Monitor::ValAcc)), false),
+            row(2, "3", None, true),
+        ];
+        let groups = by_setting(&rows);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].0, "lr_cnn=0.1");
+        assert_eq!(groups[0].1.len(), 2);
+    }
 }

@@ -1,0 +1,216 @@
+//! Reading a folder's image files: each file read once and decoded once, in parallel (rayon),
+//! resized to `size` x `size` and held as 8-bit planes (one gray plane, or red, green, blue)
+//! until the colour of the run is chosen and the training statistics known.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use image::imageops::FilterType;
+use rayon::prelude::*;
+
+use crate::console::Progress;
+use crate::data::duplicates::Fingerprint;
+use crate::error::{Result, TrainerError};
+
+/// Files decoded between two updates of the progress bar (and checks for Ctrl-C).
+const CHUNK: usize = 512;
+
+/// A pixel whose channels differ by more than this (of 255) has colour; JPEG's chroma noise
+/// on a gray picture stays below it.
+const COLOUR_THRESHOLD: u8 = 4;
+
+/// One decoded image: `planes` (1 or 3) planes of `size` x `size` bytes, channel-major.
+#[derive(Clone, Debug)]
+pub struct Pixels {
+    pub data: Vec<u8>,
+    pub planes: usize,
+    /// Whether a pixel has colour (a gray picture saved as RGB has none).
+    pub colour: bool,
+}
+
+/// What decoding a file found, for the summary: its mode and whether it was resized.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub pixels: Pixels,
+    /// "rgb 8-bit", "gray 16-bit", "rgba 8-bit"...
+    pub mode: &'static str,
+    pub resized: bool,
+    /// The file's own width and height, before resizing.
+    pub original: (u32, u32),
+}
+
+/// One file read: the fingerprint of its bytes, and its pixels or why it cannot be decoded.
+pub struct ReadFile {
+    pub fingerprint: Option<Fingerprint>,
+    pub decoded: std::result::Result<Decoded, String>,
+}
+
+/// The mode of a decoded image in words.
+fn mode(color: image::ColorType) -> &'static str {
+    use image::ColorType::*;
+    match color {
+        L8 => "gray 8-bit",
+        La8 => "gray+alpha 8-bit",
+        Rgb8 => "rgb 8-bit",
+        Rgba8 => "rgba 8-bit",
+        L16 => "gray 16-bit",
+        La16 => "gray+alpha 16-bit",
+        Rgb16 => "rgb 16-bit",
+        Rgba16 => "rgba 16-bit",
+        _ => "other",
+    }
+}
+
+/// Decodes one file's bytes: gray files as one plane, colour files as three (the run's
+/// channels are chosen later, from the training part, and [`Pixels::into_channels`] converts).
+pub fn decode(bytes: &[u8], size: usize) -> std::result::Result<Decoded, String> {
+    let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+    let mode = mode(image.color());
+    let original = (image.width(), image.height());
+    let resized = image.width() as usize != size || image.height() as usize != size;
+    let image = if resized {
+        image.resize_exact(size as u32, size as u32, FilterType::Triangle)
+    } else {
+        image
+    };
+    let pixels = if !image.color().has_color() {
+        Pixels {
+            data: image.to_luma8().into_raw(),
+            planes: 1,
+            colour: false,
+        }
+    } else {
+        planar_rgb(&image.to_rgb8().into_raw(), size)
+    };
+    Ok(Decoded {
+        pixels,
+        mode,
+        resized,
+        original,
+    })
+}
+
+/// Interleaved RGB to one plane a channel, and whether a pixel has colour.
+fn planar_rgb(rgb: &[u8], size: usize) -> Pixels {
+    let plane = size * size;
+    let mut data = vec![0u8; 3 * plane];
+    let mut colour = false;
+    for (i, p) in rgb.chunks_exact(3).enumerate() {
+        data[i] = p[0];
+        data[plane + i] = p[1];
+        data[2 * plane + i] = p[2];
+        colour |= p[0].max(p[1]).max(p[2]) - p[0].min(p[1]).min(p[2]) > COLOUR_THRESHOLD;
+    }
+    Pixels {
+        data,
+        planes: 3,
+        colour,
+    }
+}
+
+impl Pixels {
+    /// The image as `channels` planes: luminance from colour (Rec. 709 weights, as the image
+    /// crate converts), or the gray plane repeated.
+    pub fn into_channels(self, channels: usize) -> Vec<u8> {
+        match (self.planes, channels) {
+            (1, 3) => self.data.repeat(3),
+            (3, 1) => {
+                let plane = self.data.len() / 3;
+                (0..plane)
+                    .map(|i| {
+                        let (r, g, b) = (
+                            self.data[i] as f32,
+                            self.data[plane + i] as f32,
+                            self.data[2 * plane + i] as f32,
+                        );
+                        (0.2126 * r + 0.7152 * g + 0.0722 * b)
+                            .round()
+                            .clamp(0.0, 255.0) as u8
+                    })
+                    .collect()
+            }
+            _ => self.data,
+        }
+    }
+}
+
+/// Reads and decodes every file of `paths` in parallel, in order, with a progress bar.
+pub fn read_all(paths: &[PathBuf], size: usize, progress: &dyn Progress) -> Result<Vec<ReadFile>> {
+    progress.start("reading images", paths.len() as u64);
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(CHUNK) {
+        if crate::interrupt::requested() {
+            progress.finish();
+            return Err(TrainerError::Interrupted);
+        }
+        let read: Vec<ReadFile> = chunk
+            .par_iter()
+            .map(|path| match std::fs::read(path) {
+                Ok(bytes) => ReadFile {
+                    fingerprint: Some(Fingerprint::of(&bytes)),
+                    decoded: decode(&bytes, size),
+                },
+                Err(e) => ReadFile {
+                    fingerprint: None,
+                    decoded: Err(e.to_string()),
+                },
+            })
+            .collect();
+        out.extend(read);
+        progress.advance(chunk.len() as u64, "");
+    }
+    progress.finish();
+    Ok(out)
+}
+
+/// "60000 images: 59000 rgb 8-bit, 1000 gray 8-bit; 1200 resized to 32x32", for the console
+/// and the reports.
+pub fn summary<'a>(decoded: impl Iterator<Item = &'a Decoded>, size: usize) -> String {
+    let mut modes: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut total, mut resized) = (0, 0);
+    for d in decoded {
+        total += 1;
+        resized += d.resized as usize;
+        *modes.entry(d.mode).or_default() += 1;
+    }
+    let modes: Vec<String> = modes.iter().map(|(m, n)| format!("{n} {m}")).collect();
+    format!(
+        "{total} images read: {}; {resized} resized to {size}x{size}",
+        modes.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(image: image::DynamicImage) -> Vec<u8> {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image
+            .write_to(&mut bytes, image::ImageOutputFormat::Png)
+            .unwrap();
+        bytes.into_inner()
+    }
+
+    #[test]
+    fn colour_gray_and_sixteen_bit_files_decode_to_planes() {
+        let red = png(image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            4,
+            4,
+            image::Rgb([255, 0, 0]),
+        )));
+        let d = decode(&red, 2).unwrap();
+        assert!(d.resized && d.pixels.colour && d.pixels.planes == 3);
+        assert_eq!(d.pixels.data, [255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let gray = png(image::DynamicImage::ImageLuma16(
+            image::ImageBuffer::from_pixel(2, 2, image::Luma([65535u16])),
+        ));
+        let d = decode(&gray, 2).unwrap();
+        assert_eq!(
+            (d.mode, d.resized, d.pixels.planes),
+            ("gray 16-bit", false, 1)
+        );
+        assert_eq!(d.pixels.clone().into_channels(3), [255; 12]);
+        assert!(decode(b"not an image", 2).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! `--init-from`: a model starts from a checkpoint's weights instead of fresh ones
+//! (fine-tuning). The shape must be the checkpoint's; another class count keeps everything
+//! but the last layer, which starts fresh.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use super::checkpoint::{self, CheckpointMeta, InitFrom};
+use super::{ModelKind, Net};
+use crate::error::{Result, TrainerError};
+
+/// A model started from a checkpoint.
+#[derive(Debug)]
+pub struct Started {
+    pub net: Net,
+    /// Set when the last layer was re-initialised (another class count), in words.
+    pub note: Option<String>,
+    pub from: InitFrom,
+}
+
+/// Reads the checkpoint at `path` (its description, its parameters, their checksums).
+pub fn read(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
+    checkpoint::load(path, device)
+}
+
+/// `fresh` (a new model of the run, for images of `image_size` squared) with the weights of
+/// the checkpoint `loaded`: refused (bad input, naming the difference) when the shapes
+/// differ; with another class count the last layer stays `fresh`'s.
+pub fn start_from(
+    fresh: Net,
+    loaded: Net,
+    meta: &CheckpointMeta,
+    path: &Path,
+    image_size: usize,
+    channels: usize,
+) -> Result<Started> {
+    let loaded = with_run_dropout(loaded, &fresh);
+    let (want, have) = (fresh.spec(channels), loaded.spec(meta.channels));
+    if want != have || meta.image_size != image_size {
+        return Err(TrainerError::bad_input(format!(
+            "--init-from '{}': the checkpoint is a {} on {} channel(s) of {s}x{s} images; this run trains a {} on {} channel(s) of {i}x{i}: the model's shape must be the same",
+            path.display(),
+            have.display_name(),
+            have.channels,
+            want.display_name(),
+            want.channels,
+            s = meta.image_size,
+            i = image_size,
+        )));
+    }
+    let from = described(path, meta);
+    let classes = fresh.classes();
+    if loaded.classes() == classes {
+        return Ok(Started {
+            net: loaded,
+            note: None,
+            from,
+        });
+    }
+    let note = format!(
+        "--init-from: the checkpoint has {} classes and this run {classes}: {}'s last layer starts fresh, the rest from the checkpoint",
+        loaded.classes(),
+        want.display_name()
+    );
+    let net = match (loaded, fresh) {
+        (Net::Cnn(mut kept), Net::Cnn(new)) => {
+            kept.classifier = new.classifier;
+            Net::Cnn(kept)
+        }
+        // The baseline is only its last layer.
+        (_, new) => new,
+    };
+    Ok(Started {
+        net,
+        note: Some(note),
+        from,
+    })
+}
+
+/// `loaded` with the run's head dropout: dropout has no parameters, so a checkpoint trained
+/// with another (or none) fine-tunes with the run's `--dropout`.
+fn with_run_dropout(loaded: Net, fresh: &Net) -> Net {
+    match (loaded, fresh) {
+        (Net::Cnn(mut kept), Net::Cnn(new))
+            if kept.head.kind == new.head.kind && kept.head.hidden == new.head.hidden =>
+        {
+            kept.head = new.head;
+            Net::Cnn(kept)
+        }
+        (loaded, _) => loaded,
+    }
+}
+
+/// The checkpoint at `path`, as the run records it: its absolute path and its parameters'
+/// checksum.
+pub fn described(path: &Path, meta: &CheckpointMeta) -> InitFrom {
+    InitFrom {
+        path: std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string(),
+        params_checksum: meta.params_checksum.clone(),
+    }
+}
+
+/// Whether a run's model of `kind` starts from a checkpoint of `meta`'s kind.
+pub fn applies(meta: &CheckpointMeta, kind: ModelKind) -> bool {
+    meta.model_kind == kind
+}

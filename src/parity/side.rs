@@ -1,0 +1,114 @@
+//! One side of a parity comparison: a model trained and tested on one backend from the
+//! shared start, and what the comparison needs of it.
+
+use std::time::Instant;
+
+use crate::console::Console;
+use crate::data;
+use crate::device::{BackendName, OpenBackend};
+use crate::error::{Result, TrainerError};
+use crate::memory::MemoryPolicy;
+use crate::model::{self, ModelKind, ModelSpec};
+use crate::parity::{BackendSummary, ParityConfig};
+use crate::train::{self, Context, TrainSettings};
+
+/// One model trained on one backend.
+pub struct Side {
+    pub step_losses: Vec<f32>,
+    pub steps_per_epoch: usize,
+    pub params: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub logits: Vec<f32>,
+    pub predictions: Vec<(String, usize)>,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+    pub test_accuracy: f64,
+    pub train_seconds: f64,
+    pub train_samples: usize,
+    /// What ran the model's steps ([`crate::train::engine::Engine::name`]).
+    pub engine: &'static str,
+}
+
+/// Every model trained on every backend: the sides of each backend in `config.backends`'
+/// order, each with the model's shape, and each backend's summary.
+pub struct Trained {
+    pub sides: Vec<Vec<(ModelSpec, Side)>>,
+    pub summaries: Vec<BackendSummary>,
+}
+
+/// Trains every model on every opened backend, in order, timing each backend.
+pub fn train_all(
+    config: &ParityConfig,
+    splits: &data::Splits,
+    opened: &[OpenBackend],
+    console: &Console,
+) -> Result<Trained> {
+    let mut sides: Vec<Vec<(ModelSpec, Side)>> = Vec::new();
+    let mut summaries = Vec::new();
+    for (name, open) in config.backends.iter().zip(opened) {
+        console.info(&format!("parity: training on {}", open.info.summary()));
+        let started = Instant::now();
+        let ctx = Context {
+            device: &open.device,
+            device_info: &open.info,
+            progress: console,
+        };
+        let mut memory = MemoryPolicy::new(None, true)?;
+        let mut per_model = Vec::new();
+        for &kind in &config.settings.models {
+            per_model.push(train_side(config, splits, kind, *name, &mut memory, &ctx)?);
+        }
+        summaries.push(BackendSummary {
+            backend: name.as_str().to_string(),
+            device: open.info.clone(),
+            wall_seconds: started.elapsed().as_secs_f64(),
+        });
+        sides.push(per_model);
+    }
+    Ok(Trained { sides, summaries })
+}
+
+/// Trains and tests one model on one backend from the shared start (perturbed on the
+/// backend the test hook names), and keeps what the comparison needs.
+fn train_side(
+    config: &ParityConfig,
+    splits: &data::Splits,
+    kind: ModelKind,
+    name: BackendName,
+    memory: &mut MemoryPolicy,
+    ctx: &Context,
+) -> Result<(ModelSpec, Side)> {
+    let settings = &config.settings;
+    let (epochs, lr) = settings.schedule(kind);
+    // The shape the workshop run would train: the data's channels, --cnn-widths.
+    let mut net = crate::setup::init_net(settings, kind, splits, ctx.device)?;
+    let spec = settings.spec(kind, splits.train.channels)?;
+    if let Some((target, epsilon)) = config.perturb
+        && target == name
+    {
+        net = model::perturb_first_parameter(net, epsilon);
+    }
+    let train_settings = TrainSettings::new(settings, epochs, lr);
+    let (trained, test) = train::train_and_test(net, splits, &train_settings, true, memory, ctx)?;
+    let params = model::parameters(&trained.last).map_err(|reason| TrainerError::Device {
+        backend: name.as_str().to_string(),
+        reason,
+    })?;
+    let side = Side {
+        steps_per_epoch: splits.train.len().div_ceil(trained.final_batch),
+        step_losses: trained.step_losses,
+        params,
+        logits: test.logits,
+        predictions: test
+            .predictions
+            .iter()
+            .map(|p| (p.sample_id.clone(), p.predicted))
+            .collect(),
+        best_val_acc: trained.best_val_acc,
+        best_epoch: trained.best_epoch,
+        test_accuracy: test.accuracy,
+        train_seconds: trained.history.iter().map(|e| e.train_seconds).sum(),
+        train_samples: trained.history.iter().map(|e| e.train_samples).sum(),
+        engine: trained.engine.engine.name(),
+    };
+    Ok((spec, side))
+}

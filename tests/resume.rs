@@ -1,0 +1,452 @@
+//! Long runs: the per-epoch lines, the run's state after every epoch (`checkpoints/last.*`),
+//! `--resume` ending bit-identical to the run never stopped, what an interrupt keeps, and
+//! `--init-from` / `--freeze-features` (fine-tuning).
+//!
+//! `TRAINER_INTERRUPT_AT=MODEL:EPOCH` acts as a Ctrl-C that arrives as that epoch starts, so
+//! the stop lands on a known epoch; tests/interrupts.rs sends real signals.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+/// The pack's files that a rerun with the same seed gives byte for byte.
+const DETERMINISTIC: [&str; 6] = [
+    "outputs/training_log.csv",
+    "outputs/model_comparison.csv",
+    "outputs/confusion_matrix.csv",
+    "outputs/metrics_summary.json",
+    "outputs/error_samples.csv",
+    "checkpoints/best_model.bpk",
+];
+
+/// A small, quick workshop run on the cpu.
+fn small(extra: &[&str]) -> Trainer {
+    trainer()
+        .cpu()
+        .quiet()
+        .args([
+            "--samples-per-class",
+            "40",
+            "--epochs-baseline",
+            "3",
+            "--epochs-cnn",
+            "4",
+        ])
+        .args(extra)
+}
+
+/// Runs `extra` uninterrupted and stopped at `at` then resumed; asserts both packs agree.
+fn stopped_and_resumed_match(extra: &[&str], at: &str, env: &[(&str, &str)]) {
+    let dir = temp();
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    let mut run = small(extra).out(&whole);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    run.run_ok();
+
+    let mut stopped = small(extra).out(&cut).env("TRAINER_INTERRUPT_AT", at);
+    for (k, v) in env {
+        stopped = stopped.env(k, v);
+    }
+    let output = stopped.run_fail(130);
+    let summary = fs::read_to_string(cut.join("outputs/metrics_summary.json")).unwrap();
+    assert!(
+        summary.contains("\"incomplete\": \"stopped at epoch"),
+        "{summary}"
+    );
+    assert!(stdout(&output).contains("incomplete: stopped at epoch"));
+    let readme = fs::read_to_string(cut.join("README.md")).unwrap();
+    assert!(
+        readme.contains("**Incomplete: stopped at epoch"),
+        "{readme}"
+    );
+
+    let mut resumed = trainer().quiet().arg("--resume").arg(&cut);
+    for (k, v) in env {
+        resumed = resumed.env(k, v);
+    }
+    resumed.run_ok();
+    for file in DETERMINISTIC {
+        assert_eq!(
+            fs::read(whole.join(file)).unwrap(),
+            fs::read(cut.join(file)).unwrap(),
+            "{file} differs after stopping at {at} and resuming ({extra:?})"
+        );
+    }
+    let state = fs::read_to_string(cut.join("checkpoints/last.json")).unwrap();
+    assert!(state.contains("\"status\": \"finished\""), "{state}");
+}
+
+#[test]
+fn adam_resumed_in_the_cnn_ends_bit_identical() {
+    stopped_and_resumed_match(&[], "cnn:3", &[]);
+}
+
+#[test]
+fn adam_resumed_in_the_baseline_ends_bit_identical() {
+    stopped_and_resumed_match(&[], "baseline:2", &[]);
+}
+
+#[test]
+fn adamw_with_cosine_resumed_ends_bit_identical() {
+    let recipe = [
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.01",
+        "--schedule",
+        "cosine",
+    ];
+    stopped_and_resumed_match(&recipe, "cnn:2", &[]);
+}
+
+#[test]
+fn sgd_with_onecycle_and_augmentation_resumed_ends_bit_identical() {
+    let recipe = [
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--schedule",
+        "onecycle",
+        "--augment",
+    ];
+    stopped_and_resumed_match(&recipe, "cnn:4", &[]);
+}
+
+/// The head's dropout masks are keyed by the steps taken: the run's state keeps them, so the
+/// resumed epochs draw the masks the whole run drew.
+#[test]
+fn a_classic_head_with_dropout_resumed_ends_bit_identical() {
+    let head = ["--head", "flatten", "--hidden", "12", "--dropout", "0.25"];
+    stopped_and_resumed_match(&head, "cnn-8-16-flatten-h12-d0.25:3", &[]);
+}
+
+#[test]
+fn a_run_resumed_after_a_batch_halving_ends_bit_identical() {
+    stopped_and_resumed_match(&[], "cnn:3", &[("TRAINER_FAIL_ALLOC_ABOVE", "16")]);
+}
+
+#[test]
+fn a_stop_before_the_first_epoch_finishes_keeps_nothing() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = small(&[])
+        .out(&pack)
+        .env("TRAINER_INTERRUPT_AT", "baseline:1")
+        .run_fail(130);
+    assert!(
+        stderr(&output).contains("interrupted"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!pack.exists(), "nothing is kept");
+}
+
+#[test]
+fn resuming_with_other_settings_or_data_names_what_differs() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 12);
+    let pack = dir.path().join("pack");
+    // A folder run: --samples-per-class is the stripes' (refused with --data).
+    trainer()
+        .cpu()
+        .quiet()
+        .args(["--epochs-baseline", "3", "--epochs-cnn", "4"])
+        .data(&data)
+        .out(&pack)
+        .env("TRAINER_INTERRUPT_AT", "cnn:2")
+        .run_fail(130);
+    let before = fs::read(pack.join("checkpoints/last.bin")).unwrap();
+
+    let other = trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&pack)
+        .args(["--seed", "7"])
+        .run_fail(2);
+    assert!(
+        stderr(&other).contains("seed 42 (asked 7)"),
+        "{}",
+        stderr(&other)
+    );
+
+    // One image changed: the data's checksums differ.
+    let file = data.join("vertical/vertical_005.png");
+    let mut image = image::open(&file).unwrap().to_luma8();
+    image.put_pixel(0, 0, image::Luma([255]));
+    image.save(&file).unwrap();
+    let changed = trainer().quiet().arg("--resume").arg(&pack).run_fail(2);
+    assert!(
+        stderr(&changed).contains("the data differs"),
+        "{}",
+        stderr(&changed)
+    );
+    assert_eq!(
+        fs::read(pack.join("checkpoints/last.bin")).unwrap(),
+        before,
+        "nothing changed"
+    );
+}
+
+#[test]
+fn resuming_a_finished_run_says_so_and_changes_nothing() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    small(&[]).out(&pack).run_ok();
+    let before = fs::read(pack.join("outputs/run_info.json")).unwrap();
+    let output = trainer().arg("--resume").arg(&pack).run_ok();
+    assert!(
+        stdout(&output).contains("nothing to resume"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        fs::read(pack.join("outputs/run_info.json")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn resuming_a_folder_without_state_is_bad_input() {
+    let dir = temp();
+    let output = trainer().arg("--resume").arg(dir.path()).run_fail(2);
+    assert!(
+        stderr(&output).contains("no run state to resume"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn each_epoch_prints_one_line_with_its_figures_and_the_pack_is_listed() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    let output = trainer()
+        .cpu()
+        .args([
+            "--samples-per-class",
+            "40",
+            "--epochs-baseline",
+            "2",
+            "--epochs-cnn",
+            "3",
+        ])
+        .out(&pack)
+        .run_ok();
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(" epoch ")).collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    for line in &lines {
+        for part in [
+            "train loss ",
+            " acc ",
+            "| val loss ",
+            "| lr ",
+            " s, ",
+            " samples/s | ",
+            " left",
+        ] {
+            assert!(line.contains(part), "{line}");
+        }
+    }
+    assert!(
+        lines[0].starts_with("Flatten baseline epoch 1/2: "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with("| best"),
+        "the first epoch is the best so far: {}",
+        lines[0]
+    );
+    assert!(lines[4].starts_with("Tiny CNN epoch 3/3: "), "{}", lines[4]);
+    assert!(lines[4].contains("| 0:00 left"), "{}", lines[4]);
+    // No progress bar redraws when the output is not a terminal.
+    assert!(!stderr(&output).contains('\r'), "{}", stderr(&output));
+    for line in [
+        "  outputs/ ",
+        "  checkpoints/ best_model.bpk, best_model.json, best_model.onnx, best_model.safetensors, last.bin, last.json",
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(line)), "{line}: {out}");
+    }
+    assert!(out.ends_with('\n'));
+
+    let quiet = trainer()
+        .cpu()
+        .quiet()
+        .args(["--samples-per-class", "40"])
+        .quick()
+        .out(&pack)
+        .run_ok();
+    assert!(!stdout(&quiet).contains(" epoch 1/1"), "{}", stdout(&quiet));
+    assert!(stdout(&quiet).contains("best_model:"), "the summary stays");
+}
+
+/// A checkpoint's parameters, by name.
+fn parameters(checkpoint: &Path) -> Vec<(String, Vec<f32>)> {
+    let device = burn::tensor::Device::flex();
+    let (net, _) = trainer::model::checkpoint::load(checkpoint, &device).unwrap();
+    trainer::model::parameters(&net)
+        .unwrap()
+        .into_iter()
+        .map(|(name, _, values)| (name, values))
+        .collect()
+}
+
+#[test]
+fn init_from_fine_tunes_and_freeze_features_keeps_the_convolutions() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+
+    // More classes: the last layer starts fresh, the rest from the checkpoint.
+    let data = image_folder(dir.path(), 10);
+    fs::create_dir_all(data.join("dots")).unwrap();
+    for entry in fs::read_dir(data.join("vertical")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "png") {
+            let image = image::open(&path).unwrap().to_luma8();
+            let dots = image::GrayImage::from_fn(16, 16, |x, y| {
+                image::Luma([if (x + y) % 3 == 0 {
+                    255
+                } else {
+                    image.get_pixel(x, y)[0] / 4
+                }])
+            });
+            dots.save(data.join("dots").join(path.file_name().unwrap()))
+                .unwrap();
+        }
+    }
+    let tuned = dir.path().join("tuned");
+    let output = trainer()
+        .cpu()
+        .args(["--models", "cnn", "--epochs-cnn", "2", "--image-size", "16"])
+        .data(&data)
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .arg("--freeze-features")
+        .out(&tuned)
+        .run_ok();
+    assert!(
+        stdout(&output).contains("the checkpoint has 3 classes and this run 4"),
+        "{}",
+        stdout(&output)
+    );
+    let info = fs::read_to_string(tuned.join("outputs/run_info.json")).unwrap();
+    let meta = fs::read_to_string(&checkpoint).unwrap();
+    let sum: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert!(
+        info.contains(sum["params_checksum"].as_str().unwrap()),
+        "{info}"
+    );
+    assert!(info.contains("\"freeze_features\": true"), "{info}");
+
+    let (before, after) = (
+        parameters(&checkpoint),
+        parameters(&tuned.join("checkpoints")),
+    );
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        if name.contains("conv") {
+            assert_eq!(a, b, "{name} stayed frozen");
+        }
+    }
+    let classifier = |p: &[(String, Vec<f32>)]| {
+        p.iter()
+            .find(|(n, _)| n.contains("classifier.weight"))
+            .unwrap()
+            .1
+            .len()
+    };
+    assert_eq!(classifier(&after), classifier(&before) / 3 * 4);
+}
+
+#[test]
+fn init_from_another_shape_names_the_mismatch() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let output = small(&["--models", "cnn", "--cnn-widths", "16,32"])
+        .arg("--init-from")
+        .arg(first.join("checkpoints/best_model.json"))
+        .out(dir.path().join("second"))
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("the checkpoint is a Tiny CNN") && err.contains("CNN 16-32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stopped_sweep_task_continues_from_its_last_epoch_when_run_again() {
+    let root = temp();
+    sweep_plan(
+        root.path(),
+        "backend = \"cpu\"\nmodels = [\"cnn\"]\nsamples_per_class = 30\nepochs_cnn = 4\nlr_cnn = [0.003, 0.01]\n",
+        "sweep",
+    )
+    .run_ok();
+    let dir = root.path().join("sweep");
+    // Every task stops as its epoch 3 starts (as a preempted job would), keeping epochs 1-2.
+    let first = trainer()
+        .subcommand("sweep run")
+        .arg(&dir)
+        .arg("--local")
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run();
+    assert!(
+        stdout(&first).contains("2 interrupted"),
+        "{}",
+        stdout(&first)
+    );
+    for index in 0..2 {
+        let run = dir.join(format!("runs/{index:04}"));
+        let state = fs::read_to_string(run.join("checkpoints/last.json")).unwrap();
+        assert!(state.contains("stopped at epoch 3 of 4"), "{state}");
+    }
+    // Requeued: each task goes on from epoch 3 and finishes all 4.
+    trainer()
+        .subcommand("sweep run")
+        .arg(&dir)
+        .arg("--local")
+        .run_ok();
+    for index in 0..2 {
+        let run = dir.join(format!("runs/{index:04}"));
+        let info = fs::read_to_string(run.join("outputs/run_info.json")).unwrap();
+        assert!(info.contains("\"resumed\": true"), "{info}");
+        let (_, rows) = read_csv(&run.join("outputs/training_log.csv"));
+        assert_eq!(rows.len(), 4, "all four epochs: {rows:?}");
+        assert!(dir.join(format!("state/{index:04}.json")).exists());
+    }
+}
+
+#[test]
+fn a_stop_before_the_first_epoch_leaves_the_earlier_pack_whole() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    small(&[]).out(&pack).run_ok();
+    let before = fs::read(pack.join("checkpoints/last.bin")).unwrap();
+    small(&["--seed", "3"])
+        .out(&pack)
+        .env("TRAINER_INTERRUPT_AT", "baseline:1")
+        .run_fail(130);
+    assert_eq!(fs::read(pack.join("checkpoints/last.bin")).unwrap(), before);
+}
+
+#[test]
+fn a_fine_tuning_run_resumed_ends_bit_identical() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let checkpoint = checkpoint.to_str().unwrap();
+    // Stopped in the baseline: the CNN, not yet started, must still start from the checkpoint.
+    let tune = ["--init-from", checkpoint, "--freeze-features"];
+    stopped_and_resumed_match(&tune, "baseline:2", &[]);
+}
