@@ -5,7 +5,8 @@
 //!   and flag, with clap), and only `main.rs` and [`cmd`] read it.
 //! - [`cmd`]: one module per command (the workshop run, evaluate and predict, parity, bench,
 //!   compare, devices, sweep, lr-find): flags in, configuration built, the library called,
-//!   result printed. What the commands do lives below them:
+//!   result printed. What the commands do lives below them: [`workshop`] (the run: data,
+//!   models, test, pack, the state that `--resume` continues),
 //!   [`parity`] (runs on each backend, their comparison, the verdict, its report),
 //!   [`bench`] (measuring a row, the rows, the report's writers), [`compare`] (two packs
 //!   read, their differences, the suggestion, the notes), [`sweep`] (plan, launchers, task
@@ -50,5 +51,6 @@ pub mod setup;
 pub mod shell;
 pub mod sweep;
 pub mod train;
+pub mod workshop;
 
 pub use error::{Result, TrainerError};

@@ -200,6 +200,13 @@ fn predict_classifies_a_folder_into_a_csv_and_gives_the_accuracy_of_a_labelled_o
             "most probable first: {row:?}"
         );
         assert_eq!(row[1], row[3], "the prediction is the top class");
+        // The console and the CSV write the same rounding, in Python's float format.
+        let line = format!("{}: {} (confidence {})", row[0], row[1], row[2]);
+        assert!(console.contains(&line), "{line} not in {console}");
+        for cell in [&row[2], &row[4], &row[6], &row[8]] {
+            let python = format!("{:?}", number(cell));
+            assert_eq!(*cell, python, "{row:?}");
+        }
     }
     assert!(fs::read_to_string(&csv).unwrap().contains("\r\n"));
 }

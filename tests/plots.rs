@@ -261,3 +261,115 @@ fn the_check_sees_text_drawn_over_other_text() {
         [("  first mark".to_string(), "  second mark".to_string())]
     );
 }
+
+/// The series colours of the first two models (the plots' palette: matplotlib's tab10).
+const MODEL_COLOURS: [[u8; 3]; 2] = [[31, 119, 180], [255, 127, 14]];
+
+/// The pack's loss chart of two models trained for `epochs` each: train (solid) and
+/// validation (dashed) loss by epoch.
+fn loss_by_epoch(epochs: [usize; 2]) -> LineChart {
+    let mut chart = LineChart::by_epoch("Training and validation loss", "loss");
+    for (i, (model, n)) in ["Flatten baseline", "Tiny CNN"]
+        .iter()
+        .zip(epochs)
+        .enumerate()
+    {
+        for val in [false, true] {
+            chart.series.push(Series {
+                label: format!("{model} {}_loss", if val { "val" } else { "train" }),
+                points: (1..=n)
+                    .map(|e| {
+                        (
+                            e as f64,
+                            1.0 / e as f64 + i as f64 * 0.3 + val as u8 as f64 * 0.1,
+                        )
+                    })
+                    .collect(),
+                dashed: val,
+                colour: i,
+            });
+        }
+    }
+    chart
+}
+
+/// Pixels of `rgb` in the plot part of the picture at `path` (left of the legend column).
+fn pixels_of(path: &Path, rgb: [u8; 3]) -> usize {
+    let picture = image::open(path).unwrap().to_rgb8();
+    picture
+        .enumerate_pixels()
+        .filter(|(x, _, p)| *x < 1000 && p.0 == rgb)
+        .count()
+}
+
+/// The x axis' tick labels: the text between the plot and the axis name "epoch".
+fn epoch_ticks(boxes: &[TextBox]) -> Vec<String> {
+    let name = boxes.iter().find(|b| b.text == "epoch").unwrap();
+    boxes
+        .iter()
+        .filter(|b| b.text != "epoch" && b.left > 100 && b.right < 1000)
+        .filter(|b| b.bottom <= name.top + 2 && b.top >= name.top - 40)
+        .map(|b| b.text.clone())
+        .collect()
+}
+
+#[test]
+fn curves_of_one_or_two_epochs_draw_every_series_on_whole_epoch_ticks() {
+    let dir = temp();
+    for epochs in [[1, 1], [2, 1], [1, 3], [30, 7]] {
+        let path = dir
+            .path()
+            .join(format!("loss_{}_{}.png", epochs[0], epochs[1]));
+        let chart = loss_by_epoch(epochs);
+        let boxes = check(&path, || plots::draw_line_chart(&path, &chart));
+        for (model, rgb) in MODEL_COLOURS.iter().enumerate() {
+            let count = pixels_of(&path, *rgb);
+            // A marker is a disc of radius 4 (about 50 pixels), a validation one a ring.
+            assert!(
+                count >= 30 * epochs[model],
+                "{epochs:?}: model {model} has {count} pixels of its colour on the plot"
+            );
+        }
+        let ticks = epoch_ticks(&boxes);
+        assert!(!ticks.is_empty(), "{epochs:?}: no epoch ticks in {boxes:?}");
+        for tick in &ticks {
+            assert!(
+                tick.parse::<u32>().is_ok(),
+                "{epochs:?}: epoch tick {tick} in {ticks:?}"
+            );
+        }
+        let last = epochs[0].max(epochs[1]).to_string();
+        assert!(
+            ticks.contains(&"1".to_string()) || epochs[0] > 10,
+            "{ticks:?}"
+        );
+        assert!(ticks.contains(&last) || epochs[0] > 10, "{ticks:?}");
+        if let Ok(keep) = std::env::var("TRAINER_KEEP_PLOTS") {
+            std::fs::copy(&path, Path::new(&keep).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_schedule_of_one_step_is_drawn() {
+    let dir = temp();
+    let path = dir.path().join("lr_schedule.png");
+    let mut chart = LineChart::by_epoch("Learning rate per step (sgd, constant)", "learning rate");
+    for (i, model) in ["Flatten baseline", "Tiny CNN"].iter().enumerate() {
+        chart.series.push(Series {
+            label: model.to_string(),
+            points: vec![(0.0, 1e-3 * (i + 1) as f64)],
+            dashed: false,
+            colour: i,
+        });
+    }
+    let boxes = check(&path, || plots::draw_line_chart(&path, &chart));
+    for rgb in MODEL_COLOURS {
+        assert!(pixels_of(&path, rgb) >= 30, "{rgb:?} not drawn");
+    }
+    let ticks = epoch_ticks(&boxes);
+    assert!(
+        !ticks.is_empty() && ticks.iter().all(|t| t.parse::<i32>().is_ok()),
+        "{ticks:?}"
+    );
+}

@@ -33,6 +33,22 @@ fn check_pack(pack: &Path) {
             path.display()
         );
     }
+    // One test sample's share of accuracy, with its significant digits (never "0.000").
+    let readme = fs::read_to_string(pack.join("README.md")).unwrap();
+    let share = readme
+        .split("so one sample moves test accuracy by ")
+        .nth(1)
+        .and_then(|rest| rest.split(".\n").next())
+        .unwrap_or_else(|| panic!("no test-sample sentence in the README"));
+    let samples: f64 = readme
+        .split("The test set has ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let share: f64 = share.parse().unwrap();
+    assert!((share * samples - 1.0).abs() < 0.01, "{share} x {samples}");
     let (header, rows) = read_csv(&pack.join("outputs/training_log.csv"));
     assert_eq!(
         header,

@@ -158,8 +158,10 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         match (&outcome, args.json) {
             (_, true) => outcomes.push(outcome),
             (FileOutcome::Predicted(p), false) => console.result(&format!(
-                "{}: {} (confidence {:.4})",
-                p.file, p.class, p.confidence
+                "{}: {} (confidence {})",
+                p.file,
+                p.class,
+                evaluation::probability_text(p.confidence)
             )),
             (FileOutcome::Failed(e), false) => {
                 console.error(&format!("cannot read image '{}': {}", e.file, e.error))

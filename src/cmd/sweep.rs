@@ -80,7 +80,7 @@ fn run_main(args: SweepRunArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     console.info(&format!("task {index:04}/{}: {what}", plan.tasks.len()));
-    match task::run(&args.dir, &plan, index, &console, crate::cmd::workshop::run)? {
+    match task::run(&args.dir, &plan, index, &console, crate::workshop::run)? {
         Outcome::AlreadyFinished(state) => console.result(&format!(
             "task {index:04}: {} earlier, skipped",
             state.status.as_str()

@@ -13,12 +13,11 @@ pub fn overlay_charts(a: &Pack, b: &Pack) -> Vec<LineChart> {
     let mut charts = Vec::new();
     for (model, curve_a) in &a.curves {
         let model_b = in_b(b, model);
-        let mut chart = LineChart::new(
+        let mut chart = LineChart::by_epoch(
             &format!(
                 "{}: run A (solid) vs run B (dashed)",
                 pair_name(model, &model_b)
             ),
-            "epoch",
             "loss",
         );
         let curve_b = b.curves.iter().find(|(m, _)| *m == model_b).map(|(_, c)| c);

@@ -32,8 +32,11 @@ pub struct Pixels {
 #[derive(Clone, Debug)]
 pub struct Decoded {
     pub pixels: Pixels,
-    /// "rgb 8-bit", "gray 16-bit", "rgba 8-bit"...
+    /// "rgb 8-bit", "gray 16-bit", "rgba 8-bit"... (a palette PNG is decoded to its colours:
+    /// "rgb 8-bit", or "rgba 8-bit" with transparency).
     pub mode: &'static str,
+    /// The file's own channels: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
+    pub channels: u8,
     pub resized: bool,
     /// The file's own width and height, before resizing.
     pub original: (u32, u32),
@@ -66,6 +69,7 @@ fn mode(color: image::ColorType) -> &'static str {
 pub fn decode(bytes: &[u8], size: usize) -> std::result::Result<Decoded, String> {
     let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
     let mode = mode(image.color());
+    let channels = image.color().channel_count();
     let original = (image.width(), image.height());
     let resized = image.width() as usize != size || image.height() as usize != size;
     let image = if resized {
@@ -85,6 +89,7 @@ pub fn decode(bytes: &[u8], size: usize) -> std::result::Result<Decoded, String>
     Ok(Decoded {
         pixels,
         mode,
+        channels,
         resized,
         original,
     })

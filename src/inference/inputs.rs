@@ -81,7 +81,8 @@ pub struct Conversions {
     /// Images of another size, and the sizes they had (width x height).
     pub resized: usize,
     pub sizes: BTreeSet<(u32, u32)>,
-    /// Images of another channel count (colour for a grey model, grey for a colour one).
+    /// Images of another channel count (colour for a grey model, grey for a colour one, an
+    /// alpha channel dropped), and the files' own channel counts.
     pub converted: usize,
     pub channels: BTreeSet<usize>,
 }
@@ -105,9 +106,13 @@ impl Conversions {
             ));
         }
         if self.converted > 0 {
-            let from: Vec<String> = self.channels.iter().map(|c| c.to_string()).collect();
+            let from: Vec<String> = self
+                .channels
+                .iter()
+                .map(|&c| format!("{c} channel(s) ({})", channel_words(c)))
+                .collect();
             parts.push(format!(
-                "{} converted from {} channel(s)",
+                "{} converted from {}",
                 self.converted,
                 from.join(" or ")
             ));
@@ -119,6 +124,17 @@ impl Conversions {
                 parts.join("; ")
             )
         })
+    }
+}
+
+/// What a file of `channels` channels holds, in words.
+fn channel_words(channels: usize) -> &'static str {
+    match channels {
+        1 => "gray",
+        2 => "gray+alpha",
+        3 => "RGB",
+        4 => "RGBA",
+        _ => "other",
     }
 }
 
@@ -137,7 +153,8 @@ pub fn read(
         conversions.resized += 1;
         conversions.sizes.insert(decoded.original);
     }
-    let has = decoded.pixels.planes;
+    // The file's own channels: an RGBA file read as RGB loses its alpha, so it counts too.
+    let has = decoded.channels as usize;
     if has != channels {
         conversions.converted += 1;
         conversions.channels.insert(has);
@@ -201,6 +218,31 @@ mod tests {
         let line = c.line(28, 1).unwrap();
         assert!(line.contains("28x28 grayscale"), "{line}");
         assert!(line.contains("3 resized from 32x32"), "{line}");
-        assert!(line.contains("3 converted from 3 channel(s)"), "{line}");
+        assert!(line.contains("3 converted from 3 channel(s) (RGB)"), "{line}");
+        c.channels.insert(4);
+        let line = c.line(28, 1).unwrap();
+        assert!(
+            line.contains("from 3 channel(s) (RGB) or 4 channel(s) (RGBA)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_rgba_file_is_counted_by_its_own_four_channels() {
+        let dir = std::env::temp_dir().join(format!("trainer-rgba-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rgba.png");
+        image::RgbaImage::from_pixel(28, 28, image::Rgba([200, 10, 10, 128]))
+            .save(&path)
+            .unwrap();
+        for (channels, converted) in [(1, 1), (3, 1)] {
+            let mut c = Conversions::default();
+            let values = read(&path, 28, channels, &mut c).unwrap();
+            assert_eq!(values.len(), channels * 28 * 28);
+            assert_eq!((c.converted, c.resized), (converted, 0));
+            let line = c.line(28, channels).unwrap();
+            assert!(line.contains("1 converted from 4 channel(s) (RGBA)"), "{line}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -185,10 +185,16 @@ pub fn predictions_header() -> Vec<String> {
     header
 }
 
+/// A probability as `trainer predict` writes it, on the console and in its CSV alike: rounded
+/// down to 4 decimals (the listed probabilities never add up to more than 1), in the pack
+/// CSVs' Python float format (`1.0`, `0.9286`).
+pub fn probability_text(p: f32) -> String {
+    py_float((p as f64 * 1e4).floor() / 1e4)
+}
+
 /// One row of `trainer predict --csv`.
 pub fn prediction_row(p: &FilePrediction) -> Vec<String> {
-    // Rounded down, so that the listed probabilities never add up to more than 1.
-    let down = |p: f32| format!("{:.4}", (p as f64 * 1e4).floor() / 1e4);
+    let down = probability_text;
     let mut row = vec![p.file.clone(), p.class.clone(), down(p.confidence)];
     for (class, probability) in p.top() {
         row.push(class);

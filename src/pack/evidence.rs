@@ -522,7 +522,7 @@ fn lr_chart(report: &Report) -> LineChart {
             _ => String::new(),
         }
     );
-    let mut chart = LineChart::new(&title, "epoch", "learning rate");
+    let mut chart = LineChart::by_epoch(&title, "learning rate");
     for (i, run) in report.models.iter().enumerate() {
         chart.series.push(Series {
             label: run.spec.display_name(),
@@ -589,7 +589,7 @@ fn curve_chart(
             colour: i,
         });
     }
-    let mut chart = LineChart::new(title, "epoch", metric);
+    let mut chart = LineChart::by_epoch(title, metric);
     chart.series = series;
     chart
 }
@@ -1375,7 +1375,7 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
     let _ = writeln!(out, "## Limitations\n");
     let _ = writeln!(
         out,
-        "- {}\n- The test set has {} samples, so one sample moves test accuracy by {:.3}.\n- Float results differ slightly between backends (see `trainer parity`); byte-identical reruns hold on one backend and machine.\n",
+        "- {}\n- The test set has {} samples, so one sample moves test accuracy by {}.\n- Float results differ slightly between backends (see `trainer parity`); byte-identical reruns hold on one backend and machine.\n",
         match (&c.settings.data, report.color.channels) {
             (None, _) =>
                 "The data are synthetic stripes: a clean, easy task; accuracy here says little about real images.",
@@ -1385,7 +1385,7 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
                 "Each image is three colour channels at the run's --image-size: finer detail is lost; the test part comes from the same folder, so it says nothing about images collected elsewhere.",
         },
         report.split_sizes[2],
-        1.0 / report.split_sizes[2].max(1) as f64
+        crate::console::significant(1.0 / report.split_sizes[2].max(1) as f64)
     );
     let _ = writeln!(out, "## Next steps\n");
     let _ = writeln!(

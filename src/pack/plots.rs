@@ -135,6 +135,9 @@ pub struct LineChart {
     pub marks: Vec<((f64, f64), String)>,
     /// Names of x = 0, 1, 2, ...: when given, the x axis shows them instead of numbers.
     pub x_categories: Vec<String>,
+    /// The x axis counts whole things (epochs): its ticks fall on whole numbers only, and it
+    /// reaches half a unit past the first and last point, so markers there are drawn whole.
+    pub integer_x: bool,
 }
 
 impl LineChart {
@@ -148,6 +151,15 @@ impl LineChart {
             log2_x: false,
             marks: Vec::new(),
             x_categories: Vec::new(),
+            integer_x: false,
+        }
+    }
+
+    /// A chart by epoch: x ticks on whole epochs only.
+    pub fn by_epoch(title: &str, y_label: &str) -> LineChart {
+        LineChart {
+            integer_x: true,
+            ..LineChart::new(title, "epoch", y_label)
         }
     }
 }
@@ -229,6 +241,14 @@ fn draw_legend(area: &Area, chart: &LineChart) -> DrawResult<()> {
             area.draw(&PathElement::new(vec![(a, y), (b, y)], style))
                 .map_err(|e| err(&e))?;
         }
+        if has_markers(series) {
+            area.draw(&Circle::new((15, y), 4, colour(series.colour).filled()))
+                .map_err(|e| err(&e))?;
+            if series.dashed {
+                area.draw(&Circle::new((15, y), 2, WHITE.filled()))
+                    .map_err(|e| err(&e))?;
+            }
+        }
         let text = fit_text(&series.label, width - 40, LEGEND_PX);
         area.draw(&Text::new(
             text,
@@ -249,16 +269,9 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         .iter()
         .flat_map(|s| s.points.iter().copied())
         .chain(chart.marks.iter().map(|m| m.0));
-    let xs = points.clone().map(|p| p.0);
-    let ys = points.map(|p| p.1);
+    let ys = points.clone().map(|p| p.1);
     let finite = |v: &f64| v.is_finite();
-    let transform = |x: f64| if chart.log2_x { x.max(1e-9).log2() } else { x };
-    let categories = chart.x_categories.clone();
-    let (x_min, x_max) = if categories.is_empty() {
-        bounds(xs.filter(finite).map(transform))
-    } else {
-        (-0.5, categories.len() as f64 - 0.5)
-    };
+    let (x_min, x_max) = x_range(chart);
     let (y_min, y_max) = bounds(ys.filter(finite));
     let y_pad = (y_max - y_min) * 0.08;
     let (y_lo, y_hi) = (y_min - y_pad, y_max + y_pad);
@@ -271,11 +284,16 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         .build_cartesian_2d(x_min..x_max, y_lo..y_hi)
         .map_err(|e| err(&e))?;
     let log2_x = chart.log2_x;
-    let x_step = tick_step(x_min, x_max, X_LABELS);
+    let categories = chart.x_categories.clone();
+    let x_ticks = match chart.integer_x {
+        true => whole_ticks(x_min, x_max),
+        false => X_LABELS,
+    };
+    let x_step = tick_step(x_min, x_max, x_ticks);
     let x_formatter = move |x: &f64| x_label(*x, &categories, log2_x, x_step);
     let y_formatter = tick_formatter(y_lo, y_hi, Y_LABELS);
     ctx.configure_mesh()
-        .x_labels(X_LABELS)
+        .x_labels(x_ticks)
         .y_labels(Y_LABELS)
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
@@ -287,23 +305,96 @@ fn draw_on(root: &Area, chart: &LineChart) -> DrawResult<()> {
         .map_err(|e| err(&e))?;
 
     for series in &chart.series {
-        let style = colour(series.colour).stroke_width(2);
-        let points: Vec<(f64, f64)> = series
-            .points
-            .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .map(|p| (transform(p.0), p.1))
-            .collect();
-        if series.dashed {
-            ctx.draw_series(DashedLineSeries::new(points, 8, 5, style))
-                .map_err(|e| err(&e))?;
-        } else {
-            ctx.draw_series(LineSeries::new(points, style))
-                .map_err(|e| err(&e))?;
-        }
+        draw_series(&mut ctx, chart, series)?;
     }
     for ((x, y), text) in &chart.marks {
-        draw_mark(&mut ctx, (transform(*x), *y), text, (x_min + x_max) / 2.0)?;
+        draw_mark(&mut ctx, (x_at(chart, *x), *y), text, (x_min + x_max) / 2.0)?;
+    }
+    Ok(())
+}
+
+/// `x` where the chart draws it: its log2 on a log2 axis.
+fn x_at(chart: &LineChart, x: f64) -> f64 {
+    if chart.log2_x { x.max(1e-9).log2() } else { x }
+}
+
+/// The x axis' range: the categories' slots, half a unit past the first and last whole
+/// number (an axis by epoch), or the points' bounds.
+fn x_range(chart: &LineChart) -> (f64, f64) {
+    if !chart.x_categories.is_empty() {
+        return (-0.5, chart.x_categories.len() as f64 - 0.5);
+    }
+    let xs = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(chart.marks.iter().map(|m| m.0.0))
+        .filter(|x| x.is_finite())
+        .map(|x| x_at(chart, x));
+    if chart.integer_x {
+        let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+        if lo.is_finite() && hi.is_finite() {
+            return (lo.floor() - 0.5, hi.ceil() + 0.5);
+        }
+        return (0.5, 1.5);
+    }
+    bounds(xs)
+}
+
+/// The most ticks (up to [`X_LABELS`]) plotters can be asked for on `lo..hi` and put every
+/// one on a whole number.
+pub fn whole_ticks(lo: f64, hi: f64) -> usize {
+    use plotters::coord::ranged1d::Ranged;
+    (1..=X_LABELS)
+        .rev()
+        .find(|&n| {
+            let points = RangedCoordf64::from(lo..hi).key_points(n);
+            !points.is_empty() && points.iter().all(|x| (x - x.round()).abs() < 1e-9)
+        })
+        .unwrap_or(1)
+}
+
+/// A series with at most this many points has a marker at each point (a series of one point
+/// draws no line, and a few epochs read better as dots).
+const MARKER_MAX_POINTS: usize = 30;
+
+/// Whether `series` is drawn with a marker at each point.
+fn has_markers(series: &Series) -> bool {
+    let drawn = series
+        .points
+        .iter()
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
+    drawn.count() <= MARKER_MAX_POINTS
+}
+
+/// One series: its line (dashed where asked), and a marker at each point when it has few
+/// (filled for solid lines, a ring for dashed ones).
+fn draw_series(ctx: &mut Ctx, chart: &LineChart, series: &Series) -> DrawResult<()> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let colour = colour(series.colour);
+    let style = colour.stroke_width(2);
+    let points: Vec<(f64, f64)> = series
+        .points
+        .iter()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .map(|p| (x_at(chart, p.0), p.1))
+        .collect();
+    if series.dashed {
+        ctx.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
+            .map_err(|e| err(&e))?;
+    } else {
+        ctx.draw_series(LineSeries::new(points.clone(), style))
+            .map_err(|e| err(&e))?;
+    }
+    if has_markers(series) {
+        ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+            .map_err(|e| err(&e))?;
+        if series.dashed {
+            ctx.draw_series(points.iter().map(|&p| Circle::new(p, 2, WHITE.filled())))
+                .map_err(|e| err(&e))?;
+        }
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ fn overlay(report: &ParityReport) -> Vec<LineChart> {
         "training step",
         "|loss - reference loss|",
     );
+    // Steps are whole numbers: ticks on whole steps only.
+    losses.integer_x = true;
+    diffs.integer_x = true;
     let reference = report
         .backends
         .first()

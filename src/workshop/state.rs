@@ -1,0 +1,143 @@
+//! The run's state across epochs and processes: a new one or `--resume`'s, what an
+//! interrupt keeps, and the pack written with it.
+
+use std::path::Path;
+
+use crate::config::Settings;
+use crate::console::Console;
+use crate::data::Splits;
+use crate::error::{Result, TrainerError};
+use crate::interrupt;
+use crate::memory::MemoryPolicy;
+use crate::pack::evidence;
+use crate::pack::run_state::{DataFingerprint, RunState, RunStatus, STATE_BIN, STATE_JSON};
+use crate::pack::{self, Staging};
+use crate::report::{Report, RunConfig};
+
+use super::models::TrainedModels;
+
+/// The settings of the run `--resume` names, checked against those asked (`explicit` says
+/// which were given); none when that run finished (said in one line: nothing to do).
+pub fn resumed_settings(
+    dir: &Path,
+    out: &Path,
+    asked: &Settings,
+    explicit: impl Fn(&str) -> bool,
+    console: &Console,
+) -> Result<Option<Settings>> {
+    if explicit("out") && std::path::absolute(out).ok() != std::path::absolute(dir).ok() {
+        return Err(TrainerError::bad_input(format!(
+            "--out '{}' with --resume '{}': a resumed run goes on in its own folder; drop --out",
+            out.display(),
+            dir.display()
+        )));
+    }
+    let state = RunState::read(dir)?;
+    if *state.status() == RunStatus::Finished {
+        console.result(&format!(
+            "{}: this run finished ({} epochs trained); there is nothing to resume and nothing was changed",
+            dir.display(),
+            state.epochs_done()
+        ));
+        return Ok(None);
+    }
+    let mut asked = asked.clone();
+    if let Some(folder) = &asked.data {
+        asked.data = Some(
+            std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
+        );
+    }
+    state.settings(&asked, explicit).map(Some)
+}
+
+/// The run's state: a new one, or (with `--resume`) the one `out` holds, on the same data,
+/// with its memory events. A new run into a folder that holds a stopped run says that it
+/// starts over.
+pub(super) fn run_state(
+    config: &RunConfig,
+    splits: &Splits,
+    memory: &mut MemoryPolicy,
+    console: &Console,
+) -> Result<RunState> {
+    let data = DataFingerprint::of(splits)?;
+    if config.resume {
+        let mut state = RunState::read(&config.out)?;
+        state.check_data(&data)?;
+        state.set_status(RunStatus::InProgress);
+        memory.events = state.events();
+        console.info(&format!(
+            "resuming {} after {} epoch(s) trained",
+            config.out.display(),
+            state.epochs_done()
+        ));
+        return Ok(state);
+    }
+    if let Ok(old) = RunState::read(&config.out)
+        && *old.status() != RunStatus::Finished
+    {
+        console.warn(&format!(
+            "'{}' holds a run stopped after {} epoch(s); this run starts over and replaces it (`--resume {}` would have continued it)",
+            config.out.display(),
+            old.epochs_done(),
+            config.out.display()
+        ));
+    }
+    RunState::new(&config.out, &config.settings, data)
+}
+
+/// After an interrupt: the models with a finished epoch are kept (their best epoch so far),
+/// the state is marked stopped, and the rest of the run (testing, the pack) goes on. Returns
+/// "stopped at epoch 4 of 10 (CNN)" then; an interrupt before any epoch finished keeps
+/// nothing.
+pub(super) fn keep_finished(
+    trained: &mut TrainedModels,
+    state: &mut RunState,
+    console: &Console,
+) -> Result<Option<String>> {
+    let Some(cut) = trained
+        .models
+        .iter()
+        .find(|m| m.trained.interrupted.is_some())
+    else {
+        return Ok(None);
+    };
+    let epoch = cut.trained.interrupted.unwrap_or(0);
+    let stopped = format!(
+        "stopped at epoch {epoch} of {} ({})",
+        cut.epochs,
+        cut.spec.display_name()
+    );
+    trained.models.retain(|m| m.trained.best_epoch > 0);
+    if trained.models.is_empty() {
+        return Err(TrainerError::Interrupted);
+    }
+    interrupt::acknowledge();
+    state.set_status(RunStatus::Stopped(stopped.clone()));
+    state.write()?;
+    console.warn(&format!(
+        "{}: {stopped}; the pack is written from the epochs finished (each model's best so far) and marked incomplete",
+        interrupt::signal_name()
+    ));
+    Ok(Some(stopped))
+}
+
+/// Writes the pack (with the run's state, marked finished or stopped) into a staging
+/// folder and swaps it in place of `out`.
+pub(super) fn write_pack(report: &Report, state: &mut RunState, console: &Console) -> Result<()> {
+    let staging = Staging::begin(&report.config.out, pack::PackKind::Workshop)?;
+    evidence::write_pack(&staging, report)?;
+    if report.stopped.is_none() {
+        state.set_status(RunStatus::Finished);
+    }
+    let (bin, json) = state.encode()?;
+    staging.write(STATE_BIN, bin)?;
+    staging.write(STATE_JSON, json)?;
+    if interrupt::requested() {
+        return Err(TrainerError::Interrupted);
+    }
+    let kept = staging.commit()?;
+    if let Some(note) = pack::kept_note(&kept) {
+        console.info(&note);
+    }
+    Ok(())
+}
