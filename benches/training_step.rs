@@ -24,6 +24,7 @@ fn main() {
         image_size: 16,
         channels: 1,
         cnn_widths: trainer::model::CnnWidths::default(),
+        head: trainer::model::Head::default(),
         steps: 50,
         warmup: 5,
         out: "unused".into(),

@@ -352,10 +352,14 @@ pub struct TrainArgs {
 
     /// The CNN's shape: one width per block, comma-separated (1 to 4 blocks, widths 1 to
     /// 128). Each block is a 3x3 convolution (padding 1) and a ReLU, with a 2x2 max-pool
-    /// between blocks, then a global average pool and a linear layer; --image-size must be at
+    /// between blocks, then the head (--head: a global average pool and a linear layer by
+    /// default); --image-size must be at
     /// least 2 to the power (blocks - 1). The default 8,16 is the workshop's Tiny CNN.
     #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
     pub cnn_widths: Vec<usize>,
+
+    #[command(flatten)]
+    pub head: HeadArgs,
 
     /// The workshop's "overfit a tiny batch" check (the workshop run and sweeps; parity
     /// refuses it): train each model on the first N batches of the training part only, for at
@@ -443,6 +447,9 @@ impl TrainArgs {
             select_by: self.select_by,
             color: self.color,
             cnn_widths: self.cnn_widths.clone(),
+            head: self.head.head,
+            hidden: self.head.hidden,
+            dropout: self.head.dropout,
             overfit_batches: self.overfit_batches,
             optimizer: self.optimizer,
             weight_decay: self
@@ -531,6 +538,9 @@ pub struct BenchArgs {
     /// The CNN's shape, as for the workshop run: one width per block, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
     pub cnn_widths: Vec<usize>,
+
+    #[command(flatten)]
+    pub head: HeadArgs,
 
     /// Timed steps per batch size.
     #[arg(long, default_value_t = 50)]
@@ -684,6 +694,26 @@ pub struct EvaluateArgs {
     /// Print only the results.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The CNN's classifier head (the workshop run, bench).
+#[derive(Args, Debug, Clone)]
+pub struct HeadArgs {
+    /// The CNN's head after its last block: gap (global average pool, one feature per
+    /// channel: the workshop's) or flatten (the last block's whole map, channels x side x
+    /// side, as PyTorch's nn.Flatten).
+    #[arg(long, value_enum, default_value_t = Settings::default().head)]
+    pub head: crate::model::HeadKind,
+
+    /// Units of a hidden Linear + ReLU before the head's last Linear; 0 for none (at most
+    /// 4096).
+    #[arg(long, value_name = "N", default_value_t = Settings::default().hidden)]
+    pub hidden: usize,
+
+    /// Dropout before each Linear of the CNN's head, while training only, in [0, 1) (PyTorch's
+    /// nn.Dropout: kept values scaled by 1/(1-P)); seeded by --seed, the same on every backend.
+    #[arg(long, value_name = "P", default_value_t = Settings::default().dropout, allow_negative_numbers = true)]
+    pub dropout: f64,
 }
 
 /// `--cnn-widths`' default as clap shows and parses it: the widths of [`Settings::default`].

@@ -165,6 +165,15 @@ pub struct Settings {
     /// The CNN's widths, one per block (the workshop's Tiny CNN is 8, 16).
     #[serde(default = "default_cnn_widths")]
     pub cnn_widths: Vec<usize>,
+    /// The CNN's head: gap (global average pool, the workshop's) or flatten.
+    #[serde(default)]
+    pub head: crate::model::HeadKind,
+    /// Units of the CNN head's hidden Linear + ReLU; 0 for none.
+    #[serde(default)]
+    pub hidden: usize,
+    /// Dropout before each Linear of the CNN's head while training, in [0, 1).
+    #[serde(default)]
+    pub dropout: f64,
     /// The workshop's "overfit a tiny batch" check: train each model on the first N batches
     /// of the training part for [`OVERFIT_STEPS`] steps and say whether its training loss
     /// fell below [`OVERFIT_LOSS`].
@@ -233,6 +242,9 @@ impl Default for Settings {
             select_by: Selection::Val,
             color: Color::Auto,
             cnn_widths: default_cnn_widths(),
+            head: crate::model::HeadKind::Gap,
+            hidden: 0,
+            dropout: 0.0,
             overfit_batches: None,
             // The recipe's defaults are written once, in recipe.rs.
             optimizer: recipe.optimizer,
@@ -281,7 +293,13 @@ impl Settings {
             channels,
             widths: crate::model::CnnWidths::new(&self.cnn_widths)
                 .map_err(TrainerError::bad_input)?,
+            head: self.model_head().map_err(TrainerError::bad_input)?,
         })
+    }
+
+    /// The CNN's head these settings give, or one line saying what is wrong.
+    pub fn model_head(&self) -> std::result::Result<crate::model::Head, String> {
+        crate::model::Head::new(self.head, self.hidden, self.dropout)
     }
 
     /// Epochs and learning rate of one model.
@@ -443,9 +461,12 @@ impl Settings {
         }
         let widths =
             crate::model::CnnWidths::new(&self.cnn_widths).map_err(TrainerError::bad_input)?;
+        let head = self.model_head().map_err(TrainerError::bad_input)?;
         if self.models.contains(&ModelKind::Cnn) {
             widths
                 .check_image_size(self.image_size)
+                .map_err(TrainerError::bad_input)?;
+            head.check(&widths, self.image_size)
                 .map_err(TrainerError::bad_input)?;
         }
         self.validate_folder_flags()?;
@@ -501,6 +522,9 @@ impl Settings {
         let mut notes = Vec::new();
         if !self.models.contains(&ModelKind::Cnn) && self.cnn_widths != default_cnn_widths() {
             notes.push("--cnn-widths has no effect: --models does not train the CNN".to_string());
+        }
+        if !self.models.contains(&ModelKind::Cnn) && !self.model_head().unwrap_or_default().is_gap_only() {
+            notes.push("--head, --hidden and --dropout have no effect: --models does not train the CNN".to_string());
         }
         if self.data.is_none() && self.color == Color::Gray {
             notes.push("--color gray has no effect: the stripe images are gray".to_string());

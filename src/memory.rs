@@ -224,7 +224,10 @@ impl Footprint {
                     activations += 2 * w * side * side;
                     largest = largest.max(w * side * side);
                 }
-                layers(activations + spec.widths.last() as u64 + 2 * c, largest)
+                // The head: its features (pooled or flattened), the hidden layer and its ReLU.
+                let head = spec.head.features(&spec.widths, image_size) as u64
+                    + 2 * spec.head.hidden as u64;
+                layers(activations + head + 2 * c, largest)
             }
         }
     }

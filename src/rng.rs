@@ -13,6 +13,8 @@ pub mod stream {
     pub const INIT: u32 = 3;
     /// Training-time augmentation (item = the augmented sample's running number).
     pub const AUGMENT: u32 = 4;
+    /// The head's dropout masks (item = the training step's running number).
+    pub const DROPOUT: u32 = 5;
 }
 
 /// A 32-bit integer hash with good avalanche (Chris Wellons' "lowbias32").

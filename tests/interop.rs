@@ -86,7 +86,7 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
     let root = temp();
     let gray = folder(&python, root.path(), 1);
     let rgb = folder(&python, root.path(), 3);
-    let cases: [(&str, &Path, &[&str]); 4] = [
+    let cases: [(&str, &Path, &[&str]); 5] = [
         ("baseline", &gray, &["--models", "baseline"]),
         ("rgb-baseline", &rgb, &["--models", "baseline"]),
         ("tiny", &gray, &["--models", "cnn"]),
@@ -94,6 +94,13 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
             "rgb-3-blocks",
             &rgb,
             &["--models", "cnn", "--cnn-widths", "8,16,32"],
+        ),
+        // The classic head: Flatten, Dropout, Linear(512, 12), ReLU, Dropout, Linear(12, C);
+        // the ONNX graph is the evaluation one (no dropout).
+        (
+            "flatten-hidden-dropout",
+            &gray,
+            &["--models", "cnn", "--cnn-widths", "6,8", "--head", "flatten"],
         ),
     ];
     for (name, data, args) in cases {
@@ -112,6 +119,10 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
                 "3",
             ])
             .args(args)
+            .args(match name {
+                "flatten-hidden-dropout" => &["--hidden", "12", "--dropout", "0.25"][..],
+                _ => &[],
+            })
             .run_ok();
         let said = run_python(
             &python,

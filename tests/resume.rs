@@ -118,6 +118,14 @@ fn sgd_with_onecycle_and_augmentation_resumed_ends_bit_identical() {
     stopped_and_resumed_match(&recipe, "cnn:4", &[]);
 }
 
+/// The head's dropout masks are keyed by the steps taken: the run's state keeps them, so the
+/// resumed epochs draw the masks the whole run drew.
+#[test]
+fn a_classic_head_with_dropout_resumed_ends_bit_identical() {
+    let head = ["--head", "flatten", "--hidden", "12", "--dropout", "0.25"];
+    stopped_and_resumed_match(&head, "cnn-8-16-flatten-h12-d0.25:3", &[]);
+}
+
 #[test]
 fn a_run_resumed_after_a_batch_halving_ends_bit_identical() {
     stopped_and_resumed_match(&[], "cnn:3", &[("TRAINER_FAIL_ALLOC_ABOVE", "16")]);

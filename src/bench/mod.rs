@@ -35,6 +35,8 @@ pub struct BenchConfig {
     pub channels: usize,
     /// The CNN's widths (the workshop's Tiny CNN by default).
     pub cnn_widths: CnnWidths,
+    /// The CNN's head (the workshop's global average pool by default).
+    pub head: crate::model::Head,
     pub steps: usize,
     pub warmup: usize,
     pub out: PathBuf,
@@ -52,6 +54,7 @@ impl BenchConfig {
             kind,
             channels: self.channels,
             widths: self.cnn_widths,
+            head: self.head,
         }
     }
 }
@@ -172,6 +175,10 @@ fn validate(config: &BenchConfig) -> Result<()> {
             .cnn_widths
             .check_image_size(config.image_size)
             .map_err(TrainerError::bad_input)?;
+        config
+            .head
+            .check(&config.cnn_widths, config.image_size)
+            .map_err(TrainerError::bad_input)?;
     }
     crate::data::DataConfig::stripes(0, 5, config.image_size).validate()
 }
@@ -188,6 +195,7 @@ mod tests {
             image_size: 16,
             channels: 1,
             cnn_widths: CnnWidths::default(),
+            head: crate::model::Head::default(),
             steps: 10,
             warmup: 2,
             out: "unused".into(),

@@ -221,6 +221,7 @@ mod tests {
                 image_size: 16,
                 channels: 1,
                 cnn_widths: CnnWidths::new(&[8, 16]).unwrap(),
+                head: crate::model::Head::default(),
                 steps: 10,
                 warmup: 2,
                 out: "unused".into(),

@@ -35,6 +35,8 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         Color::Rgb => Color::Rgb,
     };
     let cnn_widths = CnnWidths::new(&args.cnn_widths).map_err(TrainerError::bad_input)?;
+    let head = crate::model::Head::new(args.head.head, args.head.hidden, args.head.dropout)
+        .map_err(TrainerError::bad_input)?;
     let models = match args.model.as_str() {
         "baseline" => vec![ModelKind::Baseline],
         "both" => vec![ModelKind::Cnn, ModelKind::Baseline],
@@ -63,6 +65,7 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         image_size: args.image_size,
         channels: if color == Color::Rgb { 3 } else { 1 },
         cnn_widths,
+        head,
         steps: args.steps,
         warmup: args.warmup,
         out: args.out,

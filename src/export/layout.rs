@@ -6,8 +6,14 @@
 //! `MaxPool2d(2)` between blocks, then `AdaptiveAvgPool2d(1)`, `Flatten()` and
 //! `Linear(last, classes)`: the Tiny CNN's parameters are `0.*`, `3.*` and `7.*`. The
 //! baseline is `Flatten()` then `Linear(channels x pixels, classes)`: `1.*`.
+//!
+//! Other heads ([`crate::model::Head`]): `--head flatten` drops the `AdaptiveAvgPool2d(1)`;
+//! `--hidden N` adds `Linear(features, N)` and `ReLU` before the last `Linear`; `--dropout P`
+//! adds `Dropout(P)` before each `Linear` of the head. A 32,64 CNN on 28x28 images with
+//! `--head flatten --hidden 128 --dropout 0.25`: `0.*` conv, `3.*` conv, `5` Flatten,
+//! `6` Dropout, `7.*` Linear(12544, 128), `8` ReLU, `9` Dropout, `10.*` Linear(128, C).
 
-use crate::model::{ModelKind, ModelSpec};
+use crate::model::{HeadKind, ModelKind, ModelSpec};
 
 /// One layer of the Sequential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +30,15 @@ pub enum Layer {
     /// Global average pool to 1x1.
     AvgPool,
     Flatten,
+    /// Dropout with probability `f64::from_bits(bits)`: the identity in evaluation.
+    Dropout {
+        bits: u64,
+    },
     Linear {
         inputs: usize,
         outputs: usize,
+        /// The head's hidden layer (burn's `hidden`), not its last (`classifier`).
+        hidden: bool,
     },
 }
 
@@ -43,7 +55,10 @@ impl Layer {
             Layer::MaxPool => "nn.MaxPool2d(2)".into(),
             Layer::AvgPool => "nn.AdaptiveAvgPool2d(1)".into(),
             Layer::Flatten => "nn.Flatten()".into(),
-            Layer::Linear { inputs, outputs } => format!("nn.Linear({inputs}, {outputs})"),
+            Layer::Dropout { bits } => format!("nn.Dropout({})", f64::from_bits(*bits)),
+            Layer::Linear {
+                inputs, outputs, ..
+            } => format!("nn.Linear({inputs}, {outputs})"),
         }
     }
 
@@ -52,6 +67,7 @@ impl Layer {
         const CONVS: [&str; 4] = ["conv1", "conv2", "conv3", "conv4"];
         match self {
             Layer::Conv { block, .. } => CONVS.get(*block).copied(),
+            Layer::Linear { hidden: true, .. } => Some("hidden"),
             Layer::Linear { .. } => Some("classifier"),
             _ => None,
         }
@@ -66,6 +82,7 @@ pub fn sequential(spec: &ModelSpec, image_size: usize, classes: usize) -> Vec<La
             Layer::Linear {
                 inputs: spec.channels * image_size * image_size,
                 outputs: classes,
+                hidden: false,
             },
         ],
         ModelKind::Cnn => {
@@ -83,17 +100,44 @@ pub fn sequential(spec: &ModelSpec, image_size: usize, classes: usize) -> Vec<La
                 layers.push(Layer::Relu);
                 inputs = width;
             }
-            layers.extend([
-                Layer::AvgPool,
-                Layer::Flatten,
-                Layer::Linear {
-                    inputs,
-                    outputs: classes,
-                },
-            ]);
+            layers.extend(head(spec, image_size, classes));
             layers
         }
     }
+}
+
+/// The CNN's head after its last block, as PyTorch's layers.
+fn head(spec: &ModelSpec, image_size: usize, classes: usize) -> Vec<Layer> {
+    let head = spec.head;
+    let mut layers = match head.kind {
+        HeadKind::Gap => vec![Layer::AvgPool, Layer::Flatten],
+        HeadKind::Flatten => vec![Layer::Flatten],
+    };
+    let dropout = Layer::Dropout {
+        bits: head.dropout().to_bits(),
+    };
+    let mut features = head.features(&spec.widths, image_size);
+    if head.hidden > 0 {
+        if head.dropout() > 0.0 {
+            layers.push(dropout);
+        }
+        layers.push(Layer::Linear {
+            inputs: features,
+            outputs: head.hidden,
+            hidden: true,
+        });
+        layers.push(Layer::Relu);
+        features = head.hidden;
+    }
+    if head.dropout() > 0.0 {
+        layers.push(dropout);
+    }
+    layers.push(Layer::Linear {
+        inputs: features,
+        outputs: classes,
+        hidden: false,
+    });
+    layers
 }
 
 /// `(burn module, PyTorch index)` for every layer with parameters: `("conv1", 0)`, ...
@@ -138,5 +182,24 @@ mod tests {
         let layers = sequential(&baseline, 16, 4);
         assert_eq!(parameter_owners(&baseline, &layers), vec![("linear", 1)]);
         assert!(python_sequential(&layers).contains("nn.Linear(256, 4)"));
+    }
+
+    #[test]
+    fn the_classic_head_sits_where_pytorch_puts_it() {
+        let spec = ModelSpec {
+            widths: crate::model::CnnWidths::new(&[32, 64]).unwrap(),
+            head: crate::model::Head::new(HeadKind::Flatten, 128, 0.25).unwrap(),
+            ..ModelSpec::from(ModelKind::Cnn)
+        };
+        let layers = sequential(&spec, 28, 10);
+        assert_eq!(
+            parameter_owners(&spec, &layers),
+            vec![("conv1", 0), ("conv2", 3), ("hidden", 7), ("classifier", 10)]
+        );
+        let python = python_sequential(&layers);
+        for layer in ["nn.Flatten()", "nn.Dropout(0.25)", "nn.Linear(12544, 128)", "nn.Linear(128, 10)"] {
+            assert!(python.contains(layer), "{python}");
+        }
+        assert!(!python.contains("AdaptiveAvgPool2d"), "{python}");
     }
 }

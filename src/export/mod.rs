@@ -85,6 +85,7 @@ impl<'a> ModelFacts<'a> {
             ("channels", self.spec.channels.to_string()),
             ("image_size", self.image_size.to_string()),
             ("cnn_widths", json(&widths)),
+            ("head", json(&self.spec.head)),
             (
                 "normalization",
                 json(&PerChannelLists {
@@ -160,10 +161,16 @@ impl Weights {
                     m.linear.weight.val(),
                     m.linear.bias.as_ref().map(|b| b.val()),
                 )?),
-                (Net::Cnn(m), Layer::Linear { .. }) => Some(layer_weights(
-                    m.classifier.weight.val(),
-                    m.classifier.bias.as_ref().map(|b| b.val()),
-                )?),
+                (Net::Cnn(m), Layer::Linear { hidden, .. }) => {
+                    let linear = match (hidden, &m.hidden) {
+                        (true, Some(h)) => h,
+                        _ => &m.classifier,
+                    };
+                    Some(layer_weights(
+                        linear.weight.val(),
+                        linear.bias.as_ref().map(|b| b.val()),
+                    )?)
+                }
                 (Net::Cnn(m), Layer::Conv { block, .. }) => match m.convs().get(*block) {
                     Some(conv) => Some(layer_weights(
                         conv.weight.val(),

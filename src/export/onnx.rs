@@ -137,6 +137,8 @@ fn build_graph(weights: &Weights, facts: &ModelFacts) -> Result<Graph> {
             ),
             Layer::AvgPool => graph.node("GlobalAveragePool", &[], vec![]),
             Layer::Flatten => graph.node("Flatten", &[], vec![int("axis", 1)]),
+            // The evaluation graph: dropout is the identity.
+            Layer::Dropout { .. } => {}
         }
     }
     if let Some(last) = graph.nodes.last_mut() {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::checksum::checksum;
 use crate::data::{DataConfig, DataManifest, Normalization};
 use crate::error::{Result, TrainerError};
-use crate::model::{CnnWidths, ModelKind, ModelSpec, Net};
+use crate::model::{CnnWidths, Head, HeadKind, ModelKind, ModelSpec, Net};
 
 /// The format written by this version; loading refuses any other.
 pub const FORMAT_VERSION: u32 = 1;
@@ -61,6 +61,27 @@ pub struct CheckpointMeta {
     /// The CNN's widths, one per block; absent means the Tiny CNN's 8, 16.
     #[serde(default = "tiny_widths", skip_serializing_if = "is_tiny_widths")]
     pub cnn_widths: Vec<usize>,
+    /// The CNN's head: gap or flatten; absent means gap (checkpoints before `--head`).
+    #[serde(default, skip_serializing_if = "is_gap")]
+    pub head: HeadKind,
+    /// Units of the head's hidden layer; absent means 0 (none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden: usize,
+    /// The head's training-time dropout; absent means 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub dropout: f64,
+}
+
+fn is_gap(head: &HeadKind) -> bool {
+    *head == HeadKind::Gap
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(p: &f64) -> bool {
+    *p == 0.0
 }
 
 fn one_channel() -> usize {
@@ -85,6 +106,7 @@ impl CheckpointMeta {
     /// number) is refused here too: preprocessing would index past it.
     pub fn spec(&self) -> std::result::Result<ModelSpec, String> {
         let widths = CnnWidths::new(&self.cnn_widths)?;
+        let head = Head::new(self.head, self.hidden, self.dropout)?;
         let n = &self.normalization;
         if n.mean.0.len() != self.channels || n.std.0.len() != self.channels {
             return Err(format!(
@@ -103,6 +125,7 @@ impl CheckpointMeta {
             kind: self.model_kind,
             channels: self.channels,
             widths,
+            head,
         })
     }
 }
@@ -167,6 +190,9 @@ pub fn encode(
         data_manifest: manifest.cloned(),
         channels: spec.channels,
         cnn_widths: spec.widths.get(),
+        head: spec.head.kind,
+        hidden: spec.head.hidden,
+        dropout: spec.head.dropout(),
     };
     meta.description_checksum = description_checksum(&meta)?;
     let description =

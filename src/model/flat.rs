@@ -27,7 +27,13 @@ pub fn len(spec: ModelSpec, pixels: usize, classes: usize) -> usize {
                 total += width * inputs * 9 + width;
                 inputs = width;
             }
-            total + (inputs + 1) * classes
+            let head = spec.head;
+            let features = head.features(&spec.widths, pixels.isqrt());
+            total
+                + match head.hidden {
+                    0 => (features + 1) * classes,
+                    hidden => (features + 1) * hidden + (hidden + 1) * classes,
+                }
         }
     }
 }

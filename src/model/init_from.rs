@@ -35,6 +35,7 @@ pub fn start_from(
     image_size: usize,
     channels: usize,
 ) -> Result<Started> {
+    let loaded = with_run_dropout(loaded, &fresh);
     let (want, have) = (fresh.spec(channels), loaded.spec(meta.channels));
     if want != have || meta.image_size != image_size {
         return Err(TrainerError::bad_input(format!(
@@ -75,6 +76,20 @@ pub fn start_from(
         note: Some(note),
         from,
     })
+}
+
+/// `loaded` with the run's head dropout: dropout has no parameters, so a checkpoint trained
+/// with another (or none) fine-tunes with the run's `--dropout`.
+fn with_run_dropout(loaded: Net, fresh: &Net) -> Net {
+    match (loaded, fresh) {
+        (Net::Cnn(mut kept), Net::Cnn(new))
+            if kept.head.kind == new.head.kind && kept.head.hidden == new.head.hidden =>
+        {
+            kept.head = new.head;
+            Net::Cnn(kept)
+        }
+        (loaded, _) => loaded,
+    }
 }
 
 /// The checkpoint at `path`, as the run records it: its absolute path and its parameters'

@@ -11,7 +11,9 @@ pub mod flat;
 pub mod init_from;
 pub mod spec;
 
-pub use spec::{CnnWidths, ModelSpec};
+pub mod head;
+
+pub use spec::{CnnWidths, Head, HeadKind, ModelSpec};
 
 use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -66,7 +68,8 @@ pub struct FlattenBaseline {
 }
 
 /// The CNN family: one block per width (3x3 conv with padding 1, then ReLU), a 2x2 max-pool
-/// between blocks, global average pool, linear. The Tiny CNN is widths 8, 16: conv 1->8,
+/// between blocks, then the head ([`Head`]): global average pool (or flatten), an optional
+/// hidden linear + ReLU, linear, with dropout before each linear while training. The Tiny CNN is widths 8, 16: conv 1->8,
 /// ReLU, max-pool, conv 8->16, ReLU, global average pool, linear 16->classes. The blocks
 /// are `conv1` to `conv4` (the later ones absent for fewer blocks), so a Tiny CNN's
 /// checkpoint names its parameters as it always did.
@@ -78,7 +81,13 @@ pub struct Cnn {
     pub conv3: Option<Conv2d>,
     pub conv4: Option<Conv2d>,
     pub global_pool: AdaptiveAvgPool2d,
+    /// The head's hidden linear layer (before its ReLU), when `--hidden` is above 0.
+    pub hidden: Option<Linear>,
     pub classifier: Linear,
+    /// The head's shape: not parameters, so not in the checkpoint's parameter file (its
+    /// description records it).
+    #[module(skip)]
+    pub head: Head,
 }
 
 impl Cnn {
@@ -133,8 +142,13 @@ impl Net {
                     convs.push(init.conv(conv([inputs, width]), device));
                     inputs = width;
                 }
+                let features = spec.head.features(&spec.widths, image_size);
+                let hidden = (spec.head.hidden > 0).then(|| {
+                    init.linear(LinearConfig::new(features, spec.head.hidden).init(device), device)
+                });
+                let last = if spec.head.hidden > 0 { spec.head.hidden } else { features };
                 let classifier =
-                    init.linear(LinearConfig::new(inputs, classes).init(device), device);
+                    init.linear(LinearConfig::new(last, classes).init(device), device);
                 let mut convs = convs.into_iter();
                 let conv1 = convs.next().unwrap_or_else(|| conv([spec.channels, 1]));
                 Net::Cnn(Cnn {
@@ -144,7 +158,9 @@ impl Net {
                     conv3: convs.next(),
                     conv4: convs.next(),
                     global_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+                    hidden,
                     classifier,
+                    head: spec.head,
                 })
             }
         }
@@ -166,6 +182,7 @@ impl Net {
                 kind: ModelKind::Baseline,
                 channels,
                 widths: CnnWidths::tiny(),
+                head: Head::default(),
             },
             Net::Cnn(model) => {
                 let widths: Vec<usize> = model.convs().iter().map(|c| c.weight.dims()[0]).collect();
@@ -173,6 +190,7 @@ impl Net {
                     kind: ModelKind::Cnn,
                     channels: model.conv1.weight.dims()[1],
                     widths: CnnWidths::new(&widths).unwrap_or_default(),
+                    head: model.head,
                 }
             }
         }
@@ -189,6 +207,21 @@ impl Net {
     pub fn forward_traced(
         &self,
         images: Tensor<4>,
+        trace: &mut dyn FnMut(&str, Vec<usize>),
+    ) -> Tensor<2> {
+        self.forward_with(images, None, trace)
+    }
+
+    /// [`Net::forward`] while training: the head's dropout masks are drawn from `dropout`
+    /// (a key of [`crate::rng`]; none for evaluation, where dropout is the identity).
+    pub fn forward_train(&self, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
+        self.forward_with(images, dropout, &mut |_, _| {})
+    }
+
+    fn forward_with(
+        &self,
+        images: Tensor<4>,
+        dropout: Option<u32>,
         trace: &mut dyn FnMut(&str, Vec<usize>),
     ) -> Tensor<2> {
         match self {
@@ -209,13 +242,17 @@ impl Net {
                     x = relu(conv.forward(x));
                     trace(&format!("conv{} 3x3 + relu", i + 1), x.dims().to_vec());
                 }
-                let x = model.global_pool.forward(x);
-                trace("adaptive avg pool 1x1", x.dims().to_vec());
+                let x = match model.head.kind {
+                    HeadKind::Gap => {
+                        let x = model.global_pool.forward(x);
+                        trace("adaptive avg pool 1x1", x.dims().to_vec());
+                        x
+                    }
+                    HeadKind::Flatten => x,
+                };
                 let x: Tensor<2> = x.flatten(1, 3);
                 trace("flatten", x.dims().to_vec());
-                let logits = model.classifier.forward(x);
-                trace("linear (logits)", logits.dims().to_vec());
-                logits
+                model.head_forward(x, dropout, trace)
             }
         }
     }

@@ -134,14 +134,138 @@ impl<'de> Deserialize<'de> for CnnWidths {
     }
 }
 
-/// Which model, on how many input channels, of which widths (the widths mean nothing for
-/// the baseline).
+/// What the CNN's last block feeds the classifier: its global average (one value per
+/// channel, the workshop's) or its whole map flattened (channels x side x side).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// Global average pool: one feature per channel of the last block.
+    #[default]
+    Gap,
+    /// The last block's map flattened, as PyTorch's nn.Flatten.
+    Flatten,
+}
+
+/// The widest hidden layer of the head.
+pub const MAX_HIDDEN: usize = 4096;
+/// The most weights of the head's first linear layer (features x hidden units).
+pub const MAX_HEAD_WEIGHTS: usize = 64 << 20;
+
+/// The CNN's classifier head: [`HeadKind`], an optional hidden Linear+ReLU of `hidden` units
+/// (0 = none), and dropout before each Linear of the head while training. The dropout is
+/// kept as its bits so the spec stays `Eq + Hash`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Head {
+    pub kind: HeadKind,
+    pub hidden: usize,
+    dropout_bits: u64,
+}
+
+impl Head {
+    /// A head, checked: one line naming what is wrong otherwise.
+    pub fn new(kind: HeadKind, hidden: usize, dropout: f64) -> Result<Head, String> {
+        if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
+            return Err(format!("--dropout must be in [0, 1), got {dropout}"));
+        }
+        if hidden > MAX_HIDDEN {
+            return Err(format!(
+                "--hidden takes 0 (no hidden layer) to {MAX_HIDDEN} units, got {hidden}"
+            ));
+        }
+        Ok(Head {
+            kind,
+            hidden,
+            dropout_bits: dropout.to_bits(),
+        })
+    }
+
+    /// The dropout probability, in [0, 1).
+    pub fn dropout(&self) -> f64 {
+        f64::from_bits(self.dropout_bits)
+    }
+
+    /// The workshop's head: global average pool and one linear layer, no dropout.
+    pub fn is_gap_only(&self) -> bool {
+        *self == Head::default()
+    }
+
+    /// "flatten-h128-d0.25", "gap-h64", "flatten": the head in model names.
+    pub fn name(&self) -> String {
+        let mut name = match self.kind {
+            HeadKind::Gap => "gap".to_string(),
+            HeadKind::Flatten => "flatten".to_string(),
+        };
+        if self.hidden > 0 {
+            name += &format!("-h{}", self.hidden);
+        }
+        if self.dropout() > 0.0 {
+            name += &format!("-d{}", self.dropout());
+        }
+        name
+    }
+
+    /// The side of the last block's map on `image_size` squared images.
+    pub fn last_side(widths: &CnnWidths, image_size: usize) -> usize {
+        image_size >> (widths.blocks() - 1)
+    }
+
+    /// How many features the head's first Linear takes.
+    pub fn features(&self, widths: &CnnWidths, image_size: usize) -> usize {
+        match self.kind {
+            HeadKind::Gap => widths.last(),
+            HeadKind::Flatten => widths.last() * Self::last_side(widths, image_size).pow(2),
+        }
+    }
+
+    /// Whether this head fits `widths` on `image_size` squared images: one line otherwise.
+    pub fn check(&self, widths: &CnnWidths, image_size: usize) -> Result<(), String> {
+        let features = self.features(widths, image_size);
+        if self.kind == HeadKind::Flatten && Self::last_side(widths, image_size) == 0 {
+            return Err(format!(
+                "--head flatten: {} blocks leave no pixels of a {image_size}x{image_size} image to flatten",
+                widths.blocks()
+            ));
+        }
+        if features * self.hidden.max(1) > MAX_HEAD_WEIGHTS {
+            return Err(format!(
+                "--head {}{} on --cnn-widths {} at --image-size {image_size} needs {} weights in its first linear layer ({features} features); at most {MAX_HEAD_WEIGHTS}: use --head gap, fewer --hidden units or smaller images",
+                match self.kind {
+                    HeadKind::Gap => "gap",
+                    HeadKind::Flatten => "flatten",
+                },
+                if self.hidden > 0 { format!(" --hidden {}", self.hidden) } else { String::new() },
+                widths.get().iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+                features * self.hidden.max(1),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Head {
+    /// `{"head": "flatten", "hidden": 128, "dropout": 0.25}`, as the config keys name them.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut state = s.serialize_struct("Head", 3)?;
+        state.serialize_field("head", &self.kind)?;
+        state.serialize_field("hidden", &self.hidden)?;
+        state.serialize_field("dropout", &self.dropout())?;
+        state.end()
+    }
+}
+
+/// Which model, on how many input channels, of which widths and head (widths and head mean
+/// nothing for the baseline).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ModelSpec {
     pub kind: ModelKind,
     /// 1 (grayscale) or 3 (RGB).
     pub channels: usize,
     pub widths: CnnWidths,
+    /// The CNN's classifier head (global average pool or flatten, hidden layer, dropout).
+    pub head: Head,
 }
 
 impl From<ModelKind> for ModelSpec {
@@ -151,6 +275,7 @@ impl From<ModelKind> for ModelSpec {
             kind,
             channels: 1,
             widths: CnnWidths::tiny(),
+            head: Head::default(),
         }
     }
 }
@@ -160,6 +285,9 @@ impl ModelSpec {
     /// baseline", "Tiny CNN"), "CNN 16-32-64" for other widths.
     pub fn display_name(&self) -> String {
         match self.kind {
+            ModelKind::Cnn if !self.head.is_gap_only() => {
+                format!("CNN {} {}", self.widths.dashed(), self.head.name())
+            }
             ModelKind::Cnn if !self.widths.is_tiny() => format!("CNN {}", self.widths.dashed()),
             kind => kind.display_name().to_string(),
         }
@@ -168,6 +296,9 @@ impl ModelSpec {
     /// A short name for files and leaderboards: "baseline", "cnn", "cnn-16-32-64".
     pub fn slug(&self) -> String {
         match self.kind {
+            ModelKind::Cnn if !self.head.is_gap_only() => {
+                format!("cnn-{}-{}", self.widths.dashed(), self.head.name())
+            }
             ModelKind::Cnn if !self.widths.is_tiny() => format!("cnn-{}", self.widths.dashed()),
             kind => kind.slug().to_string(),
         }
@@ -192,7 +323,13 @@ impl ModelSpec {
                     flops += 2 * 9 * inputs * width as u64 * pixels(side);
                     inputs = width as u64;
                 }
-                flops + 2 * inputs * classes as u64
+                let features = self.head.features(&self.widths, image_size) as u64;
+                let hidden = self.head.hidden as u64;
+                flops
+                    + match hidden {
+                        0 => 2 * features * classes as u64,
+                        _ => 2 * features * hidden + 2 * hidden * classes as u64,
+                    }
             }
         }
     }

@@ -68,6 +68,11 @@ pub struct ModelState {
     /// Samples augmented so far (each draws the next augmentation numbers).
     pub augmented: u64,
     pub weights_kind: WeightsKind,
+    /// Steps the layer path has taken: the key of the next step's dropout masks (`--dropout`),
+    /// so a resumed run draws the masks an unstopped one would. Absent in states written
+    /// before `--dropout` (0: they had no dropout to draw).
+    #[serde(default)]
+    pub dropout_steps: u32,
     pub best: BestState,
     pub history: Vec<EpochStats>,
     #[serde(skip)]

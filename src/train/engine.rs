@@ -16,7 +16,7 @@ use burn::prelude::*;
 use super::weights::Weights;
 use crate::device::{cpu_cnn, cpu_kernels, gpu_kernels, gpu_train};
 use crate::memory::Footprint;
-use crate::model::{ModelKind, ModelSpec, Net};
+use crate::model::{HeadKind, ModelKind, ModelSpec, Net};
 
 /// What runs a model's steps and evaluations.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +69,12 @@ impl Engine {
                 ),
             }
         } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
-            match cpu_cnn::supports(spec.channels, &spec.widths.get()) {
+            match cpu_cnn::supports(spec.channels, &spec.widths.get()).and_then(|()| {
+                match spec.head.kind {
+                    HeadKind::Gap => Ok(()),
+                    HeadKind::Flatten => Err("the fused CPU operation ends in the global average pool, not --head flatten".to_string()),
+                }
+            }) {
                 Ok(()) => (Engine::CpuFused, None),
                 Err(why) => (
                     Engine::Layers,
@@ -102,14 +107,20 @@ impl Engine {
     /// layers. The wgpu kernels do not come through here: they take the flat parameters once
     /// per step or evaluation ([`Weights`], `evaluate`).
     pub fn forward(&self, net: &Net, images: Tensor<4>) -> Tensor<2> {
+        self.forward_train(net, images, None)
+    }
+
+    /// [`Engine::forward`] while training: `dropout` is the step's key for the head's
+    /// dropout masks (none in evaluation).
+    pub fn forward_train(&self, net: &Net, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
         match (self, net) {
-            (Engine::CpuFused, Net::Cnn(cnn)) => {
+            (Engine::CpuFused, Net::Cnn(cnn)) if cnn.head.kind == HeadKind::Gap => {
                 match cpu_cnn::cnn_features(images.clone(), &cnn.convs()) {
-                    Some(features) => cnn.classifier.forward(features),
-                    None => net.forward(images),
+                    Some(features) => cnn.head_forward(features, dropout, &mut |_, _| {}),
+                    None => net.forward_train(images, dropout),
                 }
             }
-            _ => net.forward(images),
+            _ => net.forward_train(images, dropout),
         }
     }
 
@@ -152,6 +163,12 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
 
 /// The wgpu kernels' name for a model, or why they do not take it.
 fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
+    if spec.kind == ModelKind::Cnn && !spec.head.is_gap_only() {
+        return Err(format!(
+            "the WGSL kernels take only the global-average-pool head without hidden layer or dropout, not {}",
+            spec.head.name()
+        ));
+    }
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
 }

@@ -188,6 +188,7 @@ impl Learner {
         let blobs = &state.blobs;
         self.weights
             .load(state.weights_kind, &blobs.weights, &blobs.optim, ctx.device)?;
+        self.weights.resume_dropout_steps(state.dropout_steps);
         self.batch_size = state.batch_size;
         while self.passes < state.loader_passes {
             drop(self.loader.iter());

@@ -32,7 +32,7 @@ use burn::tensor::Transaction;
 
 pub use best::BestTracker;
 pub use evaluate::{EvalSettings, Evaluation, Prediction, evaluate};
-pub(crate) use step::{StepFailure, train_step};
+pub(crate) use step::{StepFailure, StepTrains, train_step};
 pub(crate) use weights::StepValues;
 pub(crate) use weights::Weights;
 

@@ -47,6 +47,15 @@ impl StepFailure {
     }
 }
 
+/// How a layer-path step trains, besides its batch and learning rate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepTrains {
+    /// The key of the step's dropout masks ([`crate::rng`]).
+    pub dropout: u32,
+    /// Only the head trains (`--freeze-features`): the blocks' gradients are dropped.
+    pub frozen: bool,
+}
+
 /// One training step. `net` and `optim` are not changed: the step returns the updated ones,
 /// so a failed attempt leaves the loop with the state from before it. The gradient norm is
 /// read back with a `try_` read (one sync per step), which surfaces allocation failures.
@@ -59,9 +68,9 @@ pub(crate) fn train_step(
     settings: &TrainSettings,
     lr: f64,
     engine: &super::engine::Engine,
-    frozen: bool,
+    trains: StepTrains,
 ) -> std::result::Result<Step, StepFailure> {
-    let logits = engine.forward(net, batch.images.clone());
+    let logits = engine.forward_train(net, batch.images.clone(), Some(trains.dropout));
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
     let correct = logits
         .argmax(1)
@@ -70,7 +79,7 @@ pub(crate) fn train_step(
         .int()
         .sum();
     let mut grads = GradientsParams::from_grads(loss.backward(), net);
-    if frozen {
+    if trains.frozen {
         drop_feature_grads(net, &mut grads);
     }
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);

@@ -173,6 +173,7 @@ impl Tally {
             loader_passes: learner.passes,
             augmented: learner.augmented_count(),
             weights_kind,
+            dropout_steps: learner.weights.dropout_steps(),
             best: self.best.state(),
             history: self.history.clone(),
             blobs: Blobs {

@@ -12,7 +12,7 @@ use burn::tensor::Bytes;
 
 use super::checkpointer::{WeightsKind, f32_bytes, f32_values};
 use super::engine::Engine;
-use super::{DIVERGED_GRAD_NORM, StepFailure, TrainSettings, train_step};
+use super::{DIVERGED_GRAD_NORM, StepFailure, StepTrains, TrainSettings, train_step};
 use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use crate::data::ImageBatch;
 use crate::device::gpu_train;
@@ -30,6 +30,8 @@ pub(crate) enum Weights {
         loss_fn: CrossEntropyLoss,
         /// Its forward pass: the layers, or the fused CPU operation.
         engine: Engine,
+        /// Steps taken: with the seed, the key of each step's dropout masks.
+        steps: u32,
         /// Only the last layer trains (`--freeze-features`).
         frozen: bool,
     },
@@ -84,6 +86,7 @@ impl Weights {
             },
             engine => Weights::Layers {
                 engine,
+                steps: 0,
                 frozen: false,
                 net: net.to_device(&device.clone().autodiff()).train(),
                 optim: optimizer(recipe),
@@ -106,6 +109,23 @@ impl Weights {
                 true
             }
             Weights::Fused { .. } => false,
+        }
+    }
+
+    /// Steps the layer path has taken (with the seed, the key of the next step's dropout
+    /// masks); 0 for the kernels, which have no dropout.
+    pub fn dropout_steps(&self) -> u32 {
+        match self {
+            Weights::Layers { steps, .. } => *steps,
+            Weights::Fused { .. } => 0,
+        }
+    }
+
+    /// Goes on from `taken` steps (a resumed run), so the next step draws the masks an
+    /// unstopped run would.
+    pub fn resume_dropout_steps(&mut self, taken: u32) {
+        if let Weights::Layers { steps, .. } = self {
+            *steps = taken;
         }
     }
 
@@ -168,9 +188,17 @@ impl Weights {
                 optim,
                 loss_fn,
                 engine,
+                steps,
                 frozen,
             } => {
-                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine, *frozen)?;
+                let key =
+                    crate::rng::key(settings.shuffle_seed, crate::rng::stream::DROPOUT, *steps);
+                let trains = StepTrains {
+                    dropout: key,
+                    frozen: *frozen,
+                };
+                let step = train_step(net, optim, batch, loss_fn, settings, lr, engine, trains)?;
+                *steps += 1;
                 *net = step.net;
                 *optim = step.optim;
                 Ok(StepDone {

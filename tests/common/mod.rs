@@ -374,6 +374,7 @@ pub fn cnn_spec(channels: usize, widths: &[usize]) -> trainer::model::ModelSpec 
         kind: trainer::model::ModelKind::Cnn,
         channels,
         widths: trainer::model::CnnWidths::new(widths).unwrap(),
+        head: trainer::model::Head::default(),
     }
 }
 

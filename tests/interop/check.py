@@ -179,8 +179,9 @@ def check_tensorboard(pack):
     if len(runs) != len(names):
         fail(f"tensorboard has runs {runs} for the models {sorted(names)}")
     for run in runs:
-        name = {"baseline": "Flatten baseline", "cnn": "Tiny CNN"}.get(run, "CNN " + run[4:])
-        mine = [r for r in rows if r["model"] == name]
+        # "cnn-16-32-64" is "CNN 16-32-64", "cnn-6-8-flatten-h12" is "CNN 6-8 flatten-h12".
+        name = {"baseline": "Flatten baseline", "cnn": "Tiny CNN"}.get(run)
+        mine = [r for r in rows if r["model"] == name or r["model"].lower().replace(" ", "-") == run]
         events = EventAccumulator(os.path.join(pack, "tensorboard", run), size_guidance={"scalars": 0, "images": 0})
         events.Reload()
         tags = events.Tags()
