@@ -2,8 +2,8 @@
 //! `--resume` ending bit-identical to the run never stopped, what an interrupt keeps, and
 //! `--init-from` / `--freeze-features` (fine-tuning).
 //!
-//! `TRAINER_INTERRUPT_AT=MODEL:EPOCH` acts as a Ctrl-C that arrives as that epoch starts, so
-//! the stop lands on a known epoch; tests/interrupts.rs sends real signals.
+//! `TRAINER_INTERRUPT_AT=MODEL:EPOCH` acts as a Ctrl-C that arrives as that epoch starts
+//! (`MODEL:EPOCH:val`: as its validation starts), so the stop lands on a known epoch; tests/interrupts.rs sends real signals.
 
 mod common;
 
@@ -116,6 +116,13 @@ fn sgd_with_onecycle_and_augmentation_resumed_ends_bit_identical() {
         "--augment",
     ];
     stopped_and_resumed_match(&recipe, "cnn:4", &[]);
+}
+
+/// An interrupt during an epoch's validation (issue 32: the run then failed "interrupted"
+/// and wrote no pack) drops that epoch, keeps the ones before, and resumes from there.
+#[test]
+fn an_interrupt_during_validation_keeps_the_epochs_before_and_resumes_bit_identical() {
+    stopped_and_resumed_match(&[], "cnn:3:val", &[]);
 }
 
 #[test]

@@ -68,6 +68,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         &mut state,
         console,
     )?;
+    // Training is over: from here an interrupt no longer stops the run (the finished epochs
+    // are tested and the pack written; a second interrupt exits at once).
+    let _finishing = crate::interrupt::Finishing::begin();
     let stopped = state::keep_finished(&mut trained, &mut state, console)?;
     let (models, ranking) = models::test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
     let label_issues = train::label_issues::find(
