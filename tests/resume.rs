@@ -125,6 +125,28 @@ fn an_interrupt_during_validation_keeps_the_epochs_before_and_resumes_bit_identi
     stopped_and_resumed_match(&[], "cnn:3:val", &[]);
 }
 
+/// An incomplete pack says the epochs its stopped model trained, not its schedule's.
+#[test]
+fn an_incomplete_pack_says_the_epochs_actually_trained() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    small(&[])
+        .out(&pack)
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run_fail(130);
+    let (header, rows) = read_csv(&pack.join("outputs/model_comparison.csv"));
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let cnn = rows.iter().find(|r| r[0] == "Tiny CNN").unwrap();
+    assert_eq!(cnn[column("epochs")], "2", "{rows:?}");
+    assert_eq!(cnn[column("status")], "stopped at epoch 3", "{rows:?}");
+    let baseline = rows.iter().find(|r| r[0] == "Flatten baseline").unwrap();
+    assert_eq!(baseline[column("epochs")], "3", "{rows:?}");
+    assert_eq!(baseline[column("status")], "ok", "{rows:?}");
+    let readme = fs::read_to_string(pack.join("README.md")).unwrap();
+    assert!(readme.contains("stopped after 2 of 4 epochs by an interrupt"), "{readme}");
+    assert!(!readme.contains("trained all 4 epochs"), "{readme}");
+}
+
 #[test]
 fn a_run_resumed_after_a_batch_halving_ends_bit_identical() {
     stopped_and_resumed_match(&[], "cnn:3", &[("TRAINER_FAIL_ALLOC_ABOVE", "16")]);
