@@ -404,6 +404,26 @@ fn init_from_another_shape_names_the_mismatch() {
     );
 }
 
+/// A mismatch of the second model is refused before the first trains: nothing is trained
+/// and no state is left (one that could never resume).
+#[test]
+fn init_from_that_does_not_fit_a_later_model_is_refused_before_any_training() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let second = dir.path().join("second");
+    let output = small(&["--cnn-widths", "16,32"])
+        .arg("--init-from")
+        .arg(first.join("checkpoints/best_model.json"))
+        .out(&second)
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("the checkpoint is a Tiny CNN"), "{err}");
+    assert!(!stdout(&output).contains("epoch 1/"), "{}", stdout(&output));
+    assert!(!second.join("checkpoints/last.json").exists());
+    assert!(!second.join("checkpoints/last.bin").exists());
+}
+
 #[test]
 fn a_stopped_sweep_task_continues_from_its_last_epoch_when_run_again() {
     let root = temp();

@@ -57,6 +57,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         let (_, meta) = init_from::read(path, &opened.device)?;
         state.set_init_from(Some(init_from::described(path, &meta)));
     }
+    models::check_init_from(&config, &splits, &opened.device)?;
     let shapes = models::trace_shapes(&splits, &settings)?;
 
     let mut trained = models::train_models(
