@@ -424,6 +424,49 @@ fn init_from_that_does_not_fit_a_later_model_is_refused_before_any_training() {
     assert!(!second.join("checkpoints/last.bin").exists());
 }
 
+/// `--resume` goes on as the run was made: another `--init-from` or a `--freeze-features`
+/// it was not made with is refused, named, and the stopped run is left as it was.
+#[test]
+fn resume_refuses_fine_tuning_flags_the_run_was_not_made_with() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let cut = dir.path().join("cut");
+    small(&[])
+        .out(&cut)
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run_fail(130);
+    let before = fs::read(cut.join("checkpoints/last.bin")).unwrap();
+    let output = trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&cut)
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .arg("--freeze-features")
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("init_from unset") && err.contains("freeze_features false (asked true)"),
+        "{err}"
+    );
+    assert_eq!(fs::read(cut.join("checkpoints/last.bin")).unwrap(), before);
+    // Its own flags are accepted: a fine-tuning run resumed with them goes on.
+    let tuned = dir.path().join("tuned");
+    let tune = ["--init-from", checkpoint.to_str().unwrap(), "--freeze-features"];
+    small(&tune)
+        .out(&tuned)
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run_fail(130);
+    trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&tuned)
+        .args(tune)
+        .run_ok();
+}
+
 #[test]
 fn a_stopped_sweep_task_continues_from_its_last_epoch_when_run_again() {
     let root = temp();
