@@ -355,6 +355,11 @@ fn init_from_fine_tunes_and_freeze_features_keeps_the_convolutions() {
         .out(&tuned)
         .run_ok();
     assert!(
+        stdout(&output).contains("features frozen: only the head trains"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
         stdout(&output).contains("the checkpoint has 3 classes and this run 4"),
         "{}",
         stdout(&output)

@@ -51,6 +51,7 @@ pub(super) fn train_models(
         let train_settings = TrainSettings::new(settings, epochs, lr);
         let net = initial_net(config, kind, splits, &opened.device, state, console)?;
         let spec = settings.spec(kind, splits.train.channels)?;
+        say_frozen(config.freeze_features, kind, console);
         let later = settings.models[i + 1..]
             .iter()
             .map(|k| settings.schedule(*k).0);
@@ -93,6 +94,18 @@ pub(super) fn train_models(
         models,
         peak_device_bytes,
     })
+}
+
+/// Says what `--freeze-features` does to a model: only the CNN has feature layers to freeze.
+fn say_frozen(freeze: bool, kind: ModelKind, console: &Console) {
+    match (freeze, kind) {
+        (false, _) => {}
+        (true, ModelKind::Baseline) => console.warn(&format!(
+            "--freeze-features has no effect on the {}: it has no feature layers, only its head",
+            kind.display_name()
+        )),
+        (true, _) => console.info("features frozen: only the head trains"),
+    }
 }
 
 /// A model's starting weights: fresh from the seed, or (`--init-from`, for a model of the
