@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Set while a run writes what it finished (see [`Finishing`]): an interrupt then no longer
+/// stops it (only a second one, which exits at once).
+static FINISHING: AtomicBool = AtomicBool::new(false);
 /// Set when the interrupt was a SIGTERM.
 static TERMINATED: AtomicBool = AtomicBool::new(false);
 /// Folders to remove if the process has to exit at once (staging folders, lock files).
@@ -26,9 +29,7 @@ pub fn install() {
         REQUESTED.store(true, Ordering::SeqCst);
         signal_children();
         if COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!(
-                "trainer: interrupt received, stopping at the next step or batch (press Ctrl-C again to exit at once)"
-            );
+            eprintln!("trainer: {}", first_message());
         } else {
             wait_for_children(std::time::Duration::from_secs(5));
             remove_registered();
@@ -37,6 +38,21 @@ pub fn install() {
         }
     });
     on_sigterm();
+}
+
+/// What the first interrupt says: what it stops, and how to exit at once (a second Ctrl-C,
+/// or a second signal after a SIGTERM).
+fn first_message() -> String {
+    let (received, again) = if TERMINATED.load(Ordering::SeqCst) {
+        ("signal received (SIGTERM)", "a second signal exits at once")
+    } else {
+        ("interrupt received", "press Ctrl-C again to exit at once")
+    };
+    if FINISHING.load(Ordering::SeqCst) {
+        format!("{received}; training is over, so the results are written first; {again}")
+    } else {
+        format!("{received}, stopping at the next step or batch; {again}")
+    }
 }
 
 /// SIGTERM is noted, then handled as Ctrl-C is (the handler above, raised as SIGINT), so
@@ -86,6 +102,24 @@ pub fn acknowledge() {
     REQUESTED.store(false, Ordering::SeqCst);
 }
 
+/// While this lives, the run is past its training and writes what it finished (tests the
+/// kept epochs, writes the pack): [`requested`] says no, so no step stops at an interrupt
+/// that came before or comes now, and a second interrupt still exits at once.
+pub struct Finishing(());
+
+impl Finishing {
+    pub fn begin() -> Finishing {
+        FINISHING.store(true, Ordering::SeqCst);
+        Finishing(())
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        FINISHING.store(false, Ordering::SeqCst);
+    }
+}
+
 /// For tests: `TRAINER_INTERRUPT_AT=MODEL:EPOCH` (MODEL a slug: baseline, cnn, cnn-16-32)
 /// acts as a Ctrl-C that arrives as that model's epoch EPOCH starts.
 pub const INTERRUPT_AT_ENV: &str = "TRAINER_INTERRUPT_AT";
@@ -98,8 +132,23 @@ pub fn inject(model_slug: &str, epoch: usize) {
     }
 }
 
-/// Whether the user asked the run to stop.
+/// `TRAINER_INTERRUPT_AT=MODEL:EPOCH:val` acts as a Ctrl-C that arrives as the validation
+/// of that model's epoch EPOCH starts.
+pub fn inject_validation(model_slug: &str, epoch: usize) {
+    let at = format!("{model_slug}:{epoch}:val");
+    if std::env::var(INTERRUPT_AT_ENV).is_ok_and(|asked| asked == at) {
+        COUNT.fetch_add(1, Ordering::SeqCst);
+        REQUESTED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether the user asked the run to stop (never while a run is [`Finishing`]).
 pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst) && !FINISHING.load(Ordering::SeqCst)
+}
+
+/// Whether an interrupt came and was not acknowledged, even while [`Finishing`].
+pub fn received() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 

@@ -93,7 +93,7 @@ fn run() -> ExitCode {
     trainer::interrupt::install();
     match dispatch(cli, &matches) {
         Ok(code) => {
-            if trainer::interrupt::requested() {
+            if trainer::interrupt::received() {
                 // The Ctrl-C came after the last point it could stop at: what was asked
                 // finished, and its results stand.
                 eprintln!(

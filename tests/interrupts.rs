@@ -235,6 +235,13 @@ fn sigterm_keeps_the_epochs_finished_and_exits_143() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(143), "{}", stderr(&output));
     assert!(
+        stderr(&output).contains(
+            "signal received (SIGTERM), stopping at the next step or batch; a second signal exits at once"
+        ) && !stderr(&output).contains("Ctrl-C again"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
         stderr(&output).contains("SIGTERM: stopped at epoch"),
         "{}",
         stderr(&output)

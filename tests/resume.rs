@@ -2,8 +2,8 @@
 //! `--resume` ending bit-identical to the run never stopped, what an interrupt keeps, and
 //! `--init-from` / `--freeze-features` (fine-tuning).
 //!
-//! `TRAINER_INTERRUPT_AT=MODEL:EPOCH` acts as a Ctrl-C that arrives as that epoch starts, so
-//! the stop lands on a known epoch; tests/interrupts.rs sends real signals.
+//! `TRAINER_INTERRUPT_AT=MODEL:EPOCH` acts as a Ctrl-C that arrives as that epoch starts
+//! (`MODEL:EPOCH:val`: as its validation starts), so the stop lands on a known epoch; tests/interrupts.rs sends real signals.
 
 mod common;
 
@@ -124,6 +124,35 @@ fn sgd_with_onecycle_and_augmentation_resumed_ends_bit_identical() {
 fn a_classic_head_with_dropout_resumed_ends_bit_identical() {
     let head = ["--head", "flatten", "--hidden", "12", "--dropout", "0.25"];
     stopped_and_resumed_match(&head, "cnn-8-16-flatten-h12-d0.25:3", &[]);
+}
+
+/// An interrupt during an epoch's validation (issue 32: the run then failed "interrupted"
+/// and wrote no pack) drops that epoch, keeps the ones before, and resumes from there.
+#[test]
+fn an_interrupt_during_validation_keeps_the_epochs_before_and_resumes_bit_identical() {
+    stopped_and_resumed_match(&[], "cnn:3:val", &[]);
+}
+
+/// An incomplete pack says the epochs its stopped model trained, not its schedule's.
+#[test]
+fn an_incomplete_pack_says_the_epochs_actually_trained() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    small(&[])
+        .out(&pack)
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run_fail(130);
+    let (header, rows) = read_csv(&pack.join("outputs/model_comparison.csv"));
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let cnn = rows.iter().find(|r| r[0] == "Tiny CNN").unwrap();
+    assert_eq!(cnn[column("epochs")], "2", "{rows:?}");
+    assert_eq!(cnn[column("status")], "stopped at epoch 3", "{rows:?}");
+    let baseline = rows.iter().find(|r| r[0] == "Flatten baseline").unwrap();
+    assert_eq!(baseline[column("epochs")], "3", "{rows:?}");
+    assert_eq!(baseline[column("status")], "ok", "{rows:?}");
+    let readme = fs::read_to_string(pack.join("README.md")).unwrap();
+    assert!(readme.contains("stopped after 2 of 4 epochs by an interrupt"), "{readme}");
+    assert!(!readme.contains("trained all 4 epochs"), "{readme}");
 }
 
 #[test]
@@ -334,6 +363,11 @@ fn init_from_fine_tunes_and_freeze_features_keeps_the_convolutions() {
         .out(&tuned)
         .run_ok();
     assert!(
+        stdout(&output).contains("features frozen: only the head trains"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
         stdout(&output).contains("the checkpoint has 3 classes and this run 4"),
         "{}",
         stdout(&output)
@@ -381,6 +415,69 @@ fn init_from_another_shape_names_the_mismatch() {
         err.contains("the checkpoint is a Tiny CNN") && err.contains("CNN 16-32"),
         "{err}"
     );
+}
+
+/// A mismatch of the second model is refused before the first trains: nothing is trained
+/// and no state is left (one that could never resume).
+#[test]
+fn init_from_that_does_not_fit_a_later_model_is_refused_before_any_training() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let second = dir.path().join("second");
+    let output = small(&["--cnn-widths", "16,32"])
+        .arg("--init-from")
+        .arg(first.join("checkpoints/best_model.json"))
+        .out(&second)
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("the checkpoint is a Tiny CNN"), "{err}");
+    assert!(!stdout(&output).contains("epoch 1/"), "{}", stdout(&output));
+    assert!(!second.join("checkpoints/last.json").exists());
+    assert!(!second.join("checkpoints/last.bin").exists());
+}
+
+/// `--resume` goes on as the run was made: another `--init-from` or a `--freeze-features`
+/// it was not made with is refused, named, and the stopped run is left as it was.
+#[test]
+fn resume_refuses_fine_tuning_flags_the_run_was_not_made_with() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let cut = dir.path().join("cut");
+    small(&[])
+        .out(&cut)
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run_fail(130);
+    let before = fs::read(cut.join("checkpoints/last.bin")).unwrap();
+    let output = trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&cut)
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .arg("--freeze-features")
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("init_from unset") && err.contains("freeze_features false (asked true)"),
+        "{err}"
+    );
+    assert_eq!(fs::read(cut.join("checkpoints/last.bin")).unwrap(), before);
+    // Its own flags are accepted: a fine-tuning run resumed with them goes on.
+    let tuned = dir.path().join("tuned");
+    let tune = ["--init-from", checkpoint.to_str().unwrap(), "--freeze-features"];
+    small(&tune)
+        .out(&tuned)
+        .env("TRAINER_INTERRUPT_AT", "cnn:3")
+        .run_fail(130);
+    trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&tuned)
+        .args(tune)
+        .run_ok();
 }
 
 #[test]

@@ -191,8 +191,20 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
     csv_text(rows)
 }
 
+/// The epochs a model trained: its schedule's, or (stopped by an interrupt) those it
+/// finished.
+pub fn epochs_trained(run: &ModelRun) -> usize {
+    match run.trained.interrupted {
+        Some(_) => run.trained.history.last().map_or(0, |e| e.epoch),
+        None => run.epochs,
+    }
+}
+
 /// The status of a model's training, for the comparison and the README.
 pub fn status(run: &ModelRun) -> String {
+    if let Some(epoch) = run.trained.interrupted {
+        return format!("stopped at epoch {epoch}");
+    }
     match &run.trained.divergence {
         None => match run.trained.history.last() {
             Some(last) if run.trained.stopped_early.is_some() => {
@@ -219,7 +231,8 @@ pub fn model_comparison_csv(report: &Report) -> Result<String> {
     let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for &i in &report.ranking {
         let run = &report.models[i];
-        let mut line = vec![run.spec.display_name().to_string(), run.epochs.to_string()];
+        let epochs = epochs_trained(run).to_string();
+        let mut line = vec![run.spec.display_name().to_string(), epochs];
         if by_loss {
             line.push(py_float(run.trained.best_val_loss));
         }
@@ -1151,7 +1164,7 @@ fn readme_comparison(out: &mut String, report: &Report) {
             let r = &report.models[i];
             vec![
                 r.spec.display_name().to_string(),
-                r.epochs.to_string(),
+                epochs_trained(r).to_string(),
                 r.lr.to_string(),
                 r.trained.final_batch.to_string(),
                 r.trained.best_epoch.to_string(),
@@ -1292,6 +1305,11 @@ fn readme_training(out: &mut String, report: &Report) {
                 d.epoch, d.step, d.what
             ),
             (None, Some(why)) => format!("stopped early: {why}"),
+            (None, None) if run.trained.interrupted.is_some() => format!(
+                "stopped after {} of {} epochs by an interrupt",
+                epochs_trained(run),
+                run.epochs
+            ),
             (None, None) => format!("trained all {} epochs", run.epochs),
         };
         let kept = match run.trained.best_epoch {

@@ -43,6 +43,7 @@ use tally::{EpochTrain, Tally};
 
 use crate::config::{MAX_GRAD_NORM, Monitor, Settings};
 use crate::console::Progress;
+use crate::interrupt;
 use crate::data::{ImageDataset, Splits};
 use crate::device::DeviceInfo;
 use crate::error::{Result, TrainerError, root_cause};
@@ -264,7 +265,15 @@ pub fn train_model(
             batch_size: learner.batch_size,
             choice: &choice,
         };
-        let stats = validate(&valid, val, classes, trained, &at, settings, memory, ctx)?;
+        // An interrupt during validation drops this epoch, as one during training does.
+        interrupt::inject_validation(&spec.slug(), epoch);
+        let stats = match validate(&valid, val, classes, trained, &at, settings, memory, ctx) {
+            Err(TrainerError::Interrupted) => {
+                tally.interrupt_validation(epoch);
+                break;
+            }
+            done => done?,
+        };
 
         // Keep the best epoch (early stopping after `patience` epochs without one), say the
         // epoch's line, and checkpoint the whole state.

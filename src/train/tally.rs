@@ -32,6 +32,9 @@ pub(super) struct Tally {
     pub interrupted: Option<usize>,
     /// Whether the model had ended before this process started (a resumed run's).
     ended_before: bool,
+    /// The steps recorded before the last epoch's (an epoch whose validation an interrupt
+    /// stopped is dropped back to there).
+    steps_before_epoch: usize,
 }
 
 /// An epoch's training, read back.
@@ -66,6 +69,7 @@ impl Tally {
             stopped_early: None,
             interrupted: None,
             ended_before: false,
+            steps_before_epoch: 0,
         };
         let Some(state) = resume else {
             return Ok(tally);
@@ -120,6 +124,7 @@ impl Tally {
         steps.lrs.truncate(read.losses.len());
         let samples: usize = steps.sizes.iter().sum();
         let seconds = started.elapsed().as_secs_f64();
+        self.steps_before_epoch = self.step_losses.len();
         self.step_losses.extend_from_slice(&read.losses);
         self.step_lrs.extend_from_slice(&steps.lrs);
         self.step_epochs.extend(steps.starts(epoch, train_len));
@@ -137,6 +142,15 @@ impl Tally {
             seconds,
             lr: steps.lrs.last().copied(),
         })
+    }
+
+    /// An interrupt stopped the validation of `epoch`: the epoch is dropped (its steps too)
+    /// and the model stops as when an interrupt comes during training.
+    pub fn interrupt_validation(&mut self, epoch: usize) {
+        self.step_losses.truncate(self.steps_before_epoch);
+        self.step_lrs.truncate(self.steps_before_epoch);
+        self.step_epochs.truncate(self.steps_before_epoch);
+        self.interrupted = Some(epoch);
     }
 
     /// Records a validated epoch and its model; returns whether it is the best so far.

@@ -45,6 +45,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         progress: console,
     };
     let mut state = state::run_state(&config, &splits, &mut memory, console)?;
+    state::check_resumed_fine_tuning(&config, &state, &opened.device)?;
     // A resumed run starts the models it had not started as it would have (--init-from and
     // --freeze-features are the run's own).
     config.freeze_features |= state.freeze_features();
@@ -57,6 +58,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         let (_, meta) = init_from::read(path, &opened.device)?;
         state.set_init_from(Some(init_from::described(path, &meta)));
     }
+    models::check_init_from(&config, &splits, &opened.device)?;
     let shapes = models::trace_shapes(&splits, &settings)?;
 
     let mut trained = models::train_models(
@@ -68,6 +70,9 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         &mut state,
         console,
     )?;
+    // Training is over: from here an interrupt no longer stops the run (the finished epochs
+    // are tested and the pack written; a second interrupt exits at once).
+    let _finishing = crate::interrupt::Finishing::begin();
     let stopped = state::keep_finished(&mut trained, &mut state, console)?;
     let (models, ranking) = models::test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
     let label_issues = train::label_issues::find(

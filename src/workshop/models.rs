@@ -51,6 +51,7 @@ pub(super) fn train_models(
         let train_settings = TrainSettings::new(settings, epochs, lr);
         let net = initial_net(config, kind, splits, &opened.device, state, console)?;
         let spec = settings.spec(kind, splits.train.channels)?;
+        say_frozen(config.freeze_features, kind, console);
         let later = settings.models[i + 1..]
             .iter()
             .map(|k| settings.schedule(*k).0);
@@ -95,6 +96,18 @@ pub(super) fn train_models(
     })
 }
 
+/// Says what `--freeze-features` does to a model: only the CNN has feature layers to freeze.
+fn say_frozen(freeze: bool, kind: ModelKind, console: &Console) {
+    match (freeze, kind) {
+        (false, _) => {}
+        (true, ModelKind::Baseline) => console.warn(&format!(
+            "--freeze-features has no effect on the {}: it has no feature layers, only its head",
+            kind.display_name()
+        )),
+        (true, _) => console.info("features frozen: only the head trains"),
+    }
+}
+
 /// A model's starting weights: fresh from the seed, or (`--init-from`, for a model of the
 /// checkpoint's kind) the checkpoint's, which the run's state records.
 fn initial_net(
@@ -105,9 +118,54 @@ fn initial_net(
     state: &mut RunState,
     console: &Console,
 ) -> Result<crate::model::Net> {
+    match start(config, kind, splits, device)? {
+        Start::Fresh(net, note) => {
+            if let Some(note) = note {
+                console.info(&note);
+            }
+            Ok(net)
+        }
+        Start::From(started) => {
+            if let Some(note) = &started.note {
+                console.info(note);
+            }
+            console.info(&format!(
+                "{} starts from {} (parameters {})",
+                kind.display_name(),
+                started.from.path,
+                started.from.params_checksum
+            ));
+            state.set_init_from(Some(started.from));
+            Ok(started.net)
+        }
+    }
+}
+
+/// Checks, before any model trains, that `--init-from` applies to every model of the run
+/// (its kind is trained, its shape is each model's of that kind): a mismatch found only
+/// after another model trained would leave a run that can never resume.
+pub(super) fn check_init_from(config: &RunConfig, splits: &Splits, device: &Device) -> Result<()> {
+    if config.init_from.is_none() {
+        return Ok(());
+    }
+    for &kind in &config.settings.models {
+        start(config, kind, splits, device)?;
+    }
+    Ok(())
+}
+
+/// How a model starts: fresh (with a note when `--init-from` names another kind), or from
+/// the checkpoint.
+enum Start {
+    Fresh(crate::model::Net, Option<String>),
+    From(init_from::Started),
+}
+
+/// A model's start, said nowhere: [`initial_net`] says it, [`check_init_from`] only checks.
+fn start(config: &RunConfig, kind: ModelKind, splits: &Splits, device: &Device) -> Result<Start> {
     let fresh = crate::setup::init_net(&config.settings, kind, splits, device)?;
     let Some(path) = &config.init_from else {
-        return Ok(fresh);
+        return Ok(Start::Fresh(fresh, None));
     };
     let (loaded, meta) = init_from::read(path, device)?;
     if !init_from::applies(&meta, kind) {
@@ -120,26 +178,16 @@ fn initial_net(
                 meta.model_kind.slug()
             )));
         }
-        console.info(&format!(
+        let note = format!(
             "--init-from: {} starts fresh (the checkpoint is a {})",
             kind.display_name(),
             meta.model_name
-        ));
-        return Ok(fresh);
+        );
+        return Ok(Start::Fresh(fresh, Some(note)));
     }
     let channels = splits.train.channels;
     let started = init_from::start_from(fresh, loaded, &meta, path, splits.image_size, channels)?;
-    if let Some(note) = &started.note {
-        console.info(note);
-    }
-    console.info(&format!(
-        "{} starts from {} (parameters {})",
-        kind.display_name(),
-        started.from.path,
-        started.from.params_checksum
-    ));
-    state.set_init_from(Some(started.from));
-    Ok(started.net)
+    Ok(Start::From(started))
 }
 
 /// The warning for a model whose training diverged.

@@ -9,6 +9,7 @@ use crate::data::Splits;
 use crate::error::{Result, TrainerError};
 use crate::interrupt;
 use crate::memory::MemoryPolicy;
+use crate::model::init_from;
 use crate::pack::evidence;
 use crate::pack::run_state::{DataFingerprint, RunState, RunStatus, STATE_BIN, STATE_JSON};
 use crate::pack::{self, Staging};
@@ -83,6 +84,41 @@ pub(super) fn run_state(
         ));
     }
     RunState::new(&config.out, &config.settings, data)
+}
+
+/// With `--resume`, `--init-from` and `--freeze-features` must be the run's own (a run goes
+/// on as it was made): one that differs is refused, named as other settings are.
+pub(super) fn check_resumed_fine_tuning(
+    config: &RunConfig,
+    state: &RunState,
+    device: &burn::prelude::Device,
+) -> Result<()> {
+    if !config.resume {
+        return Ok(());
+    }
+    let mut differs = Vec::new();
+    if config.freeze_features && !state.freeze_features() {
+        differs.push("freeze_features false (asked true)".to_string());
+    }
+    if let Some(path) = &config.init_from {
+        let (_, meta) = init_from::read(path, device)?;
+        let asked = init_from::described(path, &meta);
+        let same = state
+            .init_from()
+            .is_some_and(|theirs| theirs.params_checksum == asked.params_checksum);
+        if !same {
+            let theirs = state.init_from().map_or("unset".to_string(), |t| t.path.clone());
+            differs.push(format!("init_from {theirs} (asked {})", asked.path));
+        }
+    }
+    if differs.is_empty() {
+        return Ok(());
+    }
+    Err(TrainerError::bad_input(format!(
+        "--resume '{}': the run was made with other settings: {}; resume with its own settings (or none) or start a new run",
+        config.out.display(),
+        differs.join(", ")
+    )))
 }
 
 /// After an interrupt: the models with a finished epoch are kept (their best epoch so far),
