@@ -157,7 +157,7 @@ fn print_folder(scored: &Scored, console: &Console) {
 pub fn predict(args: PredictArgs) -> Result<()> {
     let console = Console::new(args.json);
     if let Some(csv) = &args.csv {
-        check_csv(csv, args.force)?;
+        predict::check_csv(csv, args.force)?;
     }
     predict_checked(args, &console)
         .map_err(|e| without_pack(e, "stopped before finishing; nothing was written"))
@@ -170,27 +170,6 @@ fn without_pack(error: TrainerError, what: &str) -> TrainerError {
         TrainerError::Interrupted => TrainerError::InterruptedKept(what.to_string()),
         other => other,
     }
-}
-
-/// `--csv` names a file that can be written, checked before any work: not a folder, in a
-/// folder that exists, and not an existing file unless `--force`.
-fn check_csv(csv: &std::path::Path, force: bool) -> Result<()> {
-    let why = if csv.is_dir() {
-        "is a folder; give a file name"
-    } else if csv
-        .parent()
-        .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
-    {
-        "is in a folder that does not exist; create it first"
-    } else if csv.exists() && !force {
-        "exists; pass --force to replace it, or give another name"
-    } else {
-        return Ok(());
-    };
-    Err(TrainerError::bad_input(format!(
-        "--csv '{}' {why}",
-        csv.display()
-    )))
 }
 
 /// [`predict`] once its `--csv` is checked.

@@ -147,6 +147,15 @@ fn planar_rgb(rgb: &[u8], size: usize) -> Pixels {
 }
 
 impl Pixels {
+    /// The image as `channels` planes of values in [0, 1] (see [`Pixels::into_channels`]):
+    /// what training, evaluate and predict all feed a model before normalizing.
+    pub fn into_unit(self, channels: usize) -> Vec<f32> {
+        self.into_channels(channels)
+            .into_iter()
+            .map(|v| v as f32 / 255.0)
+            .collect()
+    }
+
     /// The image as `channels` planes: luminance from colour (Rec. 709 weights, as the image
     /// crate converts), or the gray plane repeated.
     pub fn into_channels(self, channels: usize) -> Vec<u8> {

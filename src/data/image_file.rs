@@ -19,12 +19,7 @@ pub fn read_image(path: &Path, size: usize, channels: usize) -> Result<Vec<f32>,
 /// Decodes an image file's bytes as `channels` (1 or 3) x `size` x `size` values in [0, 1].
 pub fn decode_image(bytes: &[u8], size: usize, channels: usize) -> Result<Vec<f32>, String> {
     let decoded = super::decode::decode(bytes, size)?;
-    Ok(decoded
-        .pixels
-        .into_channels(channels)
-        .into_iter()
-        .map(|v| v as f32 / 255.0)
-        .collect())
+    Ok(decoded.pixels.into_unit(channels))
 }
 
 #[cfg(test)]

@@ -169,12 +169,7 @@ pub fn read_bytes(
         conversions.converted += 1;
         conversions.channels.insert(has);
     }
-    Ok(decoded
-        .pixels
-        .into_channels(channels)
-        .into_iter()
-        .map(|v| v as f32 / 255.0)
-        .collect())
+    Ok(decoded.pixels.into_unit(channels))
 }
 
 #[cfg(test)]

@@ -200,6 +200,28 @@ fn classify(loaded: &Loaded, samples: Vec<Sample>) -> Result<Vec<FilePrediction>
         .collect())
 }
 
+/// `--csv` names a file that can be written, checked before any work: not a folder, in a
+/// folder that exists, and not an existing file unless `--force`.
+pub fn check_csv(csv: &std::path::Path, force: bool) -> crate::error::Result<()> {
+    let why = if csv.is_dir() {
+        "is a folder; give a file name"
+    } else if csv
+        .parent()
+        .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
+    {
+        "is in a folder that does not exist; create it first"
+    } else if csv.exists() && !force {
+        "exists; pass --force to replace it, or give another name"
+    } else {
+        return Ok(());
+    };
+    Err(crate::error::TrainerError::bad_input(format!(
+        "--csv '{}' {why}",
+        csv.display()
+    )))
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
