@@ -4,7 +4,7 @@
 //!
 //! Laid out to stay readable at 10 classes with long names and 30 epochs: legends beside
 //! the plot, never on the data; tick labels with as many digits as their spacing needs;
-//! confusion-matrix column labels turned upright and every font fitted to its cell. All text
+//! confusion-matrix column labels turned 90 degrees and every font fitted to its cell. All text
 //! is drawn on [`Canvas`], which can record each text's box (a test checks that none
 //! overlap).
 
@@ -516,7 +516,7 @@ fn draw_mark(ctx: &mut Ctx, at: (f64, f64), text: &str, x_mid: f64) -> DrawResul
 }
 
 /// Where the parts of a confusion matrix go, from its class names: row labels right-aligned
-/// left of the matrix, column labels turned upright below it, each as wide as it needs.
+/// left of the matrix, column labels turned 90 degrees below it, each as wide as it needs.
 struct ConfusionLayout {
     left: i32,
     top: i32,
@@ -558,7 +558,7 @@ impl ConfusionLayout {
 
 /// A labelled heatmap of a square count matrix (rows: actual, columns: predicted), drawn
 /// cell by cell so that every label sits on its row or column; counts are sized to fit
-/// their cells and column labels are turned upright.
+/// their cells and column labels are turned 90 degrees.
 pub fn draw_confusion(
     path: &Path,
     title: &str,
