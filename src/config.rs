@@ -523,8 +523,13 @@ impl Settings {
         if !self.models.contains(&ModelKind::Cnn) && self.cnn_widths != default_cnn_widths() {
             notes.push("--cnn-widths has no effect: --models does not train the CNN".to_string());
         }
-        if !self.models.contains(&ModelKind::Cnn) && !self.model_head().unwrap_or_default().is_gap_only() {
-            notes.push("--head, --hidden and --dropout have no effect: --models does not train the CNN".to_string());
+        if !self.models.contains(&ModelKind::Cnn)
+            && !self.model_head().unwrap_or_default().is_gap_only()
+        {
+            notes.push(
+                "--head, --hidden and --dropout have no effect: --models does not train the CNN"
+                    .to_string(),
+            );
         }
         if self.data.is_none() && self.color == Color::Gray {
             notes.push("--color gray has no effect: the stripe images are gray".to_string());
@@ -854,7 +859,10 @@ mod tests {
             file
         };
         let merged = |text: &str| merge(&Settings::default(), Some(&file(text)), |_| false);
-        assert_eq!(merged("optimizer = \"adamw\"\n").unwrap().weight_decay, 0.01);
+        assert_eq!(
+            merged("optimizer = \"adamw\"\n").unwrap().weight_decay,
+            0.01
+        );
         let given = merged("optimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
         assert_eq!(given.weight_decay, 0.0);
         assert_eq!(merged("optimizer = \"sgd\"\n").unwrap().weight_decay, 0.0);

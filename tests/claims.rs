@@ -304,7 +304,10 @@ fn every_boolean_key_of_a_config_can_be_set_both_ways_from_the_command_line() {
             )
             .unwrap();
             let out = dir.path().join(format!("{key}-{in_file}"));
-            small(&out, key).config(&config).arg(&on_command_line).run_ok();
+            small(&out, key)
+                .config(&config)
+                .arg(&on_command_line)
+                .run_ok();
             assert_eq!(
                 recorded(&out)[key.as_str()],
                 expected,

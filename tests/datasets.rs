@@ -170,7 +170,10 @@ fn split_folders_without_train_and_test_are_refused_and_a_stray_folder_is_named(
         .out(&out)
         .run_ok();
     let err = stderr(&output);
-    assert!(err.contains("'extras/'") && err.contains("not read"), "{err}");
+    assert!(
+        err.contains("'extras/'") && err.contains("not read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -182,7 +185,10 @@ fn an_empty_class_in_a_split_folder_and_val_fraction_on_class_folders_are_refuse
         fs::remove_file(file.unwrap().path()).unwrap();
     }
     let err = stderr(&run(&data, &out).run_fail(2));
-    assert!(err.contains("class 'trouser' has no image to use in test/"), "{err}");
+    assert!(
+        err.contains("class 'trouser' has no image to use in test/"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!out.exists());
     // --val-fraction draws from a pre-split folder's train/: a folder of classes refuses it.
@@ -328,7 +334,10 @@ fn max_per_class_takes_a_seeded_sample_and_samples_per_class_points_to_it() {
         .args(["--max-per-class", "1"])
         .run_fail(2);
     let err = stderr(&output);
-    assert!(err.contains("has 1 image(s) to split (--max-per-class 1 leaves too few)"), "{err}");
+    assert!(
+        err.contains("has 1 image(s) to split (--max-per-class 1 leaves too few)"),
+        "{err}"
+    );
 }
 
 #[test]

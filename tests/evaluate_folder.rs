@@ -78,7 +78,15 @@ fn a_labelled_folder_is_scored_per_class_and_agrees_with_its_confusion_matrix() 
             fs::copy(file.path(), copy.join(class).join(file.file_name())).unwrap();
         }
     }
-    fs::remove_file(fs::read_dir(copy.join("diagonal")).unwrap().next().unwrap().unwrap().path()).unwrap();
+    fs::remove_file(
+        fs::read_dir(copy.join("diagonal"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
     let output = evaluate(&checkpoint)
         .data(&copy)
         .out(dir.path().join("own"))
@@ -249,12 +257,20 @@ fn predict_classifies_a_folder_into_a_csv_and_gives_the_accuracy_of_a_labelled_o
     };
     let before = fs::read_to_string(&csv).unwrap();
     let output = predict(&csv).run_fail(2);
-    assert!(stderr(&output).contains("exists; pass --force"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("exists; pass --force"),
+        "{}",
+        stderr(&output)
+    );
     assert!(stdout(&output).is_empty(), "nothing classified");
     assert_eq!(fs::read_to_string(&csv).unwrap(), before);
     predict(&csv).arg("--force").run_ok();
     let output = predict(&dir.path().join("no-such-folder/p.csv")).run_fail(2);
-    assert!(stderr(&output).contains("does not exist"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("does not exist"),
+        "{}",
+        stderr(&output)
+    );
     assert!(stdout(&output).is_empty(), "nothing classified");
 }
 

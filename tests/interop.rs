@@ -100,7 +100,14 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
         (
             "flatten-hidden-dropout",
             &gray,
-            &["--models", "cnn", "--cnn-widths", "6,8", "--head", "flatten"],
+            &[
+                "--models",
+                "cnn",
+                "--cnn-widths",
+                "6,8",
+                "--head",
+                "flatten",
+            ],
         ),
     ];
     for (name, data, args) in cases {

@@ -151,7 +151,10 @@ fn an_incomplete_pack_says_the_epochs_actually_trained() {
     assert_eq!(baseline[column("epochs")], "3", "{rows:?}");
     assert_eq!(baseline[column("status")], "ok", "{rows:?}");
     let readme = fs::read_to_string(pack.join("README.md")).unwrap();
-    assert!(readme.contains("stopped after 2 of 4 epochs by an interrupt"), "{readme}");
+    assert!(
+        readme.contains("stopped after 2 of 4 epochs by an interrupt"),
+        "{readme}"
+    );
     assert!(!readme.contains("trained all 4 epochs"), "{readme}");
 }
 
@@ -467,7 +470,11 @@ fn resume_refuses_fine_tuning_flags_the_run_was_not_made_with() {
     assert_eq!(fs::read(cut.join("checkpoints/last.bin")).unwrap(), before);
     // Its own flags are accepted: a fine-tuning run resumed with them goes on.
     let tuned = dir.path().join("tuned");
-    let tune = ["--init-from", checkpoint.to_str().unwrap(), "--freeze-features"];
+    let tune = [
+        "--init-from",
+        checkpoint.to_str().unwrap(),
+        "--freeze-features",
+    ];
     small(&tune)
         .out(&tuned)
         .env("TRAINER_INTERRUPT_AT", "cnn:3")

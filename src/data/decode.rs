@@ -74,7 +74,9 @@ pub fn reason(error: &image::ImageError) -> String {
     // "Format error decoding Png: ChunkType" and its fields: the words before the Debug
     // text's name.
     let kept = match debug {
-        Some(at) => text[..at].rsplit_once(':').map_or(&text[..at], |(words, _)| words),
+        Some(at) => text[..at]
+            .rsplit_once(':')
+            .map_or(&text[..at], |(words, _)| words),
         None => &text[..],
     };
     let mut line = kept
@@ -272,7 +274,10 @@ mod tests {
                 panic!("decoded")
             };
             assert!(!why.is_empty() && why.len() <= 150, "{why}");
-            assert!(why.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{why}");
+            assert!(
+                why.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "{why}"
+            );
             assert!(!why.contains('\x7b'), "{why}");
         }
     }

@@ -71,7 +71,10 @@ fn id_of(path: &Path, root: &Path) -> String {
 enum Entry {
     Folder,
     /// A file, reached through a link to it or not, and what identifies the file itself.
-    File { link: bool, identity: FileIdentity },
+    File {
+        link: bool,
+        identity: FileIdentity,
+    },
     LinkToFolder,
     Broken,
     /// A name starting with a dot: editor and notebook copies (`.ipynb_checkpoints`), macOS

@@ -277,7 +277,10 @@ mod tests {
         let root = folder("trainonly", &["train/a", "train/b"]);
         let err = detect(&root).unwrap_err().to_string();
         assert!(err.contains("has train/ but no test/"), "{err}");
-        assert!(err.contains("pre-split folder needs train/ and test/"), "{err}");
+        assert!(
+            err.contains("pre-split folder needs train/ and test/"),
+            "{err}"
+        );
         let root = folder("mixed", &["cat", "dog", "Testing"]);
         let err = detect(&root).unwrap_err().to_string();
         assert!(err.contains("has Testing/ but no train/"), "{err}");

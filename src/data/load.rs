@@ -288,7 +288,13 @@ fn assign_parts(
                 "--split {},{},{}",
                 config.split[0], config.split[1], config.split[2]
             );
-            check_per_class(&by, classes, minimum_per_class(config.split), &share, config.max_per_class)?;
+            check_per_class(
+                &by,
+                classes,
+                minimum_per_class(config.split),
+                &share,
+                config.max_per_class,
+            )?;
             Ok(split::stratified(&by, config.split, config.seed))
         }
         Layout::PreSplit {

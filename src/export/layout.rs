@@ -194,10 +194,20 @@ mod tests {
         let layers = sequential(&spec, 28, 10);
         assert_eq!(
             parameter_owners(&spec, &layers),
-            vec![("conv1", 0), ("conv2", 3), ("hidden", 7), ("classifier", 10)]
+            vec![
+                ("conv1", 0),
+                ("conv2", 3),
+                ("hidden", 7),
+                ("classifier", 10)
+            ]
         );
         let python = python_sequential(&layers);
-        for layer in ["nn.Flatten()", "nn.Dropout(0.25)", "nn.Linear(12544, 128)", "nn.Linear(128, 10)"] {
+        for layer in [
+            "nn.Flatten()",
+            "nn.Dropout(0.25)",
+            "nn.Linear(12544, 128)",
+            "nn.Linear(128, 10)",
+        ] {
             assert!(python.contains(layer), "{python}");
         }
         assert!(!python.contains("AdaptiveAvgPool2d"), "{python}");

@@ -107,7 +107,10 @@ pub fn labelled_set(
         match read {
             Ok(mut image) => {
                 meta.normalization.apply(&mut image);
-                let id = input.path.strip_prefix(&folder).unwrap_or(input.path.as_path());
+                let id = input
+                    .path
+                    .strip_prefix(&folder)
+                    .unwrap_or(input.path.as_path());
                 samples.push(Sample {
                     image: image.into(),
                     label,

@@ -223,7 +223,10 @@ mod tests {
         let line = c.line(28, 1).unwrap();
         assert!(line.contains("28x28 grayscale"), "{line}");
         assert!(line.contains("3 resized from 32x32"), "{line}");
-        assert!(line.contains("3 converted from 3 channel(s) (RGB)"), "{line}");
+        assert!(
+            line.contains("3 converted from 3 channel(s) (RGB)"),
+            "{line}"
+        );
         c.channels.insert(4);
         let line = c.line(28, 1).unwrap();
         assert!(
@@ -246,7 +249,10 @@ mod tests {
             assert_eq!(values.len(), channels * 28 * 28);
             assert_eq!((c.converted, c.resized), (converted, 0));
             let line = c.line(28, channels).unwrap();
-            assert!(line.contains("1 converted from 4 channel(s) (RGBA)"), "{line}");
+            assert!(
+                line.contains("1 converted from 4 channel(s) (RGBA)"),
+                "{line}"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

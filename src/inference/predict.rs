@@ -221,7 +221,6 @@ pub fn check_csv(csv: &std::path::Path, force: bool) -> crate::error::Result<()>
     )))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,11 +144,17 @@ impl Net {
                 }
                 let features = spec.head.features(&spec.widths, image_size);
                 let hidden = (spec.head.hidden > 0).then(|| {
-                    init.linear(LinearConfig::new(features, spec.head.hidden).init(device), device)
+                    init.linear(
+                        LinearConfig::new(features, spec.head.hidden).init(device),
+                        device,
+                    )
                 });
-                let last = if spec.head.hidden > 0 { spec.head.hidden } else { features };
-                let classifier =
-                    init.linear(LinearConfig::new(last, classes).init(device), device);
+                let last = if spec.head.hidden > 0 {
+                    spec.head.hidden
+                } else {
+                    features
+                };
+                let classifier = init.linear(LinearConfig::new(last, classes).init(device), device);
                 let mut convs = convs.into_iter();
                 let conv1 = convs.next().unwrap_or_else(|| conv([spec.channels, 1]));
                 Net::Cnn(Cnn {

@@ -235,8 +235,17 @@ impl Head {
                     HeadKind::Gap => "gap",
                     HeadKind::Flatten => "flatten",
                 },
-                if self.hidden > 0 { format!(" --hidden {}", self.hidden) } else { String::new() },
-                widths.get().iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","),
+                if self.hidden > 0 {
+                    format!(" --hidden {}", self.hidden)
+                } else {
+                    String::new()
+                },
+                widths
+                    .get()
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 features * self.hidden.max(1),
             ));
         }

@@ -728,16 +728,18 @@ pub fn draw_review_grid_from(path: &std::path::Path, review: &Review) -> Result<
     let cells: Vec<plots::GridCell> = rows
         .iter()
         .filter_map(|(p, _)| {
-            images.get(p.sample_id.as_str()).map(|pixels| plots::GridCell {
-                pixels: grid_pixels(pixels, set.channels, review.normalization),
-                size: set.image_size,
-                channels: set.channels,
-                caption: vec![
-                    format!("actual: {}", classes[p.actual]),
-                    format!("predicted: {} ({:.2})", classes[p.predicted], p.confidence),
-                    short_id(&p.sample_id),
-                ],
-            })
+            images
+                .get(p.sample_id.as_str())
+                .map(|pixels| plots::GridCell {
+                    pixels: grid_pixels(pixels, set.channels, review.normalization),
+                    size: set.image_size,
+                    channels: set.channels,
+                    caption: vec![
+                        format!("actual: {}", classes[p.actual]),
+                        format!("predicted: {} ({:.2})", classes[p.predicted], p.confidence),
+                        short_id(&p.sample_id),
+                    ],
+                })
         })
         .collect();
     let title = match rows.first() {

@@ -79,7 +79,13 @@ pub fn loader(
     feed: Feed,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
-    loader_counted(dataset, batch_size, feed, device, Arc::new(AtomicU64::new(0)))
+    loader_counted(
+        dataset,
+        batch_size,
+        feed,
+        device,
+        Arc::new(AtomicU64::new(0)),
+    )
 }
 
 /// [`loader`], its augmentation counting samples in `augmented` (which a resumed run sets to

@@ -43,10 +43,10 @@ use tally::{EpochTrain, Tally};
 
 use crate::config::{MAX_GRAD_NORM, Monitor, Settings};
 use crate::console::Progress;
-use crate::interrupt;
 use crate::data::{ImageDataset, Splits};
 use crate::device::DeviceInfo;
 use crate::error::{Result, TrainerError, root_cause};
+use crate::interrupt;
 use crate::memory::{Footprint, MemoryEvent, MemoryPolicy, is_allocation_failure};
 use crate::model::Net;
 

@@ -74,10 +74,14 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     // are tested and the pack written; a second interrupt exits at once).
     let _finishing = crate::interrupt::Finishing::begin();
     let stopped = state::keep_finished(&mut trained, &mut state, console)?;
-    let (models, ranking) = models::test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
+    let (models, ranking) =
+        models::test_and_rank(trained.models, &settings, &splits, &mut memory, &ctx)?;
     let label_issues = train::label_issues::find(
         &models[ranking[0]].trained,
-        [(data::Part::Train, &splits.train), (data::Part::Val, &splits.val)],
+        [
+            (data::Part::Train, &splits.train),
+            (data::Part::Val, &splits.val),
+        ],
         splits.classes.len(),
         &mut memory,
         &ctx,

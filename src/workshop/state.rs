@@ -107,7 +107,9 @@ pub(super) fn check_resumed_fine_tuning(
             .init_from()
             .is_some_and(|theirs| theirs.params_checksum == asked.params_checksum);
         if !same {
-            let theirs = state.init_from().map_or("unset".to_string(), |t| t.path.clone());
+            let theirs = state
+                .init_from()
+                .map_or("unset".to_string(), |t| t.path.clone());
             differs.push(format!("init_from {theirs} (asked {})", asked.path));
         }
     }
