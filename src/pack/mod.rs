@@ -372,11 +372,10 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Creates `.<name>.staging-<pid>` beside the target, after removing staging folders that
-    /// earlier, killed runs left behind.
+    /// Creates `.<name>.staging-<pid>` beside the target. The caller holds the target's
+    /// [`OutputLock`], whose taking already cleaned up after earlier, killed runs.
     pub fn begin(target: &Path, kind: PackKind) -> Result<Staging> {
         let (parent, name) = parent_and_name(target)?;
-        remove_stale(&parent, &name);
         let dir = parent.join(format!(".{name}.staging-{}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| TrainerError::io("removing", &dir, e))?;
