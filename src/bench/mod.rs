@@ -184,10 +184,11 @@ fn validate(config: &BenchConfig) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config() -> BenchConfig {
+    /// A small bench's settings, for the tests of the bench's modules.
+    pub(crate) fn config() -> BenchConfig {
         BenchConfig {
             backends: vec![BackendName::Cpu],
             models: vec![ModelKind::Cnn],

@@ -209,24 +209,13 @@ mod tests {
     use super::*;
     use crate::bench::BenchConfig;
     use crate::bench::row::tests::measured;
-    use crate::device::BackendName;
-    use crate::model::{CnnWidths, ModelKind};
+    use crate::model::CnnWidths;
 
     fn report(rows: Vec<crate::bench::BenchRow>) -> BenchReport {
         BenchReport {
             config: BenchConfig {
-                backends: vec![BackendName::Cpu],
-                models: vec![ModelKind::Cnn],
-                batch_sizes: vec![32, 64],
-                image_size: 16,
-                channels: 1,
                 cnn_widths: CnnWidths::new(&[8, 16]).unwrap(),
-                head: crate::model::Head::default(),
-                steps: 10,
-                warmup: 2,
-                out: "unused".into(),
-                memory_limit_bytes: None,
-                command: "trainer bench".into(),
+                ..crate::bench::tests::config()
             },
             devices: Vec::new(),
             rows,
