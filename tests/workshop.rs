@@ -365,4 +365,21 @@ fn a_backend_that_cannot_start_is_one_line_and_exit_code_2() {
         "{}",
         stdout(&output)
     );
+    // With only a software adapter (lavapipe), auto still takes the CPU backend, saying why.
+    let lavapipe = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
+    if Path::new(lavapipe).exists() {
+        let output = trainer()
+            .quick()
+            .out(&out)
+            .env("VK_DRIVER_FILES", lavapipe)
+            .env("VK_ICD_FILENAMES", lavapipe)
+            .run_ok();
+        assert!(
+            stdout(&output).contains("auto: chose cpu, only a software adapter"),
+            "{}",
+            stdout(&output)
+        );
+    } else {
+        eprintln!("auto with lavapipe alone: skipped: no {lavapipe}");
+    }
 }
