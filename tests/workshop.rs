@@ -80,6 +80,16 @@ fn check_pack(pack: &Path) {
         ]
     );
     assert_eq!(rows.len(), 2);
+    // The Tiny CNN wins by validation (the rule) and by test accuracy (the script's rule).
+    assert_eq!(rows[0][0], "Tiny CNN", "{rows:?}");
+    let test = |row: &Vec<String>| row[4].parse::<f64>().unwrap();
+    assert!(test(&rows[0]) >= test(&rows[1]), "{rows:?}");
+    // The seed script's CSV: CRLF line ends.
+    let log = fs::read_to_string(pack.join("outputs/training_log.csv")).unwrap();
+    assert!(
+        log.split_inclusive('\n').all(|line| line.ends_with("\r\n")),
+        "{log:?}"
+    );
     let (header, rows) = read_csv(&pack.join("outputs/confusion_matrix.csv"));
     assert_eq!(
         header,
