@@ -209,6 +209,13 @@ fn cpu_run_writes_the_whole_pack_reproducibly_and_the_checkpoint_reloads() {
     }
 
     let checkpoint = first.join("checkpoints/best_model.json");
+    // A grey model's checkpoint keeps the format from before colour: no `channels` key, one
+    // mean and one std, so older builds still read it.
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&checkpoint).unwrap()).unwrap();
+    assert!(meta.get("channels").is_none(), "{meta}");
+    assert!(meta["normalization"]["mean"].is_f64(), "{meta}");
+    assert!(meta["normalization"]["std"].is_f64(), "{meta}");
     let output = trainer()
         .subcommand("evaluate")
         .cpu()

@@ -396,7 +396,15 @@ pub fn wgpu_is_software() -> bool {
 
 /// The fewest lanes a subgroup has on the wgpu device this process opened, when it offers
 /// subgroup operations.
+/// `TRAINER_SUBGROUP_LANES=N` (a test hook) stands for an adapter whose subgroups have N
+/// lanes (0: none), so the tests reach the CNN family's fallback on any adapter.
 pub fn wgpu_subgroup_lanes() -> Option<u32> {
+    if let Some(lanes) = std::env::var("TRAINER_SUBGROUP_LANES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        return (lanes > 0).then_some(lanes);
+    }
     opened_wgpu().and_then(|info| info.subgroup_lanes)
 }
 
