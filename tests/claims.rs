@@ -592,3 +592,34 @@ fn repository_paths(readme: &str) -> Vec<(usize, String)> {
     }
     found
 }
+
+/// README, "Code": dependencies point from the commands down, so no library module names
+/// `crate::cmd` or `crate::cli` (only `src/main.rs` and `src/cmd/` do).
+#[test]
+fn no_library_module_names_the_commands() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "cmd") {
+                    walk(&path, found);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "main.rs")
+            {
+                let text = fs::read_to_string(&path).unwrap();
+                for (number, line) in text.lines().enumerate() {
+                    if line.contains("crate::cmd") || line.contains("crate::cli") {
+                        found.push(format!("{}:{}: {line}", path.display(), number + 1));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
