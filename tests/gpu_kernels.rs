@@ -816,6 +816,10 @@ fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
             &std::fs::read_to_string(out.join("outputs/run_info.json")).unwrap(),
         )
         .unwrap();
+        assert!(
+            info["device"].get("subgroup_lanes").is_some(),
+            "run_info.json records the adapter's subgroup lanes: {info}"
+        );
         let model = &info["models"][0];
         if why.is_empty() {
             assert_eq!(model["engine"], "wgpu kernels", "{lanes} lanes: {model}");
