@@ -564,9 +564,7 @@ fn freeze_features_on_wgpu_runs_the_layers_and_says_why() {
     }
     let dir = temp();
     let first = dir.path().join("first");
-    small(&["--models", "cnn", "--epochs-cnn", "1"])
-        .out(&first)
-        .run_ok();
+    small(&["--models", "cnn"]).out(&first).run_ok();
     let tuned = dir.path().join("tuned");
     trainer()
         .wgpu()
