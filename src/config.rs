@@ -867,4 +867,20 @@ mod tests {
         assert_eq!(given.weight_decay, 0.0);
         assert_eq!(merged("optimizer = \"sgd\"\n").unwrap().weight_decay, 0.0);
     }
+
+    /// The defaults are the workshop's (README, "Commands"): seed 42, 140 images a class of
+    /// 16x16, a 0.6/0.2/0.2 split, batch 32, the baseline 4 epochs at 0.01, the Tiny CNN 10 at
+    /// 0.006, Adam, gradients clipped to a global norm of 2.0.
+    #[test]
+    fn the_defaults_are_the_workshops() {
+        let d = Settings::default();
+        assert_eq!((d.seed, d.samples_per_class, d.image_size), (42, 140, 16));
+        assert_eq!(d.split, [0.6, 0.2, 0.2]);
+        assert_eq!(d.batch_size, 32);
+        assert_eq!((d.epochs_baseline, d.lr_baseline), (4, 0.01));
+        assert_eq!((d.epochs_cnn, d.lr_cnn), (10, 0.006));
+        assert_eq!(d.optimizer, crate::recipe::Optimizer::Adam);
+        assert_eq!(d.cnn_widths, [8, 16]);
+        assert_eq!(MAX_GRAD_NORM, 2.0);
+    }
 }

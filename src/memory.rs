@@ -18,6 +18,10 @@ use crate::model::{ModelKind, ModelSpec};
 /// than this many samples fails as if the device could not allocate it, on any backend.
 pub const FAIL_ALLOC_ABOVE_ENV: &str = "TRAINER_FAIL_ALLOC_ABOVE";
 
+/// Environment variable of the hook for any other device error: every training step larger
+/// than this many samples fails with an error that is not an allocation failure.
+pub const FAIL_DEVICE_ABOVE_ENV: &str = "TRAINER_FAIL_DEVICE_ABOVE";
+
 /// One change of batch size.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct MemoryEvent {
@@ -42,6 +46,8 @@ pub struct MemoryPolicy {
     pub preflight: bool,
     /// The fault-injection hook ([`FAIL_ALLOC_ABOVE_ENV`]).
     pub fail_above: Option<usize>,
+    /// The other fault-injection hook ([`FAIL_DEVICE_ABOVE_ENV`]).
+    pub fail_device_above: Option<usize>,
     /// The hook that caps the address space mid-epoch ([`AddressCap`]).
     pub cap: Option<AddressCap>,
     pub events: Vec<MemoryEvent>,
@@ -50,18 +56,17 @@ pub struct MemoryPolicy {
 impl MemoryPolicy {
     /// A policy with the user's limit and the test hook read from the environment.
     pub fn new(limit_bytes: Option<u64>, preflight: bool) -> Result<MemoryPolicy> {
-        let fail_above = match std::env::var(FAIL_ALLOC_ABOVE_ENV) {
-            Ok(value) => Some(value.trim().parse::<usize>().map_err(|_| {
-                TrainerError::bad_input(format!(
-                    "{FAIL_ALLOC_ABOVE_ENV} must be a whole number, got '{value}'"
-                ))
-            })?),
-            Err(_) => None,
+        let hook = |name: &str| match std::env::var(name) {
+            Ok(value) => value.trim().parse::<usize>().map(Some).map_err(|_| {
+                TrainerError::bad_input(format!("{name} must be a whole number, got '{value}'"))
+            }),
+            Err(_) => Ok(None),
         };
         Ok(MemoryPolicy {
             limit_bytes,
             preflight,
-            fail_above,
+            fail_above: hook(FAIL_ALLOC_ABOVE_ENV)?,
+            fail_device_above: hook(FAIL_DEVICE_ABOVE_ENV)?,
             cap: AddressCap::from_env()?,
             events: Vec::new(),
         })
@@ -75,6 +80,14 @@ impl MemoryPolicy {
             )),
             _ => None,
         }
+    }
+
+    /// The injected device error (not an allocation failure) for a training step of `batch`
+    /// samples, if that hook is set.
+    pub fn injected_device_error(&self, batch: usize) -> Option<String> {
+        self.fail_device_above
+            .filter(|limit| batch > *limit)
+            .map(|limit| format!("device lost (injected by {FAIL_DEVICE_ABOVE_ENV}={limit})"))
     }
 
     /// Halves `batch` until one step's estimate fits the budget. Records one event per

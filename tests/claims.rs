@@ -496,3 +496,130 @@ fn out_inside_data_is_refused_by_every_command_that_takes_both() {
     );
     assert!(!data.join("vertical/sweep").exists());
 }
+
+/// Issue 33, item 7: every "Tested by:" line of the README cites files that exist and test
+/// functions that are in them (`fn NAME` in the file named before it), and every path of this
+/// repository the README names in backticks or in a code block exists. A renamed or deleted
+/// test, or a moved script, fails here instead of leaving the README pointing at nothing.
+#[test]
+fn readme_references_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let mut problems = Vec::new();
+    let mut cited_lines = 0;
+    for (number, line) in readme.lines().enumerate() {
+        let Some((_, cited)) = line.split_once("Tested by:") else {
+            continue;
+        };
+        cited_lines += 1;
+        let mut file: Option<(String, String)> = None;
+        for token in backticked(cited) {
+            if token.contains('/') || token.ends_with(".rs") {
+                match fs::read_to_string(root.join(&token)) {
+                    Ok(text) => file = Some((token, text)),
+                    Err(_) => {
+                        problems.push(format!("line {}: no file {token}", number + 1));
+                        file = None;
+                    }
+                }
+            } else if let Some((path, text)) = &file {
+                if !defines_fn(text, &token) {
+                    problems.push(format!("line {}: no `fn {token}` in {path}", number + 1));
+                }
+            } else {
+                problems.push(format!("line {}: `{token}` follows no file", number + 1));
+            }
+        }
+    }
+    for (number, word) in repository_paths(&readme) {
+        // A glob (`src/cmd/*.rs`) names its folder.
+        let path = match word.find('*') {
+            Some(star) => &word[..word[..star].rfind('/').unwrap_or(0)],
+            None => word.as_str(),
+        };
+        if !root.join(path).exists() {
+            problems.push(format!("line {number}: `{word}` does not exist"));
+        }
+    }
+    assert!(cited_lines > 0, "the README has no \"Tested by:\" line");
+    assert!(problems.is_empty(), "README.md:\n{}", problems.join("\n"));
+}
+
+/// The text of each backticked span of a line.
+fn backticked(line: &str) -> Vec<String> {
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|span| span.trim().to_string())
+        .filter(|span| !span.is_empty())
+        .collect()
+}
+
+/// Whether `text` defines a function named `name`.
+fn defines_fn(text: &str, name: &str) -> bool {
+    text.match_indices(&format!("fn {name}"))
+        .any(|(at, found)| {
+            !text[at + found.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+}
+
+/// Every word naming a path of this repository (scripts/, tests/, src/, docs/, shaders/,
+/// benches/) in a backticked span or a fenced code block, with its line number.
+fn repository_paths(readme: &str) -> Vec<(usize, String)> {
+    const ROOTS: [&str; 6] = [
+        "scripts/", "tests/", "src/", "docs/", "shaders/", "benches/",
+    ];
+    let mut found = Vec::new();
+    let mut fenced = false;
+    for (number, line) in readme.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let spans = if fenced {
+            vec![line.to_string()]
+        } else {
+            backticked(line)
+        };
+        for span in spans {
+            for word in span.split(|c: char| c.is_whitespace() || "|()=,;\"'".contains(c)) {
+                let word = word.trim_end_matches(['.', ':']);
+                if ROOTS.iter().any(|r| word.starts_with(r)) {
+                    found.push((number + 1, word.to_string()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// README, "Code": dependencies point from the commands down, so no library module names
+/// `crate::cmd` or `crate::cli` (only `src/main.rs` and `src/cmd/` do).
+#[test]
+fn no_library_module_names_the_commands() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "cmd") {
+                    walk(&path, found);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "main.rs")
+            {
+                let text = fs::read_to_string(&path).unwrap();
+                for (number, line) in text.lines().enumerate() {
+                    if line.contains("crate::cmd") || line.contains("crate::cli") {
+                        found.push(format!("{}:{}: {line}", path.display(), number + 1));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

@@ -778,3 +778,59 @@ fn a_shape_the_kernels_do_not_take_runs_on_the_layers_and_says_so() {
         "{info}"
     );
 }
+
+/// On an adapter whose subgroups have fewer than 8 lanes, or none, the CNN family (not the
+/// Tiny CNN, whose kernel needs no subgroups) trains on burn's layers and says why
+/// (`TRAINER_SUBGROUP_LANES`, a test hook, stands for such an adapter).
+#[test]
+fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
+    if !common::wgpu_available("a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers") {
+        return;
+    }
+    let dir = common::temp();
+    for (lanes, why) in [
+        (
+            "4",
+            "needs subgroups of at least 8 lanes, this adapter's have 4",
+        ),
+        ("0", "needs subgroup operations"),
+        ("8", ""),
+    ] {
+        let out = dir.path().join(format!("lanes-{lanes}"));
+        common::trainer()
+            .wgpu()
+            .quiet()
+            .args([
+                "--models",
+                "cnn",
+                "--cnn-widths",
+                "4,6",
+                "--epochs-cnn",
+                "1",
+            ])
+            .args(["--samples-per-class", "10"])
+            .env("TRAINER_SUBGROUP_LANES", lanes)
+            .out(&out)
+            .run_ok();
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("outputs/run_info.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            info["device"].get("subgroup_lanes").is_some(),
+            "run_info.json records the adapter's subgroup lanes: {info}"
+        );
+        let model = &info["models"][0];
+        if why.is_empty() {
+            assert_eq!(model["engine"], "wgpu kernels", "{lanes} lanes: {model}");
+        } else {
+            assert_eq!(model["engine"], "layers", "{lanes} lanes: {model}");
+            assert!(
+                model["engine_note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(why)),
+                "{lanes} lanes: {model}"
+            );
+        }
+    }
+}

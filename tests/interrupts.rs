@@ -253,3 +253,28 @@ fn sigterm_keeps_the_epochs_finished_and_exits_143() {
         "{state}"
     );
 }
+
+/// Ctrl-C during `parity`: it stops within a step, says so, exits 130, and leaves neither a
+/// partial pack nor its staging folder or lock (README, "What happens when").
+#[test]
+fn parity_stops_within_a_step_and_leaves_no_partial_pack() {
+    let dir = temp();
+    let out = dir.path().join("parity");
+    let child = trainer()
+        .subcommand("parity")
+        .args(["--backends", "cpu,ndarray"])
+        .endless()
+        .out(&out)
+        .spawn();
+    wait_for(&lock_of(&out), Duration::from_secs(20), "parity's lock");
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("interrupt"), "{}", stderr(&output));
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

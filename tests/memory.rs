@@ -86,6 +86,33 @@ fn a_failure_at_batch_one_is_a_clear_error_and_keeps_the_earlier_pack() {
     );
 }
 
+/// A device error that is not a memory shortage is reported as it is (one line, exit 1) and
+/// not retried at a smaller batch; the earlier pack stays (`TRAINER_FAIL_DEVICE_ABOVE`, a
+/// test hook, fails every step of more than N samples so).
+#[test]
+fn another_device_error_is_reported_and_not_retried() {
+    let dir = temp();
+    let pack = dir.path().join("pack");
+    short(&pack).run_ok();
+    let before = fs::read(pack.join("outputs/training_log.csv")).unwrap();
+    let output = short(&pack)
+        .args(["--batch-size", "32"])
+        .env("TRAINER_FAIL_DEVICE_ABOVE", "16")
+        .run_fail(1);
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("device lost (injected"), "{err}");
+    assert!(
+        !stdout(&output).contains("-> 16"),
+        "no halving: {}",
+        stdout(&output)
+    );
+    assert_eq!(
+        fs::read(pack.join("outputs/training_log.csv")).unwrap(),
+        before
+    );
+}
+
 #[test]
 fn a_small_memory_limit_halves_twice_before_training() {
     let dir = temp();

@@ -307,4 +307,20 @@ fn a_device_that_does_not_exist_is_refused_with_the_list() {
         .run_ok();
     assert!(stderr(&output).contains("warning"), "{}", stderr(&output));
     assert!(stdout(&output).contains("cpu:"), "{}", stdout(&output));
+    // A CPU backend ignores it, with a warning.
+    if !wgpu_available("a_device_that_does_not_exist_is_refused_with_the_list") {
+        return;
+    }
+    let pack = dir.path().join("pack");
+    let output = trainer()
+        .cpu()
+        .quick()
+        .args(["--device", "0"])
+        .out(&pack)
+        .run_ok();
+    assert!(
+        stderr(&output).contains("--device picks a wgpu adapter; the cpu backend does not use one"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -107,6 +107,11 @@ fn a_schedule_is_in_the_log_the_plot_and_the_config() {
     assert!(cnn.windows(2).skip(1).all(|w| w[1] < w[0]), "{cnn:?}");
     assert!(cnn[9] < 1e-4, "{cnn:?}");
     assert!(file(&pack, "curves/lr_schedule.png").is_file());
+    // The recipe in words: run_info.json and the pack's README.
+    let info = fs::read_to_string(file(&pack, "outputs/run_info.json")).unwrap();
+    assert!(info.contains("\"optimizer\""), "{info}");
+    let readme = fs::read_to_string(file(&pack, "README.md")).unwrap();
+    assert!(readme.contains("Recipe: "), "{readme}");
     // The config repeats the run exactly.
     let again = dir.path().join("again");
     trainer()
@@ -276,6 +281,19 @@ fn lr_find_suggests_a_rate_that_trains_the_tiny_cnn() {
     let best_val: f64 = comparison[0][2].parse().unwrap();
     assert!(best_val >= 0.95, "--lr-cnn {rate}: best val acc {best_val}");
     check_lr_find_refusals(dir.path());
+    // A workshop flag that means nothing to the test is ignored, with a warning.
+    let output = trainer()
+        .subcommand("lr-find")
+        .cpu()
+        .quiet()
+        .out(dir.path().join("ignored"))
+        .args(["--steps", "10", "--epochs-cnn", "3"])
+        .run_ok();
+    assert!(
+        stderr(&output).contains("lr-find ignores --epochs-baseline/--epochs-cnn"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 fn check_lr_find_refusals(dir: &Path) {
@@ -295,4 +313,40 @@ fn check_lr_find_refusals(dir: &Path) {
         assert_eq!(stderr(&output).trim().lines().count(), 1);
         assert!(!out.exists());
     }
+}
+
+/// The schedule counts steps of the requested batch size, so a run whose batch was halved on
+/// memory pressure keeps its pace: halved from 32 at its first step, it moves its rate (and
+/// trains) exactly as a run started at 16 does. (Counting the halved steps as whole ones
+/// would run the schedule out at half the run.)
+#[test]
+fn a_halved_batch_keeps_the_schedules_pace() {
+    let dir = temp();
+    let run = |name: &str, batch: &str, fail: Option<&str>| {
+        let pack = dir.path().join(name);
+        let mut run = trainer()
+            .cpu()
+            .quiet()
+            .out(&pack)
+            .args(["--models", "baseline", "--epochs-baseline", "3"])
+            .args(["--schedule", "cosine", "--batch-size", batch]);
+        if let Some(above) = fail {
+            run = run.env("TRAINER_FAIL_ALLOC_ABOVE", above);
+        }
+        run.run_ok();
+        pack
+    };
+    let halved = run("halved", "32", Some("16"));
+    let direct = run("direct", "16", None);
+    let (_, events) = read_csv(&file(&halved, "outputs/memory_events.csv"));
+    assert_eq!(events.len(), 1, "it did halve: {events:?}");
+    let (header, rows) = read_csv(&file(&halved, "outputs/training_log.csv"));
+    let lr = header.iter().position(|h| h == "lr").expect("an lr column");
+    let rates: Vec<f64> = rows.iter().map(|r| r[lr].parse().unwrap()).collect();
+    assert!(rates.windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+    assert_eq!(
+        fs::read_to_string(file(&halved, "outputs/training_log.csv")).unwrap(),
+        fs::read_to_string(file(&direct, "outputs/training_log.csv")).unwrap(),
+        "the halved run's rates and losses"
+    );
 }

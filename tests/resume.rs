@@ -554,3 +554,37 @@ fn a_fine_tuning_run_resumed_ends_bit_identical() {
     let tune = ["--init-from", checkpoint, "--freeze-features"];
     stopped_and_resumed_match(&tune, "baseline:2", &[]);
 }
+
+/// `--freeze-features` on wgpu: the kernels train every parameter, so burn's layers run the
+/// model, and the run says why (README, "Fine-tuning").
+#[test]
+fn freeze_features_on_wgpu_runs_the_layers_and_says_why() {
+    if !wgpu_available("freeze_features_on_wgpu_runs_the_layers_and_says_why") {
+        return;
+    }
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let tuned = dir.path().join("tuned");
+    trainer()
+        .wgpu()
+        .quiet()
+        .args(["--models", "cnn", "--samples-per-class", "20"])
+        .args(["--epochs-cnn", "1"])
+        .arg("--init-from")
+        .arg(first.join("checkpoints/best_model.json"))
+        .arg("--freeze-features")
+        .out(&tuned)
+        .run_ok();
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(tuned.join("outputs/run_info.json")).unwrap())
+            .unwrap();
+    let model = &info["models"][0];
+    assert_eq!(model["engine"], "layers", "{model}");
+    assert!(
+        model["engine_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("cannot freeze the features")),
+        "{model}"
+    );
+}

@@ -254,6 +254,10 @@ fn a_second_run_into_the_same_folder_refuses_while_the_first_runs() {
     assert_eq!(leftovers(dir.path(), &["pack"]), Vec::<String>::new());
     // Once the first is gone, the folder is free again.
     short(&pack).run_ok();
+    // A lock whose process is gone (a killed run's) is taken over.
+    fs::write(lock_of(&pack), "4194303\n").unwrap();
+    short(&pack).run_ok();
+    assert!(!lock_of(&pack).exists(), "the taken-over lock is released");
 }
 
 #[test]

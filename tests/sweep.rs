@@ -348,6 +348,26 @@ fn a_task_killed_mid_run_is_redone_and_a_claimed_task_is_left_alone() {
     assert!(stdout(&busy).contains("being run by"), "{}", stdout(&busy));
     assert!(!dir.join("state/0000.json").exists());
 
+    // Another host's claim counts while its heartbeat is fresh, and not after 2 minutes.
+    fs::write(&claim, "another-host 1\n").unwrap();
+    let busy = sweep("run", &dir).args(["--task-index", "0"]).run_ok();
+    assert!(stdout(&busy).contains("being run by"), "{}", stdout(&busy));
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(180);
+    fs::File::options()
+        .append(true)
+        .open(&claim)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let taken = sweep("run", &dir).args(["--task-index", "0"]).run_ok();
+    assert!(
+        stdout(&taken).contains("task 0000: done"),
+        "{}",
+        stdout(&taken)
+    );
+    fs::remove_dir_all(dir.join("runs/0000")).unwrap();
+    fs::remove_file(dir.join("state/0000.json")).unwrap();
+
     // The killed worker's claim (its process is gone) is taken over and the task redone.
     fs::write(&claim, format!("{host} 4194303\n")).unwrap();
     let redo = sweep("run", &dir).args(["--task-index", "0"]).run_ok();
@@ -572,6 +592,11 @@ fn local_tasks_get_the_listed_device_and_the_global_switches() {
     let toml = "backend = \"wgpu\"\nmodels = [\"baseline\"]\nsamples_per_class = 10\nimage_size = 8\nepochs_baseline = 1\nseed = [1, 2]\n";
     sweep_plan(root.path(), toml, "devices").run_ok();
     let dir = root.path().join("devices");
+    // A wgpu plan asks each task for one GPU in both launchers.
+    let sbatch = fs::read_to_string(dir.join("slurm.sbatch")).unwrap();
+    assert!(sbatch.contains("#SBATCH --gres=gpu:1"), "{sbatch}");
+    let job = fs::read_to_string(dir.join("k8s-job.yaml")).unwrap();
+    assert!(job.contains("nvidia.com/gpu: 1"), "{job}");
     let missing = trainer()
         .subcommand("sweep run")
         .arg(&dir)

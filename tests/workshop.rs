@@ -80,6 +80,16 @@ fn check_pack(pack: &Path) {
         ]
     );
     assert_eq!(rows.len(), 2);
+    // The Tiny CNN wins by validation (the rule) and by test accuracy (the script's rule).
+    assert_eq!(rows[0][0], "Tiny CNN", "{rows:?}");
+    let test = |row: &Vec<String>| row[4].parse::<f64>().unwrap();
+    assert!(test(&rows[0]) >= test(&rows[1]), "{rows:?}");
+    // The seed script's CSV: CRLF line ends.
+    let log = fs::read_to_string(pack.join("outputs/training_log.csv")).unwrap();
+    assert!(
+        log.split_inclusive('\n').all(|line| line.ends_with("\r\n")),
+        "{log:?}"
+    );
     let (header, rows) = read_csv(&pack.join("outputs/confusion_matrix.csv"));
     assert_eq!(
         header,
@@ -199,6 +209,13 @@ fn cpu_run_writes_the_whole_pack_reproducibly_and_the_checkpoint_reloads() {
     }
 
     let checkpoint = first.join("checkpoints/best_model.json");
+    // A grey model's checkpoint keeps the format from before colour: no `channels` key, one
+    // mean and one std, so older builds still read it.
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&checkpoint).unwrap()).unwrap();
+    assert!(meta.get("channels").is_none(), "{meta}");
+    assert!(meta["normalization"]["mean"].is_f64(), "{meta}");
+    assert!(meta["normalization"]["std"].is_f64(), "{meta}");
     let output = trainer()
         .subcommand("evaluate")
         .cpu()
@@ -365,4 +382,21 @@ fn a_backend_that_cannot_start_is_one_line_and_exit_code_2() {
         "{}",
         stdout(&output)
     );
+    // With only a software adapter (lavapipe), auto still takes the CPU backend, saying why.
+    let lavapipe = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
+    if Path::new(lavapipe).exists() {
+        let output = trainer()
+            .quick()
+            .out(&out)
+            .env("VK_DRIVER_FILES", lavapipe)
+            .env("VK_ICD_FILENAMES", lavapipe)
+            .run_ok();
+        assert!(
+            stdout(&output).contains("auto: chose cpu, only a software adapter"),
+            "{}",
+            stdout(&output)
+        );
+    } else {
+        eprintln!("auto with lavapipe alone: skipped: no {lavapipe}");
+    }
 }

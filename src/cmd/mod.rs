@@ -15,8 +15,9 @@ pub use crate::setup::{init_net, load_data};
 pub use crate::shell::shell_quote;
 
 /// Environment variables that change what a run does, put before the command when set.
-const RUN_ENVIRONMENT: [&str; 3] = [
+const RUN_ENVIRONMENT: [&str; 4] = [
     crate::memory::FAIL_ALLOC_ABOVE_ENV,
+    crate::memory::FAIL_DEVICE_ABOVE_ENV,
     crate::device::address_cap::CAP_MEMORY_AT_ENV,
     "TRAINER_DEVICE",
 ];

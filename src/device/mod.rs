@@ -286,6 +286,14 @@ fn type_rank(device_type: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// The position of the best adapter of these types (the first of the best type), if any.
+fn best_adapter(types: impl Iterator<Item = wgpu::DeviceType>) -> Option<usize> {
+    types
+        .enumerate()
+        .min_by_key(|&(_, device_type)| type_rank(device_type))
+        .map(|(position, _)| position)
+}
+
 /// The adapter `--device` (or `TRAINER_DEVICE`) asked for, set once at start-up.
 static CHOSEN_ADAPTER: OnceLock<Option<usize>> = OnceLock::new();
 
@@ -388,7 +396,15 @@ pub fn wgpu_is_software() -> bool {
 
 /// The fewest lanes a subgroup has on the wgpu device this process opened, when it offers
 /// subgroup operations.
+/// `TRAINER_SUBGROUP_LANES=N` (a test hook) stands for an adapter whose subgroups have N
+/// lanes (0: none), so the tests reach the CNN family's fallback on any adapter.
 pub fn wgpu_subgroup_lanes() -> Option<u32> {
+    if let Some(lanes) = std::env::var("TRAINER_SUBGROUP_LANES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        return (lanes > 0).then_some(lanes);
+    }
     opened_wgpu().and_then(|info| info.subgroup_lanes)
 }
 
@@ -407,8 +423,7 @@ fn start_wgpu() -> std::result::Result<OpenBackend, String> {
     let chosen = chosen_adapter();
     let position = match chosen {
         Some(index) => index,
-        None => (0..adapters.len())
-            .min_by_key(|&i| type_rank(adapters[i].info.device_type))
+        None => best_adapter(adapters.iter().map(|a| a.info.device_type))
             .ok_or_else(|| "no wgpu adapter found (no Vulkan, Metal or DX12 driver)".to_string())?,
     };
     let best = &adapters[position].info;
@@ -554,4 +569,38 @@ fn user_id() -> String {
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
         })
         .unwrap_or_else(|| "user".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu, Other, VirtualGpu};
+
+    /// Discrete, then integrated, then virtual, then other, then a software rasterizer; the
+    /// first of the best type among equals.
+    #[test]
+    fn the_best_adapter_is_discrete_then_integrated_then_virtual_then_software() {
+        let best = |types: &[wgpu::DeviceType]| best_adapter(types.iter().copied());
+        assert_eq!(
+            best(&[Cpu, IntegratedGpu, DiscreteGpu, VirtualGpu]),
+            Some(2)
+        );
+        assert_eq!(best(&[Cpu, VirtualGpu, IntegratedGpu]), Some(2));
+        assert_eq!(best(&[Cpu, Other, VirtualGpu]), Some(2));
+        assert_eq!(best(&[Cpu, Other]), Some(1));
+        assert_eq!(best(&[DiscreteGpu, DiscreteGpu]), Some(0));
+        assert_eq!(best(&[Cpu]), Some(0));
+        assert_eq!(best(&[]), None);
+    }
+
+    /// Vulkan, then DX12 (Windows), on every OS but macOS, which has Metal only.
+    #[test]
+    fn the_graphics_apis_are_vulkan_then_dx12_and_metal_on_macos() {
+        let expected = if cfg!(target_os = "macos") {
+            vec![wgpu::Backend::Metal]
+        } else {
+            vec![wgpu::Backend::Vulkan, wgpu::Backend::Dx12]
+        };
+        assert_eq!(api_chain(), expected);
+    }
 }

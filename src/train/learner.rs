@@ -275,9 +275,13 @@ impl Learner {
                     self.cap_memory(memory, ctx)?;
                 }
                 let lr = settings.lr_at(epoch, trained + start, self.train_len);
-                let attempt = match memory.injected_failure(len) {
-                    Some(reason) => Err(StepFailure::Allocation(reason)),
-                    None => self.weights.step(&part, settings, lr),
+                let attempt = match (
+                    memory.injected_failure(len),
+                    memory.injected_device_error(len),
+                ) {
+                    (Some(reason), _) => Err(StepFailure::Allocation(reason)),
+                    (None, Some(reason)) => Err(StepFailure::Other(reason)),
+                    (None, None) => self.weights.step(&part, settings, lr),
                 };
                 match attempt {
                     Ok(step) => {
