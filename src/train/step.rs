@@ -70,7 +70,8 @@ pub(crate) fn train_step(
     engine: &super::engine::Engine,
     trains: StepTrains,
 ) -> std::result::Result<Step, StepFailure> {
-    let logits = engine.forward_train(net, batch.images.clone(), Some(trains.dropout));
+    let pass = engine.forward_step(net, batch.images.clone(), trains.dropout);
+    let logits = pass.logits;
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
     let correct = logits
         .argmax(1)
@@ -84,7 +85,8 @@ pub(crate) fn train_step(
     }
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
     let mut optim = optim.clone();
-    let updated = optim.step(lr, net.clone(), grads);
+    // The batch norms' running statistics are no parameters: the pass gave their new values.
+    let updated = optim.step(lr, net.clone(), grads).with_norms(pass.norms);
     let norm = norm
         .try_into_scalar::<f32>()
         .map_err(|e| StepFailure::classify(e.to_string()))?;
@@ -109,6 +111,9 @@ fn drop_feature_grads(net: &Net, grads: &mut GradientsParams) {
     if let Net::Cnn(cnn) = net {
         for conv in cnn.convs() {
             conv.visit(&mut Freeze(grads));
+        }
+        for norm in &cnn.norms {
+            norm.visit(&mut Freeze(grads));
         }
     }
 }
