@@ -247,7 +247,7 @@ const BATCH_NORM: [&str; 8] = [
     "--hidden",
 ];
 
-/// A checkpoint's batch-norm tensors, by burn's name (`norms.0.running_var`).
+/// A checkpoint's batch-norm tensors, by burn's name in the CNN (`norms.0.running_var`).
 fn norm_tensors(pack: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let device = burn::tensor::Device::flex();
     let (net, _) =
@@ -256,8 +256,10 @@ fn norm_tensors(pack: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     trainer::model::parameters(&net)
         .unwrap()
         .into_iter()
-        .filter(|(name, _, _)| name.starts_with("norms."))
-        .map(|(name, _, values)| (name, values))
+        .filter_map(|(name, _, values)| {
+            let name = name.strip_prefix("Cnn.")?.to_string();
+            name.starts_with("norms.").then_some((name, values))
+        })
         .collect()
 }
 

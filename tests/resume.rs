@@ -162,7 +162,7 @@ fn init_from_a_batch_norm_checkpoint_keeps_its_running_statistics() {
     let tracked = |checkpoint: &Path| {
         parameters(checkpoint)
             .into_iter()
-            .find(|(name, _)| name == "norms.0.num_batches_tracked")
+            .find(|(name, _)| name == "Cnn.norms.0.num_batches_tracked")
             .unwrap()
             .1[0]
     };

@@ -83,6 +83,7 @@ pub(crate) fn train_step(
     if trains.frozen {
         drop_feature_grads(net, &mut grads);
     }
+    drop_biases_before_batch_norm(net, &mut grads);
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
     let mut optim = optim.clone();
     // The batch norms' running statistics are no parameters: the pass gave their new values.
@@ -114,6 +115,21 @@ fn drop_feature_grads(net: &Net, grads: &mut GradientsParams) {
         }
         for norm in &cnn.norms {
             norm.visit(&mut Freeze(grads));
+        }
+    }
+}
+
+/// Drops the gradients of the conv biases a batch norm follows. The batch norm subtracts
+/// the batch's mean, bias included, so their gradient is exactly 0; computed, it is float
+/// noise (1e-9), which Adam scales up to steps of the learning rate's size in a direction each
+/// backend draws differently. Dropped, those biases stay where they started, as exact
+/// arithmetic keeps them, and the model's outputs are unchanged.
+fn drop_biases_before_batch_norm(net: &Net, grads: &mut GradientsParams) {
+    if let Net::Cnn(cnn) = net {
+        for (conv, _) in cnn.convs().into_iter().zip(&cnn.norms) {
+            if let Some(bias) = &conv.bias {
+                let _ = grads.remove::<1>(bias.id);
+            }
         }
     }
 }
