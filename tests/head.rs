@@ -333,6 +333,25 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
         batches >= best_epoch && batches.fract() == 0.0,
         "{batches} batches tracked by epoch {best_epoch}"
     );
+    // The conv biases a batch norm follows have a gradient of exactly 0: they keep their
+    // initial values (seed 42), the other parameters train.
+    let device = burn::tensor::Device::flex();
+    let (net, meta) =
+        trainer::model::checkpoint::load(&file(&a, "checkpoints/best_model.json"), &device)
+            .unwrap();
+    let fresh = trainer::model::Net::init(meta.spec().unwrap(), 16, 3, 42, &device);
+    let (trained, start) = (
+        trainer::model::parameters(&net).unwrap(),
+        trainer::model::parameters(&fresh).unwrap(),
+    );
+    for ((name, _, after), (_, _, before)) in trained.iter().zip(&start) {
+        let moved = after != before;
+        let kept = name.ends_with("bias") && name.contains(".conv");
+        assert!(
+            moved != kept || name.ends_with("num_batches_tracked"),
+            "{name}: moved {moved}"
+        );
+    }
     let out = stdout(&evaluate(&a).run_ok());
     assert_eq!(
         console_value(&out, "test_accuracy"),

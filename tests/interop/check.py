@@ -297,7 +297,9 @@ def torch_losses(pack0, data, args):
 def trainer_losses(pack):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(os.path.join(pack, "tensorboard", "cnn"), size_guidance={"scalars": 0})
+    # The CNN's one run: "cnn", or "cnn-8-16-bn" with batch norm.
+    (run,) = os.listdir(os.path.join(pack, "tensorboard"))
+    events = EventAccumulator(os.path.join(pack, "tensorboard", run), size_guidance={"scalars": 0})
     events.Reload()
     return [e.value for e in events.Scalars("loss/train")]
 
