@@ -25,6 +25,7 @@ fn main() {
         channels: 1,
         cnn_widths: trainer::model::CnnWidths::default(),
         head: trainer::model::Head::default(),
+        batch_norm: false,
         steps: 50,
         warmup: 5,
         out: "unused".into(),

@@ -450,6 +450,7 @@ impl TrainArgs {
             head: self.head.head,
             hidden: self.head.hidden,
             dropout: self.head.dropout,
+            batch_norm: self.head.batch_norm,
             overfit_batches: self.overfit_batches,
             optimizer: self.optimizer,
             weight_decay: self
@@ -714,6 +715,17 @@ pub struct HeadArgs {
     /// nn.Dropout: kept values scaled by 1/(1-P)); seeded by --seed, the same on every backend.
     #[arg(long, value_name = "P", default_value_t = Settings::default().dropout, allow_negative_numbers = true)]
     pub dropout: f64,
+
+    /// BatchNorm after each convolution of the CNN, before its ReLU (PyTorch's nn.BatchNorm2d:
+    /// batch statistics while training, running statistics, momentum 0.1, in evaluation and in
+    /// the checkpoint).
+    #[arg(long, overrides_with = "no_batch_norm")]
+    pub batch_norm: bool,
+
+    /// No batch norm, whatever --config says (the last of --batch-norm and --no-batch-norm
+    /// wins).
+    #[arg(long, overrides_with = "batch_norm")]
+    pub no_batch_norm: bool,
 }
 
 /// `--cnn-widths`' default as clap shows and parses it: the widths of [`Settings::default`].

@@ -46,6 +46,8 @@ pub const ADAM_BETA_1: f32 = 0.9;
 
 /// Adam's decay of the second moment (PyTorch's and burn's default).
 pub const ADAM_BETA_2: f32 = 0.999;
+/// `--batch-norm`'s momentum and epsilon (PyTorch's defaults) are the model's:
+/// [`crate::model::norm::BATCH_NORM_MOMENTUM`], [`crate::model::norm::BATCH_NORM_EPSILON`].
 
 /// Label-issue evidence: the training and validation images listed in
 /// `outputs/label_issues.csv` (highest loss first) ...
@@ -174,6 +176,9 @@ pub struct Settings {
     /// Dropout before each Linear of the CNN's head while training, in [0, 1).
     #[serde(default)]
     pub dropout: f64,
+    /// BatchNorm after each convolution of the CNN, before its ReLU.
+    #[serde(default)]
+    pub batch_norm: bool,
     /// The workshop's "overfit a tiny batch" check: train each model on the first N batches
     /// of the training part for [`OVERFIT_STEPS`] steps and say whether its training loss
     /// fell below [`OVERFIT_LOSS`].
@@ -245,6 +250,7 @@ impl Default for Settings {
             head: crate::model::HeadKind::Gap,
             hidden: 0,
             dropout: 0.0,
+            batch_norm: false,
             overfit_batches: None,
             // The recipe's defaults are written once, in recipe.rs.
             optimizer: recipe.optimizer,
@@ -294,6 +300,7 @@ impl Settings {
             widths: crate::model::CnnWidths::new(&self.cnn_widths)
                 .map_err(TrainerError::bad_input)?,
             head: self.model_head().map_err(TrainerError::bad_input)?,
+            batch_norm: self.batch_norm,
         })
     }
 
@@ -468,6 +475,15 @@ impl Settings {
                 .map_err(TrainerError::bad_input)?;
             head.check(&widths, self.image_size)
                 .map_err(TrainerError::bad_input)?;
+            if self.batch_norm
+                && self.batch_size == 1
+                && crate::model::Head::last_side(&widths, self.image_size) == 1
+            {
+                return Err(TrainerError::bad_input(format!(
+                    "--batch-norm with --batch-size 1: the last block's 1x1 map at --image-size {} leaves one value per channel, whose batch statistics normalize it to 0; use a batch of at least 2",
+                    self.image_size
+                )));
+            }
         }
         self.validate_folder_flags()?;
         if self.data.is_none() && self.color == Color::Rgb {
@@ -522,6 +538,9 @@ impl Settings {
         let mut notes = Vec::new();
         if !self.models.contains(&ModelKind::Cnn) && self.cnn_widths != default_cnn_widths() {
             notes.push("--cnn-widths has no effect: --models does not train the CNN".to_string());
+        }
+        if !self.models.contains(&ModelKind::Cnn) && self.batch_norm {
+            notes.push("--batch-norm has no effect: --models does not train the CNN".to_string());
         }
         if !self.models.contains(&ModelKind::Cnn)
             && !self.model_head().unwrap_or_default().is_gap_only()

@@ -224,9 +224,10 @@ impl Footprint {
         match spec.kind {
             ModelKind::Baseline => layers(inputs + 2 * c, inputs),
             ModelKind::Cnn => {
-                // Each block: conv + relu; between blocks a max-pool (+ indices); then the
-                // global pool and the logits.
+                // Each block: conv (+ batch norm) + relu; between blocks a max-pool (+
+                // indices); then the global pool and the logits.
                 let widths = spec.widths.get();
+                let per_block = if spec.batch_norm { 3 } else { 2 };
                 let (mut side, mut activations, mut largest) = (s, 0, 0);
                 for (i, &w) in widths.iter().enumerate() {
                     let w = w as u64;
@@ -234,7 +235,7 @@ impl Footprint {
                         side /= 2;
                         activations += 2 * widths[i - 1] as u64 * side * side;
                     }
-                    activations += 2 * w * side * side;
+                    activations += per_block * w * side * side;
                     largest = largest.max(w * side * side);
                 }
                 // The head: its features (pooled or flattened), the hidden layer and its ReLU.

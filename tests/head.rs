@@ -234,3 +234,229 @@ fn sweeps_vary_the_head() {
     );
     assert_eq!(stderr(&bad).trim().lines().count(), 1, "{}", stderr(&bad));
 }
+
+/// `--batch-norm` with the classic head: BatchNorm after each conv, before its ReLU.
+const BATCH_NORM: [&str; 8] = [
+    "--models",
+    "cnn",
+    "--cnn-widths",
+    "6,8",
+    "--batch-norm",
+    "--head",
+    "flatten",
+    "--hidden",
+];
+
+/// A checkpoint's batch-norm tensors, by burn's name in the CNN (`norms.0.running_var`).
+fn norm_tensors(pack: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let device = burn::tensor::Device::flex();
+    let (net, _) =
+        trainer::model::checkpoint::load(&file(pack, "checkpoints/best_model.json"), &device)
+            .unwrap();
+    trainer::model::parameters(&net)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(name, _, values)| {
+            let name = name.strip_prefix("Cnn.")?.to_string();
+            name.starts_with("norms.").then_some((name, values))
+        })
+        .collect()
+}
+
+/// A batch-norm CNN trains on the layers (the fused CPU operation says why it does not take
+/// it), reruns byte for byte, names its shape everywhere, and its checkpoint holds running
+/// statistics that moved from PyTorch's start (mean 0, variance 1) and the batches tracked,
+/// with which `evaluate` gives the recorded test accuracy again.
+#[test]
+fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
+    let dir = temp();
+    let run = |name: &str| {
+        let pack = dir.path().join(name);
+        trainer()
+            .cpu()
+            .quiet()
+            .args(BATCH_NORM)
+            .args(["12", "--epochs-cnn", "3", "--samples-per-class", "30"])
+            .out(&pack)
+            .run_ok();
+        pack
+    };
+    let (a, b) = (run("a"), run("b"));
+    for name in ["checkpoints/best_model.bpk", "outputs/metrics_summary.json"] {
+        assert!(
+            fs::read(file(&a, name)).unwrap() == fs::read(file(&b, name)).unwrap(),
+            "{name} differs between reruns"
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(file(&a, "checkpoints/best_model.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["model_name"], "CNN 6-8 bn flatten-h12", "{meta}");
+    assert_eq!(meta["batch_norm"], true, "{meta}");
+    let trace = fs::read_to_string(file(&a, "reports/shape_trace.md")).unwrap();
+    assert!(
+        trace.contains("| conv1 3x3 + batchnorm + relu | `(32, 6, 16, 16)` |"),
+        "{trace}"
+    );
+    let info = fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap();
+    assert!(
+        info.contains("the fused CPU operation has no batch norm (--batch-norm)"),
+        "the fallback is said: {info}"
+    );
+    assert!(info.contains("\"batch_norm\": true"), "{info}");
+    let readme = fs::read_to_string(file(&a, "README.md")).unwrap();
+    assert!(readme.contains("CNN 6-8 bn flatten-h12"), "{readme}");
+    let norms = norm_tensors(&a);
+    let names: Vec<&str> = norms.iter().map(|(n, _)| n.as_str()).collect();
+    for name in [
+        "weight",
+        "bias",
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+    ] {
+        for block in 0..2 {
+            let want = format!("norms.{block}.{name}");
+            assert!(names.contains(&want.as_str()), "{want} in {names:?}");
+        }
+    }
+    let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
+    assert!(
+        get("norms.1.running_var")
+            .iter()
+            .any(|v| (v - 1.0).abs() > 1e-3)
+    );
+    let batches = get("norms.0.num_batches_tracked")[0];
+    let best_epoch = meta["best_epoch"].as_f64().unwrap() as f32;
+    assert!(
+        batches >= best_epoch && batches.fract() == 0.0,
+        "{batches} batches tracked by epoch {best_epoch}"
+    );
+    // The conv biases a batch norm follows have a gradient of exactly 0: they keep their
+    // initial values (seed 42), the other parameters train.
+    let device = burn::tensor::Device::flex();
+    let (net, meta) =
+        trainer::model::checkpoint::load(&file(&a, "checkpoints/best_model.json"), &device)
+            .unwrap();
+    let fresh = trainer::model::Net::init(meta.spec().unwrap(), 16, 3, 42, &device);
+    let (trained, start) = (
+        trainer::model::parameters(&net).unwrap(),
+        trainer::model::parameters(&fresh).unwrap(),
+    );
+    for ((name, _, after), (_, _, before)) in trained.iter().zip(&start) {
+        let moved = after != before;
+        let kept = name.ends_with("bias") && name.contains(".conv");
+        assert!(
+            moved != kept || name.ends_with("num_batches_tracked"),
+            "{name}: moved {moved}"
+        );
+    }
+    let out = stdout(&evaluate(&a).run_ok());
+    assert_eq!(
+        console_value(&out, "test_accuracy"),
+        console_value(&out, "recorded_test_accuracy"),
+        "{out}"
+    );
+}
+
+/// Nonsense is one line and exit 2, nothing written; a config's `batch_norm = true` is
+/// turned off by `--no-batch-norm`, and a run without the CNN is warned that it does nothing.
+#[test]
+fn batch_norm_nonsense_is_refused_and_a_config_can_be_overridden() {
+    let dir = temp();
+    let pack = dir.path().join("one");
+    let output = trainer()
+        .cpu()
+        .quiet()
+        .args(["--batch-norm", "--batch-size", "1", "--models", "cnn"])
+        .args(["--cnn-widths", "4,4,4,4", "--image-size", "8"])
+        .out(&pack)
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("--batch-norm with --batch-size 1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!pack.exists());
+
+    let config = dir.path().join("bn.toml");
+    fs::write(&config, "models = [\"cnn\"]\nbatch_norm = true\n").unwrap();
+    let name = |extra: &[&str], out: &str| {
+        let pack = dir.path().join(out);
+        trainer()
+            .cpu()
+            .quiet()
+            .config(&config)
+            .args(["--epochs-cnn", "1", "--samples-per-class", "10"])
+            .args(extra)
+            .out(&pack)
+            .run_ok();
+        let meta: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(file(&pack, "checkpoints/best_model.json")).unwrap(),
+        )
+        .unwrap();
+        meta["model_name"].as_str().unwrap().to_string()
+    };
+    assert_eq!(name(&[], "config"), "CNN 8-16 bn");
+    assert_eq!(name(&["--no-batch-norm"], "overridden"), "Tiny CNN");
+
+    let output = trainer()
+        .cpu()
+        .args([
+            "--models",
+            "baseline",
+            "--batch-norm",
+            "--epochs-baseline",
+            "1",
+        ])
+        .args(["--samples-per-class", "10"])
+        .out(dir.path().join("baseline"))
+        .run_ok();
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(said.contains("--batch-norm has no effect"), "{said}");
+}
+
+/// `trainer bench --batch-norm` measures the batch-norm CNN (on the layers) and names it.
+#[test]
+fn bench_measures_batch_norm() {
+    let dir = temp();
+    let out = dir.path().join("bench");
+    trainer()
+        .subcommand("bench")
+        .quiet()
+        .cpu()
+        .args([
+            "--batch-norm",
+            "--batch-sizes",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ])
+        .out(&out)
+        .run_ok();
+    let csv = fs::read_to_string(out.join("bench/throughput.csv")).unwrap();
+    let row = csv.lines().nth(1).unwrap();
+    assert!(
+        row.contains(",cnn-8-16-bn,8,") && row.contains(",ok,"),
+        "{csv}"
+    );
+}
+
+/// A sweep takes `batch_norm = [false, true]`: one task each.
+#[test]
+fn sweeps_vary_batch_norm() {
+    let root = temp();
+    let toml = "backend = \"cpu\"\nmodels = [\"cnn\"]\nbatch_norm = [false, true]\n";
+    sweep_plan(root.path(), toml, "grid").run_ok();
+    let plan: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.path().join("grid/plan.json")).unwrap())
+            .unwrap();
+    let values: Vec<bool> = plan["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["settings"]["batch_norm"].as_bool().unwrap())
+        .collect();
+    assert_eq!(values, vec![false, true], "{plan}");
+}

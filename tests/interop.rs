@@ -86,7 +86,7 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
     let root = temp();
     let gray = folder(&python, root.path(), 1);
     let rgb = folder(&python, root.path(), 3);
-    let cases: [(&str, &Path, &[&str]); 5] = [
+    let cases: [(&str, &Path, &[&str]); 7] = [
         ("baseline", &gray, &["--models", "baseline"]),
         ("rgb-baseline", &rgb, &["--models", "baseline"]),
         ("tiny", &gray, &["--models", "cnn"]),
@@ -107,6 +107,28 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
                 "6,8",
                 "--head",
                 "flatten",
+            ],
+        ),
+        // Batch norm after each conv: BatchNorm2d with its running statistics in PyTorch's
+        // eval mode, BatchNormalization in the ONNX graph.
+        (
+            "batch-norm",
+            &gray,
+            &["--models", "cnn", "--cnn-widths", "6,8", "--batch-norm"],
+        ),
+        (
+            "rgb-batch-norm-flatten",
+            &rgb,
+            &[
+                "--models",
+                "cnn",
+                "--cnn-widths",
+                "4,6,8",
+                "--batch-norm",
+                "--head",
+                "flatten",
+                "--hidden",
+                "10",
             ],
         ),
     ];
@@ -143,8 +165,8 @@ fn pytorch_onnxruntime_and_tensorboard_open_the_exports() {
     }
 }
 
-/// Every optimizer, schedule, the warm-up and label smoothing against PyTorch's, from the
-/// same initial weights, one full-batch step an epoch: each epoch's training loss within
+/// Every optimizer, schedule, the warm-up, label smoothing and batch norm (training on the
+/// batch's statistics) against PyTorch's, from the same initial weights, one full-batch step an epoch: each epoch's training loss within
 /// 5e-6 relative (ten times the measured 5.4e-7), one-cycle also with a rising phase the
 /// steps reach, on the CPU path and (where there is an adapter) the wgpu kernels.
 #[test]
@@ -169,7 +191,7 @@ fn recipes_give_pytorchs_losses() {
         );
         assert_eq!(
             said.matches("interop: recipe ").count(),
-            10,
+            11,
             "{backend}: {said}"
         );
     }

@@ -126,6 +126,67 @@ fn a_classic_head_with_dropout_resumed_ends_bit_identical() {
     stopped_and_resumed_match(&head, "cnn-8-16-flatten-h12-d0.25:3", &[]);
 }
 
+/// The batch norms' running statistics are part of the run's state: a run stopped and
+/// resumed ends with the same checkpoint, byte for byte, as one that ran through.
+#[test]
+fn batch_norm_resumed_ends_bit_identical() {
+    stopped_and_resumed_match(&["--batch-norm"], "cnn-8-16-bn:3", &[]);
+}
+
+/// `--init-from` a batch-norm checkpoint goes on from its running statistics (the batches
+/// tracked keep counting), and a run without batch norm is refused, naming both shapes.
+#[test]
+fn init_from_a_batch_norm_checkpoint_keeps_its_running_statistics() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn", "--batch-norm"])
+        .out(&first)
+        .run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let tuned = dir.path().join("tuned");
+    trainer()
+        .cpu()
+        .quiet()
+        .args([
+            "--samples-per-class",
+            "40",
+            "--models",
+            "cnn",
+            "--batch-norm",
+        ])
+        .args(["--epochs-cnn", "1"])
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .out(&tuned)
+        .run_ok();
+    let tracked = |checkpoint: &Path| {
+        parameters(checkpoint)
+            .into_iter()
+            .find(|(name, _)| name == "Cnn.norms.0.num_batches_tracked")
+            .unwrap()
+            .1[0]
+    };
+    let (before, after) = (tracked(&checkpoint), tracked(&tuned.join("checkpoints")));
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&checkpoint).unwrap()).unwrap();
+    let per_epoch = before / meta["best_epoch"].as_f64().unwrap() as f32;
+    assert_eq!(
+        after,
+        before + per_epoch,
+        "one more epoch of batches tracked"
+    );
+    let output = small(&["--models", "cnn"])
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .out(dir.path().join("plain"))
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("the checkpoint is a CNN 8-16 bn") && err.contains("Tiny CNN"),
+        "{err}"
+    );
+}
+
 /// An interrupt during an epoch's validation (issue 32: the run then failed "interrupted"
 /// and wrote no pack) drops that epoch, keeps the ones before, and resumes from there.
 #[test]

@@ -37,6 +37,8 @@ pub struct BenchConfig {
     pub cnn_widths: CnnWidths,
     /// The CNN's head (the workshop's global average pool by default).
     pub head: crate::model::Head,
+    /// BatchNorm after each convolution of the CNN (`--batch-norm`).
+    pub batch_norm: bool,
     pub steps: usize,
     pub warmup: usize,
     pub out: PathBuf,
@@ -55,6 +57,7 @@ impl BenchConfig {
             channels: self.channels,
             widths: self.cnn_widths,
             head: self.head,
+            batch_norm: self.batch_norm,
         }
     }
 }
@@ -197,6 +200,7 @@ pub(crate) mod tests {
             channels: 1,
             cnn_widths: CnnWidths::default(),
             head: crate::model::Head::default(),
+            batch_norm: false,
             steps: 10,
             warmup: 2,
             out: "unused".into(),

@@ -66,6 +66,7 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         channels: if color == Color::Rgb { 3 } else { 1 },
         cnn_widths,
         head,
+        batch_norm: args.head.batch_norm,
         steps: args.steps,
         warmup: args.warmup,
         out: args.out,

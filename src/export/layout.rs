@@ -12,6 +12,9 @@
 //! adds `Dropout(P)` before each `Linear` of the head. A 32,64 CNN on 28x28 images with
 //! `--head flatten --hidden 128 --dropout 0.25`: `0.*` conv, `3.*` conv, `5` Flatten,
 //! `6` Dropout, `7.*` Linear(12544, 128), `8` ReLU, `9` Dropout, `10.*` Linear(128, C).
+//!
+//! `--batch-norm` puts `BatchNorm2d(width)` between each conv and its ReLU: the Tiny CNN's
+//! parameters are then `0.*` conv, `1.*` batch norm, `4.*` conv, `5.*` batch norm, `9.*`.
 
 use crate::model::{HeadKind, ModelKind, ModelSpec};
 
@@ -23,6 +26,11 @@ pub enum Layer {
         block: usize,
         inputs: usize,
         outputs: usize,
+    },
+    /// PyTorch's `BatchNorm2d(features)` after the `block`-th conv.
+    BatchNorm {
+        block: usize,
+        features: usize,
     },
     Relu,
     /// A 2x2 max-pool with stride 2.
@@ -51,6 +59,7 @@ impl Layer {
             } => {
                 format!("nn.Conv2d({inputs}, {outputs}, 3, padding=1)")
             }
+            Layer::BatchNorm { features, .. } => format!("nn.BatchNorm2d({features})"),
             Layer::Relu => "nn.ReLU()".into(),
             Layer::MaxPool => "nn.MaxPool2d(2)".into(),
             Layer::AvgPool => "nn.AdaptiveAvgPool2d(1)".into(),
@@ -65,8 +74,10 @@ impl Layer {
     /// The burn module (a field of the model) whose parameters this layer holds.
     pub fn burn_module(&self) -> Option<&'static str> {
         const CONVS: [&str; 4] = ["conv1", "conv2", "conv3", "conv4"];
+        const NORMS: [&str; 4] = ["norms.0", "norms.1", "norms.2", "norms.3"];
         match self {
             Layer::Conv { block, .. } => CONVS.get(*block).copied(),
+            Layer::BatchNorm { block, .. } => NORMS.get(*block).copied(),
             Layer::Linear { hidden: true, .. } => Some("hidden"),
             Layer::Linear { .. } => Some("classifier"),
             _ => None,
@@ -97,6 +108,12 @@ pub fn sequential(spec: &ModelSpec, image_size: usize, classes: usize) -> Vec<La
                     inputs,
                     outputs: width,
                 });
+                if spec.batch_norm {
+                    layers.push(Layer::BatchNorm {
+                        block,
+                        features: width,
+                    });
+                }
                 layers.push(Layer::Relu);
                 inputs = width;
             }
@@ -211,5 +228,26 @@ mod tests {
             assert!(python.contains(layer), "{python}");
         }
         assert!(!python.contains("AdaptiveAvgPool2d"), "{python}");
+    }
+
+    #[test]
+    fn batch_norm_sits_between_each_conv_and_its_relu() {
+        let spec = ModelSpec {
+            batch_norm: true,
+            ..ModelSpec::from(ModelKind::Cnn)
+        };
+        let layers = sequential(&spec, 16, 4);
+        assert_eq!(
+            parameter_owners(&spec, &layers),
+            vec![
+                ("conv1", 0),
+                ("norms.0", 1),
+                ("conv2", 4),
+                ("norms.1", 5),
+                ("classifier", 9)
+            ]
+        );
+        assert_eq!(layers[2], Layer::Relu);
+        assert!(python_sequential(&layers).contains("nn.BatchNorm2d(16),"));
     }
 }

@@ -86,6 +86,7 @@ impl<'a> ModelFacts<'a> {
             ("image_size", self.image_size.to_string()),
             ("cnn_widths", json(&widths)),
             ("head", json(&self.spec.head)),
+            ("batch_norm", self.spec.batch_norm.to_string()),
             (
                 "normalization",
                 json(&PerChannelLists {
@@ -115,6 +116,8 @@ pub struct LayerWeights {
     pub weight: Vec<f32>,
     pub weight_dims: Vec<usize>,
     pub bias: Vec<f32>,
+    /// A batch norm's running mean and variance (none for other layers).
+    pub running: Option<[Vec<f32>; 2]>,
 }
 
 /// The model's layers and the parameters of those that have them, by layer index.
@@ -147,6 +150,19 @@ fn layer_weights<const D: usize>(
             Some(b) => host(b)?,
             None => vec![0.0; outputs],
         },
+        running: None,
+    })
+}
+
+fn norm_weights(norm: &crate::model::BatchNorm2d) -> Result<LayerWeights> {
+    Ok(LayerWeights {
+        weight: host(norm.weight.val())?,
+        weight_dims: vec![norm.features()],
+        bias: host(norm.bias.val())?,
+        running: Some([
+            host(norm.running_mean.value())?,
+            host(norm.running_var.value())?,
+        ]),
     })
 }
 
@@ -170,6 +186,9 @@ impl Weights {
                         linear.weight.val(),
                         linear.bias.as_ref().map(|b| b.val()),
                     )?)
+                }
+                (Net::Cnn(m), Layer::BatchNorm { block, .. }) => {
+                    m.norms.get(*block).map(norm_weights).transpose()?
                 }
                 (Net::Cnn(m), Layer::Conv { block, .. }) => match m.convs().get(*block) {
                     Some(conv) => Some(layer_weights(

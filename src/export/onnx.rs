@@ -1,6 +1,8 @@
 //! `best_model.onnx`: raw pixels in `[0, 1]`, shape `(N, C, H, W)`, to logits `(N, classes)`,
 //! with the recorded normalization inside the graph (`Sub`, `Div`), then the layers of
-//! [`super::layout`] as ONNX operators (opset 13). A user feeds images as they are.
+//! [`super::layout`] as ONNX operators (opset 13). A user feeds images as they are. The graph
+//! is the evaluation one: no dropout, and a batch norm is `BatchNormalization` with its
+//! running statistics.
 
 use prost::Message;
 
@@ -129,6 +131,7 @@ fn build_graph(weights: &Weights, facts: &ModelFacts) -> Result<Graph> {
                     _ => graph.node("Gemm", &[w, b], vec![]),
                 }
             }
+            Layer::BatchNorm { .. } => batch_norm(&mut graph, index, weights.of(index)?)?,
             Layer::Relu => graph.node("Relu", &[], vec![]),
             Layer::MaxPool => graph.node(
                 "MaxPool",
@@ -145,6 +148,31 @@ fn build_graph(weights: &Weights, facts: &ModelFacts) -> Result<Graph> {
         last.output = vec![OUTPUT.into()];
     }
     Ok(graph)
+}
+
+/// A batch norm in evaluation: `BatchNormalization` (training_mode 0) with its scale, shift,
+/// running mean and running variance, and the trainer's epsilon.
+fn batch_norm(graph: &mut Graph, index: usize, tensors: &super::LayerWeights) -> Result<()> {
+    let Some([mean, var]) = &tensors.running else {
+        return Err(crate::error::TrainerError::Serialize(format!(
+            "layer {index} is a batch norm without running statistics"
+        )));
+    };
+    let n = [tensors.weight.len()];
+    let inputs = [
+        graph.constant(format!("{index}.weight"), &n, &tensors.weight),
+        graph.constant(format!("{index}.bias"), &n, &tensors.bias),
+        graph.constant(format!("{index}.running_mean"), &n, mean),
+        graph.constant(format!("{index}.running_var"), &n, var),
+    ];
+    let epsilon = AttributeProto {
+        name: "epsilon".into(),
+        f: crate::model::norm::BATCH_NORM_EPSILON as f32,
+        r#type: ATTRIBUTE_FLOAT,
+        ..Default::default()
+    };
+    graph.node("BatchNormalization", &inputs, vec![epsilon]);
+    Ok(())
 }
 
 /// The file's bytes: an ONNX model (IR 7, opset 13) whose metadata carries the model's name,

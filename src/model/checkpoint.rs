@@ -70,6 +70,9 @@ pub struct CheckpointMeta {
     /// The head's training-time dropout; absent means 0.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub dropout: f64,
+    /// BatchNorm after each convolution (`--batch-norm`); absent means none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_norm: bool,
 }
 
 fn is_gap(head: &HeadKind) -> bool {
@@ -126,6 +129,7 @@ impl CheckpointMeta {
             channels: self.channels,
             widths,
             head,
+            batch_norm: self.batch_norm,
         })
     }
 }
@@ -193,6 +197,7 @@ pub fn encode(
         head: spec.head.kind,
         hidden: spec.head.hidden,
         dropout: spec.head.dropout(),
+        batch_norm: spec.batch_norm,
     };
     meta.description_checksum = description_checksum(&meta)?;
     let description =

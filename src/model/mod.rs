@@ -9,10 +9,12 @@
 pub mod checkpoint;
 pub mod flat;
 pub mod init_from;
+pub mod norm;
 pub mod spec;
 
 pub mod head;
 
+pub use norm::{BatchNorm2d, NormStats};
 pub use spec::{CnnWidths, Head, HeadKind, ModelSpec};
 
 use burn::module::{Param, ParamId};
@@ -81,6 +83,9 @@ pub struct Cnn {
     pub conv3: Option<Conv2d>,
     pub conv4: Option<Conv2d>,
     pub global_pool: AdaptiveAvgPool2d,
+    /// With `--batch-norm`, one BatchNorm per block (after its conv, before its ReLU); empty
+    /// otherwise, so checkpoints without batch norm name their parameters as before.
+    pub norms: Vec<BatchNorm2d>,
     /// The head's hidden linear layer (before its ReLU), when `--hidden` is above 0.
     pub hidden: Option<Linear>,
     pub classifier: Linear,
@@ -138,8 +143,12 @@ impl Net {
                 let widths = spec.widths.get();
                 let mut inputs = spec.channels;
                 let mut convs = Vec::new();
+                let mut norms = Vec::new();
                 for &width in &widths {
                     convs.push(init.conv(conv([inputs, width]), device));
+                    if spec.batch_norm {
+                        norms.push(init.norm(width, device));
+                    }
                     inputs = width;
                 }
                 let features = spec.head.features(&spec.widths, image_size);
@@ -164,6 +173,7 @@ impl Net {
                     conv3: convs.next(),
                     conv4: convs.next(),
                     global_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+                    norms,
                     hidden,
                     classifier,
                     head: spec.head,
@@ -189,6 +199,7 @@ impl Net {
                 channels,
                 widths: CnnWidths::tiny(),
                 head: Head::default(),
+                batch_norm: false,
             },
             Net::Cnn(model) => {
                 let widths: Vec<usize> = model.convs().iter().map(|c| c.weight.dims()[0]).collect();
@@ -197,6 +208,7 @@ impl Net {
                     channels: model.conv1.weight.dims()[1],
                     widths: CnnWidths::new(&widths).unwrap_or_default(),
                     head: model.head,
+                    batch_norm: !model.norms.is_empty(),
                 }
             }
         }
@@ -215,19 +227,52 @@ impl Net {
         images: Tensor<4>,
         trace: &mut dyn FnMut(&str, Vec<usize>),
     ) -> Tensor<2> {
-        self.forward_with(images, None, trace)
+        self.forward_with(images, None, None, trace)
     }
 
     /// [`Net::forward`] while training: the head's dropout masks are drawn from `dropout`
-    /// (a key of [`crate::rng`]; none for evaluation, where dropout is the identity).
+    /// (a key of [`crate::rng`]; none for evaluation, where dropout is the identity, and the
+    /// batch norms use their running statistics). A training step takes
+    /// [`Net::forward_step`], which also gives the batch norms' new running statistics.
     pub fn forward_train(&self, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
-        self.forward_with(images, dropout, &mut |_, _| {})
+        match dropout {
+            Some(key) => self.forward_step(images, key).logits,
+            None => self.forward(images),
+        }
     }
 
+    /// One training pass: dropout masks from `dropout`, batch norms on the batch's own
+    /// statistics; the logits and the running statistics to put in the stepped model
+    /// ([`Net::with_norms`]).
+    pub fn forward_step(&self, images: Tensor<4>, dropout: u32) -> TrainPass {
+        let mut norms = Vec::new();
+        let logits = self.forward_with(images, Some(dropout), Some(&mut norms), &mut |_, _| {});
+        TrainPass { logits, norms }
+    }
+
+    /// This model with the batch norms' running statistics of a training pass (unchanged
+    /// without batch norm or statistics).
+    pub fn with_norms(self, stats: Vec<NormStats>) -> Net {
+        match self {
+            Net::Cnn(mut model) if !stats.is_empty() => {
+                model.norms = std::mem::take(&mut model.norms)
+                    .into_iter()
+                    .zip(stats)
+                    .map(|(norm, stats)| norm.with_stats(stats))
+                    .collect();
+                Net::Cnn(model)
+            }
+            net => net,
+        }
+    }
+
+    /// `norms` collects the batch norms' new running statistics while training; none for
+    /// evaluation (running statistics).
     fn forward_with(
         &self,
         images: Tensor<4>,
         dropout: Option<u32>,
+        mut norms: Option<&mut Vec<NormStats>>,
         trace: &mut dyn FnMut(&str, Vec<usize>),
     ) -> Tensor<2> {
         match self {
@@ -245,8 +290,23 @@ impl Net {
                         x = model.pool.forward(x);
                         trace("maxpool 2x2", x.dims().to_vec());
                     }
-                    x = relu(conv.forward(x));
-                    trace(&format!("conv{} 3x3 + relu", i + 1), x.dims().to_vec());
+                    x = conv.forward(x);
+                    let layer = match model.norms.get(i) {
+                        Some(norm) => {
+                            x = match norms.as_deref_mut() {
+                                Some(stats) => {
+                                    let (y, s) = norm.forward_train(x);
+                                    stats.push(s);
+                                    y
+                                }
+                                None => norm.forward(x),
+                            };
+                            format!("conv{} 3x3 + batchnorm + relu", i + 1)
+                        }
+                        None => format!("conv{} 3x3 + relu", i + 1),
+                    };
+                    x = relu(x);
+                    trace(&layer, x.dims().to_vec());
                 }
                 let x = match model.head.kind {
                     HeadKind::Gap => {
@@ -264,11 +324,20 @@ impl Net {
     }
 }
 
+/// A training pass's outcome ([`Net::forward_step`]).
+pub struct TrainPass {
+    pub logits: Tensor<2>,
+    /// Each batch norm's new running statistics, in order (empty without batch norm).
+    pub norms: Vec<NormStats>,
+}
+
 /// Draws each parameter of one model from its own counter stream.
 struct HostInit {
     seed: u64,
     model: u32,
     next_param: u32,
+    /// Parameters of batch norms made (their values are constants: no draw).
+    next_norm_param: u32,
 }
 
 impl HostInit {
@@ -277,6 +346,7 @@ impl HostInit {
             seed,
             model: kind.init_stream_id(),
             next_param: 0,
+            next_norm_param: 0,
         }
     }
 
@@ -321,6 +391,21 @@ impl HostInit {
         layer.weight = self.param([fan_in, fan_out], bound, device);
         layer.bias = Some(self.param([fan_out], bound, device));
         layer
+    }
+
+    /// A batch norm of `features` channels (PyTorch's initial values, drawing nothing, so
+    /// the other parameters are drawn as without batch norm), ids in their own range.
+    fn norm(&mut self, features: usize, device: &Device) -> BatchNorm2d {
+        let model = self.model as u64;
+        let next = &mut self.next_norm_param;
+        BatchNorm2d::new(
+            features,
+            || {
+                *next += 1;
+                ParamId::from((model << 32) | (1 << 31) | *next as u64)
+            },
+            device,
+        )
     }
 
     fn conv(&mut self, mut layer: Conv2d, device: &Device) -> Conv2d {

@@ -275,6 +275,8 @@ pub struct ModelSpec {
     pub widths: CnnWidths,
     /// The CNN's classifier head (global average pool or flatten, hidden layer, dropout).
     pub head: Head,
+    /// BatchNorm after each convolution, before its ReLU (`--batch-norm`).
+    pub batch_norm: bool,
 }
 
 impl From<ModelKind> for ModelSpec {
@@ -285,37 +287,57 @@ impl From<ModelKind> for ModelSpec {
             channels: 1,
             widths: CnnWidths::tiny(),
             head: Head::default(),
+            batch_norm: false,
         }
     }
 }
 
 impl ModelSpec {
     /// The name in every evidence file: the workshop's names for its two models ("Flatten
-    /// baseline", "Tiny CNN"), "CNN 16-32-64" for other widths.
+    /// baseline", "Tiny CNN"), "CNN 16-32-64" for other widths, then "bn" with batch norm
+    /// and the head when it is not the workshop's ("CNN 32-64 bn flatten-h128").
     pub fn display_name(&self) -> String {
         match self.kind {
-            ModelKind::Cnn if !self.head.is_gap_only() => {
-                format!("CNN {} {}", self.widths.dashed(), self.head.name())
+            ModelKind::Cnn if !self.is_plain_cnn() => {
+                format!("CNN {}", self.shape_parts().join(" "))
             }
             ModelKind::Cnn if !self.widths.is_tiny() => format!("CNN {}", self.widths.dashed()),
             kind => kind.display_name().to_string(),
         }
     }
 
-    /// A short name for files and leaderboards: "baseline", "cnn", "cnn-16-32-64".
+    /// A short name for files and leaderboards: "baseline", "cnn", "cnn-16-32-64",
+    /// "cnn-32-64-bn-flatten-h128".
     pub fn slug(&self) -> String {
         match self.kind {
-            ModelKind::Cnn if !self.head.is_gap_only() => {
-                format!("cnn-{}-{}", self.widths.dashed(), self.head.name())
+            ModelKind::Cnn if !self.is_plain_cnn() => {
+                format!("cnn-{}", self.shape_parts().join("-"))
             }
             ModelKind::Cnn if !self.widths.is_tiny() => format!("cnn-{}", self.widths.dashed()),
             kind => kind.slug().to_string(),
         }
     }
 
+    /// Whether the CNN has the workshop's head and no batch norm (named by its widths only).
+    fn is_plain_cnn(&self) -> bool {
+        self.head.is_gap_only() && !self.batch_norm
+    }
+
+    /// The widths, "bn" with batch norm, and the head unless it is the workshop's.
+    fn shape_parts(&self) -> Vec<String> {
+        let mut parts = vec![self.widths.dashed()];
+        if self.batch_norm {
+            parts.push("bn".into());
+        }
+        if !self.head.is_gap_only() {
+            parts.push(self.head.name());
+        }
+        parts
+    }
+
     /// Floating-point operations of one sample's forward pass on `image_size` squared
-    /// images: two per multiply-add of the convolutions and the linear layer (ReLU and
-    /// pooling are not counted, as is usual). A training step costs about three times this
+    /// images: two per multiply-add of the convolutions and the linear layer (ReLU, batch
+    /// norm and pooling are not counted, as is usual). A training step costs about three times this
     /// (forward, then the gradients of the inputs and of the weights).
     pub fn forward_flops(&self, image_size: usize, classes: usize) -> u64 {
         let pixels = |side: usize| (side * side) as u64;
@@ -379,6 +401,19 @@ mod tests {
             rgb.forward_flops(32, 3),
             2 * 9 * (3 * 16 * 1024 + 16 * 32 * 256 + 32 * 64 * 64) + 2 * 64 * 3
         );
+        let bn = ModelSpec {
+            batch_norm: true,
+            ..tiny
+        };
+        assert_eq!(bn.display_name(), "CNN 8-16 bn");
+        assert_eq!(bn.slug(), "cnn-8-16-bn");
+        let classic = ModelSpec {
+            widths: CnnWidths::new(&[32, 64]).unwrap(),
+            head: Head::new(HeadKind::Flatten, 128, 0.0).unwrap(),
+            ..bn
+        };
+        assert_eq!(classic.display_name(), "CNN 32-64 bn flatten-h128");
+        assert_eq!(classic.slug(), "cnn-32-64-bn-flatten-h128");
         assert!(CnnWidths::new(&[]).is_err());
         assert!(CnnWidths::new(&[8, 8, 8, 8, 8]).is_err());
         assert!(CnnWidths::new(&[0]).is_err());

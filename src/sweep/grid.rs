@@ -139,7 +139,7 @@ fn splitmix64(x: u64) -> u64 {
 pub fn refuse_idle_axes(varying: &[String], tasks: &[&Settings]) -> Result<()> {
     for key in varying {
         let idle = match key.as_str() {
-            "cnn_widths" | "head" | "hidden" | "dropout" => !tasks
+            "cnn_widths" | "head" | "hidden" | "dropout" | "batch_norm" => !tasks
                 .iter()
                 .any(|t| t.models.contains(&crate::model::ModelKind::Cnn)),
             "color" => tasks.iter().all(|t| t.data.is_none()),

@@ -16,7 +16,7 @@ use burn::prelude::*;
 use super::weights::Weights;
 use crate::device::{cpu_cnn, cpu_kernels, gpu_kernels, gpu_train};
 use crate::memory::Footprint;
-use crate::model::{HeadKind, ModelKind, ModelSpec, Net};
+use crate::model::{HeadKind, ModelKind, ModelSpec, Net, TrainPass};
 
 /// What runs a model's steps and evaluations.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +69,9 @@ impl Engine {
                 ),
             }
         } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
-            match cpu_cnn::supports(spec.channels, &spec.widths.get()).and_then(|()| {
+            match cpu_cnn::supports(spec.channels, &spec.widths.get())
+                .and_then(|()| no_batch_norm(spec, "the fused CPU operation"))
+                .and_then(|()| {
                 match spec.head.kind {
                     HeadKind::Gap => Ok(()),
                     HeadKind::Flatten => Err("the fused CPU operation ends in the global average pool, not --head flatten".to_string()),
@@ -114,13 +116,27 @@ impl Engine {
     /// dropout masks (none in evaluation).
     pub fn forward_train(&self, net: &Net, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
         match (self, net) {
-            (Engine::CpuFused, Net::Cnn(cnn)) if cnn.head.kind == HeadKind::Gap => {
+            (Engine::CpuFused, Net::Cnn(cnn))
+                if cnn.head.kind == HeadKind::Gap && cnn.norms.is_empty() =>
+            {
                 match cpu_cnn::cnn_features(images.clone(), &cnn.convs()) {
                     Some(features) => cnn.head_forward(features, dropout, &mut |_, _| {}),
                     None => net.forward_train(images, dropout),
                 }
             }
             _ => net.forward_train(images, dropout),
+        }
+    }
+
+    /// One training pass of a step: the logits, and the batch norms' new running statistics
+    /// (`--batch-norm` runs on the layers, which compute them).
+    pub fn forward_step(&self, net: &Net, images: Tensor<4>, dropout: u32) -> TrainPass {
+        match net {
+            Net::Cnn(cnn) if !cnn.norms.is_empty() => net.forward_step(images, dropout),
+            _ => TrainPass {
+                logits: self.forward_train(net, images, Some(dropout)),
+                norms: Vec::new(),
+            },
         }
     }
 
@@ -161,8 +177,17 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     }
 }
 
+/// Why `kernels` cannot run a model with `--batch-norm`: they have no batch norm.
+fn no_batch_norm(spec: ModelSpec, kernels: &str) -> Result<(), String> {
+    match spec.batch_norm {
+        true => Err(format!("{kernels} has no batch norm (--batch-norm)")),
+        false => Ok(()),
+    }
+}
+
 /// The wgpu kernels' name for a model, or why they do not take it.
 fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
+    no_batch_norm(spec, "the WGSL kernels")?;
     if spec.kind == ModelKind::Cnn && !spec.head.is_gap_only() {
         return Err(format!(
             "the WGSL kernels take only the global-average-pool head without hidden layer or dropout, not {}",

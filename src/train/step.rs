@@ -70,7 +70,8 @@ pub(crate) fn train_step(
     engine: &super::engine::Engine,
     trains: StepTrains,
 ) -> std::result::Result<Step, StepFailure> {
-    let logits = engine.forward_train(net, batch.images.clone(), Some(trains.dropout));
+    let pass = engine.forward_step(net, batch.images.clone(), trains.dropout);
+    let logits = pass.logits;
     let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
     let correct = logits
         .argmax(1)
@@ -82,9 +83,11 @@ pub(crate) fn train_step(
     if trains.frozen {
         drop_feature_grads(net, &mut grads);
     }
+    drop_biases_before_batch_norm(net, &mut grads);
     let norm = clip_by_global_norm(net, &mut grads, settings.max_grad_norm);
     let mut optim = optim.clone();
-    let updated = optim.step(lr, net.clone(), grads);
+    // The batch norms' running statistics are no parameters: the pass gave their new values.
+    let updated = optim.step(lr, net.clone(), grads).with_norms(pass.norms);
     let norm = norm
         .try_into_scalar::<f32>()
         .map_err(|e| StepFailure::classify(e.to_string()))?;
@@ -109,6 +112,24 @@ fn drop_feature_grads(net: &Net, grads: &mut GradientsParams) {
     if let Net::Cnn(cnn) = net {
         for conv in cnn.convs() {
             conv.visit(&mut Freeze(grads));
+        }
+        for norm in &cnn.norms {
+            norm.visit(&mut Freeze(grads));
+        }
+    }
+}
+
+/// Drops the gradients of the conv biases a batch norm follows. The batch norm subtracts
+/// the batch's mean, bias included, so their gradient is exactly 0; computed, it is float
+/// noise (1e-9), which Adam scales up to steps of the learning rate's size in a direction each
+/// backend draws differently. Dropped, those biases stay where they started, as exact
+/// arithmetic keeps them, and the model's outputs are unchanged.
+fn drop_biases_before_batch_norm(net: &Net, grads: &mut GradientsParams) {
+    if let Net::Cnn(cnn) = net {
+        for (conv, _) in cnn.convs().into_iter().zip(&cnn.norms) {
+            if let Some(bias) = &conv.bias {
+                let _ = grads.remove::<1>(bias.id);
+            }
         }
     }
 }

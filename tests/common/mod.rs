@@ -375,6 +375,7 @@ pub fn cnn_spec(channels: usize, widths: &[usize]) -> trainer::model::ModelSpec 
         channels,
         widths: trainer::model::CnnWidths::new(widths).unwrap(),
         head: trainer::model::Head::default(),
+        batch_norm: false,
     }
 }
 

@@ -17,7 +17,7 @@ the batch order cannot differ), for each recipe (optimizers, schedules, warm-up,
 smoothing), and checks that PyTorch with the same recipe (torch.optim.AdamW, SGD(momentum,
 nesterov), CosineAnnealingLR, OneCycleLR(cycle_momentum=False), MultiStepLR, a linear
 warm-up, CrossEntropyLoss(label_smoothing)), from the same initial weights (a run at lr
-1e-30, exported), gives every epoch's training loss within RECIPE_RTOL (5e-6) relative
+1e-30, exported, with batch norm for the batch-norm recipe), gives every epoch's training loss within RECIPE_RTOL (5e-6) relative
 (trainer's losses read at full precision from its TensorBoard run; measured: at most 5.4e-7).
 One-cycle runs twice: with PyTorch's 30% rising phase (over by the second of the 6 steps)
 and with --warmup-epochs 4 (pct_start 4/6), whose steps 1 and 2 are on the rising cosine
@@ -220,6 +220,8 @@ RECIPES = [
     ("step", ["--schedule", "step"]),
     ("warmup", ["--warmup-epochs", "2"]),
     ("smoothing", ["--label-smoothing", "0.1"]),
+    # Batch statistics in training, from a start with batch norm (PyTorch's model in train mode).
+    ("batch-norm", ["--batch-norm"]),
 ]
 EPOCHS = 6
 # Ten times the largest gap measured (5.4e-7, cpu and wgpu): a schedule or an optimizer off
@@ -295,7 +297,9 @@ def torch_losses(pack0, data, args):
 def trainer_losses(pack):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(os.path.join(pack, "tensorboard", "cnn"), size_guidance={"scalars": 0})
+    # The CNN's one run: "cnn", or "cnn-8-16-bn" with batch norm.
+    (run,) = os.listdir(os.path.join(pack, "tensorboard"))
+    events = EventAccumulator(os.path.join(pack, "tensorboard", run), size_guidance={"scalars": 0})
     events.Reload()
     return [e.value for e in events.Scalars("loss/train")]
 
@@ -303,9 +307,14 @@ def trainer_losses(pack):
 def recipes(trainer, workdir, backend="cpu"):
     data = os.path.join(workdir, "data")
     make(data, 1, 30, 16)
-    pack0 = os.path.join(workdir, "start")
-    train_pack(trainer, data, pack0, ["--lr-cnn", "1e-30"], epochs=1)
+    starts = {}
     for name, args in RECIPES:
+        # The start has the recipe's shape (batch norm or not): its weights are the same.
+        shape = tuple(a for a in args if a == "--batch-norm")
+        if shape not in starts:
+            starts[shape] = os.path.join(workdir, "start" + "".join(shape))
+            train_pack(trainer, data, starts[shape], ["--lr-cnn", "1e-30", *shape], epochs=1)
+        pack0 = starts[shape]
         pack = os.path.join(workdir, name)
         train_pack(trainer, data, pack, args, backend=backend)
         mine, theirs = trainer_losses(pack), torch_losses(pack0, data, args)
