@@ -320,10 +320,18 @@ pub struct TrainArgs {
     )]
     pub models: Vec<ModelKind>,
 
-    /// Augment the training part (shifts of one pixel, light noise; never flips or rotations,
-    /// which would turn one stripe class into another).
-    #[arg(long, overrides_with = "no_augment")]
-    pub augment: bool,
+    /// Augment the training part, seeded: a bare --augment shifts by up to one pixel and adds
+    /// light noise; a LIST picks from shift-noise, flip (random horizontal flip), crop (random
+    /// crop after padding by 2 pixels) and crop:N (padding by N): --augment flip,crop. Flips
+    /// suit photos, not the stripe images (a flipped diagonal runs the other way).
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "shift-noise",
+        value_name = "LIST",
+        overrides_with = "no_augment"
+    )]
+    pub augment: Option<crate::data::Augment>,
 
     /// No augmentation, whatever --config says (the last of --augment and --no-augment wins).
     #[arg(long, overrides_with = "augment")]
@@ -441,7 +449,7 @@ impl TrainArgs {
             epochs_cnn: self.epochs_cnn,
             lr_baseline: self.lr_baseline,
             lr_cnn: self.lr_cnn,
-            augment: self.augment,
+            augment: self.augment.unwrap_or_default(),
             patience: self.patience,
             monitor: self.monitor,
             select_by: self.select_by,

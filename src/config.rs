@@ -41,6 +41,9 @@ fn default_val_fraction() -> f64 {
     DEFAULT_VAL_FRACTION
 }
 
+/// `--augment crop` without a size pads by this many pixels.
+pub const DEFAULT_CROP_PAD: usize = crate::data::augment::DEFAULT_CROP_PAD;
+
 /// Adam's decay of the first moment (PyTorch's and burn's default).
 pub const ADAM_BETA_1: f32 = 0.9;
 
@@ -153,8 +156,9 @@ pub struct Settings {
     pub epochs_cnn: usize,
     pub lr_baseline: f64,
     pub lr_cnn: f64,
-    /// Label-preserving augmentation of the training part (shifts of one pixel, light noise).
-    pub augment: bool,
+    /// Label-preserving augmentation of the training part: `true` (shifts of one pixel,
+    /// light noise), `false`, or a list (`"flip,crop"`).
+    pub augment: crate::data::Augment,
     /// Stop a model after this many epochs without improvement of `monitor`.
     pub patience: Option<usize>,
     pub monitor: Monitor,
@@ -241,7 +245,7 @@ impl Default for Settings {
             epochs_cnn: 10,
             lr_baseline: 0.01,
             lr_cnn: 0.006,
-            augment: false,
+            augment: crate::data::Augment::NONE,
             patience: None,
             monitor: Monitor::ValAcc,
             select_by: Selection::Val,
@@ -485,6 +489,9 @@ impl Settings {
                 )));
             }
         }
+        self.augment
+            .check(self.image_size)
+            .map_err(TrainerError::bad_input)?;
         self.validate_folder_flags()?;
         if self.data.is_none() && self.color == Color::Rgb {
             return Err(TrainerError::bad_input(
@@ -550,6 +557,12 @@ impl Settings {
                     .to_string(),
             );
         }
+        if self.data.is_none() && self.augment.flip {
+            notes.push(
+                "--augment flip on the stripe images: a flipped diagonal stripe runs the other way, which no stripe class does (flips suit photos)"
+                    .to_string(),
+            );
+        }
         if self.data.is_none() && self.color == Color::Gray {
             notes.push("--color gray has no effect: the stripe images are gray".to_string());
         }
@@ -560,7 +573,7 @@ impl Settings {
                         .to_string(),
                 );
             }
-            if self.augment {
+            if !self.augment.is_none() {
                 notes.push(
                     "--augment with --overfit-batches: the batch changes every step, so the check is harder than the workshop's (fixed images)"
                         .to_string(),

@@ -101,7 +101,7 @@ pub fn measure(
         shuffle_seed: 0,
         monitor: crate::config::Monitor::ValAcc,
         patience: None,
-        augment: false,
+        augment: crate::data::Augment::NONE,
         recipe: crate::recipe::Recipe::default(),
     };
     let Some(Timing {

@@ -12,6 +12,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
 
+pub mod augment;
 pub mod decode;
 pub mod duplicates;
 pub mod folder;
@@ -23,6 +24,7 @@ pub mod manifest;
 pub mod split;
 pub mod stats;
 
+pub use augment::{Augment, Augmenter};
 pub use manifest::DataManifest;
 pub use split::{Part, SplitRule, split_counts};
 
@@ -554,8 +556,8 @@ impl ImageBatch {
 pub struct ImageBatcher {
     pub image_size: usize,
     pub channels: usize,
-    /// Seed of the augmentation; none for no augmentation.
-    pub augment: Option<u64>,
+    /// The augmentations and their seed; none for no augmentation.
+    pub augment: Option<Augmenter>,
     /// How many samples have been augmented: each gets its own random numbers, in order.
     pub augmented: Arc<AtomicU64>,
 }
@@ -570,41 +572,6 @@ impl ImageBatcher {
             augmented: Arc::new(AtomicU64::new(0)),
         }
     }
-}
-
-/// A label-preserving augmentation: shift by up to one pixel in each direction (every channel
-/// alike; the uncovered edge is 0, the normalized mean) and add N(0, 0.05) noise to each
-/// value. No flips, transposes or 90-degree rotations: those would turn one stripe class into
-/// another.
-pub fn augment(image: &[f32], channels: usize, size: usize, seed: u64, number: u64) -> Vec<f32> {
-    let key = rng::key(
-        seed,
-        rng::stream::AUGMENT,
-        number as u32 ^ (number >> 32) as u32,
-    );
-    let dx = rng::below(key, 0, -1, 2);
-    let dy = rng::below(key, 1, -1, 2);
-    let s = size as i32;
-    let plane = size * size;
-    let mut out = vec![0.0; channels * plane];
-    for channel in 0..channels {
-        let (from, to) = (&image[channel * plane..], &mut out[channel * plane..]);
-        for row in 0..s {
-            for col in 0..s {
-                let (from_row, from_col) = (row - dy, col - dx);
-                // The noise counter of value i (channel-major); one channel is the workshop's.
-                let i = channel as i32 * s * s + row * s + col;
-                let noise = rng::normal(key, 16 + 12 * i as u32) * 0.05;
-                let value = if (0..s).contains(&from_row) && (0..s).contains(&from_col) {
-                    from[(from_row * s + from_col) as usize]
-                } else {
-                    0.0
-                };
-                to[(row * s + col) as usize] = value + noise;
-            }
-        }
-    }
-    out
 }
 
 impl ImageBatch {
@@ -635,10 +602,10 @@ impl Batcher<Sample, ImageBatch> for ImageBatcher {
         let (s, c) = (self.image_size, self.channels);
         let mut pixels = Vec::with_capacity(n * c * s * s);
         for item in &items {
-            match self.augment {
-                Some(seed) => {
+            match &self.augment {
+                Some(augmenter) => {
                     let number = self.augmented.fetch_add(1, Ordering::SeqCst);
-                    pixels.extend(augment(&item.image, c, s, seed, number));
+                    pixels.extend(augmenter.apply(&item.image, c, s, number));
                 }
                 None => pixels.extend_from_slice(&item.image),
             }

@@ -1123,10 +1123,12 @@ fn readme_results(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "- Augmentation: {}. Settings of this run: `outputs/config.json` (`trainer --config outputs/config.json` repeats it).\n",
-        if c.settings.augment {
-            "shifts of up to one pixel and N(0, 0.05) noise on the training part"
-        } else {
-            "none"
+        match c.settings.augment {
+            augment if augment.is_none() => "none".to_string(),
+            augment => format!(
+                "`{augment}`: {} on the training part, seeded by the run's seed",
+                augment.describe()
+            ),
         }
     );
 }
@@ -1417,6 +1419,7 @@ fn readme_files_limits_next(out: &mut String, report: &Report) {
                 "\n- Look at the skipped entries above and at the review grid: a mislabelled or duplicated image in the folder shows there first.",
         }
     );
+    out.push_str(&super::advice::markdown(report));
 }
 
 /// A UTC timestamp (`2026-11-26T20:56:05Z`) from Unix seconds.

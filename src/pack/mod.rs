@@ -3,6 +3,7 @@
 //! if it carries the marker of an earlier trainer run; a lock file beside it keeps two runs
 //! from writing the same pack at once.
 
+pub mod advice;
 pub mod board;
 pub mod canvas;
 pub mod evaluation;

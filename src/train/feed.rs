@@ -16,7 +16,7 @@ use crate::data::{ImageBatch, ImageBatcher, ImageDataset, Sample};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Feed {
     pub shuffle_seed: Option<u64>,
-    pub augment: Option<u64>,
+    pub augment: Option<crate::data::Augmenter>,
     pub stripes_on_device: bool,
 }
 

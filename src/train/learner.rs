@@ -146,7 +146,7 @@ impl Learner {
         let device = weights.batch_device(ctx.device);
         let feed = crate::train::feed::Feed {
             shuffle_seed: Some(settings.shuffle_seed),
-            augment: settings.augment.then_some(settings.shuffle_seed),
+            augment: settings.augment.seeded(settings.shuffle_seed),
             stripes_on_device: choice.stripes_on_device(),
         };
         let augmented = Arc::new(AtomicU64::new(0));

@@ -61,7 +61,7 @@ pub fn run(
     let mut weights = choice.engine.weights(net, ctx.device, &settings.recipe);
     let feed = crate::train::feed::Feed {
         shuffle_seed: Some(settings.shuffle_seed),
-        augment: settings.augment.then_some(settings.shuffle_seed),
+        augment: settings.augment.seeded(settings.shuffle_seed),
         stripes_on_device: choice.stripes_on_device(),
     };
     let device = weights.batch_device(ctx.device);

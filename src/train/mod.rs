@@ -67,8 +67,8 @@ pub struct TrainSettings {
     pub monitor: Monitor,
     /// Stop after this many epochs without improvement of the monitor.
     pub patience: Option<usize>,
-    /// Augment the training batches.
-    pub augment: bool,
+    /// The training batches' augmentations (none: empty).
+    pub augment: crate::data::Augment,
     /// Optimizer, schedule and label smoothing.
     pub recipe: crate::recipe::Recipe,
 }
