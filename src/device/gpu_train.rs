@@ -152,11 +152,13 @@ pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> R
 }
 
 /// What the kernels hold for a model (the memory policy's footprint of them): the flat
-/// parameters, the scratch of one workgroup slot, the most slots, and the values a training
-/// step keeps per sample for the head's dense gradient (0 for the workshop's head).
+/// parameters, a workgroup slot's gradient row (the parameters but the head's dense block)
+/// and scratch, the most slots, and the values a training step keeps per sample for the
+/// head's dense gradient (0 for the workshop's head).
 #[derive(Clone, Copy, Debug)]
 pub struct KernelFootprint {
     pub params: usize,
+    pub row: usize,
     pub scratch_per_slot: usize,
     pub slot_cap: usize,
     pub head_per_sample: usize,
@@ -172,6 +174,7 @@ pub fn footprint(
     let layout = Layout::of(model, channels, h, w, classes);
     KernelFootprint {
         params: layout.params,
+        row: layout.row(),
         scratch_per_slot: layout.scratch,
         slot_cap: MAX_SLOTS,
         head_per_sample: layout.head.per_sample(),

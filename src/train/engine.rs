@@ -142,14 +142,17 @@ impl Engine {
             Engine::GpuKernels(model) => {
                 let kernel =
                     gpu_train::footprint(*model, spec.channels, (image_size, image_size), classes);
-                Footprint::kernels(
+                let mut footprint = Footprint::kernels(
                     kernel.params as u64,
                     (spec.channels * image_size * image_size) as u64,
                     // The head's per-sample values count as activations, as the logits.
                     (classes + kernel.head_per_sample) as u64,
                     kernel.scratch_per_slot as u64,
                     kernel.slot_cap as u64,
-                )
+                );
+                // A slot's gradient row leaves out the head's dense block (one per batch).
+                footprint.slot_gradient = kernel.row as u64;
+                footprint
             }
             Engine::CpuFused | Engine::Layers => Footprint::of(spec, image_size, classes),
         }
