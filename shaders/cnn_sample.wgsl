@@ -1,7 +1,8 @@
 // cnn_sample: the CNN family's forward pass, cross-entropy and backward pass for one sample
 // per workgroup, writing that sample's gradient of every parameter. Any input channel count
 // and any widths of the family (1 to 4 blocks, each a 3x3 conv with padding 1 then a ReLU, a
-// 2x2 max-pool between blocks, then a global average pool and a linear layer).
+// 2x2 max-pool between blocks, then the head: a global average pool and a linear layer, or
+// any head of the family, see Head).
 //
 //   image (C, H, W) -> [conv 3x3 -> ReLU] (-> max-pool 2x2 -> [conv 3x3 -> ReLU])...
 //         -> global average pool -> linear (last width -> C) -> logits -> cross-entropy
@@ -42,6 +43,14 @@
 //          repeats the last pixel or tap and writes nothing.
 // Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
 //          maximum and ReLU passes gradient where its output is above 0, as burn's do.
+// Head:    with dims.head.kind 1 (global average pool) or 2 (flatten, channel-major as
+//          PyTorch's), the head runs from dims.head (src/device/gpu_head.rs): features ->
+//          dropout -> [linear -> ReLU -> dropout] -> linear, each Linear's input kept in the
+//          scratch. Dropout (mode 2 only) multiplies value i of sample n by 0 or 1 / (1 - p),
+//          from uniform01(key, n * width + i) < p: src/model/head.rs's masks, to the bit.
+//          In mode 2 the first Linear's weight gradient is left to head_gradient.wgsl: this
+//          kernel writes each sample's input of that layer and its output gradient into
+//          `grads` after the rows, and its other parameters' gradients into the rows.
 
 const WG: u32 = {{ workgroup_size }}u;
 // The most classes and the widest block, from src/device/gpu_train.rs.
@@ -51,6 +60,7 @@ const MAX_WIDTH: u32 = {{ max_width }}u;
 var<workgroup> feat: array<f32, MAX_WIDTH>;
 var<workgroup> dfeat: array<f32, MAX_WIDTH>;
 {{ sample_common }}
+{{ rng }}
 
 // Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
 fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
@@ -71,14 +81,22 @@ fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
         }
     }
     let last = dims.block[dims.blocks - 1u];
-    classify(t, n, last, base);
+    if (dims.head.kind == 0u) {
+        classify(t, n, last, base);
+    } else {
+        head_forward(t, n, last, base);
+    }
     if (!loss_and_gradient(t, n, dims.n, dims.c, dims.mode)) {
         return;
     }
     let g = slot * dims.p;
-    classifier_backward(t, last, g, first);
-    workgroupBarrier();
-    average_backward(t, last, base);
+    if (dims.head.kind == 0u) {
+        classifier_backward(t, last, g, first);
+        workgroupBarrier();
+        last_output_backward(t, n, last, base);
+    } else {
+        head_backward(t, n, last, base, g, first);
+    }
     storageBarrier();
     for (var r = 0u; r < dims.blocks; r = r + 1u) {
         let b = dims.blocks - 1u - r;
@@ -272,9 +290,12 @@ fn classifier_backward(t: u32, last: BlockDims, g: u32, first: bool) {
     }
 }
 
-// The last block's output gradient (zero border): dfeat / (H * W) where the ReLU passed.
-fn average_backward(t: u32, last: BlockDims, base: u32) {
-    let count = f32(last.h * last.w);
+// The last block's output gradient (zero border) where the ReLU passed: dfeat / (H * W)
+// after the global average pool; under a flatten head, the gradient of feature
+// c * H * W + p at pixel p of channel c.
+fn last_output_backward(t: u32, n: u32, last: BlockDims, base: u32) {
+    let pixels = last.h * last.w;
+    let count = f32(pixels);
     let bw = last.w + 2u;
     for (var e = t; e < (last.h + 2u) * bw * last.outputs; e = e + WG) {
         let c = e % last.outputs;
@@ -283,8 +304,14 @@ fn average_backward(t: u32, last: BlockDims, base: u32) {
         let x = pixel % bw;
         var v = 0.0;
         if (y >= 1u && y <= last.h && x >= 1u && x <= last.w) {
-            let out = scratch[base + last.output + ((y - 1u) * last.w + x - 1u) * last.outputs + c];
-            v = select(0.0, dfeat[c] / count, out > 0.0);
+            let p = (y - 1u) * last.w + x - 1u;
+            if (scratch[base + last.output + p * last.outputs + c] > 0.0) {
+                if (dims.head.kind == 2u) {
+                    v = feature_gradient(c * pixels + p, n, base);
+                } else {
+                    v = dfeat[c] / count;
+                }
+            }
         }
         scratch[base + last.dout + e] = v;
     }
@@ -393,4 +420,114 @@ fn pool_backward(t: u32, prev: BlockDims, k: BlockDims, base: u32) {
         }
     }
     storageBarrier();
+}
+
+// Dropout's factor for value `counter` of the mask of `key`: 0 or 1 / (1 - p) while training
+// (mode 2), 1 in evaluation or without dropout.
+fn dropout_factor(key: u32, counter: u32) -> f32 {
+    let p = bitcast<f32>(dims.head.dropout);
+    if (dims.mode != 2u || p <= 0.0) {
+        return 1.0;
+    }
+    return select(bitcast<f32>(dims.head.keep), 0.0, uniform01(key, counter) < p);
+}
+
+// The head's forward pass (see Head): the features after dropout into the scratch (x), the
+// hidden layer after ReLU and dropout (y), then the logits into logit[] and logits_out.
+fn head_forward(t: u32, n: u32, last: BlockDims, base: u32) {
+    let hd = dims.head;
+    let pixels = last.h * last.w;
+    for (var f = t; f < hd.features; f = f + WG) {
+        var v = 0.0;
+        if (hd.kind == 1u) {
+            for (var p = 0u; p < pixels; p = p + 1u) {
+                v = v + scratch[base + last.output + p * last.outputs + f];
+            }
+            v = v / f32(pixels);
+        } else {
+            v = scratch[base + last.output + (f % pixels) * last.outputs + f / pixels];
+        }
+        scratch[base + hd.x + f] = v * dropout_factor(hd.key1, n * hd.features + f);
+    }
+    storageBarrier();
+    if (hd.hidden > 0u) {
+        for (var j = t; j < hd.hidden; j = j + WG) {
+            var z = params[hd.b1 + j];
+            for (var f = 0u; f < hd.features; f = f + 1u) {
+                z = z + scratch[base + hd.x + f] * params[hd.w1 + f * hd.hidden + j];
+            }
+            scratch[base + hd.y + j] = max(z, 0.0) * dropout_factor(hd.key2, n * hd.hidden + j);
+        }
+        storageBarrier();
+        linear_logits(t, n, base + hd.y, hd.hidden, hd.w2, hd.b2);
+    } else {
+        linear_logits(t, n, base + hd.x, hd.features, hd.w1, hd.b1);
+    }
+}
+
+// logit[c] = bias[c] + sum over i of input[i] * weight[i][c], into logit[] and logits_out.
+fn linear_logits(t: u32, n: u32, input: u32, inputs: u32, weight: u32, bias: u32) {
+    for (var c = t; c < dims.c; c = c + WG) {
+        var z = params[bias + c];
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            z = z + scratch[input + i] * params[weight + i * dims.c + c];
+        }
+        logit[c] = z;
+        logits_out[n * dims.c + c] = z;
+    }
+}
+
+// The head's backward pass: the classifier's gradients after a hidden layer, the first
+// Linear's output gradient (dz, through dropout and ReLU), its bias gradient, the sample's
+// x and dz for head_gradient.wgsl, and the last block's output gradient.
+fn head_backward(t: u32, n: u32, last: BlockDims, base: u32, g: u32, first: bool) {
+    let hd = dims.head;
+    if (hd.hidden > 0u) {
+        for (var j = t; j < hd.hidden * dims.c; j = j + WG) {
+            put(g + hd.rw2 + j, scratch[base + hd.y + j / dims.c] * dlogit[j % dims.c], first);
+        }
+        for (var c = t; c < dims.c; c = c + WG) {
+            put(g + hd.rb2 + c, dlogit[c], first);
+        }
+        // A kept unit's factor is the same for all (y > 0 only where ReLU and mask kept it).
+        let scale = select(1.0, bitcast<f32>(hd.keep), bitcast<f32>(hd.dropout) > 0.0);
+        for (var j = t; j < hd.hidden; j = j + WG) {
+            var s = 0.0;
+            for (var c = 0u; c < dims.c; c = c + 1u) {
+                s = s + dlogit[c] * params[hd.w2 + j * dims.c + c];
+            }
+            scratch[base + hd.dz + j] = select(0.0, s * scale, scratch[base + hd.y + j] > 0.0);
+        }
+    } else {
+        for (var c = t; c < dims.c; c = c + WG) {
+            scratch[base + hd.dz + c] = dlogit[c];
+        }
+    }
+    storageBarrier();
+    for (var k = t; k < hd.outputs; k = k + WG) {
+        let dz = scratch[base + hd.dz + k];
+        put(g + hd.rb1 + k, dz, first);
+        grads[hd.dys_at + n * hd.outputs + k] = dz;
+    }
+    for (var f = t; f < hd.features; f = f + WG) {
+        grads[hd.xs_at + n * hd.features + f] = scratch[base + hd.x + f];
+    }
+    if (hd.kind == 1u) {
+        for (var o = t; o < last.outputs; o = o + WG) {
+            dfeat[o] = feature_gradient(o, n, base);
+        }
+        workgroupBarrier();
+    }
+    last_output_backward(t, n, last, base);
+}
+
+// The gradient of feature f (before dropout): the first Linear's input gradient times the
+// mask's factor.
+fn feature_gradient(f: u32, n: u32, base: u32) -> f32 {
+    let hd = dims.head;
+    var s = 0.0;
+    for (var k = 0u; k < hd.outputs; k = k + 1u) {
+        s = s + scratch[base + hd.dz + k] * params[hd.w1 + f * hd.outputs + k];
+    }
+    return s * dropout_factor(hd.key1, n * hd.features + f);
 }

@@ -39,7 +39,45 @@ struct SampleDims {
     // The training loss's label smoothing, an f32's bits (0: none).
     smoothing: u32,
     block: array<BlockDims, 4>,
+    head: HeadDims,
 }
+
+// The CNN's head other than the workshop's (kind 0: the kernel's own classifier, and none
+// of the rest is read): 1 global average pool, 2 flatten; F features into the first
+// Linear, `hidden` units (0: none), K outputs of the first Linear (hidden, or classes).
+// Parameter offsets of the first Linear (w1, b1) and of the classifier after a hidden layer
+// (w2, b2), and the positions in a gradient row of those after the dense block (rb1, rw2,
+// rb2); scratch offsets of the first Linear's input (x), the hidden layer's output (y) and
+// the first Linear's output gradient (dz); dropout p and 1 / (1 - p) as f32 bits and the
+// two masks' keys; where the dense block, each sample's x and each sample's dz start in
+// `grads`. src/device/gpu_head.rs (HeadLayout::uniform) fills it.
+struct HeadDims {
+    kind: u32,
+    features: u32,
+    hidden: u32,
+    outputs: u32,
+    w1: u32,
+    b1: u32,
+    w2: u32,
+    b2: u32,
+    rb1: u32,
+    rw2: u32,
+    rb2: u32,
+    x: u32,
+    y: u32,
+    dz: u32,
+    dropout: u32,
+    keep: u32,
+    key1: u32,
+    key2: u32,
+    dense_at: u32,
+    xs_at: u32,
+    dys_at: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
 
 // One CNN block: its sizes, where its scratch buffers start within a slot (input, output,
 // pool winners, output gradient, input gradient) and where its weight and bias start in the

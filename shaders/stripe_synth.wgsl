@@ -27,29 +27,13 @@ struct SynthParams {
 
 const STREAM_IMAGE: u32 = 1u;
 
-fn mix32(v: u32) -> u32 {
-    var x = v;
-    x = x ^ (x >> 16u);
-    x = x * 0x7feb352du;
-    x = x ^ (x >> 15u);
-    x = x * 0x846ca68bu;
-    x = x ^ (x >> 16u);
-    return x;
-}
+{{ rng }}
 
 fn key(lo: u32, hi: u32, stream: u32, item: u32) -> u32 {
     var k = mix32(lo ^ 0x9e3779b9u);
     k = mix32(k ^ hi);
     k = mix32(k ^ (stream * 0x85ebca6bu));
     return mix32(k ^ item);
-}
-
-fn bits(k: u32, counter: u32) -> u32 {
-    return mix32(k ^ mix32(counter + 0x632be5abu));
-}
-
-fn uniform01(k: u32, counter: u32) -> f32 {
-    return f32(bits(k, counter) >> 8u) * (1.0 / 16777216.0);
 }
 
 fn below(k: u32, counter: u32, low: i32, high: i32) -> i32 {

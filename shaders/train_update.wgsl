@@ -4,7 +4,10 @@
 // correct predictions. The optimizer and its numbers are the step's inputs: one compiled
 // kernel serves every recipe and every rate of a schedule.
 //
-// Inputs:  grads   array<f32>, N * P per-sample gradients (tiny_cnn_sample's output).
+// Inputs:  grads   array<f32>, G rows of R values, each a sample kernel workgroup's sum of
+//                  its samples' gradients of every parameter but the head's dense block
+//                  (R = P without one); then that block, the whole batch's gradient of the
+//                  head's first Linear weight (head_gradient's output, D values).
 //          state   array<f32>, 3 P + 1: a model's flat parameters, Adam's first moments (SGD's
 //                  velocity), second moments, and a flag that is 1.0 once a step diverged
 //                  (the state then stays as it is).
@@ -14,7 +17,9 @@
 //                  1 - beta1, beta2, 1 - beta2, max norm, divergence norm; the optimizer
 //                  (0 Adam, 1 AdamW, 2 SGD), AdamW's 1 - lr * decay or SGD's L2 term, SGD's
 //                  momentum, Nesterov (1) or not (0), AdamW's 1 - beta1^t, 1 - beta2^t and
-//                  epsilon, and the label smoothing (the sample kernel's). A storage buffer,
+//                  epsilon, and the label smoothing (the sample kernel's); then where the
+//                  dense block's parameters start, its length D (0: none), R, and where
+//                  the block starts in `grads` (G * R). A storage buffer,
 //                  not a uniform: no barrier here depends on it (the trees' bounds are
 //                  constants), and lavapipe ran this kernel 60x slower reading a uniform
 //                  (0.19 ms against 12 ms a step at batch 32, cubecl's profiling log).
@@ -57,6 +62,10 @@ struct UpdateArgs {
     correction_2: f32,
     epsilon_w: f32,
     smoothing: f32,
+    dense_param: u32,
+    dense_len: u32,
+    row_len: u32,
+    dense_at: u32,
 }
 
 const WG: u32 = {{ workgroup_size }}u;
@@ -73,12 +82,22 @@ fn main(@builtin(local_invocation_index) t: u32) {
     let mode = args.mode;
     let n_total = args.n_total;
 
-    // The batch's gradient, parameter by parameter (kept in `next` until the update).
+    // The batch's gradient, parameter by parameter (kept in `next` until the update): the
+    // dense block's as it is, every other parameter's summed over the rows, where the
+    // parameters after the block sit D values earlier.
+    let dense_param = args.dense_param;
+    let dense_len = args.dense_len;
+    let row_len = args.row_len;
     var sq = 0.0;
     for (var p = t; p < p_total; p = p + WG) {
         var g = 0.0;
-        for (var r = 0u; r < rows; r = r + 1u) {
-            g = g + grads[r * p_total + p];
+        if (p >= dense_param && p - dense_param < dense_len) {
+            g = grads[args.dense_at + p - dense_param];
+        } else {
+            let q = select(p, p - dense_len, p >= dense_param);
+            for (var r = 0u; r < rows; r = r + 1u) {
+                g = g + grads[r * row_len + q];
+            }
         }
         next[p] = g;
         sq = sq + g * g;

@@ -189,6 +189,53 @@ fn training_kernels_match_the_layers() {
     }
 }
 
+/// The kernels' heads against burn's layers and autodiff: global average pool and flatten,
+/// without and with a hidden layer of 128, without and with dropout 0.25 (the masks drawn by
+/// the kernel from the step's key, the layers' drawn on the host from the same key): logits,
+/// loss, norm and every gradient, the first Linear's weight from `head_gradient.wgsl`. A
+/// check that dropout changed the loss keeps the comparison from passing with no masks at
+/// all. (tests/bench.rs counts these shapes' launches, in processes of their own: the launch
+/// observer counts every thread's.)
+#[test]
+fn training_kernels_match_the_layers_on_every_head() {
+    use trainer::model::{Head, HeadKind};
+    let Some(device) = wgpu_device("training_kernels_match_the_layers_on_every_head") else {
+        return;
+    };
+    let mut rng = common::Lcg(17);
+    for kind in [HeadKind::Gap, HeadKind::Flatten] {
+        for hidden in [0, 128] {
+            for dropout in [0.0, 0.25] {
+                let spec = trainer::model::ModelSpec {
+                    head: Head::new(kind, hidden, dropout).unwrap(),
+                    ..cnn(1, &[4, 6])
+                };
+                let case = format!("{} on 8x8, batch 6", spec.display_name());
+                let batch = KernelBatch::draw(&mut rng, spec, (8, 8), 3, 6, &device);
+                batch.check_logits(&case);
+                let (loss, _) = batch.check_gradients(0.0, &case);
+                if dropout > 0.0 {
+                    let (plain, _) =
+                        layer_gradients(&batch.net, &batch.images, &batch.labels, None, None);
+                    assert_ne!(loss, plain, "{case}: dropout changes the loss");
+                }
+            }
+        }
+    }
+    // A flatten head on an odd map (the pool floors it), three channels, four classes,
+    // dropout 0.5 and label smoothing.
+    let spec = trainer::model::ModelSpec {
+        head: Head::new(HeadKind::Flatten, 12, 0.5).unwrap(),
+        ..cnn(3, &[5, 7])
+    };
+    let batch = KernelBatch::draw(&mut rng, spec, (9, 9), 4, 7, &device);
+    batch.check_logits("flatten-h12-d0.5 on 3x9x9");
+    batch.check_gradients(0.1, "flatten-h12-d0.5 on 3x9x9, smoothing 0.1");
+}
+
+/// The step key of the kernel tests' dropout masks.
+const DROPOUT_KEY: u32 = 0x5eed_d20f;
+
 /// A model and a batch of random images and labels for the training kernels.
 struct KernelBatch {
     spec: trainer::model::ModelSpec,
@@ -244,13 +291,19 @@ impl KernelBatch {
     }
 
     /// Backward: the kernels' gradients-only step (loss, norm, summed gradients) with label
-    /// smoothing `smoothing` (0 for none) against burn's loss and autodiff.
-    fn check_gradients(&self, smoothing: f64, case: &str) {
+    /// smoothing `smoothing` (0 for none) against burn's loss and autodiff, both with the
+    /// dropout masks of [`DROPOUT_KEY`]; the reference's (loss, norm).
+    fn check_gradients(&self, smoothing: f64, case: &str) -> (f32, f64) {
         use trainer::device::gpu_train;
         use trainer::model::flat;
         let reference_smoothing = (smoothing > 0.0).then_some(smoothing as f32);
-        let (loss_value, reference) =
-            layer_gradients(&self.net, &self.images, &self.labels, reference_smoothing);
+        let (loss_value, reference) = layer_gradients(
+            &self.net,
+            &self.images,
+            &self.labels,
+            reference_smoothing,
+            Some(DROPOUT_KEY),
+        );
         let params = flat::to_flat(&self.net);
         let p = params.dims()[0];
         let device = params.device();
@@ -291,6 +344,7 @@ impl KernelBatch {
             "{case}: norm {} against {norm}",
             stats[2]
         );
+        (loss_value, norm)
     }
 }
 
@@ -310,6 +364,7 @@ fn step_hyper(
         epsilon: 1e-8,
         max_norm: 2.0,
         diverged_norm: 1e6,
+        dropout_key: DROPOUT_KEY,
     }
 }
 
@@ -365,20 +420,22 @@ fn assert_close_per_tensor(
 }
 
 /// The loss and the flat gradient (the kernels' order) of `net`'s mean cross-entropy on a
-/// batch, with burn's label smoothing `smoothing` (None: the plain loss), from burn's layers
-/// and autodiff on the batch's device.
+/// batch, with burn's label smoothing `smoothing` (None: the plain loss) and the head's
+/// dropout masks of the step key `dropout` (None: evaluation, no dropout), from burn's
+/// layers and autodiff on the batch's device.
 fn layer_gradients(
     net: &trainer::model::Net,
     images: &Tensor<4>,
     labels: &Tensor<1, Int>,
     smoothing: Option<f32>,
+    dropout: Option<u32>,
 ) -> (f32, Vec<f32>) {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
 
     let train_device = images.device().autodiff();
     let train_net = net.clone().to_device(&train_device).train();
-    let logits = train_net.forward_traced(images.clone().autodiff(), &mut |_, _| {});
+    let logits = train_net.forward_train(images.clone().autodiff(), dropout);
     let loss = CrossEntropyLossConfig::new()
         .with_smoothing(smoothing)
         .init(&train_device)
@@ -623,7 +680,7 @@ impl UpdateCase {
         let mut norms = Vec::new();
         for lr in rates {
             let net = flat::from_flat(&self.net, params.clone());
-            let (_, gradient) = layer_gradients(&net, &self.images, &self.labels, None);
+            let (_, gradient) = layer_gradients(&net, &self.images, &self.labels, None, None);
             let norm = gradient
                 .iter()
                 .map(|g| (*g as f64).powi(2))
@@ -833,4 +890,26 @@ fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
             );
         }
     }
+}
+
+/// The network (1 channel, widths 32,64 at 28x28, flatten, hidden 128, dropout 0.25)
+/// fits a 128 MiB storage binding at batch 64 in the kernels' footprint: a workgroup's
+/// gradient row leaves out the head's 1.6 million dense weights (counted once per batch), as
+/// the launch lays them out. (Counting them in every row made the memory policy refuse it.)
+#[test]
+fn the_kernels_footprint_counts_the_heads_dense_block_once() {
+    use trainer::model::{Head, HeadKind};
+    use trainer::train::engine::Engine;
+    let spec = trainer::model::ModelSpec {
+        head: Head::new(HeadKind::Flatten, 128, 0.25).unwrap(),
+        ..cnn(1, &[32, 64])
+    };
+    let footprint = Engine::GpuKernels(kernel_model(spec)).footprint(spec, 28, 10);
+    let params = trainer::model::flat::len(spec, 28 * 28, 10) as u64;
+    assert!(footprint.slot_gradient < params / 50, "{footprint:?}");
+    assert!(
+        footprint.largest_buffer_bytes(64) < 128 << 20,
+        "{} bytes",
+        footprint.largest_buffer_bytes(64)
+    );
 }

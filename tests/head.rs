@@ -160,8 +160,8 @@ fn a_gap_head_with_hidden_and_dropout_stays_on_the_fused_path() {
     );
 }
 
-/// cpu (burn-flex's layers) and wgpu (burn's layers: the WGSL kernels refuse this head, and
-/// say so) train the same flatten head with the same dropout masks.
+/// cpu (burn-flex's layers) and wgpu (the WGSL kernels, which draw the same masks from the
+/// same keys) train the same flatten head with the same dropout masks.
 #[test]
 fn cpu_and_wgpu_agree_on_a_flatten_head() {
     if !wgpu_available("cpu_and_wgpu_agree_on_a_flatten_head") {
@@ -183,7 +183,48 @@ fn cpu_and_wgpu_agree_on_a_flatten_head() {
     assert_eq!(json["passed"], true, "{json}");
     let c = &json["comparisons"][0];
     assert_eq!(c["model"], "CNN 6-8 flatten-h12-d0.25", "{c}");
-    assert_eq!(c["engines"][1], "layers", "{c}");
+    assert_eq!(c["engines"][1], "wgpu kernels", "{c}");
+}
+
+/// Every head of the grid other than the workshop's (global average pool or
+/// flatten, hidden 0 or 128, dropout 0 or 0.25) trains on wgpu in the WGSL kernels and
+/// agrees with cpu under `trainer parity`.
+#[test]
+fn cpu_and_wgpu_kernels_agree_on_every_head() {
+    if !wgpu_available("cpu_and_wgpu_kernels_agree_on_every_head") {
+        return;
+    }
+    let dir = temp();
+    for (i, (head, hidden, dropout)) in [
+        ("gap", "0", "0.25"),
+        ("gap", "128", "0"),
+        ("gap", "128", "0.25"),
+        ("flatten", "0", "0"),
+        ("flatten", "0", "0.25"),
+        ("flatten", "128", "0"),
+        ("flatten", "128", "0.25"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("parity{i}"));
+        trainer()
+            .subcommand("parity")
+            .quiet()
+            .out(&out)
+            .args(["--backends", "cpu,wgpu", "--models", "cnn"])
+            .args(["--cnn-widths", "4,6", "--image-size", "8"])
+            .args(["--head", head, "--hidden", hidden, "--dropout", dropout])
+            .args(["--epochs-cnn", "2", "--samples-per-class", "16"])
+            .run_ok();
+        let json: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(out.join("parity/parity_report.json")).unwrap(),
+        )
+        .unwrap();
+        let c = &json["comparisons"][0];
+        assert_eq!(json["passed"], true, "{head} {hidden} {dropout}: {json}");
+        assert_eq!(c["engines"][1], "wgpu kernels", "{c}");
+    }
 }
 
 /// A sweep takes lists of the head's keys (one task per combination, each with its head);

@@ -24,8 +24,13 @@ const DETERMINISTIC: [&str; 6] = [
 
 /// A small, quick workshop run on the cpu.
 fn small(extra: &[&str]) -> Trainer {
+    small_on("cpu", extra)
+}
+
+/// A small, quick workshop run on `backend`.
+fn small_on(backend: &str, extra: &[&str]) -> Trainer {
     trainer()
-        .cpu()
+        .backend(backend)
         .quiet()
         .args([
             "--samples-per-class",
@@ -40,15 +45,22 @@ fn small(extra: &[&str]) -> Trainer {
 
 /// Runs `extra` uninterrupted and stopped at `at` then resumed; asserts both packs agree.
 fn stopped_and_resumed_match(extra: &[&str], at: &str, env: &[(&str, &str)]) {
+    stopped_and_resumed_match_on("cpu", extra, at, env);
+}
+
+/// [`stopped_and_resumed_match`] on `backend`.
+fn stopped_and_resumed_match_on(backend: &str, extra: &[&str], at: &str, env: &[(&str, &str)]) {
     let dir = temp();
     let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
-    let mut run = small(extra).out(&whole);
+    let mut run = small_on(backend, extra).out(&whole);
     for (k, v) in env {
         run = run.env(k, v);
     }
     run.run_ok();
 
-    let mut stopped = small(extra).out(&cut).env("TRAINER_INTERRUPT_AT", at);
+    let mut stopped = small_on(backend, extra)
+        .out(&cut)
+        .env("TRAINER_INTERRUPT_AT", at);
     for (k, v) in env {
         stopped = stopped.env(k, v);
     }
@@ -185,6 +197,18 @@ fn init_from_a_batch_norm_checkpoint_keeps_its_running_statistics() {
         err.contains("the checkpoint is a CNN 8-16 bn") && err.contains("Tiny CNN"),
         "{err}"
     );
+}
+
+/// The same in the WGSL kernels, which key their masks by their own step count (Adam's time
+/// in their saved state).
+#[test]
+fn a_classic_head_with_dropout_resumed_in_the_wgsl_kernels_ends_bit_identical() {
+    if !wgpu_available("a_classic_head_with_dropout_resumed_in_the_wgsl_kernels_ends_bit_identical")
+    {
+        return;
+    }
+    let head = ["--head", "flatten", "--hidden", "12", "--dropout", "0.25"];
+    stopped_and_resumed_match_on("wgpu", &head, "cnn-8-16-flatten-h12-d0.25:3", &[]);
 }
 
 /// An interrupt during an epoch's validation (issue 32: the run then failed "interrupted"

@@ -128,6 +128,7 @@ impl KernelSource for WgslKernel {
                 "sample_common",
                 include_str!("../../shaders/sample_common.wgsl"),
             )
+            .register("rng", include_str!("../../shaders/rng.wgsl"))
             .register("max_classes", super::gpu_train::MAX_CLASSES.to_string())
             .register("max_width", super::gpu_train::MAX_WIDTH.to_string())
     }

@@ -30,6 +30,7 @@ use burn::cubecl::server::{Handle, KernelArguments};
 use burn::prelude::*;
 use burn::tensor::{DType, Shape};
 
+use super::gpu_head::{self, HeadLayout, KernelHead};
 use super::gpu_kernels::{kernel, kernel_sized, uniform};
 use crate::recipe::Optimizer;
 
@@ -51,23 +52,27 @@ const MAX_SLOTS: usize = 512;
 /// Most workgroups a dispatch may have along one dimension.
 const MAX_GROUPS: usize = 65_535;
 
+/// How many numbers [`Model::arch`] gives: kind, blocks, four widths, then the head (flatten,
+/// hidden units, dropout's f32 bits).
+pub const ARCH: usize = 9;
+
 /// The extension: the models' kernels. `arch` is a [`Model`] as numbers (see
 /// [`Model::arch`]).
 #[backend_extension(Cube, Fusion)]
 pub trait TrainKernels: Backend {
     /// Logits (N, classes) of images (N, C, H, W) under the flat parameters `params` (the
     /// state's first P values are enough).
-    #[fusion(meta = |images: &TensorSpec, _params: &TensorSpec, classes: &u32, _arch: &[u32; 6]|
+    #[fusion(meta = |images: &TensorSpec, _params: &TensorSpec, classes: &u32, _arch: &[u32; ARCH]|
         TensorSpec::new(Shape::new([images.shape[0], *classes as usize]), images.dtype))]
     fn model_logits(
         images: FloatTensor<Self>,
         params: FloatTensor<Self>,
         classes: u32,
-        arch: [u32; 6],
+        arch: [u32; ARCH],
     ) -> FloatTensor<Self>;
 
     /// (logits (N, classes), per-sample [loss, correct] (N, 2)) of images and labels.
-    #[fusion(meta = |images: &TensorSpec, _labels: &TensorSpec, _params: &TensorSpec, classes: &u32, _arch: &[u32; 6]| (
+    #[fusion(meta = |images: &TensorSpec, _labels: &TensorSpec, _params: &TensorSpec, classes: &u32, _arch: &[u32; ARCH]| (
         TensorSpec::new(Shape::new([images.shape[0], *classes as usize]), images.dtype),
         TensorSpec::new(Shape::new([images.shape[0], 2]), images.dtype),
     ))]
@@ -76,14 +81,15 @@ pub trait TrainKernels: Backend {
         labels: IntTensor<Self>,
         params: FloatTensor<Self>,
         classes: u32,
-        arch: [u32; 6],
+        arch: [u32; ARCH],
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// One training step on images (N, C, H, W) and labels (N): (next state, stats (4)).
     /// `hyper` holds lr, Adam's two bias corrections and the norms (see the update shader),
-    /// passed in a small storage buffer; with `gradients_only`, the next state's first P values
-    /// are the summed gradients instead.
-    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; HYPER], _classes: &u32, _arch: &[u32; 6], _gradients_only: &bool| (
+    /// passed in a small storage buffer; `keys` are the keys of the head's two dropout masks
+    /// ([`super::gpu_head`]); with `gradients_only`, the next state's first P values are the
+    /// summed gradients instead.
+    #[fusion(meta = |_images: &TensorSpec, _labels: &TensorSpec, state: &TensorSpec, _hyper: &[f32; HYPER], _classes: &u32, _arch: &[u32; ARCH], _keys: &[u32; 2], _gradients_only: &bool| (
         state.clone(),
         TensorSpec::new(Shape::new([4]), state.dtype),
     ))]
@@ -93,7 +99,8 @@ pub trait TrainKernels: Backend {
         state: FloatTensor<Self>,
         hyper: [f32; HYPER],
         classes: u32,
-        arch: [u32; 6],
+        arch: [u32; ARCH],
+        keys: [u32; 2],
         gradients_only: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -108,14 +115,14 @@ pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> R
             "the wgpu kernels take at most {MAX_CLASSES} classes, this data has {classes}"
         ));
     }
-    if let Model::Cnn(widths) = model
+    if let Model::Cnn(widths, _) = model
         && widths.get().iter().any(|w| *w > MAX_WIDTH)
     {
         return Err(format!(
             "the wgpu CNN kernel takes blocks at most {MAX_WIDTH} wide"
         ));
     }
-    if matches!(model, Model::Cnn(_)) && !is_tiny(model, channels) {
+    if matches!(model, Model::Cnn(..)) && !is_tiny(model, channels) {
         match super::wgpu_subgroup_lanes() {
             Some(lanes) if lanes >= SUBGROUP_LANES => {}
             Some(lanes) => {
@@ -132,7 +139,10 @@ pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> R
         }
     }
     let layout = Layout::of(model, channels, size, size, classes);
-    let one = (layout.scratch.max(layout.params) * 4) as u64;
+    let one = (layout
+        .scratch
+        .max(layout.head.gradient_values(1, layout.row(), 1))
+        * 4) as u64;
     match super::wgpu_binding_limit() {
         Some(limit) if one > limit => Err(format!(
             "one sample's scratch ({one} bytes) is more than the adapter binds ({limit} bytes)"
@@ -142,12 +152,16 @@ pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> R
 }
 
 /// What the kernels hold for a model (the memory policy's footprint of them): the flat
-/// parameters, the scratch of one workgroup slot, and the most slots.
+/// parameters, a workgroup slot's gradient row (the parameters but the head's dense block)
+/// and scratch, the most slots, and the values a training step keeps per sample for the
+/// head's dense gradient (0 for the workshop's head).
 #[derive(Clone, Copy, Debug)]
 pub struct KernelFootprint {
     pub params: usize,
+    pub row: usize,
     pub scratch_per_slot: usize,
     pub slot_cap: usize,
+    pub head_per_sample: usize,
 }
 
 /// The kernels' footprint for `model` on `channels` x `h` x `w` images with `classes`.
@@ -160,8 +174,10 @@ pub fn footprint(
     let layout = Layout::of(model, channels, h, w, classes);
     KernelFootprint {
         params: layout.params,
+        row: layout.row(),
         scratch_per_slot: layout.scratch,
         slot_cap: MAX_SLOTS,
+        head_per_sample: layout.head.per_sample(),
     }
 }
 
@@ -196,7 +212,11 @@ pub fn check_fits(
     let layout = Layout::of(model, channels, h, w, classes);
     let slots = slots(n);
     let scratch = slots * layout.scratch;
-    let grads = if training { slots * layout.params } else { 0 };
+    let grads = if training {
+        layout.head.gradient_values(slots, layout.row(), n)
+    } else {
+        0
+    };
     let elements = [
         n * channels * h * w,
         n * classes,
@@ -226,8 +246,8 @@ pub fn check_fits(
 pub enum Model {
     /// `shaders/baseline_sample.wgsl`: Flatten + Linear.
     Baseline,
-    /// `shaders/cnn_sample.wgsl`: the CNN family, with these widths.
-    Cnn(Widths),
+    /// `shaders/cnn_sample.wgsl`: the CNN family, with these widths and head.
+    Cnn(Widths, KernelHead),
 }
 
 /// A CNN's widths, one per block (1 to [`MAX_BLOCKS`]).
@@ -261,27 +281,36 @@ impl Widths {
 
 impl Model {
     /// The numbers the extension's operations carry: [kind, blocks, widths...].
-    fn arch(self) -> [u32; 6] {
+    fn arch(self) -> [u32; ARCH] {
         match self {
-            Model::Baseline => [0; 6],
-            Model::Cnn(w) => [
-                1,
-                w.blocks,
-                w.values[0],
-                w.values[1],
-                w.values[2],
-                w.values[3],
-            ],
+            Model::Baseline => [0; ARCH],
+            Model::Cnn(w, head) => {
+                let [flatten, hidden, dropout] = head.arch();
+                [
+                    1,
+                    w.blocks,
+                    w.values[0],
+                    w.values[1],
+                    w.values[2],
+                    w.values[3],
+                    flatten,
+                    hidden,
+                    dropout,
+                ]
+            }
         }
     }
 
-    fn from_arch(arch: [u32; 6]) -> Model {
+    fn from_arch(arch: [u32; ARCH]) -> Model {
         match arch[0] {
             0 => Model::Baseline,
-            _ => Model::Cnn(Widths {
-                blocks: arch[1],
-                values: [arch[2], arch[3], arch[4], arch[5]],
-            }),
+            _ => Model::Cnn(
+                Widths {
+                    blocks: arch[1],
+                    values: [arch[2], arch[3], arch[4], arch[5]],
+                },
+                KernelHead::from_arch([arch[6], arch[7], arch[8]]),
+            ),
         }
     }
 }
@@ -305,12 +334,13 @@ struct BlockLayout {
     pool: usize,
 }
 
-/// Where every value of a launch sits: the blocks, the classifier's parameters, the scratch
-/// of one slot and the number of parameters P.
+/// Where every value of a launch sits: the blocks, the classifier's parameters (the plain
+/// head's), any other head's layout, the scratch of one slot and the number of parameters P.
 #[derive(Clone, Debug)]
 struct Layout {
     blocks: Vec<BlockLayout>,
     classifier: usize,
+    head: HeadLayout,
     params: usize,
     scratch: usize,
 }
@@ -319,10 +349,11 @@ impl Layout {
     /// The layout of `model` on `channels` x `h` x `w` images with `classes` classes. The
     /// baseline has no scratch; its parameters are the linear layer over every value.
     fn of(model: Model, channels: usize, h: usize, w: usize, classes: usize) -> Layout {
-        let Model::Cnn(widths) = model else {
+        let Model::Cnn(widths, head) = model else {
             return Layout {
                 blocks: Vec::new(),
                 classifier: 0,
+                head: HeadLayout::default(),
                 params: (channels * h * w + 1) * classes,
                 scratch: 0,
             };
@@ -364,7 +395,17 @@ impl Layout {
             bh /= 2;
             bw /= 2;
         }
-        let classifier = take((inputs + 1) * classes, &mut param);
+        let (classifier, head) = match blocks.last() {
+            Some(last) if !head.is_plain() => {
+                let last = (last.outputs, last.h, last.w);
+                let head = HeadLayout::of(head, last, classes, &mut param, &mut scratch);
+                (head.w1, head)
+            }
+            _ => (
+                take((inputs + 1) * classes, &mut param),
+                HeadLayout::default(),
+            ),
+        };
         if is_tiny(model, channels) {
             // The Tiny CNN's own kernel keeps its own scratch (see its header): the padded
             // image, pooled map, winners, conv2's activations and gradient, pooled gradient.
@@ -375,14 +416,25 @@ impl Layout {
         Layout {
             blocks,
             classifier,
+            head,
             params: param,
             scratch,
         }
     }
 
-    /// The uniform `SampleDims` of a launch: the sizes, the label smoothing's bits, then
-    /// [`MAX_BLOCKS`] blocks.
-    fn uniform(&self, sizes: [usize; 8], channels: usize, smoothing: f32) -> Vec<u32> {
+    /// The length of a workgroup's gradient row: every parameter but the head's dense block.
+    fn row(&self) -> usize {
+        self.params - self.head.dense
+    }
+
+    /// The uniform `SampleDims` of a launch: the sizes, the label smoothing's bits,
+    /// [`MAX_BLOCKS`] blocks, then the head (`HeadDims`, for `keys`).
+    fn uniform(
+        &self,
+        sizes: [usize; 8],
+        (channels, smoothing): (usize, f32),
+        keys: [u32; 2],
+    ) -> Vec<u32> {
         let mut values: Vec<u32> = sizes.iter().map(|v| *v as u32).collect();
         values.extend([
             channels as u32,
@@ -400,6 +452,7 @@ impl Layout {
                 .map(|v| v as u32),
             );
         }
+        values.extend(self.head.uniform((sizes[7], self.row(), sizes[0]), keys));
         values
     }
 }
@@ -410,7 +463,7 @@ impl Layout {
 /// as fast or faster on this shape; retiring this one waits for a GPU measurement.) Every
 /// other shape runs `shaders/cnn_sample.wgsl`.
 fn is_tiny(model: Model, channels: usize) -> bool {
-    matches!(model, Model::Cnn(w) if channels == 1 && w.get() == [8, 16])
+    matches!(model, Model::Cnn(w, head) if channels == 1 && w.get() == [8, 16] && head.is_plain())
 }
 
 /// Logits of `images` under the flat parameters `params`, by the model's sample kernel.
@@ -458,6 +511,9 @@ pub struct StepHyper {
     pub epsilon: f32,
     pub max_norm: f32,
     pub diverged_norm: f32,
+    /// The step's dropout key (`rng::key(seed, DROPOUT, step)`, as the layer path's): the
+    /// head's masks come from it.
+    pub dropout_key: u32,
 }
 
 impl StepHyper {
@@ -521,6 +577,7 @@ pub fn step(
         hyper.values(),
         classes as u32,
         model.arch(),
+        gpu_head::mask_keys(hyper.dropout_key),
         gradients_only,
     );
     (Tensor::from_dispatch(next), Tensor::from_dispatch(stats))
@@ -542,28 +599,30 @@ struct Samples {
     logits: CubeTensor,
     /// (N, 2): loss and correct of each sample (modes 1 and 2).
     stats: CubeTensor,
-    /// (G, P): each workgroup's sum of its samples' gradients (mode 2).
+    /// (G, R): each workgroup's sum of its samples' gradients (mode 2), then the head's
+    /// dense block and its per-sample values ([`HeadLayout::gradient_values`]).
     grads: Handle,
     /// G, the number of rows of `grads`.
     slots: usize,
-    /// P, the length of a row of `grads` (the model's parameters).
-    params: usize,
+    /// Where everything sits.
+    layout: Layout,
 }
 
 /// Launches the model's sample kernel in `mode` (0 logits, 1 with losses, 2 with gradients),
-/// with the training loss's label smoothing (0 for none).
+/// with the training loss's label smoothing (0 for none) and the dropout masks' keys (read in
+/// mode 2 only).
 fn launch_samples(
     images: &CubeTensor,
     labels: Option<&CubeTensor>,
     params: &CubeTensor,
     classes: usize,
     model: Model,
-    (mode, smoothing): (u32, f32),
+    (mode, smoothing, keys): (u32, f32, [u32; 2]),
 ) -> Samples {
     let shape = images.meta.shape();
     let (n, channels, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     let layout = Layout::of(model, channels, h, w, classes);
-    let p = layout.params;
+    let row = layout.row();
     let client = images.client.clone();
     let slots = slots(n);
     let tensor = |shape: [usize; 2]| {
@@ -577,7 +636,11 @@ fn launch_samples(
     };
     let logits = tensor([n, classes]);
     let stats = tensor([n, 2]);
-    let grads = client.empty(if mode == 2 { slots * p * 4 } else { 4 });
+    let grads = client.empty(if mode == 2 {
+        layout.head.gradient_values(slots, row, n) * 4
+    } else {
+        4
+    });
     let scratch = client.empty((slots * layout.scratch).max(1) * 4);
     let labels = match labels {
         Some(labels) => labels.handle.clone(),
@@ -593,14 +656,14 @@ fn launch_samples(
             ),
             channels * h,
         ),
-        Model::Cnn(_) if is_tiny(model, channels) => (
+        Model::Cnn(..) if is_tiny(model, channels) => (
             (
                 "tiny_cnn_sample",
                 include_str!("../../shaders/tiny_cnn_sample.wgsl"),
             ),
             h,
         ),
-        Model::Cnn(_) => (
+        Model::Cnn(..) => (
             ("cnn_sample", include_str!("../../shaders/cnn_sample.wgsl")),
             h,
         ),
@@ -611,13 +674,13 @@ fn launch_samples(
             plane_h,
             w,
             classes,
-            p,
+            row,
             mode as usize,
             layout.scratch,
             slots,
         ],
-        channels,
-        smoothing,
+        (channels, smoothing),
+        keys,
     );
     client.launch(
         kernel_sized(source.0, source.1, SAMPLE_WORKGROUP),
@@ -639,7 +702,7 @@ fn launch_samples(
         stats,
         grads,
         slots,
-        params: p,
+        layout,
     }
 }
 
@@ -648,12 +711,20 @@ impl TrainKernels for CubeBackend {
         images: CubeTensor,
         params: CubeTensor,
         classes: u32,
-        arch: [u32; 6],
+        arch: [u32; ARCH],
     ) -> CubeTensor {
         let images = into_contiguous(images);
         let params = into_contiguous(params);
         let model = Model::from_arch(arch);
-        launch_samples(&images, None, &params, classes as usize, model, (0, 0.0)).logits
+        launch_samples(
+            &images,
+            None,
+            &params,
+            classes as usize,
+            model,
+            (0, 0.0, [0; 2]),
+        )
+        .logits
     }
 
     fn model_eval(
@@ -661,7 +732,7 @@ impl TrainKernels for CubeBackend {
         labels: CubeTensor,
         params: CubeTensor,
         classes: u32,
-        arch: [u32; 6],
+        arch: [u32; ARCH],
     ) -> (CubeTensor, CubeTensor) {
         let images = into_contiguous(images);
         let labels = into_contiguous(labels);
@@ -673,7 +744,7 @@ impl TrainKernels for CubeBackend {
             &params,
             classes as usize,
             model,
-            (1, 0.0),
+            (1, 0.0, [0; 2]),
         );
         (samples.logits, samples.stats)
     }
@@ -684,7 +755,8 @@ impl TrainKernels for CubeBackend {
         state: CubeTensor,
         hyper: [f32; HYPER],
         classes: u32,
-        arch: [u32; 6],
+        arch: [u32; ARCH],
+        keys: [u32; 2],
         gradients_only: bool,
     ) -> (CubeTensor, CubeTensor) {
         let images = into_contiguous(images);
@@ -700,9 +772,18 @@ impl TrainKernels for CubeBackend {
             &state,
             classes as usize,
             model,
-            (2, smoothing),
+            (2, smoothing, keys),
         );
-        let p = samples.params;
+        let layout = &samples.layout;
+        let (p, row) = (layout.params, layout.row());
+        if layout.head.dense > 0 {
+            gpu_head::launch_gradient(
+                &images,
+                &samples.grads,
+                &layout.head,
+                (samples.slots, row, n),
+            );
+        }
         let client = state.client.clone();
         let next = CubeTensor::new_contiguous(
             client.clone(),
@@ -720,6 +801,7 @@ impl TrainKernels for CubeBackend {
         );
         // The sizes and Adam's numbers in a storage buffer: lavapipe reads a uniform in this
         // kernel's loops 60x slower, and none of its barriers depends on them (see the shader).
+        let dense = [layout.head.w1, layout.head.dense, row, samples.slots * row];
         let words: Vec<u8> = [
             samples.slots as u32,
             p as u32,
@@ -728,6 +810,7 @@ impl TrainKernels for CubeBackend {
         ]
         .into_iter()
         .chain(hyper.iter().map(|v| v.to_bits()))
+        .chain(dense.map(|v| v as u32))
         .flat_map(|v| v.to_le_bytes())
         .collect();
         let args = client.create_from_slice(&words);

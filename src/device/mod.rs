@@ -7,6 +7,7 @@ pub mod address_cap;
 pub mod cpu_cnn;
 pub mod cpu_kernels;
 pub mod faults;
+pub mod gpu_head;
 pub mod gpu_kernels;
 pub mod gpu_train;
 pub mod kernel_cache;

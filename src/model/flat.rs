@@ -3,7 +3,8 @@
 //!
 //! - Flatten baseline: linear weight (inputs, C), linear bias (C);
 //! - CNN: for each block its conv weight (width, inputs, 3, 3) and bias (width), then the
-//!   classifier weight (last width, C) and bias (C). The Tiny CNN: conv1 weight (8,1,3,3),
+//!   head's hidden layer weight (features, hidden) and bias (hidden) when it has one, then
+//!   the classifier weight (last width, features or hidden, C) and bias (C). The Tiny CNN: conv1 weight (8,1,3,3),
 //!   conv1 bias (8), conv2 weight (16,8,3,3), conv2 bias (16), classifier (16,C), (C).
 //!
 //! Converting back keeps every parameter's id, so checkpoints do not change.
@@ -59,6 +60,9 @@ pub fn segments(net: &Net) -> Vec<(String, usize)> {
                 ));
                 parts.push((format!("conv{}.bias", i + 1), conv.weight.dims()[0]));
             }
+            if let Some(hidden) = &model.hidden {
+                parts.extend(linear("hidden", hidden));
+            }
             parts.extend(linear("classifier", &model.classifier));
             parts
         }
@@ -74,6 +78,9 @@ pub fn to_flat(net: &Net) -> Tensor<1> {
             for conv in model.convs() {
                 parts.push(conv.weight.val().flatten(0, 3));
                 parts.push(bias(&conv.bias));
+            }
+            if let Some(hidden) = &model.hidden {
+                parts.extend(linear_parts(hidden));
             }
             parts.extend(linear_parts(&model.classifier));
             parts
@@ -104,6 +111,9 @@ pub fn from_flat(net: &Net, flat: Tensor<1>) -> Net {
                 .flatten()
             {
                 *conv = conv_from(conv, &mut take);
+            }
+            if let Some(hidden) = &mut model.hidden {
+                *hidden = linear_from(hidden, &mut take);
             }
             model.classifier = linear_from(&model.classifier, &mut take);
             Net::Cnn(model)

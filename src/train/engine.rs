@@ -2,7 +2,8 @@
 //! evaluation) starts, the one place that asks which kernels can run a model:
 //!
 //! - [`Engine::GpuKernels`]: on wgpu, the model's WGSL kernels
-//!   ([`crate::device::gpu_train`]): a step is two launches, evaluation one;
+//!   ([`crate::device::gpu_train`]): a step is two launches (three with a head other than
+//!   the workshop's, [`crate::device::gpu_head`]), evaluation one;
 //! - [`Engine::CpuFused`]: on burn-flex, the CNN's convolutions, ReLUs and pooling as one
 //!   fused operation ([`crate::device::cpu_kernels`]), the rest as layers;
 //! - [`Engine::Layers`]: burn's layers, on any backend.
@@ -14,6 +15,7 @@
 use burn::prelude::*;
 
 use super::weights::Weights;
+use crate::device::gpu_head::KernelHead;
 use crate::device::{cpu_cnn, cpu_kernels, gpu_kernels, gpu_train};
 use crate::memory::Footprint;
 use crate::model::{HeadKind, ModelKind, ModelSpec, Net, TrainPass};
@@ -156,13 +158,17 @@ impl Engine {
             Engine::GpuKernels(model) => {
                 let kernel =
                     gpu_train::footprint(*model, spec.channels, (image_size, image_size), classes);
-                Footprint::kernels(
+                let mut footprint = Footprint::kernels(
                     kernel.params as u64,
                     (spec.channels * image_size * image_size) as u64,
-                    classes as u64,
+                    // The head's per-sample values count as activations, as the logits.
+                    (classes + kernel.head_per_sample) as u64,
                     kernel.scratch_per_slot as u64,
                     kernel.slot_cap as u64,
-                )
+                );
+                // A slot's gradient row leaves out the head's dense block (one per batch).
+                footprint.slot_gradient = kernel.row as u64;
+                footprint
             }
             Engine::CpuFused | Engine::Layers => Footprint::of(spec, image_size, classes),
         }
@@ -173,7 +179,14 @@ impl Engine {
 pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     match spec.kind {
         ModelKind::Baseline => gpu_train::Model::Baseline,
-        ModelKind::Cnn => gpu_train::Model::Cnn(gpu_train::Widths::new(&spec.widths.get())),
+        ModelKind::Cnn => gpu_train::Model::Cnn(
+            gpu_train::Widths::new(&spec.widths.get()),
+            KernelHead::new(
+                spec.head.kind == HeadKind::Flatten,
+                spec.head.hidden,
+                spec.head.dropout() as f32,
+            ),
+        ),
     }
 }
 
@@ -188,12 +201,6 @@ fn no_batch_norm(spec: ModelSpec, kernels: &str) -> Result<(), String> {
 /// The wgpu kernels' name for a model, or why they do not take it.
 fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
     no_batch_norm(spec, "the WGSL kernels")?;
-    if spec.kind == ModelKind::Cnn && !spec.head.is_gap_only() {
-        return Err(format!(
-            "the WGSL kernels take only the global-average-pool head without hidden layer or dropout, not {}",
-            spec.head.name()
-        ));
-    }
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
 }

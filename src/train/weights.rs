@@ -112,17 +112,17 @@ impl Weights {
         }
     }
 
-    /// Steps the layer path has taken (with the seed, the key of the next step's dropout
-    /// masks); 0 for the kernels, which have no dropout.
+    /// Steps taken (with the seed, the key of the next step's dropout masks): the kernels
+    /// count them as Adam's time, which their saved state restores.
     pub fn dropout_steps(&self) -> u32 {
         match self {
             Weights::Layers { steps, .. } => *steps,
-            Weights::Fused { .. } => 0,
+            Weights::Fused { time, .. } => *time as u32,
         }
     }
 
     /// Goes on from `taken` steps (a resumed run), so the next step draws the masks an
-    /// unstopped run would.
+    /// unstopped run would (the kernels' state carries its own count).
     pub fn resume_dropout_steps(&mut self, taken: u32) {
         if let Weights::Layers { steps, .. } = self {
             *steps = taken;
@@ -236,6 +236,11 @@ impl Weights {
                     epsilon: ADAM_EPSILON,
                     max_norm: settings.max_grad_norm,
                     diverged_norm: DIVERGED_GRAD_NORM,
+                    dropout_key: crate::rng::key(
+                        settings.shuffle_seed,
+                        crate::rng::stream::DROPOUT,
+                        *time as u32,
+                    ),
                 };
                 let (next, stats) = gpu_train::step(
                     *model,
