@@ -4,7 +4,11 @@
 //! ```text
 //! images (N,C,H,W) -> [conv 3x3 pad 1 -> ReLU] (-> max-pool 2x2 -> [conv -> ReLU])...
 //!                  -> global average pool -> features (N, last width)
+//!                  or flattened map       -> features (N, last width x H' x W')
 //! ```
+//!
+//! The flattened map is in burn's (and PyTorch's) order, channel-major: the head's layers
+//! take it as they take the layers' `flatten(1, 3)`.
 //!
 //! Why: burn-flex's conv and pool kernels are built for many channels; these models have few.
 //! Each image is computed in one pass, channels-last, with output channels in blocks of
@@ -27,7 +31,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -48,13 +52,22 @@ const MAX_BLOCKS: usize = 4;
 /// The extension: the fused operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait CnnKernels: Backend {
-    /// Images (N, C, H, W) to features (N, last width), from the blocks' flat parameters;
-    /// `shape` is [blocks, width 1, width 2, width 3, width 4].
+    /// Images (N, C, H, W) to features (N, F), from the blocks' flat parameters; `shape` is
+    /// [blocks, width 1, width 2, width 3, width 4, map] with `map` a [`FeatureMap`] as u32.
     fn cnn_features(
         images: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        shape: [u32; 5],
+        shape: [u32; 6],
     ) -> FloatTensor<Self>;
+}
+
+/// What the operation makes of the last block's map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureMap {
+    /// Its global average: one feature per channel.
+    GlobalAverage = 0,
+    /// The whole map, flattened channel-major: width x H x W features.
+    Flatten = 1,
 }
 
 /// Whether the fused operation takes a CNN on `channels` channels with these `widths`: any
@@ -73,12 +86,12 @@ pub fn supports(channels: usize, widths: &[usize]) -> Result<(), String> {
 /// The features of `images` through the blocks `convs` (3x3, padding 1, stride 1, biased),
 /// by the fused operation; `None` when a convolution is not of that kind (the caller then
 /// uses the layers).
-pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d]) -> Option<Tensor<2>> {
+pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d], map: FeatureMap) -> Option<Tensor<2>> {
     if convs.is_empty() || convs.len() > MAX_BLOCKS {
         return None;
     }
     let mut parts = Vec::new();
-    let mut shape = [convs.len() as u32, 0, 0, 0, 0];
+    let mut shape = [convs.len() as u32, 0, 0, 0, 0, map as u32];
     let mut inputs = images.dims()[1];
     for (i, conv) in convs.iter().enumerate() {
         let bias = conv.bias.as_ref()?;
@@ -105,7 +118,7 @@ pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d]) -> Option<Tensor<2>> {
 }
 
 impl CnnKernels for Flex {
-    fn cnn_features(images: FlexTensor, params: FlexTensor, shape: [u32; 5]) -> FlexTensor {
+    fn cnn_features(images: FlexTensor, params: FlexTensor, shape: [u32; 6]) -> FlexTensor {
         let plan = Plan::of(&images, shape);
         let weights = Weights::new(&plan, &host(params));
         let (features, _) = forward(&plan, &host(images), &weights, false);
@@ -117,7 +130,7 @@ impl<C: CheckpointStrategy> CnnKernels for Autodiff<Flex, C> {
     fn cnn_features(
         images: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        shape: [u32; 5],
+        shape: [u32; 6],
     ) -> FloatTensor<Self> {
         let (images, images_node) = images.into_parts();
         let (params, params_node) = params.into_parts();
@@ -204,7 +217,11 @@ fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
 /// A channel stride for `n` channels: 8 for up to 8 (the narrow lane width), else whole
 /// multiples of [`LANES`], so that every lane width used on it divides it.
 fn padded(n: usize) -> usize {
-    if n <= 8 { 8 } else { n.div_ceil(LANES) * LANES }
+    if n <= 8 {
+        8
+    } else {
+        n.div_ceil(LANES) * LANES
+    }
 }
 
 /// One block's sizes. Buffers are channels-last with a stride of whole lane blocks; the
@@ -248,10 +265,12 @@ struct Plan {
     h: usize,
     w: usize,
     blocks: Vec<Block>,
+    /// The last block's map flattened (else averaged).
+    flatten: bool,
 }
 
 impl Plan {
-    fn of(images: &FlexTensor, shape: [u32; 5]) -> Plan {
+    fn of(images: &FlexTensor, shape: [u32; 6]) -> Plan {
         let dims = burn::backend::TensorMetadata::shape(images);
         let (n, channels, h, w) = (dims[0], dims[1], dims[2], dims[3]);
         let count = shape[0] as usize;
@@ -279,12 +298,16 @@ impl Plan {
             h,
             w,
             blocks,
+            flatten: shape[5] == FeatureMap::Flatten as u32,
         }
     }
 
-    /// Length of a feature vector: the last block's width.
+    /// Length of a feature vector: the last block's width, times its pixels when flattened.
     fn features(&self) -> usize {
-        self.blocks.last().map_or(0, |b| b.outputs)
+        self.blocks.last().map_or(0, |b| match self.flatten {
+            true => b.outputs * b.h * b.w,
+            false => b.outputs,
+        })
     }
 }
 
@@ -520,8 +543,8 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
     use super::{
-        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, TILE,
-        Weights,
+        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, Plan, Weights, K_BLOCK, NONE,
+        TILE,
     };
 
     /// Defines `pub(super) fn $name` that runs `$body` compiled for AVX-512, for AVX2 or for
@@ -647,9 +670,20 @@ mod simd {
                 );
             }
         }
-        // Global average pool of the last block.
         let last = plan.blocks.last().expect("one block at least");
         let output = &acts[plan.blocks.len() - 1].output;
+        if plan.flatten {
+            // Channel-major, as burn's flatten of (C, H, W).
+            let pixels = last.h * last.w;
+            let mut features = vec![0.0f32; last.outputs * pixels];
+            for (p, pixel) in output.chunks_exact(last.out_stride).enumerate() {
+                for (c, v) in pixel[..last.outputs].iter().enumerate() {
+                    features[c * pixels + p] = *v;
+                }
+            }
+            return features;
+        }
+        // Global average pool of the last block.
         let mut sum = vec![0.0f32; last.outputs];
         for pixel in output.chunks_exact(last.out_stride) {
             for (s, v) in sum.iter_mut().zip(pixel) {
@@ -716,9 +750,10 @@ mod simd {
         image_grad: Option<&mut [f32]>,
     ) {
         let blocks = plan.blocks.len();
-        // Through the average pool and the last block's ReLU.
-        average_grad(
+        // Through the average pool (or the flatten) and the last block's ReLU.
+        features_grad(
             &plan.blocks[blocks - 1],
+            plan.flatten,
             &acts[blocks - 1].output,
             grad,
             &mut s.d_output[blocks - 1],
@@ -782,17 +817,23 @@ mod simd {
     }
 
     /// The gradient of the last block's ReLU output from the features' (`grad`), through the
-    /// global average pool, into the bordered `d`.
+    /// global average pool or the flatten, into the bordered `d`.
     #[inline(always)]
-    fn average_grad(last: &Block, output: &[f32], grad: &[f32], d: &mut [f32]) {
-        let count = (last.h * last.w) as f32;
+    fn features_grad(last: &Block, flatten: bool, output: &[f32], grad: &[f32], d: &mut [f32]) {
+        let pixels = last.h * last.w;
+        let count = pixels as f32;
         d.fill(0.0);
         for y in 0..last.h {
             for x in 0..last.w {
-                let out = &output[(y * last.w + x) * last.out_stride..];
+                let p = y * last.w + x;
+                let out = &output[p * last.out_stride..];
                 let to = ((y + 1) * (last.w + 2) + x + 1) * last.out_stride;
                 for c in 0..last.outputs {
-                    d[to + c] = if out[c] > 0.0 { grad[c] / count } else { 0.0 };
+                    let g = match flatten {
+                        true => grad[c * pixels + p],
+                        false => grad[c] / count,
+                    };
+                    d[to + c] = if out[c] > 0.0 { g } else { 0.0 };
                 }
             }
         }

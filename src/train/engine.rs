@@ -69,12 +69,7 @@ impl Engine {
                 ),
             }
         } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
-            match cpu_cnn::supports(spec.channels, &spec.widths.get()).and_then(|()| {
-                match spec.head.kind {
-                    HeadKind::Gap => Ok(()),
-                    HeadKind::Flatten => Err("the fused CPU operation ends in the global average pool, not --head flatten".to_string()),
-                }
-            }) {
+            match cpu_cnn::supports(spec.channels, &spec.widths.get()) {
                 Ok(()) => (Engine::CpuFused, None),
                 Err(why) => (
                     Engine::Layers,
@@ -114,8 +109,12 @@ impl Engine {
     /// dropout masks (none in evaluation).
     pub fn forward_train(&self, net: &Net, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
         match (self, net) {
-            (Engine::CpuFused, Net::Cnn(cnn)) if cnn.head.kind == HeadKind::Gap => {
-                match cpu_cnn::cnn_features(images.clone(), &cnn.convs()) {
+            (Engine::CpuFused, Net::Cnn(cnn)) => {
+                let map = match cnn.head.kind {
+                    HeadKind::Gap => cpu_cnn::FeatureMap::GlobalAverage,
+                    HeadKind::Flatten => cpu_cnn::FeatureMap::Flatten,
+                };
+                match cpu_cnn::cnn_features(images.clone(), &cnn.convs(), map) {
                     Some(features) => cnn.head_forward(features, dropout, &mut |_, _| {}),
                     None => net.forward_train(images, dropout),
                 }
@@ -171,4 +170,32 @@ fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::
     }
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CnnWidths, Head};
+
+    #[test]
+    fn every_head_runs_on_the_fused_cpu_operation() {
+        let device = Device::flex();
+        for kind in [HeadKind::Gap, HeadKind::Flatten] {
+            for (hidden, dropout) in [(0, 0.0), (128, 0.25)] {
+                let spec = ModelSpec {
+                    kind: ModelKind::Cnn,
+                    channels: 1,
+                    widths: CnnWidths::new(&[32, 64]).unwrap(),
+                    head: Head::new(kind, hidden, dropout).unwrap(),
+                };
+                let choice = Engine::choose(&device, spec, 10, 28);
+                assert_eq!(
+                    choice.engine,
+                    Engine::CpuFused,
+                    "{kind:?} {hidden} {dropout}"
+                );
+                assert_eq!(choice.note, None);
+            }
+        }
+    }
 }
