@@ -74,29 +74,7 @@ fn fused_operation_matches_the_layers_across_the_family() {
         let images = random_images(&mut rng, n * channels * h * w);
         let fused = run(&net, &images, [n, channels, h, w], true);
         let layers = run(&net, &images, [n, channels, h, w], false);
-        for ((name, a), b) in names.iter().zip(&fused).zip(&layers) {
-            assert_eq!(a.len(), b.len(), "{name}: {case}");
-            // Parameters tensor by tensor, each against its own scale.
-            let segments = match *name {
-                "parameters" => flat::segments(&net),
-                _ => vec![(name.to_string(), b.len())],
-            };
-            let mut at = 0;
-            for (tensor, len) in segments {
-                let (x, y) = (&a[at..at + len], &b[at..at + len]);
-                let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-                let worst = x
-                    .iter()
-                    .zip(y)
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0.0f32, f32::max);
-                assert!(
-                    worst <= 1e-4 * scale,
-                    "{tensor} at {case}: fused and layers differ by {worst} (scale {scale})"
-                );
-                at += len;
-            }
-        }
+        assert_close(&net, &fused, &layers, 1e-4, &case, names);
     }
 }
 
@@ -130,10 +108,16 @@ fn train_step(
     vec![values(loss.reshape([1])), param_grads, image_grad]
 }
 
-/// Asserts that `a` and `b` (loss, parameters, images) agree tensor by tensor, each within
+/// Asserts that `a` and `b` (`names`: logits or loss, parameters, images) agree tensor by tensor, each within
 /// `tolerance` of its own largest value.
-fn assert_close(net: &Net, a: &[Vec<f32>], b: &[Vec<f32>], tolerance: f32, case: &str) {
-    let names = ["loss", "parameters", "images"];
+fn assert_close(
+    net: &Net,
+    a: &[Vec<f32>],
+    b: &[Vec<f32>],
+    tolerance: f32,
+    case: &str,
+    names: [&str; 3],
+) {
     for ((name, a), b) in names.iter().zip(a).zip(b) {
         assert_eq!(a.len(), b.len(), "{name}: {case}");
         let segments = match *name {
@@ -180,7 +164,14 @@ fn fused_operation_matches_the_layers_with_every_head() {
                     let shape = [n, channels, size, size];
                     let fused = train_step(&net, &images, shape, 77, true);
                     let layers = train_step(&net, &images, shape, 77, false);
-                    assert_close(&net, &fused, &layers, 1e-4, &case);
+                    assert_close(
+                        &net,
+                        &fused,
+                        &layers,
+                        1e-4,
+                        &case,
+                        ["loss", "parameters", "images"],
+                    );
                     // Another key draws other masks: the comparison can tell them apart.
                     if dropout > 0.0 {
                         let other = train_step(&net, &images, shape, 78, true);

@@ -12,7 +12,7 @@
 //!
 //! Why: burn-flex's conv and pool kernels are built for many channels; these models have few.
 //! Each image is computed in one pass, channels-last, with output channels in blocks of
-//! [`LANES`] that become SIMD lanes and [`TILE`] output pixels a row at a time in register
+//! [`LANES`] that become SIMD lanes and a run of output pixels of a row in register
 //! accumulators. The parameters come in as one flat tensor (each block's weight in burn's
 //! (out, in, 3, 3) order, then its bias), so the operation has two inputs whatever the depth,
 //! and burn's autodiff splits the flat gradient back onto the layers' parameters.
@@ -40,10 +40,10 @@ use super::cpu_kernels::InstructionSet;
 
 /// Channel strides are whole multiples of this, so that both lane widths divide them.
 pub const LANES: usize = 16;
-/// Output pixels of a row computed together (their accumulators stay in registers).
+/// Slack after a bordered buffer, in pixels, for the kernels' fixed-size reads.
 const TILE: usize = 8;
-/// (tap, input) pairs of a weight gradient computed together: the nine taps of one input.
-const K_BLOCK: usize = 9;
+/// (tap, input) pairs of a weight gradient computed together.
+const K_BLOCK: usize = 6;
 /// Images per chunk of the backward pass; gradient sums are added chunk by chunk in order.
 const CHUNK: usize = 8;
 /// The most blocks (the model family's).
@@ -544,7 +544,6 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
 mod simd {
     use super::{
         BackwardScratch, Block, BlockActs, GradSums, InstructionSet, Plan, Weights, K_BLOCK, NONE,
-        TILE,
     };
 
     /// Defines `pub(super) fn $name` that runs `$body` compiled for AVX-512, for AVX2 or for
@@ -880,9 +879,9 @@ mod simd {
     }
 
     /// `dw[tap][i][o] += sum over pixels of input[p + tap][i] * d[p][o]` and `db[o] += sum
-    /// d[p][o]`, pixels in order. The (tap, input) pairs are taken [`K_BLOCK`] at a time with
-    /// one lane block of outputs, all in registers, so each pass over the pixels reads every
-    /// gradient value once for that many pairs.
+    /// d[p][o]`, pixels in order: a matrix product (pairs x pixels by pixels x outputs) whose
+    /// tiles of [`K_BLOCK`] (tap, input) pairs by up to [`wide_blocks`] lane blocks of
+    /// outputs stay in registers while the pixels stream past.
     #[inline(always)]
     fn weight_grad<const L: usize>(
         input: &[f32],
@@ -894,45 +893,122 @@ mod simd {
     ) {
         let row_in = (block.w + 2) * block.in_stride;
         let row_d = (block.w + 2) * block.out_stride;
-        // Where pair k = tap * inputs + i reads, relative to the pixel's window corner.
+        // Where pair k = tap * inputs + i reads, relative to the pixel's window corner (the
+        // pairs past the last read the last one's place; their sums are dropped).
         let pairs = 9 * block.inputs;
         let offset: Vec<usize> = (0..pairs.next_multiple_of(K_BLOCK))
             .map(|k| {
-                let (tap, i) = ((k / block.inputs).min(8), k % block.inputs);
+                let (tap, i) = (
+                    (k.min(pairs - 1) / block.inputs),
+                    k.min(pairs - 1) % block.inputs,
+                );
                 (tap / 3) * row_in + (tap % 3) * block.in_stride + i
             })
             .collect();
+        // The bias: each output's sum over the pixels, in order.
         for ob in (0..block.out_stride).step_by(L) {
             let mut bias = [0.0f32; L];
-            for kb in (0..pairs).step_by(K_BLOCK) {
-                let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
-                let mut acc = [[0.0f32; L]; K_BLOCK];
-                for &(y, x) in pixels {
-                    let (y, x) = (y as usize, x as usize);
-                    let g = lanes::<L>(&d[(y + 1) * row_d + (x + 1) * block.out_stride + ob..]);
-                    // The bias's sum rides along the first pass.
-                    if kb == 0 {
+            for &(y, x) in pixels {
+                let g = lanes::<L>(
+                    &d[(y as usize + 1) * row_d + (x as usize + 1) * block.out_stride + ob..],
+                );
+                for l in 0..L {
+                    bias[l] += g[l];
+                }
+            }
+            for l in 0..L {
+                db[ob + l] += bias[l];
+            }
+        }
+        let Some(&(ly, lx)) = pixels.last() else {
+            return;
+        };
+        // Every read below is inside these bounds (pixels are in order), checked once here.
+        let last_in =
+            ly as usize * row_in + lx as usize * block.in_stride + offset[offset.len() - 1];
+        let last_d = (ly as usize + 1) * row_d + (lx as usize + 2) * block.out_stride;
+        assert!(last_in < input.len() && last_d <= d.len() && pairs * block.out_stride <= dw.len());
+        let geo = PairGeometry {
+            row_in,
+            row_d,
+            in_stride: block.in_stride,
+            out_stride: block.out_stride,
+            pairs,
+        };
+        let mut ob = 0;
+        while ob < block.out_stride {
+            let left = (block.out_stride - ob) / L;
+            if left >= wide_blocks::<L>() && wide_blocks::<L>() == 4 {
+                pair_tiles::<L, 4>(input, d, &geo, pixels, &offset, ob, dw);
+                ob += 4 * L;
+            } else if left >= 2 {
+                pair_tiles::<L, 2>(input, d, &geo, pixels, &offset, ob, dw);
+                ob += 2 * L;
+            } else {
+                pair_tiles::<L, 1>(input, d, &geo, pixels, &offset, ob, dw);
+                ob += L;
+            }
+        }
+    }
+
+    /// Lane blocks of outputs a weight-gradient tile holds: with [`K_BLOCK`] pairs, 24 of
+    /// AVX-512's 32 registers hold sums, 12 of AVX2's 16.
+    const fn wide_blocks<const L: usize>() -> usize {
+        if L == WIDE {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// The sizes [`pair_tiles`] shares.
+    struct PairGeometry {
+        row_in: usize,
+        row_d: usize,
+        in_stride: usize,
+        out_stride: usize,
+        pairs: usize,
+    }
+
+    /// The weight gradients of every pair for `G` lane blocks of outputs from `ob`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn pair_tiles<const L: usize, const G: usize>(
+        input: &[f32],
+        d: &[f32],
+        geo: &PairGeometry,
+        pixels: &[(u32, u32)],
+        offset: &[usize],
+        ob: usize,
+        dw: &mut [f32],
+    ) {
+        for kb in (0..geo.pairs).step_by(K_BLOCK) {
+            let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
+            let mut acc = [[[0.0f32; L]; G]; K_BLOCK];
+            for &(y, x) in pixels {
+                let (y, x) = (y as usize, x as usize);
+                let at = (y + 1) * geo.row_d + (x + 1) * geo.out_stride + ob;
+                let mut g = [[0.0f32; L]; G];
+                for (j, g) in g.iter_mut().enumerate() {
+                    // SAFETY: within last_d, checked by the caller.
+                    *g = unsafe { lanes_at::<L>(d, at + j * L) };
+                }
+                let corner = y * geo.row_in + x * geo.in_stride;
+                for k in 0..K_BLOCK {
+                    // SAFETY: within last_in, checked by the caller.
+                    let v = unsafe { *input.get_unchecked(corner + offsets[k]) };
+                    for (acc, g) in acc[k].iter_mut().zip(&g) {
                         for l in 0..L {
-                            bias[l] += g[l];
-                        }
-                    }
-                    let corner = y * row_in + x * block.in_stride;
-                    for k in 0..K_BLOCK {
-                        let v = input[corner + offsets[k]];
-                        for l in 0..L {
-                            acc[k][l] += v * g[l];
+                            acc[l] += v * g[l];
                         }
                     }
                 }
-                if kb == 0 {
+            }
+            for k in 0..K_BLOCK.min(geo.pairs - kb) {
+                for (j, acc) in acc[k].iter().enumerate() {
+                    let to = &mut dw[(kb + k) * geo.out_stride + ob + j * L..][..L];
                     for l in 0..L {
-                        db[ob + l] += bias[l];
-                    }
-                }
-                for k in 0..K_BLOCK.min(pairs - kb) {
-                    let to = &mut dw[(kb + k) * block.out_stride + ob..][..L];
-                    for l in 0..L {
-                        to[l] += acc[k][l];
+                        to[l] += acc[l];
                     }
                 }
             }
@@ -947,10 +1023,34 @@ mod simd {
         out
     }
 
+    /// `f::<.., T>(args)` for a run of `t` pixels (1 to 14).
+    macro_rules! by_run {
+        ($t:expr, $f:ident::<$l:ident, $g:literal>($($arg:expr),* $(,)?)) => {
+            match $t {
+                1 => $f::<$l, $g, 1>($($arg),*),
+                2 => $f::<$l, $g, 2>($($arg),*),
+                3 => $f::<$l, $g, 3>($($arg),*),
+                4 => $f::<$l, $g, 4>($($arg),*),
+                5 => $f::<$l, $g, 5>($($arg),*),
+                6 => $f::<$l, $g, 6>($($arg),*),
+                7 => $f::<$l, $g, 7>($($arg),*),
+                8 => $f::<$l, $g, 8>($($arg),*),
+                9 => $f::<$l, $g, 9>($($arg),*),
+                10 => $f::<$l, $g, 10>($($arg),*),
+                11 => $f::<$l, $g, 11>($($arg),*),
+                12 => $f::<$l, $g, 12>($($arg),*),
+                13 => $f::<$l, $g, 13>($($arg),*),
+                _ => $f::<$l, $g, 14>($($arg),*),
+            }
+        };
+    }
+
     /// A 3x3 convolution, stride 1, over a bordered channels-last input:
     /// `out[y][x][o] = bias[o] + sum over taps and i of input[y+ky][x+kx][i] * wt[tap][i][o]`
-    /// for the block's H x W, each value summed in that order. [`TILE`] output pixels of a
-    /// row and one lane block at a time stay in registers.
+    /// for the block's H x W, each value summed in that order. A run of up to
+    /// [`run_max`] output pixels of a row and up to two lane blocks of outputs stay in
+    /// registers while the taps and inputs stream past: each weight vector read serves the
+    /// whole run, each input value read serves both lane blocks.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn conv3x3<const L: usize>(
@@ -963,49 +1063,93 @@ mod simd {
         out_stride: usize,
         out: &mut [f32],
     ) {
-        let row = (block.w + 2) * in_stride;
+        let geometry = Geometry {
+            in_stride,
+            inputs,
+            row: (block.w + 2) * in_stride,
+            w: block.w,
+            out_stride,
+        };
+        // The row in runs as even as possible of at most run_max pixels.
+        let runs = block.w.div_ceil(run_max::<L>());
         for y in 0..block.h {
             let mut x = 0;
-            while x + TILE <= block.w {
-                tile::<L, TILE>(
-                    input, in_stride, inputs, row, y, x, block.w, wt, bias, out_stride, out,
-                );
-                x += TILE;
-            }
-            while x < block.w {
-                tile::<L, 1>(
-                    input, in_stride, inputs, row, y, x, block.w, wt, bias, out_stride, out,
-                );
-                x += 1;
+            for r in 0..runs {
+                let t = (block.w - x) / (runs - r);
+                let mut ob = 0;
+                while ob < out_stride {
+                    if out_stride - ob >= 2 * L {
+                        by_run!(t, tile::<L, 2>(input, &geometry, y, x, ob, wt, bias, out));
+                        ob += 2 * L;
+                    } else {
+                        by_run!(t, tile::<L, 1>(input, &geometry, y, x, ob, wt, bias, out));
+                        ob += L;
+                    }
+                }
+                x += t;
             }
         }
     }
 
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn tile<const L: usize, const T: usize>(
-        input: &[f32],
+    /// The most output pixels a run of [`conv3x3`] keeps in registers with `L` lanes: with
+    /// two lane blocks, 28 of AVX-512's 32 registers hold sums; 12 of AVX2's 16.
+    const fn run_max<const L: usize>() -> usize {
+        if L == WIDE {
+            14
+        } else {
+            6
+        }
+    }
+
+    /// The sizes a convolution's tiles share.
+    struct Geometry {
         in_stride: usize,
         inputs: usize,
+        /// Values in a bordered input row.
         row: usize,
+        /// Output pixels in a row.
+        w: usize,
+        out_stride: usize,
+    }
+
+    /// `T` output pixels from (y, x) and `G` lane blocks of outputs from `ob`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn tile<const L: usize, const G: usize, const T: usize>(
+        input: &[f32],
+        geo: &Geometry,
         y: usize,
         x: usize,
-        w: usize,
+        ob: usize,
         wt: &[f32],
         bias: &[f32],
-        out_stride: usize,
         out: &mut [f32],
     ) {
-        for ob in (0..out_stride).step_by(L) {
-            let mut acc = [lanes::<L>(&bias[ob..]); T];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let base = (y + ky) * row + (x + kx) * in_stride;
-                    let tap = &wt[(ky * 3 + kx) * inputs * out_stride + ob..];
-                    for i in 0..inputs {
-                        let wv = lanes::<L>(&tap[i * out_stride..]);
-                        for (t, acc) in acc.iter_mut().enumerate() {
-                            let v = input[base + t * in_stride + i];
+        let (in_stride, inputs, out_stride) = (geo.in_stride, geo.inputs, geo.out_stride);
+        let mut acc = [[[0.0f32; L]; G]; T];
+        for acc in acc.iter_mut() {
+            for (g, acc) in acc.iter_mut().enumerate() {
+                *acc = lanes::<L>(&bias[ob + g * L..]);
+            }
+        }
+        // Every read below is inside these bounds, checked once here.
+        let last_in = (y + 2) * geo.row + (x + 2 + T - 1) * in_stride + inputs;
+        let last_w = (8 * inputs + inputs - 1) * out_stride + ob + G * L;
+        assert!(inputs > 0 && last_in <= input.len() && last_w <= wt.len());
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let base = (y + ky) * geo.row + (x + kx) * in_stride;
+                let tap = (ky * 3 + kx) * inputs * out_stride + ob;
+                for i in 0..inputs {
+                    let mut wv = [[0.0f32; L]; G];
+                    for (g, wv) in wv.iter_mut().enumerate() {
+                        // SAFETY: within last_w, checked above.
+                        *wv = unsafe { lanes_at::<L>(wt, tap + i * out_stride + g * L) };
+                    }
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: within last_in, checked above.
+                        let v = unsafe { *input.get_unchecked(base + t * in_stride + i) };
+                        for (acc, wv) in acc.iter_mut().zip(&wv) {
                             for l in 0..L {
                                 acc[l] += v * wv[l];
                             }
@@ -1013,9 +1157,23 @@ mod simd {
                     }
                 }
             }
-            for (t, acc) in acc.iter().enumerate() {
-                out[(y * w + x + t) * out_stride + ob..][..L].copy_from_slice(acc);
+        }
+        for (t, acc) in acc.iter().enumerate() {
+            let at = (y * geo.w + x + t) * out_stride + ob;
+            for (g, acc) in acc.iter().enumerate() {
+                out[at + g * L..][..L].copy_from_slice(acc);
             }
         }
+    }
+
+    /// A lane block of values from `at`, unchecked.
+    ///
+    /// # Safety
+    /// `at + L` is at most `values.len()`.
+    #[inline(always)]
+    unsafe fn lanes_at<const L: usize>(values: &[f32], at: usize) -> [f32; L] {
+        debug_assert!(at + L <= values.len());
+        // SAFETY: the caller's bound; [f32; L] has f32's alignment.
+        unsafe { std::ptr::read_unaligned(values.as_ptr().add(at) as *const [f32; L]) }
     }
 }
