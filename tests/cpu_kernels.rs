@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use common::cnn_spec as cnn;
 use trainer::device::cpu_kernels;
-use trainer::model::{flat, Head, HeadKind, ModelSpec, Net};
+use trainer::model::{Head, HeadKind, ModelSpec, Net, flat};
 use trainer::train::engine::Engine;
 
 /// Logits, every parameter's gradient (flat order) and the images' gradient of a fixed
@@ -158,7 +158,9 @@ fn fused_operation_matches_the_layers_with_every_head() {
                         head,
                         ..cnn(channels, widths)
                     };
-                    let case = format!("{kind:?} hidden {hidden} dropout {dropout}, {channels}x{size}x{size} widths {widths:?} batch {n}");
+                    let case = format!(
+                        "{kind:?} hidden {hidden} dropout {dropout}, {channels}x{size}x{size} widths {widths:?} batch {n}"
+                    );
                     let net = Net::init(spec, size, 10, 3, &Device::flex().autodiff());
                     let images = random_images(&mut rng, n * channels * size * size);
                     let shape = [n, channels, size, size];

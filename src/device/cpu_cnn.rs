@@ -31,7 +31,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend, Dispatch};
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -217,11 +217,7 @@ fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
 /// A channel stride for `n` channels: 8 for up to 8 (the narrow lane width), else whole
 /// multiples of [`LANES`], so that every lane width used on it divides it.
 fn padded(n: usize) -> usize {
-    if n <= 8 {
-        8
-    } else {
-        n.div_ceil(LANES) * LANES
-    }
+    if n <= 8 { 8 } else { n.div_ceil(LANES) * LANES }
 }
 
 /// One block's sizes. Buffers are channels-last with a stride of whole lane blocks; the
@@ -543,7 +539,7 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
     use super::{
-        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, Plan, Weights, K_BLOCK, NONE,
+        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, Weights,
     };
 
     /// Defines `pub(super) fn $name` that runs `$body` compiled for AVX-512, for AVX2 or for
@@ -954,11 +950,7 @@ mod simd {
     /// Lane blocks of outputs a weight-gradient tile holds: with [`K_BLOCK`] pairs, 24 of
     /// AVX-512's 32 registers hold sums, 12 of AVX2's 16.
     const fn wide_blocks<const L: usize>() -> usize {
-        if L == WIDE {
-            4
-        } else {
-            2
-        }
+        if L == WIDE { 4 } else { 2 }
     }
 
     /// The sizes [`pair_tiles`] shares.
@@ -982,6 +974,13 @@ mod simd {
         ob: usize,
         dw: &mut [f32],
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if L == WIDE {
+            // SAFETY: WIDE lanes run only in the AVX-512 variant (`per_instruction_set!`);
+            // reads are within the bounds the caller checked, writes within `dw` (checked).
+            unsafe { x86::pair_tiles512::<G>(input, d, geo, pixels, offset, ob, dw) };
+            return;
+        }
         for kb in (0..geo.pairs).step_by(K_BLOCK) {
             let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
             let mut acc = [[[0.0f32; L]; G]; K_BLOCK];
@@ -1094,11 +1093,7 @@ mod simd {
     /// The most output pixels a run of [`conv3x3`] keeps in registers with `L` lanes: with
     /// two lane blocks, 28 of AVX-512's 32 registers hold sums; 12 of AVX2's 16.
     const fn run_max<const L: usize>() -> usize {
-        if L == WIDE {
-            14
-        } else {
-            6
-        }
+        if L == WIDE { 14 } else { 6 }
     }
 
     /// The sizes a convolution's tiles share.
@@ -1136,6 +1131,15 @@ mod simd {
         let last_in = (y + 2) * geo.row + (x + 2 + T - 1) * in_stride + inputs;
         let last_w = (8 * inputs + inputs - 1) * out_stride + ob + G * L;
         assert!(inputs > 0 && last_in <= input.len() && last_w <= wt.len());
+        let last_out = (y * geo.w + x + T - 1) * out_stride + ob + G * L;
+        assert!(last_out <= out.len() && ob + G * L <= bias.len());
+        #[cfg(target_arch = "x86_64")]
+        if L == WIDE {
+            // SAFETY: WIDE lanes run only in the AVX-512 variant (`per_instruction_set!`);
+            // every access is within the bounds checked above.
+            unsafe { x86::tile512::<G, T>(input, geo, y, x, ob, wt, bias, out) };
+            return;
+        }
         for ky in 0..3 {
             for kx in 0..3 {
                 let base = (y + ky) * geo.row + (x + kx) * in_stride;
@@ -1175,5 +1179,120 @@ mod simd {
         debug_assert!(at + L <= values.len());
         // SAFETY: the caller's bound; [f32; L] has f32's alignment.
         unsafe { std::ptr::read_unaligned(values.as_ptr().add(at) as *const [f32; L]) }
+    }
+
+    /// The AVX-512 tiles, written with intrinsics: left to itself, the compiler vectorizes
+    /// some of the generic tiles across pixels (gathers) instead of lanes. The same
+    /// arithmetic as the generic tiles: a product rounded, then added (no FMA), in the same
+    /// order, so every instruction set gives the same bits.
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        use super::{Geometry, K_BLOCK, PairGeometry};
+
+        /// [`super::tile`] with 16 lanes.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; the reads and writes of [`super::tile`] are in bounds.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn tile512<const G: usize, const T: usize>(
+            input: &[f32],
+            geo: &Geometry,
+            y: usize,
+            x: usize,
+            ob: usize,
+            wt: &[f32],
+            bias: &[f32],
+            out: &mut [f32],
+        ) {
+            let (in_stride, inputs, out_stride) = (geo.in_stride, geo.inputs, geo.out_stride);
+            let (ip, wp) = (input.as_ptr(), wt.as_ptr());
+            // SAFETY (every pointer below): within the caller's bounds.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); G]; T];
+                for acc in acc.iter_mut() {
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_loadu_ps(bias.as_ptr().add(ob + g * 16));
+                    }
+                }
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let base = (y + ky) * geo.row + (x + kx) * in_stride;
+                        let tap = (ky * 3 + kx) * inputs * out_stride + ob;
+                        for i in 0..inputs {
+                            let mut wv = [_mm512_setzero_ps(); G];
+                            for (g, wv) in wv.iter_mut().enumerate() {
+                                *wv = _mm512_loadu_ps(wp.add(tap + i * out_stride + g * 16));
+                            }
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let v = _mm512_set1_ps(*ip.add(base + t * in_stride + i));
+                                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(v, *wv));
+                                }
+                            }
+                        }
+                    }
+                }
+                for (t, acc) in acc.iter().enumerate() {
+                    let at = (y * geo.w + x + t) * out_stride + ob;
+                    for (g, acc) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(at + g * 16), *acc);
+                    }
+                }
+            }
+        }
+
+        /// [`super::pair_tiles`] with 16 lanes.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; the reads of [`super::pair_tiles`] are in bounds.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        pub(super) unsafe fn pair_tiles512<const G: usize>(
+            input: &[f32],
+            d: &[f32],
+            geo: &PairGeometry,
+            pixels: &[(u32, u32)],
+            offset: &[usize],
+            ob: usize,
+            dw: &mut [f32],
+        ) {
+            let (ip, dp) = (input.as_ptr(), d.as_ptr());
+            for kb in (0..geo.pairs).step_by(K_BLOCK) {
+                let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
+                let mut acc = [[_mm512_setzero_ps(); G]; K_BLOCK];
+                // SAFETY (every pointer below): within the caller's bounds.
+                unsafe {
+                    for &(y, x) in pixels {
+                        let (y, x) = (y as usize, x as usize);
+                        let at = (y + 1) * geo.row_d + (x + 1) * geo.out_stride + ob;
+                        let mut g = [_mm512_setzero_ps(); G];
+                        for (j, g) in g.iter_mut().enumerate() {
+                            *g = _mm512_loadu_ps(dp.add(at + j * 16));
+                        }
+                        let corner = y * geo.row_in + x * geo.in_stride;
+                        for k in 0..K_BLOCK {
+                            let v = _mm512_set1_ps(*ip.add(corner + offsets[k]));
+                            for (acc, g) in acc[k].iter_mut().zip(&g) {
+                                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(v, *g));
+                            }
+                        }
+                    }
+                }
+                for k in 0..K_BLOCK.min(geo.pairs - kb) {
+                    for (j, acc) in acc[k].iter().enumerate() {
+                        let to = &mut dw[(kb + k) * geo.out_stride + ob + j * 16..][..16];
+                        // SAFETY: `to` holds 16 values.
+                        unsafe {
+                            let sum = _mm512_add_ps(_mm512_loadu_ps(to.as_ptr()), *acc);
+                            _mm512_storeu_ps(to.as_mut_ptr(), sum);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

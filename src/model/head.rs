@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use rayon::prelude::*;
 
 use super::Cnn;
 use crate::rng;
@@ -49,7 +50,9 @@ impl Cnn {
 /// The inverted-dropout mask of `shape`: 0 with probability `p`, else 1 / (1 - p).
 pub fn mask(shape: [usize; 2], p: f32, key: u32, device: &Device) -> Tensor<2> {
     let keep = 1.0 / (1.0 - p);
+    // In parallel: each value depends only on its index, so the mask is the same.
     let values: Vec<f32> = (0..(shape[0] * shape[1]) as u32)
+        .into_par_iter()
         .map(|i| if rng::uniform(key, i) < p { 0.0 } else { keep })
         .collect();
     Tensor::from_data(TensorData::new(values, shape), device)
