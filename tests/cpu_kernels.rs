@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use common::cnn_spec as cnn;
 use trainer::device::cpu_kernels;
-use trainer::model::{Net, flat};
+use trainer::model::{Head, HeadKind, ModelSpec, Net, flat};
 use trainer::train::engine::Engine;
 
 /// Logits, every parameter's gradient (flat order) and the images' gradient of a fixed
@@ -74,27 +74,112 @@ fn fused_operation_matches_the_layers_across_the_family() {
         let images = random_images(&mut rng, n * channels * h * w);
         let fused = run(&net, &images, [n, channels, h, w], true);
         let layers = run(&net, &images, [n, channels, h, w], false);
-        for ((name, a), b) in names.iter().zip(&fused).zip(&layers) {
-            assert_eq!(a.len(), b.len(), "{name}: {case}");
-            // Parameters tensor by tensor, each against its own scale.
-            let segments = match *name {
-                "parameters" => flat::segments(&net),
-                _ => vec![(name.to_string(), b.len())],
-            };
-            let mut at = 0;
-            for (tensor, len) in segments {
-                let (x, y) = (&a[at..at + len], &b[at..at + len]);
-                let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-                let worst = x
-                    .iter()
-                    .zip(y)
-                    .map(|(p, q)| (p - q).abs())
-                    .fold(0.0f32, f32::max);
-                assert!(
-                    worst <= 1e-4 * scale,
-                    "{tensor} at {case}: fused and layers differ by {worst} (scale {scale})"
-                );
-                at += len;
+        assert_close(&net, &fused, &layers, 1e-4, &case, names);
+    }
+}
+
+/// The cross-entropy loss, every parameter's gradient (flat order) and the images' gradient
+/// of one training step's forward pass with dropout key `key`; `fused` picks the fused
+/// operation or the layers.
+fn train_step(
+    net: &Net,
+    images: &[f32],
+    shape: [usize; 4],
+    key: u32,
+    fused: bool,
+) -> Vec<Vec<f32>> {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::from_data(TensorData::new(images.to_vec(), shape), &device).require_grad();
+    let logits = match fused {
+        true => Engine::CpuFused.forward_train(net, x.clone(), Some(key)),
+        false => net.forward_train(x.clone(), Some(key)),
+    };
+    let [n, classes] = logits.dims();
+    let targets: Vec<i64> = (0..n).map(|i| (i * 5 % classes) as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+    let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(logits, targets);
+    let grads = loss.backward();
+    let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("f32 values");
+    let image_grad = values(x.grad(&grads).expect("an image gradient").flatten(0, 3));
+    let params = GradientsParams::from_grads(grads, net);
+    let param_grads = common::flat_gradients(net, &params);
+    vec![values(loss.reshape([1])), param_grads, image_grad]
+}
+
+/// Asserts that `a` and `b` (`names`: logits or loss, parameters, images) agree tensor by tensor, each within
+/// `tolerance` of its own largest value.
+fn assert_close(
+    net: &Net,
+    a: &[Vec<f32>],
+    b: &[Vec<f32>],
+    tolerance: f32,
+    case: &str,
+    names: [&str; 3],
+) {
+    for ((name, a), b) in names.iter().zip(a).zip(b) {
+        assert_eq!(a.len(), b.len(), "{name}: {case}");
+        let segments = match *name {
+            "parameters" => flat::segments(net),
+            _ => vec![(name.to_string(), b.len())],
+        };
+        let mut at = 0;
+        for (tensor, len) in segments {
+            let (x, y) = (&a[at..at + len], &b[at..at + len]);
+            let scale = y.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= tolerance * scale,
+                "{tensor} at {case}: fused and layers differ by {worst} (scale {scale})"
+            );
+            at += len;
+        }
+    }
+}
+
+#[test]
+fn fused_operation_matches_the_layers_with_every_head() {
+    // gap and flatten, with and without a hidden layer of 128 and dropout 0.25 (the layers'
+    // masks, drawn from the same key): the same loss and the same gradient of every
+    // parameter and of the images, at 28x28 and at an odd size.
+    let mut rng = common::Lcg(21);
+    for kind in [HeadKind::Gap, HeadKind::Flatten] {
+        for hidden in [0, 128] {
+            for dropout in [0.0, 0.25] {
+                for (channels, widths, n, size) in [(1, &[32, 64][..], 6, 28), (3, &[8, 12], 5, 11)]
+                {
+                    let head = Head::new(kind, hidden, dropout).unwrap();
+                    let spec = ModelSpec {
+                        head,
+                        ..cnn(channels, widths)
+                    };
+                    let case = format!(
+                        "{kind:?} hidden {hidden} dropout {dropout}, {channels}x{size}x{size} widths {widths:?} batch {n}"
+                    );
+                    let net = Net::init(spec, size, 10, 3, &Device::flex().autodiff());
+                    let images = random_images(&mut rng, n * channels * size * size);
+                    let shape = [n, channels, size, size];
+                    let fused = train_step(&net, &images, shape, 77, true);
+                    let layers = train_step(&net, &images, shape, 77, false);
+                    assert_close(
+                        &net,
+                        &fused,
+                        &layers,
+                        1e-4,
+                        &case,
+                        ["loss", "parameters", "images"],
+                    );
+                    // Another key draws other masks: the comparison can tell them apart.
+                    if dropout > 0.0 {
+                        let other = train_step(&net, &images, shape, 78, true);
+                        assert_ne!(other[0], fused[0], "{case}: the key changes the masks");
+                    }
+                }
             }
         }
     }

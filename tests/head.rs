@@ -120,10 +120,14 @@ fn a_flatten_head_trains_reruns_identically_and_reloads() {
         trace.contains("| linear + relu (hidden) | `(32, 12)` |"),
         "{trace}"
     );
-    let info = fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap())
+            .unwrap();
+    let model = &info["models"][0];
+    assert_eq!(model["engine"], "fused CPU operation", "{info}");
     assert!(
-        info.contains("not --head flatten"),
-        "the fallback is said: {info}"
+        model["engine_note"].is_null(),
+        "no fallback to explain: {info}"
     );
     // The checkpoint alone gives the recorded test accuracy (dropout off in evaluation).
     let out = stdout(&evaluate(&a).run_ok());
@@ -160,8 +164,9 @@ fn a_gap_head_with_hidden_and_dropout_stays_on_the_fused_path() {
     );
 }
 
-/// cpu (burn-flex's layers) and wgpu (the WGSL kernels, which draw the same masks from the
-/// same keys) train the same flatten head with the same dropout masks.
+/// cpu (the fused CPU operation, the head as burn-flex's layers) and wgpu (the WGSL kernels,
+/// which draw the same masks from the same keys) train the same flatten head with the same
+/// dropout masks.
 #[test]
 fn cpu_and_wgpu_agree_on_a_flatten_head() {
     if !wgpu_available("cpu_and_wgpu_agree_on_a_flatten_head") {
@@ -183,6 +188,7 @@ fn cpu_and_wgpu_agree_on_a_flatten_head() {
     assert_eq!(json["passed"], true, "{json}");
     let c = &json["comparisons"][0];
     assert_eq!(c["model"], "CNN 6-8 flatten-h12-d0.25", "{c}");
+    assert_eq!(c["engines"][0], "fused CPU operation", "{c}");
     assert_eq!(c["engines"][1], "wgpu kernels", "{c}");
 }
 

@@ -4,11 +4,15 @@
 //! ```text
 //! images (N,C,H,W) -> [conv 3x3 pad 1 -> ReLU] (-> max-pool 2x2 -> [conv -> ReLU])...
 //!                  -> global average pool -> features (N, last width)
+//!                  or flattened map       -> features (N, last width x H' x W')
 //! ```
+//!
+//! The flattened map is in burn's (and PyTorch's) order, channel-major: the head's layers
+//! take it as they take the layers' `flatten(1, 3)`.
 //!
 //! Why: burn-flex's conv and pool kernels are built for many channels; these models have few.
 //! Each image is computed in one pass, channels-last, with output channels in blocks of
-//! [`LANES`] that become SIMD lanes and [`TILE`] output pixels a row at a time in register
+//! [`LANES`] that become SIMD lanes and a run of output pixels of a row in register
 //! accumulators. The parameters come in as one flat tensor (each block's weight in burn's
 //! (out, in, 3, 3) order, then its bias), so the operation has two inputs whatever the depth,
 //! and burn's autodiff splits the flat gradient back onto the layers' parameters.
@@ -36,10 +40,10 @@ use super::cpu_kernels::InstructionSet;
 
 /// Channel strides are whole multiples of this, so that both lane widths divide them.
 pub const LANES: usize = 16;
-/// Output pixels of a row computed together (their accumulators stay in registers).
+/// Slack after a bordered buffer, in pixels, for the kernels' fixed-size reads.
 const TILE: usize = 8;
-/// (tap, input) pairs of a weight gradient computed together: the nine taps of one input.
-const K_BLOCK: usize = 9;
+/// (tap, input) pairs of a weight gradient computed together.
+const K_BLOCK: usize = 6;
 /// Images per chunk of the backward pass; gradient sums are added chunk by chunk in order.
 const CHUNK: usize = 8;
 /// The most blocks (the model family's).
@@ -48,13 +52,22 @@ const MAX_BLOCKS: usize = 4;
 /// The extension: the fused operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait CnnKernels: Backend {
-    /// Images (N, C, H, W) to features (N, last width), from the blocks' flat parameters;
-    /// `shape` is [blocks, width 1, width 2, width 3, width 4].
+    /// Images (N, C, H, W) to features (N, F), from the blocks' flat parameters; `shape` is
+    /// [blocks, width 1, width 2, width 3, width 4, map] with `map` a [`FeatureMap`] as u32.
     fn cnn_features(
         images: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        shape: [u32; 5],
+        shape: [u32; 6],
     ) -> FloatTensor<Self>;
+}
+
+/// What the operation makes of the last block's map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureMap {
+    /// Its global average: one feature per channel.
+    GlobalAverage = 0,
+    /// The whole map, flattened channel-major: width x H x W features.
+    Flatten = 1,
 }
 
 /// Whether the fused operation takes a CNN on `channels` channels with these `widths`: any
@@ -73,12 +86,12 @@ pub fn supports(channels: usize, widths: &[usize]) -> Result<(), String> {
 /// The features of `images` through the blocks `convs` (3x3, padding 1, stride 1, biased),
 /// by the fused operation; `None` when a convolution is not of that kind (the caller then
 /// uses the layers).
-pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d]) -> Option<Tensor<2>> {
+pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d], map: FeatureMap) -> Option<Tensor<2>> {
     if convs.is_empty() || convs.len() > MAX_BLOCKS {
         return None;
     }
     let mut parts = Vec::new();
-    let mut shape = [convs.len() as u32, 0, 0, 0, 0];
+    let mut shape = [convs.len() as u32, 0, 0, 0, 0, map as u32];
     let mut inputs = images.dims()[1];
     for (i, conv) in convs.iter().enumerate() {
         let bias = conv.bias.as_ref()?;
@@ -105,7 +118,7 @@ pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d]) -> Option<Tensor<2>> {
 }
 
 impl CnnKernels for Flex {
-    fn cnn_features(images: FlexTensor, params: FlexTensor, shape: [u32; 5]) -> FlexTensor {
+    fn cnn_features(images: FlexTensor, params: FlexTensor, shape: [u32; 6]) -> FlexTensor {
         let plan = Plan::of(&images, shape);
         let weights = Weights::new(&plan, &host(params));
         let (features, _) = forward(&plan, &host(images), &weights, false);
@@ -117,7 +130,7 @@ impl<C: CheckpointStrategy> CnnKernels for Autodiff<Flex, C> {
     fn cnn_features(
         images: FloatTensor<Self>,
         params: FloatTensor<Self>,
-        shape: [u32; 5],
+        shape: [u32; 6],
     ) -> FloatTensor<Self> {
         let (images, images_node) = images.into_parts();
         let (params, params_node) = params.into_parts();
@@ -161,6 +174,61 @@ struct KeptInner {
     plan: Plan,
     weights: Weights,
     samples: Vec<Vec<BlockActs>>,
+}
+
+/// A step's kept activations go back here when its backward pass is done, for the next
+/// step's forward pass to reuse (fresh ones cost page faults and zeroing: 8% of a step at
+/// 28x28). A reused set's borders and slack are still zero: the kernels write only the
+/// insides, and write all of them.
+static RECYCLED: std::sync::Mutex<Recycled> = std::sync::Mutex::new(Recycled {
+    shape: Vec::new(),
+    sets: Vec::new(),
+});
+
+/// Sets of activations, and the shape of the plan they were made for (each block's
+/// resolution, strides and widths: a set is reused only for exactly that shape).
+struct Recycled {
+    shape: Vec<[usize; 6]>,
+    sets: Vec<Vec<BlockActs>>,
+}
+
+fn shape_key(plan: &Plan) -> Vec<[usize; 6]> {
+    plan.blocks
+        .iter()
+        .map(|b| {
+            [
+                b.h,
+                b.w,
+                b.in_stride,
+                b.out_stride,
+                b.outputs,
+                b.pool as usize,
+            ]
+        })
+        .collect()
+}
+
+impl Drop for KeptInner {
+    fn drop(&mut self) {
+        if let Ok(mut pool) = RECYCLED.lock() {
+            // One step's worth is kept.
+            pool.shape = shape_key(&self.plan);
+            pool.sets.clear();
+            pool.sets.append(&mut self.samples);
+        }
+    }
+}
+
+/// A set of activations for `plan`: a recycled one of its shape, else a fresh one.
+fn kept_acts(plan: &Plan) -> Vec<BlockActs> {
+    let recycled = RECYCLED
+        .lock()
+        .ok()
+        .and_then(|mut pool| match pool.shape == shape_key(plan) {
+            true => pool.sets.pop(),
+            false => None,
+        });
+    recycled.unwrap_or_else(|| block_acts(plan))
 }
 
 impl std::fmt::Debug for Kept {
@@ -248,10 +316,12 @@ struct Plan {
     h: usize,
     w: usize,
     blocks: Vec<Block>,
+    /// The last block's map flattened (else averaged).
+    flatten: bool,
 }
 
 impl Plan {
-    fn of(images: &FlexTensor, shape: [u32; 5]) -> Plan {
+    fn of(images: &FlexTensor, shape: [u32; 6]) -> Plan {
         let dims = burn::backend::TensorMetadata::shape(images);
         let (n, channels, h, w) = (dims[0], dims[1], dims[2], dims[3]);
         let count = shape[0] as usize;
@@ -279,12 +349,16 @@ impl Plan {
             h,
             w,
             blocks,
+            flatten: shape[5] == FeatureMap::Flatten as u32,
         }
     }
 
-    /// Length of a feature vector: the last block's width.
+    /// Length of a feature vector: the last block's width, times its pixels when flattened.
     fn features(&self) -> usize {
-        self.blocks.last().map_or(0, |b| b.outputs)
+        self.blocks.last().map_or(0, |b| match self.flatten {
+            true => b.outputs * b.h * b.w,
+            false => b.outputs,
+        })
     }
 }
 
@@ -380,7 +454,7 @@ fn forward(
             || if keep { Vec::new() } else { block_acts(plan) },
             |reused, image| {
                 if keep {
-                    let mut acts = block_acts(plan);
+                    let mut acts = kept_acts(plan);
                     let features = simd::forward_image(plan, image, weights, &mut acts);
                     (features, Some(acts))
                 } else {
@@ -520,8 +594,7 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
     use super::{
-        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, TILE,
-        Weights,
+        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, Weights,
     };
 
     /// Defines `pub(super) fn $name` that runs `$body` compiled for AVX-512, for AVX2 or for
@@ -647,9 +720,20 @@ mod simd {
                 );
             }
         }
-        // Global average pool of the last block.
         let last = plan.blocks.last().expect("one block at least");
         let output = &acts[plan.blocks.len() - 1].output;
+        if plan.flatten {
+            // Channel-major, as burn's flatten of (C, H, W).
+            let pixels = last.h * last.w;
+            let mut features = vec![0.0f32; last.outputs * pixels];
+            for (p, pixel) in output.chunks_exact(last.out_stride).enumerate() {
+                for (c, v) in pixel[..last.outputs].iter().enumerate() {
+                    features[c * pixels + p] = *v;
+                }
+            }
+            return features;
+        }
+        // Global average pool of the last block.
         let mut sum = vec![0.0f32; last.outputs];
         for pixel in output.chunks_exact(last.out_stride) {
             for (s, v) in sum.iter_mut().zip(pixel) {
@@ -716,9 +800,10 @@ mod simd {
         image_grad: Option<&mut [f32]>,
     ) {
         let blocks = plan.blocks.len();
-        // Through the average pool and the last block's ReLU.
-        average_grad(
+        // Through the average pool (or the flatten) and the last block's ReLU.
+        features_grad(
             &plan.blocks[blocks - 1],
+            plan.flatten,
             &acts[blocks - 1].output,
             grad,
             &mut s.d_output[blocks - 1],
@@ -782,17 +867,23 @@ mod simd {
     }
 
     /// The gradient of the last block's ReLU output from the features' (`grad`), through the
-    /// global average pool, into the bordered `d`.
+    /// global average pool or the flatten, into the bordered `d`.
     #[inline(always)]
-    fn average_grad(last: &Block, output: &[f32], grad: &[f32], d: &mut [f32]) {
-        let count = (last.h * last.w) as f32;
+    fn features_grad(last: &Block, flatten: bool, output: &[f32], grad: &[f32], d: &mut [f32]) {
+        let pixels = last.h * last.w;
+        let count = pixels as f32;
         d.fill(0.0);
         for y in 0..last.h {
             for x in 0..last.w {
-                let out = &output[(y * last.w + x) * last.out_stride..];
+                let p = y * last.w + x;
+                let out = &output[p * last.out_stride..];
                 let to = ((y + 1) * (last.w + 2) + x + 1) * last.out_stride;
                 for c in 0..last.outputs {
-                    d[to + c] = if out[c] > 0.0 { grad[c] / count } else { 0.0 };
+                    let g = match flatten {
+                        true => grad[c * pixels + p],
+                        false => grad[c] / count,
+                    };
+                    d[to + c] = if out[c] > 0.0 { g } else { 0.0 };
                 }
             }
         }
@@ -839,9 +930,9 @@ mod simd {
     }
 
     /// `dw[tap][i][o] += sum over pixels of input[p + tap][i] * d[p][o]` and `db[o] += sum
-    /// d[p][o]`, pixels in order. The (tap, input) pairs are taken [`K_BLOCK`] at a time with
-    /// one lane block of outputs, all in registers, so each pass over the pixels reads every
-    /// gradient value once for that many pairs.
+    /// d[p][o]`, pixels in order: a matrix product (pairs x pixels by pixels x outputs) whose
+    /// tiles of [`K_BLOCK`] (tap, input) pairs by up to [`wide_blocks`] lane blocks of
+    /// outputs stay in registers while the pixels stream past.
     #[inline(always)]
     fn weight_grad<const L: usize>(
         input: &[f32],
@@ -853,45 +944,125 @@ mod simd {
     ) {
         let row_in = (block.w + 2) * block.in_stride;
         let row_d = (block.w + 2) * block.out_stride;
-        // Where pair k = tap * inputs + i reads, relative to the pixel's window corner.
+        // Where pair k = tap * inputs + i reads, relative to the pixel's window corner (the
+        // pairs past the last read the last one's place; their sums are dropped).
         let pairs = 9 * block.inputs;
         let offset: Vec<usize> = (0..pairs.next_multiple_of(K_BLOCK))
             .map(|k| {
-                let (tap, i) = ((k / block.inputs).min(8), k % block.inputs);
+                let (tap, i) = (
+                    (k.min(pairs - 1) / block.inputs),
+                    k.min(pairs - 1) % block.inputs,
+                );
                 (tap / 3) * row_in + (tap % 3) * block.in_stride + i
             })
             .collect();
+        // The bias: each output's sum over the pixels, in order.
         for ob in (0..block.out_stride).step_by(L) {
             let mut bias = [0.0f32; L];
-            for kb in (0..pairs).step_by(K_BLOCK) {
-                let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
-                let mut acc = [[0.0f32; L]; K_BLOCK];
-                for &(y, x) in pixels {
-                    let (y, x) = (y as usize, x as usize);
-                    let g = lanes::<L>(&d[(y + 1) * row_d + (x + 1) * block.out_stride + ob..]);
-                    // The bias's sum rides along the first pass.
-                    if kb == 0 {
+            for &(y, x) in pixels {
+                let g = lanes::<L>(
+                    &d[(y as usize + 1) * row_d + (x as usize + 1) * block.out_stride + ob..],
+                );
+                for l in 0..L {
+                    bias[l] += g[l];
+                }
+            }
+            for l in 0..L {
+                db[ob + l] += bias[l];
+            }
+        }
+        let Some(&(ly, lx)) = pixels.last() else {
+            return;
+        };
+        // Every read below is inside these bounds (pixels are in order), checked once here.
+        let last_in =
+            ly as usize * row_in + lx as usize * block.in_stride + offset[offset.len() - 1];
+        let last_d = (ly as usize + 1) * row_d + (lx as usize + 2) * block.out_stride;
+        assert!(last_in < input.len() && last_d <= d.len() && pairs * block.out_stride <= dw.len());
+        let geo = PairGeometry {
+            row_in,
+            row_d,
+            in_stride: block.in_stride,
+            out_stride: block.out_stride,
+            pairs,
+        };
+        let mut ob = 0;
+        while ob < block.out_stride {
+            let left = (block.out_stride - ob) / L;
+            if left >= wide_blocks::<L>() && wide_blocks::<L>() == 4 {
+                pair_tiles::<L, 4>(input, d, &geo, pixels, &offset, ob, dw);
+                ob += 4 * L;
+            } else if left >= 2 {
+                pair_tiles::<L, 2>(input, d, &geo, pixels, &offset, ob, dw);
+                ob += 2 * L;
+            } else {
+                pair_tiles::<L, 1>(input, d, &geo, pixels, &offset, ob, dw);
+                ob += L;
+            }
+        }
+    }
+
+    /// Lane blocks of outputs a weight-gradient tile holds: with [`K_BLOCK`] pairs, 24 of
+    /// AVX-512's 32 registers hold sums, 12 of AVX2's 16.
+    const fn wide_blocks<const L: usize>() -> usize {
+        if L == WIDE { 4 } else { 2 }
+    }
+
+    /// The sizes [`pair_tiles`] shares.
+    struct PairGeometry {
+        row_in: usize,
+        row_d: usize,
+        in_stride: usize,
+        out_stride: usize,
+        pairs: usize,
+    }
+
+    /// The weight gradients of every pair for `G` lane blocks of outputs from `ob`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn pair_tiles<const L: usize, const G: usize>(
+        input: &[f32],
+        d: &[f32],
+        geo: &PairGeometry,
+        pixels: &[(u32, u32)],
+        offset: &[usize],
+        ob: usize,
+        dw: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if L == WIDE {
+            // SAFETY: WIDE lanes run only in the AVX-512 variant (`per_instruction_set!`);
+            // reads are within the bounds the caller checked, writes within `dw` (checked).
+            unsafe { x86::pair_tiles512::<G>(input, d, geo, pixels, offset, ob, dw) };
+            return;
+        }
+        for kb in (0..geo.pairs).step_by(K_BLOCK) {
+            let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
+            let mut acc = [[[0.0f32; L]; G]; K_BLOCK];
+            for &(y, x) in pixels {
+                let (y, x) = (y as usize, x as usize);
+                let at = (y + 1) * geo.row_d + (x + 1) * geo.out_stride + ob;
+                let mut g = [[0.0f32; L]; G];
+                for (j, g) in g.iter_mut().enumerate() {
+                    // SAFETY: within last_d, checked by the caller.
+                    *g = unsafe { lanes_at::<L>(d, at + j * L) };
+                }
+                let corner = y * geo.row_in + x * geo.in_stride;
+                for k in 0..K_BLOCK {
+                    // SAFETY: within last_in, checked by the caller.
+                    let v = unsafe { *input.get_unchecked(corner + offsets[k]) };
+                    for (acc, g) in acc[k].iter_mut().zip(&g) {
                         for l in 0..L {
-                            bias[l] += g[l];
-                        }
-                    }
-                    let corner = y * row_in + x * block.in_stride;
-                    for k in 0..K_BLOCK {
-                        let v = input[corner + offsets[k]];
-                        for l in 0..L {
-                            acc[k][l] += v * g[l];
+                            acc[l] += v * g[l];
                         }
                     }
                 }
-                if kb == 0 {
+            }
+            for k in 0..K_BLOCK.min(geo.pairs - kb) {
+                for (j, acc) in acc[k].iter().enumerate() {
+                    let to = &mut dw[(kb + k) * geo.out_stride + ob + j * L..][..L];
                     for l in 0..L {
-                        db[ob + l] += bias[l];
-                    }
-                }
-                for k in 0..K_BLOCK.min(pairs - kb) {
-                    let to = &mut dw[(kb + k) * block.out_stride + ob..][..L];
-                    for l in 0..L {
-                        to[l] += acc[k][l];
+                        to[l] += acc[l];
                     }
                 }
             }
@@ -906,10 +1077,34 @@ mod simd {
         out
     }
 
+    /// `f::<.., T>(args)` for a run of `t` pixels (1 to 14).
+    macro_rules! by_run {
+        ($t:expr, $f:ident::<$l:ident, $g:literal>($($arg:expr),* $(,)?)) => {
+            match $t {
+                1 => $f::<$l, $g, 1>($($arg),*),
+                2 => $f::<$l, $g, 2>($($arg),*),
+                3 => $f::<$l, $g, 3>($($arg),*),
+                4 => $f::<$l, $g, 4>($($arg),*),
+                5 => $f::<$l, $g, 5>($($arg),*),
+                6 => $f::<$l, $g, 6>($($arg),*),
+                7 => $f::<$l, $g, 7>($($arg),*),
+                8 => $f::<$l, $g, 8>($($arg),*),
+                9 => $f::<$l, $g, 9>($($arg),*),
+                10 => $f::<$l, $g, 10>($($arg),*),
+                11 => $f::<$l, $g, 11>($($arg),*),
+                12 => $f::<$l, $g, 12>($($arg),*),
+                13 => $f::<$l, $g, 13>($($arg),*),
+                _ => $f::<$l, $g, 14>($($arg),*),
+            }
+        };
+    }
+
     /// A 3x3 convolution, stride 1, over a bordered channels-last input:
     /// `out[y][x][o] = bias[o] + sum over taps and i of input[y+ky][x+kx][i] * wt[tap][i][o]`
-    /// for the block's H x W, each value summed in that order. [`TILE`] output pixels of a
-    /// row and one lane block at a time stay in registers.
+    /// for the block's H x W, each value summed in that order. A run of up to
+    /// [`run_max`] output pixels of a row and up to two lane blocks of outputs stay in
+    /// registers while the taps and inputs stream past: each weight vector read serves the
+    /// whole run, each input value read serves both lane blocks.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn conv3x3<const L: usize>(
@@ -922,49 +1117,98 @@ mod simd {
         out_stride: usize,
         out: &mut [f32],
     ) {
-        let row = (block.w + 2) * in_stride;
+        let geometry = Geometry {
+            in_stride,
+            inputs,
+            row: (block.w + 2) * in_stride,
+            w: block.w,
+            out_stride,
+        };
+        // The row in runs as even as possible of at most run_max pixels.
+        let runs = block.w.div_ceil(run_max::<L>());
         for y in 0..block.h {
             let mut x = 0;
-            while x + TILE <= block.w {
-                tile::<L, TILE>(
-                    input, in_stride, inputs, row, y, x, block.w, wt, bias, out_stride, out,
-                );
-                x += TILE;
-            }
-            while x < block.w {
-                tile::<L, 1>(
-                    input, in_stride, inputs, row, y, x, block.w, wt, bias, out_stride, out,
-                );
-                x += 1;
+            for r in 0..runs {
+                let t = (block.w - x) / (runs - r);
+                let mut ob = 0;
+                while ob < out_stride {
+                    if out_stride - ob >= 2 * L {
+                        by_run!(t, tile::<L, 2>(input, &geometry, y, x, ob, wt, bias, out));
+                        ob += 2 * L;
+                    } else {
+                        by_run!(t, tile::<L, 1>(input, &geometry, y, x, ob, wt, bias, out));
+                        ob += L;
+                    }
+                }
+                x += t;
             }
         }
     }
 
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn tile<const L: usize, const T: usize>(
-        input: &[f32],
+    /// The most output pixels a run of [`conv3x3`] keeps in registers with `L` lanes: with
+    /// two lane blocks, 28 of AVX-512's 32 registers hold sums; 12 of AVX2's 16.
+    const fn run_max<const L: usize>() -> usize {
+        if L == WIDE { 14 } else { 6 }
+    }
+
+    /// The sizes a convolution's tiles share.
+    struct Geometry {
         in_stride: usize,
         inputs: usize,
+        /// Values in a bordered input row.
         row: usize,
+        /// Output pixels in a row.
+        w: usize,
+        out_stride: usize,
+    }
+
+    /// `T` output pixels from (y, x) and `G` lane blocks of outputs from `ob`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn tile<const L: usize, const G: usize, const T: usize>(
+        input: &[f32],
+        geo: &Geometry,
         y: usize,
         x: usize,
-        w: usize,
+        ob: usize,
         wt: &[f32],
         bias: &[f32],
-        out_stride: usize,
         out: &mut [f32],
     ) {
-        for ob in (0..out_stride).step_by(L) {
-            let mut acc = [lanes::<L>(&bias[ob..]); T];
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let base = (y + ky) * row + (x + kx) * in_stride;
-                    let tap = &wt[(ky * 3 + kx) * inputs * out_stride + ob..];
-                    for i in 0..inputs {
-                        let wv = lanes::<L>(&tap[i * out_stride..]);
-                        for (t, acc) in acc.iter_mut().enumerate() {
-                            let v = input[base + t * in_stride + i];
+        let (in_stride, inputs, out_stride) = (geo.in_stride, geo.inputs, geo.out_stride);
+        let mut acc = [[[0.0f32; L]; G]; T];
+        for acc in acc.iter_mut() {
+            for (g, acc) in acc.iter_mut().enumerate() {
+                *acc = lanes::<L>(&bias[ob + g * L..]);
+            }
+        }
+        // Every read below is inside these bounds, checked once here.
+        let last_in = (y + 2) * geo.row + (x + 2 + T - 1) * in_stride + inputs;
+        let last_w = (8 * inputs + inputs - 1) * out_stride + ob + G * L;
+        assert!(inputs > 0 && last_in <= input.len() && last_w <= wt.len());
+        let last_out = (y * geo.w + x + T - 1) * out_stride + ob + G * L;
+        assert!(last_out <= out.len() && ob + G * L <= bias.len());
+        #[cfg(target_arch = "x86_64")]
+        if L == WIDE {
+            // SAFETY: WIDE lanes run only in the AVX-512 variant (`per_instruction_set!`);
+            // every access is within the bounds checked above.
+            unsafe { x86::tile512::<G, T>(input, geo, y, x, ob, wt, bias, out) };
+            return;
+        }
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let base = (y + ky) * geo.row + (x + kx) * in_stride;
+                let tap = (ky * 3 + kx) * inputs * out_stride + ob;
+                for i in 0..inputs {
+                    let mut wv = [[0.0f32; L]; G];
+                    for (g, wv) in wv.iter_mut().enumerate() {
+                        // SAFETY: within last_w, checked above.
+                        *wv = unsafe { lanes_at::<L>(wt, tap + i * out_stride + g * L) };
+                    }
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: within last_in, checked above.
+                        let v = unsafe { *input.get_unchecked(base + t * in_stride + i) };
+                        for (acc, wv) in acc.iter_mut().zip(&wv) {
                             for l in 0..L {
                                 acc[l] += v * wv[l];
                             }
@@ -972,8 +1216,137 @@ mod simd {
                     }
                 }
             }
-            for (t, acc) in acc.iter().enumerate() {
-                out[(y * w + x + t) * out_stride + ob..][..L].copy_from_slice(acc);
+        }
+        for (t, acc) in acc.iter().enumerate() {
+            let at = (y * geo.w + x + t) * out_stride + ob;
+            for (g, acc) in acc.iter().enumerate() {
+                out[at + g * L..][..L].copy_from_slice(acc);
+            }
+        }
+    }
+
+    /// A lane block of values from `at`, unchecked.
+    ///
+    /// # Safety
+    /// `at + L` is at most `values.len()`.
+    #[inline(always)]
+    unsafe fn lanes_at<const L: usize>(values: &[f32], at: usize) -> [f32; L] {
+        debug_assert!(at + L <= values.len());
+        // SAFETY: the caller's bound; [f32; L] has f32's alignment.
+        unsafe { std::ptr::read_unaligned(values.as_ptr().add(at) as *const [f32; L]) }
+    }
+
+    /// The AVX-512 tiles, written with intrinsics: left to itself, the compiler vectorizes
+    /// some of the generic tiles across pixels (gathers) instead of lanes. The same
+    /// arithmetic as the generic tiles: a product rounded, then added (no FMA), in the same
+    /// order, so every instruction set gives the same bits.
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        use super::{Geometry, K_BLOCK, PairGeometry};
+
+        /// [`super::tile`] with 16 lanes.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; the reads and writes of [`super::tile`] are in bounds.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn tile512<const G: usize, const T: usize>(
+            input: &[f32],
+            geo: &Geometry,
+            y: usize,
+            x: usize,
+            ob: usize,
+            wt: &[f32],
+            bias: &[f32],
+            out: &mut [f32],
+        ) {
+            let (in_stride, inputs, out_stride) = (geo.in_stride, geo.inputs, geo.out_stride);
+            let (ip, wp) = (input.as_ptr(), wt.as_ptr());
+            // SAFETY (every pointer below): within the caller's bounds.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); G]; T];
+                for acc in acc.iter_mut() {
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_loadu_ps(bias.as_ptr().add(ob + g * 16));
+                    }
+                }
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let base = (y + ky) * geo.row + (x + kx) * in_stride;
+                        let tap = (ky * 3 + kx) * inputs * out_stride + ob;
+                        for i in 0..inputs {
+                            let mut wv = [_mm512_setzero_ps(); G];
+                            for (g, wv) in wv.iter_mut().enumerate() {
+                                *wv = _mm512_loadu_ps(wp.add(tap + i * out_stride + g * 16));
+                            }
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let v = _mm512_set1_ps(*ip.add(base + t * in_stride + i));
+                                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                                    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(v, *wv));
+                                }
+                            }
+                        }
+                    }
+                }
+                for (t, acc) in acc.iter().enumerate() {
+                    let at = (y * geo.w + x + t) * out_stride + ob;
+                    for (g, acc) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(at + g * 16), *acc);
+                    }
+                }
+            }
+        }
+
+        /// [`super::pair_tiles`] with 16 lanes.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; the reads of [`super::pair_tiles`] are in bounds.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        pub(super) unsafe fn pair_tiles512<const G: usize>(
+            input: &[f32],
+            d: &[f32],
+            geo: &PairGeometry,
+            pixels: &[(u32, u32)],
+            offset: &[usize],
+            ob: usize,
+            dw: &mut [f32],
+        ) {
+            let (ip, dp) = (input.as_ptr(), d.as_ptr());
+            for kb in (0..geo.pairs).step_by(K_BLOCK) {
+                let offsets: [usize; K_BLOCK] = std::array::from_fn(|k| offset[kb + k]);
+                let mut acc = [[_mm512_setzero_ps(); G]; K_BLOCK];
+                // SAFETY (every pointer below): within the caller's bounds.
+                unsafe {
+                    for &(y, x) in pixels {
+                        let (y, x) = (y as usize, x as usize);
+                        let at = (y + 1) * geo.row_d + (x + 1) * geo.out_stride + ob;
+                        let mut g = [_mm512_setzero_ps(); G];
+                        for (j, g) in g.iter_mut().enumerate() {
+                            *g = _mm512_loadu_ps(dp.add(at + j * 16));
+                        }
+                        let corner = y * geo.row_in + x * geo.in_stride;
+                        for k in 0..K_BLOCK {
+                            let v = _mm512_set1_ps(*ip.add(corner + offsets[k]));
+                            for (acc, g) in acc[k].iter_mut().zip(&g) {
+                                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(v, *g));
+                            }
+                        }
+                    }
+                }
+                for k in 0..K_BLOCK.min(geo.pairs - kb) {
+                    for (j, acc) in acc[k].iter().enumerate() {
+                        let to = &mut dw[(kb + k) * geo.out_stride + ob + j * 16..][..16];
+                        // SAFETY: `to` holds 16 values.
+                        unsafe {
+                            let sum = _mm512_add_ps(_mm512_loadu_ps(to.as_ptr()), *acc);
+                            _mm512_storeu_ps(to.as_mut_ptr(), sum);
+                        }
+                    }
+                }
             }
         }
     }

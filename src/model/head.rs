@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use rayon::prelude::*;
 
 use super::Cnn;
 use crate::rng;
@@ -49,9 +50,22 @@ impl Cnn {
 /// The inverted-dropout mask of `shape`: 0 with probability `p`, else 1 / (1 - p).
 pub fn mask(shape: [usize; 2], p: f32, key: u32, device: &Device) -> Tensor<2> {
     let keep = 1.0 / (1.0 - p);
-    let values: Vec<f32> = (0..(shape[0] * shape[1]) as u32)
-        .map(|i| if rng::uniform(key, i) < p { 0.0 } else { keep })
-        .collect();
+    // In parallel, in chunks: each value depends only on its index, so the mask is the same.
+    const CHUNK: usize = 8192;
+    let mut values = vec![0.0f32; shape[0] * shape[1]];
+    values
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let first = (c * CHUNK) as u32;
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = if rng::uniform(key, first + j as u32) < p {
+                    0.0
+                } else {
+                    keep
+                };
+            }
+        });
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
@@ -73,5 +87,10 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert_eq!(values, again);
+        // Value i is the generator's i-th draw of the key, whatever the chunking.
+        for (i, v) in values.iter().enumerate() {
+            let dropped = rng::uniform(7, i as u32) < 0.25;
+            assert_eq!(*v, if dropped { 0.0 } else { 1.0 / 0.75 }, "value {i}");
+        }
     }
 }

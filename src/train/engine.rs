@@ -73,12 +73,7 @@ impl Engine {
         } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
             match cpu_cnn::supports(spec.channels, &spec.widths.get())
                 .and_then(|()| no_batch_norm(spec, "the fused CPU operation"))
-                .and_then(|()| {
-                match spec.head.kind {
-                    HeadKind::Gap => Ok(()),
-                    HeadKind::Flatten => Err("the fused CPU operation ends in the global average pool, not --head flatten".to_string()),
-                }
-            }) {
+            {
                 Ok(()) => (Engine::CpuFused, None),
                 Err(why) => (
                     Engine::Layers,
@@ -118,10 +113,12 @@ impl Engine {
     /// dropout masks (none in evaluation).
     pub fn forward_train(&self, net: &Net, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
         match (self, net) {
-            (Engine::CpuFused, Net::Cnn(cnn))
-                if cnn.head.kind == HeadKind::Gap && cnn.norms.is_empty() =>
-            {
-                match cpu_cnn::cnn_features(images.clone(), &cnn.convs()) {
+            (Engine::CpuFused, Net::Cnn(cnn)) if cnn.norms.is_empty() => {
+                let map = match cnn.head.kind {
+                    HeadKind::Gap => cpu_cnn::FeatureMap::GlobalAverage,
+                    HeadKind::Flatten => cpu_cnn::FeatureMap::Flatten,
+                };
+                match cpu_cnn::cnn_features(images.clone(), &cnn.convs(), map) {
                     Some(features) => cnn.head_forward(features, dropout, &mut |_, _| {}),
                     None => net.forward_train(images, dropout),
                 }
@@ -203,4 +200,40 @@ fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::
     no_batch_norm(spec, "the WGSL kernels")?;
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CnnWidths, Head};
+
+    #[test]
+    fn every_head_runs_on_the_fused_cpu_operation() {
+        let device = Device::flex();
+        for kind in [HeadKind::Gap, HeadKind::Flatten] {
+            for (hidden, dropout) in [(0, 0.0), (128, 0.25)] {
+                let spec = ModelSpec {
+                    kind: ModelKind::Cnn,
+                    channels: 1,
+                    widths: CnnWidths::new(&[32, 64]).unwrap(),
+                    head: Head::new(kind, hidden, dropout).unwrap(),
+                    batch_norm: false,
+                };
+                let choice = Engine::choose(&device, spec, 10, 28);
+                assert_eq!(
+                    choice.engine,
+                    Engine::CpuFused,
+                    "{kind:?} {hidden} {dropout}"
+                );
+                assert_eq!(choice.note, None);
+                let normed = ModelSpec {
+                    batch_norm: true,
+                    ..spec
+                };
+                let choice = Engine::choose(&device, normed, 10, 28);
+                assert_eq!(choice.engine, Engine::Layers, "{kind:?} with batch norm");
+                assert!(choice.note.is_some_and(|n| n.contains("--batch-norm")));
+            }
+        }
+    }
 }
