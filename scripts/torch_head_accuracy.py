@@ -1,10 +1,10 @@
-# PyTorch's same network and recipe on /work/data/digits/flat: stratified 60/20/20 split
+# PyTorch's same network and recipe on a class folder (argv: DIR EPOCHS HEAD HIDDEN DROPOUT): stratified 60/20/20 split
 # (its own permutation), normalized by the training part's mean/std, Adam 0.001, batch 128.
 import os, sys, random
 import numpy as np, torch
 from torch import nn
 from PIL import Image
-sys.path.insert(0, "/work/shared/peers")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peers"))
 from torch_throughput import tiny_cnn
 root, epochs, head, hidden, dropout = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 torch.manual_seed(42); rng = random.Random(42)
