@@ -347,7 +347,7 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
     );
     let info = fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap();
     assert!(
-        info.contains("the fused CPU operation has no batch norm (--batch-norm)"),
+        info.contains("the fused CPU operation: no batch norm yet (--batch-norm)"),
         "the fallback is said: {info}"
     );
     assert!(info.contains("\"batch_norm\": true"), "{info}");

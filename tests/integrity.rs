@@ -421,3 +421,38 @@ fn under_val_loss_the_comparison_names_its_columns_for_what_they_hold() {
         .arg(&pack)
         .run_ok();
 }
+
+/// A `--max-per-class` run records only the files it sampled: the others are not a change of
+/// the folder, so `evaluate` (with or without `--data` naming the same folder) scores the
+/// recorded test set again instead of refusing or scoring every image.
+#[test]
+fn a_max_per_class_run_is_evaluated_on_its_recorded_test_set() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 12);
+    let pack = dir.path().join("pack");
+    folder_run(&data, &pack)
+        .args(["--max-per-class", "8"])
+        .run_ok();
+    let checkpoint = pack.join("checkpoints/best_model.json");
+    let meta = checkpoint_meta(&pack);
+    let files = meta["data_manifest"]["files"].as_array().unwrap();
+    let tests = files.iter().filter(|f| f["part"] == "test").count();
+    let all = image_folder_count(&data);
+    assert!(files.len() < all, "{} recorded of {all}", files.len());
+    let expect = format!("test_samples: {tests}");
+    let plain = evaluate(&checkpoint).run_ok();
+    assert!(stdout(&plain).contains(&expect), "{}", stdout(&plain));
+    let named = evaluate(&checkpoint)
+        .arg("--data")
+        .arg(&data)
+        .out(dir.path().join("eval"))
+        .run_ok();
+    assert!(stdout(&named).contains(&expect), "{}", stdout(&named));
+}
+
+fn image_folder_count(root: &Path) -> usize {
+    fs::read_dir(root)
+        .unwrap()
+        .map(|class| fs::read_dir(class.unwrap().path()).unwrap().count())
+        .sum()
+}

@@ -420,7 +420,7 @@ pub fn recorded_test_set(
 ) -> Result<ImageDataset> {
     let channels = normalization.channels();
     let changes = manifest.changes(&folder_now(root)?);
-    if !changes.is_empty() {
+    if !changes.keeps_the_recorded_files() {
         return Err(TrainerError::bad_input(format!(
             "the data folder '{}' changed since training: {}; evaluate tests the model on exactly the files training recorded, so it needs the folder as it was (or train again; predict classifies single images)",
             root.display(),

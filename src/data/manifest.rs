@@ -53,6 +53,12 @@ impl FolderChanges {
         self.removed.is_empty() && self.added.is_empty() && self.changed.is_empty()
     }
 
+    /// Whether every recorded file is still there, unchanged: files added since (or left out
+    /// by `--max-per-class`, which the manifest does not list) do not touch the recorded parts.
+    pub fn keeps_the_recorded_files(&self) -> bool {
+        self.removed.is_empty() && self.changed.is_empty()
+    }
+
     /// "2 removed (a/1.png, a/2.png), 1 changed (b/3.png)": at most `shown` names a kind.
     pub fn describe(&self, shown: usize) -> String {
         let mut parts = Vec::new();

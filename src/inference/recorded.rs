@@ -39,13 +39,12 @@ pub fn target(meta: &CheckpointMeta, data: Option<&Path>) -> Result<Target> {
     })
 }
 
-/// Whether `dir` holds exactly the files the checkpoint recorded (its training folder, moved
-/// or not).
+/// Whether `dir` holds every file the checkpoint recorded, unchanged (its training folder,
+/// moved or not, perhaps with files added or a `--max-per-class` run's unsampled ones).
 fn is_recorded_folder(meta: &CheckpointMeta, dir: &Path) -> bool {
     match (&meta.data.folder, &meta.data_manifest) {
-        (Some(_), Some(manifest)) => {
-            data::folder::folder_now(dir).is_ok_and(|now| manifest.changes(&now).is_empty())
-        }
+        (Some(_), Some(manifest)) => data::folder::folder_now(dir)
+            .is_ok_and(|now| manifest.changes(&now).keeps_the_recorded_files()),
         _ => false,
     }
 }

@@ -150,6 +150,16 @@ pub enum HeadKind {
 
 /// The widest hidden layer of the head.
 pub const MAX_HIDDEN: usize = 4096;
+/// `x` short enough for one line: scientific notation when tiny or huge.
+fn shown(x: f64) -> String {
+    match x.abs() {
+        a if a != 0.0 && !(1e-4..1e6).contains(&a) => format!("{x:e}"),
+        _ => format!("{x}"),
+    }
+}
+
+/// The smallest dropout above 0 (model names give it to 4 decimals).
+pub const MIN_DROPOUT: f64 = 1e-4;
 /// The most weights of the head's first linear layer (features x hidden units).
 pub const MAX_HEAD_WEIGHTS: usize = 64 << 20;
 
@@ -167,7 +177,16 @@ impl Head {
     /// A head, checked: one line naming what is wrong otherwise.
     pub fn new(kind: HeadKind, hidden: usize, dropout: f64) -> Result<Head, String> {
         if !(dropout.is_finite() && (0.0..1.0).contains(&dropout)) {
-            return Err(format!("--dropout must be in [0, 1), got {dropout}"));
+            return Err(format!(
+                "--dropout must be in [0, 1), got {}",
+                shown(dropout)
+            ));
+        }
+        if dropout > 0.0 && dropout < MIN_DROPOUT {
+            return Err(format!(
+                "--dropout below {MIN_DROPOUT} drops nothing in practice, got {}: 0 turns dropout off",
+                shown(dropout)
+            ));
         }
         if hidden > MAX_HIDDEN {
             return Err(format!(
@@ -201,7 +220,8 @@ impl Head {
             name += &format!("-h{}", self.hidden);
         }
         if self.dropout() > 0.0 {
-            name += &format!("-d{}", self.dropout());
+            let rounded = format!("{:.4}", self.dropout());
+            name += &format!("-d{}", rounded.trim_end_matches('0'));
         }
         name
     }
@@ -379,6 +399,20 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropout_is_named_to_four_decimals_and_a_vanishing_one_is_refused() {
+        let head = |p| Head::new(HeadKind::Flatten, 128, p);
+        assert_eq!(head(0.25).unwrap().name(), "flatten-h128-d0.25");
+        assert_eq!(head(1.0 / 3.0).unwrap().name(), "flatten-h128-d0.3333");
+        assert_eq!(head(0.0001).unwrap().name(), "flatten-h128-d0.0001");
+        assert_eq!(head(0.0).unwrap().name(), "flatten-h128");
+        let err = head(1e-300).unwrap_err();
+        assert!(err.contains("0 turns dropout off"), "{err}");
+        assert!(err.lines().count() == 1 && err.len() < 200, "{err}");
+        let err = head(1e300).unwrap_err();
+        assert!(err.len() < 100, "{err}");
+    }
 
     #[test]
     fn names_and_bounds() {

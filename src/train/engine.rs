@@ -190,7 +190,7 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
 /// Why `kernels` cannot run a model with `--batch-norm`: they have no batch norm.
 fn no_batch_norm(spec: ModelSpec, kernels: &str) -> Result<(), String> {
     match spec.batch_norm {
-        true => Err(format!("{kernels} has no batch norm (--batch-norm)")),
+        true => Err(format!("{kernels}: no batch norm yet (--batch-norm)")),
         false => Ok(()),
     }
 }

@@ -131,7 +131,7 @@ fn initial_net(
             }
             console.info(&format!(
                 "{} starts from {} (parameters {})",
-                kind.display_name(),
+                started.net.spec(splits.train.channels).display_name(),
                 started.from.path,
                 started.from.params_checksum
             ));
