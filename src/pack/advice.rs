@@ -224,10 +224,13 @@ fn against_overfitting(reading: &Reading, setup: &Setup) -> Vec<Suggestion> {
         shift_noise: setup.augment.shift_noise,
     };
     if wanted != setup.augment {
-        out.push(suggestion(
-            format!("--augment {wanted}"),
-            "more varied training images",
-        ));
+        let why = match wanted.flip && !setup.augment.flip {
+            true => {
+                "more varied training images (without flip where a mirrored image is another class, as digits and letters are)"
+            }
+            false => "more varied training images",
+        };
+        out.push(suggestion(format!("--augment {wanted}"), why));
     }
     if reading.best_val_loss_epoch < setup.epochs {
         out.push(suggestion(
@@ -396,6 +399,12 @@ mod tests {
                 "--epochs-cnn 2",
                 "--patience 3"
             ]
+        );
+        let flip = suggest(&reading, &setup());
+        assert!(
+            flip[1]
+                .why
+                .contains("without flip where a mirrored image is another class")
         );
     }
 
