@@ -77,10 +77,7 @@ impl KernelHead {
 /// The keys of a step's two dropout masks from its dropout key (the layer path's
 /// `rng::key(seed, DROPOUT, step)`), as `model/head.rs` mixes them.
 pub fn mask_keys(step_key: u32) -> [u32; 2] {
-    [
-        crate::rng::mix32(step_key ^ 1),
-        crate::rng::mix32(step_key ^ 2),
-    ]
+    [1, 2].map(|layer| crate::model::head::mask_key(step_key, layer))
 }
 
 /// Where a non-plain head's values sit: parameter offsets of its Linears, the scratch of one

@@ -29,7 +29,7 @@ impl Cnn {
             }
             layer += 1;
             let x = match dropout {
-                Some(key) => x.clone() * mask(x.dims(), p, rng::mix32(key ^ layer), &x.device()),
+                Some(key) => x.clone() * mask(x.dims(), p, mask_key(key, layer), &x.device()),
                 None => x,
             };
             trace(&format!("dropout {p} (training only)"), x.dims().to_vec());
@@ -45,6 +45,13 @@ impl Cnn {
         trace("linear (logits)", logits.dims().to_vec());
         logits
     }
+}
+
+/// The key of the mask before the head's `layer`-th Linear (1, then 2 after a hidden layer)
+/// in a step keyed `step_key`: every path that draws the masks (the layers, the WGSL kernels)
+/// takes it from here, so they draw the same bits.
+pub fn mask_key(step_key: u32, layer: u32) -> u32 {
+    rng::mix32(step_key ^ layer)
 }
 
 /// The inverted-dropout mask of `shape`: 0 with probability `p`, else 1 / (1 - p).
