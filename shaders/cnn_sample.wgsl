@@ -41,6 +41,13 @@
 //          (src/device/gpu_train.rs checks the adapter) and every lane of a subgroup active
 //          at a broadcast: those loops step the whole workgroup together, a lane past the end
 //          repeats the last pixel or tap and writes nothing.
+// Loops:   llvmpipe (lavapipe, the software Vulkan the tests run on) gives one shader
+//          invocation 65535 loop iterations in all (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS),
+//          counting every iteration of every loop; past that each loop runs its first
+//          iteration only, silently. The head's two long dot products (the hidden layer's
+//          inputs, a feature's gradient) take eight terms an iteration, in order, so the
+//          issue's network (32,64 on 28x28, flatten, hidden 128: 12,544 features) stays well
+//          inside it; GPUs have no such cap.
 // Exactness: the layers' arithmetic up to float summation order; max-pool keeps the first
 //          maximum and ReLU passes gradient where its output is above 0, as burn's do.
 // Head:    with dims.head.kind 1 (global average pool) or 2 (flatten, channel-major as
@@ -452,9 +459,24 @@ fn head_forward(t: u32, n: u32, last: BlockDims, base: u32) {
     storageBarrier();
     if (hd.hidden > 0u) {
         for (var j = t; j < hd.hidden; j = j + WG) {
+            // Eight terms an iteration, in order (software adapters cap an invocation's
+            // loop iterations; see the header's Loops).
             var z = params[hd.b1 + j];
-            for (var f = 0u; f < hd.features; f = f + 1u) {
-                z = z + scratch[base + hd.x + f] * params[hd.w1 + f * hd.hidden + j];
+            let x = base + hd.x;
+            let w = hd.w1 + j;
+            var f = 0u;
+            for (; f + 8u <= hd.features; f = f + 8u) {
+                z = z + scratch[x + f] * params[w + f * hd.hidden];
+                z = z + scratch[x + f + 1u] * params[w + (f + 1u) * hd.hidden];
+                z = z + scratch[x + f + 2u] * params[w + (f + 2u) * hd.hidden];
+                z = z + scratch[x + f + 3u] * params[w + (f + 3u) * hd.hidden];
+                z = z + scratch[x + f + 4u] * params[w + (f + 4u) * hd.hidden];
+                z = z + scratch[x + f + 5u] * params[w + (f + 5u) * hd.hidden];
+                z = z + scratch[x + f + 6u] * params[w + (f + 6u) * hd.hidden];
+                z = z + scratch[x + f + 7u] * params[w + (f + 7u) * hd.hidden];
+            }
+            for (; f < hd.features; f = f + 1u) {
+                z = z + scratch[x + f] * params[w + f * hd.hidden];
             }
             scratch[base + hd.y + j] = max(z, 0.0) * dropout_factor(hd.key2, n * hd.hidden + j);
         }
@@ -525,9 +547,23 @@ fn head_backward(t: u32, n: u32, last: BlockDims, base: u32, g: u32, first: bool
 // mask's factor.
 fn feature_gradient(f: u32, n: u32, base: u32) -> f32 {
     let hd = dims.head;
+    // Eight terms an iteration, in order (see the header's Loops).
     var s = 0.0;
-    for (var k = 0u; k < hd.outputs; k = k + 1u) {
-        s = s + scratch[base + hd.dz + k] * params[hd.w1 + f * hd.outputs + k];
+    let dz = base + hd.dz;
+    let w = hd.w1 + f * hd.outputs;
+    var k = 0u;
+    for (; k + 8u <= hd.outputs; k = k + 8u) {
+        s = s + scratch[dz + k] * params[w + k];
+        s = s + scratch[dz + k + 1u] * params[w + k + 1u];
+        s = s + scratch[dz + k + 2u] * params[w + k + 2u];
+        s = s + scratch[dz + k + 3u] * params[w + k + 3u];
+        s = s + scratch[dz + k + 4u] * params[w + k + 4u];
+        s = s + scratch[dz + k + 5u] * params[w + k + 5u];
+        s = s + scratch[dz + k + 6u] * params[w + k + 6u];
+        s = s + scratch[dz + k + 7u] * params[w + k + 7u];
+    }
+    for (; k < hd.outputs; k = k + 1u) {
+        s = s + scratch[dz + k] * params[w + k];
     }
     return s * dropout_factor(hd.key1, n * hd.features + f);
 }

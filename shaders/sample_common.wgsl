@@ -179,6 +179,7 @@ fn main(
     for (var n = slot; n < dims.n; n = n + slots) {
         one_sample(t, n, slot, n == slot);
     }
+    poison_if_loops_were_cut(slot);
 }
 
 // The gradient value at `i` of this workgroup's row: written by the first sample, added to
@@ -188,5 +189,26 @@ fn put(i: u32, v: f32, first: bool) {
         grads[i] = v;
     } else {
         grads[i] = grads[i] + v;
+    }
+}
+
+// llvmpipe's cap on one invocation's loop iterations (cnn_sample.wgsl's Loops): a two-lap
+// loop that ran one lap means this invocation's loops were cut short, so its slot's first
+// sample gets a NaN logit, loss and gradient (the step then fails as not finite) instead of
+// results that are silently wrong. Call it last, outside every loop.
+fn poison_if_loops_were_cut(slot: u32) {
+    // Two laps, from the uniform (a constant count would be unrolled into no loop at all).
+    let two = min(dims.n, 1u) + 1u;
+    var laps = 0u;
+    for (var i = 0u; i < two; i = i + 1u) {
+        laps = laps + 1u;
+    }
+    if (laps != 2u && slot < dims.n) {
+        let nan = bitcast<f32>(0x7fc00000u);
+        logits_out[slot * dims.c] = nan;
+        stats[2u * slot] = nan;
+        if (dims.mode == 2u) {
+            grads[slot * dims.p] = nan;
+        }
     }
 }

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use common::cnn_spec as cnn;
 use trainer::data::stripe_image;
 use trainer::device::gpu_kernels;
-use trainer::device::{BackendName, open_named};
+use trainer::device::{open_named, BackendName};
 use trainer::train::engine::kernel_model;
 
 fn wgpu_device(test: &str) -> Option<Device> {
@@ -88,7 +88,11 @@ fn eval_summary_matches_the_host() {
                 .iter()
                 .enumerate()
                 .fold((0, f32::NEG_INFINITY), |acc, (j, v)| {
-                    if *v > acc.1 { (j, *v) } else { acc }
+                    if *v > acc.1 {
+                        (j, *v)
+                    } else {
+                        acc
+                    }
                 });
             let total: f32 = row.iter().map(|v| (v - top).exp()).sum();
             assert_eq!(summary[3 * i + 1], best as f32, "sample {i}");
@@ -511,7 +515,7 @@ fn the_update_kernel_applies_adamw_and_sgd_as_burn_does() {
 /// step, then after the third step the parameters and the state's two moment slots, tensor
 /// by tensor, and no divergence.
 fn check_update(device: &Device, recipe: trainer::recipe::Recipe, what: &str) {
-    use trainer::model::{ModelKind, flat};
+    use trainer::model::{flat, ModelKind};
     let mut rng = common::Lcg(21);
     for (kind, size, classes, n) in [(ModelKind::Cnn, 8, 3, 24), (ModelKind::Baseline, 6, 4, 20)] {
         let case = UpdateCase::draw(&mut rng, kind, size, classes, n, device);
@@ -911,5 +915,68 @@ fn the_kernels_footprint_counts_the_heads_dense_block_once() {
         footprint.largest_buffer_bytes(64) < 128 << 20,
         "{} bytes",
         footprint.largest_buffer_bytes(64)
+    );
+}
+
+/// The issue's network at its full size (32,64 on 28x28, flatten, hidden 128, dropout 0.25,
+/// ten classes): its gradients are the layers'. On lavapipe its hidden layer's and its
+/// features' dot products were once long enough to pass llvmpipe's cap on one invocation's
+/// loop iterations, after which every loop ran one lap: the first block's gradient was left
+/// wrong and a resumed run drifted from an unstopped one (cnn_sample.wgsl's Loops).
+#[test]
+fn training_kernels_match_the_layers_at_the_issues_full_size() {
+    use trainer::model::{Head, HeadKind};
+    let Some(device) = wgpu_device("training_kernels_match_the_layers_at_the_issues_full_size")
+    else {
+        return;
+    };
+    let spec = trainer::model::ModelSpec {
+        head: Head::new(HeadKind::Flatten, 128, 0.25).unwrap(),
+        ..cnn(1, &[32, 64])
+    };
+    let mut rng = common::Lcg(29);
+    let batch = KernelBatch::draw(&mut rng, spec, (28, 28), 10, 3, &device);
+    batch.check_gradients(0.0, "cnn-32-64-flatten-h128-d0.25 on 28x28, batch 3");
+}
+
+/// A network past what llvmpipe lets one invocation loop (32,64 on 96x96: the second
+/// block's convolution alone is ~40,000 laps, the whole sample ~180,000) fails loudly there, a NaN loss, instead of
+/// returning a gradient that is silently wrong; on a GPU it is the layers' gradient.
+#[test]
+fn a_kernel_cut_short_by_the_software_loop_cap_fails_loudly() {
+    let Some(device) = wgpu_device("a_kernel_cut_short_by_the_software_loop_cap_fails_loudly")
+    else {
+        return;
+    };
+    let spec = cnn(1, &[32, 64]);
+    let mut rng = common::Lcg(31);
+    let batch = KernelBatch::draw(&mut rng, spec, (96, 96), 3, 2, &device);
+    if !trainer::device::wgpu_is_software() {
+        batch.check_gradients(0.0, "cnn-32-64 on 96x96, batch 2");
+        return;
+    }
+    let p = trainer::model::flat::to_flat(&batch.net).dims()[0];
+    let state = Tensor::cat(
+        vec![
+            trainer::model::flat::to_flat(&batch.net),
+            Tensor::zeros([2 * p + 1], &device),
+        ],
+        0,
+    );
+    let (_, stats) = trainer::device::gpu_train::step(
+        kernel_model(spec),
+        batch.images.clone(),
+        batch.labels.clone(),
+        state,
+        &step_hyper(0.01, 1, trainer::recipe::Recipe::default()),
+        3,
+        true,
+    );
+    let stats = values(stats);
+    assert!(
+        !stats[0].is_finite() && !stats[2].is_finite(),
+        "loss {} and norm {} should be NaN past the loop cap",
+        stats[0],
+        stats[2]
     );
 }
