@@ -51,6 +51,21 @@
 //          In mode 2 the first Linear's weight gradient is left to head_gradient.wgsl: this
 //          kernel writes each sample's input of that layer and its output gradient into
 //          `grads` after the rows, and its other parameters' gradients into the rows.
+// Batch norm: with dims.block[b].norm, a BatchNorm2d follows each convolution, before its
+//          ReLU (src/model/norm.rs). In evaluation (modes 0, 1) it normalizes with the running
+//          statistics, a sample at a time. A training step (mode 2) needs the batch's
+//          statistics between phases, and WGSL has no barrier across workgroups, so it is
+//          launched as one workgroup that runs the whole batch phase by phase (whole_batch),
+//          each sample in its own scratch (sample n at n * stride): every sample's
+//          convolution; the batch's mean and biased variance per channel (two passes, as
+//          burn's batch_norm_train); every sample normalized (xhat kept), scaled, shifted,
+//          ReLU'd and pooled; the head a sample at a time; then per block backward the sums
+//          over the batch of the output gradient dy and of dy * xhat (beta's and gamma's
+//          gradients), every sample's pre-norm gradient gamma / sigma * (dy - mean dy - xhat
+//          mean(dy xhat)) (burn's batch_norm_train_backward), and the convolution's weight
+//          and input gradients. Its single row gets, where the running statistics sit, their
+//          new values (momentum, the variance unbiased, one more batch tracked, as
+//          norm.rs), and 0 for the convolution's bias (frozen, see train_update.wgsl).
 
 const WG: u32 = {{ workgroup_size }}u;
 // The most classes and the widest block, from src/device/gpu_train.rs.
@@ -64,6 +79,13 @@ var<workgroup> dfeat: array<f32, MAX_WIDTH>;
 
 // Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
 fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
+    // A batch-norm training step: one workgroup, the whole batch at once (see Batch norm).
+    if (dims.mode == 2u && dims.block[0].norm != 0u) {
+        if (first) {
+            whole_batch(t);
+        }
+        return;
+    }
     // The previous sample of this workgroup is done with the scratch and shared values.
     storageBarrier();
     workgroupBarrier();
@@ -218,7 +240,7 @@ fn conv_forward(t: u32, lane: u32, k: BlockDims, base: u32) {
             }
             if (p0 + t < pixels) {
                 for (var j = 0u; j < min(16u, k.outputs - o0); j = j + 1u) {
-                    scratch[out + o0 + j] = max(pick(acc, j), 0.0);
+                    scratch[out + o0 + j] = activate(k, o0 + j, pick(acc, j));
                 }
             }
         }
@@ -355,7 +377,8 @@ fn weight_backward(t: u32, lane: u32, k: BlockDims, base: u32, g: u32, first: bo
             }
         }
     }
-    for (var o = t; o < k.outputs; o = o + WG) {
+    // A bias before a batch norm is frozen (its gradient is 0: whole_batch writes it).
+    for (var o = t; o < select(k.outputs, 0u, k.norm != 0u); o = o + WG) {
         var s = 0.0;
         for (var y = 0u; y < k.h; y = y + 1u) {
             for (var x = 0u; x < k.w; x = x + 1u) {
@@ -530,4 +553,188 @@ fn feature_gradient(f: u32, n: u32, base: u32) -> f32 {
         s = s + scratch[base + hd.dz + k] * params[hd.w1 + f * hd.outputs + k];
     }
     return s * dropout_factor(hd.key1, n * hd.features + f);
+}
+
+// Convolution output z of channel o as block k keeps it: after the ReLU; with a batch norm,
+// first normalized with the running statistics (evaluation), or kept as it is while training
+// (whole_batch normalizes once the batch's statistics are known).
+fn activate(k: BlockDims, o: u32, z: f32) -> f32 {
+    if (k.norm == 0u) {
+        return max(z, 0.0);
+    }
+    if (dims.mode == 2u) {
+        return z;
+    }
+    let w = k.outputs;
+    let mean = params[k.gamma + 2u * w + o];
+    let variance = params[k.gamma + 3u * w + o];
+    let y = (z - mean) / sqrt(variance + bitcast<f32>(dims.epsilon)) * params[k.gamma + o]
+        + params[k.gamma + w + o];
+    return max(y, 0.0);
+}
+
+// Each block's 1 / sqrt(variance + epsilon) of the batch, per channel (block b at b * MAX_WIDTH),
+// and the current block's batch mean.
+var<workgroup> norm_inv: array<f32, 4u * MAX_WIDTH>;
+var<workgroup> norm_mean: array<f32, MAX_WIDTH>;
+
+// A batch-norm model's training step, the whole batch in this workgroup (see Batch norm).
+fn whole_batch(t: u32) {
+    storageBarrier();
+    workgroupBarrier();
+    let lane = subgroupExclusiveAdd(1u) % 8u;
+    let stride = dims.stride;
+    for (var n = 0u; n < dims.n; n = n + 1u) {
+        load_image(t, n, n * stride);
+    }
+    for (var b = 0u; b < dims.blocks; b = b + 1u) {
+        let k = dims.block[b];
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            conv_forward(t, lane, k, n * stride);
+        }
+        storageBarrier();
+        norm_statistics(t, b, k);
+        workgroupBarrier();
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            normalize(t, b, k, n * stride);
+        }
+        storageBarrier();
+        if (k.pool != 0u) {
+            for (var n = 0u; n < dims.n; n = n + 1u) {
+                pool_forward(t, k, dims.block[b + 1u], n * stride);
+            }
+            storageBarrier();
+        }
+    }
+    let last = dims.block[dims.blocks - 1u];
+    for (var n = 0u; n < dims.n; n = n + 1u) {
+        batch_head(t, n, last, n * stride);
+    }
+    storageBarrier();
+    for (var r = 0u; r < dims.blocks; r = r + 1u) {
+        let b = dims.blocks - 1u - r;
+        let k = dims.block[b];
+        norm_backward(t, b, k);
+        storageBarrier();
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            weight_backward(t, lane, k, n * stride, 0u, n == 0u);
+        }
+        if (b == 0u) {
+            break;
+        }
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            input_backward(t, lane, k, n * stride);
+            storageBarrier();
+            pool_backward(t, dims.block[b - 1u], k, n * stride);
+        }
+    }
+}
+
+// Sample n's head, forward, loss and backward, into the single row (whole_batch): the last
+// block's output gradient in its scratch.
+fn batch_head(t: u32, n: u32, last: BlockDims, base: u32) {
+    storageBarrier();
+    workgroupBarrier();
+    let first = n == 0u;
+    if (dims.head.kind == 0u) {
+        classify(t, n, last, base);
+    } else {
+        head_forward(t, n, last, base);
+    }
+    _ = loss_and_gradient(t, n, dims.n, dims.c, 2u);
+    if (dims.head.kind == 0u) {
+        classifier_backward(t, last, 0u, first);
+        workgroupBarrier();
+        last_output_backward(t, n, last, base);
+    } else {
+        head_backward(t, n, last, base, 0u, first);
+    }
+}
+
+// Block b's batch mean and biased variance per channel over every sample's convolution
+// output (mean first, then the mean of squared deviations, as burn's batch_norm_train); the
+// running statistics' new values into the row (see Batch norm).
+fn norm_statistics(t: u32, b: u32, k: BlockDims) {
+    let w = k.outputs;
+    let pixels = k.h * k.w;
+    let count = f32(dims.n * pixels);
+    let momentum = bitcast<f32>(dims.momentum);
+    for (var c = t; c < w; c = c + WG) {
+        var sum = 0.0;
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            let at = n * dims.stride + k.output + c;
+            for (var p = 0u; p < pixels; p = p + 1u) {
+                sum = sum + scratch[at + p * w];
+            }
+        }
+        let mean = sum / count;
+        var squares = 0.0;
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            let at = n * dims.stride + k.output + c;
+            for (var p = 0u; p < pixels; p = p + 1u) {
+                let d = scratch[at + p * w] - mean;
+                squares = squares + d * d;
+            }
+        }
+        let variance = squares / count;
+        norm_mean[c] = mean;
+        norm_inv[b * MAX_WIDTH + c] = 1.0 / sqrt(variance + bitcast<f32>(dims.epsilon));
+        // PyTorch's running variance is the unbiased one: count / (count - 1) of the batch's.
+        let unbiased = select(1.0, count / (count - 1.0), count > 1.0);
+        let running = k.gamma + 2u * w + c;
+        grads[running] = params[running] * (1.0 - momentum) + mean * momentum;
+        grads[running + w] = params[running + w] * (1.0 - momentum)
+            + variance * (momentum * unbiased);
+        grads[k.bias + c] = 0.0;
+        if (c == 0u) {
+            grads[k.gamma + 4u * w] = params[k.gamma + 4u * w] + 1.0;
+        }
+    }
+}
+
+// Sample `base`'s block output normalized with the batch's statistics (xhat kept), scaled,
+// shifted and ReLU'd in place.
+fn normalize(t: u32, b: u32, k: BlockDims, base: u32) {
+    let w = k.outputs;
+    for (var e = t; e < k.h * k.w * w; e = e + WG) {
+        let c = e % w;
+        let xhat = (scratch[base + k.output + e] - norm_mean[c]) * norm_inv[b * MAX_WIDTH + c];
+        scratch[base + k.xhat + e] = xhat;
+        scratch[base + k.output + e] = max(xhat * params[k.gamma + c] + params[k.gamma + w + c], 0.0);
+    }
+}
+
+// Block b's batch norm backward: its output gradient dy (in dout, zero border) summed over
+// the batch per channel, and dy * xhat (beta's and gamma's gradients, into the row); then
+// every sample's dy replaced by the gradient before the norm (burn's expressions).
+fn norm_backward(t: u32, b: u32, k: BlockDims) {
+    let w = k.outputs;
+    let iw = k.w + 2u;
+    let pixels = k.h * k.w;
+    let count = f32(dims.n * pixels);
+    for (var c = t; c < w; c = c + WG) {
+        var dy_sum = 0.0;
+        var projected = 0.0;
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            let base = n * dims.stride;
+            for (var p = 0u; p < pixels; p = p + 1u) {
+                let dy = scratch[base + k.dout + ((p / k.w + 1u) * iw + p % k.w + 1u) * w + c];
+                dy_sum = dy_sum + dy;
+                projected = projected + dy * scratch[base + k.xhat + p * w + c];
+            }
+        }
+        grads[k.gamma + c] = projected;
+        grads[k.gamma + w + c] = dy_sum;
+        let mean_dy = dy_sum / count;
+        let mean_projected = projected / count;
+        let scale = params[k.gamma + c] * norm_inv[b * MAX_WIDTH + c];
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            let base = n * dims.stride;
+            for (var p = 0u; p < pixels; p = p + 1u) {
+                let at = base + k.dout + ((p / k.w + 1u) * iw + p % k.w + 1u) * w + c;
+                let xhat = scratch[base + k.xhat + p * w + c];
+                scratch[at] = scale * ((scratch[at] - mean_dy) - xhat * mean_projected);
+            }
+        }
+    }
 }

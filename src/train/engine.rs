@@ -177,7 +177,7 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     match spec.kind {
         ModelKind::Baseline => gpu_train::Model::Baseline,
         ModelKind::Cnn => gpu_train::Model::Cnn(
-            gpu_train::Widths::new(&spec.widths.get()),
+            gpu_train::Widths::new(&spec.widths.get()).with_batch_norm(spec.batch_norm),
             KernelHead::new(
                 spec.head.kind == HeadKind::Flatten,
                 spec.head.hidden,
@@ -197,7 +197,6 @@ fn no_batch_norm(spec: ModelSpec, kernels: &str) -> Result<(), String> {
 
 /// The wgpu kernels' name for a model, or why they do not take it.
 fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
-    no_batch_norm(spec, "the WGSL kernels")?;
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
 }
