@@ -651,43 +651,82 @@ fn batch_head(t: u32, n: u32, last: BlockDims, base: u32) {
     }
 }
 
+// Each invocation's part of a sum over the batch, then the tree that adds them (norm_sums).
+var<workgroup> part_a: array<f32, WG>;
+var<workgroup> part_b: array<f32, WG>;
+
+// Kahan's compensated sum: (sum, compensation) plus v.
+fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
+    let y = v - acc.y;
+    let s = acc.x + y;
+    return vec2<f32>(s, (s - acc.x) - y);
+}
+
+// The workgroup's totals of each invocation's (a, b), in a fixed tree; every invocation gets
+// them (call from uniform control flow).
+fn norm_sums(t: u32, a: f32, b: f32) -> vec2<f32> {
+    workgroupBarrier();
+    part_a[t] = a;
+    part_b[t] = b;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half = half / 2u) {
+        if (t < half) {
+            part_a[t] = part_a[t] + part_a[t + half];
+            part_b[t] = part_b[t] + part_b[t + half];
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(part_a[0], part_b[0]);
+}
+
+// Where value e (0 .. N * pixels) of channel c of block k sits: sample e / pixels, pixel
+// e % pixels, at `at` within the sample's scratch (channels-last, `w` channels; `iw` 0 for
+// an unbordered map, else the bordered row width).
+fn norm_at(k: BlockDims, e: u32, c: u32, at: u32, bordered: bool) -> u32 {
+    let pixels = k.h * k.w;
+    let p = e % pixels;
+    var q = p;
+    if (bordered) {
+        q = (p / k.w + 1u) * (k.w + 2u) + p % k.w + 1u;
+    }
+    return (e / pixels) * dims.stride + at + q * k.outputs + c;
+}
+
 // Block b's batch mean and biased variance per channel over every sample's convolution
-// output (mean first, then the mean of squared deviations, as burn's batch_norm_train); the
-// running statistics' new values into the row (see Batch norm).
+// output (mean first, then the mean of squared deviations, as burn's batch_norm_train; each
+// a compensated sum per invocation, then a tree); the running statistics' new values into
+// the row (see Batch norm).
 fn norm_statistics(t: u32, b: u32, k: BlockDims) {
     let w = k.outputs;
-    let pixels = k.h * k.w;
-    let count = f32(dims.n * pixels);
+    let total = dims.n * k.h * k.w;
+    let count = f32(total);
     let momentum = bitcast<f32>(dims.momentum);
-    for (var c = t; c < w; c = c + WG) {
-        var sum = 0.0;
-        for (var n = 0u; n < dims.n; n = n + 1u) {
-            let at = n * dims.stride + k.output + c;
-            for (var p = 0u; p < pixels; p = p + 1u) {
-                sum = sum + scratch[at + p * w];
-            }
+    for (var c = 0u; c < w; c = c + 1u) {
+        var acc = vec2<f32>(0.0, 0.0);
+        for (var e = t; e < total; e = e + WG) {
+            acc = kahan(acc, scratch[norm_at(k, e, c, k.output, false)]);
         }
-        let mean = sum / count;
-        var squares = 0.0;
-        for (var n = 0u; n < dims.n; n = n + 1u) {
-            let at = n * dims.stride + k.output + c;
-            for (var p = 0u; p < pixels; p = p + 1u) {
-                let d = scratch[at + p * w] - mean;
-                squares = squares + d * d;
-            }
+        let mean = norm_sums(t, acc.x, 0.0).x / count;
+        acc = vec2<f32>(0.0, 0.0);
+        for (var e = t; e < total; e = e + WG) {
+            let d = scratch[norm_at(k, e, c, k.output, false)] - mean;
+            acc = kahan(acc, d * d);
         }
-        let variance = squares / count;
-        norm_mean[c] = mean;
-        norm_inv[b * MAX_WIDTH + c] = 1.0 / sqrt(variance + bitcast<f32>(dims.epsilon));
-        // PyTorch's running variance is the unbiased one: count / (count - 1) of the batch's.
-        let unbiased = select(1.0, count / (count - 1.0), count > 1.0);
-        let running = k.gamma + 2u * w + c;
-        grads[running] = params[running] * (1.0 - momentum) + mean * momentum;
-        grads[running + w] = params[running + w] * (1.0 - momentum)
-            + variance * (momentum * unbiased);
-        grads[k.bias + c] = 0.0;
-        if (c == 0u) {
-            grads[k.gamma + 4u * w] = params[k.gamma + 4u * w] + 1.0;
+        let variance = norm_sums(t, acc.x, 0.0).x / count;
+        if (t == 0u) {
+            norm_mean[c] = mean;
+            norm_inv[b * MAX_WIDTH + c] = 1.0 / sqrt(variance + bitcast<f32>(dims.epsilon));
+            // PyTorch's running variance is the unbiased one: count / (count - 1) of the
+            // batch's.
+            let unbiased = select(1.0, count / (count - 1.0), count > 1.0);
+            let running = k.gamma + 2u * w + c;
+            grads[running] = params[running] * (1.0 - momentum) + mean * momentum;
+            grads[running + w] = params[running + w] * (1.0 - momentum)
+                + variance * (momentum * unbiased);
+            grads[k.bias + c] = 0.0;
+            if (c == 0u) {
+                grads[k.gamma + 4u * w] = params[k.gamma + 4u * w] + 1.0;
+            }
         }
     }
 }
@@ -705,36 +744,33 @@ fn normalize(t: u32, b: u32, k: BlockDims, base: u32) {
 }
 
 // Block b's batch norm backward: its output gradient dy (in dout, zero border) summed over
-// the batch per channel, and dy * xhat (beta's and gamma's gradients, into the row); then
-// every sample's dy replaced by the gradient before the norm (burn's expressions).
+// the batch per channel, and dy * xhat (beta's and gamma's gradients, into the row; summed
+// as norm_statistics); then every sample's dy replaced by the gradient before the norm
+// (burn's expressions).
 fn norm_backward(t: u32, b: u32, k: BlockDims) {
     let w = k.outputs;
-    let iw = k.w + 2u;
-    let pixels = k.h * k.w;
-    let count = f32(dims.n * pixels);
-    for (var c = t; c < w; c = c + WG) {
-        var dy_sum = 0.0;
-        var projected = 0.0;
-        for (var n = 0u; n < dims.n; n = n + 1u) {
-            let base = n * dims.stride;
-            for (var p = 0u; p < pixels; p = p + 1u) {
-                let dy = scratch[base + k.dout + ((p / k.w + 1u) * iw + p % k.w + 1u) * w + c];
-                dy_sum = dy_sum + dy;
-                projected = projected + dy * scratch[base + k.xhat + p * w + c];
-            }
+    let total = dims.n * k.h * k.w;
+    let count = f32(total);
+    for (var c = 0u; c < w; c = c + 1u) {
+        var dy_acc = vec2<f32>(0.0, 0.0);
+        var projected_acc = vec2<f32>(0.0, 0.0);
+        for (var e = t; e < total; e = e + WG) {
+            let dy = scratch[norm_at(k, e, c, k.dout, true)];
+            dy_acc = kahan(dy_acc, dy);
+            projected_acc = kahan(projected_acc, dy * scratch[norm_at(k, e, c, k.xhat, false)]);
         }
-        grads[k.gamma + c] = projected;
-        grads[k.gamma + w + c] = dy_sum;
-        let mean_dy = dy_sum / count;
-        let mean_projected = projected / count;
+        let sums = norm_sums(t, dy_acc.x, projected_acc.x);
+        if (t == 0u) {
+            grads[k.gamma + c] = sums.y;
+            grads[k.gamma + w + c] = sums.x;
+        }
+        let mean_dy = sums.x / count;
+        let mean_projected = sums.y / count;
         let scale = params[k.gamma + c] * norm_inv[b * MAX_WIDTH + c];
-        for (var n = 0u; n < dims.n; n = n + 1u) {
-            let base = n * dims.stride;
-            for (var p = 0u; p < pixels; p = p + 1u) {
-                let at = base + k.dout + ((p / k.w + 1u) * iw + p % k.w + 1u) * w + c;
-                let xhat = scratch[base + k.xhat + p * w + c];
-                scratch[at] = scale * ((scratch[at] - mean_dy) - xhat * mean_projected);
-            }
+        for (var e = t; e < total; e = e + WG) {
+            let at = norm_at(k, e, c, k.dout, true);
+            let xhat = scratch[norm_at(k, e, c, k.xhat, false)];
+            scratch[at] = scale * ((scratch[at] - mean_dy) - xhat * mean_projected);
         }
     }
 }

@@ -211,7 +211,15 @@ fn every_head_takes_at_most_four_launches_on_wgpu() {
                         .quiet()
                         .backend("wgpu")
                         .args(["--model", "cnn", "--cnn-widths", "4,6", "--image-size", "8"])
-                        .args(["--head", head, "--hidden", hidden, "--dropout", dropout, norm])
+                        .args([
+                            "--head",
+                            head,
+                            "--hidden",
+                            hidden,
+                            "--dropout",
+                            dropout,
+                            norm,
+                        ])
                         .args(["--batch-sizes", "6", "--steps", "1", "--warmup", "0"])
                         .out(&out)
                         .run_ok();

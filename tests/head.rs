@@ -407,6 +407,65 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
     );
 }
 
+/// On wgpu a batch-norm CNN trains on the WGSL kernels (run_info names them, no fallback
+/// note), reruns byte for byte, and its checkpoint holds running statistics that moved and
+/// the batches tracked, with which `evaluate` on wgpu gives the recorded test accuracy again.
+#[test]
+fn batch_norm_trains_on_the_wgpu_kernels() {
+    if !wgpu_available("batch_norm_trains_on_the_wgpu_kernels") {
+        return;
+    }
+    let dir = temp();
+    let run = |name: &str| {
+        let pack = dir.path().join(name);
+        trainer()
+            .wgpu()
+            .quiet()
+            .args(BATCH_NORM)
+            .args(["12", "--epochs-cnn", "2", "--samples-per-class", "20"])
+            .out(&pack)
+            .run_ok();
+        pack
+    };
+    let (a, b) = (run("a"), run("b"));
+    for name in ["checkpoints/best_model.bpk", "outputs/metrics_summary.json"] {
+        assert!(
+            fs::read(file(&a, name)).unwrap() == fs::read(file(&b, name)).unwrap(),
+            "{name} differs between reruns"
+        );
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap())
+            .unwrap();
+    let model = &info["models"][0];
+    assert_eq!(model["model"], "CNN 6-8 bn flatten-h12", "{info}");
+    assert_eq!(model["engine"], "wgpu kernels", "{info}");
+    assert!(model["engine_note"].is_null(), "{info}");
+    let norms = norm_tensors(&a);
+    let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
+    assert!(
+        get("norms.1.running_var")
+            .iter()
+            .any(|v| (v - 1.0).abs() > 1e-3)
+    );
+    let batches = get("norms.1.num_batches_tracked")[0];
+    assert!(batches >= 1.0 && batches.fract() == 0.0, "{batches}");
+    let out = stdout(
+        &trainer()
+            .subcommand("evaluate")
+            .wgpu()
+            .quiet()
+            .checkpoint(file(&a, "checkpoints/best_model.json"))
+            .run_ok(),
+    );
+    assert_eq!(
+        console_value(&out, "test_accuracy"),
+        console_value(&out, "recorded_test_accuracy"),
+        "{out}"
+    );
+}
+
 /// Nonsense is one line and exit 2, nothing written; a config's `batch_norm = true` is
 /// turned off by `--no-batch-norm`, and a run without the CNN is warned that it does nothing.
 #[test]
