@@ -8,6 +8,11 @@
 //! - `shaders/train_update.wgsl`: one workgroup sums those rows, takes the global norm, clips
 //!   and applies Adam to all parameters at once.
 //!
+//! With `--batch-norm` a training step's sample kernel is one workgroup over the whole batch
+//! (the batch's statistics are needed between its phases; [`whole_batch`]); the norms'
+//! parameters and running statistics are in the flat state, which the update kernel trains,
+//! freezes (conv biases before a norm) or copies (running statistics) range by range.
+//!
 //! The model and Adam's moments live in one flat state tensor
 //! `[parameters | first moments | second moments | diverged flag]` (the parameters in the
 //! layout of the model layer's `flat.rs`); each step returns the next state and four numbers

@@ -3,7 +3,7 @@
 //!
 //! - [`Engine::GpuKernels`]: on wgpu, the model's WGSL kernels
 //!   ([`crate::device::gpu_train`]): a step is two launches (three with a head other than
-//!   the workshop's, [`crate::device::gpu_head`]), evaluation one;
+//!   the workshop's, [`crate::device::gpu_head`]), batch norm included, evaluation one;
 //! - [`Engine::CpuFused`]: on burn-flex, the CNN's convolutions, ReLUs and pooling as one
 //!   fused operation ([`crate::device::cpu_kernels`]), the rest as layers;
 //! - [`Engine::Layers`]: burn's layers, on any backend.
