@@ -128,7 +128,8 @@ impl Engine {
     }
 
     /// One training pass of a step: the logits, and the batch norms' new running statistics
-    /// (`--batch-norm` runs on the layers, which compute them).
+    /// (the layers compute them; the wgpu kernels' step does not come through here, it
+    /// writes them into the kernels' state).
     pub fn forward_step(&self, net: &Net, images: Tensor<4>, dropout: u32) -> TrainPass {
         match net {
             Net::Cnn(cnn) if !cnn.norms.is_empty() => net.forward_step(images, dropout),
