@@ -4,7 +4,8 @@
 # (--no-gpu-kernels), on auto (which must pick the GPU) and on cpu; parity cpu vs wgpu;
 # `trainer bench --backend wgpu` at batch 32, 256, 1024 and 4096 (with launches per step),
 # kernels and layers; the same for a 3-channel 16-32-64 CNN at 32x32 (the CNN family) and for
-# the head (32-64 at 28x28, flatten, hidden 128, dropout 0.25); and the PyTorch peer
+# the head (32-64 at 28x28, flatten, hidden 128, dropout 0.25), also with
+# --batch-norm; and the PyTorch peer
 # on CUDA, eager and with torch.compile, at the same batch sizes and shapes.
 # Usage: OUT=gpu_out TRAINER=target/release/trainer PEER=../shared/peers/torch_throughput.py \
 #        scripts/gpu-check.sh
@@ -70,8 +71,14 @@ timed() {
   cat "$work/bench-head/bench/throughput.csv"
   timed "$BIN" bench --backend wgpu --no-gpu-kernels --model cnn "${HEAD[@]}" --out "$work/bench-head-layers" --quiet
   cat "$work/bench-head-layers/bench/throughput.csv"
+  step "the same head with --batch-norm (one workgroup runs the step's whole batch), kernels then layers, batch $BATCHES"
+  timed "$BIN" bench --backend wgpu --model cnn "${HEAD[@]}" --batch-norm --out "$work/bench-head-bn" --quiet
+  cat "$work/bench-head-bn/bench/throughput.csv"
+  timed "$BIN" bench --backend wgpu --no-gpu-kernels --model cnn "${HEAD[@]}" --batch-norm --out "$work/bench-head-bn-layers" --quiet
+  cat "$work/bench-head-bn-layers/bench/throughput.csv"
   step "PyTorch CUDA eager, the same head, batch $BATCHES"
   timed python3 "$PEER" --device cuda --widths 32,64 --image-size 28 --head flatten --hidden 128 --dropout 0.25 --batch-sizes "$BATCHES" --steps 20 | tee "$OUT/torch_cuda_head_eager.csv"
+  timed python3 "$PEER" --device cuda --widths 32,64 --image-size 28 --head flatten --hidden 128 --dropout 0.25 --batch-norm --batch-sizes "$BATCHES" --steps 20 | tee "$OUT/torch_cuda_head_bn_eager.csv"
   step "PyTorch CUDA eager and compiled, the same family CNN, batch $BATCHES"
   timed python3 "$PEER" --device cuda --in-channels 3 --widths 16,32,64 --image-size 32 --batch-sizes "$BATCHES" --steps 20 | tee "$OUT/torch_cuda_family_eager.csv"
   timed timeout 300 python3 "$PEER" --device cuda --compile --in-channels 3 --widths 16,32,64 --image-size 32 --batch-sizes "$BATCHES" --steps 20 | tee "$OUT/torch_cuda_family_compile.csv"

@@ -58,6 +58,21 @@
 //          In mode 2 the first Linear's weight gradient is left to head_gradient.wgsl: this
 //          kernel writes each sample's input of that layer and its output gradient into
 //          `grads` after the rows, and its other parameters' gradients into the rows.
+// Batch norm: with dims.block[b].norm, a BatchNorm2d follows each convolution, before its
+//          ReLU (src/model/norm.rs). In evaluation (modes 0, 1) it normalizes with the running
+//          statistics, a sample at a time. A training step (mode 2) needs the batch's
+//          statistics between phases, and WGSL has no barrier across workgroups, so it is
+//          launched as one workgroup that runs the whole batch phase by phase (whole_batch),
+//          each sample in its own scratch (sample n at n * stride): every sample's
+//          convolution; the batch's mean and biased variance per channel (two passes, as
+//          burn's batch_norm_train); every sample normalized (xhat kept), scaled, shifted,
+//          ReLU'd and pooled; the head a sample at a time; then per block backward the sums
+//          over the batch of the output gradient dy and of dy * xhat (beta's and gamma's
+//          gradients), every sample's pre-norm gradient gamma / sigma * (dy - mean dy - xhat
+//          mean(dy xhat)) (burn's batch_norm_train_backward), and the convolution's weight
+//          and input gradients. Its single row gets, where the running statistics sit, their
+//          new values (momentum, the variance unbiased, one more batch tracked, as
+//          norm.rs), and 0 for the convolution's bias (frozen, see train_update.wgsl).
 
 const WG: u32 = {{ workgroup_size }}u;
 // The most classes and the widest block, from src/device/gpu_train.rs.
@@ -71,6 +86,13 @@ var<workgroup> dfeat: array<f32, MAX_WIDTH>;
 
 // Sample `n`, in workgroup `slot`'s scratch; `first` for the slot's first sample.
 fn one_sample(t: u32, n: u32, slot: u32, first: bool) {
+    // A batch-norm training step: one workgroup, the whole batch at once (see Batch norm).
+    if (dims.mode == 2u && dims.block[0].norm != 0u) {
+        if (first) {
+            whole_batch(t);
+        }
+        return;
+    }
     // The previous sample of this workgroup is done with the scratch and shared values.
     storageBarrier();
     workgroupBarrier();
@@ -225,7 +247,7 @@ fn conv_forward(t: u32, lane: u32, k: BlockDims, base: u32) {
             }
             if (p0 + t < pixels) {
                 for (var j = 0u; j < min(16u, k.outputs - o0); j = j + 1u) {
-                    scratch[out + o0 + j] = max(pick(acc, j), 0.0);
+                    scratch[out + o0 + j] = activate(k, o0 + j, pick(acc, j));
                 }
             }
         }
@@ -362,7 +384,8 @@ fn weight_backward(t: u32, lane: u32, k: BlockDims, base: u32, g: u32, first: bo
             }
         }
     }
-    for (var o = t; o < k.outputs; o = o + WG) {
+    // A bias before a batch norm is frozen (its gradient is 0: whole_batch writes it).
+    for (var o = t; o < select(k.outputs, 0u, k.norm != 0u); o = o + WG) {
         var s = 0.0;
         for (var y = 0u; y < k.h; y = y + 1u) {
             for (var x = 0u; x < k.w; x = x + 1u) {
@@ -566,4 +589,224 @@ fn feature_gradient(f: u32, n: u32, base: u32) -> f32 {
         s = s + scratch[dz + k] * params[w + k];
     }
     return s * dropout_factor(hd.key1, n * hd.features + f);
+}
+
+// Convolution output z of channel o as block k keeps it: after the ReLU; with a batch norm,
+// first normalized with the running statistics (evaluation), or kept as it is while training
+// (whole_batch normalizes once the batch's statistics are known).
+fn activate(k: BlockDims, o: u32, z: f32) -> f32 {
+    if (k.norm == 0u) {
+        return max(z, 0.0);
+    }
+    if (dims.mode == 2u) {
+        return z;
+    }
+    let w = k.outputs;
+    let mean = params[k.gamma + 2u * w + o];
+    let variance = params[k.gamma + 3u * w + o];
+    let y = (z - mean) / sqrt(variance + bitcast<f32>(dims.epsilon)) * params[k.gamma + o]
+        + params[k.gamma + w + o];
+    return max(y, 0.0);
+}
+
+// Each block's 1 / sqrt(variance + epsilon) of the batch, per channel (block b at b * MAX_WIDTH),
+// and the current block's batch mean.
+var<workgroup> norm_inv: array<f32, 4u * MAX_WIDTH>;
+var<workgroup> norm_mean: array<f32, MAX_WIDTH>;
+
+// A batch-norm model's training step, the whole batch in this workgroup (see Batch norm).
+fn whole_batch(t: u32) {
+    storageBarrier();
+    workgroupBarrier();
+    let lane = subgroupExclusiveAdd(1u) % 8u;
+    let stride = dims.stride;
+    for (var n = 0u; n < dims.n; n = n + 1u) {
+        load_image(t, n, n * stride);
+    }
+    for (var b = 0u; b < dims.blocks; b = b + 1u) {
+        let k = dims.block[b];
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            conv_forward(t, lane, k, n * stride);
+        }
+        storageBarrier();
+        norm_statistics(t, b, k);
+        workgroupBarrier();
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            normalize(t, b, k, n * stride);
+        }
+        storageBarrier();
+        if (k.pool != 0u) {
+            for (var n = 0u; n < dims.n; n = n + 1u) {
+                pool_forward(t, k, dims.block[b + 1u], n * stride);
+            }
+            storageBarrier();
+        }
+    }
+    let last = dims.block[dims.blocks - 1u];
+    for (var n = 0u; n < dims.n; n = n + 1u) {
+        batch_head(t, n, last, n * stride);
+    }
+    storageBarrier();
+    for (var r = 0u; r < dims.blocks; r = r + 1u) {
+        let b = dims.blocks - 1u - r;
+        let k = dims.block[b];
+        norm_backward(t, b, k);
+        storageBarrier();
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            weight_backward(t, lane, k, n * stride, 0u, n == 0u);
+        }
+        if (b == 0u) {
+            break;
+        }
+        for (var n = 0u; n < dims.n; n = n + 1u) {
+            input_backward(t, lane, k, n * stride);
+            storageBarrier();
+            pool_backward(t, dims.block[b - 1u], k, n * stride);
+        }
+    }
+}
+
+// Sample n's head, forward, loss and backward, into the single row (whole_batch): the last
+// block's output gradient in its scratch.
+fn batch_head(t: u32, n: u32, last: BlockDims, base: u32) {
+    storageBarrier();
+    workgroupBarrier();
+    let first = n == 0u;
+    if (dims.head.kind == 0u) {
+        classify(t, n, last, base);
+    } else {
+        head_forward(t, n, last, base);
+    }
+    _ = loss_and_gradient(t, n, dims.n, dims.c, 2u);
+    if (dims.head.kind == 0u) {
+        classifier_backward(t, last, 0u, first);
+        workgroupBarrier();
+        last_output_backward(t, n, last, base);
+    } else {
+        head_backward(t, n, last, base, 0u, first);
+    }
+}
+
+// Each invocation's part of a sum over the batch, then the tree that adds them (norm_sums).
+var<workgroup> part_a: array<f32, WG>;
+var<workgroup> part_b: array<f32, WG>;
+
+// Kahan's compensated sum: (sum, compensation) plus v.
+fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
+    let y = v - acc.y;
+    let s = acc.x + y;
+    return vec2<f32>(s, (s - acc.x) - y);
+}
+
+// The workgroup's totals of each invocation's (a, b), in a fixed tree; every invocation gets
+// them (call from uniform control flow).
+fn norm_sums(t: u32, a: f32, b: f32) -> vec2<f32> {
+    workgroupBarrier();
+    part_a[t] = a;
+    part_b[t] = b;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half = half / 2u) {
+        if (t < half) {
+            part_a[t] = part_a[t] + part_a[t + half];
+            part_b[t] = part_b[t] + part_b[t + half];
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(part_a[0], part_b[0]);
+}
+
+// Where value e (0 .. N * pixels) of channel c of block k sits: sample e / pixels, pixel
+// e % pixels, at `at` within the sample's scratch (channels-last, `w` channels; `iw` 0 for
+// an unbordered map, else the bordered row width).
+fn norm_at(k: BlockDims, e: u32, c: u32, at: u32, bordered: bool) -> u32 {
+    let pixels = k.h * k.w;
+    let p = e % pixels;
+    var q = p;
+    if (bordered) {
+        q = (p / k.w + 1u) * (k.w + 2u) + p % k.w + 1u;
+    }
+    return (e / pixels) * dims.stride + at + q * k.outputs + c;
+}
+
+// Block b's batch mean and biased variance per channel over every sample's convolution
+// output (mean first, then the mean of squared deviations, as burn's batch_norm_train; each
+// a compensated sum per invocation, then a tree); the running statistics' new values into
+// the row (see Batch norm).
+fn norm_statistics(t: u32, b: u32, k: BlockDims) {
+    let w = k.outputs;
+    let total = dims.n * k.h * k.w;
+    let count = f32(total);
+    let momentum = bitcast<f32>(dims.momentum);
+    for (var c = 0u; c < w; c = c + 1u) {
+        var acc = vec2<f32>(0.0, 0.0);
+        for (var e = t; e < total; e = e + WG) {
+            acc = kahan(acc, scratch[norm_at(k, e, c, k.output, false)]);
+        }
+        let mean = norm_sums(t, acc.x, 0.0).x / count;
+        acc = vec2<f32>(0.0, 0.0);
+        for (var e = t; e < total; e = e + WG) {
+            let d = scratch[norm_at(k, e, c, k.output, false)] - mean;
+            acc = kahan(acc, d * d);
+        }
+        let variance = norm_sums(t, acc.x, 0.0).x / count;
+        if (t == 0u) {
+            norm_mean[c] = mean;
+            norm_inv[b * MAX_WIDTH + c] = 1.0 / sqrt(variance + bitcast<f32>(dims.epsilon));
+            // PyTorch's running variance is the unbiased one: count / (count - 1) of the
+            // batch's.
+            let unbiased = select(1.0, count / (count - 1.0), count > 1.0);
+            let running = k.gamma + 2u * w + c;
+            grads[running] = params[running] * (1.0 - momentum) + mean * momentum;
+            grads[running + w] = params[running + w] * (1.0 - momentum)
+                + variance * (momentum * unbiased);
+            grads[k.bias + c] = 0.0;
+            if (c == 0u) {
+                grads[k.gamma + 4u * w] = params[k.gamma + 4u * w] + 1.0;
+            }
+        }
+    }
+}
+
+// Sample `base`'s block output normalized with the batch's statistics (xhat kept), scaled,
+// shifted and ReLU'd in place.
+fn normalize(t: u32, b: u32, k: BlockDims, base: u32) {
+    let w = k.outputs;
+    for (var e = t; e < k.h * k.w * w; e = e + WG) {
+        let c = e % w;
+        let xhat = (scratch[base + k.output + e] - norm_mean[c]) * norm_inv[b * MAX_WIDTH + c];
+        scratch[base + k.xhat + e] = xhat;
+        scratch[base + k.output + e] = max(xhat * params[k.gamma + c] + params[k.gamma + w + c], 0.0);
+    }
+}
+
+// Block b's batch norm backward: its output gradient dy (in dout, zero border) summed over
+// the batch per channel, and dy * xhat (beta's and gamma's gradients, into the row; summed
+// as norm_statistics); then every sample's dy replaced by the gradient before the norm
+// (burn's expressions).
+fn norm_backward(t: u32, b: u32, k: BlockDims) {
+    let w = k.outputs;
+    let total = dims.n * k.h * k.w;
+    let count = f32(total);
+    for (var c = 0u; c < w; c = c + 1u) {
+        var dy_acc = vec2<f32>(0.0, 0.0);
+        var projected_acc = vec2<f32>(0.0, 0.0);
+        for (var e = t; e < total; e = e + WG) {
+            let dy = scratch[norm_at(k, e, c, k.dout, true)];
+            dy_acc = kahan(dy_acc, dy);
+            projected_acc = kahan(projected_acc, dy * scratch[norm_at(k, e, c, k.xhat, false)]);
+        }
+        let sums = norm_sums(t, dy_acc.x, projected_acc.x);
+        if (t == 0u) {
+            grads[k.gamma + c] = sums.y;
+            grads[k.gamma + w + c] = sums.x;
+        }
+        let mean_dy = sums.x / count;
+        let mean_projected = sums.y / count;
+        let scale = params[k.gamma + c] * norm_inv[b * MAX_WIDTH + c];
+        for (var e = t; e < total; e = e + WG) {
+            let at = norm_at(k, e, c, k.dout, true);
+            let xhat = scratch[norm_at(k, e, c, k.xhat, false)];
+            scratch[at] = scale * ((scratch[at] - mean_dy) - xhat * mean_projected);
+        }
+    }
 }

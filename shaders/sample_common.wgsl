@@ -38,6 +38,11 @@ struct SampleDims {
     classifier: u32,
     // The training loss's label smoothing, an f32's bits (0: none).
     smoothing: u32,
+    // Batch norm's momentum and epsilon, f32 bits (src/model/norm.rs's constants).
+    momentum: u32,
+    epsilon: u32,
+    pad0: u32,
+    pad1: u32,
     block: array<BlockDims, 4>,
     head: HeadDims,
 }
@@ -81,7 +86,10 @@ struct HeadDims {
 
 // One CNN block: its sizes, where its scratch buffers start within a slot (input, output,
 // pool winners, output gradient, input gradient) and where its weight and bias start in the
-// parameters; `pool` is 1 when a max-pool follows it.
+// parameters; `pool` is 1 when a max-pool follows it. `norm` is 1 when a batch norm follows
+// its convolution: its weight, bias, running mean and running variance (`outputs` each) and
+// batches tracked (one) start at `gamma` in the parameters, each sample's normalized
+// pre-activation at `xhat` in the scratch.
 struct BlockDims {
     inputs: u32,
     outputs: u32,
@@ -95,6 +103,10 @@ struct BlockDims {
     weight: u32,
     bias: u32,
     pool: u32,
+    norm: u32,
+    gamma: u32,
+    xhat: u32,
+    pad: u32,
 }
 
 var<workgroup> logit: array<f32, MAX_CLASSES>;

@@ -19,13 +19,21 @@
 //                  momentum, Nesterov (1) or not (0), AdamW's 1 - beta1^t, 1 - beta2^t and
 //                  epsilon, and the label smoothing (the sample kernel's); then where the
 //                  dense block's parameters start, its length D (0: none), R, and where
-//                  the block starts in `grads` (G * R). A storage buffer,
+//                  the block starts in `grads` (G * R); then, per CNN block with a batch
+//                  norm (zeros otherwise), where its convolution's bias starts and its
+//                  length, where its norm's running statistics start and their length
+//                  (see Untrained). A storage buffer,
 //                  not a uniform: no barrier here depends on it (the trees' bounds are
 //                  constants), and lavapipe ran this kernel 60x slower reading a uniform
 //                  (0.19 ms against 12 ms a step at batch 32, cubecl's profiling log).
 // Outputs: next    array<f32>, 3 P + 1: the state after the step (mode 0), or the summed,
 //                  unclipped gradients in its first P values (mode 1).
 //          stats   array<f32>: mean loss, correct count, gradient norm before clipping, flag.
+// Untrained: a convolution's bias before a batch norm is frozen (the norm takes its mean
+//          out, and the layer path drops its gradient): it and its moments are carried over.
+//          A batch norm's running statistics are no parameters: the sample kernel writes
+//          their new values where their gradient would be (one row, the whole batch's), and
+//          they are copied into the next state, outside the norm, moments carried over.
 // Layout:  one workgroup of {{ workgroup_size }} invocations; invocation t owns parameters
 //          t, t + {{ workgroup_size }}, ... in both passes.
 // Exactness: rows are summed in order, losses and the norm's squares in fixed trees, so reruns are
@@ -66,6 +74,20 @@ struct UpdateArgs {
     dense_len: u32,
     row_len: u32,
     dense_at: u32,
+    untrained: array<u32, 16>,
+}
+
+// 0 for a trained parameter, 1 for a frozen one, 2 for a running statistic (see Untrained).
+fn kind_of(p: u32) -> u32 {
+    for (var b = 0u; b < 4u; b = b + 1u) {
+        if (p - args.untrained[4u * b] < args.untrained[4u * b + 1u]) {
+            return 1u;
+        }
+        if (p - args.untrained[4u * b + 2u] < args.untrained[4u * b + 3u]) {
+            return 2u;
+        }
+    }
+    return 0u;
 }
 
 const WG: u32 = {{ workgroup_size }}u;
@@ -100,7 +122,9 @@ fn main(@builtin(local_invocation_index) t: u32) {
             }
         }
         next[p] = g;
-        sq = sq + g * g;
+        if (kind_of(p) == 0u) {
+            sq = sq + g * g;
+        }
     }
 
     // The batch's loss and correct count: strided sums, then a fixed tree.
@@ -152,7 +176,16 @@ fn main(@builtin(local_invocation_index) t: u32) {
         let param = state[p];
         let m = state[p_total + p];
         let v = state[2u * p_total + p];
-        if (stopped) {
+        let kind = kind_of(p);
+        if (kind != 0u) {
+            // A frozen parameter stays; a running statistic takes its new value (in next[p]),
+            // unless the state diverged.
+            if (kind == 1u || stopped) {
+                next[p] = param;
+            }
+            next[p_total + p] = m;
+            next[2u * p_total + p] = v;
+        } else if (stopped) {
             next[p] = param;
             next[p_total + p] = m;
             next[2u * p_total + p] = v;

@@ -193,34 +193,49 @@ fn an_rgb_family_cnn_on_every_backend() {
 }
 
 /// Every head of the grid (global average pool or flatten, hidden 0 or 128, dropout
-/// 0 or 0.25) trains on wgpu in the WGSL kernels: each row names the shape, says no fallback,
-/// and counts at most four launches a step.
+/// 0 or 0.25), without and with `--batch-norm`, trains on wgpu in the WGSL kernels: each row
+/// names the shape, says no fallback, and counts at most four launches a step.
 #[test]
 fn every_head_takes_at_most_four_launches_on_wgpu() {
     if !wgpu_available("every_head_takes_at_most_four_launches_on_wgpu") {
         return;
     }
     let dir = temp();
-    for head in ["gap", "flatten"] {
-        for hidden in ["0", "128"] {
-            for dropout in ["0", "0.25"] {
-                let out = dir.path().join(format!("{head}-{hidden}-{dropout}"));
-                trainer()
-                    .subcommand("bench")
-                    .quiet()
-                    .backend("wgpu")
-                    .args(["--model", "cnn", "--cnn-widths", "4,6", "--image-size", "8"])
-                    .args(["--head", head, "--hidden", hidden, "--dropout", dropout])
-                    .args(["--batch-sizes", "6", "--steps", "1", "--warmup", "0"])
-                    .out(&out)
-                    .run_ok();
-                let rows = check(&out, 1);
-                let row = &rows[0];
-                assert!(row[2].starts_with("cnn-4-6"), "{row:?}");
-                assert_eq!(row[7], "ok", "{row:?}");
-                assert!(row[17].is_empty(), "no fallback note: {row:?}");
-                let launches: usize = row[14].parse().unwrap();
-                assert!((1..=4).contains(&launches), "launches per step: {row:?}");
+    for norm in ["--no-batch-norm", "--batch-norm"] {
+        for head in ["gap", "flatten"] {
+            for hidden in ["0", "128"] {
+                for dropout in ["0", "0.25"] {
+                    let out = dir.path().join(format!("{head}-{hidden}-{dropout}{norm}"));
+                    trainer()
+                        .subcommand("bench")
+                        .quiet()
+                        .backend("wgpu")
+                        .args(["--model", "cnn", "--cnn-widths", "4,6", "--image-size", "8"])
+                        .args([
+                            "--head",
+                            head,
+                            "--hidden",
+                            hidden,
+                            "--dropout",
+                            dropout,
+                            norm,
+                        ])
+                        .args(["--batch-sizes", "6", "--steps", "1", "--warmup", "0"])
+                        .out(&out)
+                        .run_ok();
+                    let rows = check(&out, 1);
+                    let row = &rows[0];
+                    let slug = if norm == "--batch-norm" {
+                        "cnn-4-6-bn"
+                    } else {
+                        "cnn-4-6"
+                    };
+                    assert!(row[2].starts_with(slug), "{row:?}");
+                    assert_eq!(row[7], "ok", "{row:?}");
+                    assert!(row[17].is_empty(), "no fallback note: {row:?}");
+                    let launches: usize = row[14].parse().unwrap();
+                    assert!((1..=4).contains(&launches), "launches per step: {row:?}");
+                }
             }
         }
     }

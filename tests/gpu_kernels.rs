@@ -235,6 +235,122 @@ fn training_kernels_match_the_layers_on_every_head() {
     let batch = KernelBatch::draw(&mut rng, spec, (9, 9), 4, 7, &device);
     batch.check_logits("flatten-h12-d0.5 on 3x9x9");
     batch.check_gradients(0.1, "flatten-h12-d0.5 on 3x9x9, smoothing 0.1");
+    check_batch_norm(&mut rng, &device);
+}
+
+/// `--batch-norm` in the kernels (one workgroup runs the step's whole batch): the loss, the
+/// norm and every gradient, the norms' weight and bias included, the frozen conv biases'
+/// (0), and the running statistics the step leaves (where the gradients-only step writes
+/// them) against burn's layers and autodiff with the same dropout masks; the evaluation's
+/// logits with those running statistics. Every head, and one, two and three blocks on odd
+/// sizes, three channels and label smoothing.
+fn check_batch_norm(rng: &mut common::Lcg, device: &Device) {
+    use trainer::model::{Head, HeadKind};
+    let shapes = [
+        (
+            Head::new(HeadKind::Gap, 0, 0.0).unwrap(),
+            cnn(1, &[4, 6]),
+            8,
+            6,
+            0.0,
+        ),
+        (
+            Head::new(HeadKind::Gap, 16, 0.25).unwrap(),
+            cnn(1, &[4, 6]),
+            8,
+            6,
+            0.0,
+        ),
+        (
+            Head::new(HeadKind::Flatten, 0, 0.0).unwrap(),
+            cnn(1, &[4, 6]),
+            8,
+            5,
+            0.0,
+        ),
+        (
+            Head::new(HeadKind::Flatten, 12, 0.25).unwrap(),
+            cnn(1, &[20, 5]),
+            8,
+            6,
+            0.0,
+        ),
+        (
+            Head::new(HeadKind::Flatten, 12, 0.5).unwrap(),
+            cnn(3, &[5, 7]),
+            9,
+            7,
+            0.1,
+        ),
+        (Head::default(), cnn(1, &[3]), 6, 4, 0.0),
+        (Head::default(), cnn(3, &[4, 6, 8]), 9, 3, 0.1),
+    ];
+    for (head, spec, size, n, smoothing) in shapes {
+        let spec = trainer::model::ModelSpec {
+            head,
+            batch_norm: true,
+            ..spec
+        };
+        let case = format!("{} on {size}x{size}, batch {n}", spec.display_name());
+        let mut batch = KernelBatch::draw(rng, spec, (size, size), 3, n, device);
+        batch.check_gradients(smoothing, &case);
+        // Evaluation with the running statistics one step leaves (not the fresh 0 and 1).
+        let stepped = batch_norm_reference(&batch, None, DROPOUT_KEY).2;
+        batch.net = stepped;
+        batch.check_logits(&format!("{case}, running statistics"));
+    }
+}
+
+/// A batch-norm net's reference for the kernels' gradients-only step: the loss, the flat
+/// vector the kernels give (each parameter's gradient from burn's autodiff, 0 for a conv
+/// bias before a norm, which the layer path drops, the running statistics' new values where
+/// they sit) and the net with those running statistics.
+fn batch_norm_reference(
+    batch: &KernelBatch,
+    smoothing: Option<f32>,
+    key: u32,
+) -> (f32, Vec<f32>, trainer::model::Net) {
+    use burn::module::{ModuleMapper, Param};
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use trainer::model::flat;
+    struct Grads<'a>(&'a GradientsParams);
+    impl ModuleMapper for Grads<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            // A running state has no gradient: kept (a mapper writes into the state, which
+            // the net's clones share).
+            match self.0.get::<D>(param.id) {
+                Some(grad) => param.map(|_| grad),
+                None => param,
+            }
+        }
+    }
+    let train_device = batch.images.device().autodiff();
+    let train_net = batch.net.clone().to_device(&train_device).train();
+    let pass = train_net.forward_step(batch.images.clone().autodiff(), key);
+    let loss = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(&train_device)
+        .forward(pass.logits, batch.labels.clone().autodiff());
+    let loss_value = values(loss.clone().inner())[0];
+    let grads = GradientsParams::from_grads(loss.backward(), &train_net);
+    let gradient = values(flat::to_flat(&batch.net.clone().map(&mut Grads(&grads))));
+    let stepped = train_net.with_norms(pass.norms).valid();
+    let running = values(flat::to_flat(&stepped));
+    let mut expected = Vec::new();
+    let mut at = 0;
+    for (name, len) in flat::segments(&batch.net) {
+        let part = at..at + len;
+        if name.contains("running") || name.contains("num_batches") {
+            expected.extend_from_slice(&running[part]);
+        } else if name.starts_with("conv") && name.ends_with(".bias") {
+            expected.extend(std::iter::repeat_n(0.0, len));
+        } else {
+            expected.extend_from_slice(&gradient[part]);
+        }
+        at += len;
+    }
+    (loss_value, expected, stepped)
 }
 
 /// The step key of the kernel tests' dropout masks.
@@ -301,13 +417,19 @@ impl KernelBatch {
         use trainer::device::gpu_train;
         use trainer::model::flat;
         let reference_smoothing = (smoothing > 0.0).then_some(smoothing as f32);
-        let (loss_value, reference) = layer_gradients(
-            &self.net,
-            &self.images,
-            &self.labels,
-            reference_smoothing,
-            Some(DROPOUT_KEY),
-        );
+        let (loss_value, reference) = match self.spec.batch_norm {
+            true => {
+                let (loss, flat, _) = batch_norm_reference(self, reference_smoothing, DROPOUT_KEY);
+                (loss, flat)
+            }
+            false => layer_gradients(
+                &self.net,
+                &self.images,
+                &self.labels,
+                reference_smoothing,
+                Some(DROPOUT_KEY),
+            ),
+        };
         let params = flat::to_flat(&self.net);
         let p = params.dims()[0];
         let device = params.device();
@@ -333,7 +455,16 @@ impl KernelBatch {
             &format!("{case}: gradients"),
         );
         let stats = values(stats);
-        let norm = reference
+        // The running statistics are no gradients: outside the norm.
+        let mut trained = Vec::new();
+        let mut at = 0;
+        for (name, len) in flat::segments(&self.net) {
+            if !name.contains("running") && !name.contains("num_batches") {
+                trained.extend_from_slice(&reference[at..at + len]);
+            }
+            at += len;
+        }
+        let norm = trained
             .iter()
             .map(|g| (*g as f64).powi(2))
             .sum::<f64>()

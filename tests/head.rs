@@ -310,6 +310,28 @@ fn norm_tensors(pack: &std::path::Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
+/// Asserts that every parameter of the pack's best model (16x16, 3 classes, seed 42) moved
+/// from its initial value but the conv biases a batch norm follows, which kept theirs.
+fn only_conv_biases_kept(pack: &std::path::Path) {
+    let device = burn::tensor::Device::flex();
+    let (net, meta) =
+        trainer::model::checkpoint::load(&file(pack, "checkpoints/best_model.json"), &device)
+            .unwrap();
+    let fresh = trainer::model::Net::init(meta.spec().unwrap(), 16, 3, 42, &device);
+    let (trained, start) = (
+        trainer::model::parameters(&net).unwrap(),
+        trainer::model::parameters(&fresh).unwrap(),
+    );
+    for ((name, _, after), (_, _, before)) in trained.iter().zip(&start) {
+        let moved = after != before;
+        let kept = name.ends_with("bias") && name.contains(".conv");
+        assert!(
+            moved != kept || name.ends_with("num_batches_tracked"),
+            "{name}: moved {moved}"
+        );
+    }
+}
+
 /// A batch-norm CNN trains on the layers (the fused CPU operation says why it does not take
 /// it), reruns byte for byte, names its shape everywhere, and its checkpoint holds running
 /// statistics that moved from PyTorch's start (mean 0, variance 1) and the batches tracked,
@@ -382,24 +404,71 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
     );
     // The conv biases a batch norm follows have a gradient of exactly 0: they keep their
     // initial values (seed 42), the other parameters train.
-    let device = burn::tensor::Device::flex();
-    let (net, meta) =
-        trainer::model::checkpoint::load(&file(&a, "checkpoints/best_model.json"), &device)
-            .unwrap();
-    let fresh = trainer::model::Net::init(meta.spec().unwrap(), 16, 3, 42, &device);
-    let (trained, start) = (
-        trainer::model::parameters(&net).unwrap(),
-        trainer::model::parameters(&fresh).unwrap(),
+    only_conv_biases_kept(&a);
+    let out = stdout(&evaluate(&a).run_ok());
+    assert_eq!(
+        console_value(&out, "test_accuracy"),
+        console_value(&out, "recorded_test_accuracy"),
+        "{out}"
     );
-    for ((name, _, after), (_, _, before)) in trained.iter().zip(&start) {
-        let moved = after != before;
-        let kept = name.ends_with("bias") && name.contains(".conv");
+}
+
+/// On wgpu a batch-norm CNN trains on the WGSL kernels (run_info names them, no fallback
+/// note), reruns byte for byte, and its checkpoint holds running statistics that moved and
+/// the batches tracked, with which `evaluate` on wgpu gives the recorded test accuracy again.
+/// Under AdamW's weight decay the conv biases a norm follows keep their initial values (the
+/// update kernel freezes them, as the layer path drops their gradient); the rest trains.
+#[test]
+fn batch_norm_trains_on_the_wgpu_kernels() {
+    if !wgpu_available("batch_norm_trains_on_the_wgpu_kernels") {
+        return;
+    }
+    let dir = temp();
+    let run = |name: &str| {
+        let pack = dir.path().join(name);
+        trainer()
+            .wgpu()
+            .quiet()
+            .args(BATCH_NORM)
+            .args(["12", "--epochs-cnn", "2", "--samples-per-class", "20"])
+            .args(["--optimizer", "adamw", "--weight-decay", "0.1"])
+            .out(&pack)
+            .run_ok();
+        pack
+    };
+    let (a, b) = (run("a"), run("b"));
+    for name in ["checkpoints/best_model.bpk", "outputs/metrics_summary.json"] {
         assert!(
-            moved != kept || name.ends_with("num_batches_tracked"),
-            "{name}: moved {moved}"
+            fs::read(file(&a, name)).unwrap() == fs::read(file(&b, name)).unwrap(),
+            "{name} differs between reruns"
         );
     }
-    let out = stdout(&evaluate(&a).run_ok());
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap())
+            .unwrap();
+    let model = &info["models"][0];
+    assert_eq!(model["model"], "CNN 6-8 bn flatten-h12", "{info}");
+    assert_eq!(model["engine"], "wgpu kernels", "{info}");
+    assert!(model["engine_note"].is_null(), "{info}");
+    let norms = norm_tensors(&a);
+    let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
+    assert!(
+        get("norms.1.running_var")
+            .iter()
+            .any(|v| (v - 1.0).abs() > 1e-3)
+    );
+    let batches = get("norms.1.num_batches_tracked")[0];
+    assert!(batches >= 1.0 && batches.fract() == 0.0, "{batches}");
+    only_conv_biases_kept(&a);
+    let out = stdout(
+        &trainer()
+            .subcommand("evaluate")
+            .wgpu()
+            .quiet()
+            .checkpoint(file(&a, "checkpoints/best_model.json"))
+            .run_ok(),
+    );
     assert_eq!(
         console_value(&out, "test_accuracy"),
         console_value(&out, "recorded_test_accuracy"),

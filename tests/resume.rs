@@ -211,6 +211,17 @@ fn a_classic_head_with_dropout_resumed_in_the_wgsl_kernels_ends_bit_identical() 
     stopped_and_resumed_match_on("wgpu", &head, "cnn-8-16-flatten-h12-d0.25:3", &[]);
 }
 
+/// In the WGSL kernels the batch norms' running statistics ride in the kernels' state: a
+/// wgpu run stopped and resumed ends with the same checkpoint, byte for byte, as one that
+/// ran through.
+#[test]
+fn batch_norm_resumed_in_the_wgsl_kernels_ends_bit_identical() {
+    if !wgpu_available("batch_norm_resumed_in_the_wgsl_kernels_ends_bit_identical") {
+        return;
+    }
+    stopped_and_resumed_match_on("wgpu", &["--batch-norm"], "cnn-8-16-bn:3", &[]);
+}
+
 /// An interrupt during an epoch's validation (issue 32: the run then failed "interrupted"
 /// and wrote no pack) drops that epoch, keeps the ones before, and resumes from there.
 #[test]

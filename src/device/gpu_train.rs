@@ -8,6 +8,11 @@
 //! - `shaders/train_update.wgsl`: one workgroup sums those rows, takes the global norm, clips
 //!   and applies Adam to all parameters at once.
 //!
+//! With `--batch-norm` a training step's sample kernel is one workgroup over the whole batch
+//! (the batch's statistics are needed between its phases; [`whole_batch`]); the norms'
+//! parameters and running statistics are in the flat state, which the update kernel trains,
+//! freezes (conv biases before a norm) or copies (running statistics) range by range.
+//!
 //! The model and Adam's moments live in one flat state tensor
 //! `[parameters | first moments | second moments | diverged flag]` (the parameters in the
 //! layout of the model layer's `flat.rs`); each step returns the next state and four numbers
@@ -32,6 +37,7 @@ use burn::tensor::{DType, Shape};
 
 use super::gpu_head::{self, HeadLayout, KernelHead};
 use super::gpu_kernels::{kernel, kernel_sized, uniform};
+use crate::model::norm::{BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM};
 use crate::recipe::Optimizer;
 
 /// The most classes the kernels handle (their workgroup arrays); more take the layer path.
@@ -53,8 +59,8 @@ const MAX_SLOTS: usize = 512;
 const MAX_GROUPS: usize = 65_535;
 
 /// How many numbers [`Model::arch`] gives: kind, blocks, four widths, then the head (flatten,
-/// hidden units, dropout's f32 bits).
-pub const ARCH: usize = 9;
+/// hidden units, dropout's f32 bits), then batch norm (0 or 1).
+pub const ARCH: usize = 10;
 
 /// The extension: the models' kernels. `arch` is a [`Model`] as numbers (see
 /// [`Model::arch`]).
@@ -176,7 +182,12 @@ pub fn footprint(
         params: layout.params,
         row: layout.row(),
         scratch_per_slot: layout.scratch,
-        slot_cap: MAX_SLOTS,
+        // A batch-norm step keeps every sample's scratch ([`whole_batch`]); counting a row
+        // per sample too overstates it by one row a sample, on the safe side.
+        slot_cap: match whole_batch(model, 2) {
+            true => usize::MAX,
+            false => MAX_SLOTS,
+        },
         head_per_sample: layout.head.per_sample(),
     }
 }
@@ -210,8 +221,9 @@ pub fn check_fits(
         )));
     }
     let layout = Layout::of(model, channels, h, w, classes);
-    let slots = slots(n);
-    let scratch = slots * layout.scratch;
+    let mode = if training { 2 } else { 1 };
+    let slots = slots(model, n, mode);
+    let scratch = scratched(model, n, mode) * layout.scratch;
     let grads = if training {
         layout.head.gradient_values(slots, layout.row(), n)
     } else {
@@ -250,11 +262,13 @@ pub enum Model {
     Cnn(Widths, KernelHead),
 }
 
-/// A CNN's widths, one per block (1 to [`MAX_BLOCKS`]).
+/// A CNN's blocks: their widths, one per block (1 to [`MAX_BLOCKS`]), and whether a batch
+/// norm follows each convolution (`--batch-norm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Widths {
     blocks: u32,
     values: [u32; MAX_BLOCKS],
+    batch_norm: bool,
 }
 
 impl Widths {
@@ -267,7 +281,18 @@ impl Widths {
         Widths {
             blocks: widths.len().min(MAX_BLOCKS) as u32,
             values,
+            batch_norm: false,
         }
+    }
+
+    /// These blocks with a batch norm after each convolution, or without.
+    pub fn with_batch_norm(self, batch_norm: bool) -> Widths {
+        Widths { batch_norm, ..self }
+    }
+
+    /// Whether a batch norm follows each convolution.
+    pub fn batch_norm(&self) -> bool {
+        self.batch_norm
     }
 
     /// One width per block.
@@ -296,6 +321,7 @@ impl Model {
                     flatten,
                     hidden,
                     dropout,
+                    w.batch_norm as u32,
                 ]
             }
         }
@@ -308,6 +334,7 @@ impl Model {
                 Widths {
                     blocks: arch[1],
                     values: [arch[2], arch[3], arch[4], arch[5]],
+                    batch_norm: arch[9] != 0,
                 },
                 KernelHead::from_arch([arch[6], arch[7], arch[8]]),
             ),
@@ -317,7 +344,9 @@ impl Model {
 
 /// One CNN block's sizes and where its values sit: scratch offsets relative to a slot's
 /// start, parameter offsets in the flat parameters. `shaders/sample_common.wgsl`'s
-/// `BlockDims`, field for field.
+/// `BlockDims`, field for field. With a batch norm (`norm` 1), its parameters start at
+/// `gamma` (weight, bias, running mean, running variance: `outputs` values each; batches
+/// tracked: one) and each sample's normalized pre-activation sits at `xhat` in the scratch.
 #[derive(Clone, Copy, Debug, Default)]
 struct BlockLayout {
     inputs: usize,
@@ -332,6 +361,17 @@ struct BlockLayout {
     weight: usize,
     bias: usize,
     pool: usize,
+    norm: usize,
+    gamma: usize,
+    xhat: usize,
+}
+
+impl BlockLayout {
+    /// Where its batch norm's running statistics (mean, variance, batches tracked) start in
+    /// the parameters, and how many values they are.
+    fn running(&self) -> (usize, usize) {
+        (self.gamma + 2 * self.outputs, 2 * self.outputs + 1)
+    }
 }
 
 /// Where every value of a launch sits: the blocks, the classifier's parameters (the plain
@@ -358,6 +398,7 @@ impl Layout {
                 scratch: 0,
             };
         };
+        let batch_norm = widths.batch_norm;
         let widths = widths.get();
         let (mut scratch, mut param) = (0, 0);
         let take = |n: usize, at: &mut usize| {
@@ -370,6 +411,7 @@ impl Layout {
         for (b, &outputs) in widths.iter().enumerate() {
             let pool = b + 1 < widths.len();
             let bordered = (bh + 2) * (bw + 2);
+            let normed = |n: usize| if batch_norm { n } else { 0 };
             blocks.push(BlockLayout {
                 inputs,
                 outputs,
@@ -390,6 +432,9 @@ impl Layout {
                 weight: take(outputs * inputs * 9, &mut param),
                 bias: take(outputs, &mut param),
                 pool: pool as usize,
+                norm: batch_norm as usize,
+                gamma: take(normed(4 * outputs + 1), &mut param),
+                xhat: take(normed(bh * bw * outputs), &mut scratch),
             });
             inputs = outputs;
             bh /= 2;
@@ -422,6 +467,19 @@ impl Layout {
         }
     }
 
+    /// The parameters the optimizer leaves out, per block (zeros past the last and without
+    /// batch norm): where its convolution's bias starts and its length (frozen before a
+    /// batch norm, as the layer path drops its gradient), then where its running statistics
+    /// start and their length (the sample kernel writes their new values in its row).
+    fn untrained(&self) -> [usize; 4 * MAX_BLOCKS] {
+        let mut ranges = [0; 4 * MAX_BLOCKS];
+        for (b, k) in self.blocks.iter().enumerate().filter(|(_, k)| k.norm != 0) {
+            let (running, len) = k.running();
+            ranges[4 * b..4 * b + 4].copy_from_slice(&[k.bias, k.outputs, running, len]);
+        }
+        ranges
+    }
+
     /// The length of a workgroup's gradient row: every parameter but the head's dense block.
     fn row(&self) -> usize {
         self.params - self.head.dense
@@ -441,13 +499,17 @@ impl Layout {
             self.blocks.len() as u32,
             self.classifier as u32,
             smoothing.to_bits(),
+            (BATCH_NORM_MOMENTUM as f32).to_bits(),
+            (BATCH_NORM_EPSILON as f32).to_bits(),
+            0,
+            0,
         ]);
         for b in 0..MAX_BLOCKS {
             let k = self.blocks.get(b).copied().unwrap_or_default();
             values.extend(
                 [
                     k.inputs, k.outputs, k.h, k.w, k.input, k.output, k.winner, k.dout, k.din,
-                    k.weight, k.bias, k.pool,
+                    k.weight, k.bias, k.pool, k.norm, k.gamma, k.xhat, 0,
                 ]
                 .map(|v| v as u32),
             );
@@ -463,7 +525,8 @@ impl Layout {
 /// as fast or faster on this shape; retiring this one waits for a GPU measurement.) Every
 /// other shape runs `shaders/cnn_sample.wgsl`.
 fn is_tiny(model: Model, channels: usize) -> bool {
-    matches!(model, Model::Cnn(w, head) if channels == 1 && w.get() == [8, 16] && head.is_plain())
+    matches!(model, Model::Cnn(w, head)
+        if channels == 1 && w.get() == [8, 16] && head.is_plain() && !w.batch_norm)
 }
 
 /// Logits of `images` under the flat parameters `params`, by the model's sample kernel.
@@ -583,9 +646,30 @@ pub fn step(
     (Tensor::from_dispatch(next), Tensor::from_dispatch(stats))
 }
 
-/// Workgroups of a sample kernel for a batch of `n`: one per sample up to [`MAX_SLOTS`].
-fn slots(n: usize) -> usize {
-    n.clamp(1, MAX_SLOTS)
+/// Workgroups of a sample kernel for a batch of `n` in `mode`: one per sample up to
+/// [`MAX_SLOTS`]; one for a batch-norm model's training step ([`whole_batch`]).
+fn slots(model: Model, n: usize, mode: u32) -> usize {
+    match whole_batch(model, mode) {
+        true => 1,
+        false => n.clamp(1, MAX_SLOTS),
+    }
+}
+
+/// Whether a launch runs the whole batch in one workgroup: a batch-norm model's training
+/// step, whose phases each need the batch's statistics of the one before (WGSL has no
+/// barrier across workgroups; `shaders/cnn_sample.wgsl`, "Batch norm"). Its evaluation
+/// normalizes with the running statistics, a sample at a time as any other model.
+fn whole_batch(model: Model, mode: u32) -> bool {
+    mode == 2 && matches!(model, Model::Cnn(w, _) if w.batch_norm)
+}
+
+/// How many samples' scratch a launch keeps: one per workgroup, or every sample's when one
+/// workgroup runs the whole batch.
+fn scratched(model: Model, n: usize, mode: u32) -> usize {
+    match whole_batch(model, mode) {
+        true => n.max(1),
+        false => slots(model, n, mode),
+    }
 }
 
 /// `count` workgroups, spread over y past the per-dimension limit.
@@ -624,7 +708,7 @@ fn launch_samples(
     let layout = Layout::of(model, channels, h, w, classes);
     let row = layout.row();
     let client = images.client.clone();
-    let slots = slots(n);
+    let slots = slots(model, n, mode);
     let tensor = |shape: [usize; 2]| {
         CubeTensor::new_contiguous(
             client.clone(),
@@ -641,7 +725,7 @@ fn launch_samples(
     } else {
         4
     });
-    let scratch = client.empty((slots * layout.scratch).max(1) * 4);
+    let scratch = client.empty((scratched(model, n, mode) * layout.scratch).max(1) * 4);
     let labels = match labels {
         Some(labels) => labels.handle.clone(),
         None => client.create_from_slice(&0i32.to_le_bytes()),
@@ -811,6 +895,7 @@ impl TrainKernels for CubeBackend {
         .into_iter()
         .chain(hyper.iter().map(|v| v.to_bits()))
         .chain(dense.map(|v| v as u32))
+        .chain(layout.untrained().map(|v| v as u32))
         .flat_map(|v| v.to_le_bytes())
         .collect();
         let args = client.create_from_slice(&words);

@@ -2,7 +2,10 @@
 //! burn's row-major order:
 //!
 //! - Flatten baseline: linear weight (inputs, C), linear bias (C);
-//! - CNN: for each block its conv weight (width, inputs, 3, 3) and bias (width), then the
+//! - CNN: for each block its conv weight (width, inputs, 3, 3) and bias (width), with
+//!   `--batch-norm` then its norm's weight, bias, running mean, running variance (width each)
+//!   and batches tracked (one: the running statistics ride along untrained, so the kernels'
+//!   state carries them and a checkpoint of it has them), then the
 //!   head's hidden layer weight (features, hidden) and bias (hidden) when it has one, then
 //!   the classifier weight (last width, features or hidden, C) and bias (C). The Tiny CNN: conv1 weight (8,1,3,3),
 //!   conv1 bias (8), conv2 weight (16,8,3,3), conv2 bias (16), classifier (16,C), (C).
@@ -14,6 +17,7 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
+use super::norm::{BatchNorm2d, NormStats};
 use super::{Cnn, ModelKind, ModelSpec, Net};
 
 /// Number of parameters of a model of `spec` for images of `pixels` pixels (per channel) and
@@ -26,6 +30,9 @@ pub fn len(spec: ModelSpec, pixels: usize, classes: usize) -> usize {
             let mut total = 0;
             for width in spec.widths.get() {
                 total += width * inputs * 9 + width;
+                if spec.batch_norm {
+                    total += 4 * width + 1;
+                }
                 inputs = width;
             }
             let head = spec.head;
@@ -58,7 +65,13 @@ pub fn segments(net: &Net) -> Vec<(String, usize)> {
                     format!("conv{}.weight", i + 1),
                     conv.weight.dims().iter().product(),
                 ));
-                parts.push((format!("conv{}.bias", i + 1), conv.weight.dims()[0]));
+                let width = conv.weight.dims()[0];
+                parts.push((format!("conv{}.bias", i + 1), width));
+                if i < model.norms.len() {
+                    for (name, len) in NORM_PARTS.iter().zip([width, width, width, width, 1]) {
+                        parts.push((format!("norms.{i}.{name}"), len));
+                    }
+                }
             }
             if let Some(hidden) = &model.hidden {
                 parts.extend(linear("hidden", hidden));
@@ -75,9 +88,18 @@ pub fn to_flat(net: &Net) -> Tensor<1> {
         Net::Baseline(model) => linear_parts(&model.linear),
         Net::Cnn(model) => {
             let mut parts = Vec::new();
-            for conv in model.convs() {
+            for (i, conv) in model.convs().into_iter().enumerate() {
                 parts.push(conv.weight.val().flatten(0, 3));
                 parts.push(bias(&conv.bias));
+                if let Some(norm) = model.norms.get(i) {
+                    parts.extend([
+                        norm.weight.val(),
+                        norm.bias.val(),
+                        norm.running_mean.value(),
+                        norm.running_var.value(),
+                        norm.num_batches_tracked.value(),
+                    ]);
+                }
             }
             if let Some(hidden) = &model.hidden {
                 parts.extend(linear_parts(hidden));
@@ -105,13 +127,23 @@ pub fn from_flat(net: &Net, flat: Tensor<1>) -> Net {
         }
         Net::Cnn(model) => {
             let mut model: Cnn = model.clone();
-            model.conv1 = conv_from(&model.conv1, &mut take);
+            let mut norms = std::mem::take(&mut model.norms).into_iter();
+            let mut normed = Vec::new();
+            let mut block = |conv: &Conv2d, take: &mut dyn FnMut(usize) -> Tensor<1>| {
+                let conv = conv_from(conv, take);
+                if let Some(norm) = norms.next() {
+                    normed.push(norm_from(norm, take));
+                }
+                conv
+            };
+            model.conv1 = block(&model.conv1, &mut take);
             for conv in [&mut model.conv2, &mut model.conv3, &mut model.conv4]
                 .into_iter()
                 .flatten()
             {
-                *conv = conv_from(conv, &mut take);
+                *conv = block(conv, &mut take);
             }
+            model.norms = normed;
             if let Some(hidden) = &mut model.hidden {
                 *hidden = linear_from(hidden, &mut take);
             }
@@ -131,7 +163,30 @@ fn linear_parts(linear: &Linear) -> Vec<Tensor<1>> {
     vec![linear.weight.val().flatten(0, 1), bias(&linear.bias)]
 }
 
-fn conv_from(conv: &Conv2d, take: &mut impl FnMut(usize) -> Tensor<1>) -> Conv2d {
+/// A batch norm's values in the flat order, by PyTorch's names.
+const NORM_PARTS: [&str; 5] = [
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+];
+
+/// `norm` with its values (parameters and running statistics) from `take` (same ids).
+fn norm_from(norm: BatchNorm2d, take: &mut dyn FnMut(usize) -> Tensor<1>) -> BatchNorm2d {
+    let width = norm.features();
+    let mut norm = norm;
+    norm.weight = norm.weight.map(|_| take(width));
+    norm.bias = norm.bias.map(|_| take(width));
+    let stats = NormStats {
+        running_mean: take(width),
+        running_var: take(width),
+        num_batches_tracked: take(1),
+    };
+    norm.with_stats(stats)
+}
+
+fn conv_from(conv: &Conv2d, take: &mut dyn FnMut(usize) -> Tensor<1>) -> Conv2d {
     let dims = conv.weight.dims();
     let mut conv = conv.clone();
     conv.weight = conv
@@ -141,7 +196,7 @@ fn conv_from(conv: &Conv2d, take: &mut impl FnMut(usize) -> Tensor<1>) -> Conv2d
     conv
 }
 
-fn linear_from(linear: &Linear, take: &mut impl FnMut(usize) -> Tensor<1>) -> Linear {
+fn linear_from(linear: &Linear, take: &mut dyn FnMut(usize) -> Tensor<1>) -> Linear {
     let [inputs, outputs] = linear.weight.dims();
     let mut linear = linear.clone();
     linear.weight = linear

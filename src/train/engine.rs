@@ -3,7 +3,7 @@
 //!
 //! - [`Engine::GpuKernels`]: on wgpu, the model's WGSL kernels
 //!   ([`crate::device::gpu_train`]): a step is two launches (three with a head other than
-//!   the workshop's, [`crate::device::gpu_head`]), evaluation one;
+//!   the workshop's, [`crate::device::gpu_head`]), batch norm included, evaluation one;
 //! - [`Engine::CpuFused`]: on burn-flex, the CNN's convolutions, ReLUs and pooling as one
 //!   fused operation ([`crate::device::cpu_kernels`]), the rest as layers;
 //! - [`Engine::Layers`]: burn's layers, on any backend.
@@ -128,7 +128,8 @@ impl Engine {
     }
 
     /// One training pass of a step: the logits, and the batch norms' new running statistics
-    /// (`--batch-norm` runs on the layers, which compute them).
+    /// (the layers compute them; the wgpu kernels' step does not come through here, it
+    /// writes them into the kernels' state).
     pub fn forward_step(&self, net: &Net, images: Tensor<4>, dropout: u32) -> TrainPass {
         match net {
             Net::Cnn(cnn) if !cnn.norms.is_empty() => net.forward_step(images, dropout),
@@ -177,7 +178,7 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     match spec.kind {
         ModelKind::Baseline => gpu_train::Model::Baseline,
         ModelKind::Cnn => gpu_train::Model::Cnn(
-            gpu_train::Widths::new(&spec.widths.get()),
+            gpu_train::Widths::new(&spec.widths.get()).with_batch_norm(spec.batch_norm),
             KernelHead::new(
                 spec.head.kind == HeadKind::Flatten,
                 spec.head.hidden,
@@ -197,7 +198,6 @@ fn no_batch_norm(spec: ModelSpec, kernels: &str) -> Result<(), String> {
 
 /// The wgpu kernels' name for a model, or why they do not take it.
 fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
-    no_batch_norm(spec, "the WGSL kernels")?;
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
 }
