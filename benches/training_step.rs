@@ -26,6 +26,7 @@ fn main() {
         cnn_widths: trainer::model::CnnWidths::default(),
         head: trainer::model::Head::default(),
         batch_norm: false,
+        classes: trainer::bench::CLASSES,
         steps: 50,
         warmup: 5,
         out: "unused".into(),

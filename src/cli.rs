@@ -551,6 +551,12 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub head: HeadArgs,
 
+    /// Classes of the models (their last layer's size), 2 to 1000: the images stay the three
+    /// stripe orientations, the labels cycle through the classes (to compare with a peer's
+    /// 10-class network).
+    #[arg(long, default_value_t = crate::bench::CLASSES)]
+    pub classes: usize,
+
     /// Timed steps per batch size.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,

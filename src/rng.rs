@@ -47,6 +47,40 @@ pub fn uniform(key: u32, counter: u32) -> f32 {
     (bits(key, counter) >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
+/// `out[j] = if uniform(key, first + j) < p { below } else { above }`: the same values as
+/// that scalar expression, computed with the widest vector instructions the CPU has (integer
+/// mixing and exact conversions only, so every instruction set gives the same bits).
+pub fn fill_threshold(out: &mut [f32], key: u32, first: u32, p: f32, below: f32, above: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx2")]
+        unsafe fn avx512(out: &mut [f32], key: u32, first: u32, p: f32, below: f32, above: f32) {
+            threshold_body(out, key, first, p, below, above)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(out: &mut [f32], key: u32, first: u32, p: f32, below: f32, above: f32) {
+            threshold_body(out, key, first, p, below, above)
+        }
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq") {
+            // SAFETY: the CPU has AVX-512F and DQ (and so AVX2).
+            return unsafe { avx512(out, key, first, p, below, above) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2(out, key, first, p, below, above) };
+        }
+    }
+    threshold_body(out, key, first, p, below, above)
+}
+
+#[inline(always)]
+fn threshold_body(out: &mut [f32], key: u32, first: u32, p: f32, below: f32, above: f32) {
+    for (j, v) in out.iter_mut().enumerate() {
+        let u = uniform(key, first.wrapping_add(j as u32));
+        *v = if u < p { below } else { above };
+    }
+}
+
 /// An integer in [low, high) (high > low).
 pub fn below(key: u32, counter: u32, low: i32, high: i32) -> i32 {
     let span = (high - low) as u32;

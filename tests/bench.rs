@@ -240,3 +240,44 @@ fn every_head_takes_at_most_four_launches_on_wgpu() {
         }
     }
 }
+
+/// `--classes 10` gives the models ten outputs (the peer's 10-class network): the rows'
+/// GFLOP/s count a 8x10 last layer, and run_info and the README record the count.
+#[test]
+fn classes_sets_the_models_output_size() {
+    let dir = temp();
+    let out = dir.path().join("bench");
+    trainer()
+        .subcommand("bench")
+        .quiet()
+        .backend("cpu")
+        .args("--cnn-widths 4,8 --image-size 8 --classes 10 --batch-sizes 8".split(' '))
+        .args(["--steps", "2", "--warmup", "1"])
+        .out(&out)
+        .run_ok();
+    let rows = check(&out, 1);
+    // Forward FLOPs of one 8x8 image: 8x8 and 4x4 convolutions, then the 8x10 linear layer.
+    let forward = 2 * 9 * (4 * 64 + 4 * 8 * 16) + 2 * 8 * 10;
+    let rate: f64 = rows[0][8].parse().unwrap();
+    let gflops: f64 = rows[0][9].parse().unwrap();
+    let expected = rate * 3.0 * forward as f64 / 1e9;
+    assert!(
+        (gflops - expected).abs() <= 0.006 + 1e-3 * expected,
+        "{:?}",
+        rows[0]
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("bench/run_info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["config"]["classes"], 10);
+    let readme = fs::read_to_string(out.join("bench/README.md")).unwrap();
+    assert!(readme.contains("The models have 10 classes"), "{readme}");
+    let refused = trainer()
+        .subcommand("bench")
+        .quiet()
+        .backend("cpu")
+        .args(["--classes", "1"])
+        .out(&dir.path().join("refused"))
+        .run_fail(2);
+    assert!(stderr(&refused).contains("--classes must be between 2 and 1000"));
+}

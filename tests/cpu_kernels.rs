@@ -204,6 +204,10 @@ fn every_instruction_set_and_thread_count_gives_the_same_bits() {
     // A wide block too: on AVX-512 it takes 16 lanes, narrow blocks 8.
     let net = Net::init(cnn(3, &[8, 24]), 16, 3, 4, &Device::flex().autodiff());
     let images = random_images(&mut rng, 29 * 3 * 16 * 16);
+    // And blocks of 16 channels or more on even sides: Winograd's convolution (forward and
+    // input gradient of the second block, src/device/cpu_winograd.rs).
+    let wide = Net::init(cnn(1, &[16, 32]), 12, 3, 5, &Device::flex().autodiff());
+    let wide_images = random_images(&mut rng, 11 * 12 * 12);
     let sets = cpu_kernels::supported_instruction_sets();
     assert!(sets.contains(&"portable"), "{sets:?}");
     eprintln!("instruction sets compared: {sets:?}");
@@ -217,7 +221,11 @@ fn every_instruction_set_and_thread_count_gives_the_same_bits() {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let got = pool.install(|| run(&net, &images, [29, 3, 16, 16], true));
+            let got = pool.install(|| {
+                let mut got = run(&net, &images, [29, 3, 16, 16], true);
+                got.extend(run(&wide, &wide_images, [11, 1, 12, 12], true));
+                got
+            });
             match &reference {
                 None => reference = Some(got),
                 Some(first) => {

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
+use crate::bench::BenchConfig;
 use crate::bench::row::{self, BenchRow, RowStatus};
-use crate::bench::{BenchConfig, CLASSES};
 use crate::config::MAX_GRAD_NORM;
+use crate::data::CLASSES as STRIPES;
 use crate::data::{self, ImageBatch};
 use crate::device::launches::LaunchCount;
 use crate::device::{BackendName, DeviceInfo};
@@ -17,18 +18,21 @@ use crate::model::{ModelKind, ModelSpec, Net};
 use crate::train::engine::Engine;
 use crate::train::{StepFailure, TrainSettings, Weights};
 
-/// A batch of `batch` stripe images (cycling through the classes) on `device`, each
+/// A batch of `batch` stripe images (cycling through the three orientations; labels cycling
+/// through `classes`) on `device`, each
 /// channel the stripe image dimmed by a quarter more than the one before. On wgpu a
 /// one-channel batch is drawn on the device by shaders/stripe_synth.wgsl; otherwise it is
 /// generated on the host and uploaded.
 fn synthetic_batch(
     batch: usize,
+    classes: usize,
     image_size: usize,
     channels: usize,
     on_device: bool,
     device: &Device,
 ) -> ImageBatch {
     let on_device = on_device && channels == 1;
+    let stripes = STRIPES.len();
     let tinted = |gray: Vec<f32>| -> Vec<f32> {
         (0..channels)
             .flat_map(|c| gray.iter().map(move |v| v * (1.0 - 0.25 * c as f32)))
@@ -39,14 +43,14 @@ fn synthetic_batch(
             image: if on_device {
                 Vec::new().into()
             } else {
-                tinted(data::stripe_image(42, i % CLASSES, i / CLASSES, image_size)).into()
+                tinted(data::stripe_image(42, i % stripes, i / stripes, image_size)).into()
             },
-            label: i % CLASSES,
+            label: i % classes,
             sample_id: String::new(),
             recipe: Some(data::Recipe {
                 seed: 42,
-                class: (i % CLASSES) as u32,
-                index: (i / CLASSES) as u32,
+                class: (i % stripes) as u32,
+                index: (i / stripes) as u32,
             }),
         })
         .collect();
@@ -69,10 +73,12 @@ pub fn measure(
     let mut row = row::empty_row(config, kind, batch, info);
     let mut policy = MemoryPolicy::new(config.memory_limit_bytes, true)?;
     let spec = config.spec(kind);
-    let choice = Engine::choose(device, spec, CLASSES, config.image_size);
+    let choice = Engine::choose(device, spec, config.classes, config.image_size);
     // A model the device's kernels do not take runs on the layers: the row says why.
     let engine_note = choice.note.clone().unwrap_or_default();
-    let footprint = choice.engine.footprint(spec, config.image_size, CLASSES);
+    let footprint = choice
+        .engine
+        .footprint(spec, config.image_size, config.classes);
     if policy.preflight(&spec.display_name(), true, batch, &footprint, info)? < batch {
         row.note = row::preflight_note(&policy.events[0]);
         return Ok(row);
@@ -82,12 +88,13 @@ pub fn measure(
         return Ok(row);
     }
     memory::reset_peak_rss();
-    let net = Net::init(spec, config.image_size, CLASSES, 42, device);
+    let net = Net::init(spec, config.image_size, config.classes, 42, device);
     let mut weights = choice
         .engine
         .weights(net, device, &crate::recipe::Recipe::default());
     let batch_data = synthetic_batch(
         batch,
+        config.classes,
         config.image_size,
         config.channels,
         choice.stripes_on_device(),
@@ -128,7 +135,7 @@ pub fn measure(
         };
     }
     let launches = launches.filter(|_| info.backend == BackendName::Wgpu);
-    fill_resources(&mut row, spec, config.image_size, launches, device);
+    fill_resources(&mut row, spec, config, launches, device);
     row.kernels = weights.is_fused();
     drop(weights);
     device.memory_cleanup();
@@ -207,11 +214,11 @@ fn time_steps(
 fn fill_resources(
     row: &mut BenchRow,
     spec: ModelSpec,
-    image_size: usize,
+    config: &BenchConfig,
     launches: Option<usize>,
     device: &Device,
 ) {
-    let step_flops = 3 * spec.forward_flops(image_size, CLASSES);
+    let step_flops = 3 * spec.forward_flops(config.image_size, config.classes);
     row.gflop_per_sec = row
         .samples_per_sec
         .map(|rate| rate * step_flops as f64 / 1e9);

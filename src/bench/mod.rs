@@ -39,6 +39,9 @@ pub struct BenchConfig {
     pub head: crate::model::Head,
     /// BatchNorm after each convolution of the CNN (`--batch-norm`).
     pub batch_norm: bool,
+    /// The models' classes (`--classes`): the size of their last layer. The images are the
+    /// three stripe orientations whatever the count; labels cycle through the classes.
+    pub classes: usize,
     pub steps: usize,
     pub warmup: usize,
     pub out: PathBuf,
@@ -46,8 +49,11 @@ pub struct BenchConfig {
     pub command: String,
 }
 
-/// The synthetic data's classes (the three stripe orientations).
+/// The models' classes unless `--classes` says otherwise: the synthetic data's three stripe
+/// orientations.
 pub const CLASSES: usize = 3;
+/// The most classes `--classes` takes.
+pub const MAX_CLASSES: usize = 1000;
 
 impl BenchConfig {
     /// The measured shape of `kind`.
@@ -173,6 +179,11 @@ fn validate(config: &BenchConfig) -> Result<()> {
     if config.steps == 0 {
         return Err(TrainerError::bad_input("--steps must be at least 1"));
     }
+    if !(2..=MAX_CLASSES).contains(&config.classes) {
+        return Err(TrainerError::bad_input(format!(
+            "--classes must be between 2 and {MAX_CLASSES}"
+        )));
+    }
     if config.models.contains(&ModelKind::Cnn) {
         config
             .cnn_widths
@@ -201,6 +212,7 @@ pub(crate) mod tests {
             cnn_widths: CnnWidths::default(),
             head: crate::model::Head::default(),
             batch_norm: false,
+            classes: CLASSES,
             steps: 10,
             warmup: 2,
             out: "unused".into(),
@@ -221,6 +233,7 @@ pub(crate) mod tests {
         assert!(refused(|c| c.batch_sizes = vec![0]).contains("between 1 and"));
         assert!(refused(|c| c.batch_sizes = vec![32, 32]).contains("lists 32 twice"));
         assert!(refused(|c| c.steps = 0).contains("--steps must be at least 1"));
+        assert!(refused(|c| c.classes = 1).contains("--classes must be between 2"));
         assert!(refused(|c| c.image_size = 1).contains("image"));
     }
 }

@@ -136,8 +136,8 @@ fn markdown(report: &BenchReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\nEach row: {} warm-up steps, then {} timed steps of forward, cross-entropy, backward, global-norm clip 2.0, Adam step and a read of the gradient norm (one sync per step, as the PyTorch peer's `loss.item()`). The first step is timed on its own: compilation and autotuning happen there. The batch stays on the device (drawn there by shaders/stripe_synth.wgsl on wgpu, uploaded once elsewhere). On wgpu both models train in the kernels of src/device/gpu_train.rs unless `--no-gpu-kernels`; launches/step counts the kernels the first timed step launched (cubecl's launch observer).\n",
-        report.config.warmup, report.config.steps
+        "\nEach row: {} warm-up steps, then {} timed steps of forward, cross-entropy, backward, global-norm clip 2.0, Adam step and a read of the gradient norm (one sync per step, as the PyTorch peer's `loss.item()`). The first step is timed on its own: compilation and autotuning happen there. The batch stays on the device (drawn there by shaders/stripe_synth.wgsl on wgpu, uploaded once elsewhere). On wgpu both models train in the kernels of src/device/gpu_train.rs unless `--no-gpu-kernels`; launches/step counts the kernels the first timed step launched (cubecl's launch observer). The models have {} classes (`--classes`; the images are the three stripe orientations, the labels cycle through the classes).\n",
+        report.config.warmup, report.config.steps, report.config.classes
     );
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     let bytes = |v: Option<u64>| v.map(memory::format_bytes).unwrap_or_default();

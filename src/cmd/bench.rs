@@ -67,6 +67,7 @@ pub fn main(args: crate::cli::BenchArgs) -> Result<()> {
         cnn_widths,
         head,
         batch_norm: args.head.batch_norm,
+        classes: args.classes,
         steps: args.steps,
         warmup: args.warmup,
         out: args.out,

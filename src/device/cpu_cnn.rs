@@ -37,6 +37,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::cpu_kernels::InstructionSet;
+use super::cpu_winograd as winograd;
 
 /// Channel strides are whole multiples of this, so that both lane widths divide them.
 pub const LANES: usize = 16;
@@ -371,6 +372,10 @@ struct BlockWeights {
     bias: Vec<f32>,
     flipped: Vec<f32>,
     zero_bias: Vec<f32>,
+    /// `wt` and `flipped` transformed for Winograd's convolution ([`super::cpu_winograd`]),
+    /// or empty where the direct convolution runs.
+    wino: Vec<f32>,
+    wino_flipped: Vec<f32>,
 }
 
 #[derive(Clone)]
@@ -390,6 +395,8 @@ impl Weights {
                 bias: vec![0.0; b.out_stride],
                 flipped: vec![0.0; 9 * o_n * b.grad_in_stride],
                 zero_bias: vec![0.0; b.grad_in_stride],
+                wino: Vec::new(),
+                wino_flipped: Vec::new(),
             };
             for o in 0..o_n {
                 for i in 0..i_n {
@@ -402,6 +409,12 @@ impl Weights {
             }
             w.bias[..o_n].copy_from_slice(&params[at..at + o_n]);
             at += o_n;
+            if winograd::applies(b.h, b.w, i_n, b.in_stride, o_n) {
+                w.wino = winograd::transform_weights(&w.wt, i_n, b.out_stride);
+            }
+            if winograd::applies(b.h, b.w, o_n, b.out_stride, i_n) {
+                w.wino_flipped = winograd::transform_weights(&w.flipped, o_n, b.grad_in_stride);
+            }
             blocks.push(w);
         }
         Weights(blocks)
@@ -595,7 +608,9 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
 mod simd {
     use super::{
         BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, Weights,
+        winograd,
     };
+    use winograd::by_run;
 
     /// Defines `pub(super) fn $name` that runs `$body` compiled for AVX-512, for AVX2 or for
     /// neither, whichever the CPU has (or the tests force). The bodies are
@@ -692,12 +707,12 @@ mod simd {
             let act = &mut this[b];
             by_lanes!(
                 block.outputs,
-                conv3x3::<L>(
+                convolve::<L>(
                     &act.input,
                     block.in_stride,
                     block.inputs,
                     block,
-                    &w.0[b].wt,
+                    [&w.0[b].wt, &w.0[b].wino],
                     &w.0[b].bias,
                     block.out_stride,
                     &mut act.output,
@@ -831,12 +846,12 @@ mod simd {
             };
             by_lanes!(
                 block.inputs,
-                conv3x3::<L>(
+                convolve::<L>(
                     &s.d_output[b],
                     block.out_stride,
                     block.outputs,
                     &flipped,
-                    &w.0[b].flipped,
+                    [&w.0[b].flipped, &w.0[b].wino_flipped],
                     &w.0[b].zero_bias,
                     block.grad_in_stride,
                     &mut s.d_input[b],
@@ -1077,26 +1092,33 @@ mod simd {
         out
     }
 
-    /// `f::<.., T>(args)` for a run of `t` pixels (1 to 14).
-    macro_rules! by_run {
-        ($t:expr, $f:ident::<$l:ident, $g:literal>($($arg:expr),* $(,)?)) => {
-            match $t {
-                1 => $f::<$l, $g, 1>($($arg),*),
-                2 => $f::<$l, $g, 2>($($arg),*),
-                3 => $f::<$l, $g, 3>($($arg),*),
-                4 => $f::<$l, $g, 4>($($arg),*),
-                5 => $f::<$l, $g, 5>($($arg),*),
-                6 => $f::<$l, $g, 6>($($arg),*),
-                7 => $f::<$l, $g, 7>($($arg),*),
-                8 => $f::<$l, $g, 8>($($arg),*),
-                9 => $f::<$l, $g, 9>($($arg),*),
-                10 => $f::<$l, $g, 10>($($arg),*),
-                11 => $f::<$l, $g, 11>($($arg),*),
-                12 => $f::<$l, $g, 12>($($arg),*),
-                13 => $f::<$l, $g, 13>($($arg),*),
-                _ => $f::<$l, $g, 14>($($arg),*),
-            }
-        };
+    /// [`conv3x3`], or Winograd's convolution where `kernels[1]` (the transformed kernels of
+    /// `kernels[0]`) is not empty.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn convolve<const L: usize>(
+        input: &[f32],
+        in_stride: usize,
+        inputs: usize,
+        block: &Block,
+        kernels: [&[f32]; 2],
+        bias: &[f32],
+        out_stride: usize,
+        out: &mut [f32],
+    ) {
+        if kernels[1].is_empty() {
+            let wt = kernels[0];
+            conv3x3::<L>(input, in_stride, inputs, block, wt, bias, out_stride, out);
+        } else {
+            let geo = winograd::Conv {
+                h: block.h,
+                w: block.w,
+                inputs,
+                in_stride,
+                out_stride,
+            };
+            winograd::conv::<L>(input, &geo, kernels[1], bias, out);
+        }
     }
 
     /// A 3x3 convolution, stride 1, over a bordered channels-last input:

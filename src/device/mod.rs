@@ -6,6 +6,7 @@
 pub mod address_cap;
 pub mod cpu_cnn;
 pub mod cpu_kernels;
+mod cpu_winograd;
 pub mod faults;
 pub mod gpu_head;
 pub mod gpu_kernels;

@@ -63,16 +63,7 @@ pub fn mask(shape: [usize; 2], p: f32, key: u32, device: &Device) -> Tensor<2> {
     values
         .par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(c, chunk)| {
-            let first = (c * CHUNK) as u32;
-            for (j, v) in chunk.iter_mut().enumerate() {
-                *v = if rng::uniform(key, first + j as u32) < p {
-                    0.0
-                } else {
-                    keep
-                };
-            }
-        });
+        .for_each(|(c, chunk)| rng::fill_threshold(chunk, key, (c * CHUNK) as u32, p, 0.0, keep));
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
