@@ -678,15 +678,7 @@ fn backward(kept: &NormedInner, grad: &[f32], want_images: bool) -> Grads {
     let blocks = plan.blocks.len();
     let features = plan.features().max(1);
     // Each image's bordered gradient at each block's batch norm output.
-    let mut d: Vec<Vec<Vec<f32>>> = samples
-        .iter()
-        .map(|_| {
-            plan.blocks
-                .iter()
-                .map(|b| vec![0.0; b.grad_len()])
-                .collect()
-        })
-        .collect();
+    let mut d = grad_sets(plan);
     let last = &kept.affines[blocks - 1];
     let mut moments: Vec<GradMoments> = d
         .par_iter_mut()
@@ -715,6 +707,9 @@ fn backward(kept: &NormedInner, grad: &[f32], want_images: bool) -> Grads {
         }
         norms[b] = [norm_grad.weight, norm_grad.bias].concat();
     }
+    if let Ok(mut sets) = GRAD_SETS.lock() {
+        *sets = d;
+    }
     // The conv biases before a batch norm: exactly 0 (the batch mean subtracts them).
     total.0.iter_mut().for_each(|(_, bias)| bias.fill(0.0));
     Grads {
@@ -722,6 +717,28 @@ fn backward(kept: &NormedInner, grad: &[f32], want_images: bool) -> Grads {
         params: flat_param_grads(plan, &total),
         norms: norms.concat(),
     }
+}
+
+/// A step's per-image gradient buffers go back here for the next step (fresh ones cost
+/// page faults: 46 MB a step at batch 256, 28x28, widths 32,64). A reused buffer needs no
+/// zeroing: the last block's is filled, the others are written whole by the unpooling, and
+/// the batch norm's step rewrites only the insides.
+static GRAD_SETS: std::sync::Mutex<Vec<Vec<Vec<f32>>>> = std::sync::Mutex::new(Vec::new());
+
+/// A bordered gradient buffer a block for each of the plan's images: recycled ones of the
+/// same lengths, else fresh.
+fn grad_sets(plan: &Plan) -> Vec<Vec<Vec<f32>>> {
+    let lens: Vec<usize> = plan.blocks.iter().map(Block::grad_len).collect();
+    let mut sets = GRAD_SETS
+        .lock()
+        .map(|mut sets| std::mem::take(&mut *sets))
+        .unwrap_or_default();
+    sets.retain(|set| set.iter().map(Vec::len).eq(lens.iter().copied()));
+    sets.truncate(plan.n);
+    while sets.len() < plan.n {
+        sets.push(lens.iter().map(|&len| vec![0.0; len]).collect());
+    }
+    sets
 }
 
 /// One block's backward stage over the batch.
