@@ -425,3 +425,40 @@ fn fused_operation_matches_the_layers_with_batch_norm() {
         );
     }
 }
+
+#[test]
+fn a_batch_norm_step_gives_the_same_bits_on_every_instruction_set_and_thread_count() {
+    // The batch's statistics are combined in image order and the gradient sums chunk by
+    // chunk, so neither the vector width nor the thread count changes a bit of the training
+    // pass: loss, gradients and running statistics.
+    let mut rng = common::Lcg(32);
+    let spec = ModelSpec {
+        batch_norm: true,
+        ..cnn(3, &[8, 24])
+    };
+    let net = Net::init(spec, 16, 3, 4, &Device::flex().autodiff());
+    let images = random_images(&mut rng, 19 * 3 * 16 * 16);
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for set in &cpu_kernels::supported_instruction_sets() {
+        cpu_kernels::force_instruction_set(Some(set)).unwrap();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| normed_step(&net, &images, [19, 3, 16, 16], true));
+            match &reference {
+                None => reference = Some(got),
+                Some(first) => {
+                    let same = got
+                        .iter()
+                        .flatten()
+                        .zip(first.iter().flatten())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{set} with {threads} thread(s) differs");
+                }
+            }
+        }
+    }
+    cpu_kernels::force_instruction_set(None).unwrap();
+}
