@@ -206,8 +206,9 @@ fn put(i: u32, v: f32, first: bool) {
 
 // llvmpipe's cap on one invocation's loop iterations (cnn_sample.wgsl's Loops): a two-lap
 // loop that ran one lap means this invocation's loops were cut short, so its slot's first
-// sample gets a NaN logit, loss and gradient (the step then fails as not finite) instead of
-// results that are silently wrong. Call it last, outside every loop.
+// sample gets a NaN logit and gradient and a loss of -1e30, which no sample can have (the
+// host reads it as this failure: src/train/weights.rs), instead of results that are silently
+// wrong. Call it last, outside every loop.
 fn poison_if_loops_were_cut(slot: u32) {
     // Two laps, from the uniform (a constant count would be unrolled into no loop at all).
     let two = min(dims.n, 1u) + 1u;
@@ -218,7 +219,7 @@ fn poison_if_loops_were_cut(slot: u32) {
     if (laps != 2u && slot < dims.n) {
         let nan = bitcast<f32>(0x7fc00000u);
         logits_out[slot * dims.c] = nan;
-        stats[2u * slot] = nan;
+        stats[2u * slot] = -1.0e30;
         if (dims.mode == 2u) {
             grads[slot * dims.p] = nan;
         }

@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use common::cnn_spec as cnn;
 use trainer::device::cpu_kernels;
-use trainer::model::{Head, HeadKind, ModelSpec, Net, flat};
+use trainer::model::{Cnn, Head, HeadKind, ModelSpec, Net, flat};
 use trainer::train::engine::Engine;
 
 /// Logits, every parameter's gradient (flat order) and the images' gradient of a fixed
@@ -31,8 +31,20 @@ fn run(net: &Net, images: &[f32], shape: [usize; 4], fused: bool) -> Vec<Vec<f32
     let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("f32 values");
     let image_grad = values(x.grad(&grads).expect("an image gradient").flatten(0, 3));
     let params = GradientsParams::from_grads(grads, net);
-    let param_grads = common::flat_gradients(net, &params);
+    let param_grads = common::flat_gradients(&without_norms(net), &params);
     vec![values(logits.flatten(0, 1)), param_grads, image_grad]
+}
+
+/// `net` without its batch norms (same ids): the flat order leaves them out, and their
+/// running statistics have no gradient to map.
+fn without_norms(net: &Net) -> Net {
+    match net {
+        Net::Cnn(model) => Net::Cnn(Cnn {
+            norms: Vec::new(),
+            ..model.clone()
+        }),
+        net => net.clone(),
+    }
 }
 
 fn random_images(rng: &mut common::Lcg, count: usize) -> Vec<f32> {
@@ -108,8 +120,8 @@ fn train_step(
     vec![values(loss.reshape([1])), param_grads, image_grad]
 }
 
-/// Asserts that `a` and `b` (`names`: logits or loss, parameters, images) agree tensor by tensor, each within
-/// `tolerance` of its own largest value.
+/// Asserts that `a` and `b` (`names`: logits or loss, parameters, images) agree tensor by
+/// tensor, each within `tolerance` of its own largest value.
 fn assert_close(
     net: &Net,
     a: &[Vec<f32>],
@@ -118,10 +130,24 @@ fn assert_close(
     case: &str,
     names: [&str; 3],
 ) {
+    let names = names.map(str::to_string);
+    assert_close_named(&flat::segments(net), a, b, tolerance, case, &names);
+}
+
+/// [`assert_close`] with the parameters' `segments` (name, length) and any `names`.
+fn assert_close_named(
+    segments: &[(String, usize)],
+    a: &[Vec<f32>],
+    b: &[Vec<f32>],
+    tolerance: f32,
+    case: &str,
+    names: &[String],
+) {
+    assert_eq!(a.len(), names.len(), "{case}");
     for ((name, a), b) in names.iter().zip(a).zip(b) {
         assert_eq!(a.len(), b.len(), "{name}: {case}");
-        let segments = match *name {
-            "parameters" => flat::segments(net),
+        let segments = match name.as_str() {
+            "parameters" => segments.to_vec(),
             _ => vec![(name.to_string(), b.len())],
         };
         let mut at = 0;
@@ -139,6 +165,7 @@ fn assert_close(
             );
             at += len;
         }
+        assert_eq!(at, a.len(), "{name}: {case}");
     }
 }
 
@@ -281,4 +308,165 @@ fn no_cpu_kernels_trains_the_same_model() {
     };
     assert!(info(&a)["cpu_kernels"].is_string());
     assert!(info(&b)["cpu_kernels"].is_null());
+}
+
+/// A training pass with batch norm: the cross-entropy loss, every parameter's gradient (flat
+/// order, then each batch norm's weight and bias), the images' gradient and each batch
+/// norm's new running statistics (mean, variance, batches tracked); `fused` picks the fused
+/// operation or the layers.
+fn normed_step(net: &Net, images: &[f32], shape: [usize; 4], fused: bool) -> Vec<Vec<f32>> {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::from_data(TensorData::new(images.to_vec(), shape), &device).require_grad();
+    let pass = match fused {
+        true => Engine::CpuFused.forward_step(net, x.clone(), 77),
+        false => net.forward_step(x.clone(), 77),
+    };
+    let [n, classes] = pass.logits.dims();
+    let targets: Vec<i64> = (0..n).map(|i| (i * 5 % classes) as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+    let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(pass.logits, targets);
+    let grads = loss.backward();
+    let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("f32 values");
+    let image_grad = values(x.grad(&grads).expect("an image gradient").flatten(0, 3));
+    let params = GradientsParams::from_grads(grads, net);
+    let mut param_grads = common::flat_gradients(&without_norms(net), &params);
+    let Net::Cnn(cnn) = net else { panic!("a CNN") };
+    for norm in &cnn.norms {
+        for id in [norm.weight.id, norm.bias.id] {
+            param_grads.extend(values(params.get::<1>(id).expect("a batch norm gradient")));
+        }
+    }
+    let mut out = vec![values(loss.reshape([1])), param_grads, image_grad];
+    for stats in pass.norms {
+        out.push(values(stats.running_mean));
+        out.push(values(stats.running_var));
+        out.push(values(stats.num_batches_tracked));
+    }
+    out
+}
+
+#[test]
+fn fused_operation_matches_the_layers_with_batch_norm() {
+    // Training (batch statistics, running statistics moved) and evaluation (running
+    // statistics) against the layers: the loss, every gradient (the batch norms' weight and
+    // bias too) and the new running statistics, each within 1e-4 of its tensor's scale, on
+    // the flatten and gap heads, 1 to 3 blocks, batches across the backward chunk of 8.
+    let mut rng = common::Lcg(31);
+    let cases: [(usize, &[usize], usize, usize, HeadKind, usize, f64); 4] = [
+        (1, &[32, 64], 6, 28, HeadKind::Flatten, 128, 0.25),
+        (3, &[8, 12], 13, 11, HeadKind::Gap, 0, 0.0),
+        (3, &[7, 9, 3], 9, 13, HeadKind::Flatten, 0, 0.0),
+        (1, &[5], 3, 7, HeadKind::Gap, 16, 0.25),
+    ];
+    for (channels, widths, n, size, kind, hidden, dropout) in cases {
+        let spec = ModelSpec {
+            head: Head::new(kind, hidden, dropout).unwrap(),
+            batch_norm: true,
+            ..cnn(channels, widths)
+        };
+        let case = format!("{channels}x{size}x{size} widths {widths:?} batch {n} {kind:?}");
+        let net = Net::init(spec, size, 10, 3, &Device::flex().autodiff());
+        let images = random_images(&mut rng, n * channels * size * size);
+        let shape = [n, channels, size, size];
+        let fused = normed_step(&net, &images, shape, true);
+        let mut layers = normed_step(&net, &images, shape, false);
+        let Net::Cnn(model) = &net else {
+            panic!("a CNN")
+        };
+        // The conv biases before a batch norm: exactly 0 fused; float noise in the layers
+        // (the step drops both).
+        let mut segments = flat::segments(&net);
+        let mut at = 0;
+        for (name, len) in &segments {
+            if name.starts_with("conv") && name.ends_with(".bias") {
+                assert!(
+                    fused[1][at..at + len].iter().all(|g| *g == 0.0),
+                    "{name}: {case}"
+                );
+                let noise = layers[1][at..at + len]
+                    .iter()
+                    .fold(0.0f32, |m, g| m.max(g.abs()));
+                assert!(noise < 1e-5, "{name}: layers' noise {noise}, {case}");
+                layers[1][at..at + len].fill(0.0);
+            }
+            at += len;
+        }
+        for (i, norm) in model.norms.iter().enumerate() {
+            segments.push((format!("norm{}.weight", i + 1), norm.features()));
+            segments.push((format!("norm{}.bias", i + 1), norm.features()));
+        }
+        assert_eq!(fused.len(), 3 + 3 * widths.len(), "{case}");
+        let names: Vec<String> = ["loss", "parameters", "images"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain((1..=widths.len()).flat_map(|b| {
+                ["running_mean", "running_var", "num_batches_tracked"]
+                    .map(|s| format!("norm{b}.{s}"))
+            }))
+            .collect();
+        assert_close_named(&segments, &fused, &layers, 1e-4, &case, &names);
+        // The batch norms moved: the statistics are the batch's, not the initial ones.
+        assert_ne!(fused[3], vec![0.0; widths[0]], "{case}");
+        // Evaluation with the moved running statistics: the logits and every gradient.
+        let stats: Vec<_> = (0..widths.len())
+            .map(|b| {
+                let t = |v: &Vec<f32>| Tensor::<1>::from_data(v.as_slice(), &Device::flex());
+                trainer::model::NormStats {
+                    running_mean: t(&fused[3 + 3 * b]),
+                    running_var: t(&fused[4 + 3 * b]),
+                    num_batches_tracked: t(&fused[5 + 3 * b]),
+                }
+            })
+            .collect();
+        let trained = net.clone().with_norms(stats);
+        let fused = run(&trained, &images, shape, true);
+        let layers = run(&trained, &images, shape, false);
+        assert_close(
+            &trained,
+            &fused,
+            &layers,
+            1e-4,
+            &case,
+            ["logits", "parameters", "images"],
+        );
+    }
+}
+
+#[test]
+fn a_batch_norm_step_gives_the_same_bits_on_every_instruction_set_and_thread_count() {
+    // The batch's statistics are combined in image order and the gradient sums chunk by
+    // chunk, so neither the vector width nor the thread count changes a bit of the training
+    // pass: loss, gradients and running statistics.
+    let mut rng = common::Lcg(32);
+    let spec = ModelSpec {
+        batch_norm: true,
+        ..cnn(3, &[8, 24])
+    };
+    let net = Net::init(spec, 16, 3, 4, &Device::flex().autodiff());
+    let images = random_images(&mut rng, 19 * 3 * 16 * 16);
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for set in &cpu_kernels::supported_instruction_sets() {
+        cpu_kernels::force_instruction_set(Some(set)).unwrap();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| normed_step(&net, &images, [19, 3, 16, 16], true));
+            match &reference {
+                None => reference = Some(got),
+                Some(first) => {
+                    let same = got
+                        .iter()
+                        .flatten()
+                        .zip(first.iter().flatten())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{set} with {threads} thread(s) differs");
+                }
+            }
+        }
+    }
+    cpu_kernels::force_instruction_set(None).unwrap();
 }

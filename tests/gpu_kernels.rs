@@ -1071,7 +1071,8 @@ fn training_kernels_match_the_layers_at_the_issues_full_size() {
 }
 
 /// A network past what llvmpipe lets one invocation loop (32,64 on 96x96: the second
-/// block's convolution alone is ~40,000 laps, the whole sample ~180,000) fails loudly there, a NaN loss, instead of
+/// block's convolution alone is ~40,000 laps, the whole sample ~180,000) fails loudly there (a
+/// loss below 0, a NaN gradient norm; the trainer stops the model with one line) instead of
 /// returning a gradient that is silently wrong; on a GPU it is the layers' gradient.
 #[test]
 fn a_kernel_cut_short_by_the_software_loop_cap_fails_loudly() {
@@ -1105,8 +1106,8 @@ fn a_kernel_cut_short_by_the_software_loop_cap_fails_loudly() {
     );
     let stats = values(stats);
     assert!(
-        !stats[0].is_finite() && !stats[2].is_finite(),
-        "loss {} and norm {} should be NaN past the loop cap",
+        stats[0] < 0.0 && !stats[2].is_finite(),
+        "loss {} should be below 0 and norm {} NaN past the loop cap",
         stats[0],
         stats[2]
     );

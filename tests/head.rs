@@ -332,8 +332,9 @@ fn only_conv_biases_kept(pack: &std::path::Path) {
     }
 }
 
-/// A batch-norm CNN trains on the layers (the fused CPU operation says why it does not take
-/// it), reruns byte for byte, names its shape everywhere, and its checkpoint holds running
+/// A batch-norm CNN trains on the fused CPU operation (batch statistics in the operation,
+/// running statistics folded into it for evaluation), reruns byte for byte, names its shape
+/// everywhere, and its checkpoint holds running
 /// statistics that moved from PyTorch's start (mean 0, variance 1) and the batches tracked,
 /// with which `evaluate` gives the recorded test accuracy again.
 #[test]
@@ -368,10 +369,10 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
         "{trace}"
     );
     let info = fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap();
-    assert!(
-        info.contains("the fused CPU operation: no batch norm yet (--batch-norm)"),
-        "the fallback is said: {info}"
-    );
+    let parsed: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let model = &parsed["models"][0];
+    assert_eq!(model["engine"], "fused CPU operation", "{info}");
+    assert!(model["engine_note"].is_null(), "no fallback: {info}");
     assert!(info.contains("\"batch_norm\": true"), "{info}");
     let readme = fs::read_to_string(file(&a, "README.md")).unwrap();
     assert!(readme.contains("CNN 6-8 bn flatten-h12"), "{readme}");
@@ -391,11 +392,9 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
     }
     let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
     assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
-    assert!(
-        get("norms.1.running_var")
-            .iter()
-            .any(|v| (v - 1.0).abs() > 1e-3)
-    );
+    assert!(get("norms.1.running_var")
+        .iter()
+        .any(|v| (v - 1.0).abs() > 1e-3));
     let batches = get("norms.0.num_batches_tracked")[0];
     let best_epoch = meta["best_epoch"].as_f64().unwrap() as f32;
     assert!(
@@ -453,11 +452,9 @@ fn batch_norm_trains_on_the_wgpu_kernels() {
     let norms = norm_tensors(&a);
     let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
     assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
-    assert!(
-        get("norms.1.running_var")
-            .iter()
-            .any(|v| (v - 1.0).abs() > 1e-3)
-    );
+    assert!(get("norms.1.running_var")
+        .iter()
+        .any(|v| (v - 1.0).abs() > 1e-3));
     let batches = get("norms.1.num_batches_tracked")[0];
     assert!(batches >= 1.0 && batches.fract() == 0.0, "{batches}");
     only_conv_biases_kept(&a);
@@ -531,7 +528,7 @@ fn batch_norm_nonsense_is_refused_and_a_config_can_be_overridden() {
     assert!(said.contains("--batch-norm has no effect"), "{said}");
 }
 
-/// `trainer bench --batch-norm` measures the batch-norm CNN (on the layers) and names it.
+/// `trainer bench --batch-norm` measures the batch-norm CNN and names it.
 #[test]
 fn bench_measures_batch_norm() {
     let dir = temp();

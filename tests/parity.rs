@@ -168,8 +168,9 @@ fn a_three_channel_three_block_cnn_agrees_on_every_backend() {
     }
 }
 
-/// `--batch-norm` on cpu and on wgpu's WGSL kernels: they agree on losses, logits,
-/// predictions and the final parameters, the batch norms' running statistics among them.
+/// `--batch-norm` on the fused CPU operation and on wgpu's WGSL kernels: they agree on
+/// losses, logits, predictions and the final parameters, the batch norms' running statistics
+/// among them.
 #[test]
 fn cpu_and_wgpu_agree_with_batch_norm() {
     if !wgpu_available("cpu_and_wgpu_agree_with_batch_norm") {
@@ -192,6 +193,7 @@ fn cpu_and_wgpu_agree_with_batch_norm() {
     assert_eq!(json["passed"], true, "{json}");
     let c = &json["comparisons"][0];
     assert_eq!(c["model"], "CNN 6-8 bn", "{c}");
+    assert_eq!(c["engines"][0], "fused CPU operation", "{c}");
     assert_eq!(c["engines"][1], "wgpu kernels", "{c}");
     let compared = c["param_max_abs_diff"].to_string();
     assert!(compared.contains("norms.1.running_var"), "{compared}");

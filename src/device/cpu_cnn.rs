@@ -31,13 +31,18 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::cpu_kernels::InstructionSet;
 use super::cpu_winograd as winograd;
+
+mod norm;
+pub use norm::{
+    cnn_features_folded, cnn_features_normed, BatchStats, EvalNorm, NormParams, NormedFeatures,
+};
 
 /// Channel strides are whole multiples of this, so that both lane widths divide them.
 pub const LANES: usize = 16;
@@ -88,12 +93,27 @@ pub fn supports(channels: usize, widths: &[usize]) -> Result<(), String> {
 /// by the fused operation; `None` when a convolution is not of that kind (the caller then
 /// uses the layers).
 pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d], map: FeatureMap) -> Option<Tensor<2>> {
+    let (params, shape) = conv_params(images.dims()[1], convs, map)?;
+    Some(Tensor::from_dispatch(Dispatch::cnn_features(
+        images.into_dispatch(),
+        params.into_dispatch(),
+        shape,
+    )))
+}
+
+/// The operation's flat parameters and shape for the blocks `convs` on `channels` input
+/// channels, or `None` when a convolution is not of the operation's kind.
+fn conv_params(
+    channels: usize,
+    convs: &[&Conv2d],
+    map: FeatureMap,
+) -> Option<(Tensor<1>, [u32; 6])> {
     if convs.is_empty() || convs.len() > MAX_BLOCKS {
         return None;
     }
     let mut parts = Vec::new();
     let mut shape = [convs.len() as u32, 0, 0, 0, 0, map as u32];
-    let mut inputs = images.dims()[1];
+    let mut inputs = channels;
     for (i, conv) in convs.iter().enumerate() {
         let bias = conv.bias.as_ref()?;
         let [out, inp, kh, kw] = conv.weight.dims();
@@ -110,12 +130,7 @@ pub fn cnn_features(images: Tensor<4>, convs: &[&Conv2d], map: FeatureMap) -> Op
         shape[i + 1] = out as u32;
         inputs = out;
     }
-    let params = Tensor::cat(parts, 0);
-    Some(Tensor::from_dispatch(Dispatch::cnn_features(
-        images.into_dispatch(),
-        params.into_dispatch(),
-        shape,
-    )))
+    Some((Tensor::cat(parts, 0), shape))
 }
 
 impl CnnKernels for Flex {
@@ -273,7 +288,11 @@ fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
 /// A channel stride for `n` channels: 8 for up to 8 (the narrow lane width), else whole
 /// multiples of [`LANES`], so that every lane width used on it divides it.
 fn padded(n: usize) -> usize {
-    if n <= 8 { 8 } else { n.div_ceil(LANES) * LANES }
+    if n <= 8 {
+        8
+    } else {
+        n.div_ceil(LANES) * LANES
+    }
 }
 
 /// One block's sizes. Buffers are channels-last with a stride of whole lane blocks; the
@@ -589,7 +608,12 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
         total.add(sums);
         images.extend_from_slice(chunk_images);
     }
-    // Back to the flat layout: each block's weight (out, in, 3, 3), then its bias.
+    (images, flat_param_grads(plan, &total))
+}
+
+/// Gradient sums back in the flat parameters' layout: each block's weight (out, in, 3, 3),
+/// then its bias.
+fn flat_param_grads(plan: &Plan, total: &GradSums) -> Vec<f32> {
     let mut params = Vec::new();
     for (b, (w, bias)) in plan.blocks.iter().zip(&total.0) {
         for o in 0..b.outputs {
@@ -601,14 +625,14 @@ fn backward(kept: &KeptInner, grad: &[f32], want_images: bool) -> (Vec<f32>, Vec
         }
         params.extend_from_slice(&bias[..b.outputs]);
     }
-    (images, params)
+    params
 }
 
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
     use super::{
-        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, Weights,
-        winograd,
+        winograd, BackwardScratch, Block, BlockActs, GradSums, InstructionSet, Plan, Weights,
+        K_BLOCK, NONE,
     };
     use winograd::by_run;
 
@@ -618,8 +642,8 @@ mod simd {
     /// Lanes of an accumulator: a 512-bit register's 16 floats with AVX-512, 8 otherwise.
     /// The width changes which outputs are computed together, never the order in which one
     /// output's terms are added.
-    const WIDE: usize = 16;
-    const NARROW: usize = 8;
+    pub(super) const WIDE: usize = 16;
+    pub(super) const NARROW: usize = 8;
 
     macro_rules! per_instruction_set {
         ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
@@ -647,6 +671,7 @@ mod simd {
             }
         };
     }
+    pub(super) use per_instruction_set;
 
     /// `f::<NARROW>(args)` for a layer of `channels` at most [`NARROW`] (wider lanes would
     /// half idle), else `f::<L>(args)`: one place that picks a layer's lane count.
@@ -659,6 +684,7 @@ mod simd {
             }
         };
     }
+    pub(super) use by_lanes;
 
     per_instruction_set! {
         /// One image forward; returns its features.
@@ -691,33 +717,11 @@ mod simd {
         w: &Weights,
         acts: &mut [BlockActs],
     ) -> Vec<f32> {
-        // The image, channel-major, into the first block's bordered channels-last input.
-        let first = &plan.blocks[0];
-        let plane = plan.h * plan.w;
-        for c in 0..plan.channels {
-            for y in 0..plan.h {
-                for x in 0..plan.w {
-                    let at = ((y + 1) * (plan.w + 2) + x + 1) * first.in_stride + c;
-                    acts[0].input[at] = image[c * plane + y * plan.w + x];
-                }
-            }
-        }
+        load_image(plan, image, &mut acts[0].input);
         for (b, block) in plan.blocks.iter().enumerate() {
             let (this, rest) = acts.split_at_mut(b + 1);
             let act = &mut this[b];
-            by_lanes!(
-                block.outputs,
-                convolve::<L>(
-                    &act.input,
-                    block.in_stride,
-                    block.inputs,
-                    block,
-                    [&w.0[b].wt, &w.0[b].wino],
-                    &w.0[b].bias,
-                    block.out_stride,
-                    &mut act.output,
-                )
-            );
+            block_conv::<L>(block, &w.0[b], act);
             for v in act.output.iter_mut() {
                 *v = v.max(0.0);
             }
@@ -759,6 +763,43 @@ mod simd {
         sum.iter().map(|s| s / count).collect()
     }
 
+    /// A block's convolution of one image: its input into its `output` (before the ReLU).
+    #[inline(always)]
+    pub(super) fn block_conv<const L: usize>(
+        block: &Block,
+        w: &super::BlockWeights,
+        act: &mut BlockActs,
+    ) {
+        by_lanes!(
+            block.outputs,
+            convolve::<L>(
+                &act.input,
+                block.in_stride,
+                block.inputs,
+                block,
+                [&w.wt, &w.wino],
+                &w.bias,
+                block.out_stride,
+                &mut act.output,
+            )
+        );
+    }
+
+    /// The image, channel-major, into the first block's bordered channels-last `input`.
+    #[inline(always)]
+    pub(super) fn load_image(plan: &Plan, image: &[f32], input: &mut [f32]) {
+        let stride = plan.blocks[0].in_stride;
+        let plane = plan.h * plan.w;
+        for c in 0..plan.channels {
+            for y in 0..plan.h {
+                for x in 0..plan.w {
+                    input[((y + 1) * (plan.w + 2) + x + 1) * stride + c] =
+                        image[c * plane + y * plan.w + x];
+                }
+            }
+        }
+    }
+
     /// The next block's input stride after block `b`.
     fn rest_stride(plan: &Plan, b: usize) -> usize {
         plan.blocks[b + 1].in_stride
@@ -767,7 +808,7 @@ mod simd {
     /// 2x2 max-pool (floor) of `output` into the next block's bordered input: the first
     /// maximum of each window wins, as burn's.
     #[inline(always)]
-    fn pool<const L: usize>(
+    pub(super) fn pool<const L: usize>(
         block: &Block,
         output: &[f32],
         winner: &mut [u8],
@@ -836,35 +877,10 @@ mod simd {
             if b == 0 && image_grad.is_none() {
                 break;
             }
-            // Its input: the transposed, flipped convolution of its output's gradient.
-            let flipped = Block {
-                inputs: block.outputs,
-                in_stride: block.out_stride,
-                outputs: block.inputs,
-                out_stride: block.grad_in_stride,
-                ..*block
-            };
-            by_lanes!(
-                block.inputs,
-                convolve::<L>(
-                    &s.d_output[b],
-                    block.out_stride,
-                    block.outputs,
-                    &flipped,
-                    [&w.0[b].flipped, &w.0[b].wino_flipped],
-                    &w.0[b].zero_bias,
-                    block.grad_in_stride,
-                    &mut s.d_input[b],
-                )
-            );
+            input_grad::<L>(block, &s.d_output[b], &w.0[b], &mut s.d_input[b]);
             if b == 0 {
                 if let Some(image) = image_grad.take() {
-                    let plane = plan.h * plan.w;
-                    for c in 0..plan.channels {
-                        for p in 0..plane {
-                            image[c * plane + p] = s.d_input[0][p * block.grad_in_stride + c];
-                        }
-                    }
+                    image_grad_of(plan, &s.d_input[0], image);
                 }
                 break;
             }
@@ -878,6 +894,48 @@ mod simd {
                 &s.d_input[b],
                 &mut before[b - 1],
             );
+        }
+    }
+
+    /// A block's input gradient (`d_input`, H x W x grad_in_stride): the transposed, flipped
+    /// convolution of its bordered output gradient `d_output`.
+    #[inline(always)]
+    pub(super) fn input_grad<const L: usize>(
+        block: &Block,
+        d_output: &[f32],
+        w: &super::BlockWeights,
+        d_input: &mut [f32],
+    ) {
+        let flipped = Block {
+            inputs: block.outputs,
+            in_stride: block.out_stride,
+            outputs: block.inputs,
+            out_stride: block.grad_in_stride,
+            ..*block
+        };
+        by_lanes!(
+            block.inputs,
+            convolve::<L>(
+                d_output,
+                block.out_stride,
+                block.outputs,
+                &flipped,
+                [&w.flipped, &w.wino_flipped],
+                &w.zero_bias,
+                block.grad_in_stride,
+                d_input,
+            )
+        );
+    }
+
+    /// The image's gradient (channel-major) from the first block's input gradient.
+    pub(super) fn image_grad_of(plan: &Plan, d_input: &[f32], image: &mut [f32]) {
+        let stride = plan.blocks[0].grad_in_stride;
+        let plane = plan.h * plan.w;
+        for c in 0..plan.channels {
+            for p in 0..plane {
+                image[c * plane + p] = d_input[p * stride + c];
+            }
         }
     }
 
@@ -907,7 +965,13 @@ mod simd {
     /// Routes the gradient of `block`'s input (the pooled map, `d_input`) to the winners of
     /// the previous block's max-pool, into that block's bordered output gradient `d_prev`.
     #[inline(always)]
-    fn unpool(prev: &Block, block: &Block, winner: &[u8], d_input: &[f32], d_prev: &mut [f32]) {
+    pub(super) fn unpool(
+        prev: &Block,
+        block: &Block,
+        winner: &[u8],
+        d_input: &[f32],
+        d_prev: &mut [f32],
+    ) {
         d_prev.fill(0.0);
         let (ph, pw) = (prev.h / 2, prev.w / 2);
         for y in 0..ph {
@@ -928,7 +992,7 @@ mod simd {
 
     /// The pixels of a bordered gradient whose lane blocks are not all zero.
     #[inline(always)]
-    fn nonzero_pixels(d: &[f32], block: &Block, pixels: &mut Vec<(u32, u32)>) {
+    pub(super) fn nonzero_pixels(d: &[f32], block: &Block, pixels: &mut Vec<(u32, u32)>) {
         pixels.clear();
         for y in 0..block.h {
             for x in 0..block.w {
@@ -949,7 +1013,7 @@ mod simd {
     /// tiles of [`K_BLOCK`] (tap, input) pairs by up to [`wide_blocks`] lane blocks of
     /// outputs stay in registers while the pixels stream past.
     #[inline(always)]
-    fn weight_grad<const L: usize>(
+    pub(super) fn weight_grad<const L: usize>(
         input: &[f32],
         d: &[f32],
         block: &Block,
@@ -1020,7 +1084,11 @@ mod simd {
     /// Lane blocks of outputs a weight-gradient tile holds: with [`K_BLOCK`] pairs, 24 of
     /// AVX-512's 32 registers hold sums, 12 of AVX2's 16.
     const fn wide_blocks<const L: usize>() -> usize {
-        if L == WIDE { 4 } else { 2 }
+        if L == WIDE {
+            4
+        } else {
+            2
+        }
     }
 
     /// The sizes [`pair_tiles`] shares.
@@ -1170,7 +1238,11 @@ mod simd {
     /// The most output pixels a run of [`conv3x3`] keeps in registers with `L` lanes: with
     /// two lane blocks, 28 of AVX-512's 32 registers hold sums; 12 of AVX2's 16.
     const fn run_max<const L: usize>() -> usize {
-        if L == WIDE { 14 } else { 6 }
+        if L == WIDE {
+            14
+        } else {
+            6
+        }
     }
 
     /// The sizes a convolution's tiles share.
@@ -1266,7 +1338,7 @@ mod simd {
     mod x86 {
         use std::arch::x86_64::*;
 
-        use super::{Geometry, K_BLOCK, PairGeometry};
+        use super::{Geometry, PairGeometry, K_BLOCK};
 
         /// [`super::tile`] with 16 lanes.
         ///

@@ -81,32 +81,50 @@ impl BatchNorm2d {
         )
     }
 
+    /// Evaluation's map as `x x scale + shift` a channel (the running statistics folded
+    /// into the weight and bias): `(scale, shift)`, for kernels that fold it into the conv
+    /// before it.
+    pub fn eval_affine(&self) -> (Tensor<1>, Tensor<1>) {
+        let weight = self.weight.val();
+        let mean = like(&self.running_mean, &weight);
+        let var = like(&self.running_var, &weight);
+        let scale = weight / var.add_scalar(BATCH_NORM_EPSILON).sqrt();
+        let shift = self.bias.val() - mean * scale.clone();
+        (scale, shift)
+    }
+
     /// Training: normalized with the batch's statistics (gradients through them), and the
     /// running statistics this pass moves to.
     pub fn forward_train(&self, x: Tensor<4>) -> (Tensor<4>, NormStats) {
         let [batch, _, h, w] = x.dims();
-        let running_mean = like(&self.running_mean, &x);
-        let running_var = like(&self.running_var, &x);
-        let batches = like(&self.num_batches_tracked, &x);
         let out = burn::tensor::module::batch_norm_train(
             x,
             self.weight.val(),
             self.bias.val(),
             BATCH_NORM_EPSILON,
         );
+        let stats = self.stats_after(out.mean, out.variance, batch * h * w);
+        (out.output, stats)
+    }
+
+    /// The running statistics after a training pass whose batch had this per-channel `mean`
+    /// and (biased) `variance` over `count` values a channel. The fused CPU operation
+    /// computes the batch's statistics itself and comes here too.
+    pub fn stats_after(&self, mean: Tensor<1>, variance: Tensor<1>, count: usize) -> NormStats {
+        let running_mean = like(&self.running_mean, &mean);
+        let running_var = like(&self.running_var, &mean);
+        let batches = like(&self.num_batches_tracked, &mean);
         // PyTorch's running variance is the unbiased one: n / (n - 1) of the batch's.
-        let n = (batch * h * w) as f64;
+        let n = count as f64;
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let m = BATCH_NORM_MOMENTUM;
-        let stats = NormStats {
-            running_mean: (running_mean.mul_scalar(1.0 - m) + out.mean.detach().mul_scalar(m))
-                .detach(),
+        NormStats {
+            running_mean: (running_mean.mul_scalar(1.0 - m) + mean.detach().mul_scalar(m)).detach(),
             running_var: (running_var.mul_scalar(1.0 - m)
-                + out.variance.detach().mul_scalar(m * unbiased))
+                + variance.detach().mul_scalar(m * unbiased))
             .detach(),
             num_batches_tracked: batches.add_scalar(1.0).detach(),
-        };
-        (out.output, stats)
+        }
     }
 
     /// This BatchNorm with the running statistics of a training pass (same ids).
@@ -123,7 +141,7 @@ impl BatchNorm2d {
 
 /// A running statistic on `x`'s device, with autodiff as `x` has it (the state may have been
 /// moved to the training device, where it has autodiff but no gradient).
-fn like(state: &RunningState<Tensor<1>>, x: &Tensor<4>) -> Tensor<1> {
+fn like<const D: usize>(state: &RunningState<Tensor<1>>, x: &Tensor<D>) -> Tensor<1> {
     let value = state.value().to_device(&x.device());
     match x.is_autodiff() {
         true => value.autodiff(),

@@ -4,8 +4,8 @@
 //! - [`Engine::GpuKernels`]: on wgpu, the model's WGSL kernels
 //!   ([`crate::device::gpu_train`]): a step is two launches (three with a head other than
 //!   the workshop's, [`crate::device::gpu_head`]), batch norm included, evaluation one;
-//! - [`Engine::CpuFused`]: on burn-flex, the CNN's convolutions, ReLUs and pooling as one
-//!   fused operation ([`crate::device::cpu_kernels`]), the rest as layers;
+//! - [`Engine::CpuFused`]: on burn-flex, the CNN's convolutions, batch norms, ReLUs and
+//!   pooling as one fused operation ([`crate::device::cpu_kernels`]), the rest as layers;
 //! - [`Engine::Layers`]: burn's layers, on any backend.
 //!
 //! The engine owns the forward pass, the model's training state ([`Weights`]), its memory
@@ -71,9 +71,7 @@ impl Engine {
                 ),
             }
         } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
-            match cpu_cnn::supports(spec.channels, &spec.widths.get())
-                .and_then(|()| no_batch_norm(spec, "the fused CPU operation"))
-            {
+            match cpu_cnn::supports(spec.channels, &spec.widths.get()) {
                 Ok(()) => (Engine::CpuFused, None),
                 Err(why) => (
                     Engine::Layers,
@@ -111,14 +109,33 @@ impl Engine {
 
     /// [`Engine::forward`] while training: `dropout` is the step's key for the head's
     /// dropout masks (none in evaluation).
+    /// With batch norm, a training pass ([`Engine::forward_step`]) normalizes with the
+    /// batch's statistics; evaluation folds the running ones into the convolutions.
     pub fn forward_train(&self, net: &Net, images: Tensor<4>, dropout: Option<u32>) -> Tensor<2> {
-        match (self, net) {
-            (Engine::CpuFused, Net::Cnn(cnn)) if cnn.norms.is_empty() => {
-                let map = match cnn.head.kind {
-                    HeadKind::Gap => cpu_cnn::FeatureMap::GlobalAverage,
-                    HeadKind::Flatten => cpu_cnn::FeatureMap::Flatten,
+        match (self, net, dropout) {
+            (Engine::CpuFused, Net::Cnn(cnn), Some(key)) if !cnn.norms.is_empty() => {
+                self.forward_step(net, images, key).logits
+            }
+            (Engine::CpuFused, Net::Cnn(cnn), _) => {
+                let convs = cnn.convs();
+                let features = match cnn.norms.is_empty() {
+                    true => cpu_cnn::cnn_features(images.clone(), &convs, feature_map(cnn)),
+                    false => {
+                        let norms: Vec<cpu_cnn::EvalNorm> = (cnn.norms.iter())
+                            .map(|norm| {
+                                let (scale, shift) = norm.eval_affine();
+                                cpu_cnn::EvalNorm { scale, shift }
+                            })
+                            .collect();
+                        cpu_cnn::cnn_features_folded(
+                            images.clone(),
+                            &convs,
+                            &norms,
+                            feature_map(cnn),
+                        )
+                    }
                 };
-                match cpu_cnn::cnn_features(images.clone(), &cnn.convs(), map) {
+                match features {
                     Some(features) => cnn.head_forward(features, dropout, &mut |_, _| {}),
                     None => net.forward_train(images, dropout),
                 }
@@ -128,11 +145,30 @@ impl Engine {
     }
 
     /// One training pass of a step: the logits, and the batch norms' new running statistics
-    /// (the layers compute them; the wgpu kernels' step does not come through here, it
-    /// writes them into the kernels' state).
+    /// (the fused operation returns the batch's statistics; the layers compute them; the wgpu
+    /// kernels' step does not come through here, it writes them into the kernels' state).
     pub fn forward_step(&self, net: &Net, images: Tensor<4>, dropout: u32) -> TrainPass {
-        match net {
-            Net::Cnn(cnn) if !cnn.norms.is_empty() => net.forward_step(images, dropout),
+        match (self, net) {
+            (Engine::CpuFused, Net::Cnn(cnn)) if !cnn.norms.is_empty() => {
+                let norms: Vec<cpu_cnn::NormParams> = (cnn.norms.iter())
+                    .map(|norm| cpu_cnn::NormParams {
+                        weight: norm.weight.val(),
+                        bias: norm.bias.val(),
+                    })
+                    .collect();
+                let convs = cnn.convs();
+                match cpu_cnn::cnn_features_normed(images.clone(), &convs, &norms, feature_map(cnn))
+                {
+                    Some(pass) => TrainPass {
+                        logits: cnn.head_forward(pass.features, Some(dropout), &mut |_, _| {}),
+                        norms: (cnn.norms.iter().zip(pass.stats))
+                            .map(|(norm, s)| norm.stats_after(s.mean, s.variance, s.count))
+                            .collect(),
+                    },
+                    None => net.forward_step(images, dropout),
+                }
+            }
+            (_, Net::Cnn(cnn)) if !cnn.norms.is_empty() => net.forward_step(images, dropout),
             _ => TrainPass {
                 logits: self.forward_train(net, images, Some(dropout)),
                 norms: Vec::new(),
@@ -173,6 +209,14 @@ impl Engine {
     }
 }
 
+/// What the fused CPU operation makes of a CNN's last map, for its head.
+fn feature_map(cnn: &crate::model::Cnn) -> cpu_cnn::FeatureMap {
+    match cnn.head.kind {
+        HeadKind::Gap => cpu_cnn::FeatureMap::GlobalAverage,
+        HeadKind::Flatten => cpu_cnn::FeatureMap::Flatten,
+    }
+}
+
 /// The wgpu kernels' name for a model of `spec`.
 pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     match spec.kind {
@@ -188,14 +232,6 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     }
 }
 
-/// Why `kernels` cannot run a model with `--batch-norm`: they have no batch norm.
-fn no_batch_norm(spec: ModelSpec, kernels: &str) -> Result<(), String> {
-    match spec.batch_norm {
-        true => Err(format!("{kernels}: no batch norm yet (--batch-norm)")),
-        false => Ok(()),
-    }
-}
-
 /// The wgpu kernels' name for a model, or why they do not take it.
 fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
     let model = kernel_model(spec);
@@ -208,7 +244,7 @@ mod tests {
     use crate::model::{CnnWidths, Head};
 
     #[test]
-    fn every_head_runs_on_the_fused_cpu_operation() {
+    fn every_head_and_batch_norm_run_on_the_fused_cpu_operation() {
         let device = Device::flex();
         for kind in [HeadKind::Gap, HeadKind::Flatten] {
             for (hidden, dropout) in [(0, 0.0), (128, 0.25)] {
@@ -231,8 +267,8 @@ mod tests {
                     ..spec
                 };
                 let choice = Engine::choose(&device, normed, 10, 28);
-                assert_eq!(choice.engine, Engine::Layers, "{kind:?} with batch norm");
-                assert!(choice.note.is_some_and(|n| n.contains("--batch-norm")));
+                assert_eq!(choice.engine, Engine::CpuFused, "{kind:?} with batch norm");
+                assert_eq!(choice.note, None);
             }
         }
     }

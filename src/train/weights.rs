@@ -10,13 +10,13 @@ use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 
-use super::checkpointer::{WeightsKind, f32_bytes, f32_values};
+use super::checkpointer::{f32_bytes, f32_values, WeightsKind};
 use super::engine::Engine;
-use super::{DIVERGED_GRAD_NORM, StepFailure, StepTrains, TrainSettings, train_step};
+use super::{train_step, StepFailure, StepTrains, TrainSettings, DIVERGED_GRAD_NORM};
 use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use crate::data::ImageBatch;
 use crate::device::gpu_train;
-use crate::model::{Net, flat};
+use crate::model::{flat, Net};
 use crate::recipe::{Optimizer, Recipe};
 
 /// The model being trained and its optimizer. A clone shares its tensors (a snapshot to go
@@ -253,7 +253,11 @@ impl Weights {
                 );
                 let mut norm = None;
                 if batch.len() > *proven || *paced {
-                    norm = Some(read_stats(stats.clone())?[2]);
+                    let values = read_stats(stats.clone())?;
+                    if values[0] < 0.0 {
+                        return Err(StepFailure::Other(LOOP_CAP.to_string()));
+                    }
+                    norm = Some(values[2]);
                     *proven = (*proven).max(batch.len());
                 }
                 *state = next;
@@ -434,6 +438,10 @@ pub(crate) fn net_from_bytes(template: Net, bytes: &[u8]) -> crate::error::Resul
         .try_load_record(record)
         .map_err(|e| record_error("the model's weights", e))
 }
+
+/// What a kernel step whose loops a software adapter cut short says (a mean loss below 0, which
+/// no batch can have: shaders/sample_common.wgsl's poison_if_loops_were_cut).
+const LOOP_CAP: &str = "this model is too large for the WGSL kernels on a software adapter (llvmpipe stops a shader invocation's loops after 65,535 laps; a batch-norm step runs the whole batch in one): train it with --no-gpu-kernels (burn's layers), with --backend cpu, or on a GPU";
 
 /// A step's [mean loss, correct, norm, flag], read back (a sync).
 fn read_stats(stats: Tensor<1>) -> Result<Vec<f32>, StepFailure> {
