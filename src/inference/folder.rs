@@ -82,7 +82,11 @@ pub fn labelled_set(
     check_classes(&folder, &data::layout::class_names(&folder)?, &meta.classes)?;
     let found = inputs::gather(std::slice::from_ref(&folder))?;
     let left_out = found.iter().filter(|i| i.folder_class.is_none()).count();
-    let seen = trained_checksums(meta);
+    let seen: std::collections::HashSet<&str> = meta
+        .data_manifest
+        .iter()
+        .flat_map(|m| m.trained_checksums())
+        .collect();
     let mut seen_in_training = 0;
     let mut conversions = Conversions::default();
     let (mut samples, mut unreadable) = (Vec::new(), Vec::new());
@@ -99,7 +103,7 @@ pub fn labelled_set(
         let read = std::fs::read(&input.path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
-                if seen.contains(&crate::checksum::checksum(&bytes)) {
+                if seen.contains(crate::checksum::checksum(&bytes).as_str()) {
                     seen_in_training += 1;
                 }
                 inputs::read_bytes(&bytes, meta.image_size, meta.channels, &mut conversions)
@@ -142,17 +146,6 @@ pub fn labelled_set(
         left_out,
         seen_in_training,
     })
-}
-
-/// The checksums of the files the checkpoint trained and validated on (none when it records
-/// no folder).
-fn trained_checksums(meta: &CheckpointMeta) -> std::collections::HashSet<String> {
-    meta.data_manifest
-        .iter()
-        .flat_map(|m| m.files.iter())
-        .filter(|f| f.part != data::split::Part::Test)
-        .map(|f| f.checksum.clone())
-        .collect()
 }
 
 fn refuse_unreadable(unreadable: &[String]) -> Result<()> {

@@ -58,7 +58,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         let (_, meta) = init_from::read(path, &opened.device)?;
         state.set_init_from(Some(init_from::described(path, &meta)));
     }
-    models::check_init_from(&config, &splits, &opened.device)?;
+    let test_overlap = models::check_init_from(&config, &splits, &opened.device, console)?;
     let shapes = models::trace_shapes(&splits, &settings)?;
 
     let mut trained = models::train_models(
@@ -118,6 +118,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         cpu_kernels,
         stopped,
         init_from: state.init_from().cloned(),
+        test_overlap,
     };
     // The wall time and peak memory cover everything up to writing the pack.
     report.wall_seconds = started.elapsed().as_secs_f64();
