@@ -539,6 +539,20 @@ impl Settings {
         Ok(())
     }
 
+    /// Settings that are right only for some data, one line each for a note: `--augment
+    /// flip` on an image folder (a mirrored digit or letter is no longer its class; the
+    /// stripe images get [`Self::without_effect`]'s warning instead).
+    pub fn cautions(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.data.is_some() && self.augment.flip {
+            notes.push(
+                "--augment flip trains on mirrored images: right where a mirrored image is still its class (most photos), wrong where it is not (digits, letters, left/right classes)"
+                    .to_string(),
+            );
+        }
+        notes
+    }
+
     /// Settings given that change nothing in this run: `cnn_widths` when no CNN is trained,
     /// `color` on the stripe images. One line each, for a warning.
     pub fn without_effect(&self) -> Vec<String> {

@@ -152,6 +152,9 @@ fn open_device(settings: &Settings, console: &Console) -> Result<device::OpenBac
     for note in settings.without_effect() {
         console.warn(&note);
     }
+    for note in settings.cautions() {
+        console.info(&note);
+    }
     if device::chosen_adapter().is_some() && opened.info.backend != device::BackendName::Wgpu {
         console.warn(&format!(
             "--device picks a wgpu adapter; the {} backend does not use one",
