@@ -449,6 +449,8 @@ impl TrainArgs {
             samples_per_class: self.samples_per_class,
             image_size: self.image_size,
             split: self.split,
+            // Whether it was given is the matches' to say (config::merge).
+            split_given: false,
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,

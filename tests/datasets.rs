@@ -125,15 +125,21 @@ fn a_pre_split_folder_refuses_different_classes_and_split() {
     let dir = temp();
     let data = pre_split(dir.path(), 6, 3);
     let out = dir.path().join("pack");
-    let output = run(&data, &out)
-        .args(["--split", "0.8,0.1,0.1"])
-        .run_fail(2);
-    let err = stderr(&output);
-    assert!(
-        err.contains("--split") && err.contains("already split"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    // Any --split given, the default's value too: the folder's split is given.
+    for split in ["0.8,0.1,0.1", "0.6,0.2,0.2"] {
+        let output = run(&data, &out).args(["--split", split]).run_fail(2);
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!("--split {split} cannot apply")) && err.contains("already split"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    // A config file's default split (a pack's outputs/config.json records it) repeats the run.
+    let config = dir.path().join("config.toml");
+    fs::write(&config, "split = [0.6, 0.2, 0.2]\n").unwrap();
+    run(&data, &out).arg("--config").arg(&config).run_ok();
+    fs::remove_dir_all(&out).unwrap();
     fs::rename(data.join("test/trouser"), data.join("test/trousers")).unwrap();
     let output = run(&data, &out).run_fail(2);
     let err = stderr(&output);
