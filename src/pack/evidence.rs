@@ -191,12 +191,12 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
     csv_text(rows)
 }
 
-/// The epochs a model trained: its schedule's, or (stopped by an interrupt) those it
-/// finished.
+/// The epochs a model trained: its schedule's, or (stopped by an interrupt or by
+/// `--patience`) those it finished.
 pub fn epochs_trained(run: &ModelRun) -> usize {
-    match run.trained.interrupted {
-        Some(_) => run.trained.history.last().map_or(0, |e| e.epoch),
-        None => run.epochs,
+    match (run.trained.interrupted, &run.trained.stopped_early) {
+        (None, None) => run.epochs,
+        _ => run.trained.history.last().map_or(0, |e| e.epoch),
     }
 }
 
