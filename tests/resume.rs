@@ -761,3 +761,33 @@ fn init_from_refuses_test_images_the_checkpoint_trained_on() {
         stderr(&output)
     );
 }
+
+/// `--resume` with an `--init-from` the run was not made with is refused from the stopped
+/// run's state, before its data is read: here the folder is gone, and the refusal still
+/// names the fine-tuning flag, not the folder.
+#[test]
+fn resume_refuses_another_init_from_before_reading_the_data() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let data = image_folder(dir.path(), 8);
+    let cut = dir.path().join("cut");
+    trainer()
+        .cpu()
+        .quiet()
+        .data(&data)
+        .args(["--models", "cnn", "--epochs-cnn", "3"])
+        .out(&cut)
+        .env("TRAINER_INTERRUPT_AT", "cnn:2")
+        .run_fail(130);
+    fs::rename(&data, dir.path().join("moved away")).unwrap();
+    let output = trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&cut)
+        .arg("--init-from")
+        .arg(first.join("checkpoints/best_model.json"))
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("init_from unset"), "{err}");
+}

@@ -35,6 +35,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     let mut config = prepare(config)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let opened = open_device(&config.settings, console)?;
+    state::check_resumed_fine_tuning(&config, &opened.device)?; // before the data loads
 
     let splits = load_data(&mut config.settings, console)?;
     let settings = config.settings.clone();
@@ -45,7 +46,6 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         progress: console,
     };
     let mut state = state::run_state(&config, &splits, &mut memory, console)?;
-    state::check_resumed_fine_tuning(&config, &state, &opened.device)?;
     // A resumed run starts the models it had not started as it would have (--init-from and
     // --freeze-features are the run's own).
     config.freeze_features |= state.freeze_features();
