@@ -106,6 +106,20 @@ fn a_pre_split_folder_trains_on_its_splits_and_evaluate_finds_its_test_part() {
     );
     let output = evaluate(&pack.join("checkpoints/best_model.json")).run_ok();
     assert!(stdout(&output).contains("12"), "{}", stdout(&output));
+    // --data naming the training folder scores that recorded test part, with the macro F1
+    // and each class's scores as any other folder's.
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(pack.join("checkpoints/best_model.json"))
+        .data(&data)
+        .run_ok();
+    let printed = stdout(&output);
+    assert!(printed.contains("test_samples: 12"), "{printed}");
+    assert!(
+        printed.contains("macro_f1: ") && printed.contains("  trouser: precision "),
+        "{printed}"
+    );
 
     // A given validation folder is the validation part; --val-fraction draws from train.
     class_folders(&data.join("val"), 3, 3);
