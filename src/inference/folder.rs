@@ -56,12 +56,27 @@ pub fn scored_folder(data: &Path) -> Result<(PathBuf, String)> {
     })
 }
 
-/// Refuses a folder whose classes are not the checkpoint's, naming both lists.
+/// Refuses a folder whose classes are not the checkpoint's, naming both lists; a folder of
+/// only some of them is told why (the scores cover every class) and pointed to `predict`.
 pub fn check_classes(folder: &Path, found: &[String], checkpoint: &[String]) -> Result<()> {
     let mut expected = checkpoint.to_vec();
     expected.sort();
     if found == expected.as_slice() {
         return Ok(());
+    }
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|c| !found.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    if found.iter().all(|c| expected.contains(c)) {
+        return Err(TrainerError::bad_input(format!(
+            "'{}' has {} of the checkpoint's {} classes (none of {}): evaluate scores every class (per-class scores, macro F1, the confusion matrix), so it needs them all; `trainer predict` gives the accuracy of a folder of some of them",
+            folder.display(),
+            found.len(),
+            expected.len(),
+            missing.join(", ")
+        )));
     }
     Err(TrainerError::bad_input(format!(
         "the classes of '{}' ({}) are not the checkpoint's ({}); name the class folders as the checkpoint does",
@@ -196,6 +211,15 @@ mod tests {
             .to_string();
         assert!(
             err.contains("(cat, cow)") && err.contains("(cat, dog)"),
+            "{err}"
+        );
+        // Some of the classes: said why, and where to go instead.
+        let err = check_classes(Path::new("d"), &["cat".into()], &mine)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'d' has 1 of the checkpoint's 2 classes (none of dog)")
+                && err.contains("`trainer predict` gives the accuracy"),
             "{err}"
         );
     }
