@@ -228,6 +228,12 @@ pub struct RunArgs {
     /// checkpoint learned. Command line only (no config key).
     #[arg(long, requires = "init_from")]
     pub freeze_features: bool,
+
+    /// With --init-from: train even when the checkpoint trained or validated on some of this
+    /// run's test images (refused otherwise, naming how many); the pack then says its test
+    /// accuracy overstates. Command line only (no config key).
+    #[arg(long, requires = "init_from")]
+    pub allow_test_overlap: bool,
 }
 
 /// The data and hyperparameters shared by the workshop run and parity. Their defaults are
@@ -443,6 +449,8 @@ impl TrainArgs {
             samples_per_class: self.samples_per_class,
             image_size: self.image_size,
             split: self.split,
+            // Whether it was given is the matches' to say (config::merge).
+            split_given: false,
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,

@@ -149,6 +149,10 @@ pub struct Settings {
     pub image_size: usize,
     /// Shares of train, val and test.
     pub split: [f64; 3],
+    /// Whether `--split` was given on the command line (whatever its value): a pre-split
+    /// folder refuses it. Not a setting of the run (never written, never read).
+    #[serde(skip)]
+    pub split_given: bool,
     /// Which models to train, in order.
     pub models: Vec<ModelKind>,
     pub batch_size: usize,
@@ -239,6 +243,7 @@ impl Default for Settings {
             samples_per_class: 140,
             image_size: 16,
             split: [0.6, 0.2, 0.2],
+            split_given: false,
             models: vec![ModelKind::Baseline, ModelKind::Cnn],
             batch_size: 32,
             epochs_baseline: 4,
@@ -280,6 +285,7 @@ impl Settings {
             samples_per_class: self.samples_per_class,
             image_size: self.image_size,
             split: self.split,
+            split_given: self.split_given,
             folder: self.data.clone(),
             // The stripes are gray whatever --color says (rgb is refused for them).
             color: if self.data.is_some() {
@@ -537,6 +543,20 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Settings that are right only for some data, one line each for a note: `--augment
+    /// flip` on an image folder (a mirrored digit or letter is no longer its class; the
+    /// stripe images get [`Self::without_effect`]'s warning instead).
+    pub fn cautions(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.data.is_some() && self.augment.flip {
+            notes.push(
+                "--augment flip trains on mirrored images: right where a mirrored image is still its class (most photos), wrong where it is not (digits, letters, left/right classes)"
+                    .to_string(),
+            );
+        }
+        notes
     }
 
     /// Settings given that change nothing in this run: `cnn_widths` when no CNN is trained,
@@ -842,15 +862,22 @@ pub fn merge(
     file: Option<&ConfigFile>,
     explicit: impl Fn(&str) -> bool,
 ) -> Result<Settings> {
-    let Some(file) = file else {
-        return Ok(flags.clone());
+    let mut merged = match file {
+        None => flags.clone(),
+        Some(file) => {
+            file.check_keys(&Settings::default())?;
+            // Every value of the file is checked, even one a flag overrides, against the
+            // flags' values of the keys it leaves out (a file's weight_decay with --optimizer
+            // adamw is fine); then the flags given win.
+            file.settings_over(flags, &|_| false)?;
+            file.settings_over(flags, &explicit)?
+        }
     };
-    file.check_keys(&Settings::default())?;
-    // Every value of the file is checked, even one a flag overrides, against the flags'
-    // values of the keys it leaves out (a file's weight_decay with --optimizer adamw is
-    // fine); then the flags given win.
-    file.settings_over(flags, &|_| false)?;
-    file.settings_over(flags, &explicit)
+    // A pre-split folder refuses a --split given on the command line whatever its value; a
+    // file's split only when it is not the default (a pack's outputs/config.json records
+    // the default for a pre-split folder, and repeats the run).
+    merged.split_given = explicit("split");
+    Ok(merged)
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct RunConfig {
     /// `freeze_features`.
     pub init_from: Option<PathBuf>,
     pub freeze_features: bool,
+    /// Train even when the `init_from` checkpoint trained or validated on some of the run's
+    /// test images (`--allow-test-overlap`); the pack says how many.
+    pub allow_test_overlap: bool,
 }
 
 /// One model's training and test results.
@@ -92,6 +95,8 @@ pub struct Report {
     pub stopped: Option<String>,
     /// The checkpoint the run started from (`--init-from`).
     pub init_from: Option<crate::model::checkpoint::InitFrom>,
+    /// How many test images the `init_from` checkpoint trained or validated on.
+    pub test_overlap: Option<crate::model::init_from::TestOverlap>,
 }
 
 /// What `--overfit-batches` found for one model.

@@ -230,3 +230,35 @@ fn the_packs_next_steps_read_the_curves() {
         "{curves}"
     );
 }
+
+/// `--augment flip` on an image folder says once, as a note, that a flip is right only where
+/// a mirrored image is still its class (digits are not); `--quiet` leaves it out, and the
+/// stripe images get their warning instead.
+#[test]
+fn a_flip_on_an_image_folder_is_cautioned_once() {
+    let dir = temp();
+    let data = hue_folder(dir.path(), 6, 16);
+    let caution =
+        "--augment flip trains on mirrored images: right where a mirrored image is still its class";
+    let run = |name: &str, extra: &[&str]| {
+        trainer()
+            .cpu()
+            .data(&data)
+            .args(["--image-size", "16", "--models", "cnn", "--epochs-cnn", "1"])
+            .args(extra)
+            .out(dir.path().join(name))
+            .run_ok()
+    };
+    let output = run("flip", &["--augment", "flip,crop"]);
+    assert_eq!(
+        stdout(&output).matches(caution).count(),
+        1,
+        "{}",
+        stdout(&output)
+    );
+    assert!(!stderr(&output).contains(caution), "{}", stderr(&output));
+    let output = run("crop", &["--augment", "crop"]);
+    assert!(!stdout(&output).contains(caution), "{}", stdout(&output));
+    let output = run("quiet", &["--augment", "flip", "--quiet"]);
+    assert!(!stdout(&output).contains(caution), "{}", stdout(&output));
+}

@@ -106,6 +106,20 @@ fn a_pre_split_folder_trains_on_its_splits_and_evaluate_finds_its_test_part() {
     );
     let output = evaluate(&pack.join("checkpoints/best_model.json")).run_ok();
     assert!(stdout(&output).contains("12"), "{}", stdout(&output));
+    // --data naming the training folder scores that recorded test part, with the macro F1
+    // and each class's scores as any other folder's.
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(pack.join("checkpoints/best_model.json"))
+        .data(&data)
+        .run_ok();
+    let printed = stdout(&output);
+    assert!(printed.contains("test_samples: 12"), "{printed}");
+    assert!(
+        printed.contains("macro_f1: ") && printed.contains("  trouser: precision "),
+        "{printed}"
+    );
 
     // A given validation folder is the validation part; --val-fraction draws from train.
     class_folders(&data.join("val"), 3, 3);
@@ -125,15 +139,21 @@ fn a_pre_split_folder_refuses_different_classes_and_split() {
     let dir = temp();
     let data = pre_split(dir.path(), 6, 3);
     let out = dir.path().join("pack");
-    let output = run(&data, &out)
-        .args(["--split", "0.8,0.1,0.1"])
-        .run_fail(2);
-    let err = stderr(&output);
-    assert!(
-        err.contains("--split") && err.contains("already split"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    // Any --split given, the default's value too: the folder's split is given.
+    for split in ["0.8,0.1,0.1", "0.6,0.2,0.2"] {
+        let output = run(&data, &out).args(["--split", split]).run_fail(2);
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!("--split {split} cannot apply")) && err.contains("already split"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    // A config file's default split (a pack's outputs/config.json records it) repeats the run.
+    let config = dir.path().join("config.toml");
+    fs::write(&config, "split = [0.6, 0.2, 0.2]\n").unwrap();
+    run(&data, &out).arg("--config").arg(&config).run_ok();
+    fs::remove_dir_all(&out).unwrap();
     fs::rename(data.join("test/trouser"), data.join("test/trousers")).unwrap();
     let output = run(&data, &out).run_fail(2);
     let err = stderr(&output);

@@ -244,8 +244,8 @@ fn predict_classifies_a_folder_into_a_csv_and_gives_the_accuracy_of_a_labelled_o
         }
     }
     assert!(fs::read_to_string(&csv).unwrap().contains("\r\n"));
-    // An existing --csv is replaced only with --force, and a missing folder is refused, both
-    // before any image is classified.
+    // An existing --csv is replaced only with --force, and one under a file is refused, both
+    // before any image is classified; a missing folder is made (as export does).
     let predict = |csv: &Path| {
         trainer()
             .subcommand("predict")
@@ -265,13 +265,16 @@ fn predict_classifies_a_folder_into_a_csv_and_gives_the_accuracy_of_a_labelled_o
     assert!(stdout(&output).is_empty(), "nothing classified");
     assert_eq!(fs::read_to_string(&csv).unwrap(), before);
     predict(&csv).arg("--force").run_ok();
-    let output = predict(&dir.path().join("no-such-folder/p.csv")).run_fail(2);
+    let output = predict(&csv.join("p.csv")).run_fail(2);
     assert!(
-        stderr(&output).contains("does not exist"),
+        stderr(&output).contains("is under a file, not a folder"),
         "{}",
         stderr(&output)
     );
     assert!(stdout(&output).is_empty(), "nothing classified");
+    let made = dir.path().join("no-such-folder/deeper/p.csv");
+    predict(&made).run_ok();
+    assert_eq!(read_csv(&made).1.len(), read_csv(&csv).1.len());
 }
 
 #[test]

@@ -54,6 +54,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         samples_per_class: 0,
         image_size: 16,
         split: [0.6, 0.2, 0.2],
+        split_given: false,
         folder: Some(data.clone()),
         color: trainer::data::Color::Auto,
         split_rule: trainer::data::SplitRule::Stratified,
@@ -280,6 +281,9 @@ fn early_stopping_records_the_epoch_kept_and_why_it_stopped() {
     let (_, comparison) = read_csv(&pack.join("outputs/model_comparison.csv"));
     assert_eq!(comparison.len(), 1);
     assert!(comparison[0][6].starts_with("ok, stopped early after epoch"));
+    // `epochs` is the epochs trained (the seed's runs train all they are given), not the 40
+    // asked for.
+    assert_eq!(comparison[0][1], rows.len().to_string(), "{comparison:?}");
 }
 
 #[test]

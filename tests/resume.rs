@@ -684,3 +684,121 @@ fn freeze_features_on_wgpu_runs_the_layers_and_says_why() {
         "{model}"
     );
 }
+
+/// `--init-from` refuses a run whose test images the checkpoint trained or validated on
+/// (another seed splits the same folder otherwise), naming how many, before anything is
+/// written; the checkpoint's own split is fine, and `--allow-test-overlap` trains with a
+/// warning and a pack that says its test accuracy overstates. Stripes alike (more samples
+/// per class regenerate the checkpoint's images in other parts).
+#[test]
+fn init_from_refuses_test_images_the_checkpoint_trained_on() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 12);
+    let tune = |seed: &str| {
+        trainer().cpu().quiet().data(&data).args([
+            "--models",
+            "cnn",
+            "--epochs-cnn",
+            "1",
+            "--seed",
+            seed,
+        ])
+    };
+    let first = dir.path().join("first");
+    tune("1").out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let refused = dir.path().join("refused");
+    let output = tune("2")
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .out(&refused)
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains(
+            "of this run's 6 test images were the checkpoint's training or validation images"
+        ) && err.contains("--allow-test-overlap"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "nothing written");
+    tune("1")
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .out(dir.path().join("same"))
+        .run_ok();
+    let allowed = dir.path().join("allowed");
+    let output = tune("2")
+        .arg("--init-from")
+        .arg(&checkpoint)
+        .arg("--allow-test-overlap")
+        .out(&allowed)
+        .run_ok();
+    assert!(
+        stderr(&output).contains("test images were the checkpoint's training or validation images: the test accuracy overstates"),
+        "{}",
+        stderr(&output)
+    );
+    let readme = fs::read_to_string(allowed.join("README.md")).unwrap();
+    assert!(
+        readme.contains("**The test accuracy overstates:**"),
+        "{readme}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(allowed.join("outputs/run_info.json")).unwrap())
+            .unwrap();
+    let seen = info["init_from_test_overlap"]["seen"].as_u64().unwrap();
+    assert!((1..=6).contains(&seen), "{info}");
+
+    let stripes = dir.path().join("stripes");
+    small(&["--models", "cnn"]).out(&stripes).run_ok();
+    let output = trainer()
+        .cpu()
+        .quiet()
+        .args([
+            "--models",
+            "cnn",
+            "--samples-per-class",
+            "60",
+            "--epochs-cnn",
+            "1",
+        ])
+        .arg("--init-from")
+        .arg(stripes.join("checkpoints/best_model.json"))
+        .out(dir.path().join("more"))
+        .run_fail(2);
+    assert!(
+        stderr(&output).contains("of this run's 36 test images were the checkpoint's"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// `--resume` with an `--init-from` the run was not made with is refused from the stopped
+/// run's state, before its data is read: here the folder is gone, and the refusal still
+/// names the fine-tuning flag, not the folder.
+#[test]
+fn resume_refuses_another_init_from_before_reading_the_data() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let data = image_folder(dir.path(), 8);
+    let cut = dir.path().join("cut");
+    trainer()
+        .cpu()
+        .quiet()
+        .data(&data)
+        .args(["--models", "cnn", "--epochs-cnn", "3"])
+        .out(&cut)
+        .env("TRAINER_INTERRUPT_AT", "cnn:2")
+        .run_fail(130);
+    fs::rename(&data, dir.path().join("moved away")).unwrap();
+    let output = trainer()
+        .quiet()
+        .arg("--resume")
+        .arg(&cut)
+        .arg("--init-from")
+        .arg(first.join("checkpoints/best_model.json"))
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(err.contains("init_from unset"), "{err}");
+}

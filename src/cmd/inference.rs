@@ -124,6 +124,7 @@ fn print_recorded(loaded: &Loaded, scored: &Scored, console: &Console) -> Result
         "recorded_test_accuracy: {:.3}",
         meta.test_accuracy
     ));
+    print_class_scores(scored, console);
     if (round4(test.accuracy) - meta.test_accuracy).abs() > 1e-9 {
         return Err(TrainerError::VerdictFailed(format!(
             "the reloaded model scores {:.4}, the checkpoint recorded {:.4}",
@@ -138,6 +139,11 @@ fn print_folder(scored: &Scored, console: &Console) {
     let evaluation = &scored.evaluation;
     console.result(&format!("samples: {}", evaluation.predictions.len()));
     console.result(&format!("accuracy: {:.3}", evaluation.accuracy));
+    print_class_scores(scored, console);
+}
+
+/// The macro F1 and each class's precision, recall and F1 (the recorded test set's too).
+fn print_class_scores(scored: &Scored, console: &Console) {
     console.result(&format!(
         "macro_f1: {:.3}",
         evaluation::macro_f1(&scored.per_class)

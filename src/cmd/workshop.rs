@@ -50,6 +50,7 @@ pub fn main(args: RunArgs, matches: &ArgMatches) -> Result<ExitCode> {
         resume: args.resume.is_some(),
         init_from: args.init_from,
         freeze_features: args.freeze_features,
+        allow_test_overlap: args.allow_test_overlap,
     };
     let report = run(config, &console)?;
     for line in console_summary(&report) {

@@ -62,17 +62,28 @@ pub fn decide(a: &Pack, b: &Pack, differences: &[Difference]) -> Decision {
         .first()
         .map(|d| format!("`{}` = {}", d.key, d.b))
         .unwrap_or_else(|| "the change".to_string());
+    // Only a number has a value a step further; an on/off setting or a word has none.
+    let numeric = differences
+        .first()
+        .is_some_and(|d| d.a.parse::<f64>().is_ok() && d.b.parse::<f64>().is_ok());
+    let (further, other) = match numeric {
+        true => (
+            ", then try a value a step further in the same direction",
+            ", or try a value further away",
+        ),
+        false => ("", ""),
+    };
     let suggestion = if differences.len() > 1 {
         "split the change: rerun from A changing one setting only, then compare again".to_string()
     } else if differences.is_empty() {
         "nothing to decide: change one setting and rerun".to_string()
     } else if better > worse {
-        format!("keep {changed}, then try a value a step further in the same direction")
+        format!("keep {changed}{further}")
     } else if worse > better {
         format!("roll back {changed}: validation got worse")
     } else {
         format!(
-            "no measurable effect on validation (within one validation sample, {one_sample:.4}): keep whichever of the two is simpler or faster, or try a value further away"
+            "no measurable effect on validation (within one validation sample, {one_sample:.4}): keep whichever of the two is simpler or faster{other}"
         )
     };
     Decision {
@@ -149,6 +160,30 @@ mod tests {
             d.suggestion.starts_with("no measurable effect"),
             "{}",
             d.suggestion
+        );
+    }
+
+    /// An on/off setting (or a word) has no value a step further: the suggestion keeps or
+    /// rolls it back without one.
+    #[test]
+    fn an_on_off_setting_is_kept_without_a_step_further() {
+        let batch_norm = [Difference {
+            key: "batch_norm".into(),
+            a: "false".into(),
+            b: "true".into(),
+        }];
+        let judged = |a: f64, b: f64, change: &[Difference]| {
+            decide(&pack(a, 0.3, "ok"), &pack(b, 0.3, "ok"), change).suggestion
+        };
+        assert_eq!(judged(0.90, 0.95, &batch_norm), "keep `batch_norm` = true");
+        let same = judged(0.95, 0.95, &batch_norm);
+        assert!(
+            same.starts_with("no measurable effect")
+                && same.ends_with("keep whichever of the two is simpler or faster"),
+            "{same}"
+        );
+        assert!(
+            judged(0.90, 0.95, &lr_changed()).ends_with("a step further in the same direction")
         );
     }
 

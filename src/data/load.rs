@@ -129,10 +129,11 @@ pub fn folder_splits(config: &DataConfig, progress: &dyn Progress) -> Result<Spl
     Ok(splits)
 }
 
-/// `--split` has no say over a pre-split folder (its splits are given), and `--val-fraction`
-/// is a share of train.
+/// `--split` has no say over a pre-split folder (its splits are given): refused when given on
+/// the command line, whatever its value, or any other split than the default; and
+/// `--val-fraction` is a share of train.
 fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
-    if layout.is_pre_split() && config.split != DEFAULT_SPLIT {
+    if layout.is_pre_split() && (config.split_given || config.split != DEFAULT_SPLIT) {
         return Err(TrainerError::bad_input(format!(
             "--split {},{},{} cannot apply: '{}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
             config.split[0],

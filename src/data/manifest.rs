@@ -118,6 +118,25 @@ impl DataManifest {
         self.files.iter().filter(move |f| f.part == part)
     }
 
+    /// The checksums of the files the run trained or validated on (every part but test): an
+    /// image with one of them is no test of a model that started from the run.
+    pub fn trained_checksums(&self) -> std::collections::HashSet<&str> {
+        self.files
+            .iter()
+            .filter(|f| f.part != Part::Test)
+            .map(|f| f.checksum.as_str())
+            .collect()
+    }
+
+    /// How many of this run's test files are byte-identical to a file `earlier` trained or
+    /// validated on.
+    pub fn tests_trained_by(&self, earlier: &DataManifest) -> usize {
+        let seen = earlier.trained_checksums();
+        self.part(Part::Test)
+            .filter(|f| seen.contains(f.checksum.as_str()))
+            .count()
+    }
+
     /// How `now` (path -> checksum of the folder as it is) differs from this manifest.
     pub fn changes(&self, now: &BTreeMap<String, String>) -> FolderChanges {
         let mut changes = FolderChanges::default();

@@ -49,6 +49,10 @@ pub struct DataConfig {
     pub image_size: usize,
     /// Shares of train, val and test.
     pub split: [f64; 3],
+    /// Whether `--split` was given on the command line: a pre-split folder refuses it
+    /// whatever its value. Never written (a checkpoint's data reads back without it).
+    #[serde(skip)]
+    pub split_given: bool,
     /// A folder of class subfolders instead of the stripe images.
     pub folder: Option<std::path::PathBuf>,
     /// How an image folder's images are read (checkpoints written before colour existed
@@ -229,6 +233,7 @@ impl DataConfig {
             samples_per_class,
             image_size,
             split: DEFAULT_SPLIT,
+            split_given: false,
             folder: None,
             color: Color::Gray,
             split_rule: SplitRule::Stratified,

@@ -56,12 +56,27 @@ pub fn scored_folder(data: &Path) -> Result<(PathBuf, String)> {
     })
 }
 
-/// Refuses a folder whose classes are not the checkpoint's, naming both lists.
+/// Refuses a folder whose classes are not the checkpoint's, naming both lists; a folder of
+/// only some of them is told why (the scores cover every class) and pointed to `predict`.
 pub fn check_classes(folder: &Path, found: &[String], checkpoint: &[String]) -> Result<()> {
     let mut expected = checkpoint.to_vec();
     expected.sort();
     if found == expected.as_slice() {
         return Ok(());
+    }
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|c| !found.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    if found.iter().all(|c| expected.contains(c)) {
+        return Err(TrainerError::bad_input(format!(
+            "'{}' has {} of the checkpoint's {} classes (none of {}): evaluate scores every class (per-class scores, macro F1, the confusion matrix), so it needs them all; `trainer predict` gives the accuracy of a folder of some of them",
+            folder.display(),
+            found.len(),
+            expected.len(),
+            missing.join(", ")
+        )));
     }
     Err(TrainerError::bad_input(format!(
         "the classes of '{}' ({}) are not the checkpoint's ({}); name the class folders as the checkpoint does",
@@ -82,7 +97,11 @@ pub fn labelled_set(
     check_classes(&folder, &data::layout::class_names(&folder)?, &meta.classes)?;
     let found = inputs::gather(std::slice::from_ref(&folder))?;
     let left_out = found.iter().filter(|i| i.folder_class.is_none()).count();
-    let seen = trained_checksums(meta);
+    let seen: std::collections::HashSet<&str> = meta
+        .data_manifest
+        .iter()
+        .flat_map(|m| m.trained_checksums())
+        .collect();
     let mut seen_in_training = 0;
     let mut conversions = Conversions::default();
     let (mut samples, mut unreadable) = (Vec::new(), Vec::new());
@@ -99,7 +118,7 @@ pub fn labelled_set(
         let read = std::fs::read(&input.path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
-                if seen.contains(&crate::checksum::checksum(&bytes)) {
+                if seen.contains(crate::checksum::checksum(&bytes).as_str()) {
                     seen_in_training += 1;
                 }
                 inputs::read_bytes(&bytes, meta.image_size, meta.channels, &mut conversions)
@@ -142,17 +161,6 @@ pub fn labelled_set(
         left_out,
         seen_in_training,
     })
-}
-
-/// The checksums of the files the checkpoint trained and validated on (none when it records
-/// no folder).
-fn trained_checksums(meta: &CheckpointMeta) -> std::collections::HashSet<String> {
-    meta.data_manifest
-        .iter()
-        .flat_map(|m| m.files.iter())
-        .filter(|f| f.part != data::split::Part::Test)
-        .map(|f| f.checksum.clone())
-        .collect()
 }
 
 fn refuse_unreadable(unreadable: &[String]) -> Result<()> {
@@ -203,6 +211,15 @@ mod tests {
             .to_string();
         assert!(
             err.contains("(cat, cow)") && err.contains("(cat, dog)"),
+            "{err}"
+        );
+        // Some of the classes: said why, and where to go instead.
+        let err = check_classes(Path::new("d"), &["cat".into()], &mine)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'d' has 1 of the checkpoint's 2 classes (none of dog)")
+                && err.contains("`trainer predict` gives the accuracy"),
             "{err}"
         );
     }

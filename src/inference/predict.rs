@@ -200,19 +200,25 @@ fn classify(loaded: &Loaded, samples: Vec<Sample>) -> Result<Vec<FilePrediction>
         .collect())
 }
 
-/// `--csv` names a file that can be written, checked before any work: not a folder, in a
-/// folder that exists, and not an existing file unless `--force`.
+/// `--csv` names a file that can be written, checked before any work: not a folder, under no
+/// file, and not an existing file unless `--force`; its folder is made when missing (as
+/// `trainer export` and a run's `--out` do).
 pub fn check_csv(csv: &std::path::Path, force: bool) -> crate::error::Result<()> {
+    let under_a_file = csv
+        .ancestors()
+        .skip(1)
+        .any(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir());
     let why = if csv.is_dir() {
         "is a folder; give a file name"
-    } else if csv
-        .parent()
-        .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir())
-    {
-        "is in a folder that does not exist; create it first"
+    } else if under_a_file {
+        "is under a file, not a folder"
     } else if csv.exists() && !force {
         "exists; pass --force to replace it, or give another name"
     } else {
+        if let Some(parent) = csv.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| crate::error::TrainerError::io("creating", parent, e))?;
+        }
         return Ok(());
     };
     Err(crate::error::TrainerError::bad_input(format!(

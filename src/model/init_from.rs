@@ -2,12 +2,14 @@
 //! (fine-tuning). The shape must be the checkpoint's; another class count keeps everything
 //! but the last layer, which starts fresh.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use burn::tensor::Device;
 
 use super::checkpoint::{self, CheckpointMeta, InitFrom};
 use super::{ModelKind, Net};
+use crate::data::Splits;
 use crate::error::{Result, TrainerError};
 
 /// A model started from a checkpoint.
@@ -107,4 +109,58 @@ pub fn described(path: &Path, meta: &CheckpointMeta) -> InitFrom {
 /// Whether a run's model of `kind` starts from a checkpoint of `meta`'s kind.
 pub fn applies(meta: &CheckpointMeta, kind: ModelKind) -> bool {
     meta.model_kind == kind
+}
+
+/// How many of a run's test images the checkpoint it starts from trained or validated on:
+/// those make the run's test accuracy overstate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TestOverlap {
+    /// Test images the checkpoint trained or validated on.
+    pub seen: usize,
+    /// The run's test images.
+    pub test: usize,
+}
+
+/// The run's test images (of `splits`) that the checkpoint `meta` trained or validated on:
+/// byte-identical files for image folders (the checkpoint's list of files), the same
+/// generated images for stripes (its data settings, regenerated). None where it cannot be
+/// known (a folder checkpoint written before checkpoints listed their files).
+pub fn test_overlap(meta: &CheckpointMeta, splits: &Splits) -> Result<Option<TestOverlap>> {
+    let test = splits.test.len();
+    let seen = match (&splits.manifest, &meta.data_manifest, &meta.data.folder) {
+        (Some(run), Some(theirs), _) => run.tests_trained_by(theirs),
+        (Some(_), None, None) | (None, Some(_), _) => 0,
+        (None, None, None) => {
+            let theirs = crate::data::load_splits(&meta.data)?;
+            let trained: HashSet<(u64, u32, u32)> = [&theirs.train, &theirs.val]
+                .iter()
+                .flat_map(|part| part.samples.iter())
+                .filter_map(|s| s.recipe.map(|r| (r.seed, r.class, r.index)))
+                .collect();
+            splits
+                .test
+                .samples
+                .iter()
+                .filter_map(|s| s.recipe)
+                .filter(|r| trained.contains(&(r.seed, r.class, r.index)))
+                .count()
+        }
+        (_, None, Some(_)) => return Ok(None),
+    };
+    Ok(Some(TestOverlap { seen, test }))
+}
+
+/// Refuses (bad input) a run whose test images the checkpoint at `path` trained or
+/// validated on, unless `allowed` (`--allow-test-overlap`): its test accuracy would
+/// overstate how the model does on new images.
+pub fn check_test_overlap(overlap: Option<TestOverlap>, path: &Path, allowed: bool) -> Result<()> {
+    match overlap {
+        Some(o) if o.seen > 0 && !allowed => Err(TrainerError::bad_input(format!(
+            "--init-from '{}': {} of this run's {} test images were the checkpoint's training or validation images, so its test accuracy would overstate; fine-tune on images the checkpoint never saw, keep the checkpoint's own split (the same folder, --seed, --split and --max-per-class), or give --allow-test-overlap to accept it",
+            path.display(),
+            o.seen,
+            o.test
+        ))),
+        _ => Ok(()),
+    }
 }

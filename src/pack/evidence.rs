@@ -191,12 +191,12 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
     csv_text(rows)
 }
 
-/// The epochs a model trained: its schedule's, or (stopped by an interrupt) those it
-/// finished.
+/// The epochs a model trained: its schedule's, or (stopped by an interrupt or by
+/// `--patience`) those it finished.
 pub fn epochs_trained(run: &ModelRun) -> usize {
-    match run.trained.interrupted {
-        Some(_) => run.trained.history.last().map_or(0, |e| e.epoch),
-        None => run.epochs,
+    match (run.trained.interrupted, &run.trained.stopped_early) {
+        (None, None) => run.epochs,
+        _ => run.trained.history.last().map_or(0, |e| e.epoch),
     }
 }
 
@@ -399,6 +399,9 @@ struct RunInfo<'a> {
     resumed: bool,
     /// The checkpoint the run started from (`--init-from`) and its parameters' checksum.
     init_from: Option<&'a crate::model::checkpoint::InitFrom>,
+    /// How many test images that checkpoint trained or validated on (`seen` of `test`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_from_test_overlap: Option<crate::model::init_from::TestOverlap>,
     /// Whether only the last layer trained (`--freeze-features`).
     freeze_features: bool,
 }
@@ -460,6 +463,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         stopped: report.stopped.as_deref(),
         resumed: c.resume,
         init_from: report.init_from.as_ref(),
+        init_from_test_overlap: report.test_overlap,
         freeze_features: c.freeze_features,
     };
     serde_json::to_string_pretty(&info).map_err(|e| TrainerError::Serialize(e.to_string()))
@@ -1207,6 +1211,13 @@ fn readme_comparison(out: &mut String, report: &Report) {
         c.settings.monitor.as_str(),
         crate::train::select::reason(c.settings.select_by, c.settings.monitor)
     );
+    if let Some(o) = report.test_overlap.filter(|o| o.seen > 0) {
+        let _ = writeln!(
+            out,
+            "**The test accuracy overstates:** {} of the {} test images were training or validation images of the checkpoint this run started from (`--allow-test-overlap`), so the model had seen them.\n",
+            o.seen, o.test
+        );
+    }
 }
 
 /// What the README adds about the choice: that no model finished an epoch, or that the first

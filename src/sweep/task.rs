@@ -154,6 +154,7 @@ pub fn run(
         resume: crate::pack::run_state::RunState::resumable(&run_dir(dir, index)),
         init_from: None,
         freeze_features: false,
+        allow_test_overlap: false,
     };
     let outcome = run_pack(config, console);
     let mut state = TaskState {

@@ -35,6 +35,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
     let mut config = prepare(config)?;
     let _lock = OutputLock::acquire(&config.out)?;
     let opened = open_device(&config.settings, console)?;
+    state::check_resumed_fine_tuning(&config, &opened.device)?; // before the data loads
 
     let splits = load_data(&mut config.settings, console)?;
     let settings = config.settings.clone();
@@ -45,7 +46,6 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         progress: console,
     };
     let mut state = state::run_state(&config, &splits, &mut memory, console)?;
-    state::check_resumed_fine_tuning(&config, &state, &opened.device)?;
     // A resumed run starts the models it had not started as it would have (--init-from and
     // --freeze-features are the run's own).
     config.freeze_features |= state.freeze_features();
@@ -58,7 +58,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         let (_, meta) = init_from::read(path, &opened.device)?;
         state.set_init_from(Some(init_from::described(path, &meta)));
     }
-    models::check_init_from(&config, &splits, &opened.device)?;
+    let test_overlap = models::check_init_from(&config, &splits, &opened.device, console)?;
     let shapes = models::trace_shapes(&splits, &settings)?;
 
     let mut trained = models::train_models(
@@ -118,6 +118,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         cpu_kernels,
         stopped,
         init_from: state.init_from().cloned(),
+        test_overlap,
     };
     // The wall time and peak memory cover everything up to writing the pack.
     report.wall_seconds = started.elapsed().as_secs_f64();
@@ -150,6 +151,9 @@ fn open_device(settings: &Settings, console: &Console) -> Result<device::OpenBac
     }
     for note in settings.without_effect() {
         console.warn(&note);
+    }
+    for note in settings.cautions() {
+        console.info(&note);
     }
     if device::chosen_adapter().is_some() && opened.info.backend != device::BackendName::Wgpu {
         console.warn(&format!(

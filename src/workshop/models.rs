@@ -142,16 +142,46 @@ fn initial_net(
 }
 
 /// Checks, before any model trains, that `--init-from` applies to every model of the run
-/// (its kind is trained, its shape is each model's of that kind): a mismatch found only
-/// after another model trained would leave a run that can never resume.
-pub(super) fn check_init_from(config: &RunConfig, splits: &Splits, device: &Device) -> Result<()> {
+/// (its kind is trained, its shape is each model's of that kind: a mismatch found only
+/// after another model trained would leave a run that can never resume); and how many of
+/// the run's test images its checkpoint saw ([`test_overlap`]).
+pub(super) fn check_init_from(
+    config: &RunConfig,
+    splits: &Splits,
+    device: &Device,
+    console: &Console,
+) -> Result<Option<init_from::TestOverlap>> {
     if config.init_from.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     for &kind in &config.settings.models {
         start(config, kind, splits, device)?;
     }
-    Ok(())
+    test_overlap(config, splits, device, console)
+}
+
+/// How many of the run's test images `--init-from`'s checkpoint trained or validated on:
+/// refused before any training unless `--allow-test-overlap` (then said as a warning). A
+/// resumed run was checked when it started.
+fn test_overlap(
+    config: &RunConfig,
+    splits: &Splits,
+    device: &Device,
+    console: &Console,
+) -> Result<Option<init_from::TestOverlap>> {
+    let Some(path) = &config.init_from else {
+        return Ok(None);
+    };
+    let (_, meta) = init_from::read(path, device)?;
+    let overlap = init_from::test_overlap(&meta, splits)?;
+    init_from::check_test_overlap(overlap, path, config.allow_test_overlap || config.resume)?;
+    if let Some(o) = overlap.filter(|o| o.seen > 0) {
+        console.warn(&format!(
+            "{} of the {} test images were the checkpoint's training or validation images: the test accuracy overstates",
+            o.seen, o.test
+        ));
+    }
+    Ok(overlap)
 }
 
 /// How a model starts: fresh (with a note when `--init-from` names another kind), or from

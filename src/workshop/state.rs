@@ -87,15 +87,16 @@ pub(super) fn run_state(
 }
 
 /// With `--resume`, `--init-from` and `--freeze-features` must be the run's own (a run goes
-/// on as it was made): one that differs is refused, named as other settings are.
+/// on as it was made): one that differs is refused, named as other settings are, from the
+/// stopped run's state before any data is read.
 pub(super) fn check_resumed_fine_tuning(
     config: &RunConfig,
-    state: &RunState,
     device: &burn::prelude::Device,
 ) -> Result<()> {
     if !config.resume {
         return Ok(());
     }
+    let state = RunState::read(&config.out)?;
     let mut differs = Vec::new();
     if config.freeze_features && !state.freeze_features() {
         differs.push("freeze_features false (asked true)".to_string());
