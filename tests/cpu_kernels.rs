@@ -10,7 +10,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use common::cnn_spec as cnn;
 use trainer::device::cpu_kernels;
-use trainer::model::{flat, Cnn, Head, HeadKind, ModelSpec, Net};
+use trainer::model::{Cnn, Head, HeadKind, ModelSpec, Net, flat};
 use trainer::train::engine::Engine;
 
 /// Logits, every parameter's gradient (flat order) and the images' gradient of a fixed

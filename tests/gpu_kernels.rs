@@ -7,7 +7,7 @@ use burn::prelude::*;
 use common::cnn_spec as cnn;
 use trainer::data::stripe_image;
 use trainer::device::gpu_kernels;
-use trainer::device::{open_named, BackendName};
+use trainer::device::{BackendName, open_named};
 use trainer::train::engine::kernel_model;
 
 fn wgpu_device(test: &str) -> Option<Device> {
@@ -88,11 +88,7 @@ fn eval_summary_matches_the_host() {
                 .iter()
                 .enumerate()
                 .fold((0, f32::NEG_INFINITY), |acc, (j, v)| {
-                    if *v > acc.1 {
-                        (j, *v)
-                    } else {
-                        acc
-                    }
+                    if *v > acc.1 { (j, *v) } else { acc }
                 });
             let total: f32 = row.iter().map(|v| (v - top).exp()).sum();
             assert_eq!(summary[3 * i + 1], best as f32, "sample {i}");
@@ -646,7 +642,7 @@ fn the_update_kernel_applies_adamw_and_sgd_as_burn_does() {
 /// step, then after the third step the parameters and the state's two moment slots, tensor
 /// by tensor, and no divergence.
 fn check_update(device: &Device, recipe: trainer::recipe::Recipe, what: &str) {
-    use trainer::model::{flat, ModelKind};
+    use trainer::model::{ModelKind, flat};
     let mut rng = common::Lcg(21);
     for (kind, size, classes, n) in [(ModelKind::Cnn, 8, 3, 24), (ModelKind::Baseline, 6, 4, 20)] {
         let case = UpdateCase::draw(&mut rng, kind, size, classes, n, device);

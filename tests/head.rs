@@ -392,9 +392,11 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
     }
     let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
     assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
-    assert!(get("norms.1.running_var")
-        .iter()
-        .any(|v| (v - 1.0).abs() > 1e-3));
+    assert!(
+        get("norms.1.running_var")
+            .iter()
+            .any(|v| (v - 1.0).abs() > 1e-3)
+    );
     let batches = get("norms.0.num_batches_tracked")[0];
     let best_epoch = meta["best_epoch"].as_f64().unwrap() as f32;
     assert!(
@@ -452,9 +454,11 @@ fn batch_norm_trains_on_the_wgpu_kernels() {
     let norms = norm_tensors(&a);
     let get = |name: &str| &norms.iter().find(|(n, _)| n == name).unwrap().1;
     assert!(get("norms.0.running_mean").iter().any(|v| v.abs() > 1e-3));
-    assert!(get("norms.1.running_var")
-        .iter()
-        .any(|v| (v - 1.0).abs() > 1e-3));
+    assert!(
+        get("norms.1.running_var")
+            .iter()
+            .any(|v| (v - 1.0).abs() > 1e-3)
+    );
     let batches = get("norms.1.num_batches_tracked")[0];
     assert!(batches >= 1.0 && batches.fract() == 0.0, "{batches}");
     only_conv_biases_kept(&a);

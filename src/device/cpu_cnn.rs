@@ -31,7 +31,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, Backend, Dispatch};
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -41,7 +41,7 @@ use super::cpu_winograd as winograd;
 
 mod norm;
 pub use norm::{
-    cnn_features_folded, cnn_features_normed, BatchStats, EvalNorm, NormParams, NormedFeatures,
+    BatchStats, EvalNorm, NormParams, NormedFeatures, cnn_features_folded, cnn_features_normed,
 };
 
 /// Channel strides are whole multiples of this, so that both lane widths divide them.
@@ -288,11 +288,7 @@ fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
 /// A channel stride for `n` channels: 8 for up to 8 (the narrow lane width), else whole
 /// multiples of [`LANES`], so that every lane width used on it divides it.
 fn padded(n: usize) -> usize {
-    if n <= 8 {
-        8
-    } else {
-        n.div_ceil(LANES) * LANES
-    }
+    if n <= 8 { 8 } else { n.div_ceil(LANES) * LANES }
 }
 
 /// One block's sizes. Buffers are channels-last with a stride of whole lane blocks; the
@@ -631,8 +627,8 @@ fn flat_param_grads(plan: &Plan, total: &GradSums) -> Vec<f32> {
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
     use super::{
-        winograd, BackwardScratch, Block, BlockActs, GradSums, InstructionSet, Plan, Weights,
-        K_BLOCK, NONE,
+        BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, Weights,
+        winograd,
     };
     use winograd::by_run;
 
@@ -1084,11 +1080,7 @@ mod simd {
     /// Lane blocks of outputs a weight-gradient tile holds: with [`K_BLOCK`] pairs, 24 of
     /// AVX-512's 32 registers hold sums, 12 of AVX2's 16.
     const fn wide_blocks<const L: usize>() -> usize {
-        if L == WIDE {
-            4
-        } else {
-            2
-        }
+        if L == WIDE { 4 } else { 2 }
     }
 
     /// The sizes [`pair_tiles`] shares.
@@ -1238,11 +1230,7 @@ mod simd {
     /// The most output pixels a run of [`conv3x3`] keeps in registers with `L` lanes: with
     /// two lane blocks, 28 of AVX-512's 32 registers hold sums; 12 of AVX2's 16.
     const fn run_max<const L: usize>() -> usize {
-        if L == WIDE {
-            14
-        } else {
-            6
-        }
+        if L == WIDE { 14 } else { 6 }
     }
 
     /// The sizes a convolution's tiles share.
@@ -1338,7 +1326,7 @@ mod simd {
     mod x86 {
         use std::arch::x86_64::*;
 
-        use super::{Geometry, PairGeometry, K_BLOCK};
+        use super::{Geometry, K_BLOCK, PairGeometry};
 
         /// [`super::tile`] with 16 lanes.
         ///

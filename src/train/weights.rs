@@ -10,13 +10,13 @@ use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 
-use super::checkpointer::{f32_bytes, f32_values, WeightsKind};
+use super::checkpointer::{WeightsKind, f32_bytes, f32_values};
 use super::engine::Engine;
-use super::{train_step, StepFailure, StepTrains, TrainSettings, DIVERGED_GRAD_NORM};
+use super::{DIVERGED_GRAD_NORM, StepFailure, StepTrains, TrainSettings, train_step};
 use crate::config::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON};
 use crate::data::ImageBatch;
 use crate::device::gpu_train;
-use crate::model::{flat, Net};
+use crate::model::{Net, flat};
 use crate::recipe::{Optimizer, Recipe};
 
 /// The model being trained and its optimizer. A clone shares its tensors (a snapshot to go

@@ -25,18 +25,18 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, Dispatch};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::simd::{
-    block_conv, by_lanes, image_grad_of, input_grad, load_image, nonzero_pixels,
-    per_instruction_set, pool, unpool, weight_grad, NARROW, WIDE,
+    NARROW, WIDE, block_conv, by_lanes, image_grad_of, input_grad, load_image, nonzero_pixels,
+    per_instruction_set, pool, unpool, weight_grad,
 };
 use super::{
-    conv_params, flat_param_grads, flex, host, kept_acts, BackwardScratch, Block, BlockActs,
-    CnnKernels, FeatureMap, GradSums, InstructionSet, KeptInner, Plan, Weights, CHUNK,
+    BackwardScratch, Block, BlockActs, CHUNK, CnnKernels, FeatureMap, GradSums, InstructionSet,
+    KeptInner, Plan, Weights, conv_params, flat_param_grads, flex, host, kept_acts,
 };
 use crate::model::norm::BATCH_NORM_EPSILON;
 
