@@ -626,6 +626,8 @@ fn flat_param_grads(plan: &Plan, total: &GradSums) -> Vec<f32> {
 
 /// The per-image kernels, compiled once per vector instruction set and picked at run time.
 mod simd {
+    // InstructionSet is named by the AVX-512/AVX2 variants only (x86_64).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
     use super::{
         BackwardScratch, Block, BlockActs, GradSums, InstructionSet, K_BLOCK, NONE, Plan, Weights,
         winograd,

@@ -30,10 +30,13 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use rayon::prelude::*;
 
+// WIDE and InstructionSet are named by the AVX-512/AVX2 variants only (x86_64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 use super::simd::{
     NARROW, WIDE, block_conv, by_lanes, image_grad_of, input_grad, load_image, nonzero_pixels,
     per_instruction_set, pool, unpool, weight_grad,
 };
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 use super::{
     BackwardScratch, Block, BlockActs, CHUNK, CnnKernels, FeatureMap, GradSums, InstructionSet,
     KeptInner, Plan, Weights, conv_params, flat_param_grads, flex, host, kept_acts,
