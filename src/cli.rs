@@ -368,8 +368,16 @@ pub struct TrainArgs {
     /// 128). Each block is a 3x3 convolution (padding 1) and a ReLU, with a 2x2 max-pool
     /// between blocks, then the head (--head: a global average pool and a linear layer by
     /// default); --image-size must be at
-    /// least 2 to the power (blocks - 1). The default 8,16 is the workshop's Tiny CNN.
-    #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
+    /// least 2 to the power (blocks - 1). The default 8,16 is the workshop's Tiny CNN. Given
+    /// twice, the last list is the shape.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = default_widths(),
+        value_parser = parse_width,
+        action = clap::ArgAction::Set,
+        overrides_with = "cnn_widths"
+    )]
     pub cnn_widths: Vec<usize>,
 
     #[command(flatten)]
@@ -553,7 +561,14 @@ pub struct BenchArgs {
     pub color: Color,
 
     /// The CNN's shape, as for the workshop run: one width per block, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = default_widths(), value_parser = parse_width)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = default_widths(),
+        value_parser = parse_width,
+        action = clap::ArgAction::Set,
+        overrides_with = "cnn_widths"
+    )]
     pub cnn_widths: Vec<usize>,
 
     #[command(flatten)]
@@ -839,5 +854,15 @@ mod tests {
             args.train.settings(Settings::default().backend),
             Settings::default()
         );
+    }
+
+    /// `--cnn-widths` given twice is the last one (it appended to a four-block 32-64-8-16 net).
+    #[test]
+    fn the_last_cnn_widths_wins() {
+        let cli = Cli::try_parse_from(["trainer", "--cnn-widths", "32,64", "--cnn-widths", "8,16"])
+            .expect("repeated widths parse");
+        assert_eq!(cli.run.train.cnn_widths, vec![8, 16]);
+        let once = Cli::try_parse_from(["trainer", "--cnn-widths", "4,6,8"]).expect("one list");
+        assert_eq!(once.run.train.cnn_widths, vec![4, 6, 8]);
     }
 }
