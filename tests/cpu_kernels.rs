@@ -246,8 +246,25 @@ fn every_instruction_set_and_thread_count_gives_the_same_bits() {
     assert!(sets.contains(&"portable"), "{sets:?}");
     eprintln!("instruction sets compared: {sets:?}");
     assert!(cpu_kernels::force_instruction_set(Some("sse9")).is_err());
+    same_bits_on_every_instruction_set_and_thread_count(&sets, |_| {
+        let mut got = run(&net, &images, [29, 3, 16, 16], true);
+        got.extend(run(&wide, &wide_images, [11, 1, 12, 12], true));
+        got
+    });
+}
+
+/// Runs `pass` under every instruction set in `sets` (the override forced to it, which
+/// `pass` is given) with 1, 2 and 3 threads, and asserts every result has the first's bits.
+/// The override is process-wide: one caller at a time, or a concurrent test's set would run
+/// in place of this one's.
+fn same_bits_on_every_instruction_set_and_thread_count(
+    sets: &[&'static str],
+    pass: impl Fn(&str) -> Vec<Vec<f32>> + Sync,
+) {
+    static OVERRIDE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_caller = OVERRIDE.lock().unwrap_or_else(|e| e.into_inner());
     let mut reference: Option<Vec<Vec<f32>>> = None;
-    for set in &sets {
+    for set in sets {
         cpu_kernels::force_instruction_set(Some(set)).unwrap();
         assert_eq!(cpu_kernels::instruction_set(), *set);
         for threads in [1, 2, 3] {
@@ -255,11 +272,7 @@ fn every_instruction_set_and_thread_count_gives_the_same_bits() {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let got = pool.install(|| {
-                let mut got = run(&net, &images, [29, 3, 16, 16], true);
-                got.extend(run(&wide, &wide_images, [11, 1, 12, 12], true));
-                got
-            });
+            let got = pool.install(|| pass(set));
             match &reference {
                 None => reference = Some(got),
                 Some(first) => {
@@ -458,27 +471,8 @@ fn a_batch_norm_step_gives_the_same_bits_on_every_instruction_set_and_thread_cou
     };
     let net = Net::init(spec, 16, 3, 4, &Device::flex().autodiff());
     let images = random_images(&mut rng, 19 * 3 * 16 * 16);
-    let mut reference: Option<Vec<Vec<f32>>> = None;
-    for set in &cpu_kernels::supported_instruction_sets() {
-        cpu_kernels::force_instruction_set(Some(set)).unwrap();
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let got = pool.install(|| normed_step(&net, &images, [19, 3, 16, 16], true));
-            match &reference {
-                None => reference = Some(got),
-                Some(first) => {
-                    let same = got
-                        .iter()
-                        .flatten()
-                        .zip(first.iter().flatten())
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{set} with {threads} thread(s) differs");
-                }
-            }
-        }
-    }
-    cpu_kernels::force_instruction_set(None).unwrap();
+    same_bits_on_every_instruction_set_and_thread_count(
+        &cpu_kernels::supported_instruction_sets(),
+        |_| normed_step(&net, &images, [19, 3, 16, 16], true),
+    );
 }

@@ -131,11 +131,7 @@ fn a_flatten_head_trains_reruns_identically_and_reloads() {
     );
     // The checkpoint alone gives the recorded test accuracy (dropout off in evaluation).
     let out = stdout(&evaluate(&a).run_ok());
-    assert_eq!(
-        console_value(&out, "test_accuracy"),
-        console_value(&out, "recorded_test_accuracy"),
-        "{out}"
-    );
+    assert_scores_as_recorded(&out);
 }
 
 /// A hidden layer and dropout after the global average pool keep the fused CPU operation.
@@ -157,11 +153,7 @@ fn a_gap_head_with_hidden_and_dropout_stays_on_the_fused_path() {
     assert!(text.contains("fused CPU operation"), "{text}");
     assert!(text.contains("CNN 8-16 gap-h10-d0.5"), "{text}");
     let out = stdout(&evaluate(&pack).run_ok());
-    assert_eq!(
-        console_value(&out, "test_accuracy"),
-        console_value(&out, "recorded_test_accuracy"),
-        "{out}"
-    );
+    assert_scores_as_recorded(&out);
 }
 
 /// cpu (the fused CPU operation, the head as burn-flex's layers) and wgpu (the WGSL kernels,
@@ -407,11 +399,7 @@ fn batch_norm_trains_reruns_identically_and_reloads_its_running_statistics() {
     // initial values (seed 42), the other parameters train.
     only_conv_biases_kept(&a);
     let out = stdout(&evaluate(&a).run_ok());
-    assert_eq!(
-        console_value(&out, "test_accuracy"),
-        console_value(&out, "recorded_test_accuracy"),
-        "{out}"
-    );
+    assert_scores_as_recorded(&out);
 }
 
 /// On wgpu a batch-norm CNN trains on the WGSL kernels (run_info names them, no fallback
@@ -470,11 +458,7 @@ fn batch_norm_trains_on_the_wgpu_kernels() {
             .checkpoint(file(&a, "checkpoints/best_model.json"))
             .run_ok(),
     );
-    assert_eq!(
-        console_value(&out, "test_accuracy"),
-        console_value(&out, "recorded_test_accuracy"),
-        "{out}"
-    );
+    assert_scores_as_recorded(&out);
 }
 
 /// Nonsense is one line and exit 2, nothing written; a config's `batch_norm = true` is
@@ -576,4 +560,13 @@ fn sweeps_vary_batch_norm() {
         .map(|t| t["settings"]["batch_norm"].as_bool().unwrap())
         .collect();
     assert_eq!(values, vec![false, true], "{plan}");
+}
+
+/// Asserts that `evaluate`'s console `out` gives the test accuracy the run recorded.
+fn assert_scores_as_recorded(out: &str) {
+    assert_eq!(
+        console_value(out, "test_accuracy"),
+        console_value(out, "recorded_test_accuracy"),
+        "{out}"
+    );
 }
