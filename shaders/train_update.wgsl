@@ -36,6 +36,13 @@
 //          they are copied into the next state, outside the norm, moments carried over.
 // Layout:  one workgroup of {{ workgroup_size }} invocations; invocation t owns parameters
 //          t, t + {{ workgroup_size }}, ... in both passes.
+// Loops:   llvmpipe (lavapipe) gives one invocation 65535 loop laps in all, then runs each
+//          loop's first lap only, silently (cnn_sample.wgsl's Loops). One workgroup takes
+//          every parameter, so each lap takes eight parameters and four rows (the same values
+//          in the same order as one a lap), kind_of has no loop, and the kernel ends by
+//          poisoning the step's loss and norm if its loops were cut all the same (one
+//          parameter a lap, the issue's 1.6M-parameter network passed the cap and its last
+//          parameters were left as stale memory).
 // Exactness: rows are summed in order, losses and the norm's squares in fixed trees, so reruns are
 //          identical; the clip coefficient min(max / (norm + 1e-6), 1) and the Adam update are
 //          burn's expressions in burn's order.
@@ -78,14 +85,23 @@ struct UpdateArgs {
 }
 
 // 0 for a trained parameter, 1 for a frozen one, 2 for a running statistic (see Untrained).
+// The four blocks' ranges written out, not looped: see Loops.
 fn kind_of(p: u32) -> u32 {
-    for (var b = 0u; b < 4u; b = b + 1u) {
-        if (p - args.untrained[4u * b] < args.untrained[4u * b + 1u]) {
-            return 1u;
-        }
-        if (p - args.untrained[4u * b + 2u] < args.untrained[4u * b + 3u]) {
-            return 2u;
-        }
+    let k0 = kind_in(p, 0u);
+    let k1 = kind_in(p, 1u);
+    let k2 = kind_in(p, 2u);
+    let k3 = kind_in(p, 3u);
+    // The first block whose ranges hold p (they do not overlap).
+    return select(select(select(k3, k2, k2 != 0u), k1, k1 != 0u), k0, k0 != 0u);
+}
+
+// Parameter p's kind in block b's ranges: 1 frozen, 2 a running statistic, 0 neither.
+fn kind_in(p: u32, b: u32) -> u32 {
+    if (p - args.untrained[4u * b] < args.untrained[4u * b + 1u]) {
+        return 1u;
+    }
+    if (p - args.untrained[4u * b + 2u] < args.untrained[4u * b + 3u]) {
+        return 2u;
     }
     return 0u;
 }
@@ -99,32 +115,22 @@ var<workgroup> corrects: array<f32, {{ workgroup_size }}>;
 @compute
 @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(@builtin(local_invocation_index) t: u32) {
-    let rows = args.rows;
     let p_total = args.p_total;
     let mode = args.mode;
     let n_total = args.n_total;
 
-    // The batch's gradient, parameter by parameter (kept in `next` until the update): the
-    // dense block's as it is, every other parameter's summed over the rows, where the
-    // parameters after the block sit D values earlier.
-    let dense_param = args.dense_param;
-    let dense_len = args.dense_len;
-    let row_len = args.row_len;
+    // The batch's gradient, parameter by parameter (kept in `next` until the update), eight
+    // parameters a lap (t, t + WG, ... in order, as one a lap would: see Loops).
     var sq = 0.0;
-    for (var p = t; p < p_total; p = p + WG) {
-        var g = 0.0;
-        if (p >= dense_param && p - dense_param < dense_len) {
-            g = grads[args.dense_at + p - dense_param];
-        } else {
-            let q = select(p, p - dense_len, p >= dense_param);
-            for (var r = 0u; r < rows; r = r + 1u) {
-                g = g + grads[r * row_len + q];
-            }
-        }
-        next[p] = g;
-        if (kind_of(p) == 0u) {
-            sq = sq + g * g;
-        }
+    for (var p0 = t; p0 < p_total; p0 = p0 + 8u * WG) {
+        sq = sum_gradient(p0, sq);
+        sq = sum_gradient(p0 + WG, sq);
+        sq = sum_gradient(p0 + 2u * WG, sq);
+        sq = sum_gradient(p0 + 3u * WG, sq);
+        sq = sum_gradient(p0 + 4u * WG, sq);
+        sq = sum_gradient(p0 + 5u * WG, sq);
+        sq = sum_gradient(p0 + 6u * WG, sq);
+        sq = sum_gradient(p0 + 7u * WG, sq);
     }
 
     // The batch's loss and correct count: strided sums, then a fixed tree.
@@ -167,60 +173,130 @@ fn main(@builtin(local_invocation_index) t: u32) {
         stats[3] = select(0.0, 1.0, diverged);
     }
     if (mode == 1u) {
+        poison_if_loops_were_cut();
         return;
     }
 
     // Clip and the optimizer; a state that already diverged is carried over unchanged.
     let coefficient = min(args.max_norm * (1.0 / (norm + 1e-6)), 1.0);
-    for (var p = t; p < p_total; p = p + WG) {
-        let param = state[p];
-        let m = state[p_total + p];
-        let v = state[2u * p_total + p];
-        let kind = kind_of(p);
-        if (kind != 0u) {
-            // A frozen parameter stays; a running statistic takes its new value (in next[p]),
-            // unless the state diverged.
-            if (kind == 1u || stopped) {
-                next[p] = param;
-            }
-            next[p_total + p] = m;
-            next[2u * p_total + p] = v;
-        } else if (stopped) {
-            next[p] = param;
-            next[p_total + p] = m;
-            next[2u * p_total + p] = v;
-        } else if (args.kind == 2.0) {
-            // SGD as burn's Sgd: the L2 term, then momentum without dampening (the velocity
-            // starts at 0, so the first step's is the gradient), then Nesterov's look-ahead.
-            var d = next[p] * coefficient;
-            if (args.decay > 0.0) {
-                d = param * args.decay + d;
-            }
-            var velocity = m;
-            if (args.momentum > 0.0) {
-                velocity = d + m * args.momentum;
-                d = select(velocity, velocity * args.momentum + d, args.nesterov == 1.0);
-            }
-            next[p] = param - d * args.lr;
-            next[p_total + p] = velocity;
-            next[2u * p_total + p] = v;
-        } else {
-            let g = next[p] * coefficient;
-            let m1 = m * args.beta_1 + g * args.one_minus_beta_1;
-            let v1 = v * args.beta_2 + (g * g) * args.one_minus_beta_2;
-            if (args.kind == 1.0) {
-                // AdamW as burn's: the decayed parameter, less the bias-corrected step.
-                let update = (m1 / args.correction_1) / (sqrt(v1 / args.correction_2) + args.epsilon_w);
-                next[p] = param * args.decay - update * args.lr;
-            } else {
-                let update = (m1 * args.combined) / (sqrt(v1) + args.epsilon);
-                next[p] = param - update * args.lr;
-            }
-            next[p_total + p] = m1;
-            next[2u * p_total + p] = v1;
-        }
+    for (var p0 = t; p0 < p_total; p0 = p0 + 8u * WG) {
+        for_parameter(p0, coefficient, stopped);
+        for_parameter(p0 + WG, coefficient, stopped);
+        for_parameter(p0 + 2u * WG, coefficient, stopped);
+        for_parameter(p0 + 3u * WG, coefficient, stopped);
+        for_parameter(p0 + 4u * WG, coefficient, stopped);
+        for_parameter(p0 + 5u * WG, coefficient, stopped);
+        for_parameter(p0 + 6u * WG, coefficient, stopped);
+        for_parameter(p0 + 7u * WG, coefficient, stopped);
     }
+    poison_if_loops_were_cut();
     if (t == 0u) {
         next[flag_at] = select(0.0, 1.0, diverged);
+    }
+}
+
+// Parameter p's gradient over the batch into next[p] (the dense block's as it is, every
+// other parameter's summed over the rows, four rows a lap, in order; the parameters after
+// the block sit D values earlier in a row), and `sq` plus its square if it is trained.
+fn sum_gradient(p: u32, sq: f32) -> f32 {
+    let p_total = args.p_total;
+    if (p >= p_total) {
+        return sq;
+    }
+    let dense_param = args.dense_param;
+    let dense_len = args.dense_len;
+    let row_len = args.row_len;
+    var g = 0.0;
+    if (p >= dense_param && p - dense_param < dense_len) {
+        g = grads[args.dense_at + p - dense_param];
+    } else {
+        let q = select(p, p - dense_len, p >= dense_param);
+        let rows = args.rows;
+        var r = 0u;
+        for (; r + 4u <= rows; r = r + 4u) {
+            g = g + grads[r * row_len + q];
+            g = g + grads[(r + 1u) * row_len + q];
+            g = g + grads[(r + 2u) * row_len + q];
+            g = g + grads[(r + 3u) * row_len + q];
+        }
+        for (; r < rows; r = r + 1u) {
+            g = g + grads[r * row_len + q];
+        }
+    }
+    next[p] = g;
+    if (kind_of(p) == 0u) {
+        return sq + g * g;
+    }
+    return sq;
+}
+
+// Parameter p's clipped update by the optimizer (its gradient in next[p]).
+fn for_parameter(p: u32, coefficient: f32, stopped: bool) {
+    let p_total = args.p_total;
+    if (p >= p_total) {
+        return;
+    }
+    let param = state[p];
+    let m = state[p_total + p];
+    let v = state[2u * p_total + p];
+    let kind = kind_of(p);
+    if (kind != 0u) {
+        // A frozen parameter stays; a running statistic takes its new value (in next[p]),
+        // unless the state diverged.
+        if (kind == 1u || stopped) {
+            next[p] = param;
+        }
+        next[p_total + p] = m;
+        next[2u * p_total + p] = v;
+    } else if (stopped) {
+        next[p] = param;
+        next[p_total + p] = m;
+        next[2u * p_total + p] = v;
+    } else if (args.kind == 2.0) {
+        // SGD as burn's Sgd: the L2 term, then momentum without dampening (the velocity
+        // starts at 0, so the first step's is the gradient), then Nesterov's look-ahead.
+        var d = next[p] * coefficient;
+        if (args.decay > 0.0) {
+            d = param * args.decay + d;
+        }
+        var velocity = m;
+        if (args.momentum > 0.0) {
+            velocity = d + m * args.momentum;
+            d = select(velocity, velocity * args.momentum + d, args.nesterov == 1.0);
+        }
+        next[p] = param - d * args.lr;
+        next[p_total + p] = velocity;
+        next[2u * p_total + p] = v;
+    } else {
+        let g = next[p] * coefficient;
+        let m1 = m * args.beta_1 + g * args.one_minus_beta_1;
+        let v1 = v * args.beta_2 + (g * g) * args.one_minus_beta_2;
+        if (args.kind == 1.0) {
+            // AdamW as burn's: the decayed parameter, less the bias-corrected step.
+            let update = (m1 / args.correction_1) / (sqrt(v1 / args.correction_2) + args.epsilon_w);
+            next[p] = param * args.decay - update * args.lr;
+        } else {
+            let update = (m1 * args.combined) / (sqrt(v1) + args.epsilon);
+            next[p] = param - update * args.lr;
+        }
+        next[p_total + p] = m1;
+        next[2u * p_total + p] = v1;
+    }
+}
+
+// llvmpipe's cap on an invocation's loop laps (cnn_sample.wgsl's Loops): a two-lap loop that
+// ran one lap means this invocation's loops were cut short; the step's loss becomes -1e30 and
+// its norm NaN, which the host reads as that failure (src/train/weights.rs) instead of a
+// state that is silently wrong. Call it last, outside every loop.
+fn poison_if_loops_were_cut() {
+    // Two laps, from the arguments (a constant count would be unrolled into no loop at all).
+    let two = min(args.p_total, 1u) + 1u;
+    var laps = 0u;
+    for (var i = 0u; i < two; i = i + 1u) {
+        laps = laps + 1u;
+    }
+    if (laps != 2u) {
+        stats[0] = -1.0e30;
+        stats[2] = bitcast<f32>(0x7fc00000u);
     }
 }

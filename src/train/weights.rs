@@ -441,7 +441,7 @@ pub(crate) fn net_from_bytes(template: Net, bytes: &[u8]) -> crate::error::Resul
 
 /// What a kernel step whose loops a software adapter cut short says (a mean loss below 0, which
 /// no batch can have: shaders/sample_common.wgsl's poison_if_loops_were_cut).
-const LOOP_CAP: &str = "this model is too large for the WGSL kernels on a software adapter (llvmpipe stops a shader invocation's loops after 65,535 laps; a batch-norm step runs the whole batch in one): train it with --no-gpu-kernels (burn's layers), with --backend cpu, or on a GPU";
+const LOOP_CAP: &str = "this model is too large for the WGSL kernels on a software adapter (llvmpipe stops a shader invocation's loops after 65,535 laps): train it with --no-gpu-kernels (burn's layers), with --backend cpu, or on a GPU";
 
 /// A step's [mean loss, correct, norm, flag], read back (a sync).
 fn read_stats(stats: Tensor<1>) -> Result<Vec<f32>, StepFailure> {
