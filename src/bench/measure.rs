@@ -15,7 +15,7 @@ use crate::device::{BackendName, DeviceInfo};
 use crate::error::{Result, TrainerError, root_cause};
 use crate::memory::{self, MemoryPolicy};
 use crate::model::{ModelKind, ModelSpec, Net};
-use crate::train::engine::Engine;
+use crate::train::engine::{Engine, Workload};
 use crate::train::{StepFailure, TrainSettings, Weights};
 
 /// A batch of `batch` stripe images (cycling through the three orientations; labels cycling
@@ -73,7 +73,11 @@ pub fn measure(
     let mut row = row::empty_row(config, kind, batch, info);
     let mut policy = MemoryPolicy::new(config.memory_limit_bytes, true)?;
     let spec = config.spec(kind);
-    let choice = Engine::choose(device, spec, config.classes, config.image_size);
+    let workload = Workload {
+        batch,
+        training: true,
+    };
+    let choice = Engine::choose(device, spec, config.classes, config.image_size, workload);
     // A model the device's kernels do not take runs on the layers: the row says why.
     let engine_note = choice.note.clone().unwrap_or_default();
     let footprint = choice

@@ -35,6 +35,10 @@ use burn::cubecl::server::{Handle, KernelArguments};
 use burn::prelude::*;
 use burn::tensor::{DType, Shape};
 
+mod laps;
+
+pub use laps::SOFTWARE_LOOP_CAP;
+
 use super::gpu_head::{self, HeadLayout, KernelHead};
 use super::gpu_kernels::{kernel, kernel_sized, uniform};
 use crate::model::norm::{BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM};
@@ -155,6 +159,63 @@ pub fn supports(model: Model, channels: usize, size: usize, classes: usize) -> R
         )),
         _ => Ok(()),
     }
+}
+
+/// The largest launch the kernels run for a model: its batch, and whether it trains (a
+/// step) or only evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub batch: usize,
+    pub training: bool,
+}
+
+impl Workload {
+    fn mode(&self) -> u32 {
+        if self.training { 2 } else { 1 }
+    }
+}
+
+/// The loop laps of the busiest invocation of the CNN family's sample kernel
+/// (`shaders/cnn_sample.wgsl`) for `workload` on `channels` x `size` x `size` images. `None`
+/// for the baseline's and the Tiny CNN's own kernels, which it does not count.
+pub fn sample_laps(
+    model: Model,
+    channels: usize,
+    size: usize,
+    classes: usize,
+    workload: Workload,
+) -> Option<u64> {
+    if !matches!(model, Model::Cnn(..)) || is_tiny(model, channels) {
+        return None;
+    }
+    let (batch, mode) = (workload.batch, workload.mode());
+    let launch = laps::Launch {
+        batch,
+        slots: slots(model, batch, mode),
+        mode,
+        classes,
+        whole_batch: whole_batch(model, mode),
+    };
+    Some(laps::sample_kernel(
+        &Layout::of(model, channels, size, size, classes),
+        &launch,
+    ))
+}
+
+/// Why `model` cannot run `workload` on a software adapter (llvmpipe, [`SOFTWARE_LOOP_CAP`])
+/// when its kernel would loop `laps` times in one invocation; `None` within the cap.
+pub fn past_software_loop_cap(model: Model, laps: u64, workload: Workload) -> Option<String> {
+    (laps > SOFTWARE_LOOP_CAP).then(|| {
+        format!(
+            "{} at batch {} would loop about {laps} times in one invocation of its WGSL kernel, past the {SOFTWARE_LOOP_CAP} this software adapter (llvmpipe) allows{}",
+            if workload.training { "a training step" } else { "an evaluation" },
+            workload.batch,
+            match whole_batch(model, workload.mode()) {
+                true => " (a batch-norm step runs the whole batch in one workgroup)",
+                false => "",
+            }
+        )
+    })
 }
 
 /// What the kernels hold for a model (the memory policy's footprint of them): the flat

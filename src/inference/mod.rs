@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::memory::MemoryPolicy;
 use crate::model::Net;
 use crate::model::checkpoint::{self, CheckpointMeta};
-use crate::train::engine::Engine;
+use crate::train::engine::{Engine, Workload};
 use crate::train::{self, Context, Evaluation};
 
 /// A checkpoint's model, on the device opened for it.
@@ -58,6 +58,10 @@ pub fn run_pass(loaded: &Loaded, dataset: &ImageDataset, pass: Pass) -> Result<E
         loaded.net.spec(dataset.channels),
         classes,
         dataset.image_size,
+        Workload {
+            batch: pass.batch_size,
+            training: false,
+        },
     );
     let settings = train::EvalSettings {
         classes,

@@ -31,6 +31,10 @@ pub enum Engine {
     Layers,
 }
 
+/// The largest launch an engine runs for a model (the loop cap of a software adapter
+/// depends on it).
+pub use crate::device::gpu_train::Workload;
+
 /// The engine chosen for a model, and why a faster one was not (one line, for the console
 /// and run_info.json).
 #[derive(Clone, Debug)]
@@ -52,15 +56,18 @@ impl EngineChoice {
 impl Engine {
     /// The engine for a model of `spec` with `classes` classes on `device`, for images of
     /// `image_size` squared.
+    /// `workload` is the largest batch it runs, and whether it trains (a software adapter's
+    /// loop cap depends on both).
     pub fn choose(
         device: &Device,
         spec: ModelSpec,
         classes: usize,
         image_size: usize,
+        workload: Workload,
     ) -> EngineChoice {
         let wgpu_kernels = gpu_kernels::available(device);
         let (engine, note) = if wgpu_kernels {
-            match gpu_model(spec, classes, image_size) {
+            match gpu_model(spec, classes, image_size, workload) {
                 Ok(model) => (Engine::GpuKernels(model), None),
                 Err(why) => (
                     Engine::Layers,
@@ -232,16 +239,35 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     }
 }
 
-/// The wgpu kernels' name for a model, or why they do not take it.
-fn gpu_model(spec: ModelSpec, classes: usize, size: usize) -> Result<gpu_train::Model, String> {
+/// The wgpu kernels' name for a model, or why they do not take it (on a software adapter,
+/// also when its launches would pass the adapter's loop cap).
+fn gpu_model(
+    spec: ModelSpec,
+    classes: usize,
+    size: usize,
+    workload: Workload,
+) -> Result<gpu_train::Model, String> {
     let model = kernel_model(spec);
-    gpu_train::supports(model, spec.channels, size, classes).map(|()| model)
+    gpu_train::supports(model, spec.channels, size, classes)?;
+    let laps = gpu_train::sample_laps(model, spec.channels, size, classes, workload);
+    match laps.filter(|_| crate::device::wgpu_is_software()) {
+        Some(laps) => match gpu_train::past_software_loop_cap(model, laps, workload) {
+            Some(why) => Err(why),
+            None => Ok(model),
+        },
+        None => Ok(model),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{CnnWidths, Head};
+
+    const TRAINING: Workload = Workload {
+        batch: 128,
+        training: true,
+    };
 
     #[test]
     fn every_head_and_batch_norm_run_on_the_fused_cpu_operation() {
@@ -255,7 +281,7 @@ mod tests {
                     head: Head::new(kind, hidden, dropout).unwrap(),
                     batch_norm: false,
                 };
-                let choice = Engine::choose(&device, spec, 10, 28);
+                let choice = Engine::choose(&device, spec, 10, 28, TRAINING);
                 assert_eq!(
                     choice.engine,
                     Engine::CpuFused,
@@ -266,7 +292,7 @@ mod tests {
                     batch_norm: true,
                     ..spec
                 };
-                let choice = Engine::choose(&device, normed, 10, 28);
+                let choice = Engine::choose(&device, normed, 10, 28, TRAINING);
                 assert_eq!(choice.engine, Engine::CpuFused, "{kind:?} with batch norm");
                 assert_eq!(choice.note, None);
             }

@@ -230,7 +230,15 @@ pub fn train_model(
 ) -> Result<Trained> {
     // Setup: labels checked, the engine chosen once, the learner (the batch size that fits,
     // the loader, the optimizer), put back where a stopped run was when resuming.
-    let (spec, choice) = choose_engine(&net, train, val, classes, hooks.freeze_features, ctx)?;
+    let (spec, choice) = choose_engine(
+        &net,
+        train,
+        val,
+        classes,
+        settings.batch_size,
+        hooks.freeze_features,
+        ctx,
+    )?;
     let (mut learner, mut tally) =
         setup(net, train, classes, &choice, settings, &hooks, memory, ctx)?;
     let Hooks {
@@ -365,7 +373,7 @@ pub fn find_lr(
     range: &lr_range::LrRange,
     ctx: &Context,
 ) -> Result<lr_range::LrFound> {
-    let (_, choice) = choose_engine(&net, train, train, classes, false, ctx)?;
+    let (_, choice) = choose_engine(&net, train, train, classes, settings.batch_size, false, ctx)?;
     lr_range::run(net, train, &choice, settings, range, ctx)
 }
 
@@ -376,13 +384,18 @@ fn choose_engine(
     train: &ImageDataset,
     val: &ImageDataset,
     classes: usize,
+    batch: usize,
     freeze_features: bool,
     ctx: &Context,
 ) -> Result<(crate::model::ModelSpec, engine::EngineChoice)> {
     train.check_labels(classes)?;
     val.check_labels(classes)?;
     let spec = net.spec(train.channels);
-    let mut choice = engine::Engine::choose(ctx.device, spec, classes, train.image_size);
+    let workload = engine::Workload {
+        batch,
+        training: true,
+    };
+    let mut choice = engine::Engine::choose(ctx.device, spec, classes, train.image_size, workload);
     if freeze_features && matches!(choice.engine, engine::Engine::GpuKernels(_)) {
         choice.engine = engine::Engine::Layers;
         choice.note = Some(format!(

@@ -255,6 +255,18 @@ pub fn wgpu_available(test: &str) -> bool {
     has
 }
 
+/// Whether the adapter `--backend wgpu` opens is a software one (lavapipe): every wgpu
+/// adapter `trainer devices` lists is marked software.
+pub fn wgpu_is_software() -> bool {
+    let output = trainer().subcommand("devices").run();
+    let adapters: Vec<String> = stdout(&output)
+        .lines()
+        .filter(|l| l.starts_with("wgpu ") && !l.contains("unavailable"))
+        .map(str::to_string)
+        .collect();
+    !adapters.is_empty() && adapters.iter().all(|l| l.contains("software"))
+}
+
 /// The path of a file of a pack.
 pub fn file(pack: &Path, relative: &str) -> PathBuf {
     pack.join(relative)
