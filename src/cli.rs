@@ -297,6 +297,7 @@ pub struct TrainArgs {
 
     /// A pre-split --data folder (train/ and test/ inside) without a val/ folder: the share
     /// of train/ drawn as validation, per class, with --seed (--split is refused there).
+    /// Refused for any other data, whatever its value.
     #[arg(long, default_value_t = Settings::default().val_fraction)]
     pub val_fraction: f64,
 
@@ -469,6 +470,7 @@ impl TrainArgs {
             split: self.split,
             // Whether it was given is the matches' to say (config::merge).
             split_given: false,
+            val_fraction_given: false,
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,
