@@ -156,8 +156,16 @@ pub struct SweepRunArgs {
 
     /// With --local: the wgpu adapters to spread the tasks over, by index in `trainer
     /// devices` (0,1): each of the --jobs workers keeps one, so no two tasks share an adapter
-    /// while --jobs is at most the number listed (past that they share, round-robin).
-    #[arg(long, requires = "local", value_delimiter = ',', value_name = "N,...")]
+    /// while --jobs is at most the number listed (past that they share, round-robin). Given
+    /// twice, the last list counts.
+    #[arg(
+        long,
+        requires = "local",
+        value_delimiter = ',',
+        value_name = "N,...",
+        action = clap::ArgAction::Set,
+        overrides_with = "devices"
+    )]
     pub devices: Vec<usize>,
 
     /// Print only the results.
@@ -289,6 +297,7 @@ pub struct TrainArgs {
 
     /// A pre-split --data folder (train/ and test/ inside) without a val/ folder: the share
     /// of train/ drawn as validation, per class, with --seed (--split is refused there).
+    /// Refused for any other data, whatever its value.
     #[arg(long, default_value_t = Settings::default().val_fraction)]
     pub val_fraction: f64,
 
@@ -317,12 +326,14 @@ pub struct TrainArgs {
     #[arg(long, overrides_with = "skip_bad_images")]
     pub no_skip_bad_images: bool,
 
-    /// Which models to train, comma-separated, in order.
+    /// Which models to train, comma-separated, in order; given twice, the last list.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = default_models()
+        default_value = default_models(),
+        action = clap::ArgAction::Set,
+        overrides_with = "models"
     )]
     pub models: Vec<ModelKind>,
 
@@ -459,6 +470,7 @@ impl TrainArgs {
             split: self.split,
             // Whether it was given is the matches' to say (config::merge).
             split_given: false,
+            val_fraction_given: false,
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,
@@ -496,8 +508,15 @@ impl TrainArgs {
 /// `trainer parity`.
 #[derive(Args, Debug)]
 pub struct ParityArgs {
-    /// Backends to compare, comma-separated; the first is the reference.
-    #[arg(long, value_delimiter = ',', default_value = "cpu,wgpu")]
+    /// Backends to compare, comma-separated; the first is the reference; given twice, the last
+    /// list.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu,wgpu",
+        action = clap::ArgAction::Set,
+        overrides_with = "backends"
+    )]
     pub backends: Vec<String>,
 
     /// Folder for the report (parity/parity_report.json, .md, loss_overlay.png).
@@ -535,19 +554,28 @@ pub struct ParityArgs {
 /// `trainer bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Backends to measure, comma-separated: cpu, wgpu, ndarray or auto.
-    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    /// Backends to measure, comma-separated: cpu, wgpu, ndarray or auto; given twice, the
+    /// last list.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "auto",
+        action = clap::ArgAction::Set,
+        overrides_with = "backend"
+    )]
     pub backend: Vec<String>,
 
     /// Which model: cnn, baseline or both.
     #[arg(long, default_value = "cnn", value_parser = ["cnn", "baseline", "both"])]
     pub model: String,
 
-    /// Batch sizes to measure, comma-separated, smallest first.
+    /// Batch sizes to measure, comma-separated, smallest first; given twice, the last list.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "8,16,32,64,128,256,512,1024"
+        default_value = "8,16,32,64,128,256,512,1024",
+        action = clap::ArgAction::Set,
+        overrides_with = "batch_sizes"
     )]
     pub batch_sizes: Vec<usize>,
 
@@ -864,5 +892,37 @@ mod tests {
         assert_eq!(cli.run.train.cnn_widths, vec![8, 16]);
         let once = Cli::try_parse_from(["trainer", "--cnn-widths", "4,6,8"]).expect("one list");
         assert_eq!(once.run.train.cnn_widths, vec![4, 6, 8]);
+    }
+
+    /// Every other comma list given twice is the last list too (they appended: `--models cnn
+    /// --models baseline` trained both, `--devices 0 --devices 1` listed two adapters).
+    #[test]
+    fn the_last_list_wins_for_every_list_flag() {
+        let parse = |line: &str| {
+            Cli::try_parse_from(line.split_whitespace()).expect("repeated lists parse")
+        };
+        let run = parse("trainer --models cnn --models baseline");
+        assert_eq!(run.run.train.models, vec![ModelKind::Baseline]);
+        let command = |line: &str| parse(line).command.expect("a subcommand");
+        let Command::Sweep(SweepCommand::Run(sweep)) =
+            command("trainer sweep run d --local --devices 0,1 --devices 2")
+        else {
+            panic!("sweep run parsed as another command");
+        };
+        assert_eq!(sweep.devices, vec![2]);
+        let Command::Parity(parity) =
+            command("trainer parity --backends cpu,wgpu --backends cpu,ndarray")
+        else {
+            panic!("parity parsed as another command");
+        };
+        assert_eq!(parity.backends, ["cpu", "ndarray"]);
+        let bench = "trainer bench --backend cpu,wgpu --backend ndarray";
+        let Command::Bench(bench) =
+            command(&format!("{bench} --batch-sizes 8,16 --batch-sizes 32"))
+        else {
+            panic!("bench parsed as another command");
+        };
+        assert_eq!(bench.backend, ["ndarray"]);
+        assert_eq!(bench.batch_sizes, vec![32]);
     }
 }

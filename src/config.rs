@@ -153,6 +153,10 @@ pub struct Settings {
     /// folder refuses it. Not a setting of the run (never written, never read).
     #[serde(skip)]
     pub split_given: bool,
+    /// Whether `--val-fraction` was given on the command line (whatever its value): only a
+    /// pre-split folder without a val folder takes it. Never written, never read.
+    #[serde(skip)]
+    pub val_fraction_given: bool,
     /// Which models to train, in order.
     pub models: Vec<ModelKind>,
     pub batch_size: usize,
@@ -244,6 +248,7 @@ impl Default for Settings {
             image_size: 16,
             split: [0.6, 0.2, 0.2],
             split_given: false,
+            val_fraction_given: false,
             models: vec![ModelKind::Baseline, ModelKind::Cnn],
             batch_size: 32,
             epochs_baseline: 4,
@@ -286,6 +291,7 @@ impl Settings {
             image_size: self.image_size,
             split: self.split,
             split_given: self.split_given,
+            val_fraction_given: self.val_fraction_given,
             folder: self.data.clone(),
             // The stripes are gray whatever --color says (rgb is refused for them).
             color: if self.data.is_some() {
@@ -533,7 +539,10 @@ impl Settings {
                 (self.max_per_class.is_some(), "--max-per-class"),
                 (self.strict_data, "--strict-data"),
                 (self.skip_bad_images, "--skip-bad-images"),
-                (self.val_fraction != defaults.val_fraction, "--val-fraction"),
+                (
+                    self.val_fraction_given || self.val_fraction != defaults.val_fraction,
+                    "--val-fraction",
+                ),
             ] {
                 if given {
                     return Err(TrainerError::bad_input(format!(
@@ -875,8 +884,10 @@ pub fn merge(
     };
     // A pre-split folder refuses a --split given on the command line whatever its value; a
     // file's split only when it is not the default (a pack's outputs/config.json records
-    // the default for a pre-split folder, and repeats the run).
+    // the default for a pre-split folder, and repeats the run). --val-fraction alike,
+    // wherever nothing is drawn from train/.
     merged.split_given = explicit("split");
+    merged.val_fraction_given = explicit("val_fraction");
     Ok(merged)
 }
 

@@ -222,6 +222,55 @@ fn an_empty_class_in_a_split_folder_and_val_fraction_on_class_folders_are_refuse
     assert!(!out.exists());
 }
 
+/// `--val-fraction` draws validation from a pre-split folder's train/ and nothing else: given
+/// where the layout has its own validation (val/) or is split by `--split` (class folders),
+/// or with no folder at all, it is refused whatever its value, the default's included (val/
+/// silently won over it). A config file's other value is refused; its default (a pack's
+/// config.json records it) repeats the run.
+#[test]
+fn val_fraction_is_refused_where_nothing_is_drawn_from_train() {
+    let dir = temp();
+    let data = pre_split(dir.path(), 6, 3);
+    class_folders(&data.join("val"), 3, 3);
+    let out = dir.path().join("pack");
+    for fraction in ["0.3", "0.2"] {
+        let err = stderr(
+            &run(&data, &out)
+                .args(["--val-fraction", fraction])
+                .run_fail(2),
+        );
+        assert!(
+            err.contains(&format!("--val-fraction {fraction} cannot apply"))
+                && err.contains("val/"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists());
+    }
+    let config = dir.path().join("config.toml");
+    fs::write(&config, "val_fraction = 0.3\n").unwrap();
+    let err = stderr(&run(&data, &out).arg("--config").arg(&config).run_fail(2));
+    assert!(err.contains("--val-fraction 0.3 cannot apply"), "{err}");
+    fs::write(&config, "val_fraction = 0.2\n").unwrap();
+    run(&data, &out).arg("--config").arg(&config).run_ok();
+    let flat = dir.path().join("flat");
+    class_folders(&flat, 10, 1);
+    let fresh = dir.path().join("fresh");
+    let err = stderr(
+        &run(&flat, &fresh)
+            .args(["--val-fraction", "0.2"])
+            .run_fail(2),
+    );
+    assert!(err.contains("--val-fraction 0.2 cannot apply"), "{err}");
+    let stripes = trainer().cpu().quiet().args(["--val-fraction", "0.2"]);
+    let err = stderr(&stripes.epochs(1, 1).out(&fresh).run_fail(2));
+    assert!(
+        err.contains("--val-fraction applies to an image folder"),
+        "{err}"
+    );
+    assert!(!fresh.exists());
+}
+
 #[test]
 fn copies_are_listed_left_out_across_classes_kept_once_within_and_never_in_two_splits() {
     let dir = temp();

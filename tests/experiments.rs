@@ -55,6 +55,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         image_size: 16,
         split: [0.6, 0.2, 0.2],
         split_given: false,
+        val_fraction_given: false,
         folder: Some(data.clone()),
         color: trainer::data::Color::Auto,
         split_rule: trainer::data::SplitRule::Stratified,

@@ -687,6 +687,18 @@ fn freeze_features_on_wgpu_runs_the_layers_and_says_why() {
     );
 }
 
+/// The CNN fine-tuned from `checkpoint` (of [`small`]'s stripes) on 60 stripes per class: the
+/// checkpoint's images come again, some of them in this run's test part.
+fn more_stripes_from(checkpoint: &Path, epochs: &str) -> Trainer {
+    trainer()
+        .cpu()
+        .quiet()
+        .args(["--models", "cnn", "--samples-per-class", "60"])
+        .args(["--epochs-cnn", epochs])
+        .arg("--init-from")
+        .arg(checkpoint)
+}
+
 /// `--init-from` refuses a run whose test images the checkpoint trained or validated on
 /// (another seed splits the same folder otherwise), naming how many, before anything is
 /// written; the checkpoint's own split is fine, and `--allow-test-overlap` trains with a
@@ -753,19 +765,7 @@ fn init_from_refuses_test_images_the_checkpoint_trained_on() {
 
     let stripes = dir.path().join("stripes");
     small(&["--models", "cnn"]).out(&stripes).run_ok();
-    let output = trainer()
-        .cpu()
-        .quiet()
-        .args([
-            "--models",
-            "cnn",
-            "--samples-per-class",
-            "60",
-            "--epochs-cnn",
-            "1",
-        ])
-        .arg("--init-from")
-        .arg(stripes.join("checkpoints/best_model.json"))
+    let output = more_stripes_from(&stripes.join("checkpoints/best_model.json"), "1")
         .out(dir.path().join("more"))
         .run_fail(2);
     assert!(
@@ -803,4 +803,80 @@ fn resume_refuses_another_init_from_before_reading_the_data() {
         .run_fail(2);
     let err = stderr(&output);
     assert!(err.contains("init_from unset"), "{err}");
+}
+
+/// Rewrites the header of the run state `dir` holds (as an older trainer would have written
+/// it, say), keeping its blobs.
+fn edit_state(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let path = dir.join("checkpoints/last.bin");
+    let bytes = fs::read(&path).unwrap();
+    let start = b"trainer-run-state\n".len() + 8;
+    let len = u64::from_le_bytes(bytes[start - 8..start].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[start..start + len]).unwrap();
+    edit(header.as_object_mut().unwrap());
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut rewritten = bytes[..start - 8].to_vec();
+    rewritten.extend((text.len() as u64).to_le_bytes());
+    rewritten.extend(&text);
+    rewritten.extend(&bytes[start + len..]);
+    fs::write(&path, rewritten).unwrap();
+}
+
+/// `--allow-test-overlap` is the run's own: its state records it, so `--resume` goes on
+/// without it being given again (and the pack says overlap was allowed), while a state that
+/// does not allow it (an older trainer's) is refused until the flag is given again. A resume
+/// used to skip the check altogether.
+#[test]
+fn a_resumed_run_keeps_its_allow_test_overlap() {
+    let dir = temp();
+    let first = dir.path().join("first");
+    small(&["--models", "cnn"]).out(&first).run_ok();
+    let checkpoint = first.join("checkpoints/best_model.json");
+    let cut = dir.path().join("cut");
+    more_stripes_from(&checkpoint, "2")
+        .arg("--allow-test-overlap")
+        .out(&cut)
+        .env("TRAINER_INTERRUPT_AT", "cnn:2")
+        .run_fail(130);
+    let allowed = fs::read(cut.join("checkpoints/last.bin")).unwrap();
+    edit_state(&cut, |header| {
+        header.remove("allow_test_overlap");
+    });
+    let resume = || trainer().quiet().arg("--resume").arg(&cut);
+    let err = stderr(&resume().run_fail(2));
+    assert!(
+        err.contains("of this run's 36 test images were the checkpoint's")
+            && err.contains("--allow-test-overlap"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let again = [
+        "--allow-test-overlap".as_ref(),
+        "--init-from".as_ref(),
+        checkpoint.as_os_str(),
+    ];
+    resume().args(again).run_ok();
+    let state = fs::read_to_string(cut.join("checkpoints/last.json")).unwrap();
+    assert!(state.contains("\"allow_test_overlap\": true"), "{state}");
+    // The run's own state, which allowed it: a bare --resume goes on, and the pack says so.
+    fs::write(cut.join("checkpoints/last.bin"), allowed).unwrap();
+    let output = resume().run_ok();
+    assert!(
+        stderr(&output).contains("the test accuracy overstates"),
+        "{}",
+        stderr(&output)
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(cut.join("outputs/run_info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["allow_test_overlap"], true, "{info}");
+    assert!(
+        info["init_from_test_overlap"]["seen"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    let readme = fs::read_to_string(cut.join("README.md")).unwrap();
+    assert!(
+        readme.contains("**The test accuracy overstates:**"),
+        "{readme}"
+    );
 }

@@ -131,41 +131,42 @@ pub fn folder_splits(config: &DataConfig, progress: &dyn Progress) -> Result<Spl
 
 /// `--split` has no say over a pre-split folder (its splits are given): refused when given on
 /// the command line, whatever its value, or any other split than the default; and
-/// `--val-fraction` is a share of train.
+/// `--val-fraction` is a share of train/ drawn as validation, so refused alike where nothing
+/// is drawn (a folder of class folders, a pre-split folder with its own val/).
 fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
+    let folder = config
+        .folder
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""))
+        .display();
     if layout.is_pre_split() && (config.split_given || config.split != DEFAULT_SPLIT) {
         return Err(TrainerError::bad_input(format!(
-            "--split {},{},{} cannot apply: '{}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
+            "--split {},{},{} cannot apply: '{folder}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
             config.split[0],
             config.split[1],
             config.split[2],
-            config
-                .folder
-                .as_deref()
-                .unwrap_or(std::path::Path::new(""))
-                .display(),
             layout.describe()
         )));
     }
-    if !layout.is_pre_split() && config.val_fraction != crate::data::DEFAULT_VAL_FRACTION {
-        return Err(TrainerError::bad_input(format!(
-            "--val-fraction {} cannot apply: '{}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)",
-            config.val_fraction,
-            config
-                .folder
-                .as_deref()
-                .unwrap_or(std::path::Path::new(""))
-                .display()
-        )));
-    }
     let f = config.val_fraction;
-    let drawn = matches!(layout, Layout::PreSplit { val: None, .. });
-    if drawn && !(f.is_finite() && f > 0.0 && f < 1.0) {
-        return Err(TrainerError::bad_input(format!(
-            "--val-fraction must be between 0 and 1 (exclusive), got {f}"
-        )));
+    let fraction_set = config.val_fraction_given || f != crate::data::DEFAULT_VAL_FRACTION;
+    match layout {
+        Layout::Flat { .. } if fraction_set => Err(TrainerError::bad_input(format!(
+            "--val-fraction {f} cannot apply: '{folder}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)"
+        ))),
+        Layout::PreSplit { val: Some(_), .. } if fraction_set => {
+            Err(TrainerError::bad_input(format!(
+                "--val-fraction {f} cannot apply: '{folder}' has its own validation folder ({}); leave --val-fraction out, or move that folder away to draw validation from train/",
+                layout.describe()
+            )))
+        }
+        Layout::PreSplit { val: None, .. } if !(f.is_finite() && f > 0.0 && f < 1.0) => {
+            Err(TrainerError::bad_input(format!(
+                "--val-fraction must be between 0 and 1 (exclusive), got {f}"
+            )))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Every file the walk found with its split folder's rank, labels by the train folder's

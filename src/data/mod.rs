@@ -53,6 +53,10 @@ pub struct DataConfig {
     /// whatever its value. Never written (a checkpoint's data reads back without it).
     #[serde(skip)]
     pub split_given: bool,
+    /// Whether `--val-fraction` was given on the command line: refused, whatever its value,
+    /// where nothing is drawn from train/. Never written.
+    #[serde(skip)]
+    pub val_fraction_given: bool,
     /// A folder of class subfolders instead of the stripe images.
     pub folder: Option<std::path::PathBuf>,
     /// How an image folder's images are read (checkpoints written before colour existed
@@ -234,6 +238,7 @@ impl DataConfig {
             image_size,
             split: DEFAULT_SPLIT,
             split_given: false,
+            val_fraction_given: false,
             folder: None,
             color: Color::Gray,
             split_rule: SplitRule::Stratified,

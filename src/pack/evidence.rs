@@ -402,6 +402,9 @@ struct RunInfo<'a> {
     /// How many test images that checkpoint trained or validated on (`seen` of `test`).
     #[serde(skip_serializing_if = "Option::is_none")]
     init_from_test_overlap: Option<crate::model::init_from::TestOverlap>,
+    /// Whether the run was let train on test images the checkpoint saw
+    /// (`--allow-test-overlap`, kept by a resumed run).
+    allow_test_overlap: bool,
     /// Whether only the last layer trained (`--freeze-features`).
     freeze_features: bool,
 }
@@ -464,6 +467,7 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         resumed: c.resume,
         init_from: report.init_from.as_ref(),
         init_from_test_overlap: report.test_overlap,
+        allow_test_overlap: c.allow_test_overlap,
         freeze_features: c.freeze_features,
     };
     serde_json::to_string_pretty(&info).map_err(|e| TrainerError::Serialize(e.to_string()))

@@ -147,6 +147,11 @@ struct Header {
     /// Whether only the last layer trains (`--freeze-features`).
     #[serde(default)]
     freeze_features: bool,
+    /// Whether the run trains although the `init_from` checkpoint saw some of its test
+    /// images (`--allow-test-overlap`); a state written before the field was kept reads
+    /// false, and its resume is checked as a new run.
+    #[serde(default)]
+    allow_test_overlap: bool,
     memory_events: Vec<SavedEvent>,
     models: Vec<ModelState>,
     blobs: Vec<BlobRef>,
@@ -173,6 +178,7 @@ impl RunState {
                 data,
                 init_from: None,
                 freeze_features: false,
+                allow_test_overlap: false,
                 memory_events: Vec::new(),
                 models: Vec::new(),
                 blobs: Vec::new(),
@@ -213,6 +219,16 @@ impl RunState {
 
     pub fn set_freeze_features(&mut self, freeze: bool) {
         self.header.freeze_features = freeze;
+    }
+
+    /// Whether the run trains although its `--init-from` checkpoint saw some of its test
+    /// images (kept for `--resume`).
+    pub fn allow_test_overlap(&self) -> bool {
+        self.header.allow_test_overlap
+    }
+
+    pub fn set_allow_test_overlap(&mut self, allow: bool) {
+        self.header.allow_test_overlap = allow;
     }
 
     /// The state of the model called `name`, if it trained at least an epoch.
@@ -345,6 +361,7 @@ impl RunState {
                 },
                 init_from: None,
                 freeze_features: false,
+                allow_test_overlap: false,
                 memory_events: Vec::new(),
                 models: Vec::new(),
                 blobs: Vec::new(),

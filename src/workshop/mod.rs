@@ -18,7 +18,6 @@ use crate::data::{self, Splits};
 use crate::device;
 use crate::error::{Result, TrainerError};
 use crate::memory::{self, MemoryPolicy};
-use crate::model::init_from;
 use crate::pack::{self, OutputLock};
 use crate::report::{Report, RunConfig};
 use crate::train::{self, Context};
@@ -46,18 +45,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         progress: console,
     };
     let mut state = state::run_state(&config, &splits, &mut memory, console)?;
-    // A resumed run starts the models it had not started as it would have (--init-from and
-    // --freeze-features are the run's own).
-    config.freeze_features |= state.freeze_features();
-    state.set_freeze_features(config.freeze_features);
-    if config.init_from.is_none() {
-        config.init_from = state.init_from().map(|i| i.path.clone().into());
-    }
-    if let Some(path) = &config.init_from {
-        // Checked before any training, and recorded for a resumed run.
-        let (_, meta) = init_from::read(path, &opened.device)?;
-        state.set_init_from(Some(init_from::described(path, &meta)));
-    }
+    state::adopt_fine_tuning(&mut config, &mut state, &opened.device)?;
     let test_overlap = models::check_init_from(&config, &splits, &opened.device, console)?;
     let shapes = models::trace_shapes(&splits, &settings)?;
 

@@ -162,7 +162,7 @@ pub(super) fn check_init_from(
 
 /// How many of the run's test images `--init-from`'s checkpoint trained or validated on:
 /// refused before any training unless `--allow-test-overlap` (then said as a warning). A
-/// resumed run was checked when it started.
+/// resumed run is checked again, allowed as its state records.
 fn test_overlap(
     config: &RunConfig,
     splits: &Splits,
@@ -174,7 +174,7 @@ fn test_overlap(
     };
     let (_, meta) = init_from::read(path, device)?;
     let overlap = init_from::test_overlap(&meta, splits)?;
-    init_from::check_test_overlap(overlap, path, config.allow_test_overlap || config.resume)?;
+    init_from::check_test_overlap(overlap, path, config.allow_test_overlap)?;
     if let Some(o) = overlap.filter(|o| o.seen > 0) {
         console.warn(&format!(
             "{} of the {} test images were the checkpoint's training or validation images: the test accuracy overstates",

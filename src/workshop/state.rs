@@ -124,6 +124,30 @@ pub(super) fn check_resumed_fine_tuning(
     )))
 }
 
+/// A resumed run starts the models it had not started as it would have, and checks the
+/// test overlap as it was allowed: `--init-from`, `--freeze-features` and
+/// `--allow-test-overlap` are the run's own (given again, they are kept for the rest of it).
+/// Recorded in the state for the next resume.
+pub(super) fn adopt_fine_tuning(
+    config: &mut RunConfig,
+    state: &mut RunState,
+    device: &burn::prelude::Device,
+) -> Result<()> {
+    config.freeze_features |= state.freeze_features();
+    state.set_freeze_features(config.freeze_features);
+    config.allow_test_overlap |= state.allow_test_overlap();
+    state.set_allow_test_overlap(config.allow_test_overlap);
+    if config.init_from.is_none() {
+        config.init_from = state.init_from().map(|i| i.path.clone().into());
+    }
+    if let Some(path) = &config.init_from {
+        // Checked before any training, and recorded for a resumed run.
+        let (_, meta) = init_from::read(path, device)?;
+        state.set_init_from(Some(init_from::described(path, &meta)));
+    }
+    Ok(())
+}
+
 /// After an interrupt: the models with a finished epoch are kept (their best epoch so far),
 /// the state is marked stopped, and the rest of the run (testing, the pack) goes on. Returns
 /// "stopped at epoch 4 of 10 (CNN)" then; an interrupt before any epoch finished keeps
