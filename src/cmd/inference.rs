@@ -35,10 +35,11 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
     }
     let mut loaded = inference::load(&args.checkpoint, args.backend)?;
     let target = recorded::target(&loaded.meta, args.data.as_deref())?;
-    let (origin, set, conversions) = match &target {
+    let (origin, set, conversions, seen) = match &target {
         Target::Recorded { moved } => {
             let set = recorded::test_set(&mut loaded, moved.as_deref())?;
-            ("the test set the checkpoint records".to_string(), set, None)
+            let origin = "the test set the checkpoint records".to_string();
+            (origin, set, None, 0)
         }
         Target::Folder(dir) => {
             let out = out.clone().unwrap_or_else(|| EVALUATION_OUT.into());
@@ -65,7 +66,7 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
                     read.dataset.samples.len()
                 ));
             }
-            (read.origin, read.dataset, line)
+            (read.origin, read.dataset, line, read.seen_in_training)
         }
     };
     let scored = folder::score(&loaded, &set, args.batch_size as usize, &console)?;
@@ -84,6 +85,7 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
             set: &set,
             scored: &scored,
             conversions: conversions.as_deref(),
+            seen_in_training: seen,
             command: crate::cmd::command_line(),
         };
         write_pack(out, &pack, &console)?;

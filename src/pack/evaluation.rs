@@ -39,6 +39,9 @@ pub struct EvaluationPack<'a> {
     pub scored: &'a Scored,
     /// The line saying what was resized or converted, if anything was.
     pub conversions: Option<&'a str>,
+    /// How many of the images are byte-identical to the checkpoint's training/validation
+    /// images (the accuracy overstates when above 0).
+    pub seen_in_training: usize,
     /// The command line, as the README repeats it.
     pub command: String,
 }
@@ -114,6 +117,8 @@ struct Summary<'a> {
     accuracy: f64,
     loss: f64,
     macro_f1: f64,
+    /// Images the model trained or was selected on: the accuracy overstates when above 0.
+    seen_in_training: usize,
     classes: &'a [String],
 }
 
@@ -127,6 +132,7 @@ fn summary_json(pack: &EvaluationPack) -> Result<String> {
         accuracy: round4(evaluation.accuracy),
         loss: round4(evaluation.loss),
         macro_f1: round4(macro_f1(&pack.scored.per_class)),
+        seen_in_training: pack.seen_in_training,
         classes: &pack.meta.classes,
     };
     serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::Serialize(e.to_string()))
@@ -151,6 +157,14 @@ fn readme_md(pack: &EvaluationPack) -> String {
     );
     if let Some(line) = pack.conversions {
         let _ = writeln!(out, "Preprocessing: {line}.\n");
+    }
+    if pack.seen_in_training > 0 {
+        let _ = writeln!(
+            out,
+            "**The accuracy overstates:** {} of the {} images are byte-identical to the checkpoint's training/validation images, so the model had seen them.\n",
+            pack.seen_in_training,
+            evaluation.predictions.len()
+        );
     }
     let rows: Vec<Vec<String>> = pack
         .scored
