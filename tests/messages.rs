@@ -203,6 +203,20 @@ fn predict_gives_every_readable_file_its_result_and_each_other_one_line() {
     assert_eq!(entries.len(), 3);
     assert!(entries[0]["class"].is_string());
     assert!(entries[1]["error"].is_string() && entries[2]["error"].is_string());
+    // The CSV has a row for every file: the unreadable ones with their reason under `error`.
+    let csv = dir.path().join("predictions.csv");
+    predict().arg("--csv").arg(&csv).run_fail(2);
+    let (header, rows) = read_csv(&csv);
+    assert_eq!(header.last().map(String::as_str), Some("error"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0][1..].iter().any(|c| !c.is_empty()) && rows[0].last().unwrap().is_empty());
+    for row in &rows[1..] {
+        assert!(
+            row[1].is_empty() && !row.last().unwrap().is_empty(),
+            "{row:?}"
+        );
+    }
+    assert!(rows[1][0].ends_with("broken.png") && rows[2][0].ends_with("missing.png"));
 }
 
 #[test]

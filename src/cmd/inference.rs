@@ -160,8 +160,8 @@ fn print_class_scores(scored: &Scored, console: &Console) {
 
 /// `trainer predict`: one line per image (class and confidence) as its batch is done, or one
 /// JSON array; `--csv` writes every prediction with its top classes. A file that cannot be
-/// read gets its own error line (an `error` entry in JSON) and the others their results, then
-/// the exit code says that some failed.
+/// read gets its own error line (an `error` entry in JSON and in the CSV) and the others their
+/// results, then the exit code says that some failed.
 pub fn predict(args: PredictArgs) -> Result<()> {
     let console = Console::new(args.json);
     if let Some(csv) = &args.csv {
@@ -187,9 +187,10 @@ fn predict_checked(args: PredictArgs, console: &Console) -> Result<()> {
     let mut outcomes = Vec::new();
     let mut rows = vec![evaluation::predictions_header()];
     let summary = predict::predict(&loaded, &found, console, |outcome| {
-        if let FileOutcome::Predicted(p) = &outcome {
-            rows.push(evaluation::prediction_row(p));
-        }
+        rows.push(match &outcome {
+            FileOutcome::Predicted(p) => evaluation::prediction_row(p),
+            FileOutcome::Failed(e) => evaluation::failed_row(e),
+        });
         match (&outcome, args.json) {
             (_, true) => outcomes.push(outcome),
             (FileOutcome::Predicted(p), false) => console.result(&format!(

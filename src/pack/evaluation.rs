@@ -13,7 +13,7 @@ use super::plots;
 use crate::data::ImageDataset;
 use crate::error::{Result, TrainerError};
 use crate::inference::folder::Scored;
-use crate::inference::predict::FilePrediction;
+use crate::inference::predict::{FileError, FilePrediction};
 use crate::model::checkpoint::CheckpointMeta;
 use crate::report::round4;
 use crate::train::metrics::ClassMetrics;
@@ -189,13 +189,14 @@ fn readme_md(pack: &EvaluationPack) -> String {
 }
 
 /// The header of `trainer predict --csv`: path, predicted, confidence, then each of the top
-/// classes and its probability.
+/// classes and its probability, then why the file could not be read (empty when it was).
 pub fn predictions_header() -> Vec<String> {
     let mut header = vec!["path".to_string(), "predicted".into(), "confidence".into()];
     for i in 1..=crate::config::PREDICT_TOP {
         header.push(format!("top{i}"));
         header.push(format!("top{i}_probability"));
     }
+    header.push("error".into());
     header
 }
 
@@ -216,6 +217,37 @@ pub fn prediction_row(p: &FilePrediction) -> Vec<String> {
     }
     row.resize(predictions_header().len(), String::new());
     row
+}
+
+/// The row of `trainer predict --csv` for a file that could not be read: its path and why,
+/// under `error`, the other columns empty (so a CSV reader sees every file given).
+pub fn failed_row(e: &FileError) -> Vec<String> {
+    let mut row = vec![e.file.clone()];
+    row.resize(predictions_header().len() - 1, String::new());
+    row.push(e.error.clone());
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_file_gets_a_csv_row_with_its_reason() {
+        let header = predictions_header();
+        assert_eq!(header.last().map(String::as_str), Some("error"));
+        let row = failed_row(&FileError {
+            file: "broken.png".into(),
+            error: "unexpected end of file".into(),
+        });
+        assert_eq!(row.len(), header.len());
+        assert_eq!(row[0], "broken.png");
+        assert_eq!(row[header.len() - 1], "unexpected end of file");
+        assert!(
+            row[1..header.len() - 1].iter().all(String::is_empty),
+            "{row:?}"
+        );
+    }
 }
 
 /// Writes `rows` (header first) to `path` as the project's CSV, whole or not at all.
