@@ -1488,5 +1488,10 @@ mod tests {
         let rows = review_rows(&[p("a", 0, 0, 0.9), p("c", 2, 2, 0.4)]);
         assert_eq!(rows[0].0.sample_id, "c");
         assert_eq!(rows[0].1, "lowest-confidence correct prediction");
+        // Only the first 10 wrong predictions, in test order.
+        let wrong: Vec<Prediction> = (0..15).map(|i| p(&i.to_string(), 0, 1, 0.5)).collect();
+        let rows = review_rows(&wrong);
+        assert_eq!(rows.len(), 10);
+        assert_eq!(rows[9].0.sample_id, "9");
     }
 }
