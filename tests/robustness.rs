@@ -57,6 +57,8 @@ fn a_diverging_model_stops_and_the_other_still_trains() {
     let (_, rows) = read_csv(&pack.join("outputs/model_comparison.csv"));
     let cnn = rows.iter().find(|r| r[0] == "Tiny CNN").unwrap();
     assert!(cnn[6].starts_with("diverged at epoch 1 step"), "{cnn:?}");
+    // `epochs` counts the epochs finished: none before a divergence in epoch 1.
+    assert_eq!(cnn[1], "0", "{cnn:?}");
     let baseline = rows.iter().find(|r| r[0] == "Flatten baseline").unwrap();
     assert_eq!(baseline[6], "ok");
     assert_eq!(
