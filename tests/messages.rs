@@ -304,6 +304,17 @@ fn a_device_that_does_not_exist_is_refused_with_the_list() {
     let err = one_line(&["--device", "99", "--out", out.to_str().unwrap()]);
     assert!(err.contains("--device 99 does not exist"), "{err}");
     assert!(!out.exists());
+    // On a CPU backend too: the index is checked, not ignored.
+    let err = one_line(&[
+        "--backend",
+        "cpu",
+        "--device",
+        "99",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--device 99 does not exist"), "{err}");
+    assert!(!out.exists());
     let output = trainer()
         .out(&out)
         .env("TRAINER_DEVICE", "first")
