@@ -199,9 +199,10 @@ pub struct RunArgs {
     /// Read settings from a TOML or JSON file (keys as the flags, with underscores: seed,
     /// data, samples_per_class, image_size, split, models, batch_size, epochs_baseline,
     /// epochs_cnn, lr_baseline, lr_cnn, augment, patience, monitor, select_by, color,
-    /// cnn_widths, overfit_batches, optimizer, weight_decay, momentum, nesterov, schedule,
-    /// warmup_epochs, label_smoothing, val_fraction, max_per_class, strict_data,
-    /// skip_bad_images, backend). Flags given on the command line win. A pack's
+    /// cnn_widths, head, hidden, dropout, batch_norm, overfit_batches, optimizer,
+    /// weight_decay, momentum, nesterov, schedule, warmup_epochs, label_smoothing,
+    /// val_fraction, max_per_class, strict_data, skip_bad_images, backend). Flags given on
+    /// the command line win. A pack's
     /// outputs/config.json repeats its run.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -867,6 +868,29 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// --help's list of config keys is the one an unknown key's error gives (the keys of
+    /// [`Settings`]): head, hidden, dropout and batch_norm were missing from it.
+    #[test]
+    fn the_config_help_names_every_config_key_and_no_other() {
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "config")
+            .expect("--config");
+        let help = arg.get_long_help().or(arg.get_help()).unwrap().to_string();
+        let list = help.split_once("underscores: ").unwrap().1;
+        let list = list.split_once(')').unwrap().0;
+        let mut listed: Vec<&str> = list.split(',').map(str::trim).collect();
+        listed.sort_unstable();
+        let serde_json::Value::Object(keys) = serde_json::to_value(Settings::default()).unwrap()
+        else {
+            panic!("settings are not a table");
+        };
+        let mut known: Vec<&str> = keys.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        assert_eq!(listed, known, "{help}");
     }
 
     /// The flags' defaults are config.rs's: a run with no flags is `Settings::default()`.

@@ -102,6 +102,19 @@ fn a_labelled_folder_is_scored_per_class_and_agrees_with_its_confusion_matrix() 
         .unwrap();
     assert!(line.contains(&format!("{seen} of 41 images")), "{line}");
     assert!((25..41).contains(&seen), "{line}");
+    // The pack records the caveat too, not only the console.
+    let summary: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(dir.path().join("own/outputs/metrics_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["seen_in_training"], seen, "{summary}");
+    let readme = fs::read_to_string(dir.path().join("own/README.md")).unwrap();
+    assert!(
+        readme.contains(&format!(
+            "**The accuracy overstates:** {seen} of the 41 images"
+        )),
+        "{readme}"
+    );
     // Laid out as downloaded: train/ and test/; evaluate scores test/ only.
     let split = dir.path().join("downloaded");
     fs::create_dir_all(&split).unwrap();
@@ -118,6 +131,13 @@ fn a_labelled_folder_is_scored_per_class_and_agrees_with_its_confusion_matrix() 
     let out = dir.path().join("scored");
     let output = evaluate(&checkpoint).data(&split).out(&out).run_ok();
     assert!(!stderr(&output).contains("byte-identical"));
+    let summary = fs::read_to_string(out.join("outputs/metrics_summary.json")).unwrap();
+    assert!(summary.contains("\"seen_in_training\": 0"), "{summary}");
+    assert!(
+        !fs::read_to_string(out.join("README.md"))
+            .unwrap()
+            .contains("overstates")
+    );
     let console = stdout(&output);
     assert!(console.contains("samples: 15"), "{console}");
     let accuracy = number(&common::console_value(&console, "accuracy").unwrap());

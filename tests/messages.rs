@@ -203,6 +203,20 @@ fn predict_gives_every_readable_file_its_result_and_each_other_one_line() {
     assert_eq!(entries.len(), 3);
     assert!(entries[0]["class"].is_string());
     assert!(entries[1]["error"].is_string() && entries[2]["error"].is_string());
+    // The CSV has a row for every file: the unreadable ones with their reason under `error`.
+    let csv = dir.path().join("predictions.csv");
+    predict().arg("--csv").arg(&csv).run_fail(2);
+    let (header, rows) = read_csv(&csv);
+    assert_eq!(header.last().map(String::as_str), Some("error"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows[0][1..].iter().any(|c| !c.is_empty()) && rows[0].last().unwrap().is_empty());
+    for row in &rows[1..] {
+        assert!(
+            row[1].is_empty() && !row.last().unwrap().is_empty(),
+            "{row:?}"
+        );
+    }
+    assert!(rows[1][0].ends_with("broken.png") && rows[2][0].ends_with("missing.png"));
 }
 
 #[test]
@@ -288,6 +302,17 @@ fn a_device_that_does_not_exist_is_refused_with_the_list() {
     let dir = temp();
     let out = dir.path().join("never");
     let err = one_line(&["--device", "99", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("--device 99 does not exist"), "{err}");
+    assert!(!out.exists());
+    // On a CPU backend too: the index is checked, not ignored.
+    let err = one_line(&[
+        "--backend",
+        "cpu",
+        "--device",
+        "99",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(err.contains("--device 99 does not exist"), "{err}");
     assert!(!out.exists());
     let output = trainer()

@@ -57,6 +57,8 @@ fn a_diverging_model_stops_and_the_other_still_trains() {
     let (_, rows) = read_csv(&pack.join("outputs/model_comparison.csv"));
     let cnn = rows.iter().find(|r| r[0] == "Tiny CNN").unwrap();
     assert!(cnn[6].starts_with("diverged at epoch 1 step"), "{cnn:?}");
+    // `epochs` counts the epochs finished: none before a divergence in epoch 1.
+    assert_eq!(cnn[1], "0", "{cnn:?}");
     let baseline = rows.iter().find(|r| r[0] == "Flatten baseline").unwrap();
     assert_eq!(baseline[6], "ok");
     assert_eq!(
@@ -215,13 +217,15 @@ fn a_read_only_output_is_a_clear_error() {
         fs::set_permissions(&disk, fs::Permissions::from_mode(0o555)).unwrap();
         None
     };
-    // A write failure is a failed run (1) naming the file, not bad input (2).
-    let output = short(&disk.join("pack")).run_fail(1);
+    // An --out where no file can be made is bad input (2): said of --out, with the OS's
+    // reason, not of the lock file the user never heard of.
+    let output = short(&disk.join("pack")).run_fail(2);
     let err = one_line_error(&output);
     assert!(
         err.contains("Read-only") || err.contains("Permission denied"),
         "{err}"
     );
+    assert!(err.contains("--out '") && !err.contains("lock"), "{err}");
     assert!(
         err.contains(disk.to_str().unwrap()),
         "names the file: {err}"

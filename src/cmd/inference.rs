@@ -35,10 +35,11 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
     }
     let mut loaded = inference::load(&args.checkpoint, args.backend)?;
     let target = recorded::target(&loaded.meta, args.data.as_deref())?;
-    let (origin, set, conversions) = match &target {
+    let (origin, set, conversions, seen) = match &target {
         Target::Recorded { moved } => {
             let set = recorded::test_set(&mut loaded, moved.as_deref())?;
-            ("the test set the checkpoint records".to_string(), set, None)
+            let origin = "the test set the checkpoint records".to_string();
+            (origin, set, None, 0)
         }
         Target::Folder(dir) => {
             let out = out.clone().unwrap_or_else(|| EVALUATION_OUT.into());
@@ -65,7 +66,7 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
                     read.dataset.samples.len()
                 ));
             }
-            (read.origin, read.dataset, line)
+            (read.origin, read.dataset, line, read.seen_in_training)
         }
     };
     let scored = folder::score(&loaded, &set, args.batch_size as usize, &console)?;
@@ -84,6 +85,7 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
             set: &set,
             scored: &scored,
             conversions: conversions.as_deref(),
+            seen_in_training: seen,
             command: crate::cmd::command_line(),
         };
         write_pack(out, &pack, &console)?;
@@ -158,8 +160,8 @@ fn print_class_scores(scored: &Scored, console: &Console) {
 
 /// `trainer predict`: one line per image (class and confidence) as its batch is done, or one
 /// JSON array; `--csv` writes every prediction with its top classes. A file that cannot be
-/// read gets its own error line (an `error` entry in JSON) and the others their results, then
-/// the exit code says that some failed.
+/// read gets its own error line (an `error` entry in JSON and in the CSV) and the others their
+/// results, then the exit code says that some failed.
 pub fn predict(args: PredictArgs) -> Result<()> {
     let console = Console::new(args.json);
     if let Some(csv) = &args.csv {
@@ -185,9 +187,10 @@ fn predict_checked(args: PredictArgs, console: &Console) -> Result<()> {
     let mut outcomes = Vec::new();
     let mut rows = vec![evaluation::predictions_header()];
     let summary = predict::predict(&loaded, &found, console, |outcome| {
-        if let FileOutcome::Predicted(p) = &outcome {
-            rows.push(evaluation::prediction_row(p));
-        }
+        rows.push(match &outcome {
+            FileOutcome::Predicted(p) => evaluation::prediction_row(p),
+            FileOutcome::Failed(e) => evaluation::failed_row(e),
+        });
         match (&outcome, args.json) {
             (_, true) => outcomes.push(outcome),
             (FileOutcome::Predicted(p), false) => console.result(&format!(

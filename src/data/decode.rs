@@ -322,5 +322,12 @@ mod tests {
             );
             assert!(!why.contains('\x7b'), "{why}");
         }
+        // A PNG cut off in its image data (an interrupted download): the README's example.
+        let noise = image::GrayImage::from_fn(64, 64, |x, y| image::Luma([(x * 7 + y * 13) as u8]));
+        let whole = png(image::DynamicImage::ImageLuma8(noise));
+        let Err(why) = decode(&whole[..whole.len() / 2], 2) else {
+            panic!("decoded a truncated file")
+        };
+        assert_eq!(why, "unexpected end of file");
     }
 }

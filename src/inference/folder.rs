@@ -64,6 +64,13 @@ pub fn check_classes(folder: &Path, found: &[String], checkpoint: &[String]) -> 
     if found == expected.as_slice() {
         return Ok(());
     }
+    if found.is_empty() {
+        return Err(TrainerError::bad_input(format!(
+            "'{}' has no class folders: evaluate needs the images sorted into a folder per class, named as the checkpoint's ({}); `trainer predict` classifies unlabelled images",
+            folder.display(),
+            checkpoint.join(", ")
+        )));
+    }
     let missing: Vec<&str> = expected
         .iter()
         .filter(|c| !found.contains(c))
@@ -220,6 +227,16 @@ mod tests {
         assert!(
             err.contains("'d' has 1 of the checkpoint's 2 classes (none of dog)")
                 && err.contains("`trainer predict` gives the accuracy"),
+            "{err}"
+        );
+        // Loose images, no class folders at all: said so, not "0 of the classes".
+        let err = check_classes(Path::new("d"), &[], &mine)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("'d' has no class folders")
+                && err.contains("(cat, dog)")
+                && err.contains("`trainer predict` classifies unlabelled images"),
             "{err}"
         );
     }

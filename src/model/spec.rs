@@ -160,6 +160,20 @@ fn shown(x: f64) -> String {
 
 /// The smallest dropout above 0 (model names give it to 4 decimals).
 pub const MIN_DROPOUT: f64 = 1e-4;
+
+/// A dropout in (0, 1) for a model name: 4 decimals, more where 4 would round it up to 1
+/// (0.99999 stays "0.99999", never "1." or "1"), trailing zeros trimmed and never a trailing
+/// dot, since the name is also a folder name (Windows refuses one ending in a dot).
+fn dropout_text(p: f64) -> String {
+    let mut text = format!("{p:.4}");
+    for decimals in 5..=17 {
+        if !text.starts_with('1') {
+            break;
+        }
+        text = format!("{p:.decimals$}");
+    }
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
 /// The most weights of the head's first linear layer (features x hidden units).
 pub const MAX_HEAD_WEIGHTS: usize = 64 << 20;
 
@@ -220,8 +234,7 @@ impl Head {
             name += &format!("-h{}", self.hidden);
         }
         if self.dropout() > 0.0 {
-            let rounded = format!("{:.4}", self.dropout());
-            name += &format!("-d{}", rounded.trim_end_matches('0'));
+            name += &format!("-d{}", dropout_text(self.dropout()));
         }
         name
     }
@@ -407,6 +420,14 @@ mod tests {
         assert_eq!(head(1.0 / 3.0).unwrap().name(), "flatten-h128-d0.3333");
         assert_eq!(head(0.0001).unwrap().name(), "flatten-h128-d0.0001");
         assert_eq!(head(0.0).unwrap().name(), "flatten-h128");
+        // Near 1 the name keeps the digits that tell it from 1, and never ends in a dot.
+        assert_eq!(head(0.99999).unwrap().name(), "flatten-h128-d0.99999");
+        assert_eq!(head(0.9999).unwrap().name(), "flatten-h128-d0.9999");
+        assert_eq!(head(0.5).unwrap().name(), "flatten-h128-d0.5");
+        for p in [0.99999, 0.999999999, 0.5, 0.0001, 0.12345] {
+            let name = head(p).unwrap().name();
+            assert!(!name.ends_with('.') && !name.ends_with("-d1"), "{name}");
+        }
         let err = head(1e-300).unwrap_err();
         assert!(err.contains("0 turns dropout off"), "{err}");
         assert!(err.lines().count() == 1 && err.len() < 200, "{err}");

@@ -13,7 +13,7 @@ use super::plots;
 use crate::data::ImageDataset;
 use crate::error::{Result, TrainerError};
 use crate::inference::folder::Scored;
-use crate::inference::predict::FilePrediction;
+use crate::inference::predict::{FileError, FilePrediction};
 use crate::model::checkpoint::CheckpointMeta;
 use crate::report::round4;
 use crate::train::metrics::ClassMetrics;
@@ -39,6 +39,9 @@ pub struct EvaluationPack<'a> {
     pub scored: &'a Scored,
     /// The line saying what was resized or converted, if anything was.
     pub conversions: Option<&'a str>,
+    /// How many of the images are byte-identical to the checkpoint's training/validation
+    /// images (the accuracy overstates when above 0).
+    pub seen_in_training: usize,
     /// The command line, as the README repeats it.
     pub command: String,
 }
@@ -114,6 +117,8 @@ struct Summary<'a> {
     accuracy: f64,
     loss: f64,
     macro_f1: f64,
+    /// Images the model trained or was selected on: the accuracy overstates when above 0.
+    seen_in_training: usize,
     classes: &'a [String],
 }
 
@@ -127,6 +132,7 @@ fn summary_json(pack: &EvaluationPack) -> Result<String> {
         accuracy: round4(evaluation.accuracy),
         loss: round4(evaluation.loss),
         macro_f1: round4(macro_f1(&pack.scored.per_class)),
+        seen_in_training: pack.seen_in_training,
         classes: &pack.meta.classes,
     };
     serde_json::to_string_pretty(&summary).map_err(|e| TrainerError::Serialize(e.to_string()))
@@ -152,6 +158,14 @@ fn readme_md(pack: &EvaluationPack) -> String {
     if let Some(line) = pack.conversions {
         let _ = writeln!(out, "Preprocessing: {line}.\n");
     }
+    if pack.seen_in_training > 0 {
+        let _ = writeln!(
+            out,
+            "**The accuracy overstates:** {} of the {} images are byte-identical to the checkpoint's training/validation images, so the model had seen them.\n",
+            pack.seen_in_training,
+            evaluation.predictions.len()
+        );
+    }
     let rows: Vec<Vec<String>> = pack
         .scored
         .per_class
@@ -175,13 +189,14 @@ fn readme_md(pack: &EvaluationPack) -> String {
 }
 
 /// The header of `trainer predict --csv`: path, predicted, confidence, then each of the top
-/// classes and its probability.
+/// classes and its probability, then why the file could not be read (empty when it was).
 pub fn predictions_header() -> Vec<String> {
     let mut header = vec!["path".to_string(), "predicted".into(), "confidence".into()];
     for i in 1..=crate::config::PREDICT_TOP {
         header.push(format!("top{i}"));
         header.push(format!("top{i}_probability"));
     }
+    header.push("error".into());
     header
 }
 
@@ -202,6 +217,37 @@ pub fn prediction_row(p: &FilePrediction) -> Vec<String> {
     }
     row.resize(predictions_header().len(), String::new());
     row
+}
+
+/// The row of `trainer predict --csv` for a file that could not be read: its path and why,
+/// under `error`, the other columns empty (so a CSV reader sees every file given).
+pub fn failed_row(e: &FileError) -> Vec<String> {
+    let mut row = vec![e.file.clone()];
+    row.resize(predictions_header().len() - 1, String::new());
+    row.push(e.error.clone());
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_file_gets_a_csv_row_with_its_reason() {
+        let header = predictions_header();
+        assert_eq!(header.last().map(String::as_str), Some("error"));
+        let row = failed_row(&FileError {
+            file: "broken.png".into(),
+            error: "unexpected end of file".into(),
+        });
+        assert_eq!(row.len(), header.len());
+        assert_eq!(row[0], "broken.png");
+        assert_eq!(row[header.len() - 1], "unexpected end of file");
+        assert!(
+            row[1..header.len() - 1].iter().all(String::is_empty),
+            "{row:?}"
+        );
+    }
 }
 
 /// Writes `rows` (header first) to `path` as the project's CSV, whole or not at all.

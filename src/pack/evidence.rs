@@ -191,12 +191,16 @@ pub fn training_log_csv(report: &Report) -> Result<String> {
     csv_text(rows)
 }
 
-/// The epochs a model trained: its schedule's, or (stopped by an interrupt or by
-/// `--patience`) those it finished.
+/// The epochs a model trained: its schedule's, or (stopped by an interrupt, by `--patience`
+/// or by a divergence) those it finished; a model that diverged in epoch 2 finished 1.
 pub fn epochs_trained(run: &ModelRun) -> usize {
-    match (run.trained.interrupted, &run.trained.stopped_early) {
-        (None, None) => run.epochs,
-        _ => run.trained.history.last().map_or(0, |e| e.epoch),
+    let trained = &run.trained;
+    let stopped = trained.interrupted.is_some()
+        || trained.stopped_early.is_some()
+        || trained.divergence.is_some();
+    match stopped {
+        false => run.epochs,
+        true => trained.history.last().map_or(0, |e| e.epoch),
     }
 }
 
@@ -1492,5 +1496,10 @@ mod tests {
         let rows = review_rows(&[p("a", 0, 0, 0.9), p("c", 2, 2, 0.4)]);
         assert_eq!(rows[0].0.sample_id, "c");
         assert_eq!(rows[0].1, "lowest-confidence correct prediction");
+        // Only the first 10 wrong predictions, in test order.
+        let wrong: Vec<Prediction> = (0..15).map(|i| p(&i.to_string(), 0, 1, 0.5)).collect();
+        let rows = review_rows(&wrong);
+        assert_eq!(rows.len(), 10);
+        assert_eq!(rows[9].0.sample_id, "9");
     }
 }

@@ -265,8 +265,28 @@ fn parent_and_name(target: &Path) -> Result<(PathBuf, String)> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| TrainerError::bad_input("--out must name a folder"))?;
-    fs::create_dir_all(&parent).map_err(|e| TrainerError::io("creating folder", &parent, e))?;
+    fs::create_dir_all(&parent).map_err(|e| {
+        out_refused(target, &parent, &e)
+            .unwrap_or_else(|| TrainerError::io("creating folder", &parent, e))
+    })?;
     Ok((parent, name))
+}
+
+/// The error for an output folder whose parent takes no new files: a permission, a read-only
+/// or virtual filesystem (/sys, /proc) is the user's choice of --out (one line, exit 2); any
+/// other failure (a full disk) stays an I/O error of the run (None).
+fn out_refused(target: &Path, parent: &Path, e: &std::io::Error) -> Option<TrainerError> {
+    use std::io::ErrorKind::{NotFound, PermissionDenied, ReadOnlyFilesystem};
+    if !matches!(e.kind(), NotFound | PermissionDenied | ReadOnlyFilesystem) {
+        return None;
+    }
+    let reason = e.to_string();
+    let reason = reason.split(" (os error").next().unwrap_or_default();
+    Some(TrainerError::bad_input(format!(
+        "--out '{}' cannot be written: no file can be made in '{}' ({reason}); choose a folder you can write",
+        target.display(),
+        parent.display()
+    )))
 }
 
 /// A lock on an output folder, held for the whole run: `.<name>.lock` beside it, holding the
@@ -314,7 +334,10 @@ impl OutputLock {
                         }
                     }
                 }
-                Err(e) => return Err(TrainerError::io("creating lock file", &path, e)),
+                Err(e) => {
+                    return Err(out_refused(target, &parent, &e)
+                        .unwrap_or_else(|| TrainerError::io("creating lock file", &path, e)));
+                }
             }
         }
         Err(TrainerError::bad_input(format!(
@@ -649,4 +672,27 @@ pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         TrainerError::io("writing", path, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unwritable_out_is_bad_input_naming_out_not_the_lock_file() {
+        for out in ["/proc/x", "/proc/trainer-no-such/x"] {
+            let err = OutputLock::acquire(Path::new(out)).unwrap_err();
+            let message = err.to_string();
+            assert_eq!(err.exit_code(), 2, "{message}");
+            assert!(
+                message.starts_with(&format!("--out '{out}' cannot be written")),
+                "{message}"
+            );
+            assert!(
+                !message.contains("lock") && message.lines().count() == 1,
+                "{message}"
+            );
+        }
+    }
 }
