@@ -640,7 +640,14 @@ fn backward_block_body<const L: usize>(
     let (dw, db) = &mut sums.0[b];
     by_lanes!(
         block.outputs,
-        weight_grad::<L>(&acts[b].input, &d[b], block, &scratch.pixels, dw, db)
+        weight_grad::<L>(
+            &acts[b].input,
+            &d[b],
+            block,
+            &w.0[b],
+            &scratch.pixels,
+            [dw, db]
+        )
     );
     if b == 0 && image_grad.is_none() {
         return None;
