@@ -238,10 +238,13 @@ fn every_instruction_set_and_thread_count_gives_the_same_bits() {
     // A wide block too: on AVX-512 it takes 16 lanes, narrow blocks 8.
     let net = Net::init(cnn(3, &[8, 24]), 16, 3, 4, &Device::flex().autodiff());
     let images = random_images(&mut rng, 29 * 3 * 16 * 16);
-    // And blocks of 16 channels or more on even sides: Winograd's convolution (forward and
-    // input gradient of the second block, src/device/cpu_winograd.rs).
+    // And blocks of 16 channels or more on even sides: Winograd's convolution (forward,
+    // input gradient and weight gradient of the second block, src/device/cpu_winograd.rs),
+    // with two lane blocks of outputs (32) and with four (64: AVX-512's widest tiles).
     let wide = Net::init(cnn(1, &[16, 32]), 12, 3, 5, &Device::flex().autodiff());
     let wide_images = random_images(&mut rng, 11 * 12 * 12);
+    let widest = Net::init(cnn(1, &[16, 64]), 8, 3, 6, &Device::flex().autodiff());
+    let widest_images = random_images(&mut rng, 10 * 8 * 8);
     let sets = cpu_kernels::supported_instruction_sets();
     assert!(sets.contains(&"portable"), "{sets:?}");
     eprintln!("instruction sets compared: {sets:?}");
@@ -249,6 +252,7 @@ fn every_instruction_set_and_thread_count_gives_the_same_bits() {
     same_bits_on_every_instruction_set_and_thread_count(&sets, |_| {
         let mut got = run(&net, &images, [29, 3, 16, 16], true);
         got.extend(run(&wide, &wide_images, [11, 1, 12, 12], true));
+        got.extend(run(&widest, &widest_images, [10, 1, 8, 8], true));
         got
     });
 }
@@ -471,8 +475,19 @@ fn a_batch_norm_step_gives_the_same_bits_on_every_instruction_set_and_thread_cou
     };
     let net = Net::init(spec, 16, 3, 4, &Device::flex().autodiff());
     let images = random_images(&mut rng, 19 * 3 * 16 * 16);
+    // And a block on Winograd's transforms (16 -> 64 channels at 4x4).
+    let spec = ModelSpec {
+        batch_norm: true,
+        ..cnn(1, &[16, 64])
+    };
+    let wide = Net::init(spec, 8, 3, 7, &Device::flex().autodiff());
+    let wide_images = random_images(&mut rng, 9 * 8 * 8);
     same_bits_on_every_instruction_set_and_thread_count(
         &cpu_kernels::supported_instruction_sets(),
-        |_| normed_step(&net, &images, [19, 3, 16, 16], true),
+        |_| {
+            let mut got = normed_step(&net, &images, [19, 3, 16, 16], true);
+            got.extend(normed_step(&wide, &wide_images, [9, 1, 8, 8], true));
+            got
+        },
     );
 }

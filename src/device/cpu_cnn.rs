@@ -868,9 +868,10 @@ mod simd {
             // The block's weights and bias, over the pixels with a gradient.
             nonzero_pixels(&s.d_output[b], block, &mut s.pixels);
             let (dw, db) = &mut sums.0[b];
+            let (input, d) = (&acts[b].input, &s.d_output[b]);
             by_lanes!(
                 block.outputs,
-                weight_grad::<L>(&acts[b].input, &s.d_output[b], block, &s.pixels, dw, db)
+                weight_grad::<L>(input, d, block, &w.0[b], &s.pixels, [dw, db])
             );
             if b == 0 && image_grad.is_none() {
                 break;
@@ -938,30 +939,44 @@ mod simd {
     }
 
     /// The gradient of the last block's ReLU output from the features' (`grad`), through the
-    /// global average pool or the flatten, into the bordered `d`.
+    /// global average pool or the flatten, into the bordered `d`: a run of [`PIXEL_RUN`]
+    /// pixels at a time, so that the channel-major gradient is read a row at a time (read
+    /// value by value across channels, it missed the first-level cache). Every inside value
+    /// is written, padding lanes included; the border stays zero.
     #[inline(always)]
     fn features_grad(last: &Block, flatten: bool, output: &[f32], grad: &[f32], d: &mut [f32]) {
-        let pixels = last.h * last.w;
+        let (pixels, s) = (last.h * last.w, last.out_stride);
         let count = pixels as f32;
-        d.fill(0.0);
-        for y in 0..last.h {
-            for x in 0..last.w {
-                let p = y * last.w + x;
-                let out = &output[p * last.out_stride..];
-                let to = ((y + 1) * (last.w + 2) + x + 1) * last.out_stride;
-                for c in 0..last.outputs {
-                    let g = match flatten {
-                        true => grad[c * pixels + p],
+        let to = |p: usize| ((p / last.w + 1) * (last.w + 2) + p % last.w + 1) * s;
+        for p0 in (0..pixels).step_by(PIXEL_RUN) {
+            let run = PIXEL_RUN.min(pixels - p0);
+            let at: [usize; PIXEL_RUN] = std::array::from_fn(|j| to(p0 + j.min(run - 1)));
+            for c in 0..last.outputs {
+                for j in 0..run {
+                    d[at[j] + c] = match flatten {
+                        true => grad[c * pixels + p0 + j],
                         false => grad[c] / count,
                     };
-                    d[to + c] = if out[c] > 0.0 { g } else { 0.0 };
+                }
+            }
+            // Through the ReLU (padding lanes of the output are 0, so they get 0).
+            for p in p0..p0 + run {
+                let (d, out) = (&mut d[to(p)..to(p) + s], &output[p * s..(p + 1) * s]);
+                for (d, out) in d.iter_mut().zip(out) {
+                    *d = if *out > 0.0 { *d } else { 0.0 };
                 }
             }
         }
     }
 
+    /// Pixels [`features_grad`] moves at a time.
+    const PIXEL_RUN: usize = 16;
+
     /// Routes the gradient of `block`'s input (the pooled map, `d_input`) to the winners of
-    /// the previous block's max-pool, into that block's bordered output gradient `d_prev`.
+    /// the previous block's max-pool, into that block's bordered output gradient `d_prev`:
+    /// every lane of a window's four pixels is written (the winner's gradient or 0, without
+    /// a branch per value); the inside is cleared first only where the pool leaves a row
+    /// or column out (odd sides). The border stays zero.
     #[inline(always)]
     pub(super) fn unpool(
         prev: &Block,
@@ -970,19 +985,22 @@ mod simd {
         d_input: &[f32],
         d_prev: &mut [f32],
     ) {
-        d_prev.fill(0.0);
-        let (ph, pw) = (prev.h / 2, prev.w / 2);
+        if prev.h % 2 == 1 || prev.w % 2 == 1 {
+            d_prev.fill(0.0);
+        }
+        let (ph, pw, s, n) = (prev.h / 2, prev.w / 2, prev.out_stride, prev.outputs);
         for y in 0..ph {
             for x in 0..pw {
-                let at = (y * pw + x) * prev.outputs;
-                let from = (y * pw + x) * block.grad_in_stride;
-                for c in 0..prev.outputs {
-                    let k = winner[at + c];
-                    if k != NONE {
-                        let (dy, dx) = ((k >> 1) as usize, (k & 1) as usize);
-                        let p = (2 * y + dy + 1) * (prev.w + 2) + 2 * x + dx + 1;
-                        d_prev[p * prev.out_stride + c] = d_input[from + c];
+                let won = &winner[(y * pw + x) * n..][..n];
+                let from = &d_input[(y * pw + x) * block.grad_in_stride..][..n];
+                for k in 0..4u8 {
+                    let (dy, dx) = ((k >> 1) as usize, (k & 1) as usize);
+                    let p = (2 * y + dy + 1) * (prev.w + 2) + 2 * x + dx + 1;
+                    let to = &mut d_prev[p * s..(p + 1) * s];
+                    for ((to, won), from) in to.iter_mut().zip(won).zip(from) {
+                        *to = if *won == k { *from } else { 0.0 };
                     }
+                    to[n..].fill(0.0);
                 }
             }
         }
@@ -1007,17 +1025,62 @@ mod simd {
     }
 
     /// `dw[tap][i][o] += sum over pixels of input[p + tap][i] * d[p][o]` and `db[o] += sum
-    /// d[p][o]`, pixels in order: a matrix product (pairs x pixels by pixels x outputs) whose
-    /// tiles of [`K_BLOCK`] (tap, input) pairs by up to [`wide_blocks`] lane blocks of
-    /// outputs stay in registers while the pixels stream past.
+    /// d[p][o]`: by Winograd's transforms where `w` has them ([`winograd::weight_grad`]),
+    /// else directly ([`direct_weight_grad`]).
     #[inline(always)]
     pub(super) fn weight_grad<const L: usize>(
         input: &[f32],
         d: &[f32],
         block: &Block,
+        w: &super::BlockWeights,
+        pixels: &[(u32, u32)],
+        [dw, db]: [&mut [f32]; 2],
+    ) {
+        bias_grad::<L>(d, block, pixels, db);
+        if w.wino.is_empty() {
+            direct_weight_grad::<L>(input, d, block, pixels, dw);
+        } else {
+            let geo = winograd::Conv {
+                h: block.h,
+                w: block.w,
+                inputs: block.inputs,
+                in_stride: block.in_stride,
+                out_stride: block.out_stride,
+            };
+            winograd::weight_grad::<L>(input, d, &geo, dw);
+        }
+    }
+
+    /// `db[o] += sum d[p][o]` over the pixels, in order.
+    #[inline(always)]
+    fn bias_grad<const L: usize>(d: &[f32], block: &Block, pixels: &[(u32, u32)], db: &mut [f32]) {
+        let row_d = (block.w + 2) * block.out_stride;
+        for ob in (0..block.out_stride).step_by(L) {
+            let mut bias = [0.0f32; L];
+            for &(y, x) in pixels {
+                let g = lanes::<L>(
+                    &d[(y as usize + 1) * row_d + (x as usize + 1) * block.out_stride + ob..],
+                );
+                for l in 0..L {
+                    bias[l] += g[l];
+                }
+            }
+            for l in 0..L {
+                db[ob + l] += bias[l];
+            }
+        }
+    }
+
+    /// The weights' part of [`weight_grad`], pixels in order: a matrix product (pairs x
+    /// pixels by pixels x outputs) whose tiles of [`K_BLOCK`] (tap, input) pairs by up to
+    /// [`wide_blocks`] lane blocks of outputs stay in registers while the pixels stream past.
+    #[inline(always)]
+    fn direct_weight_grad<const L: usize>(
+        input: &[f32],
+        d: &[f32],
+        block: &Block,
         pixels: &[(u32, u32)],
         dw: &mut [f32],
-        db: &mut [f32],
     ) {
         let row_in = (block.w + 2) * block.in_stride;
         let row_d = (block.w + 2) * block.out_stride;
@@ -1033,21 +1096,6 @@ mod simd {
                 (tap / 3) * row_in + (tap % 3) * block.in_stride + i
             })
             .collect();
-        // The bias: each output's sum over the pixels, in order.
-        for ob in (0..block.out_stride).step_by(L) {
-            let mut bias = [0.0f32; L];
-            for &(y, x) in pixels {
-                let g = lanes::<L>(
-                    &d[(y as usize + 1) * row_d + (x as usize + 1) * block.out_stride + ob..],
-                );
-                for l in 0..L {
-                    bias[l] += g[l];
-                }
-            }
-            for l in 0..L {
-                db[ob + l] += bias[l];
-            }
-        }
         let Some(&(ly, lx)) = pixels.last() else {
             return;
         };

@@ -587,14 +587,18 @@ fn last_grad(plan: &Plan, z: &[f32], affine: &Affine, grad: &[f32], d: &mut [f32
     let last = &plan.blocks[plan.blocks.len() - 1];
     let (pixels, stride) = (last.h * last.w, last.out_stride);
     d.fill(0.0);
-    for p in 0..pixels {
-        let to = ((p / last.w + 1) * (last.w + 2) + p % last.w + 1) * stride;
+    // A run of pixels at a time, so that the channel-major gradient is read a row at a time.
+    const RUN: usize = 16;
+    for p0 in (0..pixels).step_by(RUN) {
         for c in 0..last.outputs {
-            if z[p * stride + c] * affine.scale[c] + affine.shift[c] > 0.0 {
-                d[to + c] = match plan.flatten {
-                    true => grad[c * pixels + p],
-                    false => grad[c] / pixels as f32,
-                };
+            for p in p0..pixels.min(p0 + RUN) {
+                let to = ((p / last.w + 1) * (last.w + 2) + p % last.w + 1) * stride;
+                if z[p * stride + c] * affine.scale[c] + affine.shift[c] > 0.0 {
+                    d[to + c] = match plan.flatten {
+                        true => grad[c * pixels + p],
+                        false => grad[c] / pixels as f32,
+                    };
+                }
             }
         }
     }
@@ -640,7 +644,14 @@ fn backward_block_body<const L: usize>(
     let (dw, db) = &mut sums.0[b];
     by_lanes!(
         block.outputs,
-        weight_grad::<L>(&acts[b].input, &d[b], block, &scratch.pixels, dw, db)
+        weight_grad::<L>(
+            &acts[b].input,
+            &d[b],
+            block,
+            &w.0[b],
+            &scratch.pixels,
+            [dw, db]
+        )
     );
     if b == 0 && image_grad.is_none() {
         return None;
