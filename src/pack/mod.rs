@@ -674,11 +674,11 @@ pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     })
 }
 
-#[cfg(test)]
+// /proc is Linux's.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn an_unwritable_out_is_bad_input_naming_out_not_the_lock_file() {
         for out in ["/proc/x", "/proc/trainer-no-such/x"] {
