@@ -337,6 +337,22 @@ fn resuming_a_finished_run_says_so_and_changes_nothing() {
         fs::read(pack.join("outputs/run_info.json")).unwrap(),
         before
     );
+    // Asking a finished run for more epochs would do nothing: refused, naming the setting and
+    // the way to train on.
+    let output = trainer()
+        .arg("--resume")
+        .arg(&pack)
+        .args(["--epochs-cnn", "9"])
+        .run_fail(2);
+    let message = stderr(&output);
+    assert!(
+        message.contains("epochs_cnn") && message.contains("--init-from"),
+        "{message}"
+    );
+    assert_eq!(
+        fs::read(pack.join("outputs/run_info.json")).unwrap(),
+        before
+    );
 }
 
 #[test]

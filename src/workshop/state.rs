@@ -34,19 +34,27 @@ pub fn resumed_settings(
         )));
     }
     let state = RunState::read(dir)?;
+    let mut asked = asked.clone();
+    if let Some(folder) = &asked.data {
+        asked.data = Some(
+            std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
+        );
+    }
     if *state.status() == RunStatus::Finished {
+        // Other settings asked of a finished run (more epochs, say) would do nothing: refused.
+        if let Err(differs) = state.settings(&asked, &explicit) {
+            return Err(TrainerError::bad_input(format!(
+                "{differs}; this run finished ({} epochs trained) and nothing was changed: to train it further, start a new run with --init-from {}",
+                state.epochs_done(),
+                dir.join("checkpoints/best_model.json").display()
+            )));
+        }
         console.result(&format!(
             "{}: this run finished ({} epochs trained); there is nothing to resume and nothing was changed",
             dir.display(),
             state.epochs_done()
         ));
         return Ok(None);
-    }
-    let mut asked = asked.clone();
-    if let Some(folder) = &asked.data {
-        asked.data = Some(
-            std::path::absolute(folder).map_err(|e| TrainerError::io("resolving", folder, e))?,
-        );
     }
     state.settings(&asked, explicit).map(Some)
 }
