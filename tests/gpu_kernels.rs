@@ -1128,12 +1128,14 @@ fn a_kernel_cut_short_by_the_software_loop_cap_fails_loudly() {
 }
 
 /// The host's count of a launch's loop laps (`gpu_train::sample_laps`, which picks burn's
-/// layers on a software adapter past the cap) is on the right side of llvmpipe's cap: shapes
-/// just under and well over it, with and without batch norm, run one step each, and the
-/// step is cut short exactly when the count passes the cap.
+/// layers on a software adapter past four fifths of the cap) is on the safe side of llvmpipe's
+/// cap: shapes near and far from it, with and without batch norm, run one step each; none
+/// counted within the budget is cut short, and every one counted past the cap is.
 #[test]
 fn the_host_counts_a_kernels_loop_laps_on_the_right_side_of_the_cap() {
-    use trainer::device::gpu_train::{SOFTWARE_LOOP_CAP, Workload, sample_laps};
+    use trainer::device::gpu_train::{
+        SOFTWARE_LOOP_BUDGET, SOFTWARE_LOOP_CAP, Workload, sample_laps,
+    };
     use trainer::model::{Head, HeadKind};
     let Some(device) =
         wgpu_device("the_host_counts_a_kernels_loop_laps_on_the_right_side_of_the_cap")
@@ -1176,7 +1178,10 @@ fn the_host_counts_a_kernels_loop_laps_on_the_right_side_of_the_cap() {
             "{} {size}x{size} batch {n}: {laps} laps, cut {cut}",
             spec.display_name()
         ));
-        assert_eq!(cut, laps > SOFTWARE_LOOP_CAP, "{seen:#?}");
+        // Never cut within the budget the engine uses; cut past the cap as counted (the
+        // count may be low, never high: a shape counted past the cap is cut).
+        assert!(laps > SOFTWARE_LOOP_BUDGET || !cut, "{seen:#?}");
+        assert!(laps <= SOFTWARE_LOOP_CAP || cut, "{seen:#?}");
     }
     eprintln!("{seen:#?}");
 }

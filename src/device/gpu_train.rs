@@ -37,7 +37,7 @@ use burn::tensor::{DType, Shape};
 
 mod laps;
 
-pub use laps::SOFTWARE_LOOP_CAP;
+pub use laps::{SOFTWARE_LOOP_BUDGET, SOFTWARE_LOOP_CAP};
 
 use super::gpu_head::{self, HeadLayout, KernelHead};
 use super::gpu_kernels::{kernel, kernel_sized, uniform};
@@ -203,11 +203,12 @@ pub fn sample_laps(
 }
 
 /// Why `model` cannot run `workload` on a software adapter (llvmpipe, [`SOFTWARE_LOOP_CAP`])
-/// when its kernel would loop `laps` times in one invocation; `None` within the cap.
+/// when its kernel would loop `laps` times in one invocation; `None` within
+/// [`SOFTWARE_LOOP_BUDGET`].
 pub fn past_software_loop_cap(model: Model, laps: u64, workload: Workload) -> Option<String> {
-    (laps > SOFTWARE_LOOP_CAP).then(|| {
+    (laps > SOFTWARE_LOOP_BUDGET).then(|| {
         format!(
-            "{} at batch {} would loop about {laps} times in one invocation of its WGSL kernel, past the {SOFTWARE_LOOP_CAP} this software adapter (llvmpipe) allows{}",
+            "{} at batch {} would loop about {laps} times in one invocation of its WGSL kernel, near or past the {SOFTWARE_LOOP_CAP} this software adapter (llvmpipe) allows{}",
             if workload.training { "a training step" } else { "an evaluation" },
             workload.batch,
             match whole_batch(model, workload.mode()) {
