@@ -76,9 +76,7 @@ fn a_pre_split_folder_trains_on_its_splits_and_evaluate_finds_its_test_part() {
         console_value(&stdout(&output), "classes").as_deref(),
         Some("3")
     );
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(pack.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&pack);
     let origins = info["data_folder"]["origins"].as_array().unwrap();
     assert_eq!(origins[2]["from"], "test/");
     assert_eq!(origins[2]["images"], 12);

@@ -132,12 +132,8 @@ fn the_evidence_is_the_same_with_and_without_the_kernels() {
             "{file} differs with and without the kernels"
         );
     }
-    let info = |p: &std::path::Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(p.join("outputs/run_info.json")).unwrap())
-            .unwrap()
-    };
-    assert_eq!(info(&with)["gpu_kernels"], true);
-    assert_eq!(info(&without)["gpu_kernels"], false);
+    assert_eq!(common::run_info(&with)["gpu_kernels"], true);
+    assert_eq!(common::run_info(&without)["gpu_kernels"], false);
 }
 
 /// Logits, loss, gradient norm and every parameter's gradient from the training kernels
@@ -1221,9 +1217,7 @@ fn cut_short(spec: trainer::model::ModelSpec, size: usize, n: usize, device: &De
 
 /// A pack's run_info.json and its first model's entry.
 fn first_model(pack: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(pack.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = common::run_info(pack);
     let model = info["models"][0].clone();
     (info, model)
 }

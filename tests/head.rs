@@ -120,9 +120,7 @@ fn a_flatten_head_trains_reruns_identically_and_reloads() {
         trace.contains("| linear + relu (hidden) | `(32, 12)` |"),
         "{trace}"
     );
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&a);
     let model = &info["models"][0];
     assert_eq!(model["engine"], "fused CPU operation", "{info}");
     assert!(
@@ -146,9 +144,7 @@ fn a_gap_head_with_hidden_and_dropout_stays_on_the_fused_path() {
         .args(["--epochs-cnn", "2", "--samples-per-class", "20"])
         .out(&pack)
         .run_ok();
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(file(&pack, "outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&pack);
     let text = info.to_string();
     assert!(text.contains("fused CPU operation"), "{text}");
     assert!(text.contains("CNN 8-16 gap-h10-d0.5"), "{text}");
@@ -467,9 +463,7 @@ fn batch_norm_trains_on_the_wgpu_kernels() {
             "{name} differs between reruns"
         );
     }
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(file(&a, "outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&a);
     let model = &info["models"][0];
     assert_eq!(model["model"], "CNN 6-8 bn flatten-h12", "{info}");
     assert_eq!(model["engine"], "wgpu kernels", "{info}");

@@ -57,9 +57,7 @@ fn a_failure_at_the_first_step_halves_and_matches_a_run_started_at_half() {
             "every epoch trains on every sample once: {row:?}"
         );
     }
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(halved.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&halved);
     for model in info["models"].as_array().unwrap() {
         assert_eq!(model["requested_batch_size"], 32);
         assert_eq!(model["final_batch_size"], 16);

@@ -690,9 +690,7 @@ fn freeze_features_on_wgpu_runs_the_layers_and_says_why() {
         .arg("--allow-test-overlap")
         .out(&tuned)
         .run_ok();
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(tuned.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&tuned);
     let model = &info["models"][0];
     assert_eq!(model["engine"], "layers", "{model}");
     assert!(
@@ -773,9 +771,7 @@ fn init_from_refuses_test_images_the_checkpoint_trained_on() {
         readme.contains("**The test accuracy overstates:**"),
         "{readme}"
     );
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(allowed.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&allowed);
     let seen = info["init_from_test_overlap"]["seen"].as_u64().unwrap();
     assert!((1..=6).contains(&seen), "{info}");
 
@@ -882,9 +878,7 @@ fn a_resumed_run_keeps_its_allow_test_overlap() {
         "{}",
         stderr(&output)
     );
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(cut.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&cut);
     assert_eq!(info["allow_test_overlap"], true, "{info}");
     assert!(
         info["init_from_test_overlap"]["seen"].as_u64().unwrap() > 0,

@@ -136,9 +136,7 @@ fn check_pack(pack: &Path) {
         );
     }
     assert_eq!(summary["train_samples"], 252);
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(pack.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&pack);
     assert!(info["total_wall_seconds"].as_f64().unwrap() > 0.0);
     assert!(info["device"]["device_name"].as_str().is_some());
     let (header, rows) = read_csv(&pack.join("outputs/epoch_timing.csv"));
@@ -351,9 +349,7 @@ fn wgpu_run_matches_the_cpu_accuracies() {
     for (cpu, gpu, what) in [(a, x, "baseline val"), (b, y, "cnn val"), (c, z, "test")] {
         assert!((cpu - gpu).abs() <= 0.02, "{what}: cpu {cpu} vs wgpu {gpu}");
     }
-    let info: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(wgpu_pack.join("outputs/run_info.json")).unwrap())
-            .unwrap();
+    let info = run_info(&wgpu_pack);
     assert_eq!(info["device"]["backend"], "wgpu");
     assert!(info["device"]["graphics_api"].as_str().is_some());
 }

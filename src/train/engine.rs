@@ -249,12 +249,12 @@ fn gpu_model(
 ) -> Result<gpu_train::Model, String> {
     let model = kernel_model(spec);
     gpu_train::supports(model, spec.channels, size, classes)?;
+    if !crate::device::wgpu_is_software() {
+        return Ok(model);
+    }
     let laps = gpu_train::sample_laps(model, spec.channels, size, classes, workload);
-    match laps.filter(|_| crate::device::wgpu_is_software()) {
-        Some(laps) => match gpu_train::past_software_loop_cap(model, laps, workload) {
-            Some(why) => Err(why),
-            None => Ok(model),
-        },
+    match laps.and_then(|laps| gpu_train::past_software_loop_cap(model, laps, workload)) {
+        Some(why) => Err(why),
         None => Ok(model),
     }
 }

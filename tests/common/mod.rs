@@ -267,6 +267,12 @@ pub fn wgpu_is_software() -> bool {
     !adapters.is_empty() && adapters.iter().all(|l| l.contains("software"))
 }
 
+/// A pack's `outputs/run_info.json`.
+pub fn run_info(pack: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(pack.join("outputs/run_info.json")).unwrap())
+        .unwrap()
+}
+
 /// The path of a file of a pack.
 pub fn file(pack: &Path, relative: &str) -> PathBuf {
     pack.join(relative)
