@@ -1084,6 +1084,7 @@ fn the_kernels_footprint_counts_the_heads_dense_block_once() {
 /// features' dot products were once long enough to pass llvmpipe's cap on one invocation's
 /// loop iterations, after which every loop ran one lap: the first block's gradient was left
 /// wrong and a resumed run drifted from an unstopped one (cnn_sample.wgsl's Loops).
+/// With batch norm too (the whole batch in one workgroup: batch 2).
 #[test]
 fn training_kernels_match_the_layers_at_the_issues_full_size() {
     use trainer::model::{Head, HeadKind};
@@ -1098,6 +1099,18 @@ fn training_kernels_match_the_layers_at_the_issues_full_size() {
     let mut rng = common::Lcg(29);
     let batch = KernelBatch::draw(&mut rng, spec, (28, 28), 10, 3, &device);
     batch.check_gradients(0.0, "cnn-32-64-flatten-h128-d0.25 on 28x28, batch 3");
+    // With batch norm one workgroup runs the whole batch: batch 2 stays within llvmpipe's
+    // loop cap at these widths (batch 16 does not), so the kernel runs here at the issue's
+    // full size; the running statistics it leaves then give the evaluation's logits.
+    let normed = trainer::model::ModelSpec {
+        batch_norm: true,
+        ..spec
+    };
+    let mut batch = KernelBatch::draw(&mut rng, normed, (28, 28), 10, 2, &device);
+    let case = "cnn-32-64-bn-flatten-h128-d0.25 on 28x28, batch 2";
+    batch.check_gradients(0.0, case);
+    batch.net = batch_norm_reference(&batch, None, DROPOUT_KEY).2;
+    batch.check_logits(&format!("{case}, running statistics"));
 }
 
 /// A network past what llvmpipe lets one invocation loop (32,64 on 96x96: the second
