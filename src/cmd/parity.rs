@@ -38,6 +38,7 @@ pub fn main(args: ParityArgs) -> Result<()> {
             logits_atol: args.logits_atol,
             param_atol: args.param_atol,
             min_agreement: args.min_agreement,
+            sensitivity_factor: args.sensitivity_factor,
         },
         perturb,
         command: command_line(),

@@ -484,3 +484,28 @@ pub fn perturb_first_parameter(net: Net, epsilon: f32) -> Net {
         done: false,
     })
 }
+
+/// Every value of every parameter moved by one unit in the last place (its lowest mantissa
+/// bit flipped): a start that differs by a rounding's size, for measuring how far training
+/// carries one (`trainer parity`).
+pub fn nudge_every_parameter(net: Net) -> Net {
+    struct Nudge;
+    impl burn::module::ModuleMapper for Nudge {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|tensor| {
+                let dims = tensor.dims();
+                let device = tensor.device();
+                let values: Vec<f32> = match tensor.clone().into_data().try_to_vec::<f32>() {
+                    Ok(values) => values,
+                    Err(_) => return tensor,
+                };
+                let nudged = values
+                    .into_iter()
+                    .map(|v| f32::from_bits(v.to_bits() ^ 1))
+                    .collect::<Vec<_>>();
+                Tensor::from_data(TensorData::new(nudged, dims), &device)
+            })
+        }
+    }
+    net.map(&mut Nudge)
+}

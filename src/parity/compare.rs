@@ -25,6 +25,9 @@ pub struct ModelComparison {
     pub logits_max_abs_diff: f64,
     pub prediction_agreement: f64,
     pub disagreeing_samples: Vec<String>,
+    /// The reference backend against itself from a start one unit in the last place away:
+    /// how far this training carries a rounding, the allowance the verdict grants.
+    pub sensitivity: Sensitivity,
     pub best_val_acc: (f64, f64),
     pub best_epoch: (usize, usize),
     pub test_accuracy: (f64, f64),
@@ -36,20 +39,44 @@ pub struct ModelComparison {
     pub failure: Option<String>,
 }
 
+/// How far the reference backend's own training moves from a start nudged by one unit in
+/// the last place of every parameter (a rounding's size): the same figures as the
+/// comparison's.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sensitivity {
+    pub first_epoch_loss_max_rel_diff: f64,
+    pub param_max_abs_diff: Vec<(String, f64)>,
+    pub logits_max_abs_diff: f64,
+    pub prediction_agreement: f64,
+}
+
+/// What differs between two sides of one model.
+struct Differences {
+    steps: usize,
+    loss_max_abs_diff: f64,
+    loss_max_rel_diff: f64,
+    first_epoch_loss_max_rel_diff: f64,
+    first_divergent_step: Option<(usize, usize)>,
+    param_max_abs_diff: Vec<(String, f64)>,
+    logits_max_abs_diff: f64,
+    prediction_agreement: f64,
+    disagreeing_samples: Vec<String>,
+}
+
 fn rel_diff(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
 }
 
-/// The figures of `reference` and `other` side by side, and the verdict on them.
-pub fn compare(
-    kind: ModelSpec,
-    reference_name: BackendName,
-    other_name: BackendName,
-    reference: &Side,
-    other: &Side,
-    tolerances: &Tolerances,
-) -> ModelComparison {
-    let steps = reference.step_losses.len().min(other.step_losses.len());
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The differences of `other` from `reference`; the first step whose losses part by more
+/// than `loss_rtol`.
+fn differences(reference: &Side, other: &Side, loss_rtol: f64) -> Differences {
     let pairs = || {
         reference
             .step_losses
@@ -57,35 +84,7 @@ pub fn compare(
             .zip(&other.step_losses)
             .map(|(a, b)| (*a as f64, *b as f64))
     };
-    let loss_max_abs_diff = pairs().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    let loss_max_rel_diff = pairs().map(|(a, b)| rel_diff(a, b)).fold(0.0, f64::max);
     let per_epoch = reference.steps_per_epoch.max(1);
-    let first_epoch_loss_max_rel_diff = pairs()
-        .take(per_epoch)
-        .map(|(a, b)| rel_diff(a, b))
-        .fold(0.0, f64::max);
-    let first_divergent_step = pairs()
-        .position(|(a, b)| !(rel_diff(a, b) <= tolerances.loss_rtol))
-        .map(|i| (i / per_epoch + 1, i % per_epoch + 1));
-    let param_max_abs_diff = reference
-        .params
-        .iter()
-        .zip(&other.params)
-        .map(|((path, _, a), (_, _, b))| {
-            let diff = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (*x as f64 - *y as f64).abs())
-                .fold(0.0, f64::max);
-            (path.clone(), diff)
-        })
-        .collect();
-    let logits_max_abs_diff = reference
-        .logits
-        .iter()
-        .zip(&other.logits)
-        .map(|(a, b)| (*a as f64 - *b as f64).abs())
-        .fold(0.0, f64::max);
     let disagreeing_samples: Vec<String> = reference
         .predictions
         .iter()
@@ -94,22 +93,68 @@ pub fn compare(
         .map(|(a, _)| a.0.clone())
         .collect();
     let total = reference.predictions.len().max(1);
-    let prediction_agreement = 1.0 - disagreeing_samples.len() as f64 / total as f64;
-    let rate = |s: &Side| s.train_samples as f64 / s.train_seconds.max(1e-9);
-
-    let mut comparison = ModelComparison {
-        model: kind.display_name().to_string(),
-        reference: reference_name.as_str().to_string(),
-        other: other_name.as_str().to_string(),
-        steps,
-        loss_max_abs_diff,
-        loss_max_rel_diff,
-        first_epoch_loss_max_rel_diff,
-        first_divergent_step,
-        param_max_abs_diff,
-        logits_max_abs_diff,
-        prediction_agreement,
+    Differences {
+        steps: reference.step_losses.len().min(other.step_losses.len()),
+        loss_max_abs_diff: pairs().map(|(a, b)| (a - b).abs()).fold(0.0, f64::max),
+        loss_max_rel_diff: pairs().map(|(a, b)| rel_diff(a, b)).fold(0.0, f64::max),
+        first_epoch_loss_max_rel_diff: pairs()
+            .take(per_epoch)
+            .map(|(a, b)| rel_diff(a, b))
+            .fold(0.0, f64::max),
+        first_divergent_step: pairs()
+            .position(|(a, b)| !(rel_diff(a, b) <= loss_rtol))
+            .map(|i| (i / per_epoch + 1, i % per_epoch + 1)),
+        param_max_abs_diff: reference
+            .params
+            .iter()
+            .zip(&other.params)
+            .map(|((path, _, a), (_, _, b))| (path.clone(), max_abs_diff(a, b)))
+            .collect(),
+        logits_max_abs_diff: max_abs_diff(&reference.logits, &other.logits),
+        prediction_agreement: 1.0 - disagreeing_samples.len() as f64 / total as f64,
         disagreeing_samples,
+    }
+}
+
+/// The two backends of a comparison and the model's shape.
+pub struct Pair {
+    pub kind: ModelSpec,
+    pub reference: BackendName,
+    pub other: BackendName,
+}
+
+/// The figures of `reference` and `other` side by side, and the verdict on them, with
+/// `nudged` (the reference backend from a start one unit in the last place away) as the
+/// measure of how far this training carries a rounding.
+pub fn compare(
+    pair: Pair,
+    reference: &Side,
+    other: &Side,
+    nudged: &Side,
+    tolerances: &Tolerances,
+) -> ModelComparison {
+    let d = differences(reference, other, tolerances.loss_rtol);
+    let own = differences(reference, nudged, tolerances.loss_rtol);
+    let rate = |s: &Side| s.train_samples as f64 / s.train_seconds.max(1e-9);
+    let mut comparison = ModelComparison {
+        model: pair.kind.display_name().to_string(),
+        reference: pair.reference.as_str().to_string(),
+        other: pair.other.as_str().to_string(),
+        steps: d.steps,
+        loss_max_abs_diff: d.loss_max_abs_diff,
+        loss_max_rel_diff: d.loss_max_rel_diff,
+        first_epoch_loss_max_rel_diff: d.first_epoch_loss_max_rel_diff,
+        first_divergent_step: d.first_divergent_step,
+        param_max_abs_diff: d.param_max_abs_diff,
+        logits_max_abs_diff: d.logits_max_abs_diff,
+        prediction_agreement: d.prediction_agreement,
+        disagreeing_samples: d.disagreeing_samples,
+        sensitivity: Sensitivity {
+            first_epoch_loss_max_rel_diff: own.first_epoch_loss_max_rel_diff,
+            param_max_abs_diff: own.param_max_abs_diff,
+            logits_max_abs_diff: own.logits_max_abs_diff,
+            prediction_agreement: own.prediction_agreement,
+        },
         best_val_acc: (reference.best_val_acc, other.best_val_acc),
         best_epoch: (reference.best_epoch, other.best_epoch),
         test_accuracy: (reference.test_accuracy, other.test_accuracy),
@@ -124,43 +169,77 @@ pub fn compare(
     comparison
 }
 
+/// The most a figure may differ: its tolerance, or `factor` times what the reference's own
+/// nudged run differs by, whichever is larger.
+fn allowed(tolerance: f64, factor: f64, own: f64) -> f64 {
+    tolerance.max(factor * own)
+}
+
 /// Why a comparison fails, in one line, checked in order: step counts, first-epoch losses,
-/// final parameters, test logits, predictions; none when it passes.
+/// final parameters, test logits, predictions; none when it passes. Each figure may reach
+/// its tolerance or the sensitivity factor times the reference's own nudged difference.
 fn failure(
     c: &ModelComparison,
     (reference_steps, other_steps): (usize, usize),
-    tolerances: &Tolerances,
+    t: &Tolerances,
 ) -> Option<String> {
     let pair = format!("{}: {} vs {}", c.model, c.reference, c.other);
+    let (own, k) = (&c.sensitivity, t.sensitivity_factor);
+    let beyond = |own: f64| match k * own > 0.0 {
+        true => format!(" and {k}x the reference's own {own:.2e}"),
+        false => String::new(),
+    };
+    let loss_allowed = allowed(t.loss_rtol, k, own.first_epoch_loss_max_rel_diff);
+    let logits_allowed = allowed(t.logits_atol, k, own.logits_max_abs_diff);
+    let own_disagreement = 1.0 - own.prediction_agreement;
+    let disagreement_allowed = allowed(1.0 - t.min_agreement, k, own_disagreement);
     if reference_steps != other_steps {
         Some(format!(
             "{pair}: different numbers of steps ({reference_steps} vs {other_steps})"
         ))
-    } else if !(c.first_epoch_loss_max_rel_diff <= tolerances.loss_rtol) {
+    } else if !(c.first_epoch_loss_max_rel_diff <= loss_allowed) {
         let (epoch, step) = c.first_divergent_step.unwrap_or((1, 1));
         Some(format!(
-            "{pair}: step losses part at epoch {epoch} step {step} (first-epoch max relative difference {:.2e} > {:.0e})",
-            c.first_epoch_loss_max_rel_diff, tolerances.loss_rtol
+            "{pair}: step losses part at epoch {epoch} step {step} (first-epoch max relative difference {:.2e} > {:.0e}{})",
+            c.first_epoch_loss_max_rel_diff,
+            t.loss_rtol,
+            beyond(own.first_epoch_loss_max_rel_diff)
         ))
-    } else if let Some((path, diff)) = c
+    } else if let Some(((path, diff), own_diff)) = c
         .param_max_abs_diff
         .iter()
-        .find(|(_, diff)| !(*diff <= tolerances.param_atol))
+        .zip(
+            own.param_max_abs_diff
+                .iter()
+                .map(|p| p.1)
+                .chain(std::iter::repeat(0.0)),
+        )
+        .find(|((_, diff), own_diff)| !(*diff <= allowed(t.param_atol, k, *own_diff)))
     {
         Some(format!(
-            "{pair}: final parameters differ by up to {diff:.2e} in `{path}` (> {:.0e})",
-            tolerances.param_atol
+            "{pair}: final parameters differ by up to {diff:.2e} in `{path}` (> {:.0e}{})",
+            t.param_atol,
+            beyond(own_diff)
         ))
-    } else if !(c.logits_max_abs_diff <= tolerances.logits_atol) {
+    } else if !(c.logits_max_abs_diff <= logits_allowed) {
         Some(format!(
-            "{pair}: test logits differ by up to {:.2e} (> {:.0e})",
-            c.logits_max_abs_diff, tolerances.logits_atol
+            "{pair}: test logits differ by up to {:.2e} (> {:.0e}{})",
+            c.logits_max_abs_diff,
+            t.logits_atol,
+            beyond(own.logits_max_abs_diff)
         ))
-    } else if c.prediction_agreement < tolerances.min_agreement {
+    } else if !(1.0 - c.prediction_agreement <= disagreement_allowed + 1e-12) {
         Some(format!(
-            "{pair}: predictions agree on {:.1}% of test samples (< {:.1}%)",
+            "{pair}: predictions agree on {:.1}% of test samples (< {:.1}%{})",
             c.prediction_agreement * 100.0,
-            tolerances.min_agreement * 100.0
+            t.min_agreement * 100.0,
+            match k * own_disagreement > 0.0 {
+                true => format!(
+                    ", and disagree on more than {k}x the {:.1}% the reference disagrees with itself",
+                    own_disagreement * 100.0
+                ),
+                false => String::new(),
+            }
         ))
     } else {
         None
@@ -195,19 +274,22 @@ mod tests {
             logits_atol: 1e-3,
             param_atol: 1e-3,
             min_agreement: 0.99,
+            sensitivity_factor: 10.0,
         }
     }
 
     fn verdict_on(other: &Side) -> ModelComparison {
-        let spec = ModelSpec::from(ModelKind::Cnn);
-        compare(
-            spec,
-            BackendName::Cpu,
-            BackendName::Wgpu,
-            &side(),
-            other,
-            &tolerances(),
-        )
+        nudged_verdict_on(other, &side())
+    }
+
+    /// The verdict on `other` where the reference's own nudged run gave `nudged`.
+    fn nudged_verdict_on(other: &Side, nudged: &Side) -> ModelComparison {
+        let pair = Pair {
+            kind: ModelSpec::from(ModelKind::Cnn),
+            reference: BackendName::Cpu,
+            other: BackendName::Wgpu,
+        };
+        compare(pair, &side(), other, nudged, &tolerances())
     }
 
     #[test]
@@ -262,5 +344,31 @@ mod tests {
         let c = verdict_on(&other);
         assert_eq!(c.disagreeing_samples, ["b"]);
         assert!(c.failure.unwrap().contains("agree on 50.0%"));
+    }
+
+    /// A training that carries a rounding far (the reference's own nudged run differs by
+    /// 0.02 in a parameter) allows ten times that; past it, the verdict names both figures.
+    #[test]
+    fn the_references_own_sensitivity_widens_the_tolerances() {
+        let mut nudged = side();
+        nudged.params[0].2[1] += 0.02;
+        nudged.step_losses[1] = 0.8 * (1.0 + 1e-3);
+        let mut other = side();
+        other.params[0].2[1] += 0.1;
+        other.step_losses[1] = 0.8 * (1.0 + 5e-3);
+        let c = nudged_verdict_on(&other, &nudged);
+        assert!(c.passed, "{c:?}");
+        assert_eq!(c.sensitivity.param_max_abs_diff[0].0, "w");
+        other.params[0].2[1] = -0.25 + 0.3;
+        let failure = nudged_verdict_on(&other, &nudged).failure.unwrap();
+        assert!(
+            failure.contains(
+                "differ by up to 3.00e-1 in `w` (> 1e-3 and 10x the reference's own 2.00e-2)"
+            ),
+            "{failure}"
+        );
+        other.step_losses[1] = 0.8 * 1.02;
+        let failure = nudged_verdict_on(&other, &nudged).failure.unwrap();
+        assert!(failure.contains("part at epoch 1 step 2"), "{failure}");
     }
 }

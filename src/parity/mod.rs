@@ -32,6 +32,10 @@ pub struct Tolerances {
     pub param_atol: f64,
     /// Smallest share of test samples whose predictions agree.
     pub min_agreement: f64,
+    /// How many times the reference's own difference from a nudged start (one unit in the
+    /// last place of every parameter) a figure may reach where that exceeds its tolerance;
+    /// 0 judges by the tolerances alone.
+    pub sensitivity_factor: f64,
 }
 
 /// Everything a parity run is given.
@@ -92,16 +96,24 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
         .iter()
         .map(|&name| device::open_named(name))
         .collect::<Result<Vec<_>>>()?;
-    let side::Trained { sides, summaries } = side::train_all(&config, &splits, &opened, console)?;
+    let side::Trained {
+        sides,
+        nudged,
+        summaries,
+    } = side::train_all(&config, &splits, &opened, console)?;
     let mut comparisons = Vec::new();
     for (i, other) in sides.iter().enumerate().skip(1) {
-        for ((kind, reference), (_, side)) in sides[0].iter().zip(other) {
+        for (((kind, reference), (_, side)), own) in sides[0].iter().zip(other).zip(&nudged) {
+            let pair = compare::Pair {
+                kind: *kind,
+                reference: config.backends[0],
+                other: config.backends[i],
+            };
             comparisons.push(compare::compare(
-                *kind,
-                config.backends[0],
-                config.backends[i],
+                pair,
                 reference,
                 side,
+                own,
                 &config.tolerances,
             ));
         }
@@ -157,10 +169,11 @@ fn validate(config: &ParityConfig) -> Result<()> {
     if !(t.loss_rtol >= 0.0
         && t.logits_atol >= 0.0
         && t.param_atol >= 0.0
+        && t.sensitivity_factor >= 0.0
         && (0.0..=1.0).contains(&t.min_agreement))
     {
         return Err(TrainerError::bad_input(
-            "tolerances must be non-negative and --min-agreement between 0 and 1",
+            "tolerances and --sensitivity-factor must be non-negative and --min-agreement between 0 and 1",
         ));
     }
     let mut seen = Vec::new();

@@ -29,10 +29,23 @@ pub struct Side {
 }
 
 /// Every model trained on every backend: the sides of each backend in `config.backends`'
-/// order, each with the model's shape, and each backend's summary.
+/// order, each with the model's shape; every model trained once more on the reference
+/// backend from a nudged start ([`Start::Nudged`]), in the models' order; each backend's
+/// summary.
 pub struct Trained {
     pub sides: Vec<Vec<(ModelSpec, Side)>>,
+    pub nudged: Vec<Side>,
     pub summaries: Vec<BackendSummary>,
+}
+
+/// Where a side starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    /// The shared initial parameters.
+    Shared,
+    /// The shared parameters, each one unit in the last place away: the size of a rounding,
+    /// whose growth through training measures what the verdict allows.
+    Nudged,
 }
 
 /// Trains every model on every opened backend, in order, timing each backend.
@@ -55,7 +68,8 @@ pub fn train_all(
         let mut memory = MemoryPolicy::new(None, true)?;
         let mut per_model = Vec::new();
         for &kind in &config.settings.models {
-            per_model.push(train_side(config, splits, kind, *name, &mut memory, &ctx)?);
+            let at = (*name, Start::Shared);
+            per_model.push(train_side(config, splits, kind, at, &mut memory, &ctx)?);
         }
         summaries.push(BackendSummary {
             backend: name.as_str().to_string(),
@@ -64,7 +78,38 @@ pub fn train_all(
         });
         sides.push(per_model);
     }
-    Ok(Trained { sides, summaries })
+    let nudged = train_nudged(config, splits, &opened[0], console)?;
+    Ok(Trained {
+        sides,
+        nudged,
+        summaries,
+    })
+}
+
+/// Every model once more on the reference backend, from the nudged start.
+fn train_nudged(
+    config: &ParityConfig,
+    splits: &data::Splits,
+    open: &OpenBackend,
+    console: &Console,
+) -> Result<Vec<Side>> {
+    let name = config.backends[0];
+    console.info(&format!(
+        "parity: training on {} again from a start one unit in the last place away (how far a rounding carries)",
+        name.as_str()
+    ));
+    let ctx = Context {
+        device: &open.device,
+        device_info: &open.info,
+        progress: console,
+    };
+    let mut memory = MemoryPolicy::new(None, true)?;
+    let mut nudged = Vec::new();
+    for &kind in &config.settings.models {
+        let at = (name, Start::Nudged);
+        nudged.push(train_side(config, splits, kind, at, &mut memory, &ctx)?.1);
+    }
+    Ok(nudged)
 }
 
 /// Trains and tests one model on one backend from the shared start (perturbed on the
@@ -73,7 +118,7 @@ fn train_side(
     config: &ParityConfig,
     splits: &data::Splits,
     kind: ModelKind,
-    name: BackendName,
+    (name, start): (BackendName, Start),
     memory: &mut MemoryPolicy,
     ctx: &Context,
 ) -> Result<(ModelSpec, Side)> {
@@ -86,6 +131,9 @@ fn train_side(
         && target == name
     {
         net = model::perturb_first_parameter(net, epsilon);
+    }
+    if start == Start::Nudged {
+        net = model::nudge_every_parameter(net);
     }
     let train_settings = TrainSettings::new(settings, epochs, lr);
     let (trained, test) = train::train_and_test(net, splits, &train_settings, true, memory, ctx)?;

@@ -7,7 +7,7 @@ use crate::error::{Result, TrainerError};
 use crate::model::ModelKind;
 use crate::pack::Staging;
 use crate::pack::plots::{self, LineChart, Series};
-use crate::parity::{ParityConfig, ParityReport};
+use crate::parity::{ModelComparison, ParityConfig, ParityReport};
 
 /// Writes the report into `config.out`.
 pub fn write(config: &ParityConfig, report: &ParityReport) -> Result<()> {
@@ -81,40 +81,14 @@ fn markdown(report: &ParityReport) -> String {
     let t = &report.tolerances;
     let _ = writeln!(
         out,
-        "Tolerances: first-epoch step losses within {:.0e} relative, final parameters within {:.0e} absolute, test logits within {:.0e} absolute, predictions agree on at least {:.0}% of the test set.\n",
+        "Tolerances: first-epoch step losses within {:.0e} relative, final parameters within {:.0e} absolute, test logits within {:.0e} absolute, predictions agree on at least {:.0}% of the test set; or, where larger, {}x what the reference backend differs from itself when every starting parameter is one unit in the last place away (the \"own\" columns: how far this training carries a rounding).\n",
         t.loss_rtol,
         t.param_atol,
         t.logits_atol,
-        t.min_agreement * 100.0
+        t.min_agreement * 100.0,
+        t.sensitivity_factor
     );
-    let rows: Vec<Vec<String>> = report
-        .comparisons
-        .iter()
-        .map(|c| {
-            let param = c.param_max_abs_diff.iter().map(|p| p.1).fold(0.0, f64::max);
-            vec![
-                c.model.clone(),
-                format!("{} vs {}", c.reference, c.other),
-                if c.passed { "pass" } else { "FAIL" }.to_string(),
-                format!("{:.2e}", c.first_epoch_loss_max_rel_diff),
-                format!("{:.2e}", c.loss_max_rel_diff),
-                c.first_divergent_step
-                    .map(|(e, s)| format!("epoch {e} step {s}"))
-                    .unwrap_or_else(|| "none".into()),
-                format!("{param:.2e}"),
-                format!("{:.2e}", c.logits_max_abs_diff),
-                format!("{:.1}%", c.prediction_agreement * 100.0),
-                format!("{:.4} / {:.4}", c.best_val_acc.0, c.best_val_acc.1),
-                format!("{} / {}", c.best_epoch.0, c.best_epoch.1),
-                format!("{:.4} / {:.4}", c.test_accuracy.0, c.test_accuracy.1),
-                format!(
-                    "{:.0} / {:.0}",
-                    c.train_samples_per_sec.0, c.train_samples_per_sec.1
-                ),
-                format!("{} / {}", c.engines.0, c.engines.1),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = report.comparisons.iter().map(comparison_row).collect();
     out += &crate::pack::evidence::markdown_table(
         &[
             "model",
@@ -123,9 +97,13 @@ fn markdown(report: &ParityReport) -> String {
             "first-epoch loss rel. diff",
             "all steps rel. diff",
             "first step over tolerance",
+            "own first-epoch loss rel. diff",
             "max param diff",
+            "own max param diff",
             "max test logit diff",
+            "own max test logit diff",
             "prediction agreement",
+            "own prediction agreement",
             "best val acc",
             "best epoch",
             "test acc",
@@ -160,4 +138,40 @@ fn markdown(report: &ParityReport) -> String {
         "\n## How to read this\n\nBoth backends start from the same parameters (drawn on the host from the seed) and see the same batches in the same order, so any difference comes from float arithmetic. It is tiny at first and can grow as training goes on; the verdict rests on the first epoch's step losses, the final parameters, the test logits and the test predictions. `loss_overlay.png` draws the step losses of each backend over each other, and their difference below."
     );
     out
+}
+
+/// One comparison's row of the report's table.
+fn comparison_row(c: &ModelComparison) -> Vec<String> {
+    let param = c.param_max_abs_diff.iter().map(|p| p.1).fold(0.0, f64::max);
+    let own = &c.sensitivity;
+    let own_param = own
+        .param_max_abs_diff
+        .iter()
+        .map(|p| p.1)
+        .fold(0.0, f64::max);
+    vec![
+        c.model.clone(),
+        format!("{} vs {}", c.reference, c.other),
+        if c.passed { "pass" } else { "FAIL" }.to_string(),
+        format!("{:.2e}", c.first_epoch_loss_max_rel_diff),
+        format!("{:.2e}", c.loss_max_rel_diff),
+        c.first_divergent_step
+            .map(|(e, s)| format!("epoch {e} step {s}"))
+            .unwrap_or_else(|| "none".into()),
+        format!("{:.2e}", own.first_epoch_loss_max_rel_diff),
+        format!("{param:.2e}"),
+        format!("{own_param:.2e}"),
+        format!("{:.2e}", c.logits_max_abs_diff),
+        format!("{:.2e}", own.logits_max_abs_diff),
+        format!("{:.1}%", c.prediction_agreement * 100.0),
+        format!("{:.1}%", own.prediction_agreement * 100.0),
+        format!("{:.4} / {:.4}", c.best_val_acc.0, c.best_val_acc.1),
+        format!("{} / {}", c.best_epoch.0, c.best_epoch.1),
+        format!("{:.4} / {:.4}", c.test_accuracy.0, c.test_accuracy.1),
+        format!(
+            "{:.0} / {:.0}",
+            c.train_samples_per_sec.0, c.train_samples_per_sec.1
+        ),
+        format!("{} / {}", c.engines.0, c.engines.1),
+    ]
 }
