@@ -137,6 +137,10 @@ pub const DEFAULT_SPLIT: [f64; 3] = [0.6, 0.2, 0.2];
 /// (the settings take their default from it).
 pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
 
+/// The fewest training images a class of an image folder should keep after the split: below
+/// it the run warns (a class of one or two training images is barely learned).
+pub const MIN_TRAIN_PER_CLASS: usize = 5;
+
 /// The longest reason shown for an image file that cannot be decoded (the image crate's
 /// messages can hold Debug text and raw bytes, thousands of characters long).
 pub const DECODE_REASON_CHARS: usize = 120;
