@@ -474,6 +474,7 @@ impl TrainArgs {
             // Whether it was given is the matches' to say (config::merge).
             split_given: false,
             val_fraction_given: false,
+            file_places: Vec::new(),
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,

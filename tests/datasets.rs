@@ -300,8 +300,30 @@ fn val_fraction_is_refused_where_nothing_is_drawn_from_train() {
     }
     let config = dir.path().join("config.toml");
     fs::write(&config, "val_fraction = 0.3\n").unwrap();
+    // A config file's key is named as the file's key, at its line; a flag over it as the flag.
     let err = stderr(&run(&data, &out).arg("--config").arg(&config).run_fail(2));
-    assert!(err.contains("--val-fraction 0.3 cannot apply"), "{err}");
+    assert!(
+        err.contains("line 1: 'val_fraction' = 0.3 cannot apply")
+            && err.contains("config.toml")
+            && err.contains("leave val_fraction out")
+            && !err.contains("--val-fraction 0.3"),
+        "{err}"
+    );
+    let err = stderr(
+        &run(&data, &out)
+            .arg("--config")
+            .arg(&config)
+            .args(["--val-fraction", "0.4"])
+            .run_fail(2),
+    );
+    assert!(err.contains("--val-fraction 0.4 cannot apply"), "{err}");
+    fs::write(&config, "split = [0.5, 0.25, 0.25]\n").unwrap();
+    let err = stderr(&run(&data, &out).arg("--config").arg(&config).run_fail(2));
+    assert!(
+        err.contains("line 1: 'split' = [0.5, 0.25, 0.25] cannot apply")
+            && !err.contains("--split 0.5"),
+        "{err}"
+    );
     fs::write(&config, "val_fraction = 0.2\n").unwrap();
     run(&data, &out).arg("--config").arg(&config).run_ok();
     let flat = dir.path().join("flat");

@@ -145,29 +145,34 @@ fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
         .unwrap_or(std::path::Path::new(""))
         .display();
     if layout.is_pre_split() && (config.split_given || config.split != DEFAULT_SPLIT) {
+        let [a, b, c] = config.split;
+        let (split, _) = config.setting_name(
+            "split",
+            &format!("{a},{b},{c}"),
+            &format!("[{a}, {b}, {c}]"),
+        );
         return Err(TrainerError::bad_input(format!(
-            "--split {},{},{} cannot apply: '{folder}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
-            config.split[0],
-            config.split[1],
-            config.split[2],
+            "{split} cannot apply: '{folder}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
             layout.describe()
         )));
     }
     let f = config.val_fraction;
     let fraction_set = config.val_fraction_given || f != crate::data::DEFAULT_VAL_FRACTION;
+    // A config file's val_fraction is named as the file's key, a flag as the flag.
+    let (fraction, name) = config.setting_name("val_fraction", &f.to_string(), &f.to_string());
     match layout {
         Layout::Flat { .. } if fraction_set => Err(TrainerError::bad_input(format!(
-            "--val-fraction {f} cannot apply: '{folder}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)"
+            "{fraction} cannot apply: '{folder}' is a folder of class folders, split by --split; {name} applies to a pre-split folder (train/ and test/ inside)"
         ))),
         Layout::PreSplit { val: Some(_), .. } if fraction_set => {
             Err(TrainerError::bad_input(format!(
-                "--val-fraction {f} cannot apply: '{folder}' has its own validation folder ({}); leave --val-fraction out, or move that folder away to draw validation from train/",
+                "{fraction} cannot apply: '{folder}' has its own validation folder ({}); leave {name} out, or move that folder away to draw validation from train/",
                 layout.describe()
             )))
         }
         Layout::PreSplit { val: None, .. } if !(f.is_finite() && f > 0.0 && f < 1.0) => {
             Err(TrainerError::bad_input(format!(
-                "--val-fraction must be between 0 and 1 (exclusive), got {f}"
+                "{name} must be between 0 and 1 (exclusive), got {f}"
             )))
         }
         _ => Ok(()),

@@ -57,6 +57,11 @@ pub struct DataConfig {
     /// where nothing is drawn from train/. Never written.
     #[serde(skip)]
     pub val_fraction_given: bool,
+    /// Where a config file set `split` or `val_fraction` (and no flag overrode it): the key
+    /// and its place (`--config 'x.toml' line 2`), for an error that names the key the user
+    /// wrote rather than a flag they never gave. Never written.
+    #[serde(skip)]
+    pub file_places: Vec<(String, String)>,
     /// A folder of class subfolders instead of the stripe images.
     pub folder: Option<std::path::PathBuf>,
     /// How an image folder's images are read (checkpoints written before colour existed
@@ -234,6 +239,19 @@ impl Normalization {
 }
 
 impl DataConfig {
+    /// How an error names the setting `key` of value `value`: the config file's key and
+    /// place when a file set it (`--config 'x.toml' line 2: 'val_fraction' = 0.3`), else
+    /// the flag (`--val-fraction 0.3`); and the name alone, for "leave ... out".
+    pub fn setting_name(&self, key: &str, value: &str, file_value: &str) -> (String, String) {
+        match self.file_places.iter().find(|(k, _)| k == key) {
+            Some((_, place)) => (format!("{place}: '{key}' = {file_value}"), key.to_string()),
+            None => {
+                let flag = format!("--{}", key.replace('_', "-"));
+                (format!("{flag} {value}"), flag)
+            }
+        }
+    }
+
     /// The workshop's data: stripes, seed `seed`, 140 per class, 16x16, split 60/20/20.
     pub fn stripes(seed: u64, samples_per_class: usize, image_size: usize) -> DataConfig {
         DataConfig {
@@ -243,6 +261,7 @@ impl DataConfig {
             split: DEFAULT_SPLIT,
             split_given: false,
             val_fraction_given: false,
+            file_places: Vec::new(),
             folder: None,
             color: Color::Gray,
             split_rule: SplitRule::Stratified,
