@@ -992,6 +992,7 @@ fn a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so() {
     let notes: Vec<&str> = console.lines().filter(|l| l.contains("65535")).collect();
     assert_eq!(notes.len(), 1, "{console}");
     assert!(notes[0].contains("burn's layers run it"), "{console}");
+    assert!(notes[0].starts_with("engine: "), "{console}");
     let (info, model) = first_model(&out);
     let model = &model;
     assert_eq!(model["engine"], "layers", "{info}");
@@ -1019,9 +1020,8 @@ fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
         ("8", ""),
     ] {
         let out = dir.path().join(format!("lanes-{lanes}"));
-        common::trainer()
+        let output = common::trainer()
             .wgpu()
-            .quiet()
             .args([
                 "--models",
                 "cnn",
@@ -1034,6 +1034,21 @@ fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
             .env("TRAINER_SUBGROUP_LANES", lanes)
             .out(&out)
             .run_ok();
+        // The console's one line names its topic first, as "memory: ..." or "data: ..." do.
+        let printed = common::stdout(&output);
+        let engine: Vec<&str> = printed
+            .lines()
+            .filter(|l| l.contains("burn's layers"))
+            .collect();
+        match why {
+            "" => assert!(engine.is_empty(), "{printed}"),
+            _ => assert!(
+                engine.len() == 1
+                    && engine[0].starts_with("engine: CNN ")
+                    && engine[0].contains(why),
+                "{printed}"
+            ),
+        }
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join("outputs/run_info.json")).unwrap(),
         )
