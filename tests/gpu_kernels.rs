@@ -1002,6 +1002,77 @@ fn a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so() {
     );
 }
 
+/// `evaluate` and `predict` print the engine line training prints when the kernels do not
+/// take the model (an adapter without subgroups of 8 lanes, by the test hook): evaluate with
+/// its other lines on stdout, predict on stderr (its stdout is its results); none when the
+/// kernels take it.
+#[test]
+fn evaluate_and_predict_say_the_engine_line_training_says() {
+    if !common::wgpu_available("evaluate_and_predict_say_the_engine_line_training_says") {
+        return;
+    }
+    let dir = common::temp();
+    let out = dir.path().join("pack");
+    let lanes =
+        |trainer: common::Trainer, lanes: &str| trainer.wgpu().env("TRAINER_SUBGROUP_LANES", lanes);
+    let output = lanes(common::trainer(), "4")
+        .args([
+            "--models",
+            "cnn",
+            "--cnn-widths",
+            "4,6",
+            "--epochs-cnn",
+            "1",
+        ])
+        .args(["--samples-per-class", "10"])
+        .out(&out)
+        .run_ok();
+    let engine_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("engine: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let trained = engine_lines(&common::stdout(&output));
+    assert_eq!(trained.len(), 1, "{}", common::stdout(&output));
+    assert!(
+        trained[0].contains("needs subgroups of at least 8 lanes"),
+        "{trained:?}"
+    );
+    let checkpoint = out.join("checkpoints/best_model.json");
+    let evaluate = |n: &str| {
+        lanes(common::trainer().subcommand("evaluate"), n)
+            .checkpoint(&checkpoint)
+            .run_ok()
+    };
+    let output = evaluate("4");
+    assert_eq!(
+        engine_lines(&common::stdout(&output)),
+        trained,
+        "{}",
+        common::stdout(&output)
+    );
+    assert!(engine_lines(&common::stderr(&output)).is_empty());
+    assert!(engine_lines(&common::stdout(&evaluate("8"))).is_empty());
+
+    let images = common::image_folder(dir.path(), 3);
+    let predict = |n: &str| {
+        lanes(common::trainer().subcommand("predict"), n)
+            .checkpoint(&checkpoint)
+            .arg(&images)
+            .run_ok()
+    };
+    let output = predict("4");
+    assert_eq!(
+        engine_lines(&common::stderr(&output)),
+        trained,
+        "{}",
+        common::stderr(&output)
+    );
+    assert!(engine_lines(&common::stdout(&output)).is_empty());
+    assert!(engine_lines(&common::stderr(&predict("8"))).is_empty());
+}
+
 /// On an adapter whose subgroups have fewer than 8 lanes, or none, the CNN family (not the
 /// Tiny CNN, whose kernel needs no subgroups) trains on burn's layers and says why
 /// (`TRAINER_SUBGROUP_LANES`, a test hook, stands for such an adapter).
