@@ -16,7 +16,8 @@ use crate::model::ModelKind;
 /// stripe images or an image folder (grey or colour) and writes an evidence pack that shows
 /// the training was healthy.
 ///
-/// With no subcommand, runs the whole workshop. Exit codes: 0 success, 1 a failed run or
+/// With no subcommand, runs the whole workshop. A flag given twice takes its last value (a
+/// comma list its last list), on every command. Exit codes: 0 success, 1 a failed run or
 /// verdict, 2 bad input or a backend that cannot start, 3 the pack was written but a model
 /// diverged, 130 interrupted.
 #[derive(Parser, Debug)]
@@ -24,7 +25,8 @@ use crate::model::ModelKind;
     name = "trainer",
     version,
     args_conflicts_with_subcommands = true,
-    allow_negative_numbers = true
+    allow_negative_numbers = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -472,6 +474,7 @@ impl TrainArgs {
             // Whether it was given is the matches' to say (config::merge).
             split_given: false,
             val_fraction_given: false,
+            file_places: Vec::new(),
             models: self.models.clone(),
             batch_size: self.batch_size as usize,
             epochs_baseline: self.epochs_baseline,

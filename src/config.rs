@@ -157,6 +157,10 @@ pub struct Settings {
     /// pre-split folder without a val folder takes it. Never written, never read.
     #[serde(skip)]
     pub val_fraction_given: bool,
+    /// The config file's place of `split` and `val_fraction` when the file set them (see
+    /// [`crate::data::DataConfig::file_places`]). Never written, never read.
+    #[serde(skip)]
+    pub file_places: Vec<(String, String)>,
     /// Which models to train, in order.
     pub models: Vec<ModelKind>,
     pub batch_size: usize,
@@ -249,6 +253,7 @@ impl Default for Settings {
             split: [0.6, 0.2, 0.2],
             split_given: false,
             val_fraction_given: false,
+            file_places: Vec::new(),
             models: vec![ModelKind::Baseline, ModelKind::Cnn],
             batch_size: 32,
             epochs_baseline: 4,
@@ -292,6 +297,7 @@ impl Settings {
             split: self.split,
             split_given: self.split_given,
             val_fraction_given: self.val_fraction_given,
+            file_places: self.file_places.clone(),
             folder: self.data.clone(),
             // The stripes are gray whatever --color says (rgb is refused for them).
             color: if self.data.is_some() {
@@ -888,6 +894,14 @@ pub fn merge(
     // wherever nothing is drawn from train/.
     merged.split_given = explicit("split");
     merged.val_fraction_given = explicit("val_fraction");
+    merged.file_places = match file {
+        Some(file) => ["split", "val_fraction"]
+            .into_iter()
+            .filter(|key| file.values.contains_key(*key) && !explicit(key))
+            .map(|key| (key.to_string(), file.place(key)))
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(merged)
 }
 

@@ -14,6 +14,13 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
+/// Writes an informational line to stderr, ignoring a closed stderr: for a command whose
+/// stdout holds nothing but its results (`predict`).
+pub fn aside(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Writes a warning line to stderr, ignoring a closed stderr.
 pub fn warn(line: &str) {
     use std::io::Write;

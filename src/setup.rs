@@ -43,6 +43,9 @@ pub fn load_data(settings: &Settings, console: &Console, who: &str) -> Result<Sp
             "{who}{} (loaded in {load_seconds:.2} s)",
             folder.decoded
         ));
+        if let Some(line) = &folder.few_training_images {
+            console.warn(&format!("{who}{line}"));
+        }
     }
     if let Some(line) = data::issues::summary(&splits.issues) {
         console.warn(&format!("{who}{line}"));

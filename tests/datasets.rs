@@ -132,6 +132,59 @@ fn a_pre_split_folder_trains_on_its_splits_and_evaluate_finds_its_test_part() {
     assert_eq!(sizes(&output), [15, 15, 12]);
 }
 
+/// A `--val-fraction` that leaves a class almost nothing to train on is said: the console
+/// and run_info give the share validation really got (each class rounds on its own), and one
+/// warning names the class left with fewer than five training images.
+#[test]
+fn a_val_fraction_that_leaves_few_training_images_is_said_with_its_real_share() {
+    let dir = temp();
+    let data = pre_split(dir.path(), 10, 4);
+    let pack = dir.path().join("pack");
+    let output = trainer()
+        .cpu()
+        .data(&data)
+        .args(["--image-size", "12", "--models", "baseline"])
+        .args(["--val-fraction", "0.999"])
+        .epochs(1, 1)
+        .out(&pack)
+        .run_ok();
+    // 9 of each class's 10 go to validation (one is kept for training): 90%, not 99.9%.
+    assert_eq!(sizes(&output), [3, 27, 12]);
+    let out = stdout(&output);
+    assert!(
+        out.contains("val: 27 images from 90% of train/ (--val-fraction asks 99.9%"),
+        "{out}"
+    );
+    let info = run_info(&pack);
+    let from = info["data_folder"]["origins"][1]["from"].as_str().unwrap();
+    assert!(from.starts_with("90% of train/"), "{from}");
+    let err = stderr(&output);
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("training image"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("trainer: warning: class '")
+            && warnings[0].contains("keeps 1 training image(s) (3 of 3 classes keep fewer than 5)")
+            && warnings[0].contains("--val-fraction 0.999"),
+        "{err}"
+    );
+    assert!(
+        info["data_folder"]["few_training_images"]
+            .as_str()
+            .is_some_and(|w| w.contains("keeps 1 training image")),
+        "{info}"
+    );
+    // The default share keeps 8 of 10 for training: no warning, and the share as asked.
+    let output = run(&data, &dir.path().join("default")).run_ok();
+    assert!(
+        !stderr(&output).contains("training image"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn a_pre_split_folder_refuses_different_classes_and_split() {
     let dir = temp();
@@ -247,8 +300,30 @@ fn val_fraction_is_refused_where_nothing_is_drawn_from_train() {
     }
     let config = dir.path().join("config.toml");
     fs::write(&config, "val_fraction = 0.3\n").unwrap();
+    // A config file's key is named as the file's key, at its line; a flag over it as the flag.
     let err = stderr(&run(&data, &out).arg("--config").arg(&config).run_fail(2));
-    assert!(err.contains("--val-fraction 0.3 cannot apply"), "{err}");
+    assert!(
+        err.contains("line 1: 'val_fraction' = 0.3 cannot apply")
+            && err.contains("config.toml")
+            && err.contains("leave val_fraction out")
+            && !err.contains("--val-fraction 0.3"),
+        "{err}"
+    );
+    let err = stderr(
+        &run(&data, &out)
+            .arg("--config")
+            .arg(&config)
+            .args(["--val-fraction", "0.4"])
+            .run_fail(2),
+    );
+    assert!(err.contains("--val-fraction 0.4 cannot apply"), "{err}");
+    fs::write(&config, "split = [0.5, 0.25, 0.25]\n").unwrap();
+    let err = stderr(&run(&data, &out).arg("--config").arg(&config).run_fail(2));
+    assert!(
+        err.contains("line 1: 'split' = [0.5, 0.25, 0.25] cannot apply")
+            && !err.contains("--split 0.5"),
+        "{err}"
+    );
     fs::write(&config, "val_fraction = 0.2\n").unwrap();
     run(&data, &out).arg("--config").arg(&config).run_ok();
     let flat = dir.path().join("flat");

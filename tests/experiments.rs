@@ -56,6 +56,7 @@ fn an_image_folder_trains_splits_by_class_and_predicts() {
         split: [0.6, 0.2, 0.2],
         split_given: false,
         val_fraction_given: false,
+        file_places: Vec::new(),
         folder: Some(data.clone()),
         color: trainer::data::Color::Auto,
         split_rule: trainer::data::SplitRule::Stratified,

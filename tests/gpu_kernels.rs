@@ -992,6 +992,7 @@ fn a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so() {
     let notes: Vec<&str> = console.lines().filter(|l| l.contains("65535")).collect();
     assert_eq!(notes.len(), 1, "{console}");
     assert!(notes[0].contains("burn's layers run it"), "{console}");
+    assert!(notes[0].starts_with("engine: "), "{console}");
     let (info, model) = first_model(&out);
     let model = &model;
     assert_eq!(model["engine"], "layers", "{info}");
@@ -999,6 +1000,77 @@ fn a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so() {
         model["engine_note"].as_str().unwrap().contains("65535"),
         "{info}"
     );
+}
+
+/// `evaluate` and `predict` print the engine line training prints when the kernels do not
+/// take the model (an adapter without subgroups of 8 lanes, by the test hook): evaluate with
+/// its other lines on stdout, predict on stderr (its stdout is its results); none when the
+/// kernels take it.
+#[test]
+fn evaluate_and_predict_say_the_engine_line_training_says() {
+    if !common::wgpu_available("evaluate_and_predict_say_the_engine_line_training_says") {
+        return;
+    }
+    let dir = common::temp();
+    let out = dir.path().join("pack");
+    let lanes =
+        |trainer: common::Trainer, lanes: &str| trainer.wgpu().env("TRAINER_SUBGROUP_LANES", lanes);
+    let output = lanes(common::trainer(), "4")
+        .args([
+            "--models",
+            "cnn",
+            "--cnn-widths",
+            "4,6",
+            "--epochs-cnn",
+            "1",
+        ])
+        .args(["--samples-per-class", "10"])
+        .out(&out)
+        .run_ok();
+    let engine_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("engine: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let trained = engine_lines(&common::stdout(&output));
+    assert_eq!(trained.len(), 1, "{}", common::stdout(&output));
+    assert!(
+        trained[0].contains("needs subgroups of at least 8 lanes"),
+        "{trained:?}"
+    );
+    let checkpoint = out.join("checkpoints/best_model.json");
+    let evaluate = |n: &str| {
+        lanes(common::trainer().subcommand("evaluate"), n)
+            .checkpoint(&checkpoint)
+            .run_ok()
+    };
+    let output = evaluate("4");
+    assert_eq!(
+        engine_lines(&common::stdout(&output)),
+        trained,
+        "{}",
+        common::stdout(&output)
+    );
+    assert!(engine_lines(&common::stderr(&output)).is_empty());
+    assert!(engine_lines(&common::stdout(&evaluate("8"))).is_empty());
+
+    let images = common::image_folder(dir.path(), 3);
+    let predict = |n: &str| {
+        lanes(common::trainer().subcommand("predict"), n)
+            .checkpoint(&checkpoint)
+            .arg(&images)
+            .run_ok()
+    };
+    let output = predict("4");
+    assert_eq!(
+        engine_lines(&common::stderr(&output)),
+        trained,
+        "{}",
+        common::stderr(&output)
+    );
+    assert!(engine_lines(&common::stdout(&output)).is_empty());
+    assert!(engine_lines(&common::stderr(&predict("8"))).is_empty());
 }
 
 /// On an adapter whose subgroups have fewer than 8 lanes, or none, the CNN family (not the
@@ -1019,9 +1091,8 @@ fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
         ("8", ""),
     ] {
         let out = dir.path().join(format!("lanes-{lanes}"));
-        common::trainer()
+        let output = common::trainer()
             .wgpu()
-            .quiet()
             .args([
                 "--models",
                 "cnn",
@@ -1034,6 +1105,21 @@ fn a_family_cnn_without_subgroups_of_eight_lanes_runs_on_the_layers() {
             .env("TRAINER_SUBGROUP_LANES", lanes)
             .out(&out)
             .run_ok();
+        // The console's one line names its topic first, as "memory: ..." or "data: ..." do.
+        let printed = common::stdout(&output);
+        let engine: Vec<&str> = printed
+            .lines()
+            .filter(|l| l.contains("burn's layers"))
+            .collect();
+        match why {
+            "" => assert!(engine.is_empty(), "{printed}"),
+            _ => assert!(
+                engine.len() == 1
+                    && engine[0].starts_with("engine: CNN ")
+                    && engine[0].contains(why),
+                "{printed}"
+            ),
+        }
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join("outputs/run_info.json")).unwrap(),
         )

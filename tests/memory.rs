@@ -62,6 +62,11 @@ fn a_failure_at_the_first_step_halves_and_matches_a_run_started_at_half() {
         assert_eq!(model["requested_batch_size"], 32);
         assert_eq!(model["final_batch_size"], 16);
     }
+    // The settings keep the batch asked for and say the one the run ended on.
+    assert_eq!(info["settings"]["batch_size"], 32, "{info}");
+    assert_eq!(info["settings"]["final_batch_size"], 16, "{info}");
+    let direct_info = run_info(&direct);
+    assert_eq!(direct_info["settings"]["final_batch_size"], 16);
     let readme = fs::read_to_string(halved.join("README.md")).unwrap();
     assert!(readme.contains("halved 2 time(s)"), "{readme}");
 }

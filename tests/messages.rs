@@ -42,6 +42,46 @@ fn clap_errors_are_shown_whole() {
     }
 }
 
+/// Every flag given twice takes its last value, on every command: a single value (`--seed`,
+/// `evaluate --checkpoint`) as a comma list (`--models`) does; clap refused the first.
+#[test]
+fn a_flag_given_twice_takes_its_last_value() {
+    let dir = temp();
+    let out = dir.path().join("pack");
+    trainer()
+        .cpu()
+        .quiet()
+        .quick()
+        .args(["--seed", "1", "--seed", "7"])
+        .args(["--models", "cnn,baseline", "--models", "baseline"])
+        .args(["--samples-per-class", "9"])
+        .out(&out)
+        .run_ok();
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("outputs/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["seed"], 7, "{config}");
+    assert_eq!(
+        config["models"],
+        serde_json::json!(["baseline"]),
+        "{config}"
+    );
+    // A subcommand's flags alike: evaluate reads the last --checkpoint given.
+    let first = dir.path().join("first.json");
+    let last = dir.path().join("last.json");
+    let output = trainer()
+        .subcommand("evaluate")
+        .cpu()
+        .checkpoint(&first)
+        .checkpoint(&last)
+        .run_fail(2);
+    let err = stderr(&output);
+    assert!(
+        err.contains("last.json") && !err.contains("first.json"),
+        "{err}"
+    );
+}
+
 #[test]
 fn config_errors_name_the_key_the_line_and_what_was_expected() {
     let dir = temp();

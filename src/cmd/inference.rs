@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::cli::{EvaluateArgs, PredictArgs};
 use crate::config::EVALUATION_OUT;
-use crate::console::{Console, say};
+use crate::console::{Console, aside, say};
 use crate::error::{Result, TrainerError};
 use crate::inference::folder::{self, Scored};
 use crate::inference::predict::{self, FileOutcome};
@@ -69,6 +69,9 @@ fn evaluate_run(args: EvaluateArgs) -> Result<()> {
             (read.origin, read.dataset, line, read.seen_in_training)
         }
     };
+    if let Some(line) = inference::engine_line(&loaded, args.batch_size as usize) {
+        console.info(&line);
+    }
     let scored = folder::score(&loaded, &set, args.batch_size as usize, &console)?;
     console.info(&loaded.opened.info.summary());
     console.result(&format!("model: {}", loaded.meta.model_name));
@@ -184,6 +187,10 @@ fn without_pack(error: TrainerError, what: &str) -> TrainerError {
 fn predict_checked(args: PredictArgs, console: &Console) -> Result<()> {
     let loaded = inference::load(&args.checkpoint, args.backend)?;
     let found = inputs::gather(&args.images)?;
+    // On stderr: predict's stdout holds its results only (one line an image, or the JSON).
+    if let Some(line) = inference::engine_line(&loaded, crate::config::PREDICT_BATCH) {
+        aside(&line);
+    }
     let mut outcomes = Vec::new();
     let mut rows = vec![evaluation::predictions_header()];
     let summary = predict::predict(&loaded, &found, console, |outcome| {

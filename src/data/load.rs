@@ -49,6 +49,10 @@ pub struct FolderSummary {
     pub origins: Vec<SplitOrigin>,
     /// "60000 images read: 60000 rgb 8-bit; 0 resized to 32x32".
     pub decoded: String,
+    /// A warning when a class keeps fewer than [`crate::data::MIN_TRAIN_PER_CLASS`] training
+    /// images after the split ("class '3' keeps 1 training image ...").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub few_training_images: Option<String>,
 }
 
 /// One image file the walk found, with the split folder it is in (0 train or a folder of
@@ -119,6 +123,7 @@ pub fn folder_splits(config: &DataConfig, progress: &dyn Progress) -> Result<Spl
         layout: layout.describe(),
         origins,
         decoded: decode::summary(kept.iter().map(|i| &i.decoded), config.image_size),
+        few_training_images: few_training_images(&kept, &parts[0], &classes, config, &layout),
     };
     let manifest = manifest(&kept, &parts, left_out);
     let mut splits = into_splits(kept, parts, config, classes)?;
@@ -140,29 +145,34 @@ fn check_flags(config: &DataConfig, layout: &Layout) -> Result<()> {
         .unwrap_or(std::path::Path::new(""))
         .display();
     if layout.is_pre_split() && (config.split_given || config.split != DEFAULT_SPLIT) {
+        let [a, b, c] = config.split;
+        let (split, _) = config.setting_name(
+            "split",
+            &format!("{a},{b},{c}"),
+            &format!("[{a}, {b}, {c}]"),
+        );
         return Err(TrainerError::bad_input(format!(
-            "--split {},{},{} cannot apply: '{folder}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
-            config.split[0],
-            config.split[1],
-            config.split[2],
+            "{split} cannot apply: '{folder}' is already split ({}); use --val-fraction to draw validation from train/, or point --data at a folder of class folders",
             layout.describe()
         )));
     }
     let f = config.val_fraction;
     let fraction_set = config.val_fraction_given || f != crate::data::DEFAULT_VAL_FRACTION;
+    // A config file's val_fraction is named as the file's key, a flag as the flag.
+    let (fraction, name) = config.setting_name("val_fraction", &f.to_string(), &f.to_string());
     match layout {
         Layout::Flat { .. } if fraction_set => Err(TrainerError::bad_input(format!(
-            "--val-fraction {f} cannot apply: '{folder}' is a folder of class folders, split by --split; --val-fraction applies to a pre-split folder (train/ and test/ inside)"
+            "{fraction} cannot apply: '{folder}' is a folder of class folders, split by --split; {name} applies to a pre-split folder (train/ and test/ inside)"
         ))),
         Layout::PreSplit { val: Some(_), .. } if fraction_set => {
             Err(TrainerError::bad_input(format!(
-                "--val-fraction {f} cannot apply: '{folder}' has its own validation folder ({}); leave --val-fraction out, or move that folder away to draw validation from train/",
+                "{fraction} cannot apply: '{folder}' has its own validation folder ({}); leave {name} out, or move that folder away to draw validation from train/",
                 layout.describe()
             )))
         }
         Layout::PreSplit { val: None, .. } if !(f.is_finite() && f > 0.0 && f < 1.0) => {
             Err(TrainerError::bad_input(format!(
-                "--val-fraction must be between 0 and 1 (exclusive), got {f}"
+                "{name} must be between 0 and 1 (exclusive), got {f}"
             )))
         }
         _ => Ok(()),
@@ -370,14 +380,76 @@ fn check_per_class(
     Ok(())
 }
 
-/// Where each part came from, in words.
+/// The warning for a class left with fewer than [`crate::data::MIN_TRAIN_PER_CLASS`]
+/// training images (`train`: the training part's indices into `items`), naming the class with
+/// the fewest and what left them so few.
+fn few_training_images(
+    items: &[Item],
+    train: &[usize],
+    classes: &[String],
+    config: &DataConfig,
+    layout: &Layout,
+) -> Option<String> {
+    let minimum = crate::data::MIN_TRAIN_PER_CLASS;
+    let mut counts = vec![0usize; classes.len()];
+    for &i in train {
+        counts[items[i].file.label] += 1;
+    }
+    let (label, &fewest) = counts.iter().enumerate().min_by_key(|(_, n)| **n)?;
+    if fewest >= minimum {
+        return None;
+    }
+    let thin = counts.iter().filter(|&&n| n < minimum).count();
+    let cause = match layout {
+        Layout::Flat { .. } => format!(
+            "--split {},{},{} leaves too few to learn from; give training a larger share",
+            config.split[0], config.split[1], config.split[2]
+        ),
+        Layout::PreSplit { val: None, .. } => format!(
+            "--val-fraction {} leaves too few to learn from; lower it",
+            config.val_fraction
+        ),
+        Layout::PreSplit { .. } => "its train/ folder holds too few to learn from".to_string(),
+    };
+    let capped = match config.max_per_class {
+        Some(n) => format!(" (or raise --max-per-class {n})"),
+        None => String::new(),
+    };
+    Some(format!(
+        "class '{}' keeps {fewest} training image(s) ({thin} of {} classes keep fewer than {minimum}): {cause}{capped}, or add images",
+        classes[label],
+        classes.len()
+    ))
+}
+
+/// The percentage `part` of `whole` makes, as the console shows it ("95.2%").
+fn percent(part: usize, whole: usize) -> String {
+    percent_of(part as f64 / whole.max(1) as f64)
+}
+
+/// A share as the console shows it: to one decimal, "20%" or "95.2%".
+fn percent_of(share: f64) -> String {
+    format!("{}%", (share * 1000.0).round() / 10.0)
+}
+
+/// The flag that set a share, with the share it asked for when the real one (each class
+/// rounded on its own) differs from it on the console: "--val-fraction 0.999 asks 99.9%".
+fn asked(flag: &str, asked: f64, real: &str) -> String {
+    match percent_of(asked) == real {
+        true => flag.to_string(),
+        false => format!("{flag} asks {}, each class rounded", percent_of(asked)),
+    }
+}
+
+/// Where each part came from, in words, with the share each part really got.
 fn origins(layout: &Layout, parts: &[Vec<usize>; 3], config: &DataConfig) -> Vec<SplitOrigin> {
-    let percent = |share: f64| format!("{}%", (share * 1000.0).round() / 10.0);
+    let total: usize = parts.iter().map(Vec::len).sum();
     let from: [String; 3] = match layout {
         Layout::Flat { .. } => std::array::from_fn(|i| {
+            let real = percent(parts[i].len(), total);
             format!(
-                "{} of each class folder (--split, stratified, seed {})",
-                percent(config.split[i]),
+                "{real} of each class folder ({}, stratified, seed {})",
+                asked("--split", config.split[i], &real),
                 config.seed
             )
         }),
@@ -387,16 +459,19 @@ fn origins(layout: &Layout, parts: &[Vec<usize>; 3], config: &DataConfig) -> Vec
             };
             match val {
                 Some(val) => [name(train), name(val), name(test)],
-                None => [
-                    format!("{} less the validation part", name(train)),
-                    format!(
-                        "{} of {} (--val-fraction, stratified, seed {})",
-                        percent(config.val_fraction),
-                        name(train),
-                        config.seed
-                    ),
-                    name(test),
-                ],
+                None => {
+                    let real = percent(parts[1].len(), parts[0].len() + parts[1].len());
+                    [
+                        format!("{} less the validation part", name(train)),
+                        format!(
+                            "{real} of {} ({}, stratified, seed {})",
+                            name(train),
+                            asked("--val-fraction", config.val_fraction, &real),
+                            config.seed
+                        ),
+                        name(test),
+                    ]
+                }
             }
         }
     };

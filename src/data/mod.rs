@@ -57,6 +57,11 @@ pub struct DataConfig {
     /// where nothing is drawn from train/. Never written.
     #[serde(skip)]
     pub val_fraction_given: bool,
+    /// Where a config file set `split` or `val_fraction` (and no flag overrode it): the key
+    /// and its place (`--config 'x.toml' line 2`), for an error that names the key the user
+    /// wrote rather than a flag they never gave. Never written.
+    #[serde(skip)]
+    pub file_places: Vec<(String, String)>,
     /// A folder of class subfolders instead of the stripe images.
     pub folder: Option<std::path::PathBuf>,
     /// How an image folder's images are read (checkpoints written before colour existed
@@ -136,6 +141,10 @@ pub const DEFAULT_SPLIT: [f64; 3] = [0.6, 0.2, 0.2];
 /// `--val-fraction`'s default: the share of a pre-split folder's train/ drawn as validation
 /// (the settings take their default from it).
 pub const DEFAULT_VAL_FRACTION: f64 = 0.2;
+
+/// The fewest training images a class of an image folder should keep after the split: below
+/// it the run warns (a class of one or two training images is barely learned).
+pub const MIN_TRAIN_PER_CLASS: usize = 5;
 
 /// The longest reason shown for an image file that cannot be decoded (the image crate's
 /// messages can hold Debug text and raw bytes, thousands of characters long).
@@ -230,6 +239,19 @@ impl Normalization {
 }
 
 impl DataConfig {
+    /// How an error names the setting `key` of value `value`: the config file's key and
+    /// place when a file set it (`--config 'x.toml' line 2: 'val_fraction' = 0.3`), else
+    /// the flag (`--val-fraction 0.3`); and the name alone, for "leave ... out".
+    pub fn setting_name(&self, key: &str, value: &str, file_value: &str) -> (String, String) {
+        match self.file_places.iter().find(|(k, _)| k == key) {
+            Some((_, place)) => (format!("{place}: '{key}' = {file_value}"), key.to_string()),
+            None => {
+                let flag = format!("--{}", key.replace('_', "-"));
+                (format!("{flag} {value}"), flag)
+            }
+        }
+    }
+
     /// The workshop's data: stripes, seed `seed`, 140 per class, 16x16, split 60/20/20.
     pub fn stripes(seed: u64, samples_per_class: usize, image_size: usize) -> DataConfig {
         DataConfig {
@@ -239,6 +261,7 @@ impl DataConfig {
             split: DEFAULT_SPLIT,
             split_given: false,
             val_fraction_given: false,
+            file_places: Vec::new(),
             folder: None,
             color: Color::Gray,
             split_rule: SplitRule::Stratified,

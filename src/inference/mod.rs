@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::memory::MemoryPolicy;
 use crate::model::Net;
 use crate::model::checkpoint::{self, CheckpointMeta};
-use crate::train::engine::{Engine, Workload};
+use crate::train::engine::{Engine, EngineChoice, Workload};
 use crate::train::{self, Context, Evaluation};
 
 /// A checkpoint's model, on the device opened for it.
@@ -43,6 +43,35 @@ pub struct Pass<'a> {
     pub progress: &'a dyn Progress,
 }
 
+/// The engine that evaluates the loaded model on images of `channels` channels and
+/// `image_size` squared, in batches of `batch_size`.
+fn choose_engine(
+    loaded: &Loaded,
+    channels: usize,
+    image_size: usize,
+    batch_size: usize,
+) -> EngineChoice {
+    Engine::choose(
+        &loaded.opened.device,
+        loaded.net.spec(channels),
+        loaded.meta.classes.len(),
+        image_size,
+        Workload {
+            batch: batch_size,
+            training: false,
+        },
+    )
+}
+
+/// The line training prints when the device's faster engine does not take the model
+/// ([`EngineChoice::console_line`]), for evaluate and predict to print once before they
+/// run: the checkpoint's model on images of its own size and channels, in batches of
+/// `batch_size`.
+pub fn engine_line(loaded: &Loaded, batch_size: usize) -> Option<String> {
+    let meta = &loaded.meta;
+    choose_engine(loaded, meta.channels, meta.image_size, batch_size).console_line()
+}
+
 /// Evaluates the loaded model on `dataset`, with the engine chosen for it and the same
 /// memory protection as training (a batch that does not fit is halved).
 pub fn run_pass(loaded: &Loaded, dataset: &ImageDataset, pass: Pass) -> Result<Evaluation> {
@@ -53,15 +82,11 @@ pub fn run_pass(loaded: &Loaded, dataset: &ImageDataset, pass: Pass) -> Result<E
         device_info: &loaded.opened.info,
         progress: pass.progress,
     };
-    let engine = Engine::choose(
-        &loaded.opened.device,
-        loaded.net.spec(dataset.channels),
-        classes,
+    let engine = choose_engine(
+        loaded,
+        dataset.channels,
         dataset.image_size,
-        Workload {
-            batch: pass.batch_size,
-            training: false,
-        },
+        pass.batch_size,
     );
     let settings = train::EvalSettings {
         classes,

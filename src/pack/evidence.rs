@@ -364,6 +364,16 @@ struct ModelInfo {
     engine_note: Option<String>,
 }
 
+/// The settings as asked (`batch_size` is the requested batch, as in outputs/config.json),
+/// and `final_batch_size`: the batch the run ended on after any halving (the smallest of
+/// the models' `final_batch_size`; the requested one when nothing was halved).
+#[derive(Serialize)]
+struct RunSettings<'a> {
+    #[serde(flatten)]
+    settings: &'a crate::config::Settings,
+    final_batch_size: usize,
+}
+
 #[derive(Serialize)]
 struct RunInfo<'a> {
     command: &'a str,
@@ -379,8 +389,8 @@ struct RunInfo<'a> {
     /// The vector instruction set of the fused CNN operation on the CPU backend
     /// (src/device/cpu_kernels.rs), or null when the layers ran one by one.
     cpu_kernels: Option<&'static str>,
-    /// The effective settings (also outputs/config.json).
-    settings: &'a crate::config::Settings,
+    /// The effective settings (also outputs/config.json), with the batch the run ended on.
+    settings: RunSettings<'a>,
     normalization: crate::data::Normalization,
     skipped_files: usize,
     /// The channels the images were read with, and why (`--color`).
@@ -450,7 +460,15 @@ pub fn run_info_json(report: &Report) -> Result<String> {
         backend_choice: report.choice_note.as_deref(),
         gpu_kernels: report.gpu_kernels,
         cpu_kernels: report.cpu_kernels,
-        settings: &c.settings,
+        settings: RunSettings {
+            settings: &c.settings,
+            final_batch_size: report
+                .models
+                .iter()
+                .map(|run| run.trained.final_batch)
+                .min()
+                .unwrap_or(c.settings.batch_size),
+        },
         normalization: report.normalization.clone(),
         skipped_files: report.skipped.len(),
         color: &report.color,

@@ -47,6 +47,13 @@ pub struct EngineChoice {
 }
 
 impl EngineChoice {
+    /// The console line for [`Self::note`], when there is one: "engine: " and the note, as
+    /// every informational line names its topic first ("memory: ...", "data: ..."). Training,
+    /// evaluate and predict print this same line.
+    pub fn console_line(&self) -> Option<String> {
+        self.note.as_ref().map(|note| format!("engine: {note}"))
+    }
+
     /// Whether stripe images are drawn on the device (`stripe_synth`): with the kernels.
     pub fn stripes_on_device(&self) -> bool {
         matches!(self.engine, Engine::GpuKernels(_))

@@ -403,8 +403,8 @@ fn choose_engine(
             spec.display_name()
         ));
     }
-    if let Some(note) = &choice.note {
-        ctx.progress.note(note);
+    if let Some(line) = choice.console_line() {
+        ctx.progress.note(&line);
     }
     Ok((spec, choice))
 }
