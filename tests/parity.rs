@@ -100,11 +100,11 @@ fn final_parameters_beyond_their_tolerance_fail_the_verdict() {
 }
 
 /// Where training carries a rounding far (batch norm over ten epochs at batch 8), the fused
-/// CPU operation and burn's layers part by more than the fixed 1e-3 in a parameter; the
-/// reference backend from a start one unit in the last place away parts from itself about as
-/// far, so the verdict passes, and judged by the tolerances alone it fails.
+/// CPU operation and burn's layers part by more than the fixed 1e-3 in a parameter; each
+/// backend from a start one unit in the last place away parts from itself about as far, so
+/// the verdict passes, and judged by the tolerances alone it fails.
 #[test]
-fn the_references_own_sensitivity_allows_what_training_carries() {
+fn a_backends_own_sensitivity_allows_what_training_carries() {
     let dir = temp();
     let out = dir.path().join("parity");
     let run = |factor: &str| {

@@ -25,8 +25,8 @@ pub struct ModelComparison {
     pub logits_max_abs_diff: f64,
     pub prediction_agreement: f64,
     pub disagreeing_samples: Vec<String>,
-    /// The reference backend against itself from a start one unit in the last place away:
-    /// how far this training carries a rounding, the allowance the verdict grants.
+    /// Each backend against itself from a start one unit in the last place away, the larger
+    /// of the two: how far this training carries a rounding, the allowance the verdict grants.
     pub sensitivity: Sensitivity,
     pub best_val_acc: (f64, f64),
     pub best_epoch: (usize, usize),
@@ -39,9 +39,9 @@ pub struct ModelComparison {
     pub failure: Option<String>,
 }
 
-/// How far the reference backend's own training moves from a start nudged by one unit in
-/// the last place of every parameter (a rounding's size): the same figures as the
-/// comparison's.
+/// How far each backend's own training moves from a start nudged by one unit in the last
+/// place of every parameter (a rounding's size), the larger of the two backends' for each
+/// figure: the same figures as the comparison's.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Sensitivity {
     pub first_epoch_loss_max_rel_diff: f64,
@@ -123,18 +123,44 @@ pub struct Pair {
     pub other: BackendName,
 }
 
-/// The figures of `reference` and `other` side by side, and the verdict on them, with
-/// `nudged` (the reference backend from a start one unit in the last place away) as the
-/// measure of how far this training carries a rounding.
+/// Each backend's side from the nudged start.
+pub struct Nudged<'a> {
+    pub reference: &'a Side,
+    pub other: &'a Side,
+}
+
+/// The larger of each figure of two backends' own differences.
+fn larger(a: Differences, b: Differences) -> Sensitivity {
+    Sensitivity {
+        first_epoch_loss_max_rel_diff: a
+            .first_epoch_loss_max_rel_diff
+            .max(b.first_epoch_loss_max_rel_diff),
+        param_max_abs_diff: a
+            .param_max_abs_diff
+            .into_iter()
+            .zip(b.param_max_abs_diff)
+            .map(|((path, x), (_, y))| (path, x.max(y)))
+            .collect(),
+        logits_max_abs_diff: a.logits_max_abs_diff.max(b.logits_max_abs_diff),
+        prediction_agreement: a.prediction_agreement.min(b.prediction_agreement),
+    }
+}
+
+/// The figures of `reference` and `other` side by side, and the verdict on them, with each
+/// backend's run from the nudged start as the measure of how far this training carries a
+/// rounding.
 pub fn compare(
     pair: Pair,
     reference: &Side,
     other: &Side,
-    nudged: &Side,
+    nudged: Nudged,
     tolerances: &Tolerances,
 ) -> ModelComparison {
     let d = differences(reference, other, tolerances.loss_rtol);
-    let own = differences(reference, nudged, tolerances.loss_rtol);
+    let own = larger(
+        differences(reference, nudged.reference, tolerances.loss_rtol),
+        differences(other, nudged.other, tolerances.loss_rtol),
+    );
     let rate = |s: &Side| s.train_samples as f64 / s.train_seconds.max(1e-9);
     let mut comparison = ModelComparison {
         model: pair.kind.display_name().to_string(),
@@ -149,12 +175,7 @@ pub fn compare(
         logits_max_abs_diff: d.logits_max_abs_diff,
         prediction_agreement: d.prediction_agreement,
         disagreeing_samples: d.disagreeing_samples,
-        sensitivity: Sensitivity {
-            first_epoch_loss_max_rel_diff: own.first_epoch_loss_max_rel_diff,
-            param_max_abs_diff: own.param_max_abs_diff,
-            logits_max_abs_diff: own.logits_max_abs_diff,
-            prediction_agreement: own.prediction_agreement,
-        },
+        sensitivity: own,
         best_val_acc: (reference.best_val_acc, other.best_val_acc),
         best_epoch: (reference.best_epoch, other.best_epoch),
         test_accuracy: (reference.test_accuracy, other.test_accuracy),
@@ -169,7 +190,7 @@ pub fn compare(
     comparison
 }
 
-/// The most a figure may differ: its tolerance, or `factor` times what the reference's own
+/// The most a figure may differ: its tolerance, or `factor` times what a backend's own
 /// nudged run differs by, whichever is larger.
 fn allowed(tolerance: f64, factor: f64, own: f64) -> f64 {
     tolerance.max(factor * own)
@@ -177,7 +198,7 @@ fn allowed(tolerance: f64, factor: f64, own: f64) -> f64 {
 
 /// Why a comparison fails, in one line, checked in order: step counts, first-epoch losses,
 /// final parameters, test logits, predictions; none when it passes. Each figure may reach
-/// its tolerance or the sensitivity factor times the reference's own nudged difference.
+/// its tolerance or the sensitivity factor times the backends' own nudged difference.
 fn failure(
     c: &ModelComparison,
     (reference_steps, other_steps): (usize, usize),
@@ -186,7 +207,7 @@ fn failure(
     let pair = format!("{}: {} vs {}", c.model, c.reference, c.other);
     let (own, k) = (&c.sensitivity, t.sensitivity_factor);
     let beyond = |own: f64| match k * own > 0.0 {
-        true => format!(" and {k}x the reference's own {own:.2e}"),
+        true => format!(" and {k}x the backends' own {own:.2e}"),
         false => String::new(),
     };
     let loss_allowed = allowed(t.loss_rtol, k, own.first_epoch_loss_max_rel_diff);
@@ -235,7 +256,7 @@ fn failure(
             t.min_agreement * 100.0,
             match k * own_disagreement > 0.0 {
                 true => format!(
-                    ", and disagree on more than {k}x the {:.1}% the reference disagrees with itself",
+                    ", and disagree on more than {k}x the {:.1}% a backend disagrees with itself",
                     own_disagreement * 100.0
                 ),
                 false => String::new(),
@@ -282,14 +303,19 @@ mod tests {
         nudged_verdict_on(other, &side())
     }
 
-    /// The verdict on `other` where the reference's own nudged run gave `nudged`.
+    /// The verdict on `other` where the reference's own nudged run gave `nudged` (and the
+    /// other backend's gave `other` itself).
     fn nudged_verdict_on(other: &Side, nudged: &Side) -> ModelComparison {
         let pair = Pair {
             kind: ModelSpec::from(ModelKind::Cnn),
             reference: BackendName::Cpu,
             other: BackendName::Wgpu,
         };
-        compare(pair, &side(), other, nudged, &tolerances())
+        let own = Nudged {
+            reference: nudged,
+            other,
+        };
+        compare(pair, &side(), other, own, &tolerances())
     }
 
     #[test]
@@ -349,7 +375,7 @@ mod tests {
     /// A training that carries a rounding far (the reference's own nudged run differs by
     /// 0.02 in a parameter) allows ten times that; past it, the verdict names both figures.
     #[test]
-    fn the_references_own_sensitivity_widens_the_tolerances() {
+    fn a_backends_own_sensitivity_widens_the_tolerances() {
         let mut nudged = side();
         nudged.params[0].2[1] += 0.02;
         nudged.step_losses[1] = 0.8 * (1.0 + 1e-3);
@@ -363,7 +389,7 @@ mod tests {
         let failure = nudged_verdict_on(&other, &nudged).failure.unwrap();
         assert!(
             failure.contains(
-                "differ by up to 3.00e-1 in `w` (> 1e-3 and 10x the reference's own 2.00e-2)"
+                "differ by up to 3.00e-1 in `w` (> 1e-3 and 10x the backends' own 2.00e-2)"
             ),
             "{failure}"
         );

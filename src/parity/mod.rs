@@ -32,9 +32,9 @@ pub struct Tolerances {
     pub param_atol: f64,
     /// Smallest share of test samples whose predictions agree.
     pub min_agreement: f64,
-    /// How many times the reference's own difference from a nudged start (one unit in the
-    /// last place of every parameter) a figure may reach where that exceeds its tolerance;
-    /// 0 judges by the tolerances alone.
+    /// How many times a backend's own difference from a nudged start (one unit in the last
+    /// place of every parameter; the larger of the pair's) a figure may reach where that
+    /// exceeds its tolerance; 0 judges by the tolerances alone.
     pub sensitivity_factor: f64,
 }
 
@@ -103,11 +103,15 @@ pub fn run(config: ParityConfig, console: &Console) -> Result<ParityReport> {
     } = side::train_all(&config, &splits, &opened, console)?;
     let mut comparisons = Vec::new();
     for (i, other) in sides.iter().enumerate().skip(1) {
-        for (((kind, reference), (_, side)), own) in sides[0].iter().zip(other).zip(&nudged) {
+        for (m, ((kind, reference), (_, side))) in sides[0].iter().zip(other).enumerate() {
             let pair = compare::Pair {
                 kind: *kind,
                 reference: config.backends[0],
                 other: config.backends[i],
+            };
+            let own = compare::Nudged {
+                reference: &nudged[0][m],
+                other: &nudged[i][m],
             };
             comparisons.push(compare::compare(
                 pair,

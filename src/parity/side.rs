@@ -29,12 +29,11 @@ pub struct Side {
 }
 
 /// Every model trained on every backend: the sides of each backend in `config.backends`'
-/// order, each with the model's shape; every model trained once more on the reference
-/// backend from a nudged start ([`Start::Nudged`]), in the models' order; each backend's
-/// summary.
+/// order, each with the model's shape; the same again from a nudged start
+/// ([`Start::Nudged`]), in the same order; each backend's summary.
 pub struct Trained {
     pub sides: Vec<Vec<(ModelSpec, Side)>>,
-    pub nudged: Vec<Side>,
+    pub nudged: Vec<Vec<Side>>,
     pub summaries: Vec<BackendSummary>,
 }
 
@@ -44,72 +43,55 @@ enum Start {
     /// The shared initial parameters.
     Shared,
     /// The shared parameters, each one unit in the last place away: the size of a rounding,
-    /// whose growth through training measures what the verdict allows.
+    /// whose growth through training on the backend measures what the verdict allows.
     Nudged,
 }
 
-/// Trains every model on every opened backend, in order, timing each backend.
+/// Trains every model on every opened backend, in order, from the shared start (timed for
+/// the backend's summary) and from the nudged one.
 pub fn train_all(
     config: &ParityConfig,
     splits: &data::Splits,
     opened: &[OpenBackend],
     console: &Console,
 ) -> Result<Trained> {
-    let mut sides: Vec<Vec<(ModelSpec, Side)>> = Vec::new();
-    let mut summaries = Vec::new();
+    let mut trained = Trained {
+        sides: Vec::new(),
+        nudged: Vec::new(),
+        summaries: Vec::new(),
+    };
     for (name, open) in config.backends.iter().zip(opened) {
         console.info(&format!("parity: training on {}", open.info.summary()));
-        let started = Instant::now();
         let ctx = Context {
             device: &open.device,
             device_info: &open.info,
             progress: console,
         };
         let mut memory = MemoryPolicy::new(None, true)?;
+        let started = Instant::now();
         let mut per_model = Vec::new();
         for &kind in &config.settings.models {
             let at = (*name, Start::Shared);
             per_model.push(train_side(config, splits, kind, at, &mut memory, &ctx)?);
         }
-        summaries.push(BackendSummary {
+        trained.summaries.push(BackendSummary {
             backend: name.as_str().to_string(),
             device: open.info.clone(),
             wall_seconds: started.elapsed().as_secs_f64(),
         });
-        sides.push(per_model);
+        trained.sides.push(per_model);
+        console.info(&format!(
+            "parity: training on {} again from a start one unit in the last place away (how far it carries a rounding)",
+            name.as_str()
+        ));
+        let mut nudged = Vec::new();
+        for &kind in &config.settings.models {
+            let at = (*name, Start::Nudged);
+            nudged.push(train_side(config, splits, kind, at, &mut memory, &ctx)?.1);
+        }
+        trained.nudged.push(nudged);
     }
-    let nudged = train_nudged(config, splits, &opened[0], console)?;
-    Ok(Trained {
-        sides,
-        nudged,
-        summaries,
-    })
-}
-
-/// Every model once more on the reference backend, from the nudged start.
-fn train_nudged(
-    config: &ParityConfig,
-    splits: &data::Splits,
-    open: &OpenBackend,
-    console: &Console,
-) -> Result<Vec<Side>> {
-    let name = config.backends[0];
-    console.info(&format!(
-        "parity: training on {} again from a start one unit in the last place away (how far a rounding carries)",
-        name.as_str()
-    ));
-    let ctx = Context {
-        device: &open.device,
-        device_info: &open.info,
-        progress: console,
-    };
-    let mut memory = MemoryPolicy::new(None, true)?;
-    let mut nudged = Vec::new();
-    for &kind in &config.settings.models {
-        let at = (name, Start::Nudged);
-        nudged.push(train_side(config, splits, kind, at, &mut memory, &ctx)?.1);
-    }
-    Ok(nudged)
+    Ok(trained)
 }
 
 /// Trains and tests one model on one backend from the shared start (perturbed on the
