@@ -961,10 +961,11 @@ fn a_shape_the_kernels_do_not_take_runs_on_the_layers_and_says_so() {
     );
 }
 
-/// On a software adapter, a model whose training step would pass llvmpipe's loop cap (a
-/// batch-norm network of the widths at 28x28: its step runs the whole batch in one
-/// invocation) trains on burn's layers from the start, with one line that says why, instead
-/// of stopping at its first step; run_info.json names the engine and the reason.
+/// On a software adapter, a model whose training step would pass llvmpipe's loop cap (32,64
+/// on 56x56, batch 2) trains on burn's layers from the start, with one line that says why,
+/// instead of stopping at its first step; run_info.json names the engine and the reason. A
+/// batch-norm step too long for its one workgroup (the widths at 28x28, batch 16)
+/// takes the layers on every adapter, saying so.
 #[test]
 fn a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so() {
     if !common::wgpu_available("a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so")
@@ -973,32 +974,42 @@ fn a_step_past_the_software_loop_cap_trains_on_the_layers_and_says_so() {
         return;
     }
     let dir = common::temp();
-    let out = dir.path().join("pack");
-    let output = common::trainer()
-        .wgpu()
-        .quick()
-        .args(["--models", "cnn", "--cnn-widths", "32,64", "--batch-norm"])
-        .args([
-            "--image-size",
-            "28",
-            "--samples-per-class",
-            "12",
-            "--batch-size",
-            "16",
-        ])
-        .out(&out)
-        .run_ok();
-    let console = format!("{}{}", common::stdout(&output), common::stderr(&output));
-    let notes: Vec<&str> = console.lines().filter(|l| l.contains("65535")).collect();
-    assert_eq!(notes.len(), 1, "{console}");
-    assert!(notes[0].contains("burn's layers run it"), "{console}");
-    assert!(notes[0].starts_with("engine: "), "{console}");
-    let (info, model) = first_model(&out);
-    let model = &model;
-    assert_eq!(model["engine"], "layers", "{info}");
+    let run = |name: &str, flags: &[&str], size: &str, batch: &str| {
+        let out = dir.path().join(name);
+        let output = common::trainer()
+            .wgpu()
+            .quick()
+            .args(["--models", "cnn", "--cnn-widths", "32,64"])
+            .args(flags)
+            .args(["--image-size", size, "--samples-per-class", "6"])
+            .args(["--batch-size", batch])
+            .out(&out)
+            .run_ok();
+        let console = format!("{}{}", common::stdout(&output), common::stderr(&output));
+        let notes: Vec<String> = console
+            .lines()
+            .filter(|l| l.starts_with("engine: "))
+            .map(String::from)
+            .collect();
+        assert_eq!(notes.len(), 1, "{console}");
+        let (info, model) = first_model(&out);
+        assert_eq!(model["engine"], "layers", "{info}");
+        assert_eq!(
+            model["engine_note"].as_str(),
+            notes[0].strip_prefix("engine: "),
+            "{info}"
+        );
+        notes[0].clone()
+    };
+    let capped = run("capped", &[], "56", "2");
     assert!(
-        model["engine_note"].as_str().unwrap().contains("65535"),
-        "{info}"
+        capped.contains("65535") && capped.contains("burn's layers run it"),
+        "{capped}"
+    );
+    let whole = run("whole-batch", &["--batch-norm"], "28", "16");
+    assert!(
+        whole.contains("one workgroup") && whole.contains("batch 16"),
+        "{whole}"
     );
 }
 

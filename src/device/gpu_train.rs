@@ -219,6 +219,27 @@ pub fn past_software_loop_cap(model: Model, laps: u64, workload: Workload) -> Op
     })
 }
 
+/// The most loop laps a batch-norm training step may take in its one workgroup on any
+/// adapter ([`whole_batch`]). That workgroup runs the whole batch on one compute unit, in
+/// sequence, where burn's layers spread it over the device: at the README's network and
+/// batch 128 (about 4.5 million laps) it would be ~50x slower than the layers' many launches
+/// (estimated from the H100's per-workgroup rate in docs/measurements/h100, about 1 GMAC/s;
+/// not measured with batch norm: no GPU was lent since). Within this budget (small widths
+/// and batches, where a step is launch-bound) the kernel's 2 launches win. The same number
+/// as llvmpipe's budget, so both adapters choose alike.
+pub const WHOLE_BATCH_BUDGET: u64 = SOFTWARE_LOOP_CAP * 4 / 5;
+
+/// Why a batch-norm training step of `model` takes burn's layers on every adapter: its one
+/// workgroup would loop `laps` times, past [`WHOLE_BATCH_BUDGET`]; `None` otherwise.
+pub fn past_whole_batch_budget(model: Model, laps: u64, workload: Workload) -> Option<String> {
+    (whole_batch(model, workload.mode()) && laps > WHOLE_BATCH_BUDGET).then(|| {
+        format!(
+            "a batch-norm training step at batch {} would run about {laps} loop laps in sequence in the one workgroup its kernel gives the whole batch (at most {WHOLE_BATCH_BUDGET})",
+            workload.batch
+        )
+    })
+}
+
 /// What the kernels hold for a model (the memory policy's footprint of them): the flat
 /// parameters, a workgroup slot's gradient row (the parameters but the head's dense block)
 /// and scratch, the most slots, and the values a training step keeps per sample for the

@@ -78,10 +78,7 @@ impl Engine {
                 Ok(model) => (Engine::GpuKernels(model), None),
                 Err(why) => (
                     Engine::Layers,
-                    Some(format!(
-                        "{}: {why}; burn's layers run it (same results, slower)",
-                        spec.display_name()
-                    )),
+                    Some(format!("{}: {why}", spec.display_name())),
                 ),
             }
         } else if cpu_kernels::available(device) && spec.kind == ModelKind::Cnn {
@@ -246,22 +243,32 @@ pub fn kernel_model(spec: ModelSpec) -> gpu_train::Model {
     }
 }
 
-/// The wgpu kernels' name for a model, or why they do not take it (on a software adapter,
-/// also when its launches would pass the adapter's loop cap).
+/// The wgpu kernels' name for a model, or why they do not take it (a batch-norm step too
+/// long for one workgroup; on a software adapter, also when its launches would pass the
+/// adapter's loop cap).
 fn gpu_model(
     spec: ModelSpec,
     classes: usize,
     size: usize,
     workload: Workload,
 ) -> Result<gpu_train::Model, String> {
+    const SLOWER: &str = "burn's layers run it (same results, slower)";
     let model = kernel_model(spec);
-    gpu_train::supports(model, spec.channels, size, classes)?;
+    gpu_train::supports(model, spec.channels, size, classes)
+        .map_err(|why| format!("{why}; {SLOWER}"))?;
+    let laps = gpu_train::sample_laps(model, spec.channels, size, classes, workload);
+    if let Some(why) =
+        laps.and_then(|laps| gpu_train::past_whole_batch_budget(model, laps, workload))
+    {
+        return Err(format!(
+            "{why}; burn's layers run it over the whole device (same results, faster)"
+        ));
+    }
     if !crate::device::wgpu_is_software() {
         return Ok(model);
     }
-    let laps = gpu_train::sample_laps(model, spec.channels, size, classes, workload);
     match laps.and_then(|laps| gpu_train::past_software_loop_cap(model, laps, workload)) {
-        Some(why) => Err(why),
+        Some(why) => Err(format!("{why}; {SLOWER}")),
         None => Ok(model),
     }
 }
@@ -304,5 +311,45 @@ mod tests {
                 assert_eq!(choice.note, None);
             }
         }
+    }
+
+    /// A batch-norm step runs its whole batch in one workgroup: past the budget (the README's
+    /// network at batch 128) it takes burn's layers on every adapter, GPU or not; small ones
+    /// and every step without batch norm stay on the kernels.
+    #[test]
+    fn a_batch_norm_step_too_long_for_one_workgroup_takes_the_layers_on_every_adapter() {
+        let spec = |batch_norm: bool, widths: &[usize], hidden: usize| ModelSpec {
+            kind: ModelKind::Cnn,
+            channels: 1,
+            widths: CnnWidths::new(widths).unwrap(),
+            head: Head::new(HeadKind::Flatten, hidden, 0.25).unwrap(),
+            batch_norm,
+        };
+        let verdict = |spec: ModelSpec, size: usize, workload: Workload| {
+            let model = kernel_model(spec);
+            let laps = gpu_train::sample_laps(model, 1, size, 10, workload).unwrap();
+            (
+                laps,
+                gpu_train::past_whole_batch_budget(model, laps, workload),
+            )
+        };
+        let (laps, why) = verdict(spec(true, &[32, 64], 128), 28, TRAINING);
+        assert!(laps > 1_000_000, "{laps}");
+        let why = why.expect("the README's network at batch 128 takes the layers");
+        assert!(
+            why.contains("batch 128") && why.contains("one workgroup"),
+            "{why}"
+        );
+        let small = Workload {
+            batch: 4,
+            training: true,
+        };
+        assert_eq!(verdict(spec(true, &[8, 16], 0), 12, small).1, None);
+        assert_eq!(verdict(spec(false, &[32, 64], 128), 28, TRAINING).1, None);
+        let evaluation = Workload {
+            batch: 128,
+            training: false,
+        };
+        assert_eq!(verdict(spec(true, &[32, 64], 128), 28, evaluation).1, None);
     }
 }
