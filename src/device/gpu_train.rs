@@ -222,9 +222,10 @@ pub fn past_software_loop_cap(model: Model, laps: u64, workload: Workload) -> Op
 /// The most loop laps a batch-norm training step may take in its one workgroup on any
 /// adapter ([`whole_batch`]). That workgroup runs the whole batch on one compute unit, in
 /// sequence, where burn's layers spread it over the device: at the README's network and
-/// batch 128 (about 4.5 million laps) it would be ~50x slower than the layers' many launches
-/// (estimated from the H100's per-workgroup rate in docs/measurements/h100, about 1 GMAC/s;
-/// not measured with batch norm: no GPU was lent since). Within this budget (small widths
+/// batch 128 (about 3.7 million laps, 16 million multiply-adds a sample) it would take
+/// 0.5-2 s a step at the 1-4 GMAC/s a workgroup the H100 gave the Tiny CNN
+/// (docs/measurements/h100; an estimate, not measured with batch norm: no GPU was lent
+/// since), slower than our CPU path. Within this budget (small widths
 /// and batches, where a step is launch-bound) the kernel's 2 launches win. The same number
 /// as llvmpipe's budget, so both adapters choose alike.
 pub const WHOLE_BATCH_BUDGET: u64 = SOFTWARE_LOOP_CAP * 4 / 5;
