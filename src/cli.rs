@@ -546,7 +546,7 @@ pub struct ParityArgs {
     #[arg(long, default_value_t = 0.99)]
     pub min_agreement: f64,
 
-    /// A figure may also reach this many times what the reference backend differs from
+    /// A figure may also reach this many times what either backend (the larger) differs from
     /// itself after a start nudged by one unit in the last place (how far the training
     /// carries a rounding); 0 judges by the tolerances alone.
     #[arg(long, default_value_t = 10.0)]

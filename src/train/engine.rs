@@ -261,7 +261,7 @@ fn gpu_model(
         laps.and_then(|laps| gpu_train::past_whole_batch_budget(model, laps, workload))
     {
         return Err(format!(
-            "{why}; burn's layers run it over the whole device (same results, faster)"
+            "{why}; burn's layers run it over the whole device (faster)"
         ));
     }
     if !crate::device::wgpu_is_software() {
