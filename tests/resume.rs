@@ -515,6 +515,37 @@ fn init_from_fine_tunes_and_freeze_features_keeps_the_convolutions() {
     assert_eq!(classifier(&after), classifier(&before) / 3 * 4);
 }
 
+/// The same class count under other names: the checkpoint's output rows would answer for
+/// classes they never learned, so the last layer starts fresh, with one line naming both
+/// lists; under the checkpoint's own names it is kept.
+#[test]
+fn init_from_with_other_class_names_starts_the_last_layer_fresh() {
+    let dir = temp();
+    let data = image_folder(dir.path(), 8);
+    let run = |name: &str, data: &Path, init: Option<&Path>| {
+        let out = dir.path().join(name);
+        let mut t = trainer().cpu();
+        t = t.args(["--models", "cnn", "--epochs-cnn", "1", "--image-size", "16"]);
+        t = t.data(data).out(&out);
+        if let Some(checkpoint) = init {
+            t = t.arg("--init-from").arg(checkpoint);
+        }
+        (stdout(&t.run_ok()), out.join("checkpoints/best_model.json"))
+    };
+    let (_, checkpoint) = run("first", &data, None);
+    let renamed = dir.path().join("renamed");
+    copy_tree(&data, &renamed);
+    fs::rename(renamed.join("vertical"), renamed.join("upright")).unwrap();
+    let (console, _) = run("renamed-run", &renamed, Some(&checkpoint));
+    assert!(
+        console.contains("the checkpoint's classes are diagonal, horizontal, vertical and this run's diagonal, horizontal, upright")
+            && console.contains("last layer starts fresh"),
+        "{console}"
+    );
+    let (console, _) = run("same-run", &data, Some(&checkpoint));
+    assert!(!console.contains("last layer starts fresh"), "{console}");
+}
+
 #[test]
 fn init_from_another_shape_names_the_mismatch() {
     let dir = temp();
@@ -889,4 +920,19 @@ fn a_resumed_run_keeps_its_allow_test_overlap() {
         readme.contains("**The test accuracy overstates:**"),
         "{readme}"
     );
+}
+
+/// Copies the folder `from` (files and class folders) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        match path.is_dir() {
+            true => copy_tree(&path, &target),
+            false => {
+                fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
 }

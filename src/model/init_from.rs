@@ -1,6 +1,6 @@
 //! `--init-from`: a model starts from a checkpoint's weights instead of fresh ones
-//! (fine-tuning). The shape must be the checkpoint's; another class count keeps everything
-//! but the last layer, which starts fresh.
+//! (fine-tuning). The shape must be the checkpoint's; another class count, or other class
+//! names, keeps everything but the last layer, which starts fresh.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -26,17 +26,26 @@ pub fn read(path: &Path, device: &Device) -> Result<(Net, CheckpointMeta)> {
     checkpoint::load(path, device)
 }
 
-/// `fresh` (a new model of the run, for images of `image_size` squared) with the weights of
-/// the checkpoint `loaded`: refused (bad input, naming the difference) when the shapes
-/// differ; with another class count the last layer stays `fresh`'s.
+/// What a run trains on, as `--init-from` checks a checkpoint against it.
+pub struct RunData<'a> {
+    pub image_size: usize,
+    pub channels: usize,
+    /// The class names, in the order of the model's outputs.
+    pub classes: &'a [String],
+}
+
+/// `fresh` (a new model of the run) with the weights of the checkpoint `loaded`: refused
+/// (bad input, naming the difference) when the shapes differ; with another class count, or
+/// the same count under other names (the checkpoint's output rows would answer for classes
+/// they never learned), the last layer stays `fresh`'s.
 pub fn start_from(
     fresh: Net,
     loaded: Net,
     meta: &CheckpointMeta,
     path: &Path,
-    image_size: usize,
-    channels: usize,
+    run: RunData,
 ) -> Result<Started> {
+    let (image_size, channels) = (run.image_size, run.channels);
     let loaded = with_run_dropout(loaded, &fresh);
     let (want, have) = (fresh.spec(channels), loaded.spec(meta.channels));
     if want != have || meta.image_size != image_size {
@@ -53,16 +62,26 @@ pub fn start_from(
     }
     let from = described(path, meta);
     let classes = fresh.classes();
-    if loaded.classes() == classes {
+    let why = if loaded.classes() != classes {
+        format!(
+            "the checkpoint has {} classes and this run {classes}",
+            loaded.classes()
+        )
+    } else if meta.classes.as_slice() != run.classes {
+        format!(
+            "the checkpoint's classes are {} and this run's {}",
+            listed(&meta.classes),
+            listed(run.classes)
+        )
+    } else {
         return Ok(Started {
             net: loaded,
             note: None,
             from,
         });
-    }
+    };
     let note = format!(
-        "--init-from: the checkpoint has {} classes and this run {classes}: {}'s last layer starts fresh, the rest from the checkpoint",
-        loaded.classes(),
+        "--init-from: {why}: {}'s last layer starts fresh, the rest from the checkpoint",
         want.display_name()
     );
     let net = match (loaded, fresh) {
@@ -162,5 +181,14 @@ pub fn check_test_overlap(overlap: Option<TestOverlap>, path: &Path, allowed: bo
             o.test
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Up to four class names, then how many more.
+fn listed(classes: &[String]) -> String {
+    let shown: Vec<&str> = classes.iter().take(4).map(String::as_str).collect();
+    match classes.len().saturating_sub(4) {
+        0 => shown.join(", "),
+        more => format!("{}, ... ({more} more)", shown.join(", ")),
     }
 }

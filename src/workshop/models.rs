@@ -216,7 +216,12 @@ fn start(config: &RunConfig, kind: ModelKind, splits: &Splits, device: &Device) 
         return Ok(Start::Fresh(fresh, Some(note)));
     }
     let channels = splits.train.channels;
-    let started = init_from::start_from(fresh, loaded, &meta, path, splits.image_size, channels)?;
+    let run = init_from::RunData {
+        image_size: splits.image_size,
+        channels,
+        classes: &splits.classes,
+    };
+    let started = init_from::start_from(fresh, loaded, &meta, path, run)?;
     Ok(Start::From(started))
 }
 
