@@ -24,7 +24,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, Shape};
 
 /// Invocations per workgroup of both kernels.
-const WORKGROUP: u32 = 256;
+pub(crate) const WORKGROUP: u32 = 256;
 /// Most workgroups a dispatch may have along one dimension.
 const MAX_GROUPS: usize = 65_535;
 

@@ -40,7 +40,7 @@ mod laps;
 pub use laps::{SOFTWARE_LOOP_BUDGET, SOFTWARE_LOOP_CAP};
 
 use super::gpu_head::{self, HeadLayout, KernelHead};
-use super::gpu_kernels::{kernel, kernel_sized, uniform};
+use super::gpu_kernels::{WORKGROUP, kernel, kernel_sized, uniform};
 use crate::model::norm::{BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM};
 use crate::recipe::Optimizer;
 
@@ -175,9 +175,10 @@ impl Workload {
     }
 }
 
-/// The loop laps of the busiest invocation of the CNN family's sample kernel
-/// (`shaders/cnn_sample.wgsl`) for `workload` on `channels` x `size` x `size` images. `None`
-/// for the baseline's and the Tiny CNN's own kernels, which it does not count.
+/// The loop laps of the busiest invocation of the CNN family's kernels for `workload` on
+/// `channels` x `size` x `size` images: the sample kernel's (`shaders/cnn_sample.wgsl`) and,
+/// for a training step, the update kernel's (`shaders/train_update.wgsl`), whichever is more.
+/// `None` for the baseline's and the Tiny CNN's own kernels, which it does not count.
 pub fn sample_laps(
     model: Model,
     channels: usize,
@@ -196,10 +197,15 @@ pub fn sample_laps(
         classes,
         whole_batch: whole_batch(model, mode),
     };
-    Some(laps::sample_kernel(
-        &Layout::of(model, channels, size, size, classes),
-        &launch,
-    ))
+    let layout = Layout::of(model, channels, size, size, classes);
+    let sample = laps::sample_kernel(&layout, &launch);
+    // A step's update kernel: one workgroup over every parameter and the sample kernel's
+    // rows (a wide head's millions of weights pass the cap there first).
+    let update = match workload.training {
+        true => laps::update_kernel(&layout, launch.slots, batch, WORKGROUP),
+        false => 0,
+    };
+    Some(sample.max(update))
 }
 
 /// Why `model` cannot run `workload` on a software adapter (llvmpipe, [`SOFTWARE_LOOP_CAP`])
