@@ -91,6 +91,14 @@ fn stopped_and_resumed_match_on(backend: &str, extra: &[&str], at: &str, env: &[
     }
     let state = fs::read_to_string(cut.join("checkpoints/last.json")).unwrap();
     assert!(state.contains("\"status\": \"finished\""), "{state}");
+    // The pack names the command that started the run, and the resume after it.
+    let command = run_info(&cut)["command"].as_str().unwrap().to_string();
+    assert!(
+        command.contains("--samples-per-class 40")
+            && command.contains("  # resumed: ")
+            && command.contains("--resume"),
+        "{command}"
+    );
 }
 
 #[test]

@@ -152,6 +152,10 @@ struct Header {
     /// false, and its resume is checked as a new run.
     #[serde(default)]
     allow_test_overlap: bool,
+    /// The command line that started the run (a state written before the field was kept
+    /// reads none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
     memory_events: Vec<SavedEvent>,
     models: Vec<ModelState>,
     blobs: Vec<BlobRef>,
@@ -179,6 +183,7 @@ impl RunState {
                 init_from: None,
                 freeze_features: false,
                 allow_test_overlap: false,
+                command: None,
                 memory_events: Vec::new(),
                 models: Vec::new(),
                 blobs: Vec::new(),
@@ -202,6 +207,15 @@ impl RunState {
 
     pub fn set_status(&mut self, status: RunStatus) {
         self.header.status = status;
+    }
+
+    /// The command line that started the run, if the state kept it.
+    pub fn command(&self) -> Option<&str> {
+        self.header.command.as_deref()
+    }
+
+    pub fn set_command(&mut self, command: &str) {
+        self.header.command = Some(command.to_string());
     }
 
     pub fn set_init_from(&mut self, init: Option<InitFrom>) {
@@ -362,6 +376,7 @@ impl RunState {
                 init_from: None,
                 freeze_features: false,
                 allow_test_overlap: false,
+                command: None,
                 memory_events: Vec::new(),
                 models: Vec::new(),
                 blobs: Vec::new(),

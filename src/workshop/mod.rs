@@ -45,6 +45,7 @@ pub fn run(config: RunConfig, console: &Console) -> Result<Report> {
         progress: console,
     };
     let mut state = state::run_state(&config, &splits, &mut memory, console)?;
+    state::adopt_command(&mut config, &mut state);
     state::adopt_fine_tuning(&mut config, &mut state, &opened.device)?;
     let test_overlap = models::check_init_from(&config, &splits, &opened.device, console)?;
     let shapes = models::trace_shapes(&splits, &settings)?;

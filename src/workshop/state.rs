@@ -94,6 +94,18 @@ pub(super) fn run_state(
     RunState::new(&config.out, &config.settings, data)
 }
 
+/// The command the pack names: a new run's own, kept in its state; a resumed run's first
+/// one, with the resuming command after it as a shell comment (the pack says how it was
+/// made, and the line still runs).
+pub(super) fn adopt_command(config: &mut RunConfig, state: &mut RunState) {
+    match (config.resume, state.command()) {
+        (true, Some(first)) => {
+            config.command = format!("{first}  # resumed: {}", config.command);
+        }
+        _ => state.set_command(&config.command),
+    }
+}
+
 /// With `--resume`, `--init-from` and `--freeze-features` must be the run's own (a run goes
 /// on as it was made): one that differs is refused, named as other settings are, from the
 /// stopped run's state before any data is read.
