@@ -165,8 +165,7 @@ pub struct SweepRunArgs {
         requires = "local",
         value_delimiter = ',',
         value_name = "N,...",
-        action = clap::ArgAction::Set,
-        overrides_with = "devices"
+        action = clap::ArgAction::Set
     )]
     pub devices: Vec<usize>,
 
@@ -335,8 +334,7 @@ pub struct TrainArgs {
         value_enum,
         value_delimiter = ',',
         default_value = default_models(),
-        action = clap::ArgAction::Set,
-        overrides_with = "models"
+        action = clap::ArgAction::Set
     )]
     pub models: Vec<ModelKind>,
 
@@ -389,8 +387,7 @@ pub struct TrainArgs {
         value_delimiter = ',',
         default_value = default_widths(),
         value_parser = parse_width,
-        action = clap::ArgAction::Set,
-        overrides_with = "cnn_widths"
+        action = clap::ArgAction::Set
     )]
     pub cnn_widths: Vec<usize>,
 
@@ -518,8 +515,7 @@ pub struct ParityArgs {
         long,
         value_delimiter = ',',
         default_value = "cpu,wgpu",
-        action = clap::ArgAction::Set,
-        overrides_with = "backends"
+        action = clap::ArgAction::Set
     )]
     pub backends: Vec<String>,
 
@@ -570,8 +566,7 @@ pub struct BenchArgs {
         long,
         value_delimiter = ',',
         default_value = "auto",
-        action = clap::ArgAction::Set,
-        overrides_with = "backend"
+        action = clap::ArgAction::Set
     )]
     pub backend: Vec<String>,
 
@@ -584,8 +579,7 @@ pub struct BenchArgs {
         long,
         value_delimiter = ',',
         default_value = "8,16,32,64,128,256,512,1024",
-        action = clap::ArgAction::Set,
-        overrides_with = "batch_sizes"
+        action = clap::ArgAction::Set
     )]
     pub batch_sizes: Vec<usize>,
 
@@ -604,8 +598,7 @@ pub struct BenchArgs {
         value_delimiter = ',',
         default_value = default_widths(),
         value_parser = parse_width,
-        action = clap::ArgAction::Set,
-        overrides_with = "cnn_widths"
+        action = clap::ArgAction::Set
     )]
     pub cnn_widths: Vec<usize>,
 
