@@ -14,17 +14,10 @@ pub struct ModelComparison {
     pub model: String,
     pub reference: String,
     pub other: String,
-    pub steps: usize,
-    pub loss_max_abs_diff: f64,
-    pub loss_max_rel_diff: f64,
-    pub first_epoch_loss_max_rel_diff: f64,
-    /// 1-based (epoch, step within epoch) where the step losses first part by more than the
-    /// tolerance, if they do.
-    pub first_divergent_step: Option<(usize, usize)>,
-    pub param_max_abs_diff: Vec<(String, f64)>,
-    pub logits_max_abs_diff: f64,
-    pub prediction_agreement: f64,
-    pub disagreeing_samples: Vec<String>,
+    /// What differs between the two backends' runs (its figures sit at the top level of
+    /// the report's JSON).
+    #[serde(flatten)]
+    pub diff: Differences,
     /// Each backend against itself from a start one unit in the last place away, the larger
     /// of the two: how far this training carries a rounding, the allowance the verdict grants.
     pub sensitivity: Sensitivity,
@@ -51,16 +44,19 @@ pub struct Sensitivity {
 }
 
 /// What differs between two sides of one model.
-struct Differences {
-    steps: usize,
-    loss_max_abs_diff: f64,
-    loss_max_rel_diff: f64,
-    first_epoch_loss_max_rel_diff: f64,
-    first_divergent_step: Option<(usize, usize)>,
-    param_max_abs_diff: Vec<(String, f64)>,
-    logits_max_abs_diff: f64,
-    prediction_agreement: f64,
-    disagreeing_samples: Vec<String>,
+#[derive(Clone, Debug, Serialize)]
+pub struct Differences {
+    pub steps: usize,
+    pub loss_max_abs_diff: f64,
+    pub loss_max_rel_diff: f64,
+    pub first_epoch_loss_max_rel_diff: f64,
+    /// 1-based (epoch, step within epoch) where the step losses first part by more than the
+    /// tolerance, if they do.
+    pub first_divergent_step: Option<(usize, usize)>,
+    pub param_max_abs_diff: Vec<(String, f64)>,
+    pub logits_max_abs_diff: f64,
+    pub prediction_agreement: f64,
+    pub disagreeing_samples: Vec<String>,
 }
 
 fn rel_diff(a: f64, b: f64) -> f64 {
@@ -156,7 +152,7 @@ pub fn compare(
     nudged: Nudged,
     tolerances: &Tolerances,
 ) -> ModelComparison {
-    let d = differences(reference, other, tolerances.loss_rtol);
+    let diff = differences(reference, other, tolerances.loss_rtol);
     let own = larger(
         differences(reference, nudged.reference, tolerances.loss_rtol),
         differences(other, nudged.other, tolerances.loss_rtol),
@@ -166,15 +162,7 @@ pub fn compare(
         model: pair.kind.display_name().to_string(),
         reference: pair.reference.as_str().to_string(),
         other: pair.other.as_str().to_string(),
-        steps: d.steps,
-        loss_max_abs_diff: d.loss_max_abs_diff,
-        loss_max_rel_diff: d.loss_max_rel_diff,
-        first_epoch_loss_max_rel_diff: d.first_epoch_loss_max_rel_diff,
-        first_divergent_step: d.first_divergent_step,
-        param_max_abs_diff: d.param_max_abs_diff,
-        logits_max_abs_diff: d.logits_max_abs_diff,
-        prediction_agreement: d.prediction_agreement,
-        disagreeing_samples: d.disagreeing_samples,
+        diff,
         sensitivity: own,
         best_val_acc: (reference.best_val_acc, other.best_val_acc),
         best_epoch: (reference.best_epoch, other.best_epoch),
@@ -218,15 +206,16 @@ fn failure(
         Some(format!(
             "{pair}: different numbers of steps ({reference_steps} vs {other_steps})"
         ))
-    } else if !(c.first_epoch_loss_max_rel_diff <= loss_allowed) {
-        let (epoch, step) = c.first_divergent_step.unwrap_or((1, 1));
+    } else if !(c.diff.first_epoch_loss_max_rel_diff <= loss_allowed) {
+        let (epoch, step) = c.diff.first_divergent_step.unwrap_or((1, 1));
         Some(format!(
             "{pair}: step losses part at epoch {epoch} step {step} (first-epoch max relative difference {:.2e} > {:.0e}{})",
-            c.first_epoch_loss_max_rel_diff,
+            c.diff.first_epoch_loss_max_rel_diff,
             t.loss_rtol,
             beyond(own.first_epoch_loss_max_rel_diff)
         ))
     } else if let Some(((path, diff), own_diff)) = c
+        .diff
         .param_max_abs_diff
         .iter()
         .zip(
@@ -242,17 +231,17 @@ fn failure(
             t.param_atol,
             beyond(own_diff)
         ))
-    } else if !(c.logits_max_abs_diff <= logits_allowed) {
+    } else if !(c.diff.logits_max_abs_diff <= logits_allowed) {
         Some(format!(
             "{pair}: test logits differ by up to {:.2e} (> {:.0e}{})",
-            c.logits_max_abs_diff,
+            c.diff.logits_max_abs_diff,
             t.logits_atol,
             beyond(own.logits_max_abs_diff)
         ))
-    } else if !(1.0 - c.prediction_agreement <= disagreement_allowed + 1e-12) {
+    } else if !(1.0 - c.diff.prediction_agreement <= disagreement_allowed + 1e-12) {
         Some(format!(
             "{pair}: predictions agree on {:.1}% of test samples (< {:.1}%{})",
-            c.prediction_agreement * 100.0,
+            c.diff.prediction_agreement * 100.0,
             t.min_agreement * 100.0,
             match k * own_disagreement > 0.0 {
                 true => format!(
@@ -322,8 +311,8 @@ mod tests {
     fn identical_sides_pass() {
         let c = verdict_on(&side());
         assert!(c.passed && c.failure.is_none(), "{c:?}");
-        assert_eq!(c.first_divergent_step, None);
-        assert_eq!(c.prediction_agreement, 1.0);
+        assert_eq!(c.diff.first_divergent_step, None);
+        assert_eq!(c.diff.prediction_agreement, 1.0);
     }
 
     #[test]
@@ -333,7 +322,7 @@ mod tests {
         let c = verdict_on(&other);
         // A later epoch is reported, not judged.
         assert!(c.passed, "{c:?}");
-        assert_eq!(c.first_divergent_step, Some((2, 2)));
+        assert_eq!(c.diff.first_divergent_step, Some((2, 2)));
         other.step_losses[1] = 0.81;
         let failure = verdict_on(&other).failure.unwrap();
         assert!(failure.contains("part at epoch 1 step 2"), "{failure}");
@@ -368,7 +357,7 @@ mod tests {
         let mut other = side();
         other.predictions[1].1 = 1;
         let c = verdict_on(&other);
-        assert_eq!(c.disagreeing_samples, ["b"]);
+        assert_eq!(c.diff.disagreeing_samples, ["b"]);
         assert!(c.failure.unwrap().contains("agree on 50.0%"));
     }
 

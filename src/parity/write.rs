@@ -129,7 +129,7 @@ fn markdown(report: &ParityReport) -> String {
     );
     for c in &report.comparisons {
         let _ = writeln!(out, "- {} ({} vs {}):", c.model, c.reference, c.other);
-        for (path, diff) in &c.param_max_abs_diff {
+        for (path, diff) in &c.diff.param_max_abs_diff {
             let _ = writeln!(out, "  - `{path}`: {diff:.2e}");
         }
     }
@@ -142,28 +142,25 @@ fn markdown(report: &ParityReport) -> String {
 
 /// One comparison's row of the report's table.
 fn comparison_row(c: &ModelComparison) -> Vec<String> {
-    let param = c.param_max_abs_diff.iter().map(|p| p.1).fold(0.0, f64::max);
+    let param = largest(&c.diff.param_max_abs_diff);
     let own = &c.sensitivity;
-    let own_param = own
-        .param_max_abs_diff
-        .iter()
-        .map(|p| p.1)
-        .fold(0.0, f64::max);
+    let own_param = largest(&own.param_max_abs_diff);
     vec![
         c.model.clone(),
         format!("{} vs {}", c.reference, c.other),
         if c.passed { "pass" } else { "FAIL" }.to_string(),
-        format!("{:.2e}", c.first_epoch_loss_max_rel_diff),
-        format!("{:.2e}", c.loss_max_rel_diff),
-        c.first_divergent_step
+        format!("{:.2e}", c.diff.first_epoch_loss_max_rel_diff),
+        format!("{:.2e}", c.diff.loss_max_rel_diff),
+        c.diff
+            .first_divergent_step
             .map(|(e, s)| format!("epoch {e} step {s}"))
             .unwrap_or_else(|| "none".into()),
         format!("{:.2e}", own.first_epoch_loss_max_rel_diff),
         format!("{param:.2e}"),
         format!("{own_param:.2e}"),
-        format!("{:.2e}", c.logits_max_abs_diff),
+        format!("{:.2e}", c.diff.logits_max_abs_diff),
         format!("{:.2e}", own.logits_max_abs_diff),
-        format!("{:.1}%", c.prediction_agreement * 100.0),
+        format!("{:.1}%", c.diff.prediction_agreement * 100.0),
         format!("{:.1}%", own.prediction_agreement * 100.0),
         format!("{:.4} / {:.4}", c.best_val_acc.0, c.best_val_acc.1),
         format!("{} / {}", c.best_epoch.0, c.best_epoch.1),
@@ -174,4 +171,9 @@ fn comparison_row(c: &ModelComparison) -> Vec<String> {
         ),
         format!("{} / {}", c.engines.0, c.engines.1),
     ]
+}
+
+/// The largest of a comparison's per-tensor figures.
+fn largest(per_tensor: &[(String, f64)]) -> f64 {
+    per_tensor.iter().map(|p| p.1).fold(0.0, f64::max)
 }
