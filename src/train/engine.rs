@@ -267,7 +267,7 @@ fn gpu_model(
     if !crate::device::wgpu_is_software() {
         return Ok(model);
     }
-    match laps.and_then(|laps| gpu_train::past_software_loop_cap(model, laps, workload)) {
+    match laps.and_then(|laps| gpu_train::past_software_loop_cap(laps, workload)) {
         Some(why) => Err(format!("{why}; {SLOWER}")),
         None => Ok(model),
     }
