@@ -123,7 +123,7 @@ fn a_task_another_worker_holds_is_busy_not_finished() {
 fn bench_stops_within_a_step_and_writes_the_rows_it_measured() {
     let dir = temp();
     let out = dir.path().join("bench");
-    let child = trainer()
+    let mut child = trainer()
         .subcommand("bench")
         .args([
             "--backend",
@@ -136,8 +136,17 @@ fn bench_stops_within_a_step_and_writes_the_rows_it_measured() {
         .out(&out)
         .spawn();
     wait_for(&lock_of(&out), Duration::from_secs(20), "bench's lock");
+    // The lock is taken before the device opens: an interrupt then stops bench before its
+    // first row (no row to write). The backend line comes once the device is open, just
+    // before the rows are measured.
+    let stdout = child.stdout.take().expect("bench's stdout is piped");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok);
+    let opened = lines.any(|line| line.starts_with("bench: backend:"));
+    assert!(opened, "bench said which backend it measures");
     interrupt(&child);
     let started = Instant::now();
+    // Read the rest, so bench's later lines are not written into a closed pipe.
+    lines.for_each(drop);
     let output = child.wait_with_output().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(10),
